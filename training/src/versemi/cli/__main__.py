@@ -1,0 +1,5 @@
+import sys
+
+from versemi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""versemi.data"""
