@@ -1,0 +1,146 @@
+"""PromptedSegmenter: prompt batching equals single-prompt forwards, shapes, gradients, config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from versemi.model import PromptedSegmenter, build_model
+from versemi.model.backbones import reference_convs_per_stage
+
+TINY = {"base_filters": 4, "depth": 3, "num_prompts": 5}
+SIZE = (8, 16, 12)  # anisotropic on purpose, divisible by 4
+
+
+def tiny_model(backbone: str, **overrides: object) -> PromptedSegmenter:
+    torch.manual_seed(0)
+    model = build_model({**TINY, "backbone": backbone, **overrides})
+    return model.eval()
+
+
+def images(batch: int = 2, channels: int = 1) -> torch.Tensor:
+    return torch.randn(batch, channels, *SIZE, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("backbone", ["vnet", "unet"])
+def test_many_prompts_equal_single_prompt_forwards(backbone: str) -> None:
+    model = tiny_model(backbone)
+    x = images()
+    prompts = torch.tensor([4, 0, 2, 2])
+    with torch.no_grad():
+        together = model(x, prompts)
+        singles = torch.cat([model(x, prompts[i : i + 1]) for i in range(len(prompts))], dim=1)
+    assert together.shape == (2, 4, *SIZE)
+    assert together.dtype == torch.float32
+    torch.testing.assert_close(together, singles, rtol=1e-4, atol=1e-5)
+    # Different prompts give different maps (the prompt code reaches the head).
+    assert not torch.allclose(together[:, 0], together[:, 1])
+    # The repeated prompt gives identical maps.
+    torch.testing.assert_close(together[:, 2], together[:, 3])
+
+
+@pytest.mark.parametrize("backbone", ["vnet", "unet"])
+def test_per_image_prompts_equal_single_image_forwards(backbone: str) -> None:
+    model = tiny_model(backbone)
+    x = images()
+    prompts = torch.tensor([[0, 3, 4], [1, 1, 2]])
+    with torch.no_grad():
+        together = model(x, prompts)
+        for b in range(2):
+            single = model(x[b : b + 1], prompts[b])
+            torch.testing.assert_close(together[b : b + 1], single, rtol=1e-4, atol=1e-5)
+            # And per prompt, one at a time.
+            for p in range(3):
+                one = model(x[b : b + 1], prompts[b, p : p + 1])
+                torch.testing.assert_close(together[b : b + 1, p : p + 1], one, rtol=1e-4, atol=1e-5)
+
+
+def test_encode_then_decode_equals_forward() -> None:
+    model = tiny_model("vnet", in_channels=2)
+    x = images(channels=2)
+    with torch.no_grad():
+        features, pooled = model.encode(x)
+        assert features.shape == (2, 4, *SIZE)
+        assert pooled.shape == (2, 16)  # base 4 * 2**(depth-1)
+        split = model.decode_prompts(features, pooled, [1, 2])
+        torch.testing.assert_close(split, model(x, torch.tensor([1, 2])))
+
+
+def test_gradients_reach_controller_and_backbone() -> None:
+    model = tiny_model("vnet").train()
+    logits = model(images(), torch.tensor([[0, 1], [2, 4]]))
+    target = (torch.rand_like(logits) > 0.5).float()
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, target).backward()
+    for name in ("head.controller.weight", "head.head_input.2.weight", "backbone.encoder.0.convs.0.weight",
+                 "backbone.down.1.0.weight", "backbone.decoder.1.convs.0.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_autocast_bf16_on_cpu_gives_float32_logits_close_to_fp32() -> None:
+    model = tiny_model("unet")
+    x = images()
+    with torch.no_grad():
+        reference = model(x, [0, 1])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x, [0, 1])
+    assert low.dtype == torch.float32
+    assert (low - reference).abs().max() < 0.1 * reference.abs().max() + 0.05
+
+
+def test_build_model_round_trip_through_json() -> None:
+    model = tiny_model("unet", norm="group", dropout=0.1, prompt_encoding="embedding",
+                       convs_per_stage=[1, 2, 1])
+    config = json.loads(json.dumps(model.config))
+    rebuilt = build_model(config)
+    assert rebuilt.config == model.config
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.eval()
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x, [3]), model(x, [3]))
+    assert rebuilt.size_divisor == 4 and rebuilt.num_prompts == 5
+
+
+def test_default_model_is_the_reference_vnet() -> None:
+    model = build_model({"num_prompts": 5})
+    assert model.config["backbone"] == "vnet" and model.size_divisor == 16
+    assert reference_convs_per_stage(5) == [1, 2, 3, 3, 3]
+    assert model.backbone.bottleneck_channels == 256 and model.backbone.out_channels == 16
+    # The controller emits 8*8+8 + 8*8+8 + 8+1 = 153 parameters from 256 + 5 inputs (paper sizes).
+    assert tuple(model.head.controller.weight.shape) == (153, 261)
+    assert 9_000_000 < sum(p.numel() for p in model.parameters()) < 10_000_000
+
+
+def test_non_divisible_input_is_a_clear_error() -> None:
+    model = tiny_model("vnet")
+    with pytest.raises(ValueError, match=r"not divisible by the model's size_divisor 4"):
+        model(torch.zeros(1, 1, 8, 10, 12), [0])
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [([5], r"prompt ids must be in \[0, 4\]"), ([[0], [1], [2]], r"\(P,\) or \(B, P\) with B=2"),
+     ([], "empty"), (torch.tensor([0.0]), "integers")],
+)
+def test_bad_prompt_ids_are_clear_errors(prompts: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        tiny_model("vnet")(images(), prompts)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [({"base_filters": 4}, "num_prompts"), ({**TINY, "backbon": "vnet"}, "unknown model config"),
+     ({**TINY, "backbone": "resnet"}, "unknown backbone"), ({**TINY, "norm": "layer"}, "unknown norm"),
+     ({**TINY, "convs_per_stage": [1, 2]}, "convs_per_stage")],
+)
+def test_bad_configs_are_clear_errors(config: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_model(config)
+
+
+def test_wrong_channel_count_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="2 channels but the model expects 1"):
+        tiny_model("vnet")(images(channels=2), [0])

@@ -1,0 +1,228 @@
+"""``PromptedSegmenter``: one backbone pass per image, one foreground logit map per prompt.
+
+The architecture is described by a plain JSON-able dict (stored in checkpoints as ``model_config``)::
+
+    {"backbone": "vnet", "in_channels": 1, "base_filters": 16, "depth": 5, "convs_per_stage": None,
+     "norm": "instance", "dropout": 0.0, "num_prompts": 5, "head_channels": 8, "head_layers": 3,
+     "prompt_encoding": "onehot", "prompt_embedding_dim": 16}
+
+Only ``num_prompts`` is required; :func:`build_model` fills in the rest (the reference V-Net).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from versemi.model.backbones import BACKBONES, EncoderDecoder3d, UNet3d
+from versemi.model.dynamic_head import DynamicHead
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "backbone": "vnet",
+    "in_channels": 1,
+    "base_filters": 16,
+    "depth": 5,
+    # None: the reference V-Net schedule (1, 2, 3, 3, 3); the U-Net defaults to 2 per stage.
+    "convs_per_stage": None,
+    "norm": "instance",
+    "dropout": 0.0,
+    "num_prompts": None,
+    "head_channels": 8,
+    "head_layers": 3,
+    "prompt_encoding": "onehot",
+    "prompt_embedding_dim": 16,
+}
+
+
+class PromptedSegmenter(nn.Module):
+    """A 3D backbone plus the dynamic head (see :mod:`versemi.model.dynamic_head`).
+
+    Build it with :func:`build_model`. ``forward(images, prompt_ids)`` returns float32 logits
+    ``(B, P, D, H, W)``; :meth:`encode` and :meth:`decode_prompts` split it so inference can run the
+    backbone once and the head for chosen prompts.
+
+    Args:
+        backbone: The encoder-decoder.
+        head: The dynamic head.
+        config: The full config dict this model was built from.
+    """
+
+    def __init__(self, backbone: EncoderDecoder3d, head: DynamicHead, config: Mapping[str, Any]):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self._config = copy.deepcopy(dict(config))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The JSON-able architecture dict; ``build_model(model.config)`` rebuilds this model."""
+        return copy.deepcopy(self._config)
+
+    @property
+    def num_prompts(self) -> int:
+        return self.head.num_prompts
+
+    @property
+    def in_channels(self) -> int:
+        return int(self._config["in_channels"])
+
+    @property
+    def size_divisor(self) -> int:
+        """Every spatial size of the input must be a multiple of this (``2**(depth-1)``)."""
+        return self.backbone.size_divisor
+
+    def check_images(self, images: torch.Tensor) -> None:
+        """Raise ``ValueError`` when ``images`` is not ``(B, in_channels, D, H, W)`` with divisible sizes."""
+        if images.ndim != 5:
+            raise ValueError(
+                f"images must be (B, C, D, H, W), got a {images.ndim}-D tensor of shape "
+                f"{tuple(images.shape)}"
+            )
+        if images.shape[1] != self.in_channels:
+            raise ValueError(
+                f"images have {images.shape[1]} channels but the model expects {self.in_channels}"
+            )
+        spatial = tuple(images.shape[2:])
+        if any(s % self.size_divisor for s in spatial):
+            raise ValueError(
+                f"spatial size {spatial} (D, H, W) is not divisible by the model's size_divisor "
+                f"{self.size_divisor}; pad or crop the input (e.g. a patch size that is a multiple "
+                f"of {self.size_divisor})"
+            )
+
+    def normalize_prompt_ids(self, prompt_ids: torch.Tensor | list[int], batch: int) -> torch.Tensor:
+        """``(P,)`` or ``(B, P)`` prompt ids -> a validated ``(B, P)`` LongTensor."""
+        ids = torch.as_tensor(prompt_ids)
+        if ids.numel() == 0:
+            raise ValueError("prompt_ids is empty: give at least one prompt")
+        if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+            raise ValueError(f"prompt_ids must be integers, got dtype {ids.dtype}")
+        ids = ids.long()
+        if ids.ndim == 1:
+            ids = ids[None].expand(batch, ids.shape[0])
+        elif ids.ndim != 2 or ids.shape[0] != batch:
+            raise ValueError(
+                f"prompt_ids must be (P,) or (B, P) with B={batch}, got shape {tuple(ids.shape)}"
+            )
+        if bool(((ids < 0) | (ids >= self.num_prompts)).any()):
+            raise ValueError(
+                f"prompt ids must be in [0, {self.num_prompts - 1}], got {ids.unique().tolist()}"
+            )
+        return ids
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone pass (once per image, shared by every prompt).
+
+        Args:
+            images: ``(B, in_channels, D, H, W)``, sizes divisible by :attr:`size_divisor`.
+
+        Returns:
+            ``(decoder_features (B, base_filters, D, H, W), pooled (B, C_bottleneck))``.
+        """
+        self.check_images(images)
+        features, bottleneck = self.backbone(images)
+        return features, bottleneck.mean(dim=(2, 3, 4))
+
+    def decode_prompts(
+        self,
+        decoder_features: torch.Tensor,
+        pooled: torch.Tensor,
+        prompt_ids: torch.Tensor | list[int],
+    ) -> torch.Tensor:
+        """The dynamic head for the given prompts.
+
+        Args:
+            decoder_features: From :meth:`encode`.
+            pooled: From :meth:`encode`.
+            prompt_ids: ``(P,)`` (same prompts for every image) or ``(B, P)``.
+
+        Returns:
+            float32 logits ``(B, P, D, H, W)``.
+        """
+        ids = self.normalize_prompt_ids(prompt_ids, decoder_features.shape[0]).to(pooled.device)
+        # float32 out, also under autocast: losses and probability maps downstream expect it.
+        return self.head(decoder_features, pooled, ids).float()
+
+    def forward(self, images: torch.Tensor, prompt_ids: torch.Tensor | list[int]) -> torch.Tensor:
+        """Logits of every requested prompt from ONE backbone pass per image.
+
+        Args:
+            images: ``(B, in_channels, D, H, W)``, sizes divisible by :attr:`size_divisor`.
+            prompt_ids: LongTensor ``(P,)`` (same prompts for every image) or ``(B, P)``.
+
+        Returns:
+            float32 foreground logits ``(B, P, D, H, W)``; ``sigmoid`` gives probabilities.
+        """
+        # Validate the prompts before the (expensive) backbone pass.
+        self.normalize_prompt_ids(prompt_ids, images.shape[0])
+        features, pooled = self.encode(images)
+        return self.decode_prompts(features, pooled, prompt_ids)
+
+
+def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill defaults into a model config and check it.
+
+    Args:
+        config: At least ``num_prompts``; unknown keys are an error (typos must not pass silently).
+
+    Returns:
+        The complete config dict (JSON-able).
+    """
+    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise ValueError(
+            f"unknown model config key(s) {unknown}; known keys: {sorted(DEFAULT_CONFIG)}"
+        )
+    resolved = {**DEFAULT_CONFIG, **dict(config)}
+    if resolved["num_prompts"] is None:
+        raise ValueError("model config needs 'num_prompts' (size of the label space)")
+    if resolved["backbone"] not in BACKBONES:
+        raise ValueError(
+            f"unknown backbone {resolved['backbone']!r}; expected one of {sorted(BACKBONES)}"
+        )
+    if resolved["convs_per_stage"] is not None and not isinstance(resolved["convs_per_stage"], int):
+        resolved["convs_per_stage"] = [int(c) for c in resolved["convs_per_stage"]]
+    for key in ("in_channels", "base_filters", "depth", "num_prompts", "head_channels",
+                "head_layers", "prompt_embedding_dim"):
+        resolved[key] = int(resolved[key])
+    resolved["dropout"] = float(resolved["dropout"])
+    return resolved
+
+
+def build_model(config: Mapping[str, Any]) -> PromptedSegmenter:
+    """Build a :class:`PromptedSegmenter` from a config dict (see the module docstring).
+
+    Args:
+        config: Model config; ``model.config`` of the result is the completed dict.
+
+    Returns:
+        The model (freshly initialised).
+    """
+    cfg = resolve_config(config)
+    backbone_cls = BACKBONES[cfg["backbone"]]
+    convs = cfg["convs_per_stage"]
+    if convs is None and backbone_cls is UNet3d:
+        convs = 2
+    backbone = backbone_cls(
+        in_channels=cfg["in_channels"],
+        base_filters=cfg["base_filters"],
+        depth=cfg["depth"],
+        convs_per_stage=convs,
+        norm=cfg["norm"],
+        dropout=cfg["dropout"],
+    )
+    head = DynamicHead(
+        feature_channels=backbone.out_channels,
+        context_channels=backbone.bottleneck_channels,
+        num_prompts=cfg["num_prompts"],
+        head_channels=cfg["head_channels"],
+        num_layers=cfg["head_layers"],
+        norm=cfg["norm"],
+        prompt_encoding=cfg["prompt_encoding"],
+        embedding_dim=cfg["prompt_embedding_dim"],
+    )
+    return PromptedSegmenter(backbone, head, cfg)
