@@ -1,0 +1,400 @@
+"""Validation of an nnU-Net v2 raw dataset folder (behind ``versemi check-dataset``).
+
+:func:`check_dataset` reports every problem it finds in one pass, each naming the file, instead of
+stopping at the first: a user fixing a dataset wants the whole list. Headers are read without voxels
+where that suffices; voxels are read only for the checks that need them (NaN/Inf in floating-point
+images, label values, empty labels).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from versemi.data.dataset import (
+    REQUIRED_DATASET_JSON_KEYS,
+    SUPPORTED_ENDINGS,
+    DatasetError,
+    read_image,
+    read_image_header,
+    split_ending,
+)
+
+Severity = Literal["error", "warning"]
+ERROR: Severity = "error"
+WARNING: Severity = "warning"
+
+_FLOAT_PIXEL_IDS = {sitk.sitkFloat32, sitk.sitkFloat64}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: ``severity`` is ``"error"`` (unusable for training) or ``"warning"``."""
+
+    severity: Severity
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity.upper()} {self.path}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"severity": self.severity, "path": str(self.path), "message": self.message}
+
+
+@dataclass(frozen=True)
+class GeometryTolerance:
+    """How far two grids may differ and still count as the same.
+
+    Attributes:
+        spacing: relative difference per axis (1e-3 = 0.1 %).
+        origin: difference per axis as a fraction of the smaller spacing on that axis.
+        direction: absolute difference per direction-cosine entry.
+    """
+
+    spacing: float = 1e-3
+    origin: float = 1e-3
+    direction: float = 1e-3
+
+
+@dataclass
+class _Geometry:
+    dimension: int
+    components: int
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+    pixel_id: int
+
+    @classmethod
+    def of_header(cls, r: sitk.ImageFileReader) -> "_Geometry":
+        return cls(r.GetDimension(), r.GetNumberOfComponents(), r.GetSize(), r.GetSpacing(),
+                   r.GetOrigin(), r.GetDirection(), r.GetPixelID())
+
+    @classmethod
+    def of_image(cls, im: sitk.Image) -> "_Geometry":
+        return cls(im.GetDimension(), im.GetNumberOfComponentsPerPixel(), im.GetSize(), im.GetSpacing(),
+                   im.GetOrigin(), im.GetDirection(), im.GetPixelID())
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+def geometry_differences(a: _Geometry, b: _Geometry, tol: GeometryTolerance) -> list[str]:
+    """Human-readable differences between two 3D grids (empty when they match)."""
+    out = []
+    if tuple(a.size) != tuple(b.size):
+        out.append(f"size {_fmt(a.size)} vs {_fmt(b.size)}")
+    if any(abs(x - y) > tol.spacing * max(abs(x), abs(y)) for x, y in zip(a.spacing, b.spacing)):
+        out.append(f"spacing {_fmt(a.spacing)} vs {_fmt(b.spacing)}")
+    voxel = [min(x, y) for x, y in zip(a.spacing, b.spacing)]
+    if any(abs(x - y) > tol.origin * v for x, y, v in zip(a.origin, b.origin, voxel)):
+        out.append(f"origin {_fmt(a.origin)} vs {_fmt(b.origin)}")
+    if any(abs(x - y) > tol.direction for x, y in zip(a.direction, b.direction)):
+        out.append(f"direction {_fmt(a.direction)} vs {_fmt(b.direction)}")
+    return out
+
+
+# --- dataset.json ----------------------------------------------------------------------------------
+@dataclass
+class _JsonFacts:
+    """What the file checks need from dataset.json (``None`` where it could not be determined)."""
+
+    file_ending: str | None = None
+    num_channels: int | None = None
+    label_values: set[int] | None = None
+    num_training: int | None = None
+
+
+def _check_dataset_json(path: Path, problems: list[Problem]) -> _JsonFacts:
+    facts = _JsonFacts()
+
+    def error(msg: str) -> None:
+        problems.append(Problem(ERROR, path, msg))
+
+    if not path.is_file():
+        error("dataset.json not found (required: channel_names, labels, numTraining, file_ending)")
+        return facts
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        error(f"invalid JSON: {exc}")
+        return facts
+    if not isinstance(data, dict):
+        error("must be a JSON object")
+        return facts
+    missing = [k for k in REQUIRED_DATASET_JSON_KEYS if k not in data]
+    if missing:
+        error(f"missing required key(s): {', '.join(missing)}")
+
+    if "file_ending" in data:
+        if data["file_ending"] in SUPPORTED_ENDINGS:
+            facts.file_ending = data["file_ending"]
+        else:
+            error(f"file_ending {data['file_ending']!r} is not supported; use one of {', '.join(SUPPORTED_ENDINGS)}")
+
+    if "channel_names" in data:
+        ch = data["channel_names"]
+        if not isinstance(ch, dict) or not ch:
+            error("channel_names must be a non-empty object, e.g. {\"0\": \"CT\"}")
+        else:
+            keys = sorted(ch)
+            expected = [str(i) for i in range(len(ch))]
+            if sorted(keys, key=lambda k: (len(k), k)) != expected:
+                error(f"channel_names keys must be \"0\"..\"{len(ch) - 1}\", got {keys}")
+            else:
+                facts.num_channels = len(ch)
+
+    if "labels" in data:
+        labels = data["labels"]
+        if not isinstance(labels, dict) or not labels:
+            error("labels must be a non-empty object mapping label name -> integer value")
+        else:
+            bad = {k: v for k, v in labels.items() if isinstance(v, bool) or not isinstance(v, int)}
+            if bad:
+                error(f"label values must be integers (region labels as lists are not supported): {bad}")
+            values = [v for v in labels.values() if not isinstance(v, bool) and isinstance(v, int)]
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                error(f"several labels share the value(s) {dupes}")
+            if 0 not in values:
+                error("labels must declare background with value 0, e.g. \"background\": 0")
+            negative = sorted(v for v in values if v < 0)
+            if negative:
+                error(f"negative label values {negative}")
+            if not bad:
+                facts.label_values = set(values) | {0}
+
+    if "numTraining" in data:
+        n = data["numTraining"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            error(f"numTraining must be a non-negative integer, got {n!r}")
+        else:
+            facts.num_training = n
+    return facts
+
+
+def _infer_file_ending(folder: Path) -> str | None:
+    """The most common supported ending in a folder (used when dataset.json cannot tell)."""
+    counts: dict[str, int] = {}
+    if folder.is_dir():
+        for p in folder.iterdir():
+            split = split_ending(p)
+            if split:
+                counts[split[1].lower()] = counts.get(split[1].lower(), 0) + 1
+    return max(counts, key=lambda e: counts[e]) if counts else None
+
+
+# --- per case -------------------------------------------------------------------------------------
+def _nonfinite_count(image: sitk.Image) -> int:
+    arr = sitk.GetArrayViewFromImage(image)
+    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
+
+
+def _label_values(arr: np.ndarray) -> np.ndarray:
+    """Distinct values of an integer label array; bincount is far faster than unique for small labels."""
+    flat = arr.ravel()
+    if flat.size and np.issubdtype(flat.dtype, np.integer):
+        lo, hi = int(flat.min()), int(flat.max())
+        if lo >= 0 and hi < 1 << 16:
+            return np.flatnonzero(np.bincount(flat, minlength=hi + 1))
+    return np.unique(flat)
+
+
+def _check_image_header(path: Path, geom: _Geometry, what: str) -> list[Problem]:
+    out = []
+    if geom.dimension != 3:
+        out.append(Problem(ERROR, path, f"{what} is {geom.dimension}D (size {_fmt(geom.size)}); expected a 3D image"))
+    if geom.components != 1:
+        out.append(Problem(ERROR, path, f"{what} has {geom.components} components per voxel "
+                                        "(vector/RGB image); expected one scalar per voxel"))
+    return out
+
+
+def _check_case(
+    case_id: str,
+    image_paths: Sequence[Path],
+    label_path: Path | None,
+    label_values: set[int] | None,
+    tol: GeometryTolerance,
+) -> list[Problem]:
+    problems: list[Problem] = []
+    reference: tuple[Path, _Geometry] | None = None  # channel 0 when usable
+    for channel, path in enumerate(image_paths):
+        try:
+            header = _Geometry.of_header(read_image_header(path))
+        except DatasetError as exc:
+            problems.append(Problem(ERROR, path, str(exc).removeprefix(f"{path}: ")))
+            continue
+        header_problems = _check_image_header(path, header, "image")
+        problems += header_problems
+        # Integer images cannot hold NaN/Inf: only floating-point ones need their voxels read.
+        if header.pixel_id in _FLOAT_PIXEL_IDS and header.components == 1:
+            try:
+                bad = _nonfinite_count(read_image(path))
+            except DatasetError as exc:
+                problems.append(Problem(ERROR, path, str(exc).removeprefix(f"{path}: ")))
+                continue
+            if bad:
+                problems.append(Problem(ERROR, path, f"{bad} voxel(s) are NaN or infinite"))
+        if header_problems:
+            continue
+        if reference is None and channel == 0:
+            reference = (path, header)
+        elif reference is not None:
+            diffs = geometry_differences(reference[1], header, tol)
+            if diffs:
+                problems.append(Problem(ERROR, path, f"geometry differs from channel 0 {reference[0].name}: "
+                                                     + "; ".join(diffs)))
+
+    if label_path is None:
+        return problems
+    try:
+        label = read_image(label_path)
+    except DatasetError as exc:
+        return problems + [Problem(ERROR, label_path, str(exc).removeprefix(f"{label_path}: "))]
+    geom = _Geometry.of_image(label)
+    header_problems = _check_image_header(label_path, geom, "label")
+    problems += header_problems
+    if header_problems:
+        return problems
+    if reference is not None:
+        diffs = geometry_differences(reference[1], geom, tol)
+        if diffs:
+            problems.append(Problem(ERROR, label_path, f"label geometry differs from image {reference[0].name}: "
+                                                       + "; ".join(diffs)))
+    arr = sitk.GetArrayViewFromImage(label)
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            problems.append(Problem(ERROR, label_path, f"{int(arr.size - finite.sum())} label voxel(s) are NaN or infinite"))
+            return problems
+        if not np.array_equal(arr, np.round(arr)):
+            problems.append(Problem(ERROR, label_path, "label has non-integer values; labels must be integers"))
+            return problems
+    values = [int(v) for v in _label_values(arr)]
+    if label_values is not None:
+        undeclared = [v for v in values if v not in label_values]
+        if undeclared:
+            problems.append(Problem(ERROR, label_path, f"label values {undeclared} are not declared in "
+                                                       f"dataset.json labels (declared: {sorted(label_values)})"))
+    if all(v == 0 for v in values):
+        problems.append(Problem(WARNING, label_path, "label is empty (background only)"))
+    return problems
+
+
+# --- the whole folder -----------------------------------------------------------------------------
+def check_dataset(
+    root: str | Path,
+    tolerance: GeometryTolerance | None = None,
+    workers: int | None = None,
+) -> list[Problem]:
+    """Check an nnU-Net v2 raw dataset folder and return every problem found.
+
+    Checked: ``dataset.json`` (present, valid JSON, required keys, label values, file ending);
+    ``imagesTr``/``labelsTr`` present; every image has a label and every label an image; every
+    channel file in ``channel_names`` exists; images and labels are 3D with one component per voxel;
+    channels and labels share the channel-0 grid (size, spacing, origin, direction within
+    ``tolerance``); no NaN/Inf voxels; label values are declared in ``dataset.json``; labels are not
+    empty (warning); ``numTraining`` matches the number of cases (warning); stray files (warning).
+
+    Args:
+        root: the dataset folder.
+        tolerance: geometry tolerance (default :class:`GeometryTolerance`).
+        workers: threads reading files (default: up to 4, bounded by the CPU count).
+
+    Returns:
+        The problems, dataset-level first, then per case in case-id order; empty when all is well.
+    """
+    root = Path(root).expanduser().resolve()
+    tol = tolerance or GeometryTolerance()
+    if not root.is_dir():
+        return [Problem(ERROR, root, "dataset folder not found")]
+    problems: list[Problem] = []
+    facts = _check_dataset_json(root / "dataset.json", problems)
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    for folder in (images_dir, labels_dir):
+        if not folder.is_dir():
+            problems.append(Problem(ERROR, folder, "folder not found"))
+
+    ending = facts.file_ending or _infer_file_ending(images_dir) or ".nii.gz"
+
+    # imagesTr: <case>_<4-digit channel><ending>
+    channel_files: dict[str, dict[int, Path]] = {}
+    for path in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
+        if path.name.startswith("."):
+            continue
+        if not path.name.endswith(ending):
+            problems.append(Problem(WARNING, path, f"ignored: not a {ending} file (dataset.json file_ending)"))
+            continue
+        stem = path.name[: -len(ending)]
+        case_id, _, channel = stem.rpartition("_")
+        if not case_id or len(channel) != 4 or not channel.isdigit():
+            problems.append(Problem(ERROR, path, f"image name must be <case>_<4-digit channel>{ending}, "
+                                                 f"e.g. {stem}_0000{ending}"))
+            continue
+        channel_files.setdefault(case_id, {})[int(channel)] = path
+
+    label_files: dict[str, Path] = {}
+    for path in sorted(labels_dir.iterdir()) if labels_dir.is_dir() else []:
+        if path.name.startswith("."):
+            continue
+        if not path.name.endswith(ending) or len(path.name) == len(ending):
+            problems.append(Problem(WARNING, path, f"ignored: not a {ending} file (dataset.json file_ending)"))
+            continue
+        label_files[path.name[: -len(ending)]] = path
+
+    num_channels = facts.num_channels or 1
+    cases: list[tuple[str, list[Path], Path | None]] = []
+    for case_id in sorted(set(channel_files) | set(label_files)):
+        present = channel_files.get(case_id, {})
+        if not present:
+            problems.append(Problem(ERROR, label_files[case_id],
+                                    f"label has no image: expected imagesTr/{case_id}_0000{ending}"))
+            continue
+        for c in sorted(present):
+            if c >= num_channels:
+                problems.append(Problem(ERROR, present[c], f"channel {c} is not declared in dataset.json "
+                                                           f"channel_names ({num_channels} channel(s))"))
+        paths = []
+        for c in range(num_channels):
+            if c in present:
+                paths.append(present[c])
+            else:
+                problems.append(Problem(ERROR, images_dir / f"{case_id}_{c:04d}{ending}",
+                                        f"missing channel {c} file of case {case_id}"))
+        label = label_files.get(case_id)
+        if label is None and labels_dir.is_dir():
+            problems.append(Problem(ERROR, present[min(present)],
+                                    f"image has no label: expected labelsTr/{case_id}{ending}"))
+        cases.append((case_id, paths, label))
+
+    num_cases = sum(1 for cid in channel_files if channel_files[cid])
+    if facts.num_training is not None and facts.num_training != num_cases:
+        problems.append(Problem(WARNING, root / "dataset.json",
+                                f"numTraining is {facts.num_training} but imagesTr has {num_cases} case(s)"))
+    if images_dir.is_dir() and num_cases == 0:
+        problems.append(Problem(ERROR, images_dir, f"no images named <case>_0000{ending}"))
+
+    n_workers = workers or min(4, os.cpu_count() or 1)
+    # SimpleITK releases the GIL while decoding files, so threads overlap I/O and decompression.
+    with ThreadPoolExecutor(max_workers=max(1, n_workers)) as pool:
+        per_case = pool.map(lambda c: _check_case(c[0], c[1], c[2], facts.label_values, tol), cases)
+        for found in per_case:
+            problems.extend(found)
+    return problems
+
+
+def summarize(problems: Sequence[Problem]) -> tuple[int, int]:
+    """(number of errors, number of warnings)."""
+    errors = sum(p.severity == ERROR for p in problems)
+    return errors, len(problems) - errors
