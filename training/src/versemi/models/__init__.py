@@ -1,1 +1,83 @@
-"""versemi.models"""
+"""Trained models: the catalogue, verified (SHA-256) resumable downloads, offline import, the cache.
+
+Typical use::
+
+    from versemi.models import load_catalogue, download_model, resolve_model
+
+    catalogue = load_catalogue()                      # --catalogue / $VERSEMI_CATALOGUE / packaged
+    download_model(catalogue.get("abdomen-ct"))       # into $VERSEMI_MODELS_DIR or the user cache
+    checkpoint_path = resolve_model("abdomen-ct")     # verified path (or a file path as given)
+
+See docs/MODELS.md for the catalogue format and the cache layout.
+"""
+
+from versemi.models.catalogue import (
+    CATALOGUE_ENV,
+    Catalogue,
+    CatalogueEntry,
+    CatalogueError,
+    CatalogueUnavailableError,
+    ModelError,
+    UnknownModelError,
+    catalogue_document,
+    load_catalogue,
+    parse_catalogue,
+    parse_model_spec,
+)
+from versemi.models.download import DownloadError, IncompatibleModelError, ProgressCallback, download_model
+from versemi.models.install import (
+    ModelNotInstalledError,
+    VerifyResult,
+    catalogue_or_empty,
+    import_model,
+    installed_versions,
+    resolve_model,
+    verify_all,
+    verify_model,
+)
+from versemi.models.store import (
+    MODELS_DIR_ENV,
+    ChecksumError,
+    InstalledModel,
+    default_models_dir,
+    find_installed,
+    installed_for_path,
+    models_dir,
+    read_manifest,
+    sha256_file,
+)
+
+__all__ = [
+    "CATALOGUE_ENV",
+    "MODELS_DIR_ENV",
+    "Catalogue",
+    "CatalogueEntry",
+    "CatalogueError",
+    "CatalogueUnavailableError",
+    "ChecksumError",
+    "DownloadError",
+    "IncompatibleModelError",
+    "InstalledModel",
+    "ModelError",
+    "ModelNotInstalledError",
+    "ProgressCallback",
+    "UnknownModelError",
+    "VerifyResult",
+    "catalogue_document",
+    "catalogue_or_empty",
+    "default_models_dir",
+    "download_model",
+    "find_installed",
+    "import_model",
+    "installed_for_path",
+    "installed_versions",
+    "load_catalogue",
+    "models_dir",
+    "parse_catalogue",
+    "parse_model_spec",
+    "read_manifest",
+    "resolve_model",
+    "sha256_file",
+    "verify_all",
+    "verify_model",
+]

@@ -1,0 +1,284 @@
+"""``versemi models``: list, download, import, verify and locate trained models.
+
+::
+
+    versemi models list [--verify] [--json]
+    versemi models download NAME[@VERSION] [--force] [--progress auto|tqdm|json|none]
+    versemi models import FILE [--name NAME] [--version VERSION]
+    versemi models verify [NAME[@VERSION]]
+    versemi models path NAME[@VERSION]
+
+Every action takes ``--catalogue FILE|URL`` (default ``$VERSEMI_CATALOGUE``, else the packaged one)
+and ``--models-dir DIR`` (default ``$VERSEMI_MODELS_DIR``, else the platform user cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from versemi.cli import CliError
+
+COMMAND = "models"
+HELP = "list, download (verified, resumable), import offline, verify and locate trained models"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--catalogue",
+        metavar="FILE|URL",
+        default=None,
+        help="model catalogue (JSON); default: $VERSEMI_CATALOGUE, else the catalogue shipped with versemi",
+    )
+    common.add_argument(
+        "--models-dir",
+        metavar="DIR",
+        default=None,
+        help="model cache folder; default: $VERSEMI_MODELS_DIR, else the user cache (~/.cache/versemi/models)",
+    )
+    actions = parser.add_subparsers(dest="models_action", metavar="ACTION")
+    actions.required = True
+
+    p = actions.add_parser("list", parents=[common], help="catalogue entries and installed models")
+    p.add_argument("--verify", action="store_true", help="re-hash installed files (slower)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+
+    p = actions.add_parser("download", parents=[common], help="download a model, verify its SHA-256, install it")
+    p.add_argument("model", metavar="NAME[@VERSION]")
+    p.add_argument("--force", action="store_true", help="download again even if a verified copy is installed")
+    p.add_argument(
+        "--progress",
+        choices=["auto", "tqdm", "json", "none"],
+        default="auto",
+        help="progress display: tqdm bar on stderr, JSON lines on stdout, or none (auto: bar on a terminal)",
+    )
+    p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
+
+    p = actions.add_parser("import", parents=[common], help="install a checkpoint file obtained elsewhere (offline)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--name", default=None, help="model name (a catalogue name: the file must match its SHA-256)")
+    p.add_argument("--version", default=None, help="model version (default: newest catalogue version, or 'local')")
+
+    p = actions.add_parser("verify", parents=[common], help="re-hash installed models against catalogue/manifest")
+    p.add_argument("model", metavar="NAME[@VERSION]", nargs="?", default=None, help="default: every installed model")
+
+    p = actions.add_parser("path", parents=[common], help="print the verified local path of an installed model")
+    p.add_argument("model", metavar="NAME[@VERSION]")
+
+
+def run(args: argparse.Namespace) -> int:
+    from versemi.checkpoint import CheckpointError
+    from versemi.models import ModelError
+
+    action = {
+        "list": _list,
+        "download": _download,
+        "import": _import,
+        "verify": _verify,
+        "path": _path,
+    }[args.models_action]
+    json_progress = getattr(args, "progress", None) == "json"
+    try:
+        return action(args)
+    except (ModelError, CheckpointError) as exc:
+        if json_progress:
+            _emit({"type": "error", "message": str(exc)})
+        raise CliError(str(exc)) from exc
+    except OSError as exc:
+        if json_progress:
+            _emit({"type": "error", "message": str(exc)})
+        raise CliError(f"{getattr(exc, 'filename', None) or 'models'}: {exc.strerror or exc}") from exc
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def _catalogue(args: argparse.Namespace, required: bool):
+    """Load the catalogue; for actions that can work from the manifest, tolerate an offline one."""
+    from versemi.models import catalogue_or_empty, load_catalogue
+
+    if required:
+        return load_catalogue(args.catalogue)
+    catalogue, problem = catalogue_or_empty(args.catalogue)
+    if problem:
+        print(f"versemi models: warning: {problem}; using installed models only", file=sys.stderr)
+    return catalogue
+
+
+def _progress(mode: str, description: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A ``(done, total)`` callback for ``mode`` and a function that closes it."""
+    if mode == "auto":
+        mode = "tqdm" if sys.stderr.isatty() else "none"
+    if mode == "json":
+        last = [-1.0]
+
+        def report(done: int, total: int) -> None:
+            fraction = done / total if total else 1.0
+            # At most ~200 lines per download: readers only need a smooth bar.
+            if fraction - last[0] >= 0.005 or done >= total:
+                last[0] = fraction
+                _emit(
+                    {
+                        "type": "progress",
+                        "stage": "download",
+                        "fraction": round(fraction, 4),
+                        "message": f"{description}: {done}/{total} bytes",
+                    }
+                )
+
+        return report, lambda: None
+    if mode == "tqdm":
+        from tqdm import tqdm
+
+        bar: list[Any] = []
+
+        def report(done: int, total: int) -> None:
+            if not bar:
+                bar.append(
+                    tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
+                         desc=description, file=sys.stderr)
+                )
+            else:
+                bar[0].update(done - bar[0].n)
+
+        return report, lambda: bar[0].close() if bar else None
+    return None, lambda: None
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+# --- actions -------------------------------------------------------------------------------------
+
+
+def _list(args: argparse.Namespace) -> int:
+    from versemi.models import models_dir, read_manifest, verify_model
+
+    catalogue = _catalogue(args, required=False)
+    cache = models_dir(args.models_dir)
+    manifest = {m.spec: m for m in read_manifest(cache)}
+    rows: list[dict[str, Any]] = []
+
+    def status(spec: str, file_present: bool, cheap_ok: bool) -> str:
+        if not file_present:
+            return "not installed"
+        if not args.verify:
+            return "installed" if cheap_ok else "unverified"
+        return "verified" if verify_model(spec, catalogue, cache).ok else "DAMAGED"
+
+    for entry in catalogue:
+        path = cache / entry.file_name
+        record = manifest.get(entry.spec)
+        present = path.is_file()
+        # Without re-hashing: trust the manifest's record of a verified install of this exact hash.
+        cheap_ok = present and record is not None and record.sha256 == entry.sha256 and path.stat().st_size == entry.size
+        rows.append(
+            {
+                **entry.to_dict(),
+                "source": "catalogue",
+                "status": status(entry.spec, present, cheap_ok),
+                "supported": entry.is_supported(),
+                "path": str(path) if present else None,
+            }
+        )
+    for spec, record in manifest.items():
+        if catalogue.find(record.name, record.version) is not None:
+            continue
+        path = cache / record.file
+        present = path.is_file()
+        rows.append(
+            {
+                "name": record.name,
+                "version": record.version,
+                "sha256": record.sha256,
+                "size": record.size,
+                "label_space": record.label_space,
+                "source": record.source,
+                "origin": record.origin,
+                "status": status(spec, present, present and path.stat().st_size == record.size),
+                "path": str(path) if present else None,
+            }
+        )
+
+    if args.json:
+        print(json.dumps({"catalogue": catalogue.source, "models_dir": str(cache), "models": rows}, indent=2))
+        return 0
+    print(f"catalogue: {catalogue.source}")
+    print(f"models dir: {cache}")
+    if not rows:
+        print("no models in the catalogue and none installed")
+        return 0
+    width = max(len(f"{r['name']}@{r['version']}") for r in rows)
+    for r in rows:
+        spec = f"{r['name']}@{r['version']}"
+        notes = r.get("description") or (f"imported from {r['origin']}" if r.get("origin") else "")
+        if r.get("supported") is False:
+            notes = f"needs versemi >= {r['min_versemi']}; {notes}"
+        print(f"{spec:<{width}}  {r['status']:<13}  {_human_size(r['size']):>10}  {', '.join(r['label_space'])}")
+        if notes:
+            print(f"{'':<{width}}  {notes}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from versemi.models import download_model
+
+    catalogue = _catalogue(args, required=True)
+    entry = catalogue.get(args.model)
+    report, close = _progress(args.progress, entry.spec)
+    try:
+        path = download_model(entry, args.models_dir, report, timeout=args.timeout, force=args.force)
+    finally:
+        close()
+    if args.progress == "json":
+        _emit({"type": "done", "output": str(path), "sha256": entry.sha256})
+    else:
+        print(f"{entry.spec}: verified (SHA-256 {entry.sha256}) and installed at {path}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from versemi.models import import_model, models_dir
+
+    catalogue = _catalogue(args, required=False)
+    record = import_model(args.file, args.name, args.version, catalogue, args.models_dir)
+    how = "matches the catalogue entry" if record.source == "catalogue" else "local checkpoint, hash recorded"
+    print(f"{record.spec}: imported ({how}; SHA-256 {record.sha256}) at {record.path(models_dir(args.models_dir))}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from versemi.models import verify_all, verify_model
+
+    catalogue = _catalogue(args, required=False)
+    if args.model:
+        results = [verify_model(args.model, catalogue, args.models_dir)]
+    else:
+        results = verify_all(catalogue, args.models_dir)
+        if not results:
+            print("no installed models")
+            return 0
+    for result in results:
+        print(result.message, file=sys.stdout if result.ok else sys.stderr)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _path(args: argparse.Namespace) -> int:
+    from versemi.models import resolve_model
+
+    catalogue = _catalogue(args, required=False)
+    print(resolve_model(args.model, catalogue, args.models_dir))
+    return 0

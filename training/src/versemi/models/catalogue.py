@@ -1,0 +1,382 @@
+"""The model catalogue: which trained VerSemi models exist, where to get them and how to check them.
+
+A catalogue is a JSON file (local path or HTTP(S) URL)::
+
+    {
+      "format": "versemi-catalogue",
+      "format_version": 1,
+      "models": [
+        {"name": "abdomen-ct", "version": "1.0.0",
+         "url": "https://example.org/abdomen-ct-1.0.0.pt",
+         "sha256": "<64 hex digits>", "size": 123456789,
+         "label_space": ["liver", "spleen", "pancreas"],
+         "licence": "CC-BY-4.0", "description": "Abdominal organs on CT",
+         "min_versemi": "0.1.0"}
+      ]
+    }
+
+``url`` may be relative: it is then resolved against the catalogue's own location, so a folder with a
+catalogue and its model files is a complete mirror. ``label_space`` is a list of prompt names or a
+``LabelSpace.to_dict()`` dict. Unknown keys are ignored so older releases can read newer catalogues.
+
+Which catalogue is used: ``--catalogue`` on the command line, else the ``VERSEMI_CATALOGUE`` environment
+variable, else the one shipped in the package (``versemi/resources/catalogue.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from versemi import __version__
+
+CATALOGUE_FORMAT = "versemi-catalogue"
+CATALOGUE_FORMAT_VERSION = 1
+CATALOGUE_ENV = "VERSEMI_CATALOGUE"
+PACKAGED_CATALOGUE = "packaged"  # how the shipped catalogue names itself in messages
+
+# Names and versions become file names in the cache: keep them to portable, unambiguous characters.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_URL_SCHEMES = {"http", "https", "file"}
+# A catalogue is a small text file; refuse anything that is clearly not one.
+_MAX_CATALOGUE_BYTES = 16 * 1024 * 1024
+
+
+class ModelError(ValueError):
+    """Base class of every model catalogue / download / cache error (one-line, user-facing)."""
+
+
+class CatalogueError(ModelError):
+    """A catalogue that cannot be read or is invalid; the message names the file and the problem."""
+
+
+class CatalogueUnavailableError(CatalogueError):
+    """A catalogue URL or file that cannot be fetched right now (offline, missing)."""
+
+
+class UnknownModelError(ModelError):
+    """A model name (or name@version) that the catalogue does not list."""
+
+
+def validate_identifier(value: str, what: str) -> str:
+    """Check a model name or version is safe to use in a file name.
+
+    Args:
+        value: the name or version.
+        what: ``"name"`` or ``"version"`` (for the message).
+
+    Raises:
+        ModelError: empty, or characters other than letters, digits, ``.``, ``_``, ``+``, ``-``.
+    """
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ModelError(
+            f"invalid model {what} {value!r}: use letters, digits, '.', '_', '+', '-' "
+            "and start with a letter or digit"
+        )
+    return value
+
+
+def version_key(version: str) -> tuple[tuple[int, ...], str]:
+    """Sort key for versions: the dotted numeric prefix compared as numbers, then the rest as text.
+
+    ``"1.10.0" > "1.9.2"``; ``"2" > "1.99"``; versions without a numeric prefix sort first.
+    """
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    numbers = tuple(int(p) for p in match.group(0).split(".")) if match else ()
+    return numbers, version[match.end() if match else 0 :]
+
+
+def parse_model_spec(spec: str) -> tuple[str, str | None]:
+    """Split ``"NAME[@VERSION]"`` into ``(name, version or None)`` and validate both parts."""
+    name, sep, version = spec.partition("@")
+    validate_identifier(name, "name")
+    if sep:
+        validate_identifier(version, "version")
+        return name, version
+    return name, None
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One downloadable model.
+
+    Attributes:
+        name: model name (unique together with ``version``).
+        version: model version; the newest is chosen when none is asked for.
+        url: absolute ``http(s)://`` or ``file://`` URL of the checkpoint (relative URLs in the
+            file are resolved when the catalogue is loaded).
+        sha256: lower-case hex SHA-256 of the checkpoint file.
+        size: file size in bytes.
+        label_space: the prompt names the model segments (in prompt-id order).
+        licence: licence of the weights (e.g. ``"CC-BY-4.0"``).
+        description: one line for humans.
+        min_versemi: oldest versemi release that can use the model, or ``None``.
+    """
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+    size: int
+    label_space: tuple[str, ...]
+    licence: str
+    description: str = ""
+    min_versemi: str | None = None
+
+    @property
+    def spec(self) -> str:
+        """``"name@version"``."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def file_name(self) -> str:
+        """The checkpoint's file name in the model cache: ``<name>-<version>.pt``."""
+        return f"{self.name}-{self.version}.pt"
+
+    def is_supported(self, versemi_version: str = __version__) -> bool:
+        """True when this versemi release is new enough for the model."""
+        return self.min_versemi is None or version_key(versemi_version) >= version_key(self.min_versemi)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "url": self.url,
+            "sha256": self.sha256,
+            "size": self.size,
+            "label_space": list(self.label_space),
+            "licence": self.licence,
+            "description": self.description,
+        }
+        if self.min_versemi is not None:
+            d["min_versemi"] = self.min_versemi
+        return d
+
+
+@dataclass
+class Catalogue:
+    """The models a catalogue lists, plus where it came from (for messages and relative URLs)."""
+
+    entries: list[CatalogueEntry] = field(default_factory=list)
+    source: str = PACKAGED_CATALOGUE
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def versions(self, name: str) -> list[CatalogueEntry]:
+        """Entries called ``name``, newest version first."""
+        found = [e for e in self.entries if e.name == name]
+        return sorted(found, key=lambda e: version_key(e.version), reverse=True)
+
+    def find(self, name: str, version: str | None = None) -> CatalogueEntry | None:
+        """The entry ``name@version`` (newest version when ``version`` is None), or None."""
+        for entry in self.versions(name):
+            if version is None or entry.version == version:
+                return entry
+        return None
+
+    def get(self, spec: str) -> CatalogueEntry:
+        """The entry for ``"NAME[@VERSION]"``.
+
+        Raises:
+            UnknownModelError: not listed; the message lists what the catalogue has.
+        """
+        name, version = parse_model_spec(spec)
+        entry = self.find(name, version)
+        if entry is None:
+            listed = ", ".join(e.spec for e in self.entries) or "none"
+            raise UnknownModelError(
+                f"model {spec!r} is not in the catalogue ({self.source}); listed models: {listed}"
+            )
+        return entry
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _is_url(source: str) -> bool:
+    return urllib.parse.urlsplit(source).scheme.lower() in _URL_SCHEMES and "://" in source
+
+
+def _read_source(source: str) -> tuple[bytes, str]:
+    """Bytes of a catalogue and the base URL that relative model URLs resolve against."""
+    if _is_url(source):
+        try:
+            with urllib.request.urlopen(source, timeout=30) as response:
+                data = response.read(_MAX_CATALOGUE_BYTES + 1)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CatalogueUnavailableError(f"catalogue {source}: cannot fetch: {reason}") from exc
+        return data, source
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise CatalogueUnavailableError(f"catalogue {path}: file not found")
+    with path.open("rb") as f:
+        data = f.read(_MAX_CATALOGUE_BYTES + 1)
+    return data, path.resolve().as_uri()
+
+
+def default_catalogue_source() -> str | None:
+    """The catalogue named by ``VERSEMI_CATALOGUE``, or None for the packaged one."""
+    value = os.environ.get(CATALOGUE_ENV, "").strip()
+    return value or None
+
+
+def load_catalogue(source: str | Path | None = None) -> Catalogue:
+    """Load and validate a catalogue.
+
+    Args:
+        source: a file path or an ``http(s)://`` / ``file://`` URL; None = ``$VERSEMI_CATALOGUE``,
+            else the catalogue shipped with versemi.
+
+    Raises:
+        CatalogueUnavailableError: the file or URL cannot be read.
+        CatalogueError: not JSON, or an invalid entry (the message names the catalogue and entry).
+    """
+    if source is None:
+        source = default_catalogue_source()
+    if source is None:
+        packaged = resources.files("versemi").joinpath("resources", "catalogue.json")
+        data, base, label = packaged.read_bytes(), "", PACKAGED_CATALOGUE
+    else:
+        label = str(source)
+        data, base = _read_source(label)
+    if len(data) > _MAX_CATALOGUE_BYTES:
+        raise CatalogueError(f"catalogue {label}: larger than {_MAX_CATALOGUE_BYTES} bytes; not a catalogue")
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CatalogueError(f"catalogue {label}: not valid JSON: {exc}") from exc
+    return parse_catalogue(document, source=label, base_url=base)
+
+
+def parse_catalogue(document: Any, source: str = "<memory>", base_url: str = "") -> Catalogue:
+    """Validate a parsed catalogue document (see the module docstring for the format).
+
+    Args:
+        document: the parsed JSON.
+        source: where it came from (used in messages).
+        base_url: URL that relative model URLs are resolved against ("" = relative URLs are errors).
+    """
+    where = f"catalogue {source}"
+    if not isinstance(document, Mapping):
+        raise CatalogueError(f"{where}: top level must be a JSON object with a 'models' list")
+    if document.get("format") != CATALOGUE_FORMAT:
+        raise CatalogueError(f"{where}: 'format' must be {CATALOGUE_FORMAT!r}")
+    fmt_version = document.get("format_version")
+    if fmt_version != CATALOGUE_FORMAT_VERSION:
+        raise CatalogueError(
+            f"{where}: format_version {fmt_version!r} is not readable by versemi {__version__} "
+            f"(reads {CATALOGUE_FORMAT_VERSION})"
+        )
+    models = document.get("models")
+    if not isinstance(models, list):
+        raise CatalogueError(f"{where}: 'models' must be a list")
+    entries: list[CatalogueEntry] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(models):
+        entry = _parse_entry(raw, f"{where}: models[{index}]", base_url)
+        if entry.spec in seen:
+            raise CatalogueError(f"{where}: models[{index}]: duplicate entry {entry.spec}")
+        seen.add(entry.spec)
+        entries.append(entry)
+    return Catalogue(entries, source=source)
+
+
+def _label_names(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, Mapping) and isinstance(value.get("prompts"), list):
+        # A LabelSpace dict: keep the prompt names in prompt-id order.
+        names = [p.get("name") if isinstance(p, Mapping) else None for p in value["prompts"]]
+    elif isinstance(value, list):
+        names = value
+    else:
+        raise CatalogueError(f"{where}: 'label_space' must be a list of prompt names or a LabelSpace dict")
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise CatalogueError(f"{where}: 'label_space' must name at least one prompt, all non-empty strings")
+    return tuple(names)
+
+
+def _parse_entry(raw: Any, where: str, base_url: str) -> CatalogueEntry:
+    if not isinstance(raw, Mapping):
+        raise CatalogueError(f"{where}: each model must be a JSON object")
+
+    def text(key: str, required: bool = True) -> str | None:
+        value = raw.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise CatalogueError(f"{where}: {key!r} must be a non-empty string")
+        return value.strip()
+
+    name, version = text("name"), text("version")
+    where = f"{where} ({name}@{version})"
+    try:
+        validate_identifier(name, "name")  # type: ignore[arg-type]
+        validate_identifier(version, "version")  # type: ignore[arg-type]
+    except ModelError as exc:
+        raise CatalogueError(f"{where}: {exc}") from None
+
+    url = text("url")
+    assert url is not None
+    if not _is_url(url):
+        if not base_url:
+            raise CatalogueError(f"{where}: relative url {url!r} needs a catalogue loaded from a file or URL")
+        url = urllib.parse.urljoin(base_url, url)
+    if urllib.parse.urlsplit(url).scheme.lower() not in _URL_SCHEMES:
+        raise CatalogueError(f"{where}: url {url!r} must be http://, https:// or file://")
+
+    sha256 = (text("sha256") or "").lower()
+    if not _SHA256_RE.match(sha256):
+        raise CatalogueError(f"{where}: 'sha256' must be 64 hexadecimal digits")
+
+    size = raw.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise CatalogueError(f"{where}: 'size' must be a positive integer (bytes)")
+
+    if "label_space" not in raw:
+        raise CatalogueError(f"{where}: 'label_space' is missing")
+    labels = _label_names(raw["label_space"], where)
+
+    # Accept the US spelling too: catalogues are hand-written.
+    licence_key = "licence" if "licence" in raw or "license" not in raw else "license"
+    licence = text(licence_key)
+
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise CatalogueError(f"{where}: 'description' must be a string")
+    min_versemi = text("min_versemi", required=False)
+    if min_versemi is not None and not re.match(r"^\d+(\.\d+)*", min_versemi):
+        raise CatalogueError(f"{where}: 'min_versemi' must be a version such as '0.2.0'")
+
+    return CatalogueEntry(
+        name=name,  # type: ignore[arg-type]
+        version=version,  # type: ignore[arg-type]
+        url=url,
+        sha256=sha256,
+        size=size,
+        label_space=labels,
+        licence=licence,  # type: ignore[arg-type]
+        description=description.strip(),
+        min_versemi=min_versemi,
+    )
+
+
+def catalogue_document(entries: Iterable[CatalogueEntry]) -> dict[str, Any]:
+    """A catalogue JSON document for ``entries`` (what ``load_catalogue`` reads back)."""
+    return {
+        "format": CATALOGUE_FORMAT,
+        "format_version": CATALOGUE_FORMAT_VERSION,
+        "models": [e.to_dict() for e in entries],
+    }

@@ -1,0 +1,250 @@
+"""The local model cache: where installed models live and the manifest that records them.
+
+The cache is a plain folder outside any Slicer install (so models survive Slicer upgrades):
+
+- ``$VERSEMI_MODELS_DIR`` when set, else
+- ``$XDG_CACHE_HOME/versemi/models`` when ``XDG_CACHE_HOME`` is set, else the platform user cache:
+  ``~/.cache/versemi/models`` (Linux), ``~/Library/Caches/versemi/models`` (macOS),
+  ``%LOCALAPPDATA%\\versemi\\Cache\\models`` (Windows).
+
+Each model is one file ``<name>-<version>.pt``. ``installed.json`` records every installed file with
+the SHA-256 it was verified against, so models imported offline (and not in any catalogue) can be
+verified later too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from versemi.models.catalogue import ModelError, validate_identifier, version_key
+
+MODELS_DIR_ENV = "VERSEMI_MODELS_DIR"
+MANIFEST_NAME = "installed.json"
+MANIFEST_FORMAT = "versemi-installed-models"
+MANIFEST_FORMAT_VERSION = 1
+_HASH_CHUNK = 1024 * 1024
+
+
+def default_models_dir() -> Path:
+    """The model cache folder (not created): ``$VERSEMI_MODELS_DIR`` or the platform user cache."""
+    override = os.environ.get(MODELS_DIR_ENV, "").strip()
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if xdg:
+        return Path(xdg).expanduser() / "versemi" / "models"
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "versemi" / "Cache" / "models"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "versemi" / "models"
+    return Path.home() / ".cache" / "versemi" / "models"
+
+
+def models_dir(cache_dir: str | Path | None = None) -> Path:
+    """``cache_dir`` if given, else :func:`default_models_dir`."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_models_dir()
+
+
+def model_file_name(name: str, version: str) -> str:
+    """``<name>-<version>.pt`` after checking both are safe in a file name."""
+    return f"{validate_identifier(name, 'name')}-{validate_identifier(version, 'version')}.pt"
+
+
+def sha256_file(
+    path: str | Path, progress_callback: Callable[[int, int], None] | None = None
+) -> str:
+    """Lower-case hex SHA-256 of a file, read in 1 MiB chunks.
+
+    Args:
+        path: the file.
+        progress_callback: called with ``(bytes hashed, file size)`` after each chunk.
+    """
+    digest = hashlib.sha256()
+    path = Path(path)
+    total = path.stat().st_size
+    done = 0
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            if progress_callback is not None:
+                progress_callback(done, total)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_path`` (created if needed) for the ``with`` body.
+
+    Two processes (say the Slicer module and a terminal) downloading the same model would otherwise
+    append to the same ``.part`` file. The OS drops the lock when a process dies, so no stale locks.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as handle:
+        if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+            import msvcrt
+
+            handle.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@dataclass
+class InstalledModel:
+    """One model file in the cache as recorded in ``installed.json``.
+
+    Attributes:
+        name, version: identify the model.
+        file: file name inside the cache folder.
+        sha256: the hash the file was verified against when installed.
+        size: file size in bytes.
+        source: ``"catalogue"`` (downloaded, or imported and matched to a catalogue entry) or
+            ``"local"`` (a checkpoint imported from elsewhere, checked with ``load_checkpoint``).
+        origin: URL or original path it came from.
+        installed_at: UTC time stamp (ISO 8601).
+        label_space: prompt names, when known.
+    """
+
+    name: str
+    version: str
+    file: str
+    sha256: str
+    size: int
+    source: str
+    origin: str = ""
+    installed_at: str = ""
+    label_space: list[str] = field(default_factory=list)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def path(self, cache_dir: str | Path | None = None) -> Path:
+        return models_dir(cache_dir) / self.file
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InstalledModel":
+        return cls(
+            name=str(d["name"]),
+            version=str(d["version"]),
+            file=str(d["file"]),
+            sha256=str(d["sha256"]).lower(),
+            size=int(d["size"]),
+            source=str(d.get("source", "local")),
+            origin=str(d.get("origin", "")),
+            installed_at=str(d.get("installed_at", "")),
+            label_space=[str(n) for n in d.get("label_space", [])],
+        )
+
+
+def _manifest_path(cache_dir: Path) -> Path:
+    return cache_dir / MANIFEST_NAME
+
+
+def read_manifest(cache_dir: str | Path | None = None) -> list[InstalledModel]:
+    """Models recorded in ``<cache>/installed.json`` (empty when there is none).
+
+    Raises:
+        ModelError: the manifest exists but is not a valid manifest (the message names the file).
+    """
+    path = _manifest_path(models_dir(cache_dir))
+    if not path.is_file():
+        return []
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"'format' is not {MANIFEST_FORMAT!r}")
+        models = [InstalledModel.from_dict(m) for m in document["models"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{path}: invalid installed-models manifest ({exc}); delete it and re-import") from exc
+    return models
+
+
+def _write_manifest(cache_dir: Path, models: list[InstalledModel]) -> None:
+    """Write the manifest atomically (temp file + rename): readers never see half a file."""
+    path = _manifest_path(cache_dir)
+    models = sorted(models, key=lambda m: (m.name, version_key(m.version)))
+    document = {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "models": [asdict(m) for m in models],
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=cache_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record_installed(model: InstalledModel, cache_dir: str | Path | None = None) -> None:
+    """Add or replace (same name and version) a manifest record, under the manifest lock."""
+    cache = models_dir(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    with file_lock(cache / f".{MANIFEST_NAME}.lock"):
+        models = [m for m in read_manifest(cache) if m.spec != model.spec]
+        models.append(model)
+        _write_manifest(cache, models)
+
+
+def find_installed(
+    name: str, version: str | None = None, cache_dir: str | Path | None = None
+) -> InstalledModel | None:
+    """The manifest record of ``name@version`` (newest recorded version when None), or None."""
+    matches = [m for m in read_manifest(cache_dir) if m.name == name and version in (None, m.version)]
+    if not matches:
+        return None
+    return max(matches, key=lambda m: version_key(m.version))
+
+
+def installed_for_path(path: str | Path, cache_dir: str | Path | None = None) -> InstalledModel | None:
+    """The manifest record of a cached model file (e.g. for a prediction's ``model`` sidecar field)."""
+    cache = models_dir(cache_dir)
+    try:
+        target = Path(path).resolve()
+    except OSError:
+        return None
+    for model in read_manifest(cache):
+        if (cache / model.file).resolve() == target:
+            return model
+    return None
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class ChecksumError(ModelError):
+    """A file whose size or SHA-256 is not the expected one."""
