@@ -1,0 +1,157 @@
+"""PreprocessedCache: build once, reuse, invalidate per entry, atomic writes, no stray label reads."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import versemi.data.cache as cache_module
+from versemi.data.cache import MAX_FOREGROUND_LOCATIONS, PreprocessedCache
+from versemi.data.preprocessing import PreprocessingSpec
+from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
+
+SPEC = PreprocessingSpec(target_spacing=(1.0, 1.0, 1.5))
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return make_nnunet_dataset(
+        tmp_path / "raw",
+        "Dataset901_Alpha",
+        [SyntheticStructure("organ_a", 1, 1.0), SyntheticStructure("organ_b", 2, -1.0)],
+        num_cases=2,
+        shape_zyx=(12, 20, 20),
+        spacing_xyz=(1.2, 1.2, 2.0),
+    )
+
+
+def _paths(dataset: Path, i: int) -> tuple[str, Path, Path]:
+    case = f"alpha_{i:03d}"
+    return case, dataset / "imagesTr" / f"{case}_0000.nii.gz", dataset / "labelsTr" / f"{case}.nii.gz"
+
+
+@pytest.fixture
+def count_preprocessing(monkeypatch):
+    """Counts real preprocess_case calls made by the cache (independently of its own stats)."""
+    calls: list[str] = []
+    original = cache_module.preprocess_case
+
+    def counting(image, spec, label=None):
+        calls.append("x")
+        return original(image, spec, label)
+
+    monkeypatch.setattr(cache_module, "preprocess_case", counting)
+    return calls
+
+
+def test_get_builds_memmaps_and_reuses(tmp_path, dataset, count_preprocessing):
+    cache = PreprocessedCache(tmp_path / "cache")
+    case_id, image, label = _paths(dataset, 0)
+    first = cache.get(case_id, image, label, SPEC, dataset="Dataset901_Alpha")
+    assert len(count_preprocessing) == 1
+    assert isinstance(first.image, np.memmap) and isinstance(first.label, np.memmap)
+    assert first.image.dtype == np.float32 and first.label.dtype == np.uint8
+    assert not first.image.flags.writeable
+    assert first.image.shape == first.label.shape == first.shape
+    assert first.dataset == "Dataset901_Alpha" and first.labeled
+
+    # Foreground locations point at voxels of their value.
+    assert set(first.foreground_locations) == {1, 2}
+    for value, locs in first.foreground_locations.items():
+        assert locs.shape[1] == 3 and 0 < len(locs) <= MAX_FOREGROUND_LOCATIONS
+        assert np.all(np.asarray(first.label)[tuple(locs.T)] == value)
+        assert first.foreground_counts[value] == int((np.asarray(first.label) == value).sum())
+
+    # A new cache object on the same folder (a second run) reuses the entry.
+    again = PreprocessedCache(tmp_path / "cache")
+    second = again.get(case_id, image, label, SPEC)
+    assert len(count_preprocessing) == 1
+    assert again.stats.hits == 1 and again.stats.misses == 0
+    np.testing.assert_array_equal(np.asarray(second.image), np.asarray(first.image))
+    assert second.record == first.record
+
+
+def test_changed_input_or_spec_invalidates_only_that_entry(tmp_path, dataset, count_preprocessing):
+    cache = PreprocessedCache(tmp_path / "cache")
+    a, b = _paths(dataset, 0), _paths(dataset, 1)
+    cache.get(*a, SPEC)
+    cache.get(*b, SPEC)
+    assert len(count_preprocessing) == 2
+
+    # Rewrite case a's image (new mtime and content): only a is rebuilt.
+    img = sitk.ReadImage(str(a[1]))
+    sitk.WriteImage(img * 2.0, str(a[1]))
+    stat = os.stat(a[1])
+    os.utime(a[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    cache.get(*a, SPEC)
+    cache.get(*b, SPEC)
+    assert len(count_preprocessing) == 3
+
+    # Another spec: a new key for the entry it touches.
+    other = PreprocessingSpec(target_spacing=(2.0, 2.0, 2.0))
+    small = cache.get(*b, other)
+    assert len(count_preprocessing) == 4
+    assert small.record["spec"]["target_spacing"] == [2.0, 2.0, 2.0]
+    # Old arrays of a rebuilt slot are removed; one image, label, fg file + meta per slot.
+    slot = cache.slot_dir(b[0], b[1], b[2])
+    assert sorted(p.name.split("-")[0] for p in slot.iterdir()) == ["fg", "image", "label", "meta.json"]
+
+
+def test_unlabeled_case_never_reads_a_label(tmp_path, dataset, monkeypatch):
+    cache = PreprocessedCache(tmp_path / "cache")
+    case_id, image, label = _paths(dataset, 0)
+    read = []
+    real_read = sitk.ReadImage
+    monkeypatch.setattr(sitk, "ReadImage", lambda p, *a, **k: read.append(str(p)) or real_read(p, *a, **k))
+    unlabeled = cache.get(case_id, image, None, SPEC)
+    assert read == [str(image)]
+    assert unlabeled.label is None and not unlabeled.labeled and unlabeled.foreground_locations == {}
+    # The labeled version of the same scan lives in its own slot: both stay cached.
+    labeled = cache.get(case_id, image, label, SPEC)
+    assert labeled.labeled
+    assert cache.is_cached(case_id, image, None, SPEC) and cache.is_cached(case_id, image, label, SPEC)
+
+
+def test_killed_write_leaves_no_entry(tmp_path, dataset, monkeypatch):
+    cache = PreprocessedCache(tmp_path / "cache")
+    case_id, image, label = _paths(dataset, 0)
+    real_savez = np.savez
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the run were killed half-way through writing
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        cache.get(case_id, image, label, SPEC)
+    slot = cache.slot_dir(case_id, image, label)
+    assert not (slot / "meta.json").exists()
+    assert not [p for p in slot.iterdir() if p.name.startswith(".tmp-")]
+    assert not cache.is_cached(case_id, image, label, SPEC)
+    monkeypatch.setattr(np, "savez", real_savez)
+    assert cache.get(case_id, image, label, SPEC).labeled  # the next run builds it
+
+
+def test_cached_case_pickles_paths_not_data(tmp_path, dataset):
+    cache = PreprocessedCache(tmp_path / "cache")
+    case = cache.get(*_paths(dataset, 0), SPEC)
+    _ = case.image[0, 0, 0]  # opened
+    blob = pickle.dumps(case)
+    assert len(blob) < 200_000 and case.image.nbytes > 0
+    clone = pickle.loads(blob)
+    assert isinstance(clone.image, np.memmap)
+    np.testing.assert_array_equal(np.asarray(clone.image), np.asarray(case.image))
+
+
+def test_missing_and_broken_inputs_name_the_file(tmp_path, dataset):
+    cache = PreprocessedCache(tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
+        cache.get("x", tmp_path / "nope.nii.gz", None, SPEC)
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.nii.gz"):
+        cache.get("x", broken, None, SPEC)

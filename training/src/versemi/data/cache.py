@@ -1,0 +1,382 @@
+"""A disk cache of preprocessed cases: memory-mapped ``.npy`` arrays + JSON metadata.
+
+Each case is preprocessed once (:func:`versemi.data.preprocessing.preprocess_case`) and stored in its
+own slot folder::
+
+    <cache_dir>/<case_id>-<slot hash>/
+        meta.json              record, key, shapes, foreground counts (written LAST)
+        image-<key>.npy        (D, H, W) float32
+        label-<key>.npy        (D, H, W) uint8          (labeled cases only)
+        fg-<key>.npz           per label value: sampled (z, y, x) voxel coordinates (int32, N x 3)
+
+The slot is named after the case id and the absolute image/label paths, so the same case id in two
+datasets - or one scan used once with and once without its label - never collide. The **key** is a
+SHA-256 of the absolute input paths, their size and ``mtime_ns``, the preprocessing spec and the
+preprocessing version: a changed input file or setting makes that one entry stale, and the next
+:meth:`PreprocessedCache.get` rebuilds only it.
+
+Writes are atomic: every file is written under a unique temporary name and renamed into place, and
+``meta.json`` (which names the key) is renamed last, so a killed run leaves either the old entry or
+the new one, never a half one. Readers only ever open files a ``meta.json`` points to, read-only, so
+DataLoader workers (threads or processes) can read while another process rebuilds an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import SimpleITK as sitk
+
+from versemi.data.preprocessing import PREPROCESSING_VERSION, PreprocessingSpec, preprocess_case
+
+CACHE_FORMAT = 1
+# How many foreground voxel coordinates are kept per label value: plenty for oversampling, and
+# small enough (<= 120 kB per value) to load eagerly.
+MAX_FOREGROUND_LOCATIONS = 10_000
+_STALE_TMP_SECONDS = 3600
+
+
+@dataclass
+class CacheStats:
+    """Counters of one :class:`PreprocessedCache` instance (this process only)."""
+
+    hits: int = 0
+    misses: int = 0  # entries (re)built, i.e. calls of preprocess_case
+
+
+class CachedCase:
+    """One preprocessed case, read from the cache.
+
+    ``image`` and ``label`` are read-only ``np.memmap`` arrays opened lazily on first access, so
+    slicing a patch reads only that patch from disk. Pickling (e.g. to ``spawn`` DataLoader workers)
+    sends the file paths, not the data; each process maps the files itself.
+
+    Attributes:
+        case_id: the case identifier given to :meth:`PreprocessedCache.get`.
+        record: the preprocessing record (see :func:`preprocess_case`).
+        foreground_locations: label value -> ``(N, 3)`` int32 ``(z, y, x)`` voxel coordinates, a
+            random sample of at most :data:`MAX_FOREGROUND_LOCATIONS` voxels of that value. Empty
+            for unlabeled cases and for labels with no foreground.
+        foreground_counts: label value -> total number of voxels with that value.
+        image_file / label_file: the ``.npy`` files (``label_file`` None for unlabeled cases).
+        dataset: optional dataset name given to :meth:`PreprocessedCache.get`.
+        key: the cache key the entry was built with.
+    """
+
+    def __init__(
+        self,
+        case_id: str,
+        record: dict[str, Any],
+        image_file: Path,
+        label_file: Path | None,
+        foreground_locations: dict[int, np.ndarray],
+        foreground_counts: dict[int, int],
+        key: str,
+        dataset: str | None = None,
+    ) -> None:
+        self.case_id = case_id
+        self.record = record
+        self.image_file = Path(image_file)
+        self.label_file = Path(label_file) if label_file is not None else None
+        self.foreground_locations = foreground_locations
+        self.foreground_counts = foreground_counts
+        self.key = key
+        self.dataset = dataset
+        self._image: np.ndarray | None = None
+        self._label: np.ndarray | None = None
+
+    @property
+    def image(self) -> np.ndarray:
+        """``(D, H, W)`` float32, memory-mapped read-only."""
+        if self._image is None:
+            self._image = np.load(self.image_file, mmap_mode="r")
+        return self._image
+
+    @property
+    def label(self) -> np.ndarray | None:
+        """``(D, H, W)`` uint8, memory-mapped read-only, or None for unlabeled cases."""
+        if self.label_file is None:
+            return None
+        if self._label is None:
+            self._label = np.load(self.label_file, mmap_mode="r")
+        return self._label
+
+    @property
+    def labeled(self) -> bool:
+        return self.label_file is not None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(D, H, W)`` without opening the arrays."""
+        return tuple(int(n) for n in self.record["shape_zyx"])  # type: ignore[return-value]
+
+    @property
+    def background_value(self) -> float:
+        """Normalised intensity of empty space: what images are padded with."""
+        return float(self.record.get("background_value", 0.0))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_image"] = None  # never pickle the mapped data
+        state["_label"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"CachedCase({self.case_id!r}, shape={self.shape}, labeled={self.labeled})"
+
+
+def _file_fingerprint(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
+def cache_key(image_path: Path, label_path: Path | None, spec: PreprocessingSpec) -> str:
+    """SHA-256 of the absolute input paths, their size and mtime, the spec and the algorithm version."""
+    payload = {
+        "format": CACHE_FORMAT,
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "spec": spec.to_dict(),
+        "image": _file_fingerprint(image_path),
+        "label": _file_fingerprint(label_path) if label_path is not None else None,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80] or "case"
+
+
+def _read_image(path: Path, what: str) -> sitk.Image:
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise ValueError(f"{path}: cannot read {what}: {first_line}") from None
+
+
+def _sample_foreground(label: np.ndarray, seed: int) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+    """A random subset of voxel coordinates per non-zero label value (deterministic per entry)."""
+    rng = np.random.default_rng(seed)
+    flat = label.ravel()
+    counts = np.bincount(flat, minlength=1)
+    locations: dict[int, np.ndarray] = {}
+    totals: dict[int, int] = {}
+    for value in np.flatnonzero(counts):
+        if value == 0:
+            continue
+        idx = np.flatnonzero(flat == value)
+        if idx.size > MAX_FOREGROUND_LOCATIONS:
+            idx = np.sort(rng.choice(idx, MAX_FOREGROUND_LOCATIONS, replace=False))
+        locations[int(value)] = np.stack(np.unravel_index(idx, label.shape), axis=1).astype(np.int32)
+        totals[int(value)] = int(counts[value])
+    return locations, totals
+
+
+class PreprocessedCache:
+    """Preprocess cases once, then serve them as memory-mapped arrays.
+
+    Args:
+        cache_dir: folder of the cache (created if missing). Safe to share between runs and
+            between concurrent processes.
+
+    Example::
+
+        cache = PreprocessedCache("~/.cache/versemi/run1")
+        case = cache.get("spleen_002", "imagesTr/spleen_002_0000.nii.gz", "labelsTr/spleen_002.nii.gz", spec)
+        patch = case.image[10:42, 0:64, 0:64]  # reads just that block
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
+        self.cache_dir = Path(cache_dir).expanduser().resolve()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.stats = CacheStats()
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def get(
+        self,
+        case_id: str,
+        image_path: str | os.PathLike[str],
+        label_path: str | os.PathLike[str] | None,
+        spec: PreprocessingSpec,
+        dataset: str | None = None,
+    ) -> CachedCase:
+        """The cached case, preprocessing it first if it is missing or stale.
+
+        Args:
+            case_id: identifier of the case (used in the slot name and error messages).
+            image_path: the scan.
+            label_path: its label map, or None for an unlabeled case (no label file is read then).
+            spec: preprocessing settings.
+            dataset: optional dataset name, carried on the returned :class:`CachedCase`.
+
+        Raises:
+            FileNotFoundError: an input file is missing.
+            ValueError: an input cannot be read or preprocessed (the message names the file).
+        """
+        image_path = self._existing(image_path, "image")
+        label_path = self._existing(label_path, "label") if label_path is not None else None
+        key = cache_key(image_path, label_path, spec)
+        slot = self.slot_dir(case_id, image_path, label_path)
+        cached = self._load(slot, key, case_id, dataset)
+        if cached is not None:
+            self.stats.hits += 1
+            return cached
+        self.stats.misses += 1
+        self._build(slot, key, case_id, image_path, label_path, spec)
+        cached = self._load(slot, key, case_id, dataset)
+        if cached is None:  # another process replaced it with a different key in between
+            raise RuntimeError(f"cache entry {slot} changed while it was being written; run again")
+        return cached
+
+    def get_many(
+        self,
+        items: Iterable[tuple[str, str | os.PathLike[str], str | os.PathLike[str] | None]],
+        spec: PreprocessingSpec,
+        dataset: str | None = None,
+        progress: bool = False,
+    ) -> list[CachedCase]:
+        """:meth:`get` for ``(case_id, image_path, label_path)`` items, optionally with a tqdm bar."""
+        items = list(items)
+        iterator: Iterable[Any] = items
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(items, desc=f"preprocess {dataset or ''}".strip(), unit="case")
+        return [self.get(case_id, image, label, spec, dataset=dataset) for case_id, image, label in iterator]
+
+    def is_cached(
+        self,
+        case_id: str,
+        image_path: str | os.PathLike[str],
+        label_path: str | os.PathLike[str] | None,
+        spec: PreprocessingSpec,
+    ) -> bool:
+        """Whether :meth:`get` would be served without preprocessing."""
+        image_path = self._existing(image_path, "image")
+        label_path = self._existing(label_path, "label") if label_path is not None else None
+        key = cache_key(image_path, label_path, spec)
+        return self._load(self.slot_dir(case_id, image_path, label_path), key, case_id, None) is not None
+
+    def slot_dir(self, case_id: str, image_path: Path, label_path: Path | None) -> Path:
+        """The folder holding a case's entry (stable across input changes)."""
+        ident = f"{Path(image_path).resolve()}\0{Path(label_path).resolve() if label_path else ''}"
+        return self.cache_dir / f"{_safe_name(case_id)}-{hashlib.sha1(ident.encode()).hexdigest()[:12]}"
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _existing(path: str | os.PathLike[str], what: str) -> Path:
+        p = Path(path).expanduser().resolve()
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: {what} file not found")
+        return p
+
+    def _load(self, slot: Path, key: str, case_id: str, dataset: str | None) -> CachedCase | None:
+        meta_file = slot / "meta.json"
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if meta.get("key") != key or meta.get("format") != CACHE_FORMAT:
+            return None
+        image_file = slot / meta["image_file"]
+        label_file = slot / meta["label_file"] if meta.get("label_file") else None
+        fg_file = slot / meta["foreground_file"] if meta.get("foreground_file") else None
+        if not image_file.is_file() or (label_file is not None and not label_file.is_file()):
+            return None
+        locations: dict[int, np.ndarray] = {}
+        if fg_file is not None:
+            try:
+                with np.load(fg_file) as fg:
+                    locations = {int(name.split("_", 1)[1]): fg[name] for name in fg.files}
+            except (OSError, ValueError):
+                return None
+        counts = {int(v): int(n) for v, n in meta.get("foreground_counts", {}).items()}
+        return CachedCase(case_id, meta["record"], image_file, label_file, locations, counts, key, dataset)
+
+    def _build(
+        self,
+        slot: Path,
+        key: str,
+        case_id: str,
+        image_path: Path,
+        label_path: Path | None,
+        spec: PreprocessingSpec,
+    ) -> None:
+        image = _read_image(image_path, "image")
+        label = _read_image(label_path, "label") if label_path is not None else None
+        try:
+            case = preprocess_case(image, spec, label)
+        except ValueError as exc:
+            raise ValueError(f"{image_path}: {exc}") from None
+
+        slot.mkdir(parents=True, exist_ok=True)
+        short = key[:16]
+        meta: dict[str, Any] = {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "case_id": case_id,
+            "image_path": str(image_path),
+            "label_path": str(label_path) if label_path is not None else None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "record": case.record,
+            "image_file": f"image-{short}.npy",
+            "label_file": None,
+            "foreground_file": None,
+            "foreground_counts": {},
+        }
+        self._atomic_npy(slot / meta["image_file"], case.image)
+        if case.label is not None:
+            meta["label_file"] = f"label-{short}.npy"
+            self._atomic_npy(slot / meta["label_file"], case.label)
+            locations, counts = _sample_foreground(case.label, seed=int(key[:8], 16))
+            meta["foreground_file"] = f"fg-{short}.npz"
+            meta["foreground_counts"] = {str(v): n for v, n in counts.items()}
+            self._atomic_write(
+                slot / meta["foreground_file"],
+                lambda f: np.savez(f, **{f"value_{v}": loc for v, loc in locations.items()}),
+            )
+        self._atomic_write(slot / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        self._remove_stale(slot, keep=short)
+
+    def _atomic_npy(self, path: Path, array: np.ndarray) -> None:
+        self._atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
+
+    @staticmethod
+    def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - a callable taking a binary file
+        tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _remove_stale(slot: Path, keep: str) -> None:
+        """Delete arrays of older keys and temp files abandoned by killed runs (mapped files stay
+        readable by processes that have them open)."""
+        now = time.time()
+        for f in slot.iterdir():
+            name = f.name
+            try:
+                if name.startswith(".tmp-"):
+                    if now - f.stat().st_mtime > _STALE_TMP_SECONDS:
+                        f.unlink(missing_ok=True)
+                elif name != "meta.json" and keep not in name:
+                    f.unlink(missing_ok=True)
+            except OSError:
+                pass  # another process cleaned it first
