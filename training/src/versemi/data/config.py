@@ -1,0 +1,565 @@
+"""The training configuration (YAML or JSON): datasets, labeled cases, unlabeled scans, grid.
+
+A config names several nnU-Net v2 raw datasets. For each one it says which cases are LABELED (their
+label files are used); every other case that is not excluded is used as an UNLABELED scan, exposed
+as a :class:`~versemi.data.dataset.Case` whose ``label_path`` is ``None`` so training can never read
+its label. Extra folders of unlabeled scans may be added. See ``docs/CONFIG.md`` for every key.
+
+Relative paths are resolved against the folder of the config file. ``target_spacing`` and
+``patch_size`` are in ``(x, y, z)`` order, as SimpleITK uses (not nnU-Net's plans order).
+
+The ``model`` and ``training`` sections are free-form dicts owned by :mod:`versemi.model` and
+:mod:`versemi.training`; they are passed through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from versemi.data.dataset import Case, DatasetError, ImageFolder, NnUNetDataset
+from versemi.labels import LabelSpace, load_mapping
+
+TOP_LEVEL_KEYS = (
+    "datasets",
+    "unlabeled_dirs",
+    "label_mapping",
+    "target_spacing",
+    "patch_size",
+    "model",
+    "training",
+    "cache_dir",
+    "output_dir",
+    "seed",
+    "validation",
+)
+DATASET_KEYS = ("path", "labeled", "exclude", "modality")
+PROTOCOL_KEYS = ("protocol", "setting", "dataset")
+UNLABELED_DIR_KEYS = ("path", "name", "modality")
+VALIDATION_KEYS = ("fraction", "seed")
+DEFAULT_VALIDATION_FRACTION = 0.2
+
+
+class ConfigError(ValueError):
+    """An invalid training config; the message names the file and the key."""
+
+
+class _Ctx:
+    """Where a value came from, to build ``"<file>: <key>: <problem>"`` messages."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}" if key else f"{self.source}: {message}")
+
+
+# --- small typed readers ---------------------------------------------------------------------------
+def _check_keys(ctx: _Ctx, key: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    unknown = [k for k in data if k not in allowed]
+    if unknown:
+        where = f"{key}.{unknown[0]}" if key else str(unknown[0])
+        raise ctx.error(where, f"unknown key; allowed keys: {', '.join(allowed)}")
+
+
+def _mapping(ctx: _Ctx, key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ctx.error(key, f"must be a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+def _string(ctx: _Ctx, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ctx.error(key, f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _string_list(ctx: _Ctx, key: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ctx.error(key, f"must be a list of case ids (strings), got {value!r}")
+    dupes = sorted({v for v in value if list(value).count(v) > 1})
+    if dupes:
+        raise ctx.error(key, f"lists case ids twice: {dupes}")
+    return tuple(value)
+
+
+def _triple(ctx: _Ctx, key: str, value: Any, kind: type) -> tuple[Any, Any, Any]:
+    name = "integers" if kind is int else "numbers"
+    ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(
+        not isinstance(v, bool) and isinstance(v, (int, float) if kind is float else int) for v in value
+    )
+    if not ok or any(not math.isfinite(v) or v <= 0 for v in value):
+        raise ctx.error(key, f"must be three positive {name} in (x, y, z) order, got {value!r}")
+    return tuple(kind(v) for v in value)  # type: ignore[return-value]
+
+
+def _int(ctx: _Ctx, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ctx.error(key, f"must be an integer, got {value!r}")
+    return value
+
+
+def _path(base_dir: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return (p if p.is_absolute() else base_dir / p).resolve()
+
+
+def _preview(ids: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in list(ids)[:n])
+    return f"[{shown}{', ...' if len(ids) > n else ''}] ({len(ids)})"
+
+
+# --- sections --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProtocolRef:
+    """Labeled cases taken from a protocol file: ``{dataset name: {setting: [case ids]}}``."""
+
+    path: Path
+    setting: str
+    dataset: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"protocol": str(self.path), "setting": self.setting, "dataset": self.dataset}
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset of the config, its labeled cases resolved against the folder.
+
+    Attributes:
+        path: the nnU-Net v2 raw dataset folder (absolute).
+        labeled: as written: ``"all"``, a tuple of case ids, or a :class:`ProtocolRef`.
+        labeled_ids: the labeled case ids after resolution (sorted; excludes never appear here).
+        exclude: case ids held out entirely (neither labeled nor unlabeled training data).
+        modality_override: the ``modality`` key, or ``None`` to use ``channel_names["0"]``.
+    """
+
+    path: Path
+    labeled: str | tuple[str, ...] | ProtocolRef
+    labeled_ids: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    modality_override: str | None = None
+    dataset: NnUNetDataset = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    @property
+    def name(self) -> str:
+        """The dataset folder name (the key of label mappings and protocol files)."""
+        return self.path.name
+
+    @property
+    def modality(self) -> str:
+        return self.modality_override or self.dataset.modality
+
+    def labeled_cases(self) -> list[Case]:
+        """The labeled cases (image + label), sorted by case id."""
+        ids = set(self.labeled_ids)
+        return [c for c in self.dataset.cases if c.case_id in ids]
+
+    def unlabeled_cases(self) -> list[Case]:
+        """Every other case that is not excluded, as an image-only case (``label_path`` is ``None``)."""
+        skip = set(self.labeled_ids) | set(self.exclude)
+        return [c.without_label() for c in self.dataset.cases if c.case_id not in skip]
+
+    def excluded_cases(self) -> list[Case]:
+        """The held-out cases (with their labels, for evaluation)."""
+        ids = set(self.exclude)
+        return [c for c in self.dataset.cases if c.case_id in ids]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": str(self.path), "labeled": list(self.labeled_ids)}
+        if isinstance(self.labeled, ProtocolRef):
+            out["labeled_from"] = self.labeled.to_dict()
+        if self.exclude:
+            out["exclude"] = list(self.exclude)
+        if self.modality_override:
+            out["modality"] = self.modality_override
+        return out
+
+
+@dataclass(frozen=True)
+class UnlabeledDirConfig:
+    """A plain folder of unlabeled scans (one image per file)."""
+
+    path: Path
+    name: str
+    modality: str | None = None
+
+    @cached_property
+    def folder(self) -> ImageFolder:
+        return ImageFolder(self.path, self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": str(self.path), "name": self.name}
+        if self.modality:
+            out["modality"] = self.modality
+        return out
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Model-selection split of each dataset's labeled training cases."""
+
+    fraction: float = DEFAULT_VALIDATION_FRACTION
+    seed: int = 0
+
+
+# --- the config ------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """A validated training configuration; build it with :func:`load_config` or :meth:`from_dict`.
+
+    Attributes:
+        source: the config file (``None`` when built from a dict).
+        datasets: the datasets, in config order.
+        unlabeled_dirs: extra folders of unlabeled scans.
+        label_mapping: optional label mapping file (see :func:`versemi.labels.load_mapping`).
+        target_spacing: resampling spacing in mm, (x, y, z).
+        patch_size: training patch size in voxels, (x, y, z).
+        model: free-form model section (``versemi.model.build_model``).
+        training: free-form trainer section.
+        cache_dir: preprocessed cache folder.
+        output_dir: checkpoints, logs and reports.
+        seed: global random seed.
+        validation: the model-selection split.
+    """
+
+    datasets: list[DatasetConfig]
+    target_spacing: tuple[float, float, float]
+    patch_size: tuple[int, int, int]
+    cache_dir: Path
+    output_dir: Path
+    unlabeled_dirs: list[UnlabeledDirConfig] = field(default_factory=list)
+    label_mapping: Path | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    source: Path | None = None
+
+    # --- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], base_dir: str | Path, source: str | Path | None = None
+    ) -> "TrainConfig":
+        """Validate a parsed config.
+
+        Args:
+            data: the parsed YAML/JSON content.
+            base_dir: folder that relative paths are resolved against (the config file's folder).
+            source: the config file, named in error messages.
+
+        Raises:
+            ConfigError: any invalid key or value; the message names the file and the key.
+        """
+        ctx = _Ctx(str(source) if source else "<config>")
+        base = Path(base_dir).expanduser().resolve()
+        if not isinstance(data, Mapping):
+            raise ctx.error("", f"the config must be a mapping of keys, got {type(data).__name__}")
+        _check_keys(ctx, "", data, TOP_LEVEL_KEYS)
+        for key in ("datasets", "target_spacing", "patch_size"):
+            if key not in data:
+                raise ctx.error(key, "required key is missing")
+
+        raw_datasets = data["datasets"]
+        if not isinstance(raw_datasets, list) or not raw_datasets:
+            raise ctx.error("datasets", "must be a non-empty list of datasets")
+        datasets = [_parse_dataset(ctx, f"datasets[{i}]", d, base) for i, d in enumerate(raw_datasets)]
+        names = [d.name for d in datasets]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise ctx.error(f"datasets[{i}].path", f"dataset {n} is listed twice")
+
+        raw_dirs = data.get("unlabeled_dirs") or []
+        if not isinstance(raw_dirs, list):
+            raise ctx.error("unlabeled_dirs", "must be a list of folders")
+        dirs = [_parse_unlabeled_dir(ctx, f"unlabeled_dirs[{i}]", d, base) for i, d in enumerate(raw_dirs)]
+        taken = set(names)
+        for i, d in enumerate(dirs):
+            if d.name in taken:
+                raise ctx.error(f"unlabeled_dirs[{i}]", f"name {d.name!r} is already used by a dataset or "
+                                "another folder; set a distinct 'name'")
+            taken.add(d.name)
+
+        mapping = None
+        if data.get("label_mapping") is not None:
+            mapping = _path(base, _string(ctx, "label_mapping", data["label_mapping"]))
+            if not mapping.is_file():
+                raise ctx.error("label_mapping", f"file not found: {mapping}")
+
+        seed = _int(ctx, "seed", data.get("seed", 0))
+        val = _mapping(ctx, "validation", data.get("validation"))
+        _check_keys(ctx, "validation", val, VALIDATION_KEYS)
+        fraction = val.get("fraction", DEFAULT_VALIDATION_FRACTION)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise ctx.error("validation.fraction", f"must be a number in [0, 1), got {fraction!r}")
+        validation = ValidationConfig(float(fraction), _int(ctx, "validation.seed", val.get("seed", seed)))
+
+        output_dir = _path(base, _string(ctx, "output_dir", data["output_dir"])) if "output_dir" in data \
+            else _path(base, f"runs/{Path(str(source)).stem if source else 'train'}")
+        cache_dir = _path(base, _string(ctx, "cache_dir", data["cache_dir"])) if "cache_dir" in data \
+            else _path(base, "runs/cache")
+
+        return cls(
+            datasets=datasets,
+            target_spacing=_triple(ctx, "target_spacing", data["target_spacing"], float),
+            patch_size=_triple(ctx, "patch_size", data["patch_size"], int),
+            cache_dir=cache_dir,
+            output_dir=output_dir,
+            unlabeled_dirs=dirs,
+            label_mapping=mapping,
+            model=_mapping(ctx, "model", data.get("model")),
+            training=_mapping(ctx, "training", data.get("training")),
+            seed=seed,
+            validation=validation,
+            source=Path(source).resolve() if source else None,
+        )
+
+    # --- cases ----------------------------------------------------------------------------------
+    def dataset(self, name: str) -> DatasetConfig:
+        """The dataset with this folder name.
+
+        Raises:
+            KeyError: no such dataset in the config.
+        """
+        for d in self.datasets:
+            if d.name == name:
+                return d
+        raise KeyError(f"no dataset {name!r} in the config; datasets: {', '.join(d.name for d in self.datasets)}")
+
+    def modality(self, dataset: str) -> str | None:
+        """The modality of a dataset or unlabeled folder (by name); ``None`` when a folder sets none."""
+        for d in self.datasets:
+            if d.name == dataset:
+                return d.modality
+        for u in self.unlabeled_dirs:
+            if u.name == dataset:
+                return u.modality
+        raise KeyError(f"no dataset or unlabeled folder named {dataset!r} in the config")
+
+    def labeled_cases(self) -> list[Case]:
+        """Every labeled case (image + label) of every dataset, dataset by dataset."""
+        return [c for d in self.datasets for c in d.labeled_cases()]
+
+    def unlabeled_cases(self) -> list[Case]:
+        """Every unlabeled scan: the datasets' non-labeled, non-excluded cases, then the extra folders.
+
+        Each case has ``label_path=None``: label files of unlabeled cases are never exposed.
+        """
+        cases = [c for d in self.datasets for c in d.unlabeled_cases()]
+        for u in self.unlabeled_dirs:
+            cases.extend(u.folder.cases)
+        return cases
+
+    def split_validation(self) -> tuple[list[Case], list[Case]]:
+        """Split each dataset's labeled cases into (training, validation) for model selection.
+
+        Deterministic for a given ``validation.seed`` and set of labeled cases: each dataset's
+        labeled ids are sorted, then shuffled with a generator seeded by the seed and the dataset
+        name, and the first ``round(fraction * n)`` become validation cases (at least one when
+        ``fraction > 0`` and the dataset has two or more labeled cases, never all of them).
+
+        Returns:
+            (labeled training cases, labeled validation cases), each dataset by dataset, sorted by
+            case id within a dataset.
+        """
+        train: list[Case] = []
+        val: list[Case] = []
+        fraction = self.validation.fraction
+        for d in self.datasets:
+            cases = d.labeled_cases()
+            n = len(cases)
+            n_val = 0
+            if fraction > 0 and n >= 2:
+                n_val = min(max(1, int(math.floor(fraction * n + 0.5))), n - 1)
+            rng = np.random.default_rng([self.validation.seed, zlib.crc32(d.name.encode("utf-8"))])
+            order = rng.permutation(n)
+            val_idx = set(int(i) for i in order[:n_val])
+            train.extend(c for i, c in enumerate(cases) if i not in val_idx)
+            val.extend(c for i, c in enumerate(cases) if i in val_idx)
+        return train, val
+
+    # --- labels ---------------------------------------------------------------------------------
+    def label_space(self, include_synthetic: bool = True) -> LabelSpace:
+        """The label space from the datasets' ``dataset.json`` labels and the label mapping.
+
+        Raises:
+            ConfigError: the mapping file is invalid or names labels no dataset has.
+        """
+        ctx = _Ctx(str(self.source) if self.source else "<config>")
+        try:
+            mapping = load_mapping(self.label_mapping) if self.label_mapping else None
+            return LabelSpace.from_dataset_labels(
+                {d.name: d.dataset.dataset_json for d in self.datasets}, mapping, include_synthetic
+            )
+        except ValueError as exc:
+            raise ctx.error("label_mapping" if self.label_mapping else "datasets", str(exc)) from exc
+
+    # --- serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dict (absolute paths, labeled cases as resolved id lists).
+
+        ``TrainConfig.from_dict(cfg.to_dict(), base_dir=...)`` rebuilds an equal config while the
+        dataset folders are unchanged; checkpoints store it as the record of what was trained on.
+        """
+        return {
+            "datasets": [d.to_dict() for d in self.datasets],
+            "unlabeled_dirs": [u.to_dict() for u in self.unlabeled_dirs],
+            "label_mapping": str(self.label_mapping) if self.label_mapping else None,
+            "target_spacing": list(self.target_spacing),
+            "patch_size": list(self.patch_size),
+            "model": dict(self.model),
+            "training": dict(self.training),
+            "cache_dir": str(self.cache_dir),
+            "output_dir": str(self.output_dir),
+            "seed": self.seed,
+            "validation": {"fraction": self.validation.fraction, "seed": self.validation.seed},
+        }
+
+
+# --- parsing helpers -------------------------------------------------------------------------------
+def _parse_dataset(ctx: _Ctx, key: str, raw: Any, base: Path) -> DatasetConfig:
+    if isinstance(raw, str):
+        raw = {"path": raw}
+    entry = _mapping(ctx, key, raw)
+    # "labeled_from" is written by to_dict() for the record; the resolved "labeled" list wins.
+    entry.pop("labeled_from", None)
+    _check_keys(ctx, key, entry, DATASET_KEYS)
+    if "path" not in entry:
+        raise ctx.error(f"{key}.path", "required key is missing")
+    path = _path(base, _string(ctx, f"{key}.path", entry["path"]))
+    try:
+        dataset = NnUNetDataset(path)
+        dataset.dataset_json  # noqa: B018 - fail here, naming the key, rather than mid-training
+        _ = dataset.labels
+    except DatasetError as exc:
+        raise ctx.error(f"{key}.path", str(exc)) from exc
+    if not dataset.cases:
+        raise ctx.error(f"{key}.path", f"{dataset.images_dir}: no images named <case>_0000{dataset.file_ending}")
+    known = set(dataset.case_ids)
+
+    exclude = _string_list(ctx, f"{key}.exclude", entry.get("exclude"))
+    unknown = [c for c in exclude if c not in known]
+    if unknown:
+        raise ctx.error(f"{key}.exclude", f"case ids not in {dataset.images_dir}: {_preview(unknown)}")
+
+    labeled_raw = entry.get("labeled", "all")
+    labeled: str | tuple[str, ...] | ProtocolRef
+    if isinstance(labeled_raw, str) and labeled_raw in ("all", "none"):
+        labeled = labeled_raw
+        ids = [c for c in dataset.case_ids if c not in exclude] if labeled_raw == "all" else []
+    elif isinstance(labeled_raw, Mapping):
+        labeled = _parse_protocol(ctx, f"{key}.labeled", labeled_raw, base, dataset.name)
+        ids = list(_read_protocol(ctx, f"{key}.labeled", labeled))
+    elif isinstance(labeled_raw, list):
+        labeled = _string_list(ctx, f"{key}.labeled", labeled_raw)
+        ids = list(labeled)
+    else:
+        raise ctx.error(f"{key}.labeled", "must be 'all', 'none', a list of case ids, or "
+                        f"{{protocol: <file>, setting: <name>}}; got {labeled_raw!r}")
+
+    unknown = [c for c in ids if c not in known]
+    if unknown:
+        raise ctx.error(f"{key}.labeled", f"case ids not in {dataset.images_dir}: {_preview(unknown)}")
+    overlap = sorted(set(ids) & set(exclude))
+    if overlap and labeled != "all":
+        raise ctx.error(f"{key}.exclude", f"case ids are both labeled and excluded: {_preview(overlap)}")
+    no_label = [c.case_id for c in dataset.cases if c.case_id in set(ids) and c.label_path is None]
+    if no_label:
+        raise ctx.error(f"{key}.labeled", f"labeled cases without a label file in {dataset.labels_dir}: "
+                        f"{_preview(no_label)} (run 'versemi check-dataset {dataset.root}')")
+
+    modality = entry.get("modality")
+    if modality is not None:
+        modality = _string(ctx, f"{key}.modality", modality)
+    return DatasetConfig(path, labeled, tuple(sorted(ids)), exclude, modality, dataset)
+
+
+def _parse_protocol(ctx: _Ctx, key: str, raw: Mapping[str, Any], base: Path, dataset: str) -> ProtocolRef:
+    _check_keys(ctx, key, raw, PROTOCOL_KEYS)
+    for k in ("protocol", "setting"):
+        if k not in raw:
+            raise ctx.error(f"{key}.{k}", "required key is missing")
+    path = _path(base, _string(ctx, f"{key}.protocol", raw["protocol"]))
+    setting = _string(ctx, f"{key}.setting", raw["setting"])
+    entry = _string(ctx, f"{key}.dataset", raw.get("dataset", dataset))
+    return ProtocolRef(path, setting, entry)
+
+
+def _read_protocol(ctx: _Ctx, key: str, ref: ProtocolRef) -> tuple[str, ...]:
+    if not ref.path.is_file():
+        raise ctx.error(f"{key}.protocol", f"file not found: {ref.path}")
+    try:
+        data = json.loads(ref.path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ctx.error(f"{key}.protocol", f"{ref.path}: invalid JSON: {exc}") from exc
+    if not isinstance(data, dict) or ref.dataset not in data or not isinstance(data[ref.dataset], dict):
+        have = ", ".join(sorted(data)) if isinstance(data, dict) else "nothing"
+        raise ctx.error(f"{key}.protocol", f"{ref.path} has no entry for dataset {ref.dataset!r} "
+                        f"(it has: {have}); set '{key}.dataset' to pick another entry")
+    settings = data[ref.dataset]
+    if ref.setting not in settings:
+        raise ctx.error(f"{key}.setting", f"{ref.path}: dataset {ref.dataset!r} has no setting "
+                        f"{ref.setting!r} (it has: {', '.join(sorted(settings))})")
+    return _string_list(_Ctx(str(ref.path)), f"{ref.dataset}.{ref.setting}", settings[ref.setting])
+
+
+def _parse_unlabeled_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> UnlabeledDirConfig:
+    if isinstance(raw, str):
+        raw = {"path": raw}
+    entry = _mapping(ctx, key, raw)
+    _check_keys(ctx, key, entry, UNLABELED_DIR_KEYS)
+    if "path" not in entry:
+        raise ctx.error(f"{key}.path", "required key is missing")
+    path = _path(base, _string(ctx, f"{key}.path", entry["path"]))
+    name = _string(ctx, f"{key}.name", entry["name"]) if "name" in entry else path.name
+    modality = _string(ctx, f"{key}.modality", entry["modality"]) if entry.get("modality") else None
+    cfg = UnlabeledDirConfig(path, name, modality)
+    try:
+        n = len(cfg.folder.cases)
+    except DatasetError as exc:
+        raise ctx.error(f"{key}.path", str(exc)) from exc
+    if n == 0:
+        raise ctx.error(f"{key}.path", f"{path}: no image files (.nii.gz, .nii, .nrrd, .mha)")
+    return cfg
+
+
+def parse_config_text(text: str, path: Path) -> Any:
+    """Parse config text as JSON (``.json``) or YAML (anything else; YAML is a superset of JSON)."""
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - any parser error becomes one line naming the file
+        raise ConfigError(f"{path}: cannot parse config: {exc}") from exc
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Load and validate a training config from a YAML (``.yaml``/``.yml``) or JSON file.
+
+    Raises:
+        ConfigError: missing/unparsable file or any invalid key; the message names the file and key.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    data = parse_config_text(text, path)
+    if data is None:
+        raise ConfigError(f"{path}: config file is empty")
+    return TrainConfig.from_dict(data, base_dir=path.parent, source=path)
