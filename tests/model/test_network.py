@@ -144,3 +144,12 @@ def test_bad_configs_are_clear_errors(config: dict, message: str) -> None:
 def test_wrong_channel_count_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="2 channels but the model expects 1"):
         tiny_model("vnet")(images(channels=2), [0])
+
+
+def test_voxel_chunking_does_not_change_the_logits() -> None:
+    model = tiny_model("vnet")
+    x = images()
+    with torch.no_grad():
+        whole = model(x, [0, 1, 2])
+        model.head.voxels_per_chunk = 100  # 1536 voxels -> 16 chunks, the last one partial
+        torch.testing.assert_close(model(x, [0, 1, 2]), whole)
