@@ -1,0 +1,27 @@
+# Set-up and the two entry points of the README: `make demo` (the main job on bundled example data)
+# and `make test` (the test suite). Each creates the virtual environment it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PIP := $(VENV)/bin/pip
+# constraints.txt pins torch==2.13.0 (a CPU build on the development/CI machines) so pip never pulls
+# a multi-GB CUDA build; the package itself accepts a range of torch versions.
+PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test venv clean
+
+$(VENV)/.installed: training/pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) torch==2.13.0
+	$(PIP_INSTALL) -e 'training[test]' slicer-core
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/versemi demo --data examples/data --output demo_output
+
+test: $(VENV)/.installed
+	OMP_NUM_THREADS=2 $(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf demo_output .pytest_cache
