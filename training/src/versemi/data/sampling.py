@@ -1,0 +1,264 @@
+"""Training patches from cached cases: per-dataset sampling with foreground oversampling.
+
+* :class:`PatchSampler` draws fixed-size patches from the memory-mapped cases of ONE dataset (the
+  trainer holds one sampler per dataset and one for the unlabeled pool). With probability
+  ``foreground_oversample`` a patch is forced to contain foreground: a random label value present in
+  the case, then a random stored voxel of that value (see
+  :attr:`versemi.data.cache.CachedCase.foreground_locations`), so small structures are seen often.
+  Otherwise the patch position is uniform. Volumes smaller than the patch are padded (image with the
+  case's background value, label with 0).
+* :class:`PatchStream` is a torch ``IterableDataset`` that yields augmented samples as dicts, seeded
+  per DataLoader worker, so workers can prefetch.
+* :func:`targets_for_prompts` turns raw label patches into one binary target per prompt.
+
+Axes: every array here is ``(z, y, x)``. Training configs give ``patch_size`` as ``(x, y, z)`` (like
+``target_spacing``, following SimpleITK); convert it once with :func:`patch_size_zyx`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from versemi.data.cache import CachedCase
+
+
+def patch_size_zyx(patch_size_xyz: Sequence[int]) -> tuple[int, int, int]:
+    """Config order ``(x, y, z)`` -> array order ``(z, y, x)``, validated."""
+    size = tuple(int(s) for s in patch_size_xyz)
+    if len(size) != 3 or min(size) < 1:
+        raise ValueError(f"patch_size must be three positive integers (x, y, z), got {patch_size_xyz!r}")
+    return size[2], size[1], size[0]
+
+
+@dataclass
+class Patch:
+    """One patch.
+
+    Attributes:
+        image: ``(1, D, H, W)`` float32.
+        label: ``(D, H, W)`` uint8, or None for unlabeled cases.
+        case: the case it was cut from.
+        start_zyx: voxel index of the patch corner in the case (negative where padded).
+        forced_foreground: whether foreground oversampling placed it.
+    """
+
+    image: np.ndarray
+    label: np.ndarray | None
+    case: CachedCase
+    start_zyx: tuple[int, int, int]
+    forced_foreground: bool = False
+
+
+def _as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def crop_with_padding(
+    volume: np.ndarray, start_zyx: Sequence[int], size_zyx: Sequence[int], pad_value: float, dtype: np.dtype
+) -> np.ndarray:
+    """``volume[start:start+size]`` where out-of-volume voxels are ``pad_value``.
+
+    Only the in-volume block is read, so a memory-mapped volume costs one slice read.
+    """
+    out = np.full(tuple(size_zyx), pad_value, dtype=dtype)
+    src, dst = [], []
+    for start, size, n in zip(start_zyx, size_zyx, volume.shape):
+        lo, hi = max(start, 0), min(start + size, n)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    out[tuple(dst)] = volume[tuple(src)]
+    return out
+
+
+class PatchSampler:
+    """Random patches from the cases of one dataset.
+
+    Args:
+        cases: the dataset's cached cases (labeled or unlabeled).
+        patch_size_zyx: patch size in array order ``(D, H, W)``.
+        foreground_oversample: probability that a patch is centred near a random foreground voxel
+            (ignored for cases without foreground).
+        rng: generator or seed for :meth:`sample` calls that pass none.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[CachedCase],
+        patch_size_zyx: Sequence[int],
+        foreground_oversample: float = 0.33,
+        rng: np.random.Generator | int | None = None,
+    ) -> None:
+        if not cases:
+            raise ValueError("PatchSampler needs at least one case")
+        if not 0.0 <= foreground_oversample <= 1.0:
+            raise ValueError(f"foreground_oversample must be in [0, 1], got {foreground_oversample}")
+        self.cases = list(cases)
+        self.patch_size = tuple(int(s) for s in patch_size_zyx)
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ValueError(f"patch_size_zyx must be three positive integers, got {patch_size_zyx!r}")
+        self.foreground_oversample = float(foreground_oversample)
+        self.rng = _as_rng(rng)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def sample(self, rng: np.random.Generator | None = None) -> Patch:
+        """One patch from a uniformly chosen case."""
+        rng = self.rng if rng is None else rng
+        case = self.cases[int(rng.integers(len(self.cases)))]
+        return self.sample_from(case, rng)
+
+    def sample_from(self, case: CachedCase, rng: np.random.Generator | None = None) -> Patch:
+        """One patch from ``case`` (foreground-forced with probability ``foreground_oversample``)."""
+        rng = self.rng if rng is None else rng
+        shape = case.shape
+        lo = [min(0, n - p) for n, p in zip(shape, self.patch_size)]
+        hi = [max(0, n - p) for n, p in zip(shape, self.patch_size)]
+        values = [v for v, locs in case.foreground_locations.items() if len(locs)]
+        forced = bool(values) and rng.random() < self.foreground_oversample
+        if forced:
+            value = values[int(rng.integers(len(values)))]
+            locations = case.foreground_locations[value]
+            voxel = locations[int(rng.integers(len(locations)))]
+            # The voxel lands anywhere inside the patch, then the patch is pushed back inside the
+            # valid range (which keeps the voxel inside it).
+            start = [int(v) - int(rng.integers(p)) for v, p in zip(voxel, self.patch_size)]
+            start = [min(max(s, a), b) for s, a, b in zip(start, lo, hi)]
+        else:
+            start = [int(rng.integers(a, b + 1)) for a, b in zip(lo, hi)]
+        return self.extract(case, start, forced)
+
+    def extract(self, case: CachedCase, start_zyx: Sequence[int], forced_foreground: bool = False) -> Patch:
+        """The patch of ``case`` whose corner is ``start_zyx`` (padded where outside)."""
+        start = tuple(int(s) for s in start_zyx)
+        image = crop_with_padding(case.image, start, self.patch_size, case.background_value, np.float32)
+        label = None
+        if case.label is not None:
+            label = crop_with_padding(case.label, start, self.patch_size, 0, np.uint8)
+        return Patch(image[None], label, case, start, forced_foreground)  # type: ignore[arg-type]
+
+
+def _plain(x: Any) -> torch.Tensor:
+    """A plain tensor (MONAI returns MetaTensors; their metadata only slows collation)."""
+    if hasattr(x, "as_tensor"):
+        x = x.as_tensor()
+    return torch.as_tensor(x)
+
+
+class PatchStream(IterableDataset):
+    """An endless (or fixed-length) stream of augmented patches for a DataLoader.
+
+    Each item is a dict::
+
+        {"image": float32 (1, D, H, W), "label": uint8 (D, H, W), "dataset": str,
+         "case_id": str, "labeled": bool}
+
+    For unlabeled cases ``"label"`` is all zeros and ``"labeled"`` is False (so default collation
+    works); the trainer must not use such labels.
+
+    Seeding: every worker draws from ``np.random.default_rng([seed, epoch, worker_id])`` and seeds its
+    copy of ``transform`` from the same sequence, so runs are reproducible for a given seed and number
+    of workers, and workers never repeat each other. Call :meth:`set_epoch` between epochs for fresh
+    draws when the stream is finite.
+
+    Args:
+        sampler: where patches come from.
+        dataset: name reported in ``"dataset"`` (a case's own ``dataset``, when set, wins).
+        transform: e.g. :func:`versemi.data.augmentation.make_training_augmentation`; None = no
+            augmentation.
+        seed: base seed.
+        length: samples per epoch over all workers (None = endless).
+    """
+
+    def __init__(
+        self,
+        sampler: PatchSampler,
+        dataset: str,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        seed: int = 0,
+        length: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.sampler = sampler
+        self.dataset = dataset
+        self.transform = transform
+        self.seed = int(seed)
+        self.length = length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        seq = np.random.SeedSequence([self.seed, self.epoch, worker_id])
+        rng = np.random.default_rng(seq)
+        if self.transform is not None and hasattr(self.transform, "set_random_state"):
+            self.transform.set_random_state(seed=int(seq.generate_state(1)[0]))
+        count = None
+        if self.length is not None:  # split the epoch between workers
+            count = self.length // num_workers + (1 if worker_id < self.length % num_workers else 0)
+        produced = 0
+        while count is None or produced < count:
+            yield self.make_item(self.sampler.sample(rng))
+            produced += 1
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("an endless PatchStream has no length")
+        return self.length
+
+    def make_item(self, patch: Patch) -> dict[str, Any]:
+        """Augment one patch and package it as a sample dict."""
+        data: dict[str, Any] = {"image": torch.from_numpy(patch.image)}
+        if patch.label is not None:
+            data["label"] = torch.from_numpy(patch.label[None])
+        if self.transform is not None:
+            data = self.transform(data)
+        image = _plain(data["image"]).to(torch.float32)
+        if patch.label is not None:
+            label = _plain(data["label"])[0].round().to(torch.uint8)
+        else:
+            label = torch.zeros(image.shape[1:], dtype=torch.uint8)
+        return {
+            "image": image.contiguous(),
+            "label": label.contiguous(),
+            "dataset": patch.case.dataset or self.dataset,
+            "case_id": patch.case.case_id,
+            "labeled": patch.label is not None,
+        }
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn`` for DataLoaders: derives NumPy's and Python's global seeds from torch's
+    per-worker seed (PatchStream seeds itself; this covers any other code that uses global RNGs)."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def targets_for_prompts(label: torch.Tensor, values: Sequence[int]) -> torch.Tensor:
+    """Binary targets, one channel per prompt: ``target[:, k] = (label == values[k])``.
+
+    Args:
+        label: ``(B, D, H, W)`` integer label patches of one dataset.
+        values: the dataset's label value for each supervised prompt (from
+            ``label_space.prompts_for_dataset(dataset)``).
+
+    Returns:
+        ``(B, P, D, H, W)`` float32.
+    """
+    if not values:
+        return torch.zeros((label.shape[0], 0, *label.shape[1:]), dtype=torch.float32, device=label.device)
+    vals = torch.as_tensor(list(values), dtype=label.dtype, device=label.device).view(1, -1, 1, 1, 1)
+    return (label.unsqueeze(1) == vals).to(torch.float32)
