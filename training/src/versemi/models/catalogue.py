@@ -350,7 +350,7 @@ def _parse_entry(raw: Any, where: str, base_url: str) -> CatalogueEntry:
     labels = _label_names(raw["label_space"], where)
 
     # Accept the US spelling too: catalogues are hand-written.
-    licence_key = "licence" if "licence" in raw or "license" not in raw else "license"
+    licence_key = "license" if raw.get("licence") is None and "license" in raw else "licence"
     licence = text(licence_key)
 
     description = raw.get("description", "")
