@@ -1,15 +1,18 @@
 """Validation of an nnU-Net v2 raw dataset folder (behind ``versemi check-dataset``).
 
 :func:`check_dataset` reports every problem it finds in one pass, each naming the file, instead of
-stopping at the first: a user fixing a dataset wants the whole list. Headers are read without voxels
-where that suffices; voxels are read only for the checks that need them (NaN/Inf in floating-point
-images, label values, empty labels).
+stopping at the first: a user fixing a dataset wants the whole list. Every file's voxels are read
+exactly once (that is what catches truncated files, NaN/Inf voxels and undeclared label values);
+cases are checked in a few threads because SimpleITK decodes files without holding the GIL.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import struct
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +198,61 @@ def _infer_file_ending(folder: Path) -> str | None:
 
 
 # --- per case -------------------------------------------------------------------------------------
-def _nonfinite_count(image: sitk.Image) -> int:
+# NIfTI datatype codes of floating-point voxels -> numpy dtype (NIfTI-1 and NIfTI-2 share them).
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+def _nifti_nonfinite_count(path: Path) -> int | None:
+    """Count NaN/Inf voxels of a floating-point NIfTI file from its raw voxel block.
+
+    ITK's NIfTI reader turns NaN and Inf into 0 on read, so the SimpleITK array cannot show them;
+    the raw bytes can. Returns ``None`` when the file is not a floating-point NIfTI file or cannot be
+    parsed (the caller then reads it with SimpleITK, which reports a corrupt file).
+    """
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(540)
+            for order in ("<", ">"):
+                size = struct.unpack(order + "i", head[:4])[0]
+                if size == 348:  # NIfTI-1
+                    ndim = struct.unpack(order + "h", head[40:42])[0]
+                    dims = struct.unpack(order + "7h", head[42:56])[:ndim]
+                    datatype = struct.unpack(order + "h", head[70:72])[0]
+                    offset = int(struct.unpack(order + "f", head[108:112])[0])
+                    break
+                if size == 540:  # NIfTI-2
+                    datatype = struct.unpack(order + "h", head[12:14])[0]
+                    ndim = struct.unpack(order + "q", head[16:24])[0]
+                    dims = struct.unpack(order + "7q", head[24:80])[:ndim]
+                    offset = struct.unpack(order + "q", head[168:176])[0]
+                    break
+            else:
+                return None
+            if datatype not in _NIFTI_FLOAT_TYPES:
+                return None
+            count = int(np.prod(dims, dtype=np.int64))
+            f.seek(offset)
+            # Reading to the end also verifies the gzip checksum: a truncated file raises here.
+            data = np.frombuffer(f.read(), dtype=np.dtype(order + _NIFTI_FLOAT_TYPES[datatype]), count=count)
+    except (OSError, EOFError, struct.error, ValueError, zlib.error):
+        return None
+    return int(count - np.count_nonzero(np.isfinite(data)))
+
+
+def _nonfinite_count(path: Path) -> int:
+    """NaN/Inf voxels of an image file, reading every voxel once (so corrupt data is caught).
+
+    Raises:
+        DatasetError: the voxels cannot be read.
+    """
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        raw = _nifti_nonfinite_count(path)
+        if raw is not None:
+            return raw
+    image = read_image(path)
+    if image.GetPixelID() not in _FLOAT_PIXEL_IDS:
+        return 0  # integer voxels cannot be NaN
     arr = sitk.GetArrayViewFromImage(image)
     return int(arr.size - np.count_nonzero(np.isfinite(arr)))
 
@@ -237,10 +294,9 @@ def _check_case(
             continue
         header_problems = _check_image_header(path, header, "image")
         problems += header_problems
-        # Integer images cannot hold NaN/Inf: only floating-point ones need their voxels read.
-        if header.pixel_id in _FLOAT_PIXEL_IDS and header.components == 1:
+        if header.components == 1:
             try:
-                bad = _nonfinite_count(read_image(path))
+                bad = _nonfinite_count(path)
             except DatasetError as exc:
                 problems.append(Problem(ERROR, path, str(exc).removeprefix(f"{path}: ")))
                 continue
@@ -274,9 +330,9 @@ def _check_case(
                                                        + "; ".join(diffs)))
     arr = sitk.GetArrayViewFromImage(label)
     if np.issubdtype(arr.dtype, np.floating):
-        finite = np.isfinite(arr)
-        if not finite.all():
-            problems.append(Problem(ERROR, label_path, f"{int(arr.size - finite.sum())} label voxel(s) are NaN or infinite"))
+        bad = _nonfinite_count(label_path)
+        if bad:
+            problems.append(Problem(ERROR, label_path, f"{bad} label voxel(s) are NaN or infinite"))
             return problems
         if not np.array_equal(arr, np.round(arr)):
             problems.append(Problem(ERROR, label_path, "label has non-integer values; labels must be integers"))
@@ -386,7 +442,6 @@ def check_dataset(
         problems.append(Problem(ERROR, images_dir, f"no images named <case>_0000{ending}"))
 
     n_workers = workers or min(4, os.cpu_count() or 1)
-    # SimpleITK releases the GIL while decoding files, so threads overlap I/O and decompression.
     with ThreadPoolExecutor(max_workers=max(1, n_workers)) as pool:
         per_case = pool.map(lambda c: _check_case(c[0], c[1], c[2], facts.label_values, tol), cases)
         for found in per_case:

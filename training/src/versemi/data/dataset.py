@@ -273,7 +273,8 @@ class NnUNetDataset:
             return found
         ending = self.file_ending
         for path in self.images_dir.iterdir():
-            if not path.name.endswith(ending) or not path.is_file():
+            # Hidden files (e.g. macOS "._case_0000.nii.gz" resource forks) are not cases.
+            if path.name.startswith(".") or not path.name.endswith(ending) or not path.is_file():
                 continue
             m = _CHANNEL_RE.match(path.name[: -len(ending)])
             if m:
@@ -286,6 +287,8 @@ class NnUNetDataset:
             return found
         ending = self.file_ending
         for path in self.labels_dir.iterdir():
+            if path.name.startswith("."):
+                continue
             if path.name.endswith(ending) and len(path.name) > len(ending) and path.is_file():
                 found[path.name[: -len(ending)]] = path
         return found
@@ -333,8 +336,8 @@ class NnUNetDataset:
 class ImageFolder:
     """A plain folder of unlabeled scans: every supported image file is one single-channel case.
 
-    The case id is the file name without its ending; files in sub-folders and other files are
-    ignored.
+    The case id is the file name without its ending; files in sub-folders, hidden files and other
+    files are ignored.
 
     Args:
         root: the folder.
@@ -359,7 +362,7 @@ class ImageFolder:
         by_id: dict[str, Path] = {}
         for path in sorted(self.root.iterdir()):
             split = split_ending(path)
-            if split is None or not path.is_file():
+            if split is None or path.name.startswith(".") or not path.is_file():
                 continue
             stem = split[0]
             if stem in by_id:
