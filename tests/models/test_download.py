@@ -466,3 +466,17 @@ def test_cli_offline_catalogue_falls_back_to_manifest(cache: Path, tmp_path: Pat
     assert capsys.readouterr().out.strip() == str(cache / "site-model-3.pt")
     assert cli_main(["models", "download", "site-model", *offline]) == 2
     assert "cannot fetch" in capsys.readouterr().err
+
+
+def test_cli_entry_for_publishing(cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = _inference_checkpoint(tmp_path / "release.pt")
+    args = ["models", "entry", str(source), "--name", "tiny", "--version", "2.0", "--url", "release.pt",
+            "--licence", "CC-BY-4.0", "--description", "demo"]
+    assert cli_main(args) == 0
+    raw = json.loads(capsys.readouterr().out)
+    assert raw["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert raw["size"] == source.stat().st_size and raw["label_space"] == ["organ_a", "all_foreground"]
+    # the printed entry, put in a catalogue beside the file, downloads and verifies
+    (tmp_path / "catalogue.json").write_text(json.dumps(catalogue_document([]) | {"models": [raw]}))
+    catalogue = load_catalogue(tmp_path / "catalogue.json")
+    assert download_model(catalogue.get("tiny@2.0"), cache).read_bytes() == source.read_bytes()

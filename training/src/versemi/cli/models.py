@@ -7,6 +7,7 @@
     versemi models import FILE [--name NAME] [--version VERSION]
     versemi models verify [NAME[@VERSION]]
     versemi models path NAME[@VERSION]
+    versemi models entry FILE --name N --version V --url URL --licence L   (publishing helper)
 
 Every action takes ``--catalogue FILE|URL`` (default ``$VERSEMI_CATALOGUE``, else the packaged one)
 and ``--models-dir DIR`` (default ``$VERSEMI_MODELS_DIR``, else the platform user cache).
@@ -68,6 +69,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = actions.add_parser("path", parents=[common], help="print the verified local path of an installed model")
     p.add_argument("model", metavar="NAME[@VERSION]")
 
+    p = actions.add_parser("entry", help="print the catalogue entry (JSON) for a checkpoint you publish")
+    p.add_argument("file", metavar="FILE", help="the checkpoint, exactly as it will be uploaded")
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", required=True)
+    p.add_argument("--url", required=True, help="where the file will be downloadable (absolute, or relative to the catalogue)")
+    p.add_argument("--licence", required=True, help="licence of the weights, e.g. CC-BY-4.0")
+    p.add_argument("--description", default="")
+    p.add_argument("--min-versemi", default=None, help="oldest versemi release that can use the model")
+
 
 def run(args: argparse.Namespace) -> int:
     from versemi.checkpoint import CheckpointError
@@ -79,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         "import": _import,
         "verify": _verify,
         "path": _path,
+        "entry": _entry,
     }[args.models_action]
     json_progress = getattr(args, "progress", None) == "json"
     try:
@@ -281,4 +292,33 @@ def _path(args: argparse.Namespace) -> int:
 
     catalogue = _catalogue(args, required=False)
     print(resolve_model(args.model, catalogue, args.models_dir))
+    return 0
+
+
+def _entry(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from versemi.checkpoint import load_checkpoint
+    from versemi.models import parse_catalogue, sha256_file
+    from versemi.models.catalogue import catalogue_document
+
+    path = Path(args.file)
+    payload = load_checkpoint(path, for_inference=True)  # publish only what predict can load
+    prompts = payload["label_space"].get("prompts", []) if isinstance(payload["label_space"], dict) else []
+    raw = {
+        "name": args.name,
+        "version": args.version,
+        "url": args.url,
+        "sha256": sha256_file(path),
+        "size": path.stat().st_size,
+        "label_space": [p.get("name") for p in prompts if isinstance(p, dict)],
+        "licence": args.licence,
+        "description": args.description,
+    }
+    if args.min_versemi:
+        raw["min_versemi"] = args.min_versemi
+    # Validate exactly as a catalogue reader would (relative URLs resolved against a dummy base).
+    document = {**catalogue_document([]), "models": [raw]}
+    parse_catalogue(document, source=f"entry for {path}", base_url="https://example.invalid/")
+    print(json.dumps(raw, indent=2))
     return 0

@@ -24,6 +24,7 @@ from versemi.models.store import (
     ChecksumError,
     InstalledModel,
     file_lock,
+    find_installed,
     models_dir,
     record_installed,
     sha256_file,
@@ -176,7 +177,9 @@ def download_model(
     with file_lock(cache / f".{entry.file_name}.lock"):
         if target.is_file() and not force:
             if target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
-                _record(entry, cache)
+                recorded = find_installed(entry.name, entry.version, cache)
+                if recorded is None or recorded.sha256 != entry.sha256:
+                    _record(entry, cache)  # e.g. a file copied in by hand
                 return target
             # A damaged installed file is replaced (atomically, at the end) by a fresh download.
 
