@@ -1,0 +1,183 @@
+"""Models the panel offers: catalogue models (``versemi models list --json``) and local checkpoints.
+
+Design choice: everything that needs ``versemi`` or ``torch`` runs in a short subprocess of the
+predictor's Python, never in Slicer's own process. Slicer's GUI thus never imports torch (hundreds
+of MB, slow first import, DLL clashes on Windows), and a model's prompts are read through the
+checkpoint format's own loader (``versemi.checkpoint.load_checkpoint``, ``weights_only=True``).
+Results are cached per file (path, size, modification time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SYNTHETIC_PROMPT_NAME = "all_foreground"  # versemi.labels.SYNTHETIC_PROMPT_NAME
+
+# Prints the label space of a checkpoint as JSON (argv[1] = path). Errors: one line on stderr, exit 2.
+_LABEL_SPACE_SNIPPET = r"""
+import json, sys
+try:
+    from versemi.checkpoint import load_checkpoint
+    payload = load_checkpoint(sys.argv[1], for_inference=True)
+except Exception as exc:
+    print(str(exc), file=sys.stderr)
+    sys.exit(2)
+print(json.dumps({"label_space": payload["label_space"],
+                  "versemi_version": payload.get("versemi_version"),
+                  "model_config": {k: v for k, v in payload["model_config"].items()
+                                   if isinstance(v, (str, int, float, bool))}}))
+"""
+
+
+class ModelInfoError(RuntimeError):
+    """A model's information cannot be read; the message names the model and the problem."""
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """One structure a model can segment."""
+
+    name: str
+    synthetic: bool = False
+    color: tuple[int, int, int] | None = None
+
+
+@dataclass
+class ModelChoice:
+    """An entry of the model selector.
+
+    Attributes:
+        key: what ``versemi predict --model`` takes: ``name@version`` or an absolute checkpoint path.
+        label: the text shown in the selector.
+        source: ``catalogue`` / ``imported`` (from ``versemi models list``) or ``local`` (a file).
+        path: the checkpoint file when it is on this machine.
+        prompts: the model's prompts (from the catalogue or the checkpoint); may be empty until read.
+    """
+
+    key: str
+    label: str
+    source: str
+    path: str | None = None
+    prompts: list[PromptInfo] = field(default_factory=list)
+    description: str = ""
+    status: str = ""
+
+    @property
+    def installed(self) -> bool:
+        return self.path is not None and os.path.isfile(self.path)
+
+
+def prompts_from_names(names: list[str]) -> list[PromptInfo]:
+    return [PromptInfo(str(n), synthetic=str(n) == SYNTHETIC_PROMPT_NAME) for n in names]
+
+
+def parse_models_list(text: str) -> list[ModelChoice]:
+    """Model choices from the output of ``versemi models list --json``."""
+    try:
+        document = json.loads(text)
+        rows = document["models"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelInfoError(f"unexpected output of 'versemi models list --json': {exc}") from exc
+    choices = []
+    for row in rows:
+        name, version = str(row.get("name", "")), str(row.get("version", ""))
+        if not name:
+            continue
+        spec = f"{name}@{version}" if version else name
+        status = str(row.get("status", ""))
+        label = f"{spec} ({status})" if status else spec
+        if row.get("supported") is False:
+            label += " - needs a newer versemi"
+        choices.append(
+            ModelChoice(
+                key=spec,
+                label=label,
+                source="catalogue" if row.get("source") == "catalogue" else "imported",
+                path=row.get("path") or None,
+                prompts=prompts_from_names(list(row.get("label_space") or [])),
+                description=str(row.get("description") or ""),
+                status=status,
+            )
+        )
+    return choices
+
+
+def list_catalogue_models(python_executable: str = sys.executable, timeout: float = 120.0) -> list[ModelChoice]:
+    """Catalogue and installed models, from ``versemi models list --json`` (no network needed)."""
+    completed = _run([python_executable, "-m", "versemi.cli", "models", "list", "--json"], timeout)
+    if completed.returncode != 0:
+        raise ModelInfoError(f"'versemi models list' failed: {_last_line(completed.stderr)}")
+    return parse_models_list(completed.stdout)
+
+
+def label_space_prompts(label_space: dict[str, Any]) -> list[PromptInfo]:
+    """Prompts of a ``LabelSpace.to_dict()`` (as stored in checkpoints)."""
+    prompts = []
+    for p in label_space.get("prompts", []):
+        color = p.get("color")
+        prompts.append(
+            PromptInfo(
+                name=str(p["name"]),
+                synthetic=bool(p.get("synthetic", False)),
+                color=tuple(int(c) for c in color) if color else None,  # type: ignore[arg-type]
+            )
+        )
+    return prompts
+
+
+_label_space_cache: dict[tuple[str, int, int], list[PromptInfo]] = {}
+
+
+def read_checkpoint_prompts(
+    checkpoint_path: str | os.PathLike[str], python_executable: str = sys.executable, timeout: float = 300.0
+) -> list[PromptInfo]:
+    """The prompts of a checkpoint file, read in a subprocess (cached per file version)."""
+    path = os.path.abspath(os.fspath(checkpoint_path))
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise ModelInfoError(f"{path}: checkpoint file not found") from exc
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _label_space_cache:
+        completed = _run([python_executable, "-c", _LABEL_SPACE_SNIPPET, path], timeout)
+        if completed.returncode != 0:
+            raise ModelInfoError(_last_line(completed.stderr) or f"{path}: cannot read checkpoint")
+        try:
+            data = json.loads(completed.stdout.strip().splitlines()[-1])
+        except (json.JSONDecodeError, IndexError) as exc:
+            raise ModelInfoError(f"{path}: unexpected output while reading the checkpoint") from exc
+        _label_space_cache[key] = label_space_prompts(data["label_space"])
+    return list(_label_space_cache[key])
+
+
+def local_checkpoint_choice(path: str | os.PathLike[str]) -> ModelChoice:
+    """A selector entry for a checkpoint file chosen with "Browse local checkpoint..."."""
+    path = os.path.abspath(os.fspath(path))
+    return ModelChoice(key=path, label=f"{Path(path).name} (local file)", source="local", path=path)
+
+
+def download_command(spec: str, python_executable: str = sys.executable) -> list[str]:
+    """``versemi models download`` with JSON progress (parsed by ``process.ProcessRunner``)."""
+    return [python_executable, "-m", "versemi.cli", "models", "download", spec, "--progress", "json"]
+
+
+def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    try:
+        return subprocess.run(
+            command, capture_output=True, text=True, encoding="utf-8", errors="replace",
+            timeout=timeout, check=False, env=env,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ModelInfoError(f"cannot run {command[0]}: {exc}") from exc
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""

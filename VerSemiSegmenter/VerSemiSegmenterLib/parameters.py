@@ -1,0 +1,131 @@
+"""Run settings of one segmentation and the ``versemi predict`` command line they map to."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+QUALITIES = ("full", "fast")
+# Panel quality -> ``versemi predict --quality`` value.
+_QUALITY_FLAG = {"full": "default", "fast": "fast"}
+OUTPUT_MODES = ("new", "replace")
+
+
+def default_threads() -> int:
+    """All CPU cores but one (at least one): the predictor must not starve Slicer's GUI."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def sidecar_path_for(labelmap_path: str | os.PathLike[str]) -> Path:
+    """The label-table sidecar that ``versemi predict`` writes beside a labelmap.
+
+    ``case.nii.gz`` -> ``case.json``; ``case.nrrd`` -> ``case.json`` (the image extension, including a
+    compression suffix, is replaced).
+    """
+    return _replace_image_extension(Path(labelmap_path), ".json")
+
+
+def color_table_path_for(labelmap_path: str | os.PathLike[str]) -> Path:
+    """The Slicer colour table (``.ctbl``) that ``versemi predict`` writes beside a labelmap."""
+    return _replace_image_extension(Path(labelmap_path), ".ctbl")
+
+
+def _replace_image_extension(path: Path, new_suffix: str) -> Path:
+    name = path.name
+    for ext in (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".nhdr", ".mha", ".mhd"):
+        if name.lower().endswith(ext):
+            return path.with_name(name[: -len(ext)] + new_suffix)
+    return path.with_suffix(new_suffix)
+
+
+@dataclass
+class RunSettings:
+    """Everything one ``versemi predict`` run needs.
+
+    Attributes:
+        input_path: the image to segment (the module writes the selected volume here).
+        output_path: the labelmap to write (its sidecar ``.json`` and ``.ctbl`` go beside it).
+        model: a checkpoint file path, or the name of a model in the versemi catalogue.
+        prompts: names of the structures to segment, in the order of the output label values 1..K.
+        device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``.
+        quality: ``full`` (the model's resolution) or ``fast`` (twice the voxel spacing: about 8x
+            faster and lighter, coarser borders).
+        threads: CPU threads for the predictor; ``None`` = all cores but one, so Slicer stays usable.
+        python_executable: the Python that has ``versemi`` installed (in Slicer: ``PythonSlicer``).
+        output_mode: ``new`` segmentation node or ``replace`` the segments of an existing one; used by
+            the module only, not passed to the predictor.
+    """
+
+    input_path: str
+    output_path: str
+    model: str
+    prompts: list[str] = field(default_factory=list)
+    device: str = "auto"
+    quality: str = "full"
+    threads: int | None = None
+    python_executable: str = sys.executable
+    output_mode: str = "new"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a message a user understands if a setting cannot work."""
+        if not self.input_path:
+            raise ValueError("no input volume selected")
+        if not self.model:
+            raise ValueError("no model selected")
+        if not [p for p in self.prompts if p.strip()]:
+            raise ValueError("no structure (prompt) selected; tick at least one")
+        if any("," in p for p in self.prompts):
+            raise ValueError(f"prompt names cannot contain commas: {self.prompts}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        if self.quality not in QUALITIES:
+            raise ValueError(f"unknown quality {self.quality!r}; choose one of {', '.join(QUALITIES)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.output_mode not in OUTPUT_MODES:
+            raise ValueError(f"unknown output mode {self.output_mode!r}; choose one of {', '.join(OUTPUT_MODES)}")
+
+    @property
+    def model_is_file(self) -> bool:
+        """True when ``model`` names a checkpoint file rather than a catalogue entry."""
+        return os.path.isfile(self.model) or Path(self.model).suffix.lower() in {".pt", ".pth", ".ckpt"} or os.sep in self.model or (
+            os.altsep is not None and os.altsep in self.model
+        )
+
+    def to_command(self) -> list[str]:
+        """The ``versemi predict`` command as an argument list (no shell: spaces and non-ASCII safe).
+
+        Paths are made absolute so the command does not depend on the working directory.
+        """
+        self.validate()
+        model = os.path.abspath(self.model) if self.model_is_file else self.model
+        command = [
+            self.python_executable,
+            "-m",
+            "versemi.cli",
+            "predict",
+            "--input",
+            os.path.abspath(self.input_path),
+            "--output",
+            os.path.abspath(self.output_path),
+            "--model",
+            model,
+            "--prompts",
+            ",".join(p.strip() for p in self.prompts if p.strip()),
+            "--device",
+            self.device,
+            "--quality",
+            _QUALITY_FLAG[self.quality],
+            "--threads",
+            str(self.threads if self.threads else default_threads()),
+            "--progress",
+            "json",
+        ]
+        return command
+
+    @property
+    def sidecar_path(self) -> Path:
+        return sidecar_path_for(os.path.abspath(self.output_path))

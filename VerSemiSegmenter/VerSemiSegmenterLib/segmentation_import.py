@@ -1,0 +1,311 @@
+"""Turn ``versemi predict`` outputs into a Slicer segmentation.
+
+Two layers:
+
+- pure Python (no ``slicer`` import): read and check the label-table sidecar, colours as 0-1 floats,
+  and the Slicer terminology string of each label;
+- MRML (``slicer`` imported inside the functions; works in Slicer and with ``slicer-core``): load the
+  labelmap, import it into a new or an existing segmentation node, set names, colours and terminology,
+  copy the input volume's geometry and place the result next to the input in the subject hierarchy.
+
+Every chosen prompt gets a segment, also when the model found nothing for it: the segment list then
+always matches the request, and an empty segment tells the user "not found" instead of silently
+missing (:func:`import_prediction` returns the names of the empty ones so the module can say so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+# Slicer's terminology contexts for DICOM/SNOMED CT coded anatomy (loaded by default in Slicer).
+TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+CODING_SCHEME = "SCT"
+
+
+class LabelTableError(ValueError):
+    """A sidecar label table that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class SnomedTerm:
+    """SNOMED CT type and category of a label (as written by ``versemi predict``)."""
+
+    code: str
+    meaning: str
+    category_code: str
+    category_meaning: str
+
+
+@dataclass(frozen=True)
+class LabelEntry:
+    """One label value of the predicted labelmap."""
+
+    value: int
+    name: str
+    color: tuple[int, int, int]
+    snomed: SnomedTerm | None = None
+    prompt_id: int | None = None
+
+    @property
+    def color_float(self) -> tuple[float, float, float]:
+        """The colour as 0-1 floats (what ``vtkSegment.SetColor`` takes)."""
+        return (self.color[0] / 255.0, self.color[1] / 255.0, self.color[2] / 255.0)
+
+    @property
+    def terminology_tag(self) -> str | None:
+        """The terminology entry string Slicer stores in a segment tag, or ``None`` without a code."""
+        return terminology_tag(self.snomed)
+
+
+def terminology_tag(snomed: SnomedTerm | None) -> str | None:
+    """Slicer's serialized terminology entry for a SNOMED CT concept.
+
+    Format (``vtkSlicerTerminologiesModuleLogic::SerializeTerminologyEntry``): ``context~category~type~
+    type modifier~anatomic context~anatomic region~region modifier``, each code ``scheme^value^meaning``.
+    """
+    if snomed is None:
+        return None
+    parts = [snomed.code, snomed.meaning, snomed.category_code, snomed.category_meaning]
+    if any(("~" in p or "^" in p) for p in parts):
+        raise LabelTableError(f"terminology code contains a reserved character (~ or ^): {parts}")
+    return (
+        f"{TERMINOLOGY_CONTEXT}"
+        f"~{CODING_SCHEME}^{snomed.category_code}^{snomed.category_meaning}"
+        f"~{CODING_SCHEME}^{snomed.code}^{snomed.meaning}"
+        f"~^^"
+        f"~{ANATOMIC_CONTEXT}"
+        f"~^^"
+        f"~^^"
+    )
+
+
+def parse_label_table(data: Mapping[str, Any], source: str = "label table") -> list[LabelEntry]:
+    """Check and convert a parsed sidecar (``{"labels": [...]}``) into label entries.
+
+    Raises:
+        LabelTableError: missing/ill-typed fields, duplicate or non-positive values, bad colours.
+    """
+    labels = data.get("labels") if isinstance(data, Mapping) else None
+    if not isinstance(labels, list):
+        raise LabelTableError(f"{source}: no 'labels' list")
+    entries: list[LabelEntry] = []
+    seen: set[int] = set()
+    for i, item in enumerate(labels):
+        where = f"{source}: labels[{i}]"
+        if not isinstance(item, Mapping):
+            raise LabelTableError(f"{where} is not an object")
+        try:
+            value = int(item["value"])
+            name = str(item["name"]).strip()
+            color_raw = item["color"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LabelTableError(f"{where}: needs 'value' (int), 'name' and 'color' ({exc})") from exc
+        if value <= 0:
+            raise LabelTableError(f"{where}: label value must be positive, got {value}")
+        if value in seen:
+            raise LabelTableError(f"{where}: duplicate label value {value}")
+        seen.add(value)
+        if not name:
+            raise LabelTableError(f"{where}: empty name")
+        if (
+            not isinstance(color_raw, (list, tuple))
+            or len(color_raw) != 3
+            or not all(isinstance(c, (int, float)) and 0 <= c <= 255 for c in color_raw)
+        ):
+            raise LabelTableError(f"{where}: 'color' must be [r, g, b] in 0-255, got {color_raw!r}")
+        color = (int(round(color_raw[0])), int(round(color_raw[1])), int(round(color_raw[2])))
+        snomed = None
+        raw = item.get("snomed")
+        if raw:
+            try:
+                snomed = SnomedTerm(
+                    code=str(raw["code"]),
+                    meaning=str(raw["meaning"]),
+                    category_code=str(raw.get("category_code") or "123037004"),
+                    category_meaning=str(raw.get("category_meaning") or "Anatomical Structure"),
+                )
+            except (KeyError, TypeError) as exc:
+                raise LabelTableError(f"{where}: 'snomed' needs 'code' and 'meaning'") from exc
+        prompt_id = item.get("prompt_id")
+        entries.append(
+            LabelEntry(value, name, color, snomed, int(prompt_id) if prompt_id is not None else None)
+        )
+    return sorted(entries, key=lambda e: e.value)
+
+
+def read_label_table(path: str | os.PathLike[str]) -> list[LabelEntry]:
+    """Read the ``.json`` sidecar that ``versemi predict`` writes beside its labelmap."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise LabelTableError(f"{path}: label table not found") from exc
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LabelTableError(f"{path}: cannot read label table: {exc}") from exc
+    return parse_label_table(data, str(path))
+
+
+# --- MRML ------------------------------------------------------------------------------------------
+
+
+def load_labelmap_node(path: str | os.PathLike[str], scene: Any, name: str = "VerSemi labelmap") -> Any:
+    """Read a labelmap file into a new ``vtkMRMLLabelMapVolumeNode`` (reader of Slicer's volume IO)."""
+    import slicer
+
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scene.AddNode(storage)
+    try:
+        storage.SetFileName(os.fspath(path))
+        # Only this file: without it the reader may glob sibling files into a series.
+        storage.SetSingleFile(True)
+        if not storage.ReadData(node) or node.GetImageData() is None:
+            raise LabelTableError(f"{path}: cannot read labelmap")
+    except BaseException:
+        scene.RemoveNode(node)
+        raise
+    finally:
+        scene.RemoveNode(storage)
+    return node
+
+
+def make_color_table_node(entries: list[LabelEntry], scene: Any, name: str = "VerSemi labels") -> Any:
+    """A temporary colour table (value -> name, colour) that names the segments on import."""
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(max([e.value for e in entries], default=0) + 1)
+    node.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
+    for entry in entries:
+        node.SetColor(entry.value, entry.name, *entry.color_float, 1.0)
+    return node
+
+
+@dataclass
+class ImportResult:
+    """What :func:`import_prediction` did."""
+
+    segmentation_node: Any
+    segment_ids: list[str]
+    empty_segments: list[str]
+
+
+def import_prediction(
+    labelmap_path: str | os.PathLike[str],
+    sidecar_path: str | os.PathLike[str],
+    input_volume_node: Any,
+    segmentation_node: Any | None = None,
+    name: str | None = None,
+) -> ImportResult:
+    """Import a predicted labelmap as segments of a (new or existing) segmentation node.
+
+    Args:
+        labelmap_path: the labelmap ``versemi predict`` wrote (on the input volume's grid).
+        sidecar_path: its label table (``.json``).
+        input_volume_node: the volume that was segmented; gives the reference geometry, the parent
+            transform and the subject-hierarchy location.
+        segmentation_node: ``None`` creates a new node; an existing node has ALL its segments replaced
+            (the module asks the user first).
+        name: name of a new segmentation node (default: ``"<volume name> VerSemi"``).
+
+    Returns:
+        the node, its segment ids in label order, and the names of the segments that came out empty.
+    """
+    import slicer
+
+    entries = read_label_table(sidecar_path)
+    if not entries:
+        raise LabelTableError(f"{sidecar_path}: the label table lists no labels")
+    scene = input_volume_node.GetScene()
+    labelmap_node = load_labelmap_node(labelmap_path, scene)
+    color_node = make_color_table_node(entries, scene)
+    created = segmentation_node is None
+    try:
+        _check_labels(labelmap_node, entries, labelmap_path)
+        if created:
+            segmentation_node = scene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", name or f"{input_volume_node.GetName()} VerSemi"
+            )
+            segmentation_node.CreateDefaultDisplayNodes()
+        else:
+            segmentation_node.GetSegmentation().RemoveAllSegments()
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(input_volume_node)
+        # The labelmap is in the volume's local coordinates: follow the volume's parent transform.
+        segmentation_node.SetAndObserveTransformNodeID(input_volume_node.GetTransformNodeID())
+        labelmap_node.SetAndObserveTransformNodeID(input_volume_node.GetTransformNodeID())
+        segmentation_node.SetLabelmapConversionColorTableNodeID(color_node.GetID())
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        if not logic.ImportLabelmapToSegmentationNode(labelmap_node, segmentation_node):
+            raise RuntimeError(f"{labelmap_path}: Slicer could not import the labelmap as segments")
+        segment_ids, empty = _apply_label_table(segmentation_node, entries)
+        if created:
+            place_next_to(segmentation_node, input_volume_node)
+    except BaseException:
+        if created and segmentation_node is not None:
+            scene.RemoveNode(segmentation_node)
+        raise
+    finally:
+        if segmentation_node is not None:
+            segmentation_node.SetLabelmapConversionColorTableNodeID("")
+        scene.RemoveNode(labelmap_node)
+        scene.RemoveNode(color_node)
+    return ImportResult(segmentation_node, segment_ids, empty)
+
+
+def _check_labels(labelmap_node: Any, entries: list[LabelEntry], path: Any) -> None:
+    """Refuse a labelmap with values the label table does not explain (mismatched outputs)."""
+    import numpy as np
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    scalars = labelmap_node.GetImageData().GetPointData().GetScalars()
+    values = set(int(v) for v in np.unique(vtk_to_numpy(scalars))) - {0}
+    unknown = values - {e.value for e in entries}
+    if unknown:
+        raise LabelTableError(f"{path}: label values {sorted(unknown)} are not in the label table")
+
+
+def _apply_label_table(segmentation_node: Any, entries: list[LabelEntry]) -> tuple[list[str], list[str]]:
+    """Names, colours, terminology per label value; empty segments for labels absent from the image."""
+    segmentation = segmentation_node.GetSegmentation()
+    value_by_name = {e.name: e.value for e in entries}
+    by_value: dict[int, str] = {}
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(i)
+        segment = segmentation.GetSegment(segment_id)
+        if hasattr(segment, "GetLabelValue"):
+            by_value[segment.GetLabelValue()] = segment_id
+        elif segment.GetName() in value_by_name:  # older Slicer: segments named from the colour table
+            by_value[value_by_name[segment.GetName()]] = segment_id
+    segment_ids: list[str] = []
+    empty: list[str] = []
+    for index, entry in enumerate(entries):
+        segment_id = by_value.get(entry.value)
+        if segment_id is None:
+            segment_id = segmentation.AddEmptySegment("", entry.name, list(entry.color_float))
+            empty.append(entry.name)
+        segment = segmentation.GetSegment(segment_id)
+        segment.SetName(entry.name)
+        segment.SetColor(*entry.color_float)
+        tag = entry.terminology_tag
+        if tag:
+            segment.SetTag(segment.GetTerminologyEntryTagName(), tag)
+        segmentation.SetSegmentIndex(segment_id, index)
+        segment_ids.append(segment_id)
+    return segment_ids, empty
+
+
+def place_next_to(node: Any, reference_node: Any) -> None:
+    """Put ``node`` under the same subject-hierarchy parent (study) as ``reference_node``."""
+    import slicer
+
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(reference_node.GetScene())
+    if sh is None:
+        return
+    reference_item = sh.GetItemByDataNode(reference_node)
+    item = sh.GetItemByDataNode(node)
+    if reference_item and item:
+        sh.SetItemParent(item, sh.GetItemParent(reference_item))

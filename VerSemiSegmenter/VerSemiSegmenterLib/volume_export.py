@@ -1,0 +1,54 @@
+"""Write a Slicer volume node to a file the predictor reads, keeping its exact geometry."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+class VolumeExportError(ValueError):
+    """The volume cannot be written for prediction; the message says why."""
+
+
+def check_volume_node(volume_node: Any) -> None:
+    """Refuse what the predictor cannot use: no node, no voxels, label maps, multi-component images."""
+    if volume_node is None:
+        raise VolumeExportError("no input volume selected")
+    if volume_node.IsA("vtkMRMLLabelMapVolumeNode") or volume_node.IsA("vtkMRMLSegmentationNode"):
+        raise VolumeExportError(f"'{volume_node.GetName()}' is a label map; select an image volume")
+    image = volume_node.GetImageData()
+    if image is None or image.GetNumberOfPoints() == 0:
+        raise VolumeExportError(f"'{volume_node.GetName()}' has no image data")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise VolumeExportError(
+            f"'{volume_node.GetName()}' has {image.GetNumberOfScalarComponents()} components per voxel; "
+            "select a single-channel (scalar) volume"
+        )
+
+
+def export_volume(volume_node: Any, path: str | os.PathLike[str]) -> str:
+    """Write ``volume_node`` to ``path`` (``.nrrd`` recommended) through Slicer's volume writer.
+
+    The file holds the volume's own IJK-to-RAS geometry (origin, spacing, direction; converted to LPS
+    by the writer). A parent transform is NOT applied: the result is imported in the same local
+    coordinates and placed under the same transform (see ``segmentation_import``).
+
+    Returns:
+        the absolute path written.
+    """
+    import slicer
+
+    check_volume_node(volume_node)
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    scene = volume_node.GetScene()
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scene.AddNode(storage)
+    try:
+        storage.SetFileName(path)
+        storage.SetUseCompression(False)  # a temporary file: speed over size
+        if not storage.WriteData(volume_node) or not os.path.isfile(path):
+            raise VolumeExportError(f"{path}: cannot write volume '{volume_node.GetName()}'")
+    finally:
+        scene.RemoveNode(storage)
+    return path
