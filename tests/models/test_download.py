@@ -480,3 +480,24 @@ def test_cli_entry_for_publishing(cache: Path, tmp_path: Path, capsys: pytest.Ca
     (tmp_path / "catalogue.json").write_text(json.dumps(catalogue_document([]) | {"models": [raw]}))
     catalogue = load_catalogue(tmp_path / "catalogue.json")
     assert download_model(catalogue.get("tiny@2.0"), cache).read_bytes() == source.read_bytes()
+
+
+def test_concurrent_downloads_of_one_model_do_not_collide(
+    server: _TestServer, entry: CatalogueEntry, cache: Path, model_file: Path
+) -> None:
+    results: list[object] = []
+
+    def fetch() -> None:
+        try:
+            results.append(download_model(entry, cache))
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert results == [cache / "tiny-1.0.pt"] * 3
+    assert len(server.requests) == 1  # the others waited on the lock, then found it verified
+    assert (cache / "tiny-1.0.pt").read_bytes() == model_file.read_bytes()
