@@ -155,3 +155,46 @@ def test_missing_and_broken_inputs_name_the_file(tmp_path, dataset):
     broken.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.nii.gz"):
         cache.get("x", broken, None, SPEC)
+
+
+def test_fill_cache_in_worker_processes(tmp_path, dataset):
+    from versemi.data.cache import CacheJob, fill_cache
+
+    cache = PreprocessedCache(tmp_path / "cache")
+    jobs = [CacheJob(case_id, image, label, SPEC, "Dataset901_Alpha") for case_id, image, label in
+            (_paths(dataset, 0), _paths(dataset, 1))]
+    cases, stats = fill_cache(cache, jobs, workers=2)
+    assert [c.case_id for c in cases] == ["alpha_000", "alpha_001"]
+    assert (stats.hits, stats.misses) == (0, 2)
+    assert all(c.dataset == "Dataset901_Alpha" and c.image.shape == c.shape for c in cases)
+    _, stats = fill_cache(cache, jobs, workers=1)
+    assert (stats.hits, stats.misses) == (2, 0)
+
+
+def test_preprocess_cli_fills_and_reuses_cache(tmp_path, synthetic_datasets, capsys):
+    import json
+
+    from versemi.cli import main
+
+    config = {
+        "datasets": [
+            {"path": str(synthetic_datasets["Dataset901_Alpha"]), "labeled": ["alpha_000", "alpha_001"]},
+            {"path": str(synthetic_datasets["Dataset902_Beta"]), "labeled": "all"},
+        ],
+        "target_spacing": [1.5, 1.5, 2.0],
+        "patch_size": [16, 16, 16],
+        "cache_dir": str(tmp_path / "cli-cache"),
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["preprocess", str(path), "--workers", "1", "--json", "--no-progress"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (first["cases"], first["labeled"], first["unlabeled"], first["built"]) == (8, 6, 2, 8)
+    assert main(["preprocess", str(path), "--json", "--no-progress"]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (second["built"], second["reused"]) == (0, 8)
+    # The CT dataset was windowed, the MR one z-scored.
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "cli-cache").glob("*/meta.json")]
+    kinds = {m["record"]["normalization"]["kind"] for m in metas}
+    assert kinds == {"ct_window", "zscore"}
+    assert main(["preprocess", str(tmp_path / "missing.yaml")]) == 2

@@ -29,14 +29,17 @@ import os
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import SimpleITK as sitk
 
+from versemi.data.dataset import read_image
 from versemi.data.preprocessing import PREPROCESSING_VERSION, PreprocessingSpec, preprocess_case
+
+if TYPE_CHECKING:
+    from versemi.data.config import TrainConfig
 
 CACHE_FORMAT = 1
 # How many foreground voxel coordinates are kept per label value: plenty for oversampling, and
@@ -155,14 +158,6 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80] or "case"
 
 
-def _read_image(path: Path, what: str) -> sitk.Image:
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise ValueError(f"{path}: cannot read {what}: {first_line}") from None
-
-
 def _sample_foreground(label: np.ndarray, seed: int) -> tuple[dict[int, np.ndarray], dict[int, int]]:
     """A random subset of voxel coordinates per non-zero label value (deterministic per entry)."""
     rng = np.random.default_rng(seed)
@@ -244,15 +239,14 @@ class PreprocessedCache:
         spec: PreprocessingSpec,
         dataset: str | None = None,
         progress: bool = False,
+        workers: int = 1,
     ) -> list[CachedCase]:
-        """:meth:`get` for ``(case_id, image_path, label_path)`` items, optionally with a tqdm bar."""
-        items = list(items)
-        iterator: Iterable[Any] = items
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(items, desc=f"preprocess {dataset or ''}".strip(), unit="case")
-        return [self.get(case_id, image, label, spec, dataset=dataset) for case_id, image, label in iterator]
+        """:meth:`get` for ``(case_id, image_path, label_path)`` items (see :func:`fill_cache`)."""
+        jobs = [
+            CacheJob(case_id, Path(image), Path(label) if label is not None else None, spec, dataset)
+            for case_id, image, label in items
+        ]
+        return fill_cache(self, jobs, workers=workers, progress=progress)[0]
 
     def is_cached(
         self,
@@ -313,8 +307,8 @@ class PreprocessedCache:
         label_path: Path | None,
         spec: PreprocessingSpec,
     ) -> None:
-        image = _read_image(image_path, "image")
-        label = _read_image(label_path, "label") if label_path is not None else None
+        image = read_image(image_path)
+        label = read_image(label_path) if label_path is not None else None
         try:
             case = preprocess_case(image, spec, label)
         except ValueError as exc:
@@ -380,3 +374,118 @@ class PreprocessedCache:
                     f.unlink(missing_ok=True)
             except OSError:
                 pass  # another process cleaned it first
+
+
+@dataclass(frozen=True)
+class CacheJob:
+    """One case to cache: what :meth:`PreprocessedCache.get` takes."""
+
+    case_id: str
+    image_path: Path
+    label_path: Path | None
+    spec: PreprocessingSpec
+    dataset: str | None = None
+
+
+def _run_job(cache_dir: str, job: CacheJob) -> tuple[CachedCase, bool]:
+    cache = PreprocessedCache(cache_dir)
+    case = cache.get(job.case_id, job.image_path, job.label_path, job.spec, dataset=job.dataset)
+    return case, cache.stats.misses > 0
+
+
+def fill_cache(
+    cache: PreprocessedCache,
+    jobs: Iterable[CacheJob],
+    workers: int = 1,
+    progress: bool = False,
+) -> tuple[list[CachedCase], CacheStats]:
+    """Make sure every job is cached, preprocessing missing or stale entries in parallel.
+
+    Args:
+        cache: the cache to fill.
+        jobs: the cases.
+        workers: processes preprocessing at once (1 = in this process).
+        progress: show a tqdm progress bar (on stderr).
+
+    Returns:
+        The cached cases in job order, and how many were reused (hits) or built (misses).
+
+    Raises:
+        FileNotFoundError / ValueError: the first case that fails, naming its file.
+    """
+    jobs = list(jobs)
+    stats = CacheStats()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="preprocess", unit="case")
+    results: list[CachedCase | None] = [None] * len(jobs)
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            for i, job in enumerate(jobs):
+                results[i], built = _run_job(str(cache.cache_dir), job)
+                stats.misses += built
+                stats.hits += not built
+                if bar is not None:
+                    bar.update(1)
+        else:
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(_run_job, str(cache.cache_dir), job): i for i, job in enumerate(jobs)}
+                try:
+                    for future in as_completed(futures):
+                        results[futures[future]], built = future.result()
+                        stats.misses += built
+                        stats.hits += not built
+                        if bar is not None:
+                            bar.update(1)
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+    finally:
+        if bar is not None:
+            bar.close()
+    cache.stats.hits += stats.hits
+    cache.stats.misses += stats.misses
+    return [r for r in results if r is not None], stats
+
+
+def spec_for_dataset(config: "TrainConfig", name: str) -> PreprocessingSpec:
+    """The preprocessing spec of one dataset (or unlabeled folder) of a training config.
+
+    Every source shares the config's ``target_spacing``; the modality is the dataset's. An unlabeled
+    folder without a ``modality`` takes the datasets' modality when they all agree.
+
+    Raises:
+        ValueError: an unlabeled folder has no modality and the datasets disagree.
+    """
+    modality = config.modality(name)
+    if modality is None:
+        modalities = {d.modality.upper() for d in config.datasets}
+        if len(modalities) != 1:
+            where = f"{config.source}: " if config.source else ""
+            raise ValueError(
+                f"{where}unlabeled_dirs: {name!r} needs a 'modality' (the datasets mix {sorted(modalities)})"
+            )
+        modality = config.datasets[0].modality
+    return PreprocessingSpec(target_spacing=tuple(config.target_spacing), modality=modality)
+
+
+def jobs_for_config(config: "TrainConfig") -> list[CacheJob]:
+    """Every case a training run reads: labeled cases with their labels (training and validation),
+    then the unlabeled scans without labels. Excluded cases are left out."""
+    specs: dict[str, PreprocessingSpec] = {}
+
+    def spec(name: str) -> PreprocessingSpec:
+        if name not in specs:
+            specs[name] = spec_for_dataset(config, name)
+        return specs[name]
+
+    jobs = [
+        CacheJob(c.case_id, c.image_path, c.label_path, spec(c.dataset), c.dataset) for c in config.labeled_cases()
+    ]
+    jobs += [CacheJob(c.case_id, c.image_path, None, spec(c.dataset), c.dataset) for c in config.unlabeled_cases()]
+    return jobs

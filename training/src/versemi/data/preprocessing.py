@@ -163,14 +163,20 @@ def _check_3d_scalar(image: sitk.Image, what: str) -> None:
         )
 
 
-def _same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
+def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """Same size and, within header float noise, the same spacing, origin and direction.
+
+    Tolerances: 1e-3 relative spacing, a tenth of the smallest voxel side for the origin, 1e-3 for
+    direction cosines. The label is resampled in physical space anyway, so tiny header differences
+    (common in NIfTI pairs) are harmless; larger ones point at mismatched files.
+    """
     if a.GetSize() != b.GetSize():
         return False
-    scale = max(1.0, float(np.max(np.abs(a.GetSpacing()))))
+    spacing = np.asarray(a.GetSpacing(), dtype=float)
     return (
-        np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol * scale)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * 10 * scale)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol)
+        np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-3, atol=0)
+        and float(np.max(np.abs(np.subtract(a.GetOrigin(), b.GetOrigin())))) <= 0.1 * float(spacing.min())
+        and np.allclose(a.GetDirection(), b.GetDirection(), rtol=0, atol=1e-3)
     )
 
 
