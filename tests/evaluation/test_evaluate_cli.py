@@ -109,6 +109,7 @@ def test_cli_end_to_end_outputs_agree(folders, capsys):
     assert spleen["dice"]["mean"] == pytest.approx((2 / 3 + 2) / 3)
     assert spleen["hd95"]["mean"] == pytest.approx(5.0 / 3)
     assert report["labels"] == {"spleen": [1], "liver": [2]}
+    assert report["cases"][2]["prediction"] == str((folders["preds"] / "eval_002.nii.gz").resolve())
 
     summary = (out_dir / "summary.md").read_text()
     assert f"| spleen | 3 | {spleen['dice']['mean']:.3f} ± {spleen['dice']['std']:.3f} |" in summary
@@ -144,6 +145,8 @@ def test_sidecar_maps_prediction_values_by_name(folders, tmp_path):
 
     with pytest.raises(EvaluationError, match="dataset.json"):
         evaluate_folders(preds, folders["labels"], None)  # a sidecar needs reference names
+    with pytest.raises(EvaluationError, match="none of the reference labels"):
+        evaluate_folders(preds, folders["labels"], {"kidney": 1})  # names that never match
 
 
 def test_grid_mismatch_is_an_error_naming_both_files(folders, capsys):

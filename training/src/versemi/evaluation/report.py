@@ -85,6 +85,7 @@ class EvaluationResult:
         missing_predictions: reference cases without a prediction (only with ``allow_missing``).
         predictions_without_reference: prediction case ids with no reference file (ignored).
         not_predicted: case -> reference labels its prediction's sidecar does not name (not scored).
+        files: case -> ``{"prediction": path, "reference": path}``.
         nsd_tolerance_mm: the NSD tolerance used.
         predictions_dir: the predictions folder.
         labels_dir: the reference folder.
@@ -97,6 +98,7 @@ class EvaluationResult:
     missing_predictions: list[str] = field(default_factory=list)
     predictions_without_reference: list[str] = field(default_factory=list)
     not_predicted: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM
     predictions_dir: str = ""
     labels_dir: str = ""
@@ -114,7 +116,8 @@ class EvaluationResult:
         """The content of ``metrics.json``: strict JSON (undefined HD95 -> ``null``)."""
         per_case: dict[str, dict[str, Any]] = {}
         for row in self.rows:
-            entry = per_case.setdefault(row["case"], {"case": row["case"], "labels": {}})
+            files = self.files.get(row["case"], {})
+            entry = per_case.setdefault(row["case"], {"case": row["case"], **files, "labels": {}})
             entry["labels"][row["label"]] = {k: row[k] for k in CSV_COLUMNS if k not in ("case", "label")}
         return _json_safe(
             {
@@ -431,6 +434,14 @@ def evaluate_case(
     spacing_zyx = tuple(reversed(ref_img.GetSpacing()))
 
     sidecar = read_sidecar(pred_path) if use_sidecar else None
+    if sidecar is not None and label_names is not None:
+        wanted = {normalize_name(n) for n in label_names}
+        if not wanted & set(sidecar):
+            raise EvaluationError(
+                f"{pred_path}: its sidecar names {sorted(sidecar)}, none of the reference labels "
+                f"{sorted(label_names)}; rename the reference labels to the model's names with a label "
+                "mapping (--labels-map) or compare values as is (--ignore-sidecars)"
+            )
     if label_names is None:
         if sidecar is not None:
             raise EvaluationError(
@@ -563,6 +574,7 @@ def evaluate_folders(
         missing_predictions=missing,
         predictions_without_reference=sorted(set(preds) - set(refs)),
         not_predicted=not_predicted,
+        files={c: {"prediction": str(preds[c].resolve()), "reference": str(refs[c].resolve())} for c in cases},
         nsd_tolerance_mm=float(nsd_tolerance_mm),
         predictions_dir=str(Path(pred_dir).resolve()),
         labels_dir=str(Path(label_dir).resolve()),
