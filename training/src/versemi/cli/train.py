@@ -1,0 +1,110 @@
+"""``versemi train CONFIG``: train VerSemi (stage 1, 2 or both) or a baseline from a training config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from versemi.cli import CliError
+
+COMMAND = "train"
+HELP = "train a model (VerSemi stage 1/2 or a baseline) from a training config"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="training config (YAML or JSON)")
+    parser.add_argument(
+        "--method",
+        choices=("versemi", "supervised", "mean_teacher", "bcp"),
+        help="training method (default: the config's training.method, else versemi)",
+    )
+    parser.add_argument(
+        "--stage",
+        choices=("1", "2", "all"),
+        default="all",
+        help="VerSemi stage(s): 1 = labeled only, 2 = semi-supervised from stage 1's weights, all = both "
+        "(default); baselines have one stage",
+    )
+    parser.add_argument("--output-dir", type=Path, help="output folder (default: the config's output_dir)")
+    parser.add_argument("--resume", action="store_true", help="continue from last.pt in the output folder")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="training device (default: auto)"
+    )
+    parser.add_argument("--max-steps", type=int, help="total step budget (overrides training.max_steps)")
+    parser.add_argument("--num-workers", type=int, help="DataLoader workers (overrides training.num_workers)")
+    parser.add_argument(
+        "--amp", choices=("auto", "fp16", "bf16", "none"), help="mixed precision (overrides training.amp)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from versemi.checkpoint import CheckpointError
+    from versemi.data.config import ConfigError, load_config
+    from versemi.training import distributed as dist_utils
+    from versemi.training.options import TrainingOptionsError, training_options
+    from versemi.training.trainer import TrainingError, resolve_device, run_training, stage_folder
+
+    try:
+        config = load_config(args.config)
+        section = dict(config.training)
+        if args.method:
+            section["method"] = args.method
+        if args.max_steps is not None:
+            section["max_steps"] = args.max_steps
+        if args.num_workers is not None:
+            section["num_workers"] = args.num_workers
+        if args.amp is not None:
+            section["amp"] = args.amp
+        options = training_options(section, str(config.source or args.config))
+    except (ConfigError, TrainingOptionsError) as exc:
+        raise CliError(str(exc)) from exc
+
+    method = options["method"]
+    if method == "versemi":
+        stages = [1, 2] if args.stage == "all" else [int(args.stage)]
+    else:
+        if args.stage == "2":
+            raise CliError(f"--stage 2 is a VerSemi stage; method {method!r} has a single stage")
+        stages = [1]
+    output_dir = (args.output_dir or config.output_dir).expanduser().resolve()
+    if args.resume and not any((stage_folder(output_dir, method, s) / "last.pt").is_file() for s in stages):
+        raise CliError(
+            f"--resume: no last.pt under {output_dir} for method {method!r} "
+            f"(looked in {', '.join(str(stage_folder(output_dir, method, s)) for s in stages)})"
+        )
+
+    try:
+        local_rank = int(__import__("os").environ.get("LOCAL_RANK", 0))
+        device = resolve_device(args.device, local_rank)
+        ctx = dist_utils.init_distributed(device)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        results = run_training(
+            config, options, stages, output_dir, device, ctx, resume=args.resume, progress=not args.no_progress
+        )
+    except (CheckpointError, TrainingError, ConfigError, ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        dist_utils.shutdown_distributed()
+    if ctx.is_main:
+        for r in results:
+            print(
+                json.dumps(
+                    {
+                        "folder": str(r.folder),
+                        "checkpoint": str(r.checkpoint),
+                        "step": r.step,
+                        "best_mean_dice": r.best_metric,
+                        "best_step": r.best_step,
+                        "stopped_early": r.stopped_early,
+                        "data_wait_fraction": round(r.data_wait_fraction, 4),
+                        "seconds": round(r.seconds, 1),
+                    }
+                )
+            )
+    return 0

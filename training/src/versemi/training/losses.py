@@ -1,0 +1,170 @@
+"""Losses for partially labeled, multi-prompt segmentation.
+
+Every loss works on foreground LOGITS ``(B, P, D, H, W)`` (one channel per prompt, see
+``PromptedSegmenter``) and takes a per-voxel ``weight`` that says where a target is known:
+
+- ``weight`` broadcasts to ``(B, P, D, H, W)``; it is ``(B, P, 1, 1, 1)`` when a whole (image, prompt)
+  pair is either supervised (1) or not (0), and full size after CutMix, where a prompt may be known
+  inside the pasted cube and unknown outside it (or vice versa). Non-binary weights (e.g. 0.5 for
+  pseudo-labels in BCP) scale a voxel's contribution.
+- an (image, prompt) pair whose weight is zero everywhere contributes NOTHING: no loss and exactly
+  zero gradient. This is how partial labels work: a dataset gives no loss for targets it does not
+  annotate.
+
+Soft Dice, per (image, prompt) pair ``(b, k)`` over its voxels ``v`` with weight ``w``::
+
+    dice(b, k) = 1 - (2 * sum_v w p t + smooth) / (sum_v w p^2 + sum_v w t^2 + smooth)   # squared
+    dice(b, k) = 1 - (2 * sum_v w p t + smooth) / (sum_v w p   + sum_v w t   + smooth)   # linear
+
+with ``p = sigmoid(logit)``. The reference implementation uses the squared denominators (V-Net,
+Milletari et al. 2016) and ``smooth = 1e-5``; our default ``smooth = 1`` keeps a useful gradient on
+pairs whose target is empty inside the patch (common with partial labels and small structures: with
+``1e-5`` such a pair sits at loss ~1 with a vanishing gradient). The Dice loss is the mean over the
+supervised pairs; the cross-entropy is the weighted mean of the per-voxel binary cross-entropy over
+all supervised voxels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def check_pair_shapes(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``target`` equals and ``weight`` broadcasts to ``prediction``'s shape.
+
+    Broadcasting is only allowed over the spatial axes of ``weight`` (size 1), never over the batch or
+    prompt axes: the reference implementation silently broadcast ``(B, 1, ...)`` against ``(B, ...)``
+    into ``(B, B, ...)``.
+    """
+    if prediction.dim() != 5:
+        raise ValueError(f"expected (B, P, D, H, W) predictions, got shape {tuple(prediction.shape)}")
+    if target.shape != prediction.shape:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} differs from prediction shape {tuple(prediction.shape)}"
+        )
+    if weight.dim() != 5 or weight.shape[:2] != prediction.shape[:2]:
+        raise ValueError(
+            f"weight shape {tuple(weight.shape)} must be (B, P, 1|D, 1|H, 1|W) for predictions "
+            f"{tuple(prediction.shape)}"
+        )
+    for w, p in zip(weight.shape[2:], prediction.shape[2:]):
+        if w not in (1, p):
+            raise ValueError(
+                f"weight shape {tuple(weight.shape)} does not broadcast to {tuple(prediction.shape)}"
+            )
+
+
+def soft_dice_per_pair(
+    probabilities: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    smooth: float = 1.0,
+    squared: bool = True,
+) -> torch.Tensor:
+    """Soft Dice LOSS of each (image, prompt) pair, shape ``(B, P)`` (see the module docstring)."""
+    check_pair_shapes(probabilities, target, weight)
+    dims = (2, 3, 4)
+    w = weight.expand_as(probabilities)
+    intersection = (w * probabilities * target).sum(dims)
+    if squared:
+        denominator = (w * probabilities * probabilities).sum(dims) + (w * target * target).sum(dims)
+    else:
+        denominator = (w * probabilities).sum(dims) + (w * target).sum(dims)
+    return 1.0 - (2.0 * intersection + smooth) / (denominator + smooth)
+
+
+def supervised_pairs(weight: torch.Tensor) -> torch.Tensor:
+    """Boolean ``(B, P)``: which (image, prompt) pairs have any supervised voxel."""
+    return weight.flatten(2).amax(dim=2) > 0
+
+
+def masked_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    smooth: float = 1.0,
+    squared: bool = True,
+) -> torch.Tensor:
+    """Mean soft Dice loss over the supervised (image, prompt) pairs; 0 (with a graph) if none."""
+    per_pair = soft_dice_per_pair(torch.sigmoid(logits.float()), target.float(), weight.float(), smooth, squared)
+    selected = supervised_pairs(weight)
+    if not bool(selected.any()):
+        return logits.sum() * 0.0  # keeps the graph so DDP sees every parameter used
+    return per_pair[selected].mean()
+
+
+def masked_bce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean binary cross-entropy (on logits) over the supervised voxels; 0 if none."""
+    check_pair_shapes(logits, target, weight)
+    w = weight.float().expand_as(logits)
+    total_weight = w.sum()
+    if float(total_weight) <= 0:
+        return logits.sum() * 0.0
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    return (w * bce).sum() / total_weight
+
+
+@dataclass(frozen=True)
+class SegmentationLossConfig:
+    """Weights and form of the supervised Dice + cross-entropy loss.
+
+    Attributes:
+        dice_weight: Weight of the soft Dice term.
+        ce_weight: Weight of the binary cross-entropy term.
+        dice_smooth: Smoothing constant of the soft Dice.
+        dice_squared: Squared (V-Net / reference) or linear denominators.
+    """
+
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    dice_smooth: float = 1.0
+    dice_squared: bool = True
+
+
+def segmentation_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    config: SegmentationLossConfig = SegmentationLossConfig(),
+) -> torch.Tensor:
+    """Dice + binary cross-entropy, computed ONLY where ``weight`` > 0 (partial labels)."""
+    loss = logits.sum() * 0.0
+    if config.dice_weight:
+        loss = loss + config.dice_weight * masked_dice_loss(
+            logits, target, weight, config.dice_smooth, config.dice_squared
+        )
+    if config.ce_weight:
+        loss = loss + config.ce_weight * masked_bce_loss(logits, target, weight)
+    return loss
+
+
+def dice_agreement_loss(
+    prediction: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, squared: bool = True
+) -> torch.Tensor:
+    """1 - soft Dice between two probability maps of the same shape ``(B, D, H, W)``, mean over images.
+
+    Used for the VerSemi consistency between the aggregated real-prompt probabilities and the synthetic
+    prompt's probability. Which side (if any) is detached is the caller's decision.
+    """
+    if prediction.shape != target.shape or prediction.dim() != 4:
+        raise ValueError(
+            f"consistency maps must both be (B, D, H, W); got {tuple(prediction.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    p = prediction.float().unsqueeze(1)
+    t = target.float().unsqueeze(1)
+    ones = torch.ones((p.shape[0], 1, 1, 1, 1), device=p.device, dtype=p.dtype)
+    return soft_dice_per_pair(p, t, ones, smooth, squared).mean()
+
+
+def probability_mse_loss(student_logits: torch.Tensor, teacher_probabilities: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the student's sigmoid probabilities and (detached) teacher ones."""
+    if student_logits.shape != teacher_probabilities.shape:
+        raise ValueError(
+            f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_probabilities.shape)} "
+            "shapes differ"
+        )
+    return F.mse_loss(torch.sigmoid(student_logits.float()), teacher_probabilities.float().detach())

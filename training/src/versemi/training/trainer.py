@@ -1,0 +1,572 @@
+"""The trainer: one loop for VerSemi (stage 1 and 2) and the baselines, with checkpoints and resume.
+
+A run folder per stage (``<output_dir>/stage1``, ``<output_dir>/stage2`` for VerSemi;
+``<output_dir>/<method>`` for a baseline) holds ``last.pt`` (every ``checkpoint_every`` steps and at
+the end), ``best.pt`` (best validation mean Dice), ``train_log.jsonl``, ``validation_log.jsonl`` and
+``tensorboard/``. ``resume=True`` continues from ``last.pt`` exactly where it stopped: same step,
+weights, optimizer, AMP scaler, EMA teacher, LR schedule, best metric, early-stopping counter and RNG
+states (patch streams are re-seeded from the step, see :mod:`versemi.training.data`).
+
+Each step: draw a labeled batch (and an unlabeled one when the method uses them), compute the method's
+losses under autocast, backward (GradScaler on CUDA fp16), clip, step, schedule, update the EMA.
+Under DDP (``torchrun``) every rank draws its own patches; gradients are averaged by DDP; rank 0
+validates, writes logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from versemi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from versemi.data.config import TrainConfig
+from versemi.data.sampling import patch_size_zyx
+from versemi.labels import LabelSpace
+from versemi.model.network import build_model
+from versemi.training import distributed as dist_utils
+from versemi.training.cutmix import prompt_targets
+from versemi.training.data import (
+    TrainingCases,
+    build_streams,
+    labeled_batch_to_device,
+    load_cases,
+    make_loader,
+    preprocessing_spec,
+    validation_cases,
+)
+from versemi.training.ema import ModelEMA
+from versemi.training.methods import StepContext, TrainingBatch, TrainingMethod, build_method
+from versemi.training.options import loss_config, stage_steps
+from versemi.training.run_log import RunLog
+from versemi.training.schedules import build_lr_scheduler
+from versemi.training.state import capture_rng_state, restore_rng_state
+from versemi.training.validation import validate
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says where and why."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` = CUDA if available, else Apple MPS, else CPU; explicit names are checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available (this torch build or machine)")
+        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ValueError("--device mps: Apple MPS is not available on this machine")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or mps")
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``training.amp`` on ``device`` (``None`` = full fp32)."""
+    if amp == "none":
+        return None
+    if amp == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError(f"training.amp: fp16 needs CUDA (device is {device.type}); use bf16 or none")
+        return torch.float16
+    return torch.bfloat16
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's tensors (names, dtypes, bytes): identical weights <=> same digest."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def stage_folder(output_dir: Path, method: str, stage: int) -> Path:
+    """Run folder of a stage: ``stage1``/``stage2`` for VerSemi, the method name for baselines."""
+    return output_dir / (f"stage{stage}" if method == "versemi" else method)
+
+
+def final_checkpoint(folder: Path) -> Path | None:
+    """``best.pt`` if validation chose one, else ``last.pt``, else ``None``."""
+    for name in ("best.pt", "last.pt"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+@dataclass
+class StageResult:
+    """What a finished (or early-stopped) stage left behind."""
+
+    folder: Path
+    step: int
+    max_steps: int
+    best_metric: float | None
+    best_step: int | None
+    stopped_early: bool
+    data_wait_fraction: float
+    seconds: float
+
+    @property
+    def checkpoint(self) -> Path:
+        path = final_checkpoint(self.folder)
+        assert path is not None
+        return path
+
+
+def build_optimizer(model: nn.Module, options: dict[str, Any]) -> torch.optim.Optimizer:
+    lr, wd = float(options["lr"]), float(options["weight_decay"])
+    if options["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=float(options["momentum"]), nesterov=True, weight_decay=wd)
+    betas = (float(options["betas"][0]), float(options["betas"][1]))
+    cls = torch.optim.AdamW if options["optimizer"] == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=lr, betas=betas, weight_decay=wd)
+
+
+class Trainer:
+    """Runs one stage of one method.
+
+    Args:
+        config: The validated training config.
+        options: The validated ``training`` options (:func:`versemi.training.options.training_options`).
+        stage: 1 or 2 (VerSemi); 1 for baselines.
+        output_dir: Root output folder; the stage writes to :func:`stage_folder`.
+        device: Training device (per rank).
+        dist: The distributed context.
+        init_checkpoint: Weights to start from (stage 2: the stage-1 checkpoint), unless resuming.
+        resume: Continue from ``last.pt`` in the stage folder if it exists.
+        cases: Preprocessed cases (loaded if ``None``).
+        progress: Show a tqdm bar (rank 0).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        options: dict[str, Any],
+        stage: int,
+        output_dir: Path,
+        device: torch.device,
+        dist: dist_utils.DistributedContext | None = None,
+        init_checkpoint: Path | None = None,
+        resume: bool = False,
+        cases: TrainingCases | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.method_name = str(options["method"])
+        self.stage = stage
+        self.device = device
+        self.dist = dist or dist_utils.DistributedContext()
+        self.folder = stage_folder(Path(output_dir), self.method_name, stage)
+        self.max_steps = stage_steps(options, stage)
+        self.progress = progress and self.dist.is_main
+        self.label_space: LabelSpace = config.label_space()
+        self.method: TrainingMethod = build_method(
+            self.method_name,
+            stage,
+            self.label_space,
+            loss_config(options),
+            {k: options[k] for k in ("versemi", "mean_teacher", "bcp")},
+        )
+        self.patch_zyx = patch_size_zyx(config.patch_size)
+        self.amp_dtype = autocast_dtype(str(options["amp"]), device)
+
+        model_cfg = dict(config.model)
+        if model_cfg.get("num_prompts") not in (None, len(self.label_space)):
+            raise ValueError(
+                f"model.num_prompts is {model_cfg['num_prompts']} but the label space has "
+                f"{len(self.label_space)} prompts ({', '.join(self.label_space.names)}); remove the key"
+            )
+        model_cfg["num_prompts"] = len(self.label_space)
+        self.model = build_model(model_cfg).to(device)
+        if any(s % self.model.size_divisor for s in self.patch_zyx):
+            raise ValueError(
+                f"patch_size {list(config.patch_size)} (x, y, z) must be a multiple of the model's "
+                f"size divisor {self.model.size_divisor} along every axis"
+            )
+        self.optimizer = build_optimizer(self.model, options)
+        self.scheduler = build_lr_scheduler(
+            self.optimizer, str(options["lr_schedule"]), self.max_steps, int(options["warmup_steps"])
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.ema: ModelEMA | None = ModelEMA(self.model, self.method.ema_decay) if self.method.uses_teacher else None
+        self.generator = torch.Generator()
+        self.step = 0
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+        self.stale_validations = 0
+        self.resumed_from: int | None = None
+
+        if resume and (self.folder / "last.pt").is_file():
+            self._load_resume_state(self.folder / "last.pt")
+        elif init_checkpoint is not None:
+            self._load_init_weights(init_checkpoint)
+        if self.resumed_from is None or not self.dist.is_main:
+            self._seed_generators()
+
+        self.cases = cases if cases is not None else self._load_cases()
+        self.validation = validation_cases(self.cases.validation)
+        self.log = RunLog(self.folder, enabled=self.dist.is_main, tensorboard=bool(options["tensorboard"]))
+        self.ddp_model: nn.Module = self.model
+        if self.dist.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+
+    def _load_cases(self) -> TrainingCases:
+        # Rank 0 preprocesses into the shared cache first; the other ranks then read it.
+        if self.dist.enabled and not self.dist.is_main:
+            dist_utils.barrier(self.dist)
+        cases = load_cases(self.config, self.method.uses_unlabeled, self.progress)
+        if self.dist.enabled and self.dist.is_main:
+            dist_utils.barrier(self.dist)
+        return cases
+
+    # --- state ------------------------------------------------------------------------------------
+    def _seed_generators(self) -> None:
+        """Per-rank generators (CutMix boxes, partners, noise) and global RNGs from (seed, rank, step)."""
+        seq = np.random.SeedSequence([self.config.seed, self.dist.rank, self.stage, self.step])
+        s = seq.generate_state(2)
+        self.generator.manual_seed(int(s[0]))
+        torch.manual_seed(int(s[1]))
+        np.random.seed(int(s[1]) % 2**32)
+        import random
+
+        random.seed(int(s[1]))
+
+    def _load_init_weights(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        if ckpt.get("label_space") != self.label_space.to_dict():
+            raise CheckpointError(f"{path}: its label space differs from this config's ({', '.join(self.label_space.names)})")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"{path}: weights do not fit this model config: {exc}") from exc
+        if self.ema is not None:
+            self.ema = ModelEMA(self.model, self.method.ema_decay)
+
+    def _load_resume_state(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        for key in ("optimizer", "schedule", "step", "stage", "method"):
+            if key not in ckpt:
+                raise CheckpointError(f"{path}: not a training checkpoint (no {key!r}); cannot resume from it")
+        if ckpt["method"] != self.method_name or int(ckpt["stage"]) != self.stage:
+            raise CheckpointError(
+                f"{path}: was written by method {ckpt['method']!r} stage {ckpt['stage']}, not "
+                f"{self.method_name!r} stage {self.stage}"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["schedule"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            if not ckpt.get("ema"):
+                raise CheckpointError(f"{path}: has no EMA teacher state but the method needs one")
+            self.ema.load_state_dict(ckpt["ema"])
+        self.step = int(ckpt["step"])
+        self.best_metric = ckpt.get("best_metric")
+        self.best_step = ckpt.get("best_step")
+        self.stale_validations = int(ckpt.get("stale_validations", 0))
+        self.resumed_from = self.step
+        if self.dist.is_main:
+            restore_rng_state(ckpt["rng"], {"cutmix": self.generator})
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        """Everything needed to predict and to resume (``torch.load(weights_only=True)`` safe)."""
+        spec = preprocessing_spec(self.config, self.config.datasets[0].name)
+        return {
+            "model_config": self.model.config,
+            "label_space": self.label_space.to_dict(),
+            "preprocessing": {**spec.to_dict(), "patch_size": list(self.config.patch_size)},
+            "preprocessing_by_dataset": {
+                d.name: preprocessing_spec(self.config, d.name).to_dict() for d in self.config.datasets
+            },
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "config": self.config.to_dict(),
+            "training": dict(self.options),
+            "method": self.method_name,
+            "stage": self.stage,
+            "step": self.step,
+            "max_steps": self.max_steps,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "schedule": self.scheduler.state_dict(),
+            "rng": capture_rng_state({"cutmix": self.generator}),
+            "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "stale_validations": self.stale_validations,
+        }
+
+    def save(self, name: str) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        return save_checkpoint(self.checkpoint_payload(), self.folder / name)
+
+    # --- data ---------------------------------------------------------------------------------------
+    def _batches(self) -> Callable[[], TrainingBatch]:
+        from versemi.data.augmentation import make_training_augmentation
+
+        labeled_stream, unlabeled_stream = build_streams(
+            self.cases,
+            self.config,
+            self.options,
+            self.dist.rank,
+            self.stage,
+            self.step,
+            self.method.uses_unlabeled,
+            make_training_augmentation(self.options["augmentation"]),
+        )
+        workers = int(self.options["num_workers"])
+        pin = self.device.type == "cuda"
+        labeled = make_loader(labeled_stream, int(self.options["batch_size"]), workers, pin)
+        unlabeled = None
+        if unlabeled_stream is not None:
+            nu = int(self.options["unlabeled_batch_size"])
+            if nu < 1:
+                raise ValueError(f"training.unlabeled_batch_size must be >= 1 for method {self.method_name!r}")
+            unlabeled = make_loader(unlabeled_stream, nu, workers, pin)
+
+        def next_batch() -> TrainingBatch:
+            images, labels, datasets = labeled_batch_to_device(next(labeled), self.device)
+            annotation = prompt_targets(labels, datasets, self.label_space)
+            u = next(unlabeled)["image"].to(self.device, non_blocking=True) if unlabeled is not None else None
+            return TrainingBatch(images, annotation, datasets, u)
+
+        return next_batch
+
+    # --- loop ---------------------------------------------------------------------------------------
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+        ids = torch.arange(len(self.label_space), device=self.device)
+        return self.ddp_model(images, ids)
+
+    def _teacher(self, images: torch.Tensor) -> torch.Tensor:
+        assert self.ema is not None
+        ids = torch.arange(len(self.label_space), device=self.device)
+        return self.ema.module(images, ids)
+
+    def train_step(self, batch: TrainingBatch) -> dict[str, float]:
+        """One optimisation step; returns the loss terms (and the total) for logging."""
+        ctx = StepContext(
+            forward=self._forward,
+            teacher=self._teacher if self.ema is not None else None,
+            step=self.step,
+            max_steps=self.max_steps,
+            generator=self.generator,
+        )
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            losses = self.method.losses(batch, ctx)
+        total = losses.total
+        if not torch.isfinite(total.detach()):
+            raise TrainingError(
+                f"non-finite loss at step {self.step + 1} ({losses.terms}); lower training.lr or use amp: none"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        clip = float(self.options["grad_clip"])
+        if clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return {"total": float(total.detach()), **losses.terms}
+
+    def run_validation(self) -> dict[str, Any] | None:
+        """Validate on rank 0 (others wait); update best.pt; returns the record (rank 0)."""
+        record = None
+        if self.dist.is_main and self.validation:
+            result = validate(
+                self.model,
+                self.validation,
+                self.label_space,
+                self.patch_zyx,
+                self.device,
+                overlap=float(self.options["validation_overlap"]),
+                sw_batch_size=int(self.options["validation_sw_batch_size"]),
+                nsd_tolerance_mm=float(self.options["nsd_tolerance_mm"]),
+                autocast_dtype=self.amp_dtype,
+            )
+            metric = result["mean_dice"]
+            improved = math.isfinite(metric) and (self.best_metric is None or metric > self.best_metric)
+            if improved:
+                self.best_metric, self.best_step, self.stale_validations = metric, self.step, 0
+            else:
+                self.stale_validations += 1
+            record = {
+                "step": self.step,
+                "mean_dice": metric,
+                "best": improved,
+                "best_metric": self.best_metric,
+                "metrics": result["metrics"],
+                "cases": result["cases"],
+            }
+            self.log.validation_record(record)
+            self.log.scalars("val", {"mean_dice": metric}, self.step)
+            for prompt, m in result["metrics"].items():
+                self.log.scalars(f"val/{prompt}", {k: m[k] for k in ("dice", "hd95", "nsd")}, self.step)
+            if improved:
+                self.save("best.pt")
+        return record
+
+    def fit(self) -> StageResult:
+        """Train until ``max_steps`` (or early stopping); returns where the stage ended."""
+        opts = self.options
+        start = time.perf_counter()
+        self.log.event(
+            {
+                "event": "resume" if self.resumed_from is not None else "start",
+                "method": self.method_name,
+                "stage": self.stage,
+                "step": self.step,
+                "max_steps": self.max_steps,
+                "device": str(self.device),
+                "world_size": self.dist.world_size,
+                "amp": str(self.amp_dtype) if self.amp_dtype else "none",
+                "weights_sha256": weights_digest(self.model.state_dict()),
+                "cases": self.cases.listing(),
+                "label_space": self.label_space.names,
+            }
+        )
+        stopped_early = False
+        wait_total = step_total = 0.0
+        wait_window = step_window = 0.0
+        if self.step >= self.max_steps:
+            return self._result(False, 0.0, time.perf_counter() - start)
+        next_batch = self._batches()
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=self.max_steps,
+                initial=self.step,
+                desc=f"{self.method_name}" + (f" stage {self.stage}" if self.method_name == "versemi" else ""),
+                unit="step",
+                dynamic_ncols=True,
+            )
+        try:
+            while self.step < self.max_steps:
+                t0 = time.perf_counter()
+                batch = next_batch()
+                t1 = time.perf_counter()
+                terms = self.train_step(batch)
+                t2 = time.perf_counter()
+                wait_window += t1 - t0
+                step_window += t2 - t0
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{terms['total']:.4f}", refresh=False)
+                if self.step % int(opts["log_every"]) == 0 or self.step == self.max_steps:
+                    terms = dist_utils.mean_across_ranks(self.dist, terms, self.device)
+                    wait_fraction = wait_window / step_window if step_window > 0 else 0.0
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.log.event(
+                        {
+                            "event": "train",
+                            "step": self.step,
+                            "losses": terms,
+                            "lr": lr,
+                            "data_wait_fraction": wait_fraction,
+                            "seconds_per_step": step_window / max(1, int(opts["log_every"])),
+                        }
+                    )
+                    self.log.scalars("train", {**terms, "lr": lr, "data_wait_fraction": wait_fraction}, self.step)
+                    wait_total += wait_window
+                    step_total += step_window
+                    wait_window = step_window = 0.0
+                if self.step % int(opts["validate_every"]) == 0 or self.step == self.max_steps:
+                    self.run_validation()
+                    patience = int(opts["early_stopping_patience"])
+                    stop = patience > 0 and self.stale_validations >= patience
+                    stopped_early = dist_utils.broadcast_flag(self.dist, stop, self.device)
+                if self.step % int(opts["checkpoint_every"]) == 0 or self.step == self.max_steps or stopped_early:
+                    self.save("last.pt")
+                if stopped_early:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        wait_total += wait_window
+        step_total += step_window
+        fraction = wait_total / step_total if step_total > 0 else 0.0
+        result = self._result(stopped_early, fraction, time.perf_counter() - start)
+        self.log.event(
+            {
+                "event": "end",
+                "step": self.step,
+                "stopped_early": stopped_early,
+                "best_metric": self.best_metric,
+                "best_step": self.best_step,
+                "data_wait_fraction": fraction,
+                "seconds": result.seconds,
+            }
+        )
+        self.log.close()
+        dist_utils.barrier(self.dist)
+        return result
+
+    def _result(self, stopped_early: bool, wait_fraction: float, seconds: float) -> StageResult:
+        return StageResult(
+            self.folder, self.step, self.max_steps, self.best_metric, self.best_step, stopped_early, wait_fraction, seconds
+        )
+
+
+def run_training(
+    config: TrainConfig,
+    options: dict[str, Any],
+    stages: list[int],
+    output_dir: Path,
+    device: torch.device,
+    dist: dist_utils.DistributedContext | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> list[StageResult]:
+    """Run the given stages in order; stage 2 starts from stage 1's final checkpoint.
+
+    Stage 2 takes its start weights from ``training.init_checkpoint`` if set, else from
+    ``<output_dir>/stage1`` (``best.pt``, else ``last.pt``). Baselines use ``init_checkpoint`` if set.
+
+    Raises:
+        CheckpointError: stage 2 without a stage-1 checkpoint, or an unusable checkpoint.
+    """
+    results = []
+    cases = None
+    for stage in stages:
+        init = Path(options["init_checkpoint"]).expanduser() if options.get("init_checkpoint") else None
+        if options["method"] == "versemi" and stage == 2 and init is None:
+            init = final_checkpoint(stage_folder(output_dir, "versemi", 1))
+            if init is None:
+                raise CheckpointError(
+                    f"{stage_folder(output_dir, 'versemi', 1)}: no stage-1 checkpoint (best.pt or last.pt) "
+                    "to start stage 2 from; run --stage 1 first or set training.init_checkpoint"
+                )
+        trainer = Trainer(config, options, stage, output_dir, device, dist, init, resume, None, progress)
+        results.append(trainer.fit())
+    return results
