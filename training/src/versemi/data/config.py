@@ -143,6 +143,8 @@ class DatasetConfig:
         labeled_ids: the labeled case ids after resolution (sorted; excludes never appear here).
         exclude: case ids held out entirely (neither labeled nor unlabeled training data).
         modality_override: the ``modality`` key, or ``None`` to use ``channel_names["0"]``.
+        labeled_from: the protocol file and setting the labeled cases were taken from, if any
+            (kept through :meth:`TrainConfig.to_dict` as a record).
     """
 
     path: Path
@@ -150,6 +152,7 @@ class DatasetConfig:
     labeled_ids: tuple[str, ...]
     exclude: tuple[str, ...] = ()
     modality_override: str | None = None
+    labeled_from: ProtocolRef | None = None
     dataset: NnUNetDataset = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
     @property
@@ -178,8 +181,8 @@ class DatasetConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": str(self.path), "labeled": list(self.labeled_ids)}
-        if isinstance(self.labeled, ProtocolRef):
-            out["labeled_from"] = self.labeled.to_dict()
+        if self.labeled_from is not None:
+            out["labeled_from"] = self.labeled_from.to_dict()
         if self.exclude:
             out["exclude"] = list(self.exclude)
         if self.modality_override:
@@ -432,8 +435,11 @@ def _parse_dataset(ctx: _Ctx, key: str, raw: Any, base: Path) -> DatasetConfig:
     if isinstance(raw, str):
         raw = {"path": raw}
     entry = _mapping(ctx, key, raw)
-    # "labeled_from" is written by to_dict() for the record; the resolved "labeled" list wins.
-    entry.pop("labeled_from", None)
+    # "labeled_from" is written by to_dict() as a record; the resolved "labeled" list is what counts.
+    record = entry.pop("labeled_from", None)
+    labeled_from = None
+    if isinstance(record, Mapping) and {"protocol", "setting", "dataset"} <= set(record):
+        labeled_from = ProtocolRef(Path(str(record["protocol"])), str(record["setting"]), str(record["dataset"]))
     _check_keys(ctx, key, entry, DATASET_KEYS)
     if "path" not in entry:
         raise ctx.error(f"{key}.path", "required key is missing")
@@ -459,7 +465,7 @@ def _parse_dataset(ctx: _Ctx, key: str, raw: Any, base: Path) -> DatasetConfig:
         labeled = labeled_raw
         ids = [c for c in dataset.case_ids if c not in exclude] if labeled_raw == "all" else []
     elif isinstance(labeled_raw, Mapping):
-        labeled = _parse_protocol(ctx, f"{key}.labeled", labeled_raw, base, dataset.name)
+        labeled = labeled_from = _parse_protocol(ctx, f"{key}.labeled", labeled_raw, base, dataset.name)
         ids = list(_read_protocol(ctx, f"{key}.labeled", labeled))
     elif isinstance(labeled_raw, list):
         labeled = _string_list(ctx, f"{key}.labeled", labeled_raw)
@@ -482,7 +488,7 @@ def _parse_dataset(ctx: _Ctx, key: str, raw: Any, base: Path) -> DatasetConfig:
     modality = entry.get("modality")
     if modality is not None:
         modality = _string(ctx, f"{key}.modality", modality)
-    return DatasetConfig(path, labeled, tuple(sorted(ids)), exclude, modality, dataset)
+    return DatasetConfig(path, labeled, tuple(sorted(ids)), exclude, modality, labeled_from, dataset)
 
 
 def _parse_protocol(ctx: _Ctx, key: str, raw: Mapping[str, Any], base: Path, dataset: str) -> ProtocolRef:
