@@ -530,7 +530,7 @@ def evaluate_folders(
         shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
         raise EvaluationError(
             f"{len(missing)} reference case(s) in {label_dir} have no prediction in {pred_dir}: {shown} "
-            "(allow missing predictions to evaluate only the predicted cases)"
+            "(use --allow-missing / allow_missing=True to evaluate only the predicted cases)"
         )
     names: dict[str, list[int]] | None = None
     if label_names is not None:
