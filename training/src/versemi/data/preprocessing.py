@@ -328,10 +328,12 @@ def preprocess_case(
             _resample(label8, _geometry(resampled), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
         )
 
-    normalised, norm_info = _normalise(raw, spec)
+    # Crop first, then normalise only the kept block (less memory and time on large scans). Same
+    # result: the z-score statistics use non-zero voxels, which all lie inside the body box.
     bbox = _body_bbox(raw, label_array, spec) if spec.crop_to_nonzero else [[0, int(n)] for n in raw.shape]
     region = tuple(slice(a, b) for a, b in bbox)
-    cropped = np.ascontiguousarray(normalised[region], dtype=np.float32)
+    cropped, norm_info = _normalise(raw[region], spec)
+    cropped = np.ascontiguousarray(cropped, dtype=np.float32)
     cropped_label = np.ascontiguousarray(label_array[region]) if label_array is not None else None
 
     record: dict[str, Any] = {
