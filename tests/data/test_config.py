@@ -192,23 +192,28 @@ def test_to_dict_round_trip(project: Path) -> None:
         (lambda d: d.update(patch_size=[32, 32]), r"patch_size: must be three positive integers"),
         (lambda d: d.update(target_spacing=[1, -1, 1]), r"target_spacing: must be three positive numbers"),
         (lambda d: d.update(datasets=[]), r"datasets: must be a non-empty list"),
-        (lambda d: d["datasets"][0].update(path="../data/Nope"), r"datasets\[0\]\.path: .*Nope: dataset folder not found"),
+        (lambda d: d["datasets"][0].update(path="../data/Nope"),
+         r"datasets\[0\]\.path: .*Nope: dataset folder not found"),
         (lambda d: d["datasets"][1].update(labeled=["beta_000", "beta_999"]),
          r"datasets\[1\]\.labeled: case ids not in .*imagesTr: \['beta_999'\]"),
         (lambda d: d["datasets"][0].update(exclude=["alpha_001"]),
          r"datasets\[0\]\.exclude: case ids are both labeled and excluded"),
-        (lambda d: d["datasets"][0].update(labeled={"protocol": "../data/protocol.json", "setting": "labeled_50pct"}),
-         r"datasets\[0\]\.labeled\.setting: .*protocol\.json: dataset 'Dataset921_Alpha' has no setting 'labeled_50pct'"),
+        (lambda d: d["datasets"][0].update(
+            labeled={"protocol": "../data/protocol.json", "setting": "labeled_50pct"}),
+         r"datasets\[0\]\.labeled\.setting: .*protocol\.json: "
+         r"dataset 'Dataset921_Alpha' has no setting 'labeled_50pct'"),
         (lambda d: d["datasets"][0].update(labeled={"protocol": "missing.json", "setting": "x"}),
          r"datasets\[0\]\.labeled\.protocol: file not found"),
         (lambda d: d["datasets"][0].update(labeled=5), r"datasets\[0\]\.labeled: must be 'all', 'none'"),
         (lambda d: d["datasets"][0].update(labelled="all"), r"datasets\[0\]\.labelled: unknown key"),
         (lambda d: d.update(unlabeled_dirs=["../nowhere"]), r"unlabeled_dirs\[0\]\.path: .*not found"),
-        (lambda d: d.update(validation={"fraction": 1.5}), r"validation\.fraction: must be a number in \[0, 1\)"),
+        (lambda d: d.update(validation={"fraction": 1.5}),
+         r"validation\.fraction: must be a number in \[0, 1\)"),
         (lambda d: d.update(model=[1]), r"model: must be a mapping"),
         (lambda d: d.update(seed="x"), r"seed: must be an integer"),
         (lambda d: d.update(label_mapping="nope.json"), r"label_mapping: file not found"),
-        (lambda d: d["datasets"].append({"path": "../data/Dataset921_Alpha"}), r"datasets\[2\]\.path: dataset Dataset921_Alpha is listed twice"),
+        (lambda d: d["datasets"].append({"path": "../data/Dataset921_Alpha"}),
+         r"datasets\[2\]\.path: dataset Dataset921_Alpha is listed twice"),
     ],
 )
 def test_bad_config_errors_name_file_and_key(project: Path, change, expected: str) -> None:
@@ -222,7 +227,8 @@ def test_bad_config_errors_name_file_and_key(project: Path, change, expected: st
 
 def test_labeled_case_without_label_file(project: Path) -> None:
     (project / "data" / "Dataset922_Beta" / "labelsTr" / "beta_002.nii.gz").unlink()
-    with pytest.raises(ConfigError, match=r"datasets\[1\]\.labeled: labeled cases without a label file .*beta_002"):
+    expected = r"datasets\[1\]\.labeled: labeled cases without a label file .*beta_002"
+    with pytest.raises(ConfigError, match=expected):
         load_config(_write(project, _config_dict()))
 
 

@@ -19,7 +19,9 @@ HELP = "Check nnU-Net v2 raw dataset folders (files, geometry, labels) and list 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="dataset folder(s) (DatasetNNN_Name)")
+    parser.add_argument(
+        "dirs", nargs="+", type=Path, metavar="DIR", help="dataset folder(s) (DatasetNNN_Name)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON report on stdout instead of text")
     parser.add_argument(
         "--tolerance",

@@ -143,7 +143,8 @@ def _check_dataset_json(path: Path, problems: list[Problem]) -> _JsonFacts:
         if data["file_ending"] in SUPPORTED_ENDINGS:
             facts.file_ending = data["file_ending"]
         else:
-            error(f"file_ending {data['file_ending']!r} is not supported; use one of {', '.join(SUPPORTED_ENDINGS)}")
+            error(f"file_ending {data['file_ending']!r} is not supported; "
+                  f"use one of {', '.join(SUPPORTED_ENDINGS)}")
 
     if "channel_names" in data:
         ch = data["channel_names"]
@@ -270,7 +271,8 @@ def _label_values(arr: np.ndarray) -> np.ndarray:
 def _check_image_header(path: Path, geom: _Geometry, what: str) -> list[Problem]:
     out = []
     if geom.dimension != 3:
-        out.append(Problem(ERROR, path, f"{what} is {geom.dimension}D (size {_fmt(geom.size)}); expected a 3D image"))
+        out.append(Problem(ERROR, path, f"{what} is {geom.dimension}D (size {_fmt(geom.size)}); "
+                                        "expected a 3D image"))
     if geom.components != 1:
         out.append(Problem(ERROR, path, f"{what} has {geom.components} components per voxel "
                                         "(vector/RGB image); expected one scalar per voxel"))
@@ -326,8 +328,8 @@ def _check_case(
     if reference is not None:
         diffs = geometry_differences(reference[1], geom, tol)
         if diffs:
-            problems.append(Problem(ERROR, label_path, f"label geometry differs from image {reference[0].name}: "
-                                                       + "; ".join(diffs)))
+            problems.append(Problem(ERROR, label_path, f"label geometry differs from image "
+                                                       f"{reference[0].name}: " + "; ".join(diffs)))
     arr = sitk.GetArrayViewFromImage(label)
     if np.issubdtype(arr.dtype, np.floating):
         bad = _nonfinite_count(label_path)
@@ -335,14 +337,16 @@ def _check_case(
             problems.append(Problem(ERROR, label_path, f"{bad} label voxel(s) are NaN or infinite"))
             return problems
         if not np.array_equal(arr, np.round(arr)):
-            problems.append(Problem(ERROR, label_path, "label has non-integer values; labels must be integers"))
+            problems.append(Problem(ERROR, label_path, "label has non-integer values; "
+                                                       "labels must be integers"))
             return problems
     values = [int(v) for v in _label_values(arr)]
     if label_values is not None:
         undeclared = [v for v in values if v not in label_values]
         if undeclared:
-            problems.append(Problem(ERROR, label_path, f"label values {undeclared} are not declared in "
-                                                       f"dataset.json labels (declared: {sorted(label_values)})"))
+            problems.append(Problem(ERROR, label_path,
+                                    f"label values {undeclared} are not declared in dataset.json "
+                                    f"labels (declared: {sorted(label_values)})"))
     if all(v == 0 for v in values):
         problems.append(Problem(WARNING, label_path, "label is empty (background only)"))
     return problems
@@ -383,6 +387,7 @@ def check_dataset(
             problems.append(Problem(ERROR, folder, "folder not found"))
 
     ending = facts.file_ending or _infer_file_ending(images_dir) or ".nii.gz"
+    stray = f"ignored: not a {ending} file (dataset.json file_ending)"
 
     # imagesTr: <case>_<4-digit channel><ending>
     channel_files: dict[str, dict[int, Path]] = {}
@@ -390,7 +395,7 @@ def check_dataset(
         if path.name.startswith("."):
             continue
         if not path.name.endswith(ending):
-            problems.append(Problem(WARNING, path, f"ignored: not a {ending} file (dataset.json file_ending)"))
+            problems.append(Problem(WARNING, path, stray))
             continue
         stem = path.name[: -len(ending)]
         case_id, _, channel = stem.rpartition("_")
@@ -405,7 +410,7 @@ def check_dataset(
         if path.name.startswith("."):
             continue
         if not path.name.endswith(ending) or len(path.name) == len(ending):
-            problems.append(Problem(WARNING, path, f"ignored: not a {ending} file (dataset.json file_ending)"))
+            problems.append(Problem(WARNING, path, stray))
             continue
         label_files[path.name[: -len(ending)]] = path
 

@@ -338,7 +338,8 @@ class TrainConfig:
         for d in self.datasets:
             if d.name == name:
                 return d
-        raise KeyError(f"no dataset {name!r} in the config; datasets: {', '.join(d.name for d in self.datasets)}")
+        names = ", ".join(d.name for d in self.datasets)
+        raise KeyError(f"no dataset {name!r} in the config; datasets: {names}")
 
     def modality(self, dataset: str) -> str | None:
         """The modality of a dataset or unlabeled folder (by name); ``None`` when a folder sets none."""
@@ -439,7 +440,9 @@ def _parse_dataset(ctx: _Ctx, key: str, raw: Any, base: Path) -> DatasetConfig:
     record = entry.pop("labeled_from", None)
     labeled_from = None
     if isinstance(record, Mapping) and {"protocol", "setting", "dataset"} <= set(record):
-        labeled_from = ProtocolRef(Path(str(record["protocol"])), str(record["setting"]), str(record["dataset"]))
+        labeled_from = ProtocolRef(
+            Path(str(record["protocol"])), str(record["setting"]), str(record["dataset"])
+        )
     _check_keys(ctx, key, entry, DATASET_KEYS)
     if "path" not in entry:
         raise ctx.error(f"{key}.path", "required key is missing")
@@ -451,7 +454,9 @@ def _parse_dataset(ctx: _Ctx, key: str, raw: Any, base: Path) -> DatasetConfig:
     except DatasetError as exc:
         raise ctx.error(f"{key}.path", str(exc)) from exc
     if not dataset.cases:
-        raise ctx.error(f"{key}.path", f"{dataset.images_dir}: no images named <case>_0000{dataset.file_ending}")
+        raise ctx.error(
+            f"{key}.path", f"{dataset.images_dir}: no images named <case>_0000{dataset.file_ending}"
+        )
     known = set(dataset.case_ids)
 
     exclude = _string_list(ctx, f"{key}.exclude", entry.get("exclude"))
