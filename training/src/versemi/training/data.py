@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from versemi.data.cache import CachedCase, PreprocessedCache
+from versemi.data.cache import CacheJob, CachedCase, PreprocessedCache, fill_cache, spec_for_dataset
 from versemi.data.config import TrainConfig
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.data.sampling import Patch, PatchSampler, PatchStream, patch_size_zyx, seed_worker
@@ -31,12 +31,8 @@ DATASET_SAMPLING = ("balanced", "proportional")
 
 
 def preprocessing_spec(config: TrainConfig, dataset: str) -> PreprocessingSpec:
-    """The spec of a dataset or unlabeled folder: the config's spacing and the source's modality.
-
-    Unlabeled folders without a ``modality`` take the first dataset's modality.
-    """
-    modality = config.modality(dataset) or config.datasets[0].modality
-    return PreprocessingSpec(target_spacing=config.target_spacing, modality=modality)
+    """The spec of a dataset or unlabeled folder (:func:`versemi.data.cache.spec_for_dataset`)."""
+    return spec_for_dataset(config, dataset)
 
 
 @dataclass
@@ -69,39 +65,30 @@ class TrainingCases:
         }
 
 
-def load_cases(config: TrainConfig, with_unlabeled: bool, progress: bool = False) -> TrainingCases:
+def load_cases(config: TrainConfig, with_unlabeled: bool, progress: bool = False, workers: int = 1) -> TrainingCases:
     """Preprocess (or read from the cache) every case the run needs.
+
+    Args:
+        config: The training config.
+        with_unlabeled: Also the unlabeled scans (methods that use them).
+        progress: tqdm bar while preprocessing.
+        workers: Processes preprocessing at once.
 
     Raises:
         ValueError: no labeled training case, or a case that cannot be read/preprocessed (the
             message names the file).
     """
-    cache = PreprocessedCache(config.cache_dir)
     train, val = config.split_validation()
     if not train:
         raise ValueError(f"{config.source or 'config'}: no labeled training cases")
-
-    def get(cases: Sequence[Any], labeled: bool) -> list[CachedCase]:
-        out = []
-        items = cases
-        if progress:
-            from tqdm import tqdm
-
-            items = tqdm(cases, desc="preprocess", unit="case", leave=False)
-        for c in items:
-            out.append(
-                cache.get(
-                    c.case_id,
-                    c.image_path,
-                    c.label_path if labeled else None,
-                    preprocessing_spec(config, c.dataset),
-                    dataset=c.dataset,
-                )
-            )
-        return out
-
-    unlabeled = get(config.unlabeled_cases(), False) if with_unlabeled else []
-    return TrainingCases(get(train, True), get(val, True), unlabeled)
+    unlabeled = config.unlabeled_cases() if with_unlabeled else []
+    jobs = [CacheJob(c.case_id, c.image_path, c.label_path, spec_for_dataset(config, c.dataset), c.dataset)
+            for c in [*train, *val]]
+    jobs += [CacheJob(c.case_id, c.image_path, None, spec_for_dataset(config, c.dataset), c.dataset)
+             for c in unlabeled]
+    cached, _ = fill_cache(PreprocessedCache(config.cache_dir), jobs, workers=max(1, workers), progress=progress)
+    n_train, n_val = len(train), len(val)
+    return TrainingCases(cached[:n_train], cached[n_train : n_train + n_val], cached[n_train + n_val :])
 
 
 def validation_cases(cases: Sequence[CachedCase]) -> list[ValidationCase]:

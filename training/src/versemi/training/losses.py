@@ -89,22 +89,20 @@ def masked_dice_loss(
     squared: bool = True,
 ) -> torch.Tensor:
     """Mean soft Dice loss over the supervised (image, prompt) pairs; 0 (with a graph) if none."""
+    check_pair_shapes(logits, target, weight)
     per_pair = soft_dice_per_pair(torch.sigmoid(logits.float()), target.float(), weight.float(), smooth, squared)
-    selected = supervised_pairs(weight)
-    if not bool(selected.any()):
-        return logits.sum() * 0.0  # keeps the graph so DDP sees every parameter used
-    return per_pair[selected].mean()
+    selected = supervised_pairs(weight).to(per_pair.dtype)
+    # No host sync (GPU-friendly): with no supervised pair the loss is 0 and still has a graph, so
+    # DDP sees every parameter used.
+    return (per_pair * selected).sum() / selected.sum().clamp_min(1.0)
 
 
 def masked_bce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Weighted mean binary cross-entropy (on logits) over the supervised voxels; 0 if none."""
     check_pair_shapes(logits, target, weight)
     w = weight.float().expand_as(logits)
-    total_weight = w.sum()
-    if float(total_weight) <= 0:
-        return logits.sum() * 0.0
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
-    return (w * bce).sum() / total_weight
+    return (w * bce).sum() / w.sum().clamp_min(1e-8)
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,9 @@ class Trainer:
         # Rank 0 preprocesses into the shared cache first; the other ranks then read it.
         if self.dist.enabled and not self.dist.is_main:
             dist_utils.barrier(self.dist)
-        cases = load_cases(self.config, self.method.uses_unlabeled, self.progress)
+        cases = load_cases(
+            self.config, self.method.uses_unlabeled, self.progress, workers=int(self.options["num_workers"])
+        )
         if self.dist.enabled and self.dist.is_main:
             dist_utils.barrier(self.dist)
         return cases

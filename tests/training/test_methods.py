@@ -1,0 +1,164 @@
+"""Every loss term of every method is wired to the right images, prompts and gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from versemi.labels import LabelSpace
+from versemi.model.network import build_model
+from versemi.training.cutmix import prompt_targets
+from versemi.training.losses import SegmentationLossConfig
+from versemi.training.methods import StepContext, TrainingBatch, build_method
+
+SHAPE = (16, 16, 16)
+
+
+@pytest.fixture
+def label_space() -> LabelSpace:
+    return LabelSpace.from_dataset_labels(
+        {
+            "A": {"labels": {"background": 0, "organ_a": 1}},
+            "B": {"labels": {"background": 0, "spleen": 1, "liver": 2}},
+        }
+    )
+
+
+@pytest.fixture
+def model(label_space: LabelSpace) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model({"num_prompts": len(label_space), "base_filters": 4, "depth": 3})
+
+
+def make_batch(label_space: LabelSpace, datasets: list[str], unlabeled: int = 2, seed: int = 0) -> TrainingBatch:
+    g = torch.Generator().manual_seed(seed)
+    n = len(datasets)
+    images = torch.randn((n, 1, *SHAPE), generator=g)
+    labels = torch.zeros((n, 1, *SHAPE), dtype=torch.uint8)
+    labels[..., 4:10, 4:10, 4:10] = 1
+    for i, d in enumerate(datasets):
+        if d == "B":
+            labels[i, 0, 8:14, 8:14, 8:14] = 2
+    u = torch.randn((unlabeled, 1, *SHAPE), generator=g) if unlabeled else None
+    return TrainingBatch(images, prompt_targets(labels, datasets, label_space), datasets, u)
+
+
+class Recorder:
+    """A forward function that keeps the logits (with their gradient) of its last call."""
+
+    def __init__(self, model: torch.nn.Module, num_prompts: int) -> None:
+        self.model, self.ids, self.logits = model, torch.arange(num_prompts), None
+        self.calls = 0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.model(images, self.ids)
+        if out.requires_grad:
+            out.retain_grad()
+        self.logits = out
+        return out
+
+
+def run(method: Any, batch: TrainingBatch, model: torch.nn.Module, n_prompts: int, step: int = 10,
+        teacher: Any = None, seed: int = 1) -> tuple[Any, Recorder]:
+    rec = Recorder(model, n_prompts)
+    ctx = StepContext(rec, teacher, step, 20, torch.Generator().manual_seed(seed))
+    return method.losses(batch, ctx), rec
+
+
+def test_unlabeled_images_only_change_the_unlabeled_terms(label_space: LabelSpace, model: torch.nn.Module) -> None:
+    method = build_method("versemi", 2, label_space, SegmentationLossConfig())
+    batch = make_batch(label_space, ["A", "B", "B"])
+    zeroed = TrainingBatch(batch.images, batch.annotation, batch.datasets, torch.zeros_like(batch.unlabeled))
+    a, _ = run(method, batch, model, len(label_space))
+    b, _ = run(method, zeroed, model, len(label_space))
+    for term in ("supervised", "synthetic", "auxiliary"):
+        assert a.terms[term] == pytest.approx(b.terms[term], abs=1e-6), term
+    assert a.terms["consistency"] != pytest.approx(b.terms["consistency"], abs=1e-6)
+    assert a.terms["cube"] != pytest.approx(b.terms["cube"], abs=1e-6)
+    stage1, _ = run(build_method("versemi", 1, label_space, SegmentationLossConfig()), batch, model, len(label_space))
+    assert set(stage1.terms) == {"supervised", "synthetic", "auxiliary"}
+    assert stage1.terms["supervised"] == pytest.approx(a.terms["supervised"], abs=1e-6)
+
+
+def test_supervised_loss_gives_no_gradient_to_prompts_a_dataset_does_not_annotate(
+    label_space: LabelSpace, model: torch.nn.Module
+) -> None:
+    method = build_method("supervised", 1, label_space, SegmentationLossConfig())
+    losses, rec = run(method, make_batch(label_space, ["A", "A"], unlabeled=0), model, len(label_space))
+    losses.total.backward()
+    grad = rec.logits.grad.abs().flatten(2).sum(2)  # (B, P)
+    organ = label_space.prompt_id("organ_a")
+    assert (grad[:, organ] > 0).all()
+    others = [i for i in range(len(label_space)) if i != organ]
+    assert (grad[:, others] == 0).all()
+
+
+def test_stage1_terms_reach_the_right_channels(label_space: LabelSpace, model: torch.nn.Module) -> None:
+    synthetic = label_space.synthetic_id
+    only_synthetic = build_method("versemi", 1, label_space, SegmentationLossConfig(),
+                                  {"versemi": {"supervised_weight": 0, "auxiliary_weight": 0}})
+    losses, rec = run(only_synthetic, make_batch(label_space, ["A", "B"], unlabeled=0), model, len(label_space))
+    losses.total.backward()
+    grad = rec.logits.grad.abs().flatten(2).sum(2)
+    assert (grad[:2] == 0).all()  # the un-mixed labeled images get nothing from the synthetic term
+    assert (grad[2:, synthetic] > 0).all() and (grad[2:, :synthetic] == 0).all()
+
+    only_aux = build_method("versemi", 1, label_space, SegmentationLossConfig(),
+                            {"versemi": {"supervised_weight": 0, "synthetic_weight": 0}})
+    model.zero_grad()
+    losses, rec = run(only_aux, make_batch(label_space, ["A", "B"], unlabeled=0), model, len(label_space))
+    losses.total.backward()
+    grad = rec.logits.grad.abs().flatten(2).sum(2)
+    assert (grad[:2] == 0).all() and (grad[2:, synthetic] == 0).all()
+    assert (grad[2:, :synthetic] > 0).any()
+
+
+@pytest.mark.parametrize("target, real_grad, synthetic_grad", [
+    ("synthetic", True, False), ("aggregate", False, True), ("none", True, True),
+])
+def test_consistency_stop_gradient_side(label_space: LabelSpace, model: torch.nn.Module, target: str,
+                                        real_grad: bool, synthetic_grad: bool) -> None:
+    options = {"versemi": {"supervised_weight": 0, "synthetic_weight": 0, "auxiliary_weight": 0, "cube_weight": 0,
+                           "consistency_rampup": 0, "consistency_target": target}}
+    method = build_method("versemi", 2, label_space, SegmentationLossConfig(), options)
+    losses, rec = run(method, make_batch(label_space, ["A", "B"]), model, len(label_space))
+    assert losses.terms["consistency_weight"] == 1.0
+    losses.total.backward()
+    grad = rec.logits.grad[4:].abs().flatten(2).sum(2)  # the unlabeled (mixed) images
+    assert bool((grad[:, :-1] > 0).any()) is real_grad
+    assert bool((grad[:, -1] > 0).any()) is synthetic_grad
+
+
+def test_consistency_ramps_up(label_space: LabelSpace, model: torch.nn.Module) -> None:
+    method = build_method("versemi", 2, label_space, SegmentationLossConfig(), {"versemi": {"consistency_rampup": 0.5}})
+    early, _ = run(method, make_batch(label_space, ["A", "B"]), model, len(label_space), step=0)
+    late, _ = run(method, make_batch(label_space, ["A", "B"]), model, len(label_space), step=10)
+    assert early.terms["consistency_weight"] < 0.01 and late.terms["consistency_weight"] == 1.0
+
+
+def test_ema_teacher_provides_the_target(label_space: LabelSpace, model: torch.nn.Module) -> None:
+    method = build_method("versemi", 2, label_space, SegmentationLossConfig(), {"versemi": {"ema_teacher": True}})
+    assert method.uses_teacher
+    teacher = Recorder(model, len(label_space))
+    run(method, make_batch(label_space, ["A", "B"]), model, len(label_space), teacher=teacher)
+    assert teacher.calls == 1
+    with pytest.raises(ValueError, match="needs a target side"):
+        build_method("versemi", 2, label_space, SegmentationLossConfig(),
+                     {"versemi": {"ema_teacher": True, "consistency_target": "none"}})
+    with pytest.raises(ValueError, match="unknown key"):
+        build_method("versemi", 2, label_space, SegmentationLossConfig(), {"versemi": {"ema": True}})
+
+
+@pytest.mark.parametrize("name", ["mean_teacher", "bcp"])
+def test_baselines_use_the_teacher_and_unlabeled_images(label_space: LabelSpace, model: torch.nn.Module, name: str) -> None:
+    method = build_method(name, 1, label_space, SegmentationLossConfig())
+    assert method.uses_teacher and method.uses_unlabeled
+    teacher = Recorder(model, len(label_space))
+    losses, rec = run(method, make_batch(label_space, ["A", "B"]), model, len(label_space), teacher=teacher)
+    assert teacher.calls == 1 and rec.calls == 1
+    assert torch.isfinite(losses.total)
+    losses.total.backward()
+    assert rec.logits.grad[:, -1].abs().sum() == 0  # baselines never train the synthetic prompt

@@ -1,0 +1,102 @@
+"""End-to-end training on generated data: both VerSemi stages, baselines, logs and checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from versemi.checkpoint import load_checkpoint
+from versemi.cli import main
+from versemi.training.run_log import read_jsonl
+from versemi.training.trainer import weights_digest
+
+
+def train_events(folder: Path, event: str) -> list[dict]:
+    return [r for r in read_jsonl(folder / "train_log.jsonl") if r["event"] == event]
+
+
+def test_versemi_both_stages(write_train_config, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = write_train_config({"max_steps": 40, "lr": 3e-3, "validate_every": 10, "checkpoint_every": 10})
+    assert main(["train", str(cfg), "--device", "cpu", "--no-progress"]) == 0
+    runs = tmp_path / "runs"
+    s1, s2 = runs / "stage1", runs / "stage2"
+
+    # Stage 1: finite, falling losses with every stage-1 term.
+    steps = train_events(s1, "train")
+    assert [r["step"] for r in steps] == list(range(1, 21))
+    assert set(steps[0]["losses"]) == {"total", "supervised", "synthetic", "auxiliary"}
+    totals = [r["losses"]["total"] for r in steps]
+    assert all(math.isfinite(t) for t in totals)
+    assert sum(totals[-5:]) / 5 < 0.9 * sum(totals[:5]) / 5
+
+    # The log names the labeled / validation / unlabeled cases per dataset.
+    start = train_events(s1, "start")[0]
+    cases = start["cases"]
+    assert cases["labeled"]["Dataset901_Alpha"] and cases["labeled"]["Dataset902_Beta"]
+    assert len(cases["validation"]["Dataset901_Alpha"]) == 1
+    assert not set(cases["validation"]["Dataset901_Alpha"]) & set(cases["labeled"]["Dataset901_Alpha"])
+    assert cases["unlabeled"] == {}  # stage 1 reads no unlabeled scan
+
+    # Stage 2 starts from stage 1's final checkpoint, uses the unlabeled scans, all terms finite.
+    s2_start = train_events(s2, "start")[0]
+    stage1_final = load_checkpoint(s1 / "best.pt")
+    assert s2_start["weights_sha256"] == weights_digest(stage1_final["model"])
+    assert s2_start["cases"]["unlabeled"] == {
+        "Dataset901_Alpha": ["alpha_003"], "Dataset902_Beta": ["beta_003"], "extra": ["extra_000_0000", "extra_001_0000"]
+    }
+    steps2 = train_events(s2, "train")
+    assert set(steps2[0]["losses"]) >= {"supervised", "synthetic", "auxiliary", "cube", "consistency"}
+    assert all(math.isfinite(v) for r in steps2 for v in r["losses"].values())
+    assert steps2[-1]["losses"]["consistency_weight"] == pytest.approx(1.0)
+    assert 0 <= steps2[-1]["data_wait_fraction"] <= 1
+
+    # Validation: per-prompt metrics of each dataset's own prompts, best checkpoint chosen by mean Dice.
+    val = read_jsonl(s2 / "validation_log.jsonl")
+    assert [v["step"] for v in val] == [10, 20]
+    assert set(val[-1]["metrics"]) == {"organ_a", "spleen", "liver"}
+    assert {c["dataset"] for c in val[-1]["cases"]} == {"Dataset901_Alpha", "Dataset902_Beta"}
+    best = max(v["mean_dice"] for v in val)
+    assert load_checkpoint(s2 / "best.pt")["best_metric"] == pytest.approx(best)
+
+    # Checkpoints are plain weights-only files with everything to predict and to resume.
+    raw = torch.load(s2 / "last.pt", map_location="cpu", weights_only=True)
+    for key in ("model_config", "label_space", "preprocessing", "model", "config", "optimizer", "scaler", "ema",
+                "schedule", "rng", "step", "stage", "best_metric"):
+        assert key in raw, key
+    assert raw["step"] == 20 and raw["stage"] == 2 and raw["method"] == "versemi"
+    assert raw["preprocessing"]["patch_size"] == [16, 16, 16]
+    assert raw["preprocessing"]["target_spacing"] == [1.5, 1.5, 2.0]
+    assert raw["label_space"]["prompts"][-1]["name"] == "all_foreground"
+    out = capsys.readouterr().out
+    assert str(s2 / "best.pt") in out
+
+
+@pytest.mark.parametrize("method", ["supervised", "mean_teacher", "bcp"])
+def test_baselines_train_in_the_same_trainer(write_train_config, tmp_path: Path, method: str) -> None:
+    cfg = write_train_config({"max_steps": 3, "validate_every": 3})
+    assert main(["train", str(cfg), "--device", "cpu", "--method", method, "--no-progress"]) == 0
+    folder = tmp_path / "runs" / method
+    steps = train_events(folder, "train")
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert all(math.isfinite(v) for r in steps for v in r["losses"].values())
+    ckpt = load_checkpoint(folder / "last.pt")
+    assert ckpt["method"] == method and ckpt["step"] == 3
+    assert bool(ckpt["ema"]) is (method != "supervised")
+
+
+def test_user_errors_are_one_line(write_train_config, capsys: pytest.CaptureFixture) -> None:
+    cfg = write_train_config({"nonsense": 1})
+    assert main(["train", str(cfg), "--device", "cpu"]) == 2
+    assert "training.nonsense: unknown key" in capsys.readouterr().err
+    cfg = write_train_config(name="ok.yaml")
+    assert main(["train", str(cfg), "--device", "cpu", "--stage", "2"]) == 2
+    assert "no stage-1 checkpoint" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--device", "cpu", "--resume"]) == 2
+    assert "--resume: no last.pt" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--method", "supervised", "--stage", "2"]) == 2
+    bad_patch = write_train_config(name="bad.yaml", patch_size=[18, 16, 16])
+    assert main(["train", str(bad_patch), "--device", "cpu"]) == 2
+    assert "size divisor" in capsys.readouterr().err
