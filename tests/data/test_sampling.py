@@ -162,3 +162,16 @@ def test_targets_for_prompts():
     assert t.shape == (1, 2, 1, 1, 4)
     assert t[0, :, 0, 0].tolist() == [[0, 0, 1, 0], [0, 0, 0, 1]]
     assert targets_for_prompts(label, []).shape == (1, 0, 1, 1, 4)
+
+
+def test_streams_sharing_a_transform_stay_independent(cached_cases):
+    transform = make_training_augmentation({"affine_prob": 0.0})
+    sampler = PatchSampler(cached_cases, (8, 8, 8))
+    alone = [x["image"] for _, x in zip(range(3), iter(PatchStream(sampler, "a", transform, seed=1)))]
+    a = iter(PatchStream(sampler, "a", transform, seed=1))
+    b = iter(PatchStream(sampler, "b", transform, seed=2))
+    interleaved = []
+    for _ in range(3):
+        interleaved.append(next(a)["image"])
+        next(b)
+    assert all(torch.equal(x, y) for x, y in zip(alone, interleaved))

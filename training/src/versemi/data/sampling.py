@@ -17,6 +17,7 @@ Axes: every array here is ``(z, y, x)``. Training configs give ``patch_size`` as
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -201,14 +202,17 @@ class PatchStream(IterableDataset):
         worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         seq = np.random.SeedSequence([self.seed, self.epoch, worker_id])
         rng = np.random.default_rng(seq)
-        if self.transform is not None and hasattr(self.transform, "set_random_state"):
-            self.transform.set_random_state(seed=int(seq.generate_state(1)[0]))
+        # Each iterator augments with its own copy of the transform, so streams that share one
+        # transform object (or two iterators of one stream) never disturb each other's random state.
+        transform = copy.deepcopy(self.transform)
+        if transform is not None and hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=int(seq.generate_state(1)[0]))
         count = None
         if self.length is not None:  # split the epoch between workers
             count = self.length // num_workers + (1 if worker_id < self.length % num_workers else 0)
         produced = 0
         while count is None or produced < count:
-            yield self.make_item(self.sampler.sample(rng))
+            yield self.make_item(self.sampler.sample(rng), transform)
             produced += 1
 
     def __len__(self) -> int:
@@ -216,13 +220,16 @@ class PatchStream(IterableDataset):
             raise TypeError("an endless PatchStream has no length")
         return self.length
 
-    def make_item(self, patch: Patch) -> dict[str, Any]:
-        """Augment one patch and package it as a sample dict."""
+    def make_item(
+        self, patch: Patch, transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """Augment one patch (with ``transform``, default: the stream's) and package it as a sample dict."""
+        transform = self.transform if transform is None else transform
         data: dict[str, Any] = {"image": torch.from_numpy(patch.image)}
         if patch.label is not None:
             data["label"] = torch.from_numpy(patch.label[None])
-        if self.transform is not None:
-            data = self.transform(data)
+        if transform is not None:
+            data = transform(data)
         image = _plain(data["image"]).to(torch.float32)
         if patch.label is not None:
             label = _plain(data["label"])[0].round().to(torch.uint8)
