@@ -64,7 +64,8 @@ def augmentation_settings(cfg: Mapping[str, Any] | None = None) -> dict[str, Any
             continue
         value = float(value)
         if not math.isfinite(value) or value < 0 or (name.endswith("_prob") and value > 1):
-            raise ValueError(f"augmentation setting {name!r} must be {'in [0, 1]' if name.endswith('_prob') else '>= 0'}, got {value!r}")
+            allowed = "in [0, 1]" if name.endswith("_prob") else ">= 0"
+            raise ValueError(f"augmentation setting {name!r} must be {allowed}, got {value!r}")
         settings[name] = value
     return settings
 
