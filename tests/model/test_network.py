@@ -73,7 +73,7 @@ def test_gradients_reach_controller_and_backbone() -> None:
     logits = model(images(), torch.tensor([[0, 1], [2, 4]]))
     target = (torch.rand_like(logits) > 0.5).float()
     torch.nn.functional.binary_cross_entropy_with_logits(logits, target).backward()
-    for name in ("head.controller.weight", "head.head_input.2.weight", "backbone.encoder.0.convs.0.weight",
+    for name in ("head.controller.weight", "head.input_projection.weight", "backbone.encoder.0.convs.0.weight",
                  "backbone.down.1.0.weight", "backbone.decoder.1.convs.0.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name

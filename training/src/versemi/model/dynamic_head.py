@@ -71,11 +71,8 @@ class DynamicHead(nn.Module):
         self.num_prompts = num_prompts
         self.head_channels = head_channels
         self.prompt_encoding = prompt_encoding
-        self.head_input = nn.Sequential(
-            make_norm(norm, feature_channels),
-            nn.ReLU(),
-            nn.Conv3d(feature_channels, head_channels, 1),
-        )
+        self.input_norm = make_norm(norm, feature_channels)
+        self.input_projection = nn.Conv3d(feature_channels, head_channels, 1)
         if prompt_encoding == "embedding":
             self.prompt_embedding: nn.Embedding | None = nn.Embedding(num_prompts, embedding_dim)
             code_dim = embedding_dim
@@ -86,6 +83,13 @@ class DynamicHead(nn.Module):
         self.num_dynamic_params = sum(o * i + o for o, i in self.layer_shapes)
         self.controller = nn.Linear(context_channels + code_dim, self.num_dynamic_params)
         self.voxels_per_chunk = voxels_per_chunk
+
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Head input, once per image: norm -> ReLU -> 1x1x1 conv, as ``(B, head_channels, N)``."""
+        x = torch.relu(self.input_norm(features)).flatten(2)
+        # The 1x1x1 conv as a matmul over channels: ~5x faster than the conv kernel on CPU.
+        out = torch.matmul(self.input_projection.weight.flatten(1), x)
+        return out + self.input_projection.bias[:, None].to(out.dtype)  # keeps autocast's dtype
 
     def prompt_codes(self, prompt_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``(B, P)`` prompt ids -> ``(B, P, code_dim)`` codes."""
@@ -134,7 +138,7 @@ class DynamicHead(nn.Module):
         """
         batch, num = prompt_ids.shape
         spatial = features.shape[2:]
-        x = self.head_input(features).flatten(2)  # (B, C, N), once per image
+        x = self.project_features(features)  # (B, C, N), once per image
         layers = self.dynamic_parameters(pooled, prompt_ids)
         x = x.to(layers[0][0].dtype)
         # Chunks of voxels keep the (B, P, C, chunk) intermediates cache-sized: on CPU this is ~5x
@@ -164,9 +168,14 @@ def apply_dynamic_layers(
             # Every prompt reads the same image features: (B, P*out, C) @ (B, C, N), no copies.
             x = torch.baddbmm(
                 bias.reshape(batch, num * out_ch, 1), weight.reshape(batch, num * out_ch, -1), x
-            ).view(batch, num, out_ch, -1)
+            )
         else:
-            x = torch.matmul(weight, x) + bias  # (B, P, out, in) @ (B, P, in, N)
+            # One small matmul per (image, prompt): (B*P, out, in) @ (B*P, in, N).
+            x = torch.baddbmm(
+                bias.reshape(batch * num, out_ch, 1),
+                weight.reshape(batch * num, out_ch, -1),
+                x.view(batch * num, weight.shape[3], -1),
+            )
         if index < len(layers) - 1:
             x = torch.relu_(x)
-    return x.reshape(batch, num, -1)
+    return x.view(batch, num, -1)
