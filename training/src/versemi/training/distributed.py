@@ -82,3 +82,12 @@ def mean_across_ranks(ctx: DistributedContext, values: dict[str, float], device:
     dist.all_reduce(t)
     t /= ctx.world_size
     return dict(zip(keys, t.tolist()))
+
+
+def gather_strings(ctx: DistributedContext, value: str) -> list[str]:
+    """Every rank's string (e.g. a weights digest), in rank order; ``[value]`` single-process."""
+    if not ctx.enabled:
+        return [value]
+    out: list[str] = [""] * ctx.world_size
+    dist.all_gather_object(out, value)
+    return out

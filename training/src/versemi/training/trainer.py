@@ -519,9 +519,12 @@ class Trainer:
         step_total += step_window
         fraction = wait_total / step_total if step_total > 0 else 0.0
         result = self._result(stopped_early, fraction, time.perf_counter() - start)
+        # DDP sanity record: every rank must end with the same weights.
+        rank_digests = dist_utils.gather_strings(self.dist, weights_digest(self.model.state_dict()))
         self.log.event(
             {
                 "event": "end",
+                "rank_weights_sha256": rank_digests,
                 "step": self.step,
                 "stopped_early": stopped_early,
                 "best_metric": self.best_metric,
