@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("demo_output"),
                         help="folder for everything the demo writes (default: demo_output)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="training iterations per stage (default: the demo's small budget)")
+                        help="training iterations, both stages together (default: 300)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
 
 
@@ -51,8 +51,7 @@ def demo_config(data: Path, output: Path, steps: int) -> dict:
         "model": {"backbone": "vnet", "base_filters": 8, "depth": 4},
         "training": {
             "method": "versemi",
-            "stage1_steps": steps,
-            "stage2_steps": steps,
+            "max_steps": steps,
             "batch_size": 2,
             "unlabeled_batch_size": 2,
             "validate_every": max(1, steps // 2),
@@ -84,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         if not (data / name / "dataset.json").is_file():
             raise CliError(f"{data / name}: example dataset not found (run from the repository root or pass --data)")
     out.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or 150
+    steps = args.steps or 300
     started = time.perf_counter()
 
     _step("1/5 check the example datasets")
@@ -95,9 +94,11 @@ def run(args: argparse.Namespace) -> int:
     config_path = out / "config.yaml"
     config_path.write_text(yaml.safe_dump(demo_config(data, out, steps), sort_keys=False))
     _run(["train", str(config_path), "--stage", "all", "--device", args.device])
-    checkpoint = out / "train" / "best.pt"
-    if not checkpoint.is_file():
-        checkpoint = out / "train" / "last.pt"
+    from versemi.training.trainer import final_checkpoint
+
+    checkpoint = final_checkpoint(out / "train" / "stage2")
+    if checkpoint is None:
+        raise CliError(f"training left no checkpoint in {out / 'train' / 'stage2'}")
     print(f"trained in {time.perf_counter() - t:.0f} s -> {checkpoint}")
 
     t = _step(f"3/5 segment the held-out case {HELD_OUT_CASE} with prompts {DEMO_PROMPTS}")
@@ -115,9 +116,6 @@ def run(args: argparse.Namespace) -> int:
     _run(["evaluate", "--predictions", str(pred_dir), "--labels", str(ref_dir),
           "--dataset-json", str(data / "Dataset001_Hippocampus" / "dataset.json"),
           "--output", str(out / "metrics")])
-    summary = out / "metrics" / "summary.md"
-    if summary.is_file():
-        print(summary.read_text())
 
     _step("5/5 PNG overlay")
     import SimpleITK as sitk
