@@ -19,7 +19,8 @@ def train_events(folder: Path, event: str) -> list[dict]:
 
 
 def test_versemi_both_stages(write_train_config, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    cfg = write_train_config({"max_steps": 40, "lr": 3e-3, "validate_every": 10, "checkpoint_every": 10})
+    cfg = write_train_config({"max_steps": 40, "lr": 3e-3, "validate_every": 10, "checkpoint_every": 10,
+                              "tensorboard": True})
     assert main(["train", str(cfg), "--device", "cpu", "--no-progress"]) == 0
     runs = tmp_path / "runs"
     s1, s2 = runs / "stage1", runs / "stage2"
@@ -72,6 +73,7 @@ def test_versemi_both_stages(write_train_config, tmp_path: Path, capsys: pytest.
     assert raw["label_space"]["prompts"][-1]["name"] == "all_foreground"
     out = capsys.readouterr().out
     assert str(s2 / "best.pt") in out
+    assert list((s2 / "tensorboard").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.parametrize("method", ["supervised", "mean_teacher", "bcp"])
@@ -100,3 +102,19 @@ def test_user_errors_are_one_line(write_train_config, capsys: pytest.CaptureFixt
     bad_patch = write_train_config(name="bad.yaml", patch_size=[18, 16, 16])
     assert main(["train", str(bad_patch), "--device", "cpu"]) == 2
     assert "size divisor" in capsys.readouterr().err
+
+
+def test_early_stopping_after_patience(write_train_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import versemi.training.trainer as trainer_module
+
+    scores = iter([0.5, 0.4, 0.45, 0.3, 0.9])
+    monkeypatch.setattr(trainer_module, "validate",
+                        lambda *a, **k: {"mean_dice": next(scores), "metrics": {}, "cases": []})
+    cfg = write_train_config({"max_steps": 10, "validate_every": 1, "early_stopping_patience": 2,
+                              "checkpoint_every": 100})
+    assert main(["train", str(cfg), "--device", "cpu", "--method", "supervised", "--no-progress"]) == 0
+    folder = tmp_path / "runs" / "supervised"
+    end = train_events(folder, "end")[0]
+    assert end["stopped_early"] and end["step"] == 3 and end["best_step"] == 1
+    assert load_checkpoint(folder / "best.pt")["step"] == 1
+    assert load_checkpoint(folder / "last.pt")["step"] == 3

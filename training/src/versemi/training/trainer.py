@@ -459,9 +459,10 @@ class Trainer:
         stopped_early = False
         wait_total = step_total = 0.0
         wait_window = step_window = 0.0
-        if self.step >= self.max_steps:
+        if self.step >= self.max_steps:  # resumed a finished stage: nothing to do
+            self.log.close()
             return self._result(False, 0.0, time.perf_counter() - start)
-        next_batch = self._batches()
+        next_batch: Callable[[], TrainingBatch] | None = self._batches()
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -476,6 +477,7 @@ class Trainer:
         try:
             while self.step < self.max_steps:
                 t0 = time.perf_counter()
+                assert next_batch is not None
                 batch = next_batch()
                 t1 = time.perf_counter()
                 terms = self.train_step(batch)
@@ -515,6 +517,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+            next_batch = None  # drops the DataLoader iterators: their worker processes exit
         wait_total += wait_window
         step_total += step_window
         fraction = wait_total / step_total if step_total > 0 else 0.0
