@@ -1,0 +1,46 @@
+"""versemi.review: the annotation loop on plain folders (pseudo-label -> review -> refined label -> train).
+
+- :mod:`versemi.review.uncertainty`: the per-case review score (real-vs-synthetic prompt disagreement
+  plus predictive entropy), computable slab by slab;
+- :mod:`versemi.review.manifest`: ``<review_dir>/manifest.json``, updated atomically under a lock;
+  :func:`refined_cases` / :func:`unrefined_cases` for the training config;
+- :mod:`versemi.review.session`: :class:`ReviewSession` (next case, save refined, reject), the calls
+  the Slicer review panel and ``versemi review`` make.
+
+See ``docs/REVIEW.md``.
+"""
+
+from versemi.review.manifest import (
+    ManifestError,
+    ManifestRow,
+    ReviewManifest,
+    refined_cases,
+    review_dataset_name,
+    review_label_table,
+    unrefined_cases,
+)
+from versemi.review.session import ReviewCase, ReviewError, ReviewSession, check_on_grid
+from versemi.review.uncertainty import (
+    UncertaintyAccumulator,
+    UncertaintyScore,
+    uncertainty_from_prompt_probabilities,
+    uncertainty_score,
+)
+
+__all__ = [
+    "ManifestError",
+    "ManifestRow",
+    "ReviewCase",
+    "ReviewError",
+    "ReviewManifest",
+    "ReviewSession",
+    "UncertaintyAccumulator",
+    "UncertaintyScore",
+    "check_on_grid",
+    "refined_cases",
+    "review_dataset_name",
+    "review_label_table",
+    "uncertainty_from_prompt_probabilities",
+    "uncertainty_score",
+    "unrefined_cases",
+]

@@ -1,0 +1,620 @@
+"""The review manifest: one JSON file per review folder, the single source of truth of its state.
+
+``<review_dir>/manifest.json``::
+
+    {
+      "format": "versemi-review-manifest", "format_version": 1,
+      "name": "<name the cases carry as dataset>",
+      "labels": [{"value": 1, "name": "spleen", "prompt_id": 0, ...}] | null,
+      "cases": [
+        {"case": "s01", "image": "/data/scans/s01.nii.gz", "pseudo_label": "pseudo/s01.nii.gz",
+         "model": {"name": ..., "version": ..., "sha256": ...},
+         "score": 0.42, "uncertainty": {"disagreement": ..., "entropy": ..., ...},
+         "status": "pending" | "refined" | "rejected", "refined_label": "labelsTr/s01.r1.nii.gz" | null,
+         "updated_by": "alice", "updated_at": "2026-11-25T22:00:00+00:00",
+         "history": [{"action": "pseudolabel" | "refined" | "rejected" | "pending", "by", "at", ...}],
+         "extra": {...}}
+      ]
+    }
+
+Paths inside the review folder are stored relative to it (the folder can be moved); others absolute.
+Rows are kept sorted by score (highest first), then case id.
+
+Every change goes through :meth:`ReviewManifest.transaction`: an inter-process lock on
+``<review_dir>/.manifest.lock`` (so the Slicer panel, ``versemi review`` and ``versemi pseudolabel``
+never interleave), a fresh read, the change, then the new content written to a temporary file,
+``fsync``-ed and renamed over ``manifest.json`` (``os.replace`` is atomic), then the folder is
+``fsync``-ed. The rename is the commit point: a crash before it leaves the old manifest, after it the
+new one; readers never need the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from filelock import FileLock, Timeout
+
+from versemi.data.dataset import Case, DatasetError
+
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".manifest.lock"
+FORMAT = "versemi-review-manifest"
+FORMAT_VERSION = 1
+STATUSES = ("pending", "refined", "rejected")
+CSV_COLUMNS = (
+    "case", "image", "pseudo_label", "refined_label", "model_name", "model_version", "model_sha256",
+    "score", "disagreement", "entropy", "status", "updated_by", "updated_at",
+)
+DEFAULT_LOCK_TIMEOUT_S = 60.0
+# Environment variable naming a step at which to stop (tests kill the process there; see _pause_point).
+PAUSE_ENV = "VERSEMI_REVIEW_PAUSE_AT"
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read or a change that cannot be made; the message names the file."""
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 with seconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def default_user() -> str:
+    """The name recorded in ``updated_by`` when none is given (the login name)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (some containers): still record something
+        return "unknown"
+
+
+def _pause_point(step: str) -> None:
+    """Test hook: when ``$VERSEMI_REVIEW_PAUSE_AT`` names this step, say so and wait to be killed.
+
+    The kill tests run a real process, wait for ``PAUSED <step>`` on stdout and SIGKILL it, to show
+    that a crash at exactly that point leaves a consistent folder. A no-op otherwise.
+    """
+    if os.environ.get(PAUSE_ENV) == step:
+        print(f"PAUSED {step}", flush=True)
+        time.sleep(3600)
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename inside ``path`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, pause_step: str | None = None) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if pause_step:
+            _pause_point(pause_step)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_directory(path.parent)
+
+
+# --- rows ------------------------------------------------------------------------------------------
+@dataclass
+class ManifestRow:
+    """One case of the review folder (see the module docstring for the JSON form).
+
+    Paths are absolute here; they are stored relative to the review folder when inside it.
+    """
+
+    case: str
+    image: Path
+    pseudo_label: Path | None
+    model: dict[str, Any] = field(default_factory=dict)
+    score: float | None = None
+    uncertainty: dict[str, Any] = field(default_factory=dict)
+    status: str = "pending"
+    refined_label: Path | None = None
+    updated_by: str | None = None
+    updated_at: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, root: Path) -> dict[str, Any]:
+        return {
+            "case": self.case,
+            "image": _store_path(self.image, root),
+            "pseudo_label": _store_path(self.pseudo_label, root),
+            "model": dict(self.model),
+            "score": self.score,
+            "uncertainty": dict(self.uncertainty),
+            "status": self.status,
+            "refined_label": _store_path(self.refined_label, root),
+            "updated_by": self.updated_by,
+            "updated_at": self.updated_at,
+            "history": list(self.history),
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_json(cls, d: Any, root: Path, where: str) -> "ManifestRow":
+        if not isinstance(d, Mapping):
+            raise ManifestError(f"{where}: a case row must be an object")
+        try:
+            case = str(d["case"])
+            image = d["image"]
+        except KeyError as exc:
+            raise ManifestError(f"{where}: missing key {exc}") from None
+        status = d.get("status", "pending")
+        if status not in STATUSES:
+            raise ManifestError(f"{where} ({case}): status {status!r} is not one of {', '.join(STATUSES)}")
+        score = d.get("score")
+        if score is not None and not isinstance(score, (int, float)):
+            raise ManifestError(f"{where} ({case}): score must be a number or null, got {score!r}")
+        return cls(
+            case=case,
+            image=_load_path(image, root),  # type: ignore[arg-type]
+            pseudo_label=_load_path(d.get("pseudo_label"), root),
+            model=dict(d.get("model") or {}),
+            score=float(score) if score is not None else None,
+            uncertainty=dict(d.get("uncertainty") or {}),
+            status=status,
+            refined_label=_load_path(d.get("refined_label"), root),
+            updated_by=d.get("updated_by"),
+            updated_at=d.get("updated_at"),
+            history=list(d.get("history") or []),
+            extra=dict(d.get("extra") or {}),
+        )
+
+
+def _store_path(path: Path | None, root: Path) -> str | None:
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _load_path(value: Any, root: Path) -> Path | None:
+    if value is None:
+        return None
+    path = Path(str(value))
+    return path if path.is_absolute() else root / path
+
+
+def _sort_key(row: ManifestRow) -> tuple[float, str]:
+    # Highest score first; unscored cases last; ties by case id (stable, reproducible order).
+    return (-(row.score if row.score is not None else float("-inf")), row.case)
+
+
+@dataclass
+class ManifestState:
+    """The whole manifest in memory (what a transaction edits)."""
+
+    name: str
+    labels: list[dict[str, Any]] | None = None
+    rows: dict[str, ManifestRow] = field(default_factory=dict)
+
+    def sorted_rows(self) -> list[ManifestRow]:
+        return sorted(self.rows.values(), key=_sort_key)
+
+
+# --- the manifest ----------------------------------------------------------------------------------
+class ReviewManifest:
+    """The manifest of a review folder.
+
+    Args:
+        review_dir: the review folder (created on the first write).
+        lock_timeout: seconds to wait for another process holding the lock.
+
+    Reads (:meth:`load`, :meth:`rows`, ...) need no lock: the file is only ever replaced whole.
+    """
+
+    def __init__(self, review_dir: str | Path, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+        self.root = Path(review_dir).expanduser().resolve()
+        self.path = self.root / MANIFEST_NAME
+        self.lock_path = self.root / LOCK_NAME
+        self.lock_timeout = lock_timeout
+        # One FileLock object per manifest: re-entrant within this process (nested transactions).
+        self._lock: FileLock | None = None
+
+    def __repr__(self) -> str:
+        return f"ReviewManifest({str(self.root)!r})"
+
+    @property
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    # --- reading ---------------------------------------------------------------------------------
+    def load(self) -> ManifestState:
+        """The current state; an empty state when the manifest does not exist yet.
+
+        Raises:
+            ManifestError: unreadable JSON, wrong format, bad rows (the message names the file).
+        """
+        if not self.path.exists():
+            return ManifestState(name=self.root.name)
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{self.path}: cannot read review manifest: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ManifestError(f"{self.path}: not a VerSemi review manifest (no \"format\": \"{FORMAT}\")")
+        version = data.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ManifestError(
+                f"{self.path}: manifest format version {version!r} is newer than this VerSemi understands "
+                f"({FORMAT_VERSION}); update VerSemi"
+            )
+        cases = data.get("cases")
+        if not isinstance(cases, list):
+            raise ManifestError(f"{self.path}: 'cases' must be a list")
+        labels = data.get("labels")
+        if labels is not None and not isinstance(labels, list):
+            raise ManifestError(f"{self.path}: 'labels' must be a list of label entries or null")
+        state = ManifestState(name=str(data.get("name") or self.root.name), labels=labels)
+        for i, raw in enumerate(cases):
+            row = ManifestRow.from_json(raw, self.root, f"{self.path}: cases[{i}]")
+            if row.case in state.rows:
+                raise ManifestError(f"{self.path}: case {row.case!r} is listed twice")
+            state.rows[row.case] = row
+        return state
+
+    def rows(self) -> list[ManifestRow]:
+        """Every row, highest score first."""
+        return self.load().sorted_rows()
+
+    def row(self, case: str) -> ManifestRow:
+        """One row.
+
+        Raises:
+            KeyError: no such case (the message names the manifest).
+        """
+        state = self.load()
+        if case not in state.rows:
+            raise KeyError(f"{self.path}: no case {case!r} in the review manifest")
+        return state.rows[case]
+
+    def pending(self) -> list[ManifestRow]:
+        """The pending rows, highest score first (the review order)."""
+        return [r for r in self.rows() if r.status == "pending"]
+
+    def counts(self) -> dict[str, int]:
+        """Number of rows per status (every status present, possibly 0)."""
+        out = {s: 0 for s in STATUSES}
+        for r in self.load().rows.values():
+            out[r.status] += 1
+        return out
+
+    # --- writing ---------------------------------------------------------------------------------
+    def _file_lock(self) -> FileLock:
+        if self._lock is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(str(self.lock_path), timeout=self.lock_timeout)
+        return self._lock
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the manifest lock (re-entrant in one process), without reading or writing.
+
+        Raises:
+            ManifestError: another process held the lock longer than ``lock_timeout``.
+        """
+        lock = self._file_lock()
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ManifestError(
+                f"{self.lock_path}: the review folder is locked by another process (waited "
+                f"{self.lock_timeout:.0f} s); is a save still running?"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[ManifestState]:
+        """Lock, read, let the caller change the state, write it atomically (only if no exception).
+
+        Example::
+
+            with manifest.transaction() as state:
+                state.rows["s01"].status = "rejected"
+        """
+        with self.locked():
+            state = self.load()
+            yield state
+            self._write(state)
+
+    def _write(self, state: ManifestState) -> None:
+        data = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": state.name,
+            "labels": state.labels,
+            "cases": [r.to_json(self.root) for r in state.sorted_rows()],
+        }
+        text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+        atomic_write_bytes(self.path, text.encode("utf-8"), pause_step="manifest_temp_written")
+
+    def upsert(
+        self,
+        case: str,
+        *,
+        image: str | Path,
+        pseudo_label: str | Path | None,
+        model: Mapping[str, Any] | None = None,
+        score: float | Any | None = None,
+        extra: Mapping[str, Any] | None = None,
+        user: str | None = None,
+        reset_status: bool = False,
+        labels: Sequence[Mapping[str, Any]] | None = None,
+    ) -> ManifestRow:
+        """Add a case, or record a new pseudo-label for it (what ``versemi pseudolabel`` calls).
+
+        A case already reviewed keeps its status and refined label (human work is never discarded
+        by re-running the model) unless ``reset_status``; its pseudo-label, model and score are
+        updated and the history records the new pseudo-label.
+
+        Args:
+            case: the case id.
+            image: the scan.
+            pseudo_label: the pseudo-label labelmap (on the scan's grid).
+            model: ``{"name", "version", "sha256"}`` of the model that made it.
+            score: the review score: a float, or an :class:`~versemi.review.uncertainty.UncertaintyScore`
+                (its components are stored under ``uncertainty``).
+            extra: free-form JSON-compatible data kept with the row (e.g. the sidecar path, timings).
+            user: who ran it (default: the login name).
+            reset_status: set the case back to pending.
+            labels: the pseudo-label's label table (see :meth:`set_label_table`), recorded in the
+                same transaction.
+        """
+        table = _check_label_table(labels) if labels is not None else None
+        uncertainty: dict[str, Any] = {}
+        if score is not None and hasattr(score, "to_dict"):
+            uncertainty = {k: v for k, v in score.to_dict().items() if k != "score"}
+            score = score.score
+        if score is not None:
+            score = float(score)
+        user = user or default_user()
+        stamp = now_iso()
+        with self.transaction() as state:
+            if table is not None:
+                self._apply_label_table(state, table)
+            row = state.rows.get(case)
+            event = {"action": "pseudolabel", "by": user, "at": stamp, "score": score,
+                     "pseudo_label": _store_path(Path(pseudo_label), self.root) if pseudo_label else None,
+                     "model": dict(model or {})}
+            if row is None:
+                row = ManifestRow(case=case, image=Path(image), pseudo_label=None)
+                state.rows[case] = row
+            row.image = Path(image).expanduser().resolve()
+            row.pseudo_label = Path(pseudo_label).expanduser().resolve() if pseudo_label else None
+            row.model = dict(model or {})
+            row.score = score
+            row.uncertainty = uncertainty
+            if extra:
+                row.extra.update(dict(extra))
+            if reset_status:
+                row.status = "pending"
+            row.updated_by, row.updated_at = user, stamp
+            row.history.append(event)
+        return row
+
+    def set_status(
+        self,
+        case: str,
+        status: str,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+        refined_label: str | Path | None = None,
+    ) -> ManifestRow:
+        """Mark a case ``pending``, ``refined`` (with its label file) or ``rejected``.
+
+        Raises:
+            KeyError: no such case.
+            ManifestError: unknown status, or ``refined`` without a label file.
+        """
+        if status not in STATUSES:
+            raise ManifestError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        if status == "refined" and refined_label is None:
+            raise ManifestError(f"{case}: status 'refined' needs the refined label file")
+        user = user or default_user()
+        stamp = now_iso()
+        with self.transaction() as state:
+            if case not in state.rows:
+                raise KeyError(f"{self.path}: no case {case!r} in the review manifest")
+            row = state.rows[case]
+            event: dict[str, Any] = {"action": status, "by": user, "at": stamp}
+            if reason:
+                event["reason"] = reason
+            if refined_label is not None:
+                row.refined_label = Path(refined_label).expanduser().resolve()
+                event["refined_label"] = _store_path(row.refined_label, self.root)
+            row.status = status
+            row.updated_by, row.updated_at = user, stamp
+            row.history.append(event)
+        return row
+
+    def set_label_table(self, labels: Sequence[Mapping[str, Any]]) -> None:
+        """Record the label table of the pseudo-labels (``[{"value", "name", "prompt_id", ...}]``).
+
+        Refined labels use the same values, so the table cannot change while refined cases exist.
+
+        Raises:
+            ManifestError: malformed entries, or a different table while cases are refined.
+        """
+        table = _check_label_table(labels)
+        with self.transaction() as state:
+            self._apply_label_table(state, table)
+
+    def _apply_label_table(self, state: ManifestState, table: list[dict[str, Any]]) -> None:
+        if state.labels is not None and _value_names(state.labels) != _value_names(table):
+            refined = [r.case for r in state.rows.values() if r.status == "refined"]
+            if refined:
+                raise ManifestError(
+                    f"{self.path}: the label table would change ({_value_names(state.labels)} -> "
+                    f"{_value_names(table)}) but {len(refined)} case(s) are already refined with the old "
+                    f"values (e.g. {refined[0]}); use a new review folder for a model with other labels"
+                )
+        state.labels = table
+
+    def export_csv(self, path: str | Path | None = None) -> str:
+        """The manifest as CSV (one row per case, review order); also written to ``path`` when given."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for r in self.rows():
+            writer.writerow([
+                r.case, r.image, r.pseudo_label or "", r.refined_label or "", r.model.get("name") or "",
+                r.model.get("version") or "", r.model.get("sha256") or "",
+                "" if r.score is None else f"{r.score:.6f}",
+                _fmt(r.uncertainty.get("disagreement")), _fmt(r.uncertainty.get("entropy")),
+                r.status, r.updated_by or "", r.updated_at or "",
+            ])
+        text = buf.getvalue()
+        if path is not None:
+            atomic_write_bytes(Path(path), text.encode("utf-8"))
+        return text
+
+    def referenced_files(self) -> set[Path]:
+        """Every file the manifest points to (current rows and their history)."""
+        state = self.load()
+        out: set[Path] = set()
+        for r in state.rows.values():
+            for p in (r.image, r.pseudo_label, r.refined_label):
+                if p is not None:
+                    out.add(p)
+            for event in r.history:
+                for key in ("refined_label", "pseudo_label"):
+                    p = _load_path(event.get(key), self.root)
+                    if p is not None:
+                        out.add(p)
+        return out
+
+
+def _check_label_table(labels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    table = [dict(e) for e in labels]
+    for i, e in enumerate(table):
+        value = e.get("value")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or not str(e.get("name") or "").strip():
+            raise ManifestError(f"label table entry {i} needs a positive int 'value' and a 'name': {e}")
+    if len({e["value"] for e in table}) != len(table) or len({e["name"] for e in table}) != len(table):
+        raise ManifestError(f"label table has duplicate values or names: {table}")
+    return table
+
+
+def _value_names(labels: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]]:
+    return sorted((int(e["value"]), str(e["name"])) for e in labels)
+
+
+def _fmt(x: Any) -> str:
+    return "" if x is None else f"{float(x):.6f}"
+
+
+# --- training-config view --------------------------------------------------------------------------
+def _cases(review_dir: str | Path, statuses: tuple[str, ...], with_label: bool) -> list[Case]:
+    manifest = ReviewManifest(review_dir)
+    if not manifest.exists:
+        raise DatasetError(f"{manifest.path}: review manifest not found (run versemi pseudolabel first)")
+    state = manifest.load()
+    out = []
+    for r in sorted(state.rows.values(), key=lambda r: r.case):
+        if r.status not in statuses:
+            continue
+        label = r.refined_label if with_label else None
+        if with_label and (label is None or not label.is_file()):
+            raise DatasetError(f"{manifest.path}: case {r.case!r} is refined but its label {label} is missing")
+        out.append(Case(r.case, (r.image,), label, state.name))
+    return out
+
+
+def refined_cases(review_dir: str | Path) -> list[Case]:
+    """The refined cases of a review folder as LABELED cases (image + refined label), by case id.
+
+    The cases carry ``dataset = <the manifest's name>`` (default: the review folder's name); their
+    label values follow :func:`review_label_table`.
+
+    Raises:
+        DatasetError: no manifest, or a refined label file is missing.
+        ManifestError: an unreadable manifest.
+    """
+    return _cases(review_dir, ("refined",), with_label=True)
+
+
+def unrefined_cases(review_dir: str | Path) -> list[Case]:
+    """The pending and rejected cases as UNLABELED cases (``label_path=None``), by case id.
+
+    Their pseudo-labels are never exposed to training.
+    """
+    return _cases(review_dir, ("pending", "rejected"), with_label=False)
+
+
+def review_label_table(review_dir: str | Path) -> dict[str, int]:
+    """Label name -> value of the refined labels (like ``dataset.json``'s ``labels``, background included).
+
+    Feed it to :meth:`versemi.labels.LabelSpace.from_dataset_labels` as
+    ``{name: {"labels": review_label_table(dir)}}``: the names are the model's prompt names, so refined
+    cases train the same prompts as the datasets the model learned them from.
+
+    Raises:
+        DatasetError: the manifest has no label table (the pseudo-labels were not registered with one).
+    """
+    manifest = ReviewManifest(review_dir)
+    state = manifest.load()
+    if not state.labels:
+        raise DatasetError(f"{manifest.path}: the review manifest has no label table ('labels')")
+    table = {"background": 0}
+    table.update({str(e["name"]): int(e["value"]) for e in state.labels})
+    return table
+
+
+def review_dataset_name(review_dir: str | Path) -> str:
+    """The name refined/unrefined cases carry as ``dataset``."""
+    return ReviewManifest(review_dir).load().name
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "LOCK_NAME",
+    "MANIFEST_NAME",
+    "ManifestError",
+    "ManifestRow",
+    "ManifestState",
+    "PAUSE_ENV",
+    "ReviewManifest",
+    "STATUSES",
+    "atomic_write_bytes",
+    "refined_cases",
+    "review_dataset_name",
+    "review_label_table",
+    "unrefined_cases",
+]

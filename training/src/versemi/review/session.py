@@ -1,0 +1,405 @@
+"""``ReviewSession``: the calls behind the Slicer review panel and ``versemi review``.
+
+The loop: :meth:`ReviewSession.next_case` gives the highest-scored pending case (its image and the
+label to edit: the pseudo-label, or the last refined label); the annotator edits it; then
+:meth:`ReviewSession.save_refined` stores the edited labelmap, or :meth:`ReviewSession.reject`
+marks the case as not worth fixing.
+
+Where refined labels go, and why it is crash-safe: a refined label is written to
+``<review_dir>/labelsTr/<case>.r<N>.nii.gz`` (``N`` = 1, 2, ... one new file per save, never an
+existing name) through a temporary file that is ``fsync``-ed and renamed; only THEN is the manifest
+updated (itself temp + ``fsync`` + rename) to point at it. The manifest rename is the single commit
+point: killed before it, the manifest still describes the old state and every file it names is
+untouched (the new label file, if it got that far, is an unreferenced orphan that
+:meth:`ReviewSession.cleanup` deletes); killed after it, the new state is complete. The image and
+the pseudo-label are never written. The whole save holds the manifest lock, so a CLI and the panel
+cannot interleave and ``cleanup`` never deletes a file another save is about to commit.
+
+The refined labels ARE the review folder's "dataset labels": training reads them through the
+manifest (:func:`versemi.review.refined_cases`), never by listing ``labelsTr``, so orphans and older
+revisions are never trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import SimpleITK as sitk
+
+from versemi.data.dataset import DatasetError, read_image, read_image_header
+from versemi.review.manifest import (
+    ManifestError,
+    ManifestRow,
+    ReviewManifest,
+    _pause_point,
+    default_user,
+    fsync_directory,
+)
+
+LABELS_DIR = "labelsTr"
+LABEL_ENDING = ".nii.gz"
+_REVISION_RE = re.compile(r"^(?P<case>.+)\.r(?P<rev>\d+)\.nii\.gz$")
+_TEMP_PREFIX = ".tmp-"
+# Grid tolerances: label files written by Slicer (NRRD, RAS->LPS) or stored as NIfTI (float32
+# geometry) differ from the image header in the last digits; anything larger is a different grid.
+SPACING_RTOL = 1e-4
+ORIGIN_ATOL_FRACTION = 1e-3  # of the smallest voxel spacing, in mm
+DIRECTION_ATOL = 1e-4
+
+
+class ReviewError(ValueError):
+    """A review action that cannot be done; the message names the case/file and the problem."""
+
+
+@dataclass(frozen=True)
+class ReviewCase:
+    """One case as the review panel shows it.
+
+    Attributes:
+        case_id: the case id.
+        image: the scan.
+        pseudo_label: the model's pseudo-label (never modified).
+        refined_label: the latest refined label, or ``None``.
+        status: ``pending``, ``refined`` or ``rejected``.
+        score: the review score (higher = review first), ``None`` if unscored.
+        disagreement: the score's disagreement component, if known.
+        entropy: the score's entropy component, if known.
+        model: ``{"name", "version", "sha256"}`` of the model that made the pseudo-label.
+        updated_by: who changed the case last.
+        updated_at: when (UTC, ISO 8601).
+        sidecar: the pseudo-label's label-table sidecar (``.json`` beside it) if it exists; it also
+            names the values of refined labels.
+    """
+
+    case_id: str
+    image: Path
+    pseudo_label: Path | None
+    refined_label: Path | None
+    status: str
+    score: float | None
+    disagreement: float | None
+    entropy: float | None
+    model: dict[str, Any]
+    updated_by: str | None
+    updated_at: str | None
+    sidecar: Path | None
+
+    @property
+    def label_to_edit(self) -> Path | None:
+        """What to load for editing: the latest refined label, else the pseudo-label."""
+        return self.refined_label or self.pseudo_label
+
+    @classmethod
+    def from_row(cls, row: ManifestRow) -> "ReviewCase":
+        sidecar = _sidecar_of(row.pseudo_label) if row.pseudo_label else None
+        return cls(
+            case_id=row.case,
+            image=row.image,
+            pseudo_label=row.pseudo_label,
+            refined_label=row.refined_label,
+            status=row.status,
+            score=row.score,
+            disagreement=_opt_float(row.uncertainty.get("disagreement")),
+            entropy=_opt_float(row.uncertainty.get("entropy")),
+            model=dict(row.model),
+            updated_by=row.updated_by,
+            updated_at=row.updated_at,
+            sidecar=sidecar if sidecar is not None and sidecar.is_file() else None,
+        )
+
+
+def _opt_float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _sidecar_of(label: Path) -> Path:
+    """``pseudo/s01.nii.gz`` -> ``pseudo/s01.json`` (the ``versemi predict`` sidecar contract)."""
+    name = label.name
+    for ending in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".seg.nrrd"):
+        if name.lower().endswith(ending):
+            return label.with_name(name[: -len(ending)] + ".json")
+    return label.with_suffix(".json")
+
+
+# --- grid check ------------------------------------------------------------------------------------
+def check_on_grid(labelmap: sitk.Image, image_path: Path, what: str = "labelmap") -> None:
+    """Refuse a labelmap that is not on exactly the image's voxel grid.
+
+    Raises:
+        ReviewError: dimension, size, spacing, origin or direction differ (beyond float rounding);
+            the message names the image and both values.
+    """
+    try:
+        ref = read_image_header(image_path)
+    except DatasetError as exc:
+        raise ReviewError(str(exc)) from exc
+    if labelmap.GetDimension() != 3 or ref.GetDimension() != 3:
+        raise ReviewError(
+            f"{what} is {labelmap.GetDimension()}D and {image_path} is {ref.GetDimension()}D; both must be 3D"
+        )
+    if labelmap.GetNumberOfComponentsPerPixel() != 1:
+        raise ReviewError(f"{what} has {labelmap.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar labelmap")
+    problems = []
+    if tuple(labelmap.GetSize()) != tuple(ref.GetSize()):
+        problems.append(f"size {list(labelmap.GetSize())} vs {list(ref.GetSize())}")
+    spacing, ref_spacing = np.array(labelmap.GetSpacing()), np.array(ref.GetSpacing())
+    if not np.allclose(spacing, ref_spacing, rtol=SPACING_RTOL, atol=0):
+        problems.append(f"spacing {_r(spacing)} vs {_r(ref_spacing)} mm")
+    origin, ref_origin = np.array(labelmap.GetOrigin()), np.array(ref.GetOrigin())
+    if np.abs(origin - ref_origin).max() > ORIGIN_ATOL_FRACTION * float(ref_spacing.min()):
+        problems.append(f"origin {_r(origin)} vs {_r(ref_origin)} mm")
+    direction, ref_direction = np.array(labelmap.GetDirection()), np.array(ref.GetDirection())
+    if np.abs(direction - ref_direction).max() > DIRECTION_ATOL:
+        problems.append(f"direction {_r(direction)} vs {_r(ref_direction)}")
+    if problems:
+        raise ReviewError(
+            f"{what} is not on the voxel grid of {image_path}: " + "; ".join(problems)
+            + " (export the segmentation with the image as reference geometry)"
+        )
+
+
+def _r(a: np.ndarray) -> list[float]:
+    return [round(float(v), 4) for v in a]
+
+
+def _label_array(labelmap: sitk.Image, what: str, allowed: set[int] | None) -> np.ndarray:
+    """The labelmap's voxels as uint8/uint16 after checking they are allowed label values."""
+    arr = sitk.GetArrayViewFromImage(labelmap)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
+            raise ReviewError(f"{what} has non-integer voxel values ({arr.dtype}); a labelmap holds label values")
+    values = {int(v) for v in np.unique(arr)}
+    if any(v < 0 for v in values):
+        raise ReviewError(f"{what} has negative label values {sorted(v for v in values if v < 0)}")
+    if allowed is not None:
+        unknown = values - allowed - {0}
+        if unknown:
+            raise ReviewError(
+                f"{what} has label values {sorted(unknown)} that the review's label table does not have "
+                f"(allowed: {sorted(allowed)})"
+            )
+    dtype = np.uint8 if max(values, default=0) <= 255 else np.uint16
+    return np.asarray(arr).astype(dtype, copy=False)
+
+
+# --- the session -----------------------------------------------------------------------------------
+class ReviewSession:
+    """Review of one folder by one annotator.
+
+    Args:
+        review_dir: the review folder (holds ``manifest.json``; refined labels go to ``labelsTr/``).
+        user: the name recorded with every change (default: the login name).
+
+    Raises:
+        ReviewError: the folder has no manifest, or it cannot be read.
+    """
+
+    def __init__(self, review_dir: str | Path, user: str | None = None) -> None:
+        self.manifest = ReviewManifest(review_dir)
+        self.root = self.manifest.root
+        self.user = user or default_user()
+        if not self.manifest.exists:
+            raise ReviewError(f"{self.manifest.path}: no review manifest (run versemi pseudolabel into this folder)")
+        self._load()  # fail early on a broken manifest
+
+    def __repr__(self) -> str:
+        return f"ReviewSession({str(self.root)!r}, user={self.user!r})"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.root / LABELS_DIR
+
+    def _load(self):  # noqa: ANN202 - ManifestState
+        try:
+            return self.manifest.load()
+        except ManifestError as exc:
+            raise ReviewError(str(exc)) from exc
+
+    def _row(self, case_id: str) -> ManifestRow:
+        state = self._load()
+        if case_id not in state.rows:
+            raise ReviewError(f"{self.manifest.path}: no case {case_id!r} in the review")
+        return state.rows[case_id]
+
+    # --- queries ---------------------------------------------------------------------------------
+    def cases(self, status: str | None = None) -> list[ReviewCase]:
+        """Every case (or those with ``status``), highest score first."""
+        return [ReviewCase.from_row(r) for r in self._load().sorted_rows() if status in (None, r.status)]
+
+    def case(self, case_id: str) -> ReviewCase:
+        """One case.
+
+        Raises:
+            ReviewError: no such case.
+        """
+        return ReviewCase.from_row(self._row(case_id))
+
+    def next_case(self, skip: Iterable[str] = ()) -> ReviewCase | None:
+        """The pending case with the highest score (ties: case id), or ``None`` when none is left.
+
+        Args:
+            skip: case ids to pass over (e.g. the ones the annotator skipped in this session).
+        """
+        skipped = set(skip)
+        for row in self._load().sorted_rows():
+            if row.status == "pending" and row.case not in skipped:
+                return ReviewCase.from_row(row)
+        return None
+
+    def counts(self) -> dict[str, int]:
+        """Cases per status."""
+        return self.manifest.counts()
+
+    def label_table(self) -> list[dict[str, Any]] | None:
+        """The label table of the pseudo-labels (and refined labels), if recorded."""
+        return self._load().labels
+
+    # --- actions ---------------------------------------------------------------------------------
+    def save_refined(self, case_id: str, labelmap: sitk.Image | str | Path) -> ReviewCase:
+        """Store an edited labelmap as the case's refined label and mark the case refined.
+
+        Args:
+            case_id: the case.
+            labelmap: the edited labelmap (a SimpleITK image, or a label file e.g. exported from
+                Slicer) on exactly the case image's grid; values must be in the label table.
+
+        Returns:
+            The case as now recorded (status ``refined``, ``refined_label`` = the new file).
+
+        Raises:
+            ReviewError: unknown case, unreadable file, labelmap off the image grid, unknown label
+                values, or a manifest that cannot be written; nothing is committed then.
+        """
+        row = self._row(case_id)
+        if "/" in case_id or "\\" in case_id or case_id in ("", ".", ".."):
+            raise ReviewError(f"case id {case_id!r} cannot be used as a file name")
+        what = f"refined label for {case_id}"
+        if not isinstance(labelmap, sitk.Image):
+            what = f"{labelmap}"
+            try:
+                labelmap = read_image(labelmap)
+            except DatasetError as exc:
+                raise ReviewError(str(exc)) from exc
+        check_on_grid(labelmap, row.image, what)
+        table = self._load().labels
+        allowed = {int(e["value"]) for e in table} if table else None
+        array = _label_array(labelmap, what, allowed)
+        # The image header's geometry, copied verbatim: the stored label is on EXACTLY its grid.
+        ref = read_image_header(row.image)
+        out = sitk.GetImageFromArray(array)
+        out.SetSpacing(ref.GetSpacing())
+        out.SetOrigin(ref.GetOrigin())
+        out.SetDirection(ref.GetDirection())
+        del array
+
+        try:
+            with self.manifest.locked():
+                target = self._new_label_path(case_id)
+                protected = {p.resolve() for p in (row.image, row.pseudo_label) if p is not None}
+                if target.resolve() in protected:  # cannot happen with fresh names; never risk it
+                    raise ReviewError(f"{target}: refusing to overwrite the case's image or pseudo-label")
+                _pause_point("before_label_write")
+                _write_label_atomically(out, target)
+                _pause_point("label_renamed")
+                self.manifest.set_status(case_id, "refined", user=self.user, refined_label=target)
+                _pause_point("committed")
+        except ManifestError as exc:
+            raise ReviewError(str(exc)) from exc
+        except (OSError, RuntimeError) as exc:  # disk full, permissions, ITK writer errors
+            raise ReviewError(f"{self.labels_dir}: cannot write the refined label of {case_id}: {exc}") from exc
+        return self.case(case_id)
+
+    def reject(self, case_id: str, reason: str | None = None) -> ReviewCase:
+        """Mark a case rejected (it stays unlabeled for training).
+
+        Raises:
+            ReviewError: unknown case or the manifest cannot be written.
+        """
+        return self._mark(case_id, "rejected", reason)
+
+    def reopen(self, case_id: str, reason: str | None = None) -> ReviewCase:
+        """Set a case back to pending (its refined label, if any, stays as the label to edit)."""
+        return self._mark(case_id, "pending", reason)
+
+    def _mark(self, case_id: str, status: str, reason: str | None) -> ReviewCase:
+        self._row(case_id)
+        try:
+            self.manifest.set_status(case_id, status, user=self.user, reason=reason)
+        except (ManifestError, KeyError) as exc:
+            raise ReviewError(str(exc)) from exc
+        return self.case(case_id)
+
+    def cleanup(self, dry_run: bool = False) -> list[Path]:
+        """Delete files in ``labelsTr/`` that the manifest does not reference (crash leftovers).
+
+        Older refined revisions stay while the history names them. Runs under the manifest lock, so
+        it never races a save.
+
+        Returns:
+            The files deleted (or that would be, with ``dry_run``).
+        """
+        if not self.labels_dir.is_dir():
+            return []
+        removed = []
+        with self.manifest.locked():
+            keep = {p.resolve() for p in self.manifest.referenced_files()}
+            for path in sorted(self.labels_dir.iterdir()):
+                if not path.is_file() or path.resolve() in keep:
+                    continue
+                if path.name.startswith(_TEMP_PREFIX) or _REVISION_RE.match(path.name):
+                    removed.append(path)
+                    if not dry_run:
+                        path.unlink()
+        return removed
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _new_label_path(self, case_id: str) -> Path:
+        """``labelsTr/<case>.r<N>.nii.gz`` with N above every revision on disk or in the history."""
+        highest = 0
+        if self.labels_dir.is_dir():
+            for path in self.labels_dir.iterdir():
+                name = path.name[len(_TEMP_PREFIX):] if path.name.startswith(_TEMP_PREFIX) else path.name
+                m = _REVISION_RE.match(name.split("~", 1)[-1])
+                if m and m["case"] == case_id:
+                    highest = max(highest, int(m["rev"]))
+        for event in self._row(case_id).history:
+            m = _REVISION_RE.match(Path(str(event.get("refined_label") or "")).name)
+            if m:
+                highest = max(highest, int(m["rev"]))
+        return self.labels_dir / f"{case_id}.r{highest + 1}{LABEL_ENDING}"
+
+
+def _write_label_atomically(image: sitk.Image, target: Path) -> None:
+    """Write ``image`` to a hidden temporary file in ``target``'s folder, fsync, rename to ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name keeps the .nii.gz ending (SimpleITK picks the writer by it) and is hidden
+    # (dataset listings skip dot files).
+    tmp = target.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex[:8]}~{target.name}"
+    try:
+        sitk.WriteImage(image, str(tmp), True)
+        with open(tmp, "r+b") as f:  # write access: Windows cannot flush a read-only handle
+            os.fsync(f.fileno())
+        _pause_point("label_temp_written")
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    fsync_directory(target.parent)
+
+
+__all__ = [
+    "LABELS_DIR",
+    "ReviewCase",
+    "ReviewError",
+    "ReviewSession",
+    "check_on_grid",
+]
