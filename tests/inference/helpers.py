@@ -1,0 +1,123 @@
+"""Tiny test checkpoints and images for the inference tests (no trainer needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from versemi.checkpoint import save_checkpoint
+from versemi.data.preprocessing import PreprocessingSpec
+from versemi.labels import LabelSpace
+from versemi.model import build_model
+
+TINY_MODEL = {"backbone": "unet", "base_filters": 4, "depth": 3, "convs_per_stage": 1, "head_channels": 4}
+
+
+def two_dataset_label_space() -> LabelSpace:
+    """organ_a (dataset Alpha) + spleen, liver (dataset Beta) + the synthetic prompt."""
+    return LabelSpace.from_dataset_labels(
+        {
+            "Dataset901_Alpha": {"labels": {"background": 0, "organ_a": 1}},
+            "Dataset902_Beta": {"labels": {"background": 0, "spleen": 1, "liver": 2}},
+        }
+    )
+
+
+def tiny_payload(
+    label_space: LabelSpace | None = None,
+    spacing_xyz: Sequence[float] = (1.5, 1.5, 1.5),
+    patch_xyz: Sequence[int] = (16, 16, 16),
+    modality: str = "MR",
+    seed: int = 0,
+    model: torch.nn.Module | None = None,
+) -> dict:
+    """A checkpoint payload with a randomly initialised (or given) tiny model."""
+    label_space = label_space or two_dataset_label_space()
+    torch.manual_seed(seed)
+    if model is None:
+        model = build_model({**TINY_MODEL, "num_prompts": len(label_space)})
+    spec = PreprocessingSpec(target_spacing=tuple(spacing_xyz), modality=modality)
+    return {
+        "model_config": model.config,
+        "label_space": label_space.to_dict(),
+        "preprocessing": {**spec.to_dict(), "patch_size": list(patch_xyz)},
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+    }
+
+
+def write_checkpoint(path: Path, **kwargs) -> Path:
+    return save_checkpoint(tiny_payload(**kwargs), path)
+
+
+def make_image(
+    array_zyx: np.ndarray,
+    spacing=(1.0, 1.0, 1.0),
+    origin=(0.0, 0.0, 0.0),
+    direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
+) -> sitk.Image:
+    img = sitk.GetImageFromArray(np.asarray(array_zyx))
+    img.SetSpacing([float(s) for s in spacing])
+    img.SetOrigin([float(o) for o in origin])
+    img.SetDirection([float(d) for d in direction])
+    return img
+
+
+def train_tiny_model(
+    steps: int = 100, spacing_xyz: Sequence[float] = (1.5, 1.5, 1.5), patch: int = 24, seed: int = 0,
+    volume: int = 32,
+) -> dict:
+    """A checkpoint payload of a tiny model trained for a few steps on generated ellipsoids.
+
+    Dataset Alpha images hold organ_a (brighter by 1.0), Beta images spleen (+1.5) and liver (-1.0);
+    each image trains the prompts its dataset annotates with Dice + BCE. A few dozen steps teach the
+    model enough (intensity + shape) for geometry tests to see real, non-trivial segmentations.
+    """
+    from versemi.data.preprocessing import preprocess_case
+    from versemi.data.synthetic import SyntheticStructure, make_volume
+
+    label_space = two_dataset_label_space()
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model = build_model({**TINY_MODEL, "base_filters": 8, "num_prompts": len(label_space)})
+    spec = PreprocessingSpec(target_spacing=tuple(spacing_xyz), modality="MR", crop_to_nonzero=False)
+    datasets = {
+        "Dataset901_Alpha": [SyntheticStructure("organ_a", 1, 1.0)],
+        "Dataset902_Beta": [SyntheticStructure("spleen", 1, 1.5), SyntheticStructure("liver", 2, -1.0)],
+    }
+    volumes = []
+    for name, structures in datasets.items():
+        pairs = label_space.prompts_for_dataset(name)
+        for _ in range(4):
+            # Volumes larger than the patch: random crops teach the model to work on any window,
+            # not only on one whole, centred volume.
+            image, label = make_volume((volume, volume, volume), structures, rng)
+            img = sitk.GetImageFromArray(image)
+            img.SetSpacing([float(s) for s in spacing_xyz])
+            lab = sitk.GetImageFromArray(label)
+            lab.CopyInformation(img)
+            case = preprocess_case(img, spec, lab)
+            target = np.stack([case.label == value for _, value in pairs]).astype(np.float32)
+            volumes.append((case.image, [pid for pid, _ in pairs], target))
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for step in range(steps):
+        image, ids, target = volumes[step % len(volumes)]
+        z, y, x = (int(rng.integers(0, n - patch + 1)) for n in image.shape)
+        window = (slice(z, z + patch), slice(y, y + patch), slice(x, x + patch))
+        inputs = torch.from_numpy(np.ascontiguousarray(image[window]))[None, None]
+        labels = torch.from_numpy(np.ascontiguousarray(target[(slice(None), *window)]))[None]
+        logits = model(inputs, torch.tensor(ids))
+        p = torch.sigmoid(logits)
+        dice = 1 - (2 * (p * labels).sum() + 1e-5) / (p.sum() + labels.sum() + 1e-5)
+        loss = dice + torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    payload = tiny_payload(label_space, spacing_xyz=spacing_xyz, patch_xyz=(patch, patch, patch), model=model)
+    payload["preprocessing"]["crop_to_nonzero"] = False
+    return payload

@@ -1,0 +1,624 @@
+"""``Predictor``: the one inference path used by ``versemi predict``, evaluation and the Slicer module.
+
+Pipeline for one scan (:meth:`Predictor.predict`):
+
+1. check the scan (3D, scalar, finite) and optionally crop it to a voxel ROI;
+2. preprocess exactly as in training (the :class:`~versemi.data.preprocessing.PreprocessingSpec`
+   stored in the checkpoint: reorient, resample to the model spacing, normalise, crop to the body);
+3. sliding-window inference at the model spacing (Gaussian blending, batched windows, ONE backbone
+   pass per window for all chosen prompts, optional mirroring TTA) -> ``(P, d, h, w)`` probabilities;
+4. restore prompt by prompt onto the input grid (linear interpolation of the probability, as nnU-Net
+   resamples probabilities rather than labels) while keeping only a running arg-max (uint8) and
+   maximum probability (float16) at full resolution - the full-resolution probabilities of all
+   prompts never exist at once;
+5. label = 1 + index of the most probable prompt where that probability is >= 0.5, else 0; the
+   labelmap gets the input's size, spacing, origin and direction copied verbatim.
+
+Memory on a large scan (512 x 512 x 600 CT): the input, its float32 copy made by preprocessing, the
+model-spacing probabilities of the chosen prompts, ONE full-resolution float32 probability map, plus
+3 bytes per input voxel for the running arg-max / maximum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from versemi import __version__
+from versemi.checkpoint import REQUIRED_FOR_INFERENCE, CheckpointError, load_checkpoint
+from versemi.data.preprocessing import PreprocessingSpec, preprocess_case, restore_to_input_grid
+from versemi.inference.io import (
+    AtomicOutputs,
+    colour_table_text,
+    copy_geometry,
+    iter_slabs,
+    read_input_image,
+    sidecar_paths,
+    validate_input_image,
+)
+from versemi.inference.progress import ProgressReporter, StageProgress, report_info
+from versemi.inference.sliding import SlidingWindowSettings, sliding_window_probabilities
+from versemi.labels import LabelSpace, UnknownPromptError
+from versemi.model import build_model
+
+QUALITIES = ("default", "fast")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+FAST_SPACING_FACTOR = 2.0
+THRESHOLD = 0.5
+PROBABILITY_DTYPES = ("float32", "uint8")
+# z-slices handled at a time when merging restored probabilities (bounds temporaries).
+_MERGE_SLAB = 32
+
+
+class PredictionError(ValueError):
+    """A prediction request that cannot be carried out (bad ROI, bad option, ...)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# devices
+# ----------------------------------------------------------------------------------------------
+def _mps_works() -> bool:
+    """MPS exists and runs a 3D convolution (older macOS / torch builds lack Conv3d on MPS)."""
+    backend = getattr(torch.backends, "mps", None)
+    if backend is None or not backend.is_available():
+        return False
+    try:
+        x = torch.zeros(1, 1, 4, 4, 4, device="mps")
+        torch.nn.functional.conv3d(x, torch.zeros(1, 1, 3, 3, 3, device="mps"), padding=1).cpu()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "do not use MPS"
+        return False
+
+
+def resolve_device(name: str = "auto") -> tuple[torch.device, str]:
+    """The torch device for ``auto|cuda|mps|cpu`` and a sentence saying why it was chosen.
+
+    ``auto`` = CUDA if available, else MPS where it works, else CPU.
+
+    Raises:
+        PredictionError: an unknown name, or an explicit device that is not available.
+    """
+    name = (name or "auto").lower()
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise PredictionError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PredictionError(
+                f"device {name!r} requested but CUDA is not available (torch {torch.__version__}, "
+                f"CUDA build: {torch.version.cuda or 'no - a CPU-only torch is installed'})"
+            )
+        device = torch.device(name)
+        return device, f"using {torch.cuda.get_device_name(device)} ({name})"
+    if name == "mps":
+        if not _mps_works():
+            raise PredictionError("device 'mps' requested but Apple MPS is not available or cannot run 3D convolutions")
+        return torch.device("mps"), "using Apple MPS"
+    if name == "cpu":
+        return torch.device("cpu"), f"using the CPU ({torch.get_num_threads()} threads), as requested"
+    if torch.cuda.is_available():
+        return torch.device("cuda"), f"using {torch.cuda.get_device_name(0)} (CUDA available)"
+    if _mps_works():
+        return torch.device("mps"), "using Apple MPS (no CUDA)"
+    why = "no CUDA GPU found" if torch.version.cuda else "this torch is a CPU-only build"
+    return torch.device("cpu"), f"using the CPU ({torch.get_num_threads()} threads): {why}"
+
+
+def set_threads(threads: int | None) -> None:
+    """Limit torch and SimpleITK to ``threads`` CPU threads (None = leave the defaults)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise PredictionError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+# ----------------------------------------------------------------------------------------------
+# results
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LabelEntry:
+    """One value of the output labelmap."""
+
+    value: int
+    name: str
+    color: tuple[int, int, int]
+    snomed: dict[str, str] | None
+    prompt_id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "name": self.name, "color": list(self.color),
+                "snomed": self.snomed, "prompt_id": self.prompt_id}
+
+
+@dataclass
+class PredictionResult:
+    """What :meth:`Predictor.predict` returns.
+
+    Attributes:
+        labelmap: uint8 image on exactly the input grid; values 1..K follow ``labels``.
+        labels: The label table (value, name, colour, SNOMED CT code, prompt id), in prompt order.
+        probabilities: Prompt name -> float32 probability image on the input grid, when requested.
+        info: How the prediction was made (device, quality, spacing, overlap, TTA, timings, ...);
+            JSON-serialisable, copied into the sidecar.
+    """
+
+    labelmap: sitk.Image
+    labels: list[LabelEntry]
+    probabilities: dict[str, sitk.Image] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PredictFileResult:
+    """What :meth:`Predictor.predict_file` wrote."""
+
+    output: Path
+    sidecar: Path
+    colour_table: Path
+    probabilities: list[Path]
+    result: PredictionResult
+
+
+ProbabilitySink = Callable[[LabelEntry, sitk.Image], None]
+"""Receives each prompt's full-resolution probability image as soon as it is restored."""
+
+
+def parse_roi(text: str) -> tuple[int, int, int, int, int, int]:
+    """``"x0,y0,z0,x1,y1,z1"`` (voxel indices, start inclusive, end exclusive) -> six ints."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise PredictionError(f"ROI {text!r} must be six integers x0,y0,z0,x1,y1,z1 (voxel indices)") from None
+    if len(values) != 6:
+        raise PredictionError(f"ROI {text!r} must be six integers x0,y0,z0,x1,y1,z1 (voxel indices)")
+    return values  # type: ignore[return-value]
+
+
+def sha256_of_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# the predictor
+# ----------------------------------------------------------------------------------------------
+class Predictor:
+    """A loaded model ready to segment scans.
+
+    Args:
+        checkpoint: Path of a VerSemi checkpoint, or an already loaded checkpoint dict (payload).
+        device: ``"auto"`` (CUDA, else working MPS, else CPU), ``"cuda"``, ``"mps"`` or ``"cpu"``.
+        quality: ``"default"`` (the model spacing) or ``"fast"`` (2x the model spacing per axis:
+            ~8x fewer voxels and windows, coarser and somewhat less accurate borders).
+        overlap: Window overlap fraction; default 0.5 (0.25 in fast mode).
+        batch_size: Windows per forward pass; default 4 on CUDA, 1 elsewhere.
+        tta: Mirroring test-time augmentation (8x slower).
+        threads: CPU threads for torch and SimpleITK (None = library defaults).
+        amp: float16 autocast on CUDA.
+        model_name: Name for the sidecar; default: the installed model's name, else the file stem.
+
+    Raises:
+        CheckpointError: unreadable / incompatible checkpoint, or one lacking inference keys.
+        PredictionError: bad option or unavailable device.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | Mapping[str, Any],
+        device: str = "auto",
+        *,
+        quality: str = "default",
+        overlap: float | None = None,
+        batch_size: int | None = None,
+        tta: bool = False,
+        threads: int | None = None,
+        amp: bool = True,
+        model_name: str | None = None,
+    ) -> None:
+        if quality not in QUALITIES:
+            raise PredictionError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES)}")
+        set_threads(threads)
+        self.checkpoint_path: Path | None = None
+        if isinstance(checkpoint, Mapping):
+            payload = dict(checkpoint)
+            missing = [k for k in REQUIRED_FOR_INFERENCE if k not in payload]
+            if missing:
+                raise CheckpointError(f"checkpoint dict lacks {', '.join(missing)} needed for prediction")
+            source = "<checkpoint dict>"
+        else:
+            self.checkpoint_path = Path(checkpoint)
+            payload = load_checkpoint(self.checkpoint_path, map_location="cpu", for_inference=True)
+            source = str(self.checkpoint_path)
+        self.source = source
+
+        try:
+            self.label_space = LabelSpace.from_dict(payload["label_space"])
+            prep = dict(payload["preprocessing"])
+            patch_xyz = prep.pop("patch_size", None)
+            self.spec = PreprocessingSpec.from_dict(prep)
+            self.model = build_model(payload["model_config"])
+            self.model.load_state_dict(payload["model"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{source}: checkpoint content is not usable for prediction: {exc}") from exc
+        if patch_xyz is None or len(patch_xyz) != 3:
+            raise CheckpointError(f"{source}: checkpoint preprocessing lacks a 3-value 'patch_size'")
+        self.patch_size_zyx = tuple(int(p) for p in reversed(list(patch_xyz)))
+        divisor = self.model.size_divisor
+        if any(p % divisor for p in self.patch_size_zyx):
+            raise CheckpointError(f"{source}: patch size {list(patch_xyz)} is not divisible by {divisor}")
+        if self.model.num_prompts != len(self.label_space):
+            raise CheckpointError(
+                f"{source}: model has {self.model.num_prompts} prompts but the label space has "
+                f"{len(self.label_space)}"
+            )
+        self.model.eval()
+
+        self.device, self.device_reason = resolve_device(device)
+        self.model.to(self.device)
+        self.quality = quality
+        self.overlap = overlap if overlap is not None else (0.25 if quality == "fast" else 0.5)
+        self.batch_size = batch_size or (4 if self.device.type == "cuda" else 1)
+        self.tta = tta
+        self.amp = amp
+        self.fell_back_to_cpu = False
+        self._payload_meta = {k: payload.get(k) for k in ("versemi_version", "model_version", "model_name")}
+        self._model_name = model_name
+        self._sha256: str | None = None
+        self._installed = self._find_installed()
+
+    # --- model identity -------------------------------------------------------------------------
+    def _find_installed(self) -> Any:
+        if self.checkpoint_path is None:
+            return None
+        try:
+            from versemi.models.store import installed_for_path
+
+            return installed_for_path(self.checkpoint_path)
+        except Exception:  # noqa: BLE001 - the model cache is optional for prediction
+            return None
+
+    @property
+    def sha256(self) -> str | None:
+        """SHA-256 of the checkpoint file (None for an in-memory checkpoint)."""
+        if self._sha256 is None and self.checkpoint_path is not None:
+            self._sha256 = self._installed.sha256 if self._installed else sha256_of_file(self.checkpoint_path)
+        return self._sha256
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        """``{"name", "version", "sha256"}`` for sidecars and manifests."""
+        name = self._model_name or (self._installed.name if self._installed else None)
+        name = name or self._payload_meta.get("model_name") or (
+            self.checkpoint_path.name.split(".")[0] if self.checkpoint_path else "in-memory"
+        )
+        version = (self._installed.version if self._installed else None) or self._payload_meta.get(
+            "model_version"
+        ) or self._payload_meta.get("versemi_version")
+        return {"name": name, "version": version, "sha256": self.sha256}
+
+    # --- prompts --------------------------------------------------------------------------------
+    def resolve_prompts(self, prompts: str | Iterable[str] | Iterable[int]) -> list[int]:
+        """Prompt ids from ``"liver,spleen"``, ``"all"``, ``"all_foreground"``, names or ids.
+
+        Raises:
+            UnknownPromptError: a name the model's label space lacks (message lists the available ones).
+        """
+        if not isinstance(prompts, str):
+            prompts = list(prompts)
+            if prompts and all(isinstance(p, (int, np.integer)) for p in prompts):
+                ids = [int(p) for p in prompts]
+                bad = [i for i in ids if not 0 <= i < len(self.label_space)]
+                if bad:
+                    raise UnknownPromptError(
+                        f"prompt ids {bad} out of range; the model has {len(self.label_space)} prompts: "
+                        f"{', '.join(self.label_space.names)}"
+                    )
+                return list(dict.fromkeys(ids))
+        try:
+            return self.label_space.resolve(prompts)  # type: ignore[arg-type]
+        except UnknownPromptError as exc:
+            raise UnknownPromptError(f"model {self.model_info['name']}: {exc}") from None
+
+    def label_table(self, prompt_ids: Sequence[int]) -> list[LabelEntry]:
+        table = []
+        for value, pid in enumerate(prompt_ids, start=1):
+            p = self.label_space.prompts[pid]
+            table.append(LabelEntry(value, p.name, tuple(p.color), p.snomed.to_dict() if p.snomed else None, pid))
+        return table
+
+    def effective_spec(self, quality: str | None = None) -> PreprocessingSpec:
+        """The preprocessing used for a quality level (fast = coarser spacing)."""
+        quality = quality or self.quality
+        if quality == "fast":
+            return dataclasses.replace(
+                self.spec, target_spacing=tuple(s * FAST_SPACING_FACTOR for s in self.spec.target_spacing)
+            )
+        return self.spec
+
+    # --- prediction -----------------------------------------------------------------------------
+    def predict(
+        self,
+        image: sitk.Image,
+        prompts: str | Iterable[str] | Iterable[int] = "all",
+        *,
+        roi: Sequence[int] | str | None = None,
+        return_probabilities: bool = False,
+        probability_sink: ProbabilitySink | None = None,
+        progress: ProgressReporter | None = None,
+        image_name: str = "input image",
+    ) -> PredictionResult:
+        """Segment ``image`` for the given prompts.
+
+        Args:
+            image: A scalar 3D SimpleITK image on any grid (oblique, anisotropic, any orientation).
+            prompts: See :meth:`resolve_prompts`.
+            roi: Only segment this box: ``(x0, y0, z0, x1, y1, z1)`` voxel indices of ``image``
+                (start inclusive, end exclusive) or the same as a comma-separated string; outside
+                it the labelmap is 0.
+            return_probabilities: Keep every prompt's probability image (memory: 4 bytes per voxel
+                per prompt) in ``result.probabilities``.
+            probability_sink: Called with each prompt's probability image as soon as it exists
+                (e.g. to write it to disk), so they need not all be kept.
+            progress: Progress reporter (stages preprocess -> inference -> export).
+            image_name: How to name the image in error messages (its path).
+
+        Returns:
+            The labelmap on exactly the input grid, the label table, and optional probabilities.
+
+        Raises:
+            InputImageError: not a scalar 3D image, or non-finite voxels.
+            UnknownPromptError: a prompt the model does not know.
+            PredictionError: a bad ROI.
+        """
+        t_start = time.perf_counter()
+        prompt_ids = self.resolve_prompts(prompts)
+        labels = self.label_table(prompt_ids)
+        validate_input_image(image, image_name)
+        box = self._check_roi(roi, image, image_name)
+        work = image if box is None else image[box[0]:box[3], box[1]:box[4], box[2]:box[5]]
+
+        pre = StageProgress(progress, "preprocess")
+        pre(0.0, "preprocessing")
+        spec = self.effective_spec()
+        case = preprocess_case(work, spec)
+        pre(1.0, f"preprocessed to {list(case.image.shape)} voxels (z, y, x) at {list(spec.target_spacing)} mm")
+        t_pre = time.perf_counter()
+
+        probs = self._sliding_window(case.image, prompt_ids, case.record.get("background_value", 0.0), progress)
+        del case.image  # the preprocessed volume is no longer needed
+        t_inf = time.perf_counter()
+
+        export = StageProgress(progress, "export")
+        argmax, maxprob, kept = self._restore_and_merge(
+            probs, case.record, labels, work, export, return_probabilities, probability_sink, image, box
+        )
+        del probs
+        label_array = np.where(maxprob >= THRESHOLD, argmax + 1, 0).astype(
+            np.uint8 if len(labels) < 256 else np.uint16
+        )
+        del argmax, maxprob
+        labelmap = self._on_input_grid(label_array, image, box)
+        export(1.0, "labelmap ready")
+        t_end = time.perf_counter()
+
+        info = {
+            "prompts": [e.name for e in labels],
+            "device": str(self.device),
+            "fell_back_to_cpu": self.fell_back_to_cpu,
+            "quality": self.quality,
+            "spacing_mm": list(spec.target_spacing),
+            "patch_size": list(reversed(self.patch_size_zyx)),
+            "overlap": self.overlap,
+            "batch_size": self.batch_size,
+            "tta": self.tta,
+            "threshold": THRESHOLD,
+            "roi": list(box) if box is not None else None,
+            "seconds": {
+                "preprocess": round(t_pre - t_start, 3),
+                "inference": round(t_inf - t_pre, 3),
+                "export": round(t_end - t_inf, 3),
+                "total": round(t_end - t_start, 3),
+            },
+        }
+        return PredictionResult(labelmap=labelmap, labels=labels, probabilities=kept, info=info)
+
+    def _check_roi(
+        self, roi: Sequence[int] | str | None, image: sitk.Image, name: str
+    ) -> tuple[int, ...] | None:
+        if roi is None:
+            return None
+        box = parse_roi(roi) if isinstance(roi, str) else tuple(int(v) for v in roi)
+        if len(box) != 6:
+            raise PredictionError(f"ROI must have six values x0,y0,z0,x1,y1,z1, got {list(box)}")
+        size = image.GetSize()
+        for axis in range(3):
+            lo, hi = box[axis], box[axis + 3]
+            if not 0 <= lo < hi <= size[axis]:
+                raise PredictionError(
+                    f"{name}: ROI {list(box)} does not fit the image of size {list(size)} (x, y, z); "
+                    "give voxel indices x0,y0,z0,x1,y1,z1 with 0 <= start < end <= size"
+                )
+            if hi - lo < 2:
+                raise PredictionError(f"{name}: ROI {list(box)} is thinner than 2 voxels along axis {'xyz'[axis]}")
+        return box
+
+    def _sliding_window(
+        self, volume: np.ndarray, prompt_ids: list[int], pad_value: float, progress: ProgressReporter | None
+    ) -> torch.Tensor:
+        stage = StageProgress(progress, "inference")
+        settings = SlidingWindowSettings(
+            patch_size_zyx=self.patch_size_zyx, overlap=self.overlap, batch_size=self.batch_size, tta=self.tta
+        )
+
+        def on_windows(done: int, total: int) -> None:
+            stage(done / total, f"window {done}/{total}")
+
+        stage(0.0, self.device_reason)
+        try:
+            return sliding_window_probabilities(
+                self.model, volume, prompt_ids, settings, self.device, self.amp, pad_value, on_windows
+            )
+        except torch.cuda.OutOfMemoryError:
+            if self.device.type != "cuda":
+                raise
+            # Users ask for this: finish on the CPU instead of failing (slower, but it completes).
+            report_info(progress, "CUDA out of memory: falling back to the CPU (slower)")
+            self.model.to("cpu")
+            torch.cuda.empty_cache()
+            self.device = torch.device("cpu")
+            self.device_reason = "using the CPU after CUDA ran out of memory"
+            self.batch_size = 1
+            self.fell_back_to_cpu = True
+            settings = dataclasses.replace(settings, batch_size=1)
+            return sliding_window_probabilities(
+                self.model, volume, prompt_ids, settings, self.device, self.amp, pad_value, on_windows
+            )
+
+    def _restore_and_merge(
+        self,
+        probs: torch.Tensor,
+        record: Mapping[str, Any],
+        labels: list[LabelEntry],
+        work: sitk.Image,
+        export: StageProgress,
+        keep: bool,
+        sink: ProbabilitySink | None,
+        full_image: sitk.Image,
+        box: tuple[int, ...] | None,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, sitk.Image] | None]:
+        """Restore each prompt's probabilities to the input grid and fold them into a running arg-max."""
+        shape = tuple(reversed(work.GetSize()))
+        argmax = np.zeros(shape, dtype=np.uint8 if len(labels) <= 256 else np.uint16)
+        maxprob = np.zeros(shape, dtype=np.float16)
+        kept: dict[str, sitk.Image] | None = {} if keep else None
+        for k, entry in enumerate(labels):
+            export(k / len(labels), f"restoring {entry.name} to the input grid")
+            channel = probs[k].numpy()
+            restored = restore_to_input_grid(channel, record, is_label=False)
+            view = sitk.GetArrayViewFromImage(restored)
+            for sl in iter_slabs(shape[0], _MERGE_SLAB):
+                p = view[sl]
+                better = p > maxprob[sl]
+                np.copyto(maxprob[sl], p, where=better, casting="same_kind")
+                argmax[sl][better] = k
+            if keep or sink is not None:
+                full = self._on_input_grid(sitk.GetArrayFromImage(restored), full_image, box)
+                if sink is not None:
+                    sink(entry, full)
+                if kept is not None:
+                    kept[entry.name] = full
+            del restored, view
+        return argmax, maxprob, kept
+
+    @staticmethod
+    def _on_input_grid(array: np.ndarray, image: sitk.Image, box: tuple[int, ...] | None) -> sitk.Image:
+        """An image on exactly ``image``'s grid; an ROI result is pasted into zeros."""
+        if box is not None:
+            full = np.zeros(tuple(reversed(image.GetSize())), dtype=array.dtype)
+            full[box[2]:box[5], box[1]:box[4], box[0]:box[3]] = array
+            array = full
+        out = sitk.GetImageFromArray(array)
+        return copy_geometry(out, image)
+
+    # --- files ----------------------------------------------------------------------------------
+    def sidecar(self, result: PredictionResult, input_path: str | Path) -> dict[str, Any]:
+        """The sidecar JSON of the output contract (plus a ``prediction`` section with settings)."""
+        return {
+            "labels": [e.to_dict() for e in result.labels],
+            "model": self.model_info,
+            "input": str(input_path),
+            "versemi_version": __version__,
+            "prediction": result.info,
+        }
+
+    def predict_file(
+        self,
+        input_path: str | Path,
+        output_path: str | Path,
+        prompts: str | Iterable[str] | Iterable[int] = "all",
+        *,
+        probabilities_dir: str | Path | None = None,
+        probabilities_dtype: str = "float32",
+        series_uid: str | None = None,
+        roi: Sequence[int] | str | None = None,
+        progress: ProgressReporter | None = None,
+    ) -> PredictFileResult:
+        """Segment a file (or DICOM folder) and write the labelmap, sidecar, ``.ctbl`` and probabilities.
+
+        All outputs are written under temporary names and renamed together at the end; on any error
+        nothing is left behind.
+
+        Args:
+            input_path: Image file or DICOM series folder.
+            output_path: Labelmap path; its extension picks the format (``.nii.gz``, ``.nrrd``, ...).
+            prompts: See :meth:`resolve_prompts`.
+            probabilities_dir: Write ``<dir>/<prompt name>.nii.gz`` per prompt.
+            probabilities_dtype: ``"float32"`` (probability 0..1) or ``"uint8"`` (round(255 * p):
+                4x smaller, resolution 1/255).
+            series_uid: DICOM series to read when the folder holds several.
+            roi: See :meth:`predict`.
+            progress: Progress reporter.
+        """
+        if probabilities_dtype not in PROBABILITY_DTYPES:
+            raise PredictionError(
+                f"probabilities dtype must be one of {', '.join(PROBABILITY_DTYPES)}, got {probabilities_dtype!r}"
+            )
+        output_path = Path(output_path)
+        sidecar_path, ctbl_path = sidecar_paths(output_path)
+        prompt_ids = self.resolve_prompts(prompts)  # fail on a bad prompt before reading the image
+        StageProgress(progress, "preprocess")(0.0, f"reading {input_path}")
+        image = read_input_image(input_path, series_uid)
+        written_probs: list[Path] = []
+        with AtomicOutputs() as out:
+            sink = None
+            if probabilities_dir is not None:
+                prob_dir = Path(probabilities_dir)
+
+                def sink(entry: LabelEntry, prob: sitk.Image) -> None:
+                    if probabilities_dtype == "uint8":
+                        prob = sitk.Cast(sitk.Round(sitk.Clamp(prob, sitk.sitkFloat32, 0.0, 1.0) * 255.0), sitk.sitkUInt8)
+                    written_probs.append(out.write_image(prob, prob_dir / f"{entry.name}.nii.gz"))
+
+            result = self.predict(
+                image, prompt_ids, roi=roi, probability_sink=sink, progress=progress, image_name=str(input_path)
+            )
+            out.write_image(result.labelmap, output_path)
+            out.write_text(colour_table_text([e.to_dict() for e in result.labels]), ctbl_path)
+            out.write_json(self.sidecar(result, input_path), sidecar_path)  # last: marks completion
+        return PredictFileResult(output_path, sidecar_path, ctbl_path, written_probs, result)
+
+
+def default_output_path(input_path: str | Path, output_dir: str | Path | None = None) -> Path:
+    """``scan.nrrd`` -> ``scan_seg.nii.gz`` beside it (or in ``output_dir``); a DICOM folder -> ``<folder>_seg.nii.gz``."""
+    from versemi.inference.io import split_image_extension
+
+    input_path = Path(input_path)
+    root, _ = split_image_extension(input_path.name)
+    folder = Path(output_dir) if output_dir else input_path.parent
+    return folder / f"{root}_seg.nii.gz"
+
+
+__all__ = [
+    "LabelEntry",
+    "PredictFileResult",
+    "PredictionError",
+    "PredictionResult",
+    "Predictor",
+    "default_output_path",
+    "parse_roi",
+    "resolve_device",
+]
+
