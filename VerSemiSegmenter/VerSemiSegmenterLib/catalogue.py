@@ -19,14 +19,14 @@ from typing import Any
 
 SYNTHETIC_PROMPT_NAME = "all_foreground"  # versemi.labels.SYNTHETIC_PROMPT_NAME
 
-# Prints the label space of a checkpoint as JSON (argv[1] = path). Errors: one line on stderr, exit 2.
+# Prints the label space of a checkpoint as JSON (argv[1] = path); on failure {"error": ...}, exit 2.
 _LABEL_SPACE_SNIPPET = r"""
 import json, sys
 try:
     from versemi.checkpoint import load_checkpoint
     payload = load_checkpoint(sys.argv[1], for_inference=True)
 except Exception as exc:
-    print(str(exc), file=sys.stderr)
+    print(json.dumps({"error": str(exc)}))
     sys.exit(2)
 print(json.dumps({"label_space": payload["label_space"],
                   "versemi_version": payload.get("versemi_version"),
@@ -146,12 +146,13 @@ def read_checkpoint_prompts(
     key = (path, stat.st_size, stat.st_mtime_ns)
     if key not in _label_space_cache:
         completed = _run([python_executable, "-c", _LABEL_SPACE_SNIPPET, path], timeout)
-        if completed.returncode != 0:
-            raise ModelInfoError(_last_line(completed.stderr) or f"{path}: cannot read checkpoint")
         try:
             data = json.loads(completed.stdout.strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError) as exc:
-            raise ModelInfoError(f"{path}: unexpected output while reading the checkpoint") from exc
+        except (json.JSONDecodeError, IndexError):
+            data = {"error": _last_line(completed.stderr) or "unexpected output"}
+        if completed.returncode != 0 or "error" in data:
+            message = str(data.get("error") or f"{path}: cannot read checkpoint")
+            raise ModelInfoError(message if path in message else f"{path}: {message}")
         _label_space_cache[key] = label_space_prompts(data["label_space"])
     return list(_label_space_cache[key])
 

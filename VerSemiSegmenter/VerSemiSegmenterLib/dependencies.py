@@ -170,7 +170,9 @@ class Installer(Protocol):
 
     def install_torch(self) -> bool: ...
 
-    def pip_install(self, args: list[str]) -> None: ...
+    def pip_install(self, args: list[str]) -> None:
+        """Run ``pip install <args>`` in the predictor's Python (``slicer.util.pip_install(args)``)."""
+        ...
 
 
 @dataclass
@@ -207,7 +209,7 @@ def ensure_dependencies(
             raise DependencyError("PyTorch was not installed (install it from the PyTorch Utils module)")
         result.installed.append("torch")
     if plan.packages:
-        installer.pip_install(["install", *[str(r) for r in plan.packages]])
+        installer.pip_install([str(r) for r in plan.packages])
         result.installed.extend(r.name for r in plan.packages)
         # An upgraded package that is already imported keeps its old code until a restart.
         result.restart_needed |= any(
@@ -221,13 +223,34 @@ def ensure_dependencies(
             shutil.copytree(
                 bundle_root, copy_root, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
             )
-            installer.pip_install(
-                ["install", "--no-deps", "--no-build-isolation", "--upgrade",
-                 str(copy_root / plan.versemi_source.name)]
-            )
+            project_dir = copy_root / plan.versemi_source.name
+            make_self_contained(project_dir)
+            installer.pip_install(["--no-deps", "--no-build-isolation", "--upgrade", str(project_dir)])
         result.installed.append(f"versemi {plan.versemi_version}")
         result.restart_needed |= VERSEMI_DISTRIBUTION in loaded
     return result
+
+
+def make_self_contained(project_dir: str | os.PathLike[str]) -> None:
+    """Let a copied project build on its own: bring a ``readme`` from outside the folder inside it.
+
+    ``training/pyproject.toml`` names ``../README.md``; setuptools refuses files outside the project
+    folder when building a wheel, so the copy gets the README beside ``pyproject.toml`` (or, if it is
+    missing, no ``readme`` key).
+    """
+    project_dir = Path(project_dir)
+    pyproject = project_dir / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    match = re.search(r'^readme\s*=\s*"([^"]+)"\s*$', text, flags=re.MULTILINE)
+    if not match or not match.group(1).startswith(".."):
+        return
+    readme = (project_dir / match.group(1)).resolve()
+    if readme.is_file():
+        shutil.copy(readme, project_dir / readme.name)
+        replacement = f'readme = "{readme.name}"'
+    else:
+        replacement = ""
+    pyproject.write_text(text[: match.start()] + replacement + text[match.end():], encoding="utf-8")
 
 
 def bundled_versemi_source(resources_dir: str | os.PathLike[str]) -> Path | None:

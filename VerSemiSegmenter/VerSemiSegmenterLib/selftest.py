@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 # Prompts of the tiny model: two with SNOMED CT codes (terminology tags), one without.
-TINY_PROMPTS = ("liver", "spleen", "organ_x")
+TINY_PROMPTS = ("liver", "organ_x", "spleen")  # label-space order
 
 _TINY_CHECKPOINT_SNIPPET = r"""
 import sys, torch
@@ -95,3 +95,71 @@ def add_sample_volume(scene: Any, name: str = "VerSemi test volume", array=None)
     node.SetIJKToRASMatrix(matrix)
     node.CreateDefaultDisplayNodes()
     return node
+
+
+# SNOMED CT codes the tiny model's prompts must carry (from versemi.labels.KNOWN_STRUCTURES).
+TINY_PROMPT_CODES = {"liver": "10200004", "spleen": "78961009", "organ_x": None}
+
+
+def check_segmentation(
+    segmentation_node: Any,
+    volume_node: Any,
+    expected_names: list[str],
+    expected_colors: dict[str, tuple[int, int, int]] | None = None,
+    expected_codes: dict[str, str | None] | None = None,
+    tolerance: float = 1e-4,
+) -> list[str]:
+    """Problems (empty list = fine) of an imported segmentation against what was asked for.
+
+    Checks: one segment per prompt, in order, with the prompt's name, colour and SNOMED CT code in its
+    terminology tag; the reference geometry and every non-empty segment's grid equal the volume's.
+    """
+    import slicer
+    import vtk
+
+    problems: list[str] = []
+    segmentation = segmentation_node.GetSegmentation()
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    names = [segmentation.GetSegment(i).GetName() for i in ids]
+    if names != list(expected_names):
+        problems.append(f"segment names {names} != expected {list(expected_names)}")
+    tag_name = slicer.vtkSegment.GetTerminologyEntryTagName()
+    for segment_id, name in zip(ids, names):
+        segment = segmentation.GetSegment(segment_id)
+        if expected_colors and name in expected_colors:
+            want = [c / 255.0 for c in expected_colors[name]]
+            got = list(segment.GetColor())
+            if max(abs(a - b) for a, b in zip(want, got)) > 1e-6:
+                problems.append(f"{name}: colour {got} != {want}")
+        if expected_codes and expected_codes.get(name):
+            tag = vtk.reference("")
+            segment.GetTag(tag_name, tag)
+            if f"~SCT^{expected_codes[name]}^" not in str(tag):
+                problems.append(f"{name}: terminology tag {str(tag)!r} lacks SCT code {expected_codes[name]}")
+    volume_matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(volume_matrix)
+    reference = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    got_geometry = segmentation.GetConversionParameter(reference)
+    want_geometry = slicer.vtkSegmentationConverter.SerializeImageGeometry(volume_matrix, volume_node.GetImageData())
+    if not _same_geometry_strings(got_geometry, want_geometry, tolerance):
+        problems.append(f"reference geometry {got_geometry!r} != volume geometry {want_geometry!r}")
+    for segment_id, name in zip(ids, names):
+        image = slicer.vtkOrientedImageData()
+        segmentation_node.GetBinaryLabelmapRepresentation(segment_id, image)
+        if image.IsEmpty():
+            continue
+        matrix = vtk.vtkMatrix4x4()
+        image.GetImageToWorldMatrix(matrix)
+        diff = max(abs(matrix.GetElement(i, j) - volume_matrix.GetElement(i, j)) for i in range(4) for j in range(4))
+        if diff > tolerance:
+            problems.append(f"{name}: segment grid differs from the volume grid (max matrix difference {diff})")
+    return problems
+
+
+def _same_geometry_strings(a: str, b: str, tolerance: float) -> bool:
+    try:
+        va = [float(x) for x in a.replace(";", " ").split()]
+        vb = [float(x) for x in b.replace(";", " ").split()]
+    except ValueError:
+        return a == b
+    return len(va) == len(vb) and all(abs(x - y) <= tolerance for x, y in zip(va, vb))

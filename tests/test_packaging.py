@@ -1,0 +1,174 @@
+"""Static checks of the Slicer extension packaging (no Slicer, no CMake run needed).
+
+What the Slicer ExtensionsIndex and the extension build rely on: the top-level CMakeLists metadata,
+every module script and resource listed for installation, a 128x128 PNG icon, the catalogue entry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = ROOT / "VerSemiSegmenter"
+INDEX_ENTRY = ROOT / "docs" / "VerSemiSegmenter.json"
+REPO_URL = "https://github.com/versemi/SlicerVerSemiSegmenter"
+
+# The catalog entry schema (slicer-extension-catalog-entry-schema-v1.0.1), as far as we use it:
+# required keys, allowed keys (the schema has additionalProperties: false) and their types.
+ENTRY_REQUIRED = {"$schema", "category", "scm_url"}
+ENTRY_TYPES = {
+    "$schema": str,
+    "build_dependencies": list,
+    "build_subdirectory": str,
+    "category": str,
+    "enabled": bool,
+    "scm_revision": str,
+    "scm_type": str,
+    "scm_url": str,
+    "tier": int,
+}
+SCHEMA_URL_RE = re.compile(
+    r"^https://raw\.githubusercontent\.com/Slicer/Slicer/main/Schemas/"
+    r"slicer-extension-catalog-entry-schema-v1\.0\.\d+\.json#$"
+)
+
+
+def _strip_comment(line: str) -> str:
+    """A CMake line without its ``#`` comment (a ``#`` inside a quoted argument is kept)."""
+    in_quotes = False
+    for i, char in enumerate(line):
+        if char == '"' and (i == 0 or line[i - 1] != "\\"):
+            in_quotes = not in_quotes
+        elif char == "#" and not in_quotes:
+            return line[:i]
+    return line
+
+
+def cmake_text(path: Path) -> str:
+    """CMake source without comments."""
+    return "\n".join(_strip_comment(line) for line in path.read_text(encoding="utf-8").splitlines())
+
+
+def cmake_set(text: str, name: str) -> str | None:
+    match = re.search(rf"set\(\s*{name}\s+\"([^\"]*)\"\s*\)", text)
+    return match.group(1) if match else None
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()[:24]
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise ValueError(f"{path} is not a PNG file")
+    return struct.unpack(">II", data[16:24])
+
+
+def test_top_level_cmake_follows_the_extension_template() -> None:
+    text = cmake_text(ROOT / "CMakeLists.txt")
+    assert re.search(r"^project\(VerSemiSegmenter\)", text, re.MULTILINE)
+    for name in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION"):
+        assert cmake_set(text, name), f"{name} not set"
+    assert cmake_set(text, "EXTENSION_HOMEPAGE").startswith(REPO_URL)
+    assert cmake_set(text, "EXTENSION_ICONURL") == (
+        "https://raw.githubusercontent.com/versemi/SlicerVerSemiSegmenter/main/VerSemi.png"
+    )
+    screenshots = cmake_set(text, "EXTENSION_SCREENSHOTURLS").split()
+    assert screenshots
+    for url in screenshots:
+        prefix = "https://raw.githubusercontent.com/versemi/SlicerVerSemiSegmenter/main/"
+        assert url.startswith(prefix), url
+        assert (ROOT / url[len(prefix):]).is_file(), f"screenshot {url} is not in the repository"
+    assert cmake_set(text, "EXTENSION_DEPENDS") == "PyTorch"
+    order = [
+        "find_package(Slicer REQUIRED)",
+        "include(${Slicer_USE_FILE})",
+        "add_subdirectory(VerSemiSegmenter)",
+        "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+        "include(${Slicer_EXTENSION_CPACK})",
+    ]
+    positions = [text.find(statement) for statement in order]
+    assert all(p >= 0 for p in positions), dict(zip(order, positions))
+    assert positions == sorted(positions), "statements out of the template's order"
+
+
+def _listed_files() -> set[str]:
+    """Paths (relative to VerSemiSegmenter/) named in the module's CMakeLists files."""
+    module_text = cmake_text(MODULE / "CMakeLists.txt").replace("${MODULE_NAME}", "VerSemiSegmenter")
+    listed = set(re.findall(r"[\w/.-]+\.(?:py|png|ui|txt|json|csv)\b", module_text))
+    for cmake in MODULE.rglob("CMakeLists.txt"):
+        if cmake.parent == MODULE:
+            continue
+        rel_dir = cmake.parent.relative_to(MODULE)
+        for name in re.findall(r"SCRIPT\s+([\w.-]+\.py)", cmake_text(cmake)):
+            listed.add(str(rel_dir / name))
+    return listed
+
+
+def test_module_cmake_lists_every_script_and_resource() -> None:
+    listed = _listed_files()
+    on_disk = {
+        str(p.relative_to(MODULE))
+        for p in MODULE.rglob("*")
+        if p.is_file() and p.name != "CMakeLists.txt" and "__pycache__" not in p.parts
+    }
+    assert on_disk - listed == set(), "files not installed by CMake"
+    missing = {p for p in listed if p.endswith((".py", ".png", ".ui")) and not (MODULE / p).is_file()}
+    assert missing == set(), "CMake lists files that do not exist"
+    text = cmake_text(MODULE / "CMakeLists.txt")
+    assert "slicerMacroBuildScriptedModule(" in text
+    assert "WITH_GENERIC_TESTS" in text
+    assert re.search(r"if\(BUILD_TESTING\).*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text, re.S)
+
+
+def test_versemi_source_is_bundled_for_offline_install() -> None:
+    text = cmake_text(MODULE / "CMakeLists.txt")
+    for source in ("training/pyproject.toml", "training/src", "README.md", "LICENSE"):
+        assert source in text, f"{source} is not bundled into the extension"
+    assert "Resources/versemi-package" in text
+    # The bundle mirrors the repository: pyproject.toml refers to ../README.md.
+    assert 'readme = "../README.md"' in (ROOT / "training" / "pyproject.toml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("icon", [ROOT / "VerSemi.png", MODULE / "Resources" / "Icons" / "VerSemiSegmenter.png"])
+def test_icons_are_128_pixel_pngs(icon: Path) -> None:
+    assert png_size(icon) == (128, 128)
+
+
+def test_index_entry_is_valid() -> None:
+    entry = json.loads(INDEX_ENTRY.read_text(encoding="utf-8"))
+    assert ENTRY_REQUIRED <= set(entry), f"missing keys {ENTRY_REQUIRED - set(entry)}"
+    assert set(entry) <= set(ENTRY_TYPES), f"keys not allowed by the schema: {set(entry) - set(ENTRY_TYPES)}"
+    for key, value in entry.items():
+        assert isinstance(value, ENTRY_TYPES[key]), f"{key} must be {ENTRY_TYPES[key].__name__}"
+    assert SCHEMA_URL_RE.match(entry["$schema"])
+    assert entry["category"] == "Segmentation"
+    assert entry["scm_url"] == REPO_URL
+    assert entry["build_dependencies"] == ["PyTorch"]
+    assert entry["scm_revision"]
+    assert entry["tier"] in range(1, 6)
+
+
+def test_names_follow_index_rules() -> None:
+    project = re.search(r"^project\((\w+)\)", cmake_text(ROOT / "CMakeLists.txt"), re.MULTILINE).group(1)
+    assert project == INDEX_ENTRY.stem, "project() name must equal the index entry's file name"
+    assert not project.startswith("Slicer"), "an extension name must not start with 'Slicer'"
+    assert REPO_URL.rsplit("/", 1)[1].startswith("Slicer"), "the repository name should start with 'Slicer'"
+
+
+def test_license_at_repository_root() -> None:
+    license_file = ROOT / "LICENSE"
+    assert license_file.is_file(), "the ExtensionsIndex requires a LICENSE file at the repository root"
+    assert license_file.stat().st_size > 0
+
+
+def test_ui_file_names_the_bound_parameters() -> None:
+    """Widgets bound by parameterNodeWrapper (SlicerParameterName) match the parameter node fields."""
+    ui = (MODULE / "Resources" / "UI" / "VerSemiSegmenter.ui").read_text(encoding="utf-8")
+    bound = set(re.findall(r'SlicerParameterName" stdset="0">\s*<string>(\w+)</string>', ui))
+    module = (MODULE / "VerSemiSegmenter.py").read_text(encoding="utf-8")
+    wrapper = module.split("class VerSemiSegmenterParameterNode", 1)[1].split("\ndef ", 1)[0]
+    fields = set(re.findall(r"^    (\w+):", wrapper, re.MULTILINE))
+    assert bound and bound <= fields, f"bound {bound} not in the parameter node fields {fields}"
