@@ -336,7 +336,7 @@ class ReviewSession:
         return self.case(case_id)
 
     def cleanup(self, dry_run: bool = False) -> list[Path]:
-        """Delete files in ``labelsTr/`` that the manifest does not reference (crash leftovers).
+        """Delete crash leftovers: files in ``labelsTr/`` the manifest does not reference, temp manifests.
 
         Older refined revisions stay while the history names them. Runs under the manifest lock, so
         it never races a save.
@@ -344,10 +344,15 @@ class ReviewSession:
         Returns:
             The files deleted (or that would be, with ``dry_run``).
         """
-        if not self.labels_dir.is_dir():
-            return []
-        removed = []
+        removed: list[Path] = []
         with self.manifest.locked():
+            # Temporary manifests of a write killed before its rename.
+            for path in sorted(self.root.glob(f".{self.manifest.path.name}.*.tmp")):
+                removed.append(path)
+                if not dry_run:
+                    path.unlink()
+            if not self.labels_dir.is_dir():
+                return removed
             keep = {p.resolve() for p in self.manifest.referenced_files()}
             for path in sorted(self.labels_dir.iterdir()):
                 if not path.is_file() or path.resolve() in keep:
