@@ -306,6 +306,11 @@ def place_next_to(node: Any, reference_node: Any) -> None:
     if sh is None:
         return
     reference_item = sh.GetItemByDataNode(reference_node)
+    if not reference_item:
+        return
+    parent = sh.GetItemParent(reference_item)
     item = sh.GetItemByDataNode(node)
-    if reference_item and item:
-        sh.SetItemParent(item, sh.GetItemParent(reference_item))
+    if item:
+        sh.SetItemParent(item, parent)
+    else:  # Slicer's subject hierarchy plugins normally create the item; slicer-core has none
+        sh.CreateItem(parent, node)

@@ -1,0 +1,187 @@
+"""MRML side against REAL Slicer classes (``slicer-core``): volume export and segmentation import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SimpleITK = pytest.importorskip("SimpleITK")
+
+from VerSemiSegmenterLib import segmentation_import, selftest, volume_export  # noqa: E402
+from VerSemiSegmenterLib.segmentation_import import LabelTableError, import_prediction  # noqa: E402
+
+LABELS = [
+    {"value": 1, "name": "liver", "color": [221, 130, 101], "prompt_id": 0,
+     "snomed": {"code": "10200004", "meaning": "Liver", "category_code": "123037004",
+                "category_meaning": "Anatomical Structure"}},
+    {"value": 2, "name": "organ_x", "color": [60, 180, 75], "prompt_id": 1, "snomed": None},
+    {"value": 3, "name": "spleen", "color": [157, 108, 162], "prompt_id": 2,
+     "snomed": {"code": "78961009", "meaning": "Spleen", "category_code": "123037004",
+                "category_meaning": "Anatomical Structure"}},
+]
+
+
+def _matrix(node) -> np.ndarray:
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
+
+
+def _lps_matrix(image) -> np.ndarray:
+    """IJK-to-RAS of a SimpleITK image (LPS physical space -> RAS)."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    m = np.eye(4)
+    m[:3, :3] = direction * np.array(image.GetSpacing())[None, :]
+    m[:3, 3] = image.GetOrigin()
+    return np.diag([-1, -1, 1, 1]) @ m
+
+
+def _prediction(tmp_path: Path, volume, labels=LABELS, values=(1, 3), extra_value: int | None = None):
+    """A labelmap on the volume's grid (exported + read back like the predictor does) and its sidecar."""
+    exported = volume_export.export_volume(volume, tmp_path / "input.nrrd")
+    reference = SimpleITK.ReadImage(exported)
+    array = np.zeros(SimpleITK.GetArrayFromImage(reference).shape, np.uint8)
+    array[3:8, 4:10, 5:12] = values[0]
+    if len(values) > 1:
+        array[10:15, 12:18, 14:22] = values[1]
+    if extra_value is not None:
+        array[0, 0, 0] = extra_value
+    label = SimpleITK.GetImageFromArray(array)
+    label.CopyInformation(reference)
+    labelmap = tmp_path / "out ü" / "seg.nii.gz"
+    labelmap.parent.mkdir(exist_ok=True)
+    SimpleITK.WriteImage(label, str(labelmap))
+    sidecar = labelmap.with_name("seg.json")
+    sidecar.write_text(json.dumps({"labels": labels}), encoding="utf-8")
+    return labelmap, sidecar, array
+
+
+def _node_counts(scene) -> dict[str, int]:
+    return {c: scene.GetNumberOfNodesByClass(c) for c in
+            ("vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLColorTableNode",
+             "vtkMRMLVolumeArchetypeStorageNode")}
+
+
+def test_export_keeps_oblique_geometry_and_voxels(mrml_scene, tmp_path: Path) -> None:
+    volume = selftest.add_sample_volume(mrml_scene)
+    path = volume_export.export_volume(volume, tmp_path / "dir with space ü" / "input.nrrd")
+    image = SimpleITK.ReadImage(path)
+    np.testing.assert_allclose(_lps_matrix(image), _matrix(volume), atol=1e-5)
+    np.testing.assert_array_equal(SimpleITK.GetArrayFromImage(image), selftest.sample_volume_array())
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLVolumeArchetypeStorageNode") == 0
+
+
+def test_export_refuses_label_maps_and_empty_volumes(mrml_scene, tmp_path: Path) -> None:
+    labelmap = mrml_scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "lab")
+    with pytest.raises(volume_export.VolumeExportError, match="label map"):
+        volume_export.export_volume(labelmap, tmp_path / "x.nrrd")
+    empty = mrml_scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(volume_export.VolumeExportError, match="no image data"):
+        volume_export.export_volume(empty, tmp_path / "x.nrrd")
+    with pytest.raises(volume_export.VolumeExportError, match="no input volume"):
+        volume_export.check_volume_node(None)
+
+
+def test_import_names_colours_terms_geometry_and_place(mrml_scene, tmp_path: Path) -> None:
+    import slicer
+    import vtk
+
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml_scene)
+    volume = selftest.add_sample_volume(mrml_scene)
+    study = sh.CreateFolderItem(sh.CreateFolderItem(sh.GetSceneItemID(), "patient"), "study")
+    volume_item = sh.GetItemByDataNode(volume)
+    if volume_item:
+        sh.SetItemParent(volume_item, study)
+    else:  # slicer-core has no subject hierarchy plugins that add items for new nodes
+        sh.CreateItem(study, volume)
+    labelmap, sidecar, array = _prediction(tmp_path, volume)
+    before = _node_counts(mrml_scene)
+
+    result = import_prediction(labelmap, sidecar, volume)
+
+    after = _node_counts(mrml_scene)
+    assert after["vtkMRMLSegmentationNode"] == before["vtkMRMLSegmentationNode"] + 1
+    for temporary in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLColorTableNode", "vtkMRMLVolumeArchetypeStorageNode"):
+        assert after[temporary] == before[temporary], f"temporary {temporary} left in the scene"
+    node = result.segmentation_node
+    assert node.GetName() == "VerSemi test volume VerSemi"
+    colors = {entry["name"]: tuple(entry["color"]) for entry in LABELS}
+    problems = selftest.check_segmentation(
+        node, volume, ["liver", "organ_x", "spleen"], colors, selftest.TINY_PROMPT_CODES
+    )
+    assert problems == []
+    assert result.empty_segments == ["organ_x"]
+    # Voxels: each segment is exactly its label value, on the volume's grid.
+    ids = vtk.vtkStringArray()
+    for segment_id in result.segment_ids:
+        ids.InsertNextValue(segment_id)
+    exported = mrml_scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "exported")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(node, ids, exported, volume)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(exported), array)
+    np.testing.assert_allclose(_matrix(exported), _matrix(volume), atol=1e-6)
+    mrml_scene.RemoveNode(exported)
+    tag_name = slicer.vtkSegment.GetTerminologyEntryTagName()
+    tag = vtk.reference("")
+    node.GetSegmentation().GetSegment(result.segment_ids[0]).GetTag(tag_name, tag)
+    assert str(tag).startswith("Segmentation category and type - DICOM master list~SCT^123037004^")
+    assert sh.GetItemParent(sh.GetItemByDataNode(node)) == study
+
+
+def test_segments_can_be_saved_as_seg_nrrd(mrml_scene, tmp_path: Path) -> None:
+    """The imported segmentation writes a .seg.nrrd whose geometry is the input volume's."""
+    import slicer
+
+    volume = selftest.add_sample_volume(mrml_scene)
+    labelmap, sidecar, _ = _prediction(tmp_path, volume)
+    node = import_prediction(labelmap, sidecar, volume).segmentation_node
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    mrml_scene.AddNode(storage)
+    storage.SetFileName(str(tmp_path / "result.seg.nrrd"))
+    assert storage.WriteData(node)
+    written = SimpleITK.ReadImage(str(tmp_path / "result.seg.nrrd"))
+    original = SimpleITK.ReadImage(str(tmp_path / "input.nrrd"))
+    np.testing.assert_allclose(_lps_matrix(written)[:3, :3], _lps_matrix(original)[:3, :3], atol=1e-5)
+    # The saved grid is the input grid (possibly cropped to the segments): integer voxel offset.
+    offset = np.linalg.solve(_lps_matrix(original), _lps_matrix(written)[:, 3])[:3]
+    np.testing.assert_allclose(offset, np.round(offset), atol=1e-4)
+
+
+def test_replace_existing_segmentation_keeps_the_node(mrml_scene, tmp_path: Path) -> None:
+    volume = selftest.add_sample_volume(mrml_scene)
+    existing = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my segmentation")
+    existing.GetSegmentation().AddEmptySegment("old", "old segment", [1.0, 0.0, 0.0])
+    labelmap, sidecar, _ = _prediction(tmp_path, volume, labels=LABELS[2:], values=(3,))
+    result = import_prediction(labelmap, sidecar, volume, segmentation_node=existing)
+    assert result.segmentation_node is existing
+    assert existing.GetName() == "my segmentation"
+    assert selftest.check_segmentation(existing, volume, ["spleen"], {"spleen": (157, 108, 162)}) == []
+
+
+def test_volume_under_a_transform_gives_a_segmentation_under_it(mrml_scene, tmp_path: Path) -> None:
+    volume = selftest.add_sample_volume(mrml_scene)
+    transform = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    labelmap, sidecar, _ = _prediction(tmp_path, volume)
+    node = import_prediction(labelmap, sidecar, volume).segmentation_node
+    assert node.GetTransformNodeID() == transform.GetID()
+
+
+def test_mismatched_outputs_leave_the_scene_unchanged(mrml_scene, tmp_path: Path) -> None:
+    volume = selftest.add_sample_volume(mrml_scene)
+    labelmap, sidecar, _ = _prediction(tmp_path, volume, extra_value=7)
+    before = _node_counts(mrml_scene)
+    with pytest.raises(LabelTableError, match=r"label values \[7\]"):
+        import_prediction(labelmap, sidecar, volume)
+    assert _node_counts(mrml_scene) == before
+    sidecar.write_text(json.dumps({"labels": []}), encoding="utf-8")
+    with pytest.raises(LabelTableError, match="no labels"):
+        import_prediction(labelmap, sidecar, volume)
+    (tmp_path / "garbage.nrrd").write_bytes(b"NRRD0004\nbroken")
+    with pytest.raises(LabelTableError, match="cannot read labelmap"):
+        segmentation_import.load_labelmap_node(tmp_path / "garbage.nrrd", mrml_scene)
+    assert _node_counts(mrml_scene) == before
