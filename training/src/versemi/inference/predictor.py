@@ -171,6 +171,11 @@ class PredictFileResult:
 ProbabilitySink = Callable[[LabelEntry, sitk.Image], None]
 """Receives each prompt's full-resolution probability image as soon as it is restored."""
 
+ModelSpaceHook = Callable[[torch.Tensor, list[LabelEntry], Mapping[str, Any]], Mapping[str, Any] | None]
+"""Receives the ``(P, d, h, w)`` probabilities at the model spacing, the label table and the
+preprocessing record, before they are restored; may return fields to add to ``result.info`` (e.g. a
+per-case uncertainty score computed cheaply at the model spacing)."""
+
 
 def parse_roi(text: str) -> tuple[int, int, int, int, int, int]:
     """``"x0,y0,z0,x1,y1,z1"`` (voxel indices, start inclusive, end exclusive) -> six ints."""
@@ -359,6 +364,7 @@ class Predictor:
         probability_sink: ProbabilitySink | None = None,
         progress: ProgressReporter | None = None,
         image_name: str = "input image",
+        model_space_hook: ModelSpaceHook | None = None,
     ) -> PredictionResult:
         """Segment ``image`` for the given prompts.
 
@@ -374,6 +380,7 @@ class Predictor:
                 (e.g. to write it to disk), so they need not all be kept.
             progress: Progress reporter (stages preprocess -> inference -> export).
             image_name: How to name the image in error messages (its path).
+            model_space_hook: See :data:`ModelSpaceHook`.
 
         Returns:
             The labelmap on exactly the input grid, the label table, and optional probabilities.
@@ -400,6 +407,7 @@ class Predictor:
         probs = self._sliding_window(case.image, prompt_ids, case.record.get("background_value", 0.0), progress)
         del case.image  # the preprocessed volume is no longer needed
         t_inf = time.perf_counter()
+        hook_fields = dict(model_space_hook(probs, labels, case.record) or {}) if model_space_hook else {}
 
         export = StageProgress(progress, "export")
         argmax, maxprob, kept = self._restore_and_merge(
@@ -432,6 +440,7 @@ class Predictor:
                 "export": round(t_end - t_inf, 3),
                 "total": round(t_end - t_start, 3),
             },
+            **hook_fields,
         }
         return PredictionResult(labelmap=labelmap, labels=labels, probabilities=kept, info=info)
 
@@ -555,6 +564,7 @@ class Predictor:
         series_uid: str | None = None,
         roi: Sequence[int] | str | None = None,
         progress: ProgressReporter | None = None,
+        model_space_hook: ModelSpaceHook | None = None,
     ) -> PredictFileResult:
         """Segment a file (or DICOM folder) and write the labelmap, sidecar, ``.ctbl`` and probabilities.
 
@@ -571,6 +581,8 @@ class Predictor:
             series_uid: DICOM series to read when the folder holds several.
             roi: See :meth:`predict`.
             progress: Progress reporter.
+            model_space_hook: See :meth:`predict`; what it returns lands in the sidecar's
+                ``prediction`` section.
         """
         if probabilities_dtype not in PROBABILITY_DTYPES:
             raise PredictionError(
@@ -593,7 +605,8 @@ class Predictor:
                     written_probs.append(out.write_image(prob, prob_dir / f"{entry.name}.nii.gz"))
 
             result = self.predict(
-                image, prompt_ids, roi=roi, probability_sink=sink, progress=progress, image_name=str(input_path)
+                image, prompt_ids, roi=roi, probability_sink=sink, progress=progress, image_name=str(input_path),
+                model_space_hook=model_space_hook,
             )
             out.write_image(result.labelmap, output_path)
             out.write_text(colour_table_text([e.to_dict() for e in result.labels]), ctbl_path)

@@ -150,3 +150,27 @@ def report_info(reporter: ProgressReporter | None, message: str) -> None:
     info = getattr(reporter, "info", None)
     if info is not None:
         info(message)
+
+
+class SubtaskProgress:
+    """Forwards one sub-task's progress (e.g. one case of many) into ``[start, end]`` of a reporter.
+
+    Stage names pass through unchanged; only the overall fraction is rescaled, so a folder run emits
+    the same JSON lines as a single prediction with one monotonic fraction for the whole folder.
+    """
+
+    def __init__(self, reporter: ProgressReporter | None, start: float, end: float, prefix: str = "") -> None:
+        self.reporter = reporter
+        self.start, self.end = start, end
+        self.prefix = prefix
+
+    def update(self, stage: str, fraction: float, message: str = "") -> None:
+        if self.reporter is not None:
+            text = f"{self.prefix}{message}" if message else self.prefix.rstrip(": ")
+            self.reporter.update(stage, self.start + (self.end - self.start) * fraction, text)
+
+    def info(self, message: str) -> None:
+        report_info(self.reporter, f"{self.prefix}{message}")
+
+    def close(self) -> None:
+        pass
