@@ -8,6 +8,7 @@ a single process and every helper here is a no-op.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -50,7 +51,8 @@ def init_distributed(device: torch.device) -> DistributedContext:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        # Rank 0 validates while the others wait at a collective: allow long validations.
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=60))
     return DistributedContext(rank, world, local_rank)
 
 

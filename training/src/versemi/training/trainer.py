@@ -199,6 +199,8 @@ class Trainer:
                 f"{len(self.label_space)} prompts ({', '.join(self.label_space.names)}); remove the key"
             )
         model_cfg["num_prompts"] = len(self.label_space)
+        # Same seed on every rank: identical initial weights (and EMA teacher copies) everywhere.
+        torch.manual_seed(config.seed)
         self.model = build_model(model_cfg).to(device)
         if any(s % self.model.size_divisor for s in self.patch_zyx):
             raise ValueError(
@@ -523,7 +525,10 @@ class Trainer:
         fraction = wait_total / step_total if step_total > 0 else 0.0
         result = self._result(stopped_early, fraction, time.perf_counter() - start)
         # DDP sanity record: every rank must end with the same weights.
-        rank_digests = dist_utils.gather_strings(self.dist, weights_digest(self.model.state_dict()))
+        digest = weights_digest(self.model.state_dict())
+        if self.ema is not None:
+            digest += "/ema:" + weights_digest(self.ema.module.state_dict())
+        rank_digests = dist_utils.gather_strings(self.dist, digest)
         self.log.event(
             {
                 "event": "end",
