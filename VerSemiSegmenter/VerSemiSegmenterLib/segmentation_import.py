@@ -270,7 +270,17 @@ def _check_labels(labelmap_node: Any, entries: list[LabelEntry], path: Any) -> N
 
 def _apply_label_table(segmentation_node: Any, entries: list[LabelEntry]) -> tuple[list[str], list[str]]:
     """Names, colours, terminology per label value; empty segments for labels absent from the image."""
+    import slicer
+
     segmentation = segmentation_node.GetSegmentation()
+    # An all-empty labelmap imports nothing and leaves no source representation, without which
+    # empty segments cannot be added: use binary labelmaps, as an import would.
+    labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    if hasattr(segmentation, "GetSourceRepresentationName"):  # Slicer >= 5.4
+        if not segmentation.GetSourceRepresentationName():
+            segmentation.SetSourceRepresentationName(labelmap_name)
+    elif not segmentation.GetMasterRepresentationName():
+        segmentation.SetMasterRepresentationName(labelmap_name)
     value_by_name = {e.name: e.value for e in entries}
     by_value: dict[int, str] = {}
     for i in range(segmentation.GetNumberOfSegments()):
@@ -285,7 +295,7 @@ def _apply_label_table(segmentation_node: Any, entries: list[LabelEntry]) -> tup
     for index, entry in enumerate(entries):
         segment_id = by_value.get(entry.value)
         if segment_id is None:
-            segment_id = segmentation.AddEmptySegment("", entry.name, list(entry.color_float))
+            segment_id = _add_empty_segment(segmentation, entry, labelmap_name)
             empty.append(entry.name)
         segment = segmentation.GetSegment(segment_id)
         segment.SetName(entry.name)
@@ -296,6 +306,24 @@ def _apply_label_table(segmentation_node: Any, entries: list[LabelEntry]) -> tup
         segmentation.SetSegmentIndex(segment_id, index)
         segment_ids.append(segment_id)
     return segment_ids, empty
+
+
+def _add_empty_segment(segmentation: Any, entry: LabelEntry, labelmap_name: str) -> str:
+    """Add a segment without voxels; returns its id."""
+    import slicer
+
+    segment_id = segmentation.AddEmptySegment("", entry.name, list(entry.color_float))
+    if not segment_id:
+        # Without registered converter rules (slicer-core), AddEmptySegment cannot build an empty
+        # representation when the segmentation has no segment yet: give it one explicitly.
+        segment = slicer.vtkSegment()
+        segment.SetName(entry.name)
+        segment.SetColor(*entry.color_float)
+        segment.AddRepresentation(labelmap_name, slicer.vtkOrientedImageData())
+        if not segmentation.AddSegment(segment):
+            raise RuntimeError(f"cannot add an empty segment for {entry.name!r}")
+        segment_id = segmentation.GetSegmentIdBySegment(segment)
+    return segment_id
 
 
 def place_next_to(node: Any, reference_node: Any) -> None:

@@ -46,7 +46,8 @@ def _prediction(tmp_path: Path, volume, labels=LABELS, values=(1, 3), extra_valu
     exported = volume_export.export_volume(volume, tmp_path / "input.nrrd")
     reference = SimpleITK.ReadImage(exported)
     array = np.zeros(SimpleITK.GetArrayFromImage(reference).shape, np.uint8)
-    array[3:8, 4:10, 5:12] = values[0]
+    if len(values) > 0:
+        array[3:8, 4:10, 5:12] = values[0]
     if len(values) > 1:
         array[10:15, 12:18, 14:22] = values[1]
     if extra_value is not None:
@@ -160,6 +161,17 @@ def test_replace_existing_segmentation_keeps_the_node(mrml_scene, tmp_path: Path
     assert result.segmentation_node is existing
     assert existing.GetName() == "my segmentation"
     assert selftest.check_segmentation(existing, volume, ["spleen"], {"spleen": (157, 108, 162)}) == []
+
+
+def test_nothing_found_still_gives_one_empty_segment_per_prompt(mrml_scene, tmp_path: Path) -> None:
+    volume = selftest.add_sample_volume(mrml_scene)
+    labelmap, sidecar, _ = _prediction(tmp_path, volume, values=())
+    result = import_prediction(labelmap, sidecar, volume)
+    assert result.empty_segments == ["liver", "organ_x", "spleen"]
+    colors = {entry["name"]: tuple(entry["color"]) for entry in LABELS}
+    assert selftest.check_segmentation(
+        result.segmentation_node, volume, ["liver", "organ_x", "spleen"], colors, selftest.TINY_PROMPT_CODES
+    ) == []
 
 
 def test_volume_under_a_transform_gives_a_segmentation_under_it(mrml_scene, tmp_path: Path) -> None:
