@@ -75,6 +75,13 @@ def test_versemi_both_stages(write_train_config, tmp_path: Path, capsys: pytest.
     assert str(s2 / "best.pt") in out
     assert list((s2 / "tensorboard").glob("events.out.tfevents.*"))
 
+    # Resuming a finished run skips both stages: no new steps.
+    assert main(["train", str(cfg), "--device", "cpu", "--no-progress", "--resume"]) == 0
+    for folder, steps_done in ((s1, 20), (s2, 20)):
+        resume = train_events(folder, "resume")
+        assert len(resume) == 1 and resume[0]["step"] == steps_done
+        assert len(train_events(folder, "train")) == steps_done
+
 
 @pytest.mark.parametrize("method", ["supervised", "mean_teacher", "bcp"])
 def test_baselines_train_in_the_same_trainer(write_train_config, tmp_path: Path, method: str) -> None:
