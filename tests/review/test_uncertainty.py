@@ -137,3 +137,18 @@ def test_bad_inputs() -> None:
 def test_score_round_trips_through_dict() -> None:
     r = UncertaintyScore(0.4, 0.3, 0.5, 12)
     assert UncertaintyScore.from_dict(r.to_dict()) == r
+
+
+def test_model_space_hook_finds_the_synthetic_prompt() -> None:
+    from versemi.inference import LabelEntry
+    from versemi.review.uncertainty import model_space_uncertainty
+
+    rng = np.random.default_rng(5)
+    probs = torch.from_numpy(rng.random((3, 6, 5, 4)).astype(np.float32))
+    table = [LabelEntry(1, "spleen", (1, 2, 3), None, 0), LabelEntry(2, "all_foreground", (0, 0, 0), None, 2),
+             LabelEntry(3, "liver", (1, 2, 3), None, 1)]
+    got = model_space_uncertainty(probs, table, {})["uncertainty"]
+    expected = uncertainty_score(probs[[0, 2]], probs[1])
+    assert got["score"] == pytest.approx(expected.score, abs=1e-9)
+    with pytest.raises(ValueError, match="synthetic prompt"):
+        model_space_uncertainty(probs[[0, 2]], [table[0], table[2]], {})

@@ -218,6 +218,37 @@ def uncertainty_from_prompt_probabilities(
     return acc.result()
 
 
+def model_space_uncertainty(probabilities: Any, labels: Sequence[Any], record: Any = None) -> dict[str, Any]:
+    """A :data:`versemi.inference.predictor.ModelSpaceHook`: the score at the model spacing.
+
+    Cheap (no resampling): computed on the sliding-window output before it is restored to the input
+    grid. The prompts passed to the predictor must include the synthetic prompt (``all_foreground``)
+    and at least one real prompt; the synthetic one is recognised by its name in the label table.
+
+    Args:
+        probabilities: ``(P, d, h, w)`` probabilities of the chosen prompts (tensor or array).
+        labels: the label table of the chosen prompts (entries with a ``name``), in the same order.
+        record: the preprocessing record (unused).
+
+    Returns:
+        ``{"uncertainty": UncertaintyScore.to_dict()}``.
+
+    Raises:
+        ValueError: the synthetic prompt, or every real prompt, is missing from the chosen prompts.
+    """
+    from versemi.labels import SYNTHETIC_PROMPT_NAME
+
+    names = [str(getattr(e, "name", e.get("name") if isinstance(e, dict) else e)) for e in labels]
+    if SYNTHETIC_PROMPT_NAME not in names:
+        raise ValueError(
+            f"the review score needs the synthetic prompt {SYNTHETIC_PROMPT_NAME!r} among the predicted prompts "
+            f"(got {names})"
+        )
+    synthetic = names.index(SYNTHETIC_PROMPT_NAME)
+    real = [i for i in range(len(names)) if i != synthetic]
+    return {"uncertainty": uncertainty_from_prompt_probabilities(probabilities, real, synthetic).to_dict()}
+
+
 __all__ = [
     "DISAGREEMENT_WEIGHT",
     "ENTROPY_WEIGHT",
@@ -225,6 +256,7 @@ __all__ = [
     "UncertaintyAccumulator",
     "UncertaintyScore",
     "binary_entropy",
+    "model_space_uncertainty",
     "uncertainty_from_prompt_probabilities",
     "uncertainty_score",
 ]
