@@ -125,3 +125,13 @@ def test_early_stopping_after_patience(write_train_config, tmp_path: Path, monke
     assert end["stopped_early"] and end["step"] == 3 and end["best_step"] == 1
     assert load_checkpoint(folder / "best.pt")["step"] == 1
     assert load_checkpoint(folder / "last.pt")["step"] == 3
+
+
+def test_cpu_bf16_autocast_and_fp16_refusal(write_train_config, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = write_train_config({"max_steps": 2, "validate_every": 2})
+    assert main(["train", str(cfg), "--device", "cpu", "--stage", "1", "--amp", "bf16", "--no-progress"]) == 0
+    start = train_events(tmp_path / "runs" / "stage1", "start")[0]
+    assert start["amp"] == "torch.bfloat16"
+    assert all(math.isfinite(v) for r in train_events(tmp_path / "runs" / "stage1", "train") for v in r["losses"].values())
+    assert main(["train", str(cfg), "--device", "cpu", "--amp", "fp16", "--output-dir", str(tmp_path / "x")]) == 2
+    assert "fp16 needs CUDA" in capsys.readouterr().err
