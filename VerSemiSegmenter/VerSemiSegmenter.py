@@ -253,6 +253,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._deviceThread = None
         self._updatingPrompts = False
         self._startTime = 0.0
+        self._dependenciesReady = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -350,6 +351,24 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "Run the segmentation in the background." if not reasons else "To segment: " + ", ".join(reasons) + "."
         )
 
+    def ensureDependencies(self) -> bool:
+        """Install missing packages once per session (asks first). False: restart needed first."""
+        if self._dependenciesReady:
+            return True
+        result = self.logic.ensureDependencies()
+        if result.restart_needed:
+            if slicer.util.confirmYesNoDisplay(
+                "Packages that Slicer had already loaded were updated. Restart Slicer now to use them?",
+                windowTitle="VerSemi Segmenter",
+            ):
+                slicer.util.restart()
+            return False
+        self._dependenciesReady = True
+        if result.installed:
+            self.logic._torchInfo = None  # torch may have just been installed: probe again
+            self.refreshModels()
+        return True
+
     # --- models -----------------------------------------------------------------------------------
     def refreshModels(self, selectKey: Optional[str] = None) -> None:
         models = []
@@ -384,6 +403,9 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self._models[index] if 0 <= index < len(self._models) else None
 
     def onModelActivated(self, index: int) -> None:
+        with slicer.util.tryWithErrorDisplay("Failed to install the packages VerSemi needs.", waitCursor=True):
+            if not self.ensureDependencies():
+                return
         if self.ui.modelComboBox.itemText(index) == BROWSE_ITEM_TEXT:
             path = qt.QFileDialog.getOpenFileName(
                 slicer.util.mainWindow(), "Choose a VerSemi checkpoint", "", "VerSemi checkpoints (*.pt *.pth);;All files (*)"
@@ -400,19 +422,22 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         choice = self.currentModelChoice()
         if self._parameterNode:
             self._parameterNode.model = choice.key if choice else ""
-        prompts = []
-        info = ""
-        if choice is not None:
+        prompts = list(choice.prompts) if choice else []
+        versemiInstalled = dependencies.installed_version("versemi") is not None
+        if not versemiInstalled:
+            info = "VerSemi's Python packages are not installed yet: choose a model to install them (asks first)."
+        elif choice is None:
+            info = "No model found: choose 'Browse local checkpoint...' or install one (see the documentation)."
+        elif choice.source != "local" and not choice.installed:
+            info = "Not installed yet: click Download (SHA-256 verified), or import a file with 'versemi models import'."
+        else:
+            info = choice.path or ""
             with slicer.util.tryWithErrorDisplay(f"Failed to read model {choice.key}.", waitCursor=True):
                 prompts = self.logic.modelPrompts(choice)
-            if choice.source != "local" and not choice.installed:
-                info = "Not installed yet: click Download (SHA-256 verified), or import a file with 'versemi models import'."
-            elif choice.path:
-                info = choice.path
-        elif not self._models:
-            info = "No model found: choose 'Browse local checkpoint...' or install one (see the documentation)."
         self.ui.modelInfoLabel.text = info
-        self.ui.downloadModelButton.visible = choice is not None and choice.source != "local" and not choice.installed
+        self.ui.downloadModelButton.visible = (
+            versemiInstalled and choice is not None and choice.source != "local" and not choice.installed
+        )
         self.populatePrompts(prompts)
 
     def onDownloadModel(self) -> None:
@@ -420,7 +445,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if choice is None or self._downloadRunner is not None:
             return
         with slicer.util.tryWithErrorDisplay("Failed to start the model download.", waitCursor=True):
-            self.logic.ensureDependencies()
+            if not self.ensureDependencies():
+                return
             runner = process.ProcessRunner(catalogue.download_command(choice.key, self.logic.pythonExecutable))
             runner.progress.connect(self.onProgress)
             runner.start()
@@ -518,16 +544,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 windowTitle="VerSemi Segmenter",
             ):
                 return
-            installed = self.logic.ensureDependencies()
-            if installed.restart_needed:
-                if slicer.util.confirmYesNoDisplay(
-                    "Packages that Slicer had already loaded were updated. Restart Slicer now to use them?"
-                ):
-                    slicer.util.restart()
+            if not self.ensureDependencies():
                 return
-            if installed.installed:
-                self.logic._torchInfo = None  # torch may have just been installed: probe again
-                self.refreshModels()
             choice = self.logic.deviceChoice(params.device)
             self.ui.deviceInfoLabel.text = choice.describe()
             self._job = self.logic.startSegmentation(
@@ -574,9 +592,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._deviceThread is not None and not self._deviceThread.is_alive():
             self._deviceThread = None
             self.updateDeviceInfo()
-        if self._job is not None and self._job.is_running:
-            if self._job.poll() is not None:
-                self.onJobFinished(self._job)
+        if self._job is not None and self._job.poll() is not None:  # also after a cancel
+            self.onJobFinished(self._job)
         if self._downloadRunner is not None:
             result = self._downloadRunner.poll()
             if result is not None:

@@ -217,26 +217,24 @@ def ensure_dependencies(
         )
     if plan.versemi_source is not None:
         with tempfile.TemporaryDirectory(prefix="versemi-src-") as tmp:
-            # Copy the whole bundle: pyproject.toml refers to ../README.md; pip builds in the source tree.
-            bundle_root = plan.versemi_source.parent
-            copy_root = Path(tmp) / "bundle"
+            # pip builds inside the source folder, which may be read-only (an installed extension).
+            project_dir = Path(tmp) / plan.versemi_source.name
             shutil.copytree(
-                bundle_root, copy_root, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+                plan.versemi_source, project_dir, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
             )
-            project_dir = copy_root / plan.versemi_source.name
-            make_self_contained(project_dir)
+            make_self_contained(project_dir, plan.versemi_source)
             installer.pip_install(["--no-deps", "--no-build-isolation", "--upgrade", str(project_dir)])
         result.installed.append(f"versemi {plan.versemi_version}")
         result.restart_needed |= VERSEMI_DISTRIBUTION in loaded
     return result
 
 
-def make_self_contained(project_dir: str | os.PathLike[str]) -> None:
+def make_self_contained(project_dir: str | os.PathLike[str], original_dir: str | os.PathLike[str]) -> None:
     """Let a copied project build on its own: bring a ``readme`` from outside the folder inside it.
 
     ``training/pyproject.toml`` names ``../README.md``; setuptools refuses files outside the project
-    folder when building a wheel, so the copy gets the README beside ``pyproject.toml`` (or, if it is
-    missing, no ``readme`` key).
+    folder when building a wheel, so the copy gets the README (found relative to ``original_dir``)
+    beside its ``pyproject.toml``, or, if there is none, no ``readme`` key.
     """
     project_dir = Path(project_dir)
     pyproject = project_dir / "pyproject.toml"
@@ -244,7 +242,7 @@ def make_self_contained(project_dir: str | os.PathLike[str]) -> None:
     match = re.search(r'^readme\s*=\s*"([^"]+)"\s*$', text, flags=re.MULTILINE)
     if not match or not match.group(1).startswith(".."):
         return
-    readme = (project_dir / match.group(1)).resolve()
+    readme = (Path(original_dir) / match.group(1)).resolve()
     if readme.is_file():
         shutil.copy(readme, project_dir / readme.name)
         replacement = f'readme = "{readme.name}"'
@@ -254,6 +252,13 @@ def make_self_contained(project_dir: str | os.PathLike[str]) -> None:
 
 
 def bundled_versemi_source(resources_dir: str | os.PathLike[str]) -> Path | None:
-    """``<module>/Resources/versemi-package/training`` if the extension ships it, else ``None``."""
-    path = Path(resources_dir) / "versemi-package" / "training"
-    return path if (path / "pyproject.toml").is_file() else None
+    """Where to install ``versemi`` from: the copy the extension ships, or the source checkout.
+
+    ``<module>/Resources/versemi-package/training`` is made by the CMake build; when the module is
+    used straight from a repository checkout (added to Slicer's module paths), ``<repo>/training``.
+    """
+    resources_dir = Path(resources_dir)
+    for path in (resources_dir / "versemi-package" / "training", resources_dir.parent.parent / "training"):
+        if (path / "pyproject.toml").is_file() and (path / "src" / "versemi").is_dir():
+            return path
+    return None

@@ -353,6 +353,7 @@ def test_only_missing_packages_are_installed_after_one_question(tmp_path: Path) 
     assert versemi_call[:3] == ["--no-deps", "--no-build-isolation", "--upgrade"]
     assert not Path(versemi_call[3]).exists()  # installed from a temporary copy, removed afterwards
     assert Path(versemi_call[3]).name == "training"
+    assert not str(versemi_call[3]).startswith(str(tmp_path))
     assert result.installed == ["torch", "monai", "versemi 0.1.0"]
     assert result.restart_needed  # monai was already imported
 
@@ -403,6 +404,13 @@ def test_bundled_versemi_really_installs_offline(tmp_path: Path) -> None:
 
     installer = PipInstaller(testing=True)
     dependencies.ensure_dependencies(installer, [], source, version_of={"versemi": None}.get)
+    # The bundle is left untouched (it may be read-only): no build folders, no egg-info.
+    assert sorted(p.name for p in (bundle / "training").iterdir()) == ["pyproject.toml", "src"]
     installed = list(target.glob("versemi-*.dist-info"))
     assert installed and (target / "versemi" / "labels.py").is_file()
     assert dependencies.bundled_versemi_version(source) in installed[0].name
+
+
+def test_source_checkout_is_found_when_there_is_no_bundle() -> None:
+    root = Path(__file__).resolve().parents[2]
+    assert dependencies.bundled_versemi_source(root / "VerSemiSegmenter" / "Resources") == root / "training"
