@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,75 @@ def test_ui_file_names_the_bound_parameters() -> None:
     wrapper = module.split("class VerSemiSegmenterParameterNode", 1)[1].split("\ndef ", 1)[0]
     fields = set(re.findall(r"^    (\w+):", wrapper, re.MULTILINE))
     assert bound and bound <= fields, f"bound {bound} not in the parameter node fields {fields}"
+
+
+# A stand-in for a Slicer build tree: the variables and macros the extension's CMake code uses, with
+# checks (files exist, metadata set). Configuring and installing against it runs the real CMake files.
+STUB_SLICER_CONFIG = """
+set(Slicer_USE_FILE ${CMAKE_CURRENT_LIST_DIR}/UseSlicer.cmake)
+set(Slicer_EXTENSION_GENERATE_CONFIG ${CMAKE_CURRENT_LIST_DIR}/GenerateConfig.cmake)
+set(Slicer_EXTENSION_CPACK ${CMAKE_CURRENT_LIST_DIR}/Empty.cmake)
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.8/qt-scripted-modules)
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.8/qt-scripted-modules)
+"""
+STUB_USE_SLICER = """
+macro(slicerMacroBuildScriptedModule)
+  cmake_parse_arguments(_M "WITH_GENERIC_TESTS;WITH_SUBDIR;VERBOSE" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  if(NOT _M_WITH_GENERIC_TESTS)
+    message(FATAL_ERROR "WITH_GENERIC_TESTS missing")
+  endif()
+  foreach(_f ${_M_SCRIPTS} ${_M_RESOURCES})
+    if(NOT EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${_f})
+      message(FATAL_ERROR "listed file does not exist: ${_f}")
+    endif()
+    get_filename_component(_d ${_f} DIRECTORY)
+    install(FILES ${_f} DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/${_d})
+  endforeach()
+endmacro()
+function(slicer_add_python_unittest)
+  cmake_parse_arguments(_T "" "SCRIPT" "" ${ARGN})
+  if(NOT EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${_T_SCRIPT})
+    message(FATAL_ERROR "test script does not exist: ${_T_SCRIPT}")
+  endif()
+  file(APPEND ${CMAKE_BINARY_DIR}/python_tests.txt "${_T_SCRIPT}\\n")
+endfunction()
+"""
+STUB_GENERATE_CONFIG = """
+foreach(_v HOMEPAGE CONTRIBUTORS DESCRIPTION ICONURL SCREENSHOTURLS DEPENDS)
+  if(NOT EXTENSION_${_v})
+    message(FATAL_ERROR "EXTENSION_${_v} is not set")
+  endif()
+endforeach()
+"""
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
+def test_cmake_configures_and_installs_against_a_stub_slicer(tmp_path: Path) -> None:
+    stub = tmp_path / "Slicer-build"
+    stub.mkdir()
+    (stub / "SlicerConfig.cmake").write_text(STUB_SLICER_CONFIG, encoding="utf-8")
+    (stub / "UseSlicer.cmake").write_text(STUB_USE_SLICER, encoding="utf-8")
+    (stub / "GenerateConfig.cmake").write_text(STUB_GENERATE_CONFIG, encoding="utf-8")
+    (stub / "Empty.cmake").write_text("", encoding="utf-8")
+    build, prefix = tmp_path / "build", tmp_path / "install"
+    configure = subprocess.run(
+        ["cmake", "-S", str(ROOT), "-B", str(build), f"-DSlicer_DIR={stub}", "-DBUILD_TESTING=ON"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert configure.returncode == 0, configure.stdout[-3000:] + configure.stderr[-3000:]
+    tests = (build / "python_tests.txt").read_text(encoding="utf-8").split()
+    assert tests == ["VerSemiSegmenter.py", "VerSemiSegmenterLibTest.py"]
+    install = subprocess.run(["cmake", "--install", str(build), "--prefix", str(prefix)],
+                             capture_output=True, text=True, timeout=120)
+    assert install.returncode == 0, install.stderr[-3000:]
+    modules = prefix / "lib" / "Slicer-5.8" / "qt-scripted-modules"
+    assert (modules / "VerSemiSegmenter.py").is_file()
+    assert (modules / "VerSemiSegmenterLib" / "pipeline.py").is_file()
+    assert (modules / "Resources" / "UI" / "VerSemiSegmenter.ui").is_file()
+    package = modules / "Resources" / "versemi-package" / "training"
+    assert (package / "pyproject.toml").is_file()
+    assert (package / "src" / "versemi" / "cli" / "predict.py").is_file()
+    assert not list(package.rglob("__pycache__")), "compiled caches must not be shipped"
+    # The build tree gets the same bundle, for running Slicer from the build folder.
+    assert (build / "lib" / "Slicer-5.8" / "qt-scripted-modules" / "Resources" / "versemi-package" / "training"
+            / "src" / "versemi" / "labels.py").is_file()
