@@ -73,8 +73,13 @@ def test_gradients_reach_controller_and_backbone() -> None:
     logits = model(images(), torch.tensor([[0, 1], [2, 4]]))
     target = (torch.rand_like(logits) > 0.5).float()
     torch.nn.functional.binary_cross_entropy_with_logits(logits, target).backward()
-    for name in ("head.controller.weight", "head.input_projection.weight", "backbone.encoder.0.convs.0.weight",
-                 "backbone.down.1.0.weight", "backbone.decoder.1.convs.0.weight"):
+    for name in (
+        "head.controller.weight",
+        "head.input_projection.weight",
+        "backbone.encoder.0.convs.0.weight",
+        "backbone.down.1.0.weight",
+        "backbone.decoder.1.convs.0.weight",
+    ):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -132,9 +137,13 @@ def test_bad_prompt_ids_are_clear_errors(prompts: object, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("config", "message"),
-    [({"base_filters": 4}, "num_prompts"), ({**TINY, "backbon": "vnet"}, "unknown model config"),
-     ({**TINY, "backbone": "resnet"}, "unknown backbone"), ({**TINY, "norm": "layer"}, "unknown norm"),
-     ({**TINY, "convs_per_stage": [1, 2]}, "convs_per_stage")],
+    [
+        ({"base_filters": 4}, "num_prompts"),
+        ({**TINY, "backbon": "vnet"}, "unknown model config"),
+        ({**TINY, "backbone": "resnet"}, "unknown backbone"),
+        ({**TINY, "norm": "layer"}, "unknown norm"),
+        ({**TINY, "convs_per_stage": [1, 2]}, "convs_per_stage"),
+    ],
 )
 def test_bad_configs_are_clear_errors(config: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -1,4 +1,4 @@
-"""versemi.model: 3D backbones (V-Net, U-Net), the DoDNet-style dynamic head, ``PromptedSegmenter``."""
+"""versemi.model: 3D backbones (V-Net, U-Net), the DoDNet dynamic head, ``PromptedSegmenter``."""
 
 from versemi.model.backbones import BACKBONES, EncoderDecoder3d, UNet3d, VNet3d
 from versemi.model.dynamic_head import DynamicHead

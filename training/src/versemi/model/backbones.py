@@ -189,7 +189,9 @@ class EncoderDecoder3d(nn.Module):
                 stack(in_channels if stage == 0 else widths[stage], widths[stage], counts[stage])
             )
             if stage < depth - 1:
-                self.down.append(_resample(nn.Conv3d, widths[stage], widths[stage + 1], norm, activation))
+                self.down.append(
+                    _resample(nn.Conv3d, widths[stage], widths[stage + 1], norm, activation)
+                )
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for stage in reversed(range(depth - 1)):

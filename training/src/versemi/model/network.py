@@ -76,7 +76,7 @@ class PromptedSegmenter(nn.Module):
         return self.backbone.size_divisor
 
     def check_images(self, images: torch.Tensor) -> None:
-        """Raise ``ValueError`` when ``images`` is not ``(B, in_channels, D, H, W)`` with divisible sizes."""
+        """Raise ``ValueError`` unless ``images`` is ``(B, in_channels, D, H, W)``, sizes divisible."""
         if images.ndim != 5:
             raise ValueError(
                 f"images must be (B, C, D, H, W), got a {images.ndim}-D tensor of shape "
