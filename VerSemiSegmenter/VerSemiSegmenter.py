@@ -135,6 +135,8 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self.pythonExecutable = pythonExecutable()
+        # PythonSlicer is a launcher: start it from Slicer's startup environment, as Slicer does.
+        process.set_base_environment(slicer.util.startupEnvironment())
         self._torchInfo = None
         self._nvidiaPresent = None
 

@@ -169,7 +169,9 @@ def download_command(spec: str, python_executable: str = sys.executable) -> list
 
 
 def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    from .process import subprocess_environment
+
+    env = subprocess_environment()
     try:
         return subprocess.run(
             command, capture_output=True, text=True, encoding="utf-8", errors="replace",

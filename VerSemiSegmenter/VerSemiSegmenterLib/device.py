@@ -56,8 +56,11 @@ class DeviceChoice:
 def probe_torch(python_executable: str = sys.executable, timeout: float = 120.0) -> TorchInfo:
     """Ask ``python_executable`` what torch sees (a subprocess: torch is not imported here)."""
     try:
+        from .process import subprocess_environment
+
         completed = subprocess.run(
-            [python_executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, check=False
+            [python_executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, check=False,
+            env=subprocess_environment(),
         )
         data = json.loads(completed.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError, IndexError) as exc:

@@ -28,6 +28,29 @@ KILL_TIMEOUT_S = 2.0
 _STDERR_TAIL_LINES = 200
 
 
+_base_environment: dict[str, str] | None = None
+
+
+def set_base_environment(env: Mapping[str, str] | None) -> None:
+    """The environment child processes start from (default: this process's ``os.environ``).
+
+    In Slicer this is ``slicer.util.startupEnvironment()``: ``PythonSlicer`` is a launcher that sets
+    Slicer's paths itself, and should not inherit the GUI process's own additions.
+    """
+    global _base_environment
+    _base_environment = dict(env) if env is not None else None
+
+
+def subprocess_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child Python: the base environment, ``extra``, unbuffered UTF-8 output."""
+    env = dict(_base_environment if _base_environment is not None else os.environ)
+    env.update(extra or {})
+    # Progress lines must arrive as they are printed, in UTF-8 whatever the system locale.
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
 class Signal:
     """A minimal signal: ``connect(callback)``, ``disconnect(callback)``, ``emit(*args)``."""
 
@@ -183,11 +206,7 @@ class ProcessRunner:
         """Start the process (once). Raises ``OSError`` if the program cannot be started."""
         if self._process is not None:
             raise RuntimeError("this runner was already started")
-        env = dict(os.environ)
-        env.update(self.env)
-        # Progress lines must arrive as they are printed, in UTF-8 whatever the system locale.
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env["PYTHONIOENCODING"] = "utf-8"
+        env = subprocess_environment(self.env)
         kwargs: dict[str, Any] = {}
         if sys.platform == "win32":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(

@@ -43,9 +43,12 @@ save_checkpoint({
 def make_tiny_checkpoint(path: str | os.PathLike[str], python_executable: str = sys.executable) -> str:
     """Write a tiny random-weights checkpoint with the prompts :data:`TINY_PROMPTS` (+ synthetic)."""
     path = os.path.abspath(os.fspath(path))
+    from .process import subprocess_environment
+
     completed = subprocess.run(
         [python_executable, "-c", _TINY_CHECKPOINT_SNIPPET, path],
         capture_output=True, text=True, encoding="utf-8", errors="replace", check=False, timeout=600,
+        env=subprocess_environment(),
     )
     if completed.returncode != 0 or not os.path.isfile(path):
         raise RuntimeError(f"cannot create the test checkpoint {path}:\n{completed.stderr[-2000:]}")

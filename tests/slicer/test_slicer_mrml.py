@@ -197,3 +197,20 @@ def test_mismatched_outputs_leave_the_scene_unchanged(mrml_scene, tmp_path: Path
     with pytest.raises(LabelTableError, match="cannot read labelmap"):
         segmentation_import.load_labelmap_node(tmp_path / "garbage.nrrd", mrml_scene)
     assert _node_counts(mrml_scene) == before
+
+
+def test_terminology_tags_are_understood_by_slicer_terminology_logic(mrml_scene) -> None:
+    """Slicer's own (de)serializer reads our tag back to the same codes and writes the same string."""
+    import slicer
+
+    for raw in LABELS:
+        entry = segmentation_import.parse_label_table({"labels": [raw]})[0]
+        if entry.terminology_tag is None:
+            continue
+        terminology = slicer.vtkSlicerTerminologyEntry()
+        logic = slicer.vtkSlicerTerminologiesModuleLogic
+        assert logic.DeserializeTerminologyEntry(entry.terminology_tag, terminology)
+        assert terminology.GetTypeObject().GetCodeValue() == raw["snomed"]["code"]
+        assert terminology.GetTypeObject().GetCodingSchemeDesignator() == "SCT"
+        assert terminology.GetCategoryObject().GetCodeValue() == raw["snomed"]["category_code"]
+        assert logic.SerializeTerminologyEntry(terminology) == entry.terminology_tag

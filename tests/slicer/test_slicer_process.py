@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import time
@@ -122,3 +123,18 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_base_environment_replaces_this_process_environment() -> None:
+    from VerSemiSegmenterLib import process
+
+    script = "import json, os; print(json.dumps({'type': 'done', 'output': os.environ.get('VSS_MARK', ''), 'sidecar': ''}))"
+    process.set_base_environment({**os.environ, "VSS_MARK": "from base ü"})
+    try:
+        runner = ProcessRunner([sys.executable, "-c", script])
+        runner.start()
+        assert runner.wait(timeout=60).output == "from base ü"
+    finally:
+        process.set_base_environment(None)
+    assert "VSS_MARK" not in process.subprocess_environment()
+    assert process.subprocess_environment({"A": "1"})["PYTHONIOENCODING"] == "utf-8"
