@@ -1,0 +1,1074 @@
+"""Semi-supervised benchmark on real data: VerSemi against baselines, with seeds and paired statistics.
+
+For each protocol setting of ``protocol.json`` (``labeled_10pct``, ``labeled_5pct``), each compared
+method ("variant", see ``bench/semisup_presets.py``) and each seed, this trains one prompted model
+over the preset's datasets with ``versemi train``, predicts a HELD-OUT split with the same
+:class:`~versemi.inference.Predictor` that ``versemi predict`` uses, scores it with
+:func:`versemi.evaluation.evaluate_folders` (Dice, HD95 in mm on the original grid) and writes:
+
+- ``runs/<setting>__<variant>__seed<k>/metrics.json``: per-case metrics, wall times, steps, it/s,
+  data-wait share, loss shares (one file per run; a run whose file exists is skipped: resumable);
+- ``results.md``: the exact command and settings, then per dataset and prompt Dice and HD95
+  (mean +- sd over seeds) per method, paired per-case differences (VerSemi minus each baseline,
+  with their standard error), the share of the gap to the all-labels upper bound each method
+  closes, and per-run timings;
+- ``results.json`` (the same numbers) and ``results.png`` (per-dataset Dice bars with seed spread).
+
+Held-out split: per dataset, 20 % of the cases (ACDC: of the patients, both frames together) are
+chosen deterministically (SHA-256 order of ``<dataset>/<case or patient>``) among cases that no
+protocol setting labels, and removed from training entirely through the config's ``exclude``. They
+are used once, for the final report; there is no model selection (fixed step budget, the last
+checkpoint is evaluated; the trainer's own validation split is disabled so that no labeled case is
+taken away from training).
+
+Usage::
+
+    .venv/bin/python bench/semisup.py --preset cpu-quick              # a few minutes, smoke check
+    nohup .venv/bin/python bench/semisup.py --preset cpu > bench/results/cpu.log 2>&1 &
+    .venv/bin/python bench/semisup.py --preset gpu-la --device cuda
+    .venv/bin/python bench/semisup.py --preset cpu --dry-run          # print the runs
+    .venv/bin/python bench/semisup.py --preset cpu --report-only      # tables from finished runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import fnmatch
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from semisup_presets import Preset, get_preset, images_per_step, variant_steps  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+DEFAULT_RESULTS = REPO_ROOT / "bench" / "results"
+ALL_LABELS = "all_labels"
+METRICS_FILE = "metrics.json"
+TRAIN_DONE_FILE = "train_done.json"
+# Case ids of one patient (ACDC: patientNNN_frame01 / _frame02) are held out together.
+_GROUP_PATTERN = re.compile(r"^(?P<group>.+?)_frame\d+$")
+
+
+# ==================================================================================================
+# held-out split
+# ==================================================================================================
+def case_group(case_id: str) -> str:
+    """The unit of the held-out split: the patient for ``<patient>_frameNN`` ids, else the case."""
+    m = _GROUP_PATTERN.match(case_id)
+    return m.group("group") if m else case_id
+
+
+def heldout_cases(
+    dataset: str, case_ids: Sequence[str], protocol_entry: Mapping[str, Sequence[str]], fraction: float
+) -> list[str]:
+    """The held-out evaluation cases of one dataset (deterministic, never a protocol-labeled case).
+
+    ``round(fraction * groups)`` groups (patients, or cases) are taken in SHA-256 order of
+    ``"<dataset>/<group>"`` among the groups none of whose cases any protocol setting labels.
+
+    Args:
+        dataset: Dataset folder name (part of the hash, so datasets are split independently).
+        case_ids: Every case id of the dataset.
+        protocol_entry: The dataset's protocol.json entry (setting -> labeled case ids).
+        fraction: Share of the groups to hold out, in [0, 1).
+
+    Returns:
+        Held-out case ids, sorted.
+
+    Raises:
+        ValueError: ``fraction`` outside [0, 1), or not enough unlabeled groups to hold out.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"held-out fraction must be in [0, 1), got {fraction}")
+    labeled = {c for ids in protocol_entry.values() for c in ids}
+    groups: dict[str, list[str]] = {}
+    for c in case_ids:
+        groups.setdefault(case_group(c), []).append(c)
+    n_holdout = int(math.floor(fraction * len(groups) + 0.5))
+    candidates = [g for g, members in groups.items() if not labeled & set(members)]
+    if n_holdout > len(candidates):
+        raise ValueError(
+            f"{dataset}: cannot hold out {n_holdout} of {len(groups)} groups: only {len(candidates)} have no "
+            "protocol-labeled case"
+        )
+    order = sorted(candidates, key=lambda g: hashlib.sha256(f"{dataset}/{g}".encode()).hexdigest())
+    return sorted(c for g in order[:n_holdout] for c in groups[g])
+
+
+def dataset_case_ids(dataset_dir: Path) -> list[str]:
+    """Case ids of an nnU-Net raw dataset (images ``imagesTr/<case>_0000<ending>``)."""
+    from versemi.data.dataset import NnUNetDataset
+
+    return list(NnUNetDataset(dataset_dir).case_ids)
+
+
+def make_split(
+    data_dir: Path, datasets: Sequence[str], protocol: Mapping[str, Any], fraction: float
+) -> dict[str, list[str]]:
+    """Held-out cases per dataset (see :func:`heldout_cases`)."""
+    split = {}
+    for name in datasets:
+        if name not in protocol:
+            raise ValueError(f"protocol file has no entry for {name}; it has {', '.join(sorted(protocol))}")
+        split[name] = heldout_cases(name, dataset_case_ids(data_dir / name), protocol[name], fraction)
+    return split
+
+
+# ==================================================================================================
+# the run plan and configs
+# ==================================================================================================
+@dataclass(frozen=True)
+class RunSpec:
+    """One training + evaluation run of the benchmark.
+
+    Attributes:
+        setting: Protocol setting (e.g. ``labeled_10pct``) or ``all_labels`` for the upper bound.
+        variant: Variant name (see the presets).
+        method: Trainer method.
+        seed: Training seed (the config's ``seed``).
+        steps: Step budget (``--max-steps``).
+        training: Extra ``training:`` keys of the variant.
+        images_per_step: Images through the network per step (see ``images_per_step``).
+    """
+
+    setting: str
+    variant: str
+    method: str
+    seed: int
+    steps: int
+    training: dict[str, Any] = field(default_factory=dict)
+    images_per_step: float = 0.0
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.setting}__{self.variant}__seed{self.seed}"
+
+
+def plan_runs(preset: Preset, seeds: Sequence[int] | None = None) -> list[RunSpec]:
+    """Every run of a preset: settings x variants x seeds, plus the upper bound once per seed."""
+    seeds = list(seeds if seeds is not None else preset.seeds)
+    runs: list[RunSpec] = []
+
+    def spec(setting: str, variant_name: str, seed: int) -> RunSpec:
+        v = preset.variant(variant_name)
+        training = {**preset.training, **v.training}
+        return RunSpec(
+            setting, v.name, v.method, seed, variant_steps(preset, v), dict(v.training),
+            images_per_step(v.method, training),
+        )
+
+    for setting in preset.settings:
+        for v in preset.variants:
+            if v.all_labels or (v.settings is not None and setting not in v.settings):
+                continue
+            runs.extend(spec(setting, v.name, s) for s in seeds)
+    for v in preset.variants:
+        if v.all_labels:
+            runs.extend(spec(ALL_LABELS, v.name, s) for s in seeds)
+    return runs
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (``extra`` wins); nested option sections are merged, not replaced."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def make_config(
+    preset: Preset,
+    run: RunSpec,
+    data_dir: Path,
+    protocol_path: Path,
+    heldout: Mapping[str, Sequence[str]],
+    cache_dir: Path,
+    output_dir: Path,
+) -> dict[str, Any]:
+    """The training config (as a dict, absolute paths) of one run.
+
+    Labeled cases come from the protocol setting (or ``all`` for the upper bound); the held-out
+    cases are excluded; the trainer's validation split is off (no labeled case is taken away and no
+    checkpoint is selected: the last one is evaluated).
+    """
+    datasets = []
+    for name in preset.datasets:
+        labeled: Any = "all" if run.setting == ALL_LABELS else {"protocol": str(protocol_path), "setting": run.setting}
+        datasets.append({"path": str(data_dir / name), "labeled": labeled, "exclude": list(heldout.get(name, []))})
+    training = _merge(preset.training, run.training)
+    training["method"] = run.method
+    training["max_steps"] = run.steps
+    return {
+        "datasets": datasets,
+        "target_spacing": list(preset.target_spacing),
+        "patch_size": list(preset.patch_size),
+        "validation": {"fraction": 0.0},
+        "seed": run.seed,
+        "model": dict(preset.model),
+        "training": training,
+        "cache_dir": str(cache_dir),
+        "output_dir": str(output_dir),
+    }
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON via a temporary file and a rename (no partial file on interruption)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _finite_or_none(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# ==================================================================================================
+# running: training (subprocess), prediction + evaluation (in process)
+# ==================================================================================================
+def stage_folders(train_dir: Path, method: str) -> list[Path]:
+    """The trainer's run folders of a method (VerSemi: stage1, stage2)."""
+    return [train_dir / "stage1", train_dir / "stage2"] if method == "versemi" else [train_dir / method]
+
+
+def train_log_stats(train_dir: Path, method: str) -> dict[str, Any]:
+    """Steps, seconds, it/s, data-wait share and the consistency loss share from the trainer's logs.
+
+    The data-wait share and seconds come from the ``end`` events of ``train_log.jsonl`` (the
+    trainer measures the time each step waits for its batch). The consistency share is the weighted
+    consistency term over the total loss, averaged over the logged steps of the last quarter.
+    """
+    from versemi.training.run_log import read_jsonl
+
+    stages = []
+    for folder in stage_folders(train_dir, method):
+        log = folder / "train_log.jsonl"
+        if not log.is_file():
+            continue
+        records = read_jsonl(log)
+        starts = [r for r in records if r.get("event") in ("start", "resume")]
+        ends = [r for r in records if r.get("event") == "end"]
+        train = [r for r in records if r.get("event") == "train"]
+        steps = seconds = wait = 0.0
+        # Every start/resume is followed by its end (unless killed): sum the finished segments.
+        for s, e in zip(starts, ends):
+            n = float(e["step"]) - float(s["step"])
+            steps += n
+            seconds += float(e.get("seconds") or 0.0)
+            wait += float(e.get("data_wait_fraction") or 0.0) * float(e.get("seconds") or 0.0)
+        share = None
+        if train:
+            last_step = max(int(r["step"]) for r in train)
+            tail = [r for r in train if int(r["step"]) >= 0.75 * last_step]
+            shares = []
+            for r in tail:
+                terms = r.get("losses") or {}
+                if "consistency" in terms and terms.get("total"):
+                    w = float(terms.get("consistency_weight", 0.0))
+                    shares.append(w * float(terms["consistency"]) / float(terms["total"]))
+            share = float(np.mean(shares)) if shares else None
+        stages.append(
+            {
+                "folder": folder.name,
+                "steps": int(steps),
+                "seconds": seconds,
+                "it_per_s": steps / seconds if seconds > 0 else None,
+                "data_wait_fraction": wait / seconds if seconds > 0 else None,
+                "consistency_loss_share": share,
+                "final_losses": train[-1].get("losses") if train else None,
+            }
+        )
+    steps = sum(s["steps"] for s in stages)
+    seconds = sum(s["seconds"] for s in stages)
+    waits = [s["data_wait_fraction"] * s["seconds"] for s in stages if s["data_wait_fraction"] is not None]
+    shares = [s["consistency_loss_share"] for s in stages if s["consistency_loss_share"] is not None]
+    return {
+        "stages": stages,
+        "steps": steps,
+        "loop_seconds": seconds,
+        "it_per_s": steps / seconds if seconds > 0 else None,
+        "data_wait_fraction": sum(waits) / seconds if seconds > 0 and waits else None,
+        "consistency_loss_share": shares[-1] if shares else None,
+    }
+
+
+def train_command(
+    config_path: Path, run: RunSpec, train_dir: Path, device: str, resume: bool
+) -> list[str]:
+    """The ``versemi train`` command line of a run."""
+    cmd = [
+        sys.executable, "-m", "versemi.cli", "train", str(config_path),
+        "--method", run.method, "--stage", "all", "--output-dir", str(train_dir),
+        "--max-steps", str(run.steps), "--device", device, "--no-progress",
+    ]
+    if resume:
+        cmd.append("--resume")
+    return cmd
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[key] = str(threads)
+    return env
+
+
+def run_training(run: RunSpec, config: dict[str, Any], run_dir: Path, device: str, threads: int) -> dict[str, Any]:
+    """Train one run with ``versemi train`` (skipped when it finished before); returns its record.
+
+    The trainer's stdout/stderr go to ``run_dir/train.log``. An interrupted run is continued with
+    ``--resume`` from its ``last.pt``.
+
+    Raises:
+        RuntimeError: the trainer failed (the message ends with the tail of its log).
+    """
+    done = run_dir / TRAIN_DONE_FILE
+    if done.is_file():
+        return json.loads(done.read_text(encoding="utf-8"))
+    config_path = run_dir / "config.json"
+    write_json_atomic(config_path, config)
+    train_dir = run_dir / "train"
+    resume = any((f / "last.pt").is_file() for f in stage_folders(train_dir, run.method))
+    cmd = train_command(config_path, run, train_dir, device, resume)
+    log_path = run_dir / "train.log"
+    start = time.perf_counter()
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"$ {shlex.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=thread_env(threads))
+        log.write(proc.stdout)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"{run.run_id}: versemi train failed (exit {proc.returncode}); {log_path}:\n{tail}")
+    results = []
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                results.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    if not results:
+        raise RuntimeError(f"{run.run_id}: versemi train printed no result line; see {log_path}")
+    record = {
+        "command": shlex.join(cmd),
+        "wall_seconds": wall,
+        "resumed": resume,
+        "checkpoint": results[-1]["checkpoint"],
+        "trainer_results": results,
+        "log_stats": train_log_stats(train_dir, run.method),
+    }
+    write_json_atomic(done, record)
+    return record
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    data_dir: Path,
+    heldout: Mapping[str, Sequence[str]],
+    out_dir: Path,
+    device: str,
+    threads: int,
+    overlap: float,
+    batch_size: int,
+    max_cases: int | None = None,
+) -> tuple[list[dict[str, Any]], float]:
+    """Predict the held-out cases with the dataset's own prompts and score them.
+
+    Returns:
+        (rows, wall seconds): one row per (dataset, case, label) with ``dice``, ``hd95`` (mm; ``None``
+        when undefined), ``nsd`` and ``status``.
+    """
+    from versemi.evaluation import evaluate_folders, label_names_from_dataset_json
+    from versemi.inference import Predictor
+
+    start = time.perf_counter()
+    predictor = Predictor(checkpoint, device=device, overlap=overlap, batch_size=batch_size, threads=threads)
+    rows: list[dict[str, Any]] = []
+    for dataset, cases in heldout.items():
+        cases = list(cases)[: max_cases] if max_cases else list(cases)
+        if not cases:
+            continue
+        prompt_ids = sorted({pid for pid, _ in predictor.label_space.prompts_for_dataset(dataset)})
+        if not prompt_ids:
+            raise RuntimeError(f"{checkpoint}: the model has no prompt for dataset {dataset}")
+        pred_dir = out_dir / dataset
+        ds_dir = data_dir / dataset
+        ending = json.loads((ds_dir / "dataset.json").read_text(encoding="utf-8")).get("file_ending", ".nii.gz")
+        for case in cases:
+            target = pred_dir / f"{case}{ending}"
+            if not (pred_dir / f"{case}.json").is_file():  # the sidecar is written last: complete
+                predictor.predict_file(ds_dir / "imagesTr" / f"{case}_0000{ending}", target, prompt_ids)
+        result = evaluate_folders(
+            pred_dir,
+            ds_dir / "labelsTr",
+            label_names=label_names_from_dataset_json(ds_dir / "dataset.json"),
+            allow_missing=True,
+        )
+        wanted = set(cases)
+        for r in result.rows:
+            if r["case"] in wanted:
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "case": r["case"],
+                        "label": r["label"],
+                        "dice": float(r["dice"]),
+                        "hd95": _finite_or_none(r["hd95"]),
+                        "nsd": _finite_or_none(r["nsd"]),
+                        "status": r["status"],
+                    }
+                )
+    return rows, time.perf_counter() - start
+
+
+# ==================================================================================================
+# aggregation
+# ==================================================================================================
+def _mean(values: Iterable[float]) -> float | None:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(vals)) if vals else None
+
+
+def _sd(values: Iterable[float]) -> float | None:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.std(vals, ddof=1)) if len(vals) >= 2 else None
+
+
+MEAN_LABEL = "(mean)"
+
+
+def per_case_scores(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, dict[str, float | None]]]:
+    """``{(dataset, label): {case: {"dice", "hd95"}}}`` plus ``(dataset, "(mean)")``: the mean over labels.
+
+    The per-case mean over labels averages the labels where the value is defined (HD95 is undefined
+    where a mask is empty).
+    """
+    out: dict[tuple[str, str], dict[str, dict[str, float | None]]] = {}
+    by_case: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["dataset"], r["label"]), {})[r["case"]] = {"dice": r["dice"], "hd95": r.get("hd95")}
+        by_case.setdefault((r["dataset"], r["case"]), []).append(r)
+    for (dataset, case), items in by_case.items():
+        out.setdefault((dataset, MEAN_LABEL), {})[case] = {
+            "dice": _mean(r["dice"] for r in items),
+            "hd95": _mean(r.get("hd95") for r in items),
+        }
+    return out
+
+
+@dataclass
+class RunResult:
+    """The evaluated metrics of one finished run (what aggregation needs)."""
+
+    setting: str
+    variant: str
+    seed: int
+    scores: dict[tuple[str, str], dict[str, dict[str, float | None]]]
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def load_results(runs_dir: Path) -> list[RunResult]:
+    """Every finished run under ``runs_dir`` (``<run>/metrics.json``)."""
+    results = []
+    for path in sorted(runs_dir.glob(f"*/{METRICS_FILE}")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        run = data["run"]
+        results.append(RunResult(run["setting"], run["variant"], int(run["seed"]), per_case_scores(data["rows"]), data))
+    return results
+
+
+def seed_means(results: Sequence[RunResult], setting: str, variant: str, metric: str) -> dict[tuple[str, str], dict[int, float | None]]:
+    """``{(dataset, label): {seed: mean over cases}}`` of one metric for one setting and variant."""
+    out: dict[tuple[str, str], dict[int, float | None]] = {}
+    for r in results:
+        if r.setting == setting and r.variant == variant:
+            for key, cases in r.scores.items():
+                out.setdefault(key, {})[r.seed] = _mean(c[metric] for c in cases.values())
+    return out
+
+
+def summary_table(results: Sequence[RunResult], setting: str, variant: str, metric: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(dataset, label): {"mean", "sd", "n_seeds", "seeds": {seed: value}}}`` over seeds."""
+    out = {}
+    for key, per_seed in seed_means(results, setting, variant, metric).items():
+        vals = [v for v in per_seed.values() if v is not None]
+        out[key] = {"mean": _mean(vals), "sd": _sd(vals), "n_seeds": len(vals), "seeds": per_seed}
+    return out
+
+
+def paired_difference(
+    results: Sequence[RunResult], setting: str, reference: str, baseline: str, metric: str
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per-case paired differences ``reference - baseline`` with their standard error.
+
+    For each case, the difference is taken within each seed the two variants share (same seed,
+    same case) and averaged over those seeds; the table gives the mean over cases, its standard
+    error ``sd / sqrt(n)`` (ddof 1) and ``n`` cases. HD95 pairs need both values defined.
+
+    Returns:
+        ``{(dataset, label): {"mean", "se", "n", "seeds"}}``.
+    """
+    ref = {r.seed: r for r in results if r.setting == setting and r.variant == reference}
+    base = {r.seed: r for r in results if r.setting == setting and r.variant == baseline}
+    seeds = sorted(set(ref) & set(base))
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    keys = sorted({k for s in seeds for k in ref[s].scores} & {k for s in seeds for k in base[s].scores})
+    for key in keys:
+        per_case: dict[str, list[float]] = {}
+        for s in seeds:
+            a, b = ref[s].scores.get(key, {}), base[s].scores.get(key, {})
+            for case in set(a) & set(b):
+                va, vb = a[case][metric], b[case][metric]
+                if va is not None and vb is not None and math.isfinite(va) and math.isfinite(vb):
+                    per_case.setdefault(case, []).append(float(va) - float(vb))
+        diffs = [float(np.mean(v)) for v in per_case.values()]
+        n = len(diffs)
+        out[key] = {
+            "mean": float(np.mean(diffs)) if n else None,
+            "se": float(np.std(diffs, ddof=1) / math.sqrt(n)) if n >= 2 else None,
+            "n": n,
+            "seeds": len(seeds),
+        }
+    return out
+
+
+def gap_closed(method: float | None, baseline: float | None, upper: float | None, min_gap: float = 1e-3) -> float | None:
+    """Share of the gap ``upper - baseline`` that ``method`` closes: ``(method - baseline) / (upper - baseline)``.
+
+    ``None`` when a value is missing or the gap is smaller than ``min_gap`` (no gap to close).
+    """
+    if method is None or baseline is None or upper is None:
+        return None
+    gap = upper - baseline
+    if gap < min_gap:
+        return None
+    return (method - baseline) / gap
+
+
+def aggregate(preset: Preset, results: Sequence[RunResult]) -> dict[str, Any]:
+    """All the report's numbers: per setting the Dice/HD95 tables, paired differences, gap closed."""
+    variants_present = {(r.setting, r.variant) for r in results}
+    upper_name = preset.upper_bound
+    upper_dice = summary_table(results, ALL_LABELS, upper_name, "dice")
+    upper_hd = summary_table(results, ALL_LABELS, upper_name, "hd95")
+    out: dict[str, Any] = {"settings": {}}
+    for setting in preset.settings:
+        variants = [v.name for v in preset.variants if (setting, v.name) in variants_present]
+        dice = {v: summary_table(results, setting, v, "dice") for v in variants}
+        hd95 = {v: summary_table(results, setting, v, "hd95") for v in variants}
+        if upper_dice:
+            dice[upper_name], hd95[upper_name] = upper_dice, upper_hd
+        diffs: dict[str, Any] = {}
+        if preset.reference in variants:
+            for v in [*variants, upper_name] if upper_dice else variants:
+                if v == preset.reference:
+                    continue
+                pool = results if v != upper_name else [
+                    *[r for r in results if r.setting == setting and r.variant == preset.reference],
+                    *[RunResult(setting, r.variant, r.seed, r.scores) for r in results
+                      if r.setting == ALL_LABELS and r.variant == upper_name],
+                ]
+                diffs[v] = {
+                    "dice": paired_difference(pool, setting, preset.reference, v, "dice"),
+                    "hd95": paired_difference(pool, setting, preset.reference, v, "hd95"),
+                }
+        gaps: dict[str, dict[tuple[str, str], float | None]] = {}
+        if preset.baseline in dice and upper_dice:
+            base = dice[preset.baseline]
+            for v in variants:
+                if v in (preset.baseline, upper_name):
+                    continue
+                gaps[v] = {
+                    key: gap_closed(
+                        dice[v].get(key, {}).get("mean"), base.get(key, {}).get("mean"), upper_dice.get(key, {}).get("mean")
+                    )
+                    for key in base
+                }
+        out["settings"][setting] = {"variants": list(dice), "dice": dice, "hd95": hd95, "paired": diffs, "gap_closed": gaps}
+    return out
+
+
+# ==================================================================================================
+# report
+# ==================================================================================================
+def _fmt(value: float | None, digits: int = 3, pct: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.{max(0, digits - 2)}f}" if pct else f"{value:.{digits}f}"
+
+
+def _mean_sd(entry: Mapping[str, Any] | None, digits: int, scale: float = 1.0) -> str:
+    if not entry or entry.get("mean") is None:
+        return "–"
+    m = entry["mean"] * scale
+    sd = entry.get("sd")
+    return f"{m:.{digits}f} ± {sd * scale:.{digits}f}" if sd is not None else f"{m:.{digits}f}"
+
+
+def _keys_in_order(tables: Mapping[str, Mapping[tuple[str, str], Any]], datasets: Sequence[str]) -> list[tuple[str, str]]:
+    keys = {k for t in tables.values() for k in t}
+    ordered = []
+    for d in datasets:
+        labels = sorted(k[1] for k in keys if k[0] == d and k[1] != MEAN_LABEL)
+        ordered += [(d, lab) for lab in labels]
+        if (d, MEAN_LABEL) in keys:
+            ordered.append((d, MEAN_LABEL))
+    return ordered
+
+
+def _short(dataset: str) -> str:
+    return dataset.split("_", 1)[-1]
+
+
+def run_rows(results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """One row per finished run: steps, images/step, wall times, it/s, data-wait and loss shares."""
+    rows = []
+    for r in sorted(results, key=lambda r: (r.setting, r.variant, r.seed)):
+        rec = r.record
+        train = rec.get("train", {})
+        stats = train.get("log_stats", {})
+        rows.append(
+            {
+                "run": rec.get("run", {}).get("run_id", f"{r.setting}__{r.variant}__seed{r.seed}"),
+                "steps": rec.get("run", {}).get("steps"),
+                "images_per_step": rec.get("run", {}).get("images_per_step"),
+                "train_wall_s": train.get("wall_seconds"),
+                "loop_s": stats.get("loop_seconds"),
+                "it_per_s": stats.get("it_per_s"),
+                "data_wait": stats.get("data_wait_fraction"),
+                "consistency_share": stats.get("consistency_loss_share"),
+                "eval_wall_s": rec.get("eval", {}).get("wall_seconds"),
+            }
+        )
+    return rows
+
+
+def render_markdown(
+    preset: Preset,
+    agg: Mapping[str, Any],
+    results: Sequence[RunResult],
+    header: Mapping[str, Any],
+    planned: int,
+) -> str:
+    """``results.md``: command and settings, then the tables (see the module docstring)."""
+    lines = [f"# Semi-supervised benchmark: preset `{preset.name}`", ""]
+    lines += ["```", header["command"], "```", ""]
+    lines += [f"- {k}: {v}" for k, v in header["settings"].items()]
+    lines += ["", preset.description, ""]
+    done = len(results)
+    if done < planned:
+        lines += [f"**Incomplete: {done} of {planned} runs finished.**", ""]
+    variant_desc = {v.name: v.description for v in preset.variants}
+    lines += ["Methods:", ""]
+    lines += [f"- `{v.name}` ({v.method}, {variant_steps(preset, v)} steps): {variant_desc[v.name]}" for v in preset.variants]
+    lines += [""]
+
+    for setting, s in agg["settings"].items():
+        variants = s["variants"]
+        lines += [f"## Setting `{setting}`", ""]
+        for metric, title, digits, scale in (("dice", "Dice (%)", 1, 100.0), ("hd95", "HD95 (mm)", 2, 1.0)):
+            lines += [f"### {title}: mean ± sd over seeds (per seed: mean over held-out cases)", ""]
+            lines += ["| dataset | prompt | " + " | ".join(f"`{v}`" for v in variants) + " |"]
+            lines += ["|---|---|" + "---|" * len(variants)]
+            for key in _keys_in_order(s[metric], preset.datasets):
+                cells = [_mean_sd(s[metric][v].get(key), digits, scale) for v in variants]
+                label = "**mean over prompts**" if key[1] == MEAN_LABEL else key[1]
+                lines += [f"| {_short(key[0])} | {label} | " + " | ".join(cells) + " |"]
+            lines += [""]
+        if s["paired"]:
+            lines += [
+                f"### Paired differences `{preset.reference}` minus each method (per case, seed-matched)",
+                "",
+                "Mean over held-out cases of the per-case difference (averaged over the shared seeds) ± its "
+                "standard error (sd/√n, n cases). Dice in points (positive = VerSemi better); HD95 in mm "
+                "(negative = VerSemi better; cases where either HD95 is undefined are left out).",
+                "",
+            ]
+            others = list(s["paired"])
+            lines += ["| dataset | prompt | " + " | ".join(f"vs `{v}`" for v in others) + " |"]
+            lines += ["|---|---|" + "---|" * len(others)]
+            keys = _keys_in_order({v: d["dice"] for v, d in s["paired"].items()}, preset.datasets)
+            for key in keys:
+                cells = []
+                for v in others:
+                    d = s["paired"][v]["dice"].get(key)
+                    h = s["paired"][v]["hd95"].get(key)
+                    dtxt = "–" if not d or d["mean"] is None else (
+                        f"{100 * d['mean']:+.1f} ± {100 * d['se']:.1f}" if d["se"] is not None else f"{100 * d['mean']:+.1f}"
+                    )
+                    htxt = "–" if not h or h["mean"] is None else (
+                        f"{h['mean']:+.2f} ± {h['se']:.2f}" if h["se"] is not None else f"{h['mean']:+.2f}"
+                    )
+                    n = d["n"] if d else 0
+                    cells.append(f"{dtxt} pts; {htxt} mm (n={n})")
+                label = "**mean over prompts**" if key[1] == MEAN_LABEL else key[1]
+                lines += [f"| {_short(key[0])} | {label} | " + " | ".join(cells) + " |"]
+            lines += [""]
+        if s["gap_closed"]:
+            gv = list(s["gap_closed"])
+            lines += [
+                f"### Share of the gap to the upper bound closed (Dice): (method − `{preset.baseline}`) / "
+                f"(`{preset.upper_bound}` − `{preset.baseline}`), seed means",
+                "",
+                "| dataset | prompt | " + " | ".join(f"`{v}`" for v in gv) + " |",
+                "|---|---|" + "---|" * len(gv),
+            ]
+            for key in _keys_in_order(s["gap_closed"], preset.datasets):
+                cells = [
+                    (f"{100 * s['gap_closed'][v][key]:.0f} %" if s["gap_closed"][v].get(key) is not None else "–")
+                    for v in gv
+                ]
+                label = "**mean over prompts**" if key[1] == MEAN_LABEL else key[1]
+                lines += [f"| {_short(key[0])} | {label} | " + " | ".join(cells) + " |"]
+            lines += ["", "– : no positive gap (the upper bound is not above the baseline) or a missing run.", ""]
+
+    lines += ["## Runs: compute and speed", ""]
+    lines += [
+        "Wall time of `versemi train` (process start to exit, including loading the cached cases) and of "
+        "prediction + evaluation; it/s and the share of step time spent waiting for the next batch come "
+        "from the trainer's `train_log.jsonl` (the loop only); consistency share = weighted consistency "
+        "term / total loss over the last quarter of the logged steps.",
+        "",
+        "| run | steps | images/step | train wall (s) | loop (s) | it/s | data wait | consistency share | eval wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in run_rows(results):
+        lines += [
+            f"| {row['run']} | {row['steps']} | {_fmt(row['images_per_step'], 1)} | {_fmt(row['train_wall_s'], 0)} | "
+            f"{_fmt(row['loop_s'], 0)} | {_fmt(row['it_per_s'], 2)} | {_fmt(row['data_wait'], 3, pct=True)} % | "
+            f"{_fmt(row['consistency_share'], 3, pct=True) + ' %' if row['consistency_share'] is not None else '–'} | "
+            f"{_fmt(row['eval_wall_s'], 0)} |"
+        ]
+    lines += [""]
+    return "\n".join(lines)
+
+
+def plot_results(preset: Preset, agg: Mapping[str, Any], path: Path) -> Path | None:
+    """``results.png``: per dataset, mean-over-prompts Dice per method and setting, seed spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(agg["settings"])
+    if not settings:
+        return None
+    variants = [v.name for v in preset.variants]
+    colours = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
+    fig, axes = plt.subplots(1, len(preset.datasets), figsize=(5.0 * len(preset.datasets), 4.2), squeeze=False)
+    width = 0.8 / max(1, len(variants))
+    for ax, dataset in zip(axes[0], preset.datasets):
+        key = (dataset, MEAN_LABEL)
+        for i, v in enumerate(variants):
+            xs, ms, sds, dots = [], [], [], []
+            for j, setting in enumerate(settings):
+                entry = agg["settings"][setting]["dice"].get(v, {}).get(key)
+                if not entry or entry.get("mean") is None:
+                    continue
+                x = j + (i - (len(variants) - 1) / 2) * width
+                xs.append(x)
+                ms.append(100 * entry["mean"])
+                sds.append(100 * (entry.get("sd") or 0.0))
+                dots += [(x, 100 * val) for val in entry["seeds"].values() if val is not None]
+            if xs:
+                ax.bar(xs, ms, width, yerr=sds, capsize=3, color=colours[v], label=v, alpha=0.85)
+            if dots:
+                ax.scatter([d[0] for d in dots], [d[1] for d in dots], s=8, color="black", zorder=3)
+        ax.set_xticks(range(len(settings)))
+        ax.set_xticklabels(settings)
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{_short(dataset)}: Dice (mean over prompts)")
+        ax.set_ylabel("Dice (%)")
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
+    fig.suptitle(f"VerSemi benchmark, preset {preset.name}: bars = mean over seeds, error = sd, dots = seeds")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _json_keys(obj: Any) -> Any:
+    """Tuple dict keys -> ``"dataset/label"`` strings (for results.json)."""
+    if isinstance(obj, dict):
+        return {("/".join(k) if isinstance(k, tuple) else str(k)): _json_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_keys(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_report(
+    preset: Preset, results_dir: Path, header: Mapping[str, Any], planned: int
+) -> dict[str, Path]:
+    """Aggregate every finished run in ``results_dir/runs`` into results.md/.json/.png."""
+    results = load_results(results_dir / "runs")
+    agg = aggregate(preset, results)
+    md = render_markdown(preset, agg, results, header, planned)
+    write_text_atomic(results_dir / "results.md", md)
+    write_json_atomic(
+        results_dir / "results.json",
+        _json_keys({"header": dict(header), "aggregate": agg, "runs": run_rows(results)}),
+    )
+    out = {"results.md": results_dir / "results.md", "results.json": results_dir / "results.json"}
+    png = plot_results(preset, agg, results_dir / "results.png")
+    if png is not None:
+        out["results.png"] = png
+    return out
+
+
+# ==================================================================================================
+# main
+# ==================================================================================================
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "training", "bench"], cwd=REPO_ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + (" (working tree has uncommitted changes in training/ or bench/)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def report_header(preset: Preset, args: argparse.Namespace, split: Mapping[str, Sequence[str]], runs: Sequence[RunSpec]) -> dict[str, Any]:
+    """The exact command and the settings written at the top of results.md."""
+    import torch
+
+    steps = sorted({(r.variant, r.steps, r.images_per_step) for r in runs})
+    settings = {
+        "date (UTC)": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "commit": git_commit(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, torch "
+        f"{torch.__version__}, device {args.device or preset.device}, {args.threads or preset.threads} torch threads",
+        "data": f"{args.data} (protocol {args.protocol})",
+        "datasets": ", ".join(preset.datasets) + " (Dataset004_SpleenCT left out: a single case)",
+        "settings": ", ".join(preset.settings) + f" (+ `{ALL_LABELS}` for the upper bound)",
+        "seeds": ", ".join(str(s) for s in (args.seeds or preset.seeds)),
+        "grid": f"target spacing {list(preset.target_spacing)} mm (x, y, z), patch {list(preset.patch_size)} voxels (x, y, z)",
+        "model": json.dumps(preset.model),
+        "training (shared)": json.dumps(preset.training),
+        "steps": "; ".join(f"{v}: {s} steps x {ipp:g} images/step" for v, s, ipp in steps),
+        "held-out evaluation split": ", ".join(
+            f"{_short(d)} {len(c)} cases" + (f" (first {preset.max_eval_cases} evaluated)" if preset.max_eval_cases else "")
+            for d, c in split.items()
+        )
+        + f"; {int(round(100 * preset.heldout_fraction))} % of each dataset's cases (ACDC: patients), SHA-256 "
+        "order among cases no protocol setting labels; excluded from training via `exclude` (see split.json)",
+        "model selection": "none: fixed step budget, the last checkpoint is evaluated; the held-out cases are "
+        "used only for this report; the trainer's validation split is off",
+        "evaluation": f"versemi.inference.Predictor (overlap {preset.eval_overlap}, the dataset's own prompts), "
+        "versemi.evaluation.evaluate_folders on the original grid; HD95 averaged where defined",
+    }
+    return {"command": shlex.join([sys.executable, _relative(Path(__file__)), *args.argv]), "settings": settings}
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def prepare_cache(preset: Preset, configs: Sequence[dict[str, Any]], threads: int) -> dict[str, Any]:
+    """Preprocess every case of every run into the shared cache once, before timing any run.
+
+    Otherwise the first run of each kind would pay for preprocessing in its wall time.
+    """
+    from versemi.data.cache import PreprocessedCache, fill_cache, jobs_for_config
+    from versemi.data.config import TrainConfig
+
+    jobs, seen = [], set()
+    for cfg in configs:
+        config = TrainConfig.from_dict(cfg, base_dir=REPO_ROOT)
+        for job in jobs_for_config(config):
+            ident = (str(job.image_path), str(job.label_path), job.dataset)
+            if ident not in seen:
+                seen.add(ident)
+                jobs.append(job)
+    start = time.perf_counter()
+    cache_dir = Path(configs[0]["cache_dir"])
+    _, stats = fill_cache(PreprocessedCache(cache_dir), jobs, workers=max(1, threads), progress=False)
+    return {"cases": len(jobs), "built": stats.misses, "reused": stats.hits, "seconds": time.perf_counter() - start}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", required=True, help="cpu-quick, cpu or gpu-la (bench/semisup_presets.py)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the nnU-Net datasets (default ../shared/data)")
+    p.add_argument("--protocol", type=Path, default=None, help="protocol file (default DATA/protocol.json)")
+    p.add_argument("--results", type=Path, default=None, help="results folder (default bench/results/<preset>)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="preprocessed cache (default bench/results/cache)")
+    p.add_argument("--device", default=None, help="training/evaluation device (default: the preset's)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the preset's)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
+    p.add_argument("--only", default=None, help="only runs whose id matches this glob, e.g. '*seed0'")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and settings, do nothing")
+    p.add_argument("--report-only", action="store_true", help="only rebuild results.md/json/png from finished runs")
+    return p.parse_args(argv)
+
+
+def log(msg: str) -> None:
+    print(f"[{_dt.datetime.now(_dt.timezone.utc).strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        preset = get_preset(args.preset)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    args.data = args.data.expanduser().resolve()
+    args.protocol = (args.protocol or args.data / "protocol.json").expanduser().resolve()
+    results_dir = (args.results or DEFAULT_RESULTS / preset.name).expanduser().resolve()
+    cache_dir = (args.cache_dir or DEFAULT_RESULTS / "cache").expanduser().resolve()
+    device = args.device or preset.device
+    threads = args.threads or preset.threads
+    args.device, args.threads = device, threads
+    if not args.protocol.is_file():
+        print(f"error: {args.protocol}: protocol file not found (use --data/--protocol)", file=sys.stderr)
+        return 2
+    protocol = json.loads(args.protocol.read_text(encoding="utf-8"))
+    try:
+        split = make_split(args.data, preset.datasets, protocol, preset.heldout_fraction)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runs = plan_runs(preset, args.seeds)
+    if args.only:
+        runs = [r for r in runs if fnmatch.fnmatch(r.run_id, args.only)]
+    header = report_header(preset, args, split, runs)
+
+    runs_dir = results_dir / "runs"
+    if args.dry_run:
+        print(f"preset {preset.name}: {len(runs)} runs -> {results_dir}")
+        for k, v in header["settings"].items():
+            print(f"  {k}: {v}")
+        total_images = 0.0
+        for r in runs:
+            state = "done" if (runs_dir / r.run_id / METRICS_FILE).is_file() else "todo"
+            total_images += r.steps * r.images_per_step
+            print(f"  [{state}] {r.run_id}: {r.method}, {r.steps} steps x {r.images_per_step:g} images/step"
+                  + (f", training {json.dumps(r.training)}" if r.training else ""))
+        print(f"  total: {total_images:.0f} training images through the network"
+              + (f"; expected about {preset.expected_minutes:g} min" if preset.expected_minutes else ""))
+        return 0
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(results_dir / "split.json", {"heldout": split, "fraction": preset.heldout_fraction, "protocol": str(args.protocol)})
+    if args.report_only:
+        paths = write_report(preset, results_dir, header, len(runs))
+        log(f"wrote {', '.join(str(p) for p in paths.values())}")
+        return 0
+
+    todo = [r for r in runs if not (runs_dir / r.run_id / METRICS_FILE).is_file()]
+    log(f"preset {preset.name}: {len(runs)} runs, {len(runs) - len(todo)} already done; results in {results_dir}")
+    configs = {
+        r.run_id: make_config(preset, r, args.data, args.protocol, split, cache_dir, runs_dir / r.run_id / "train")
+        for r in todo
+    }
+    if todo:
+        # Every distinct labeled/unlabeled selection, preprocessed once up front.
+        reps = {}
+        for r in todo:
+            reps.setdefault((r.setting, r.method == "supervised"), configs[r.run_id])
+        log(f"preprocessing into {cache_dir} ...")
+        prep = prepare_cache(preset, list(reps.values()), threads)
+        log(f"cache: {prep['cases']} cases, {prep['built']} preprocessed, {prep['reused']} reused, {prep['seconds']:.0f} s")
+    failures = []
+    for i, r in enumerate(todo, 1):
+        run_dir = runs_dir / r.run_id
+        log(f"[{i}/{len(todo)}] {r.run_id}: training {r.method}, {r.steps} steps")
+        try:
+            train = run_training(r, configs[r.run_id], run_dir, device, threads)
+            stats = train["log_stats"]
+            log(
+                f"[{i}/{len(todo)}] {r.run_id}: trained in {train['wall_seconds']:.0f} s "
+                f"({_fmt(stats.get('it_per_s'), 2)} it/s, data wait {_fmt(stats.get('data_wait_fraction'), 3, pct=True)} %); evaluating"
+            )
+            rows, eval_seconds = evaluate_checkpoint(
+                Path(train["checkpoint"]), args.data, split, run_dir / "predictions", device, threads,
+                preset.eval_overlap, preset.eval_batch_size, preset.max_eval_cases,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            log(f"[{i}/{len(todo)}] {r.run_id}: FAILED: {exc}")
+            failures.append(r.run_id)
+            continue
+        summary = {
+            "/".join(key): {
+                "dice": _mean(c["dice"] for c in cases.values()),
+                "hd95": _mean(c["hd95"] for c in cases.values()),
+                "n": len(cases),
+            }
+            for key, cases in per_case_scores(rows).items()
+        }
+        write_json_atomic(
+            run_dir / METRICS_FILE,
+            {
+                "run": {**asdict(r), "run_id": r.run_id},
+                "preset": preset.name,
+                "train": train,
+                "eval": {"wall_seconds": eval_seconds, "checkpoint": train["checkpoint"], "cases": len({(x["dataset"], x["case"]) for x in rows})},
+                "summary": summary,
+                "rows": rows,
+            },
+        )
+        means = ", ".join(f"{_short(k.split('/')[0])} {100 * v['dice']:.1f}" for k, v in summary.items()
+                          if k.endswith(MEAN_LABEL) and v["dice"] is not None)
+        log(f"[{i}/{len(todo)}] {r.run_id}: evaluated in {eval_seconds:.0f} s; Dice {means}")
+        write_report(preset, results_dir, header, len(runs))
+    paths = write_report(preset, results_dir, header, len(runs))
+    log(f"wrote {', '.join(str(p) for p in paths.values())}")
+    if failures:
+        log(f"{len(failures)} run(s) failed: {', '.join(failures)} (rerun the same command to retry them)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

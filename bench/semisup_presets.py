@@ -1,0 +1,317 @@
+"""Presets of the semi-supervised benchmark (``bench/semisup.py --preset NAME``).
+
+A preset fixes everything a comparison depends on: datasets, grid, patch, backbone, step budget,
+batch sizes, the methods ("variants") and seeds, and how the held-out evaluation cases are chosen
+and predicted. Every variant of a preset shares the backbone, the patch, the batch sizes and the
+seeds; they differ only in the method, its options and (for the equal-compute baselines) the number
+of steps.
+
+Presets:
+
+- ``cpu-quick``: a smoke check of the whole pipeline in a few minutes (a handful of steps, a few
+  evaluation cases per dataset); its numbers mean nothing.
+- ``cpu``: the comparison that fits about 90 minutes on 2 shared CPU cores: 2 mm isotropic grid,
+  32^3 patches, a narrow V-Net, 300 steps per method (750 for the equal-compute runs).
+- ``gpu-la``: the published left-atrium protocol (8 of 80 scans labeled, 0.625 mm, 96^3 patches,
+  reference V-Net with 16 base filters, Adam lr 1e-3 betas (0.5, 0.999), 8 labeled + 8 unlabeled
+  patches per step, 6000 steps per VerSemi stage) for checking published numbers on a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+# Datasets of ../shared/data the presets use. Dataset004_SpleenCT (one case) is left out: one
+# labeled CT case cannot be split into training and held-out data, and as a labeled-only extra task
+# it would change the label space and the compute of every method without being evaluated.
+SHARED_DATASETS = ("Dataset001_Hippocampus", "Dataset002_LeftAtrium", "Dataset003_ACDC")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One method configuration compared in the benchmark.
+
+    Attributes:
+        name: Name in tables and run folders (e.g. ``supervised_equal_compute``).
+        method: The trainer's ``--method`` (``versemi``, ``supervised``, ``mean_teacher``).
+        training: Extra keys merged into the config's ``training:`` section (e.g. the consistency
+            weight of an ablation).
+        steps: Step budget; ``None`` = the preset's ``steps``; ``"equal_compute"`` = as many steps
+            as make this variant push the same number of images through the network as VerSemi
+            (see :func:`images_per_step`).
+        all_labels: Every training case is labeled (the upper bound); the protocol setting is
+            ignored and the run is shared by all settings.
+        settings: Protocol settings this variant runs in; ``None`` = all of the preset's settings.
+        description: One line for the report.
+    """
+
+    name: str
+    method: str
+    training: dict[str, Any] = field(default_factory=dict)
+    steps: int | str | None = None
+    all_labels: bool = False
+    settings: tuple[str, ...] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything one benchmark run depends on (see the module docstring).
+
+    Attributes:
+        name: Preset name.
+        description: One paragraph for the report.
+        datasets: Dataset folder names under the data folder.
+        settings: Protocol settings (keys of protocol.json entries), e.g. ``labeled_10pct``.
+        seeds: Training seeds; every variant runs with every seed (paired comparisons).
+        target_spacing: Resampling grid in mm, (x, y, z).
+        patch_size: Training patch in voxels, (x, y, z); also the inference window.
+        model: ``model:`` section of the training config.
+        training: ``training:`` section shared by every variant (batch sizes, optimizer, ...).
+        steps: Step budget of a method (VerSemi: both stages together).
+        variants: The compared method configurations.
+        baseline: Variant the gap to the upper bound is measured from (same steps as VerSemi).
+        reference: The variant compared against every other one in the paired differences.
+        upper_bound: The all-labels variant.
+        heldout_fraction: Share of each dataset's cases (patients for ACDC) held out for evaluation.
+        max_eval_cases: At most this many held-out cases evaluated per dataset (``None`` = all).
+        eval_overlap: Sliding-window overlap at evaluation.
+        eval_batch_size: Windows per forward pass at evaluation.
+        threads: Torch threads of training and evaluation on CPU.
+        device: Training and evaluation device (``cpu``, ``cuda``, ``auto``).
+        expected_minutes: Rough wall time of the whole preset, for ``--dry-run``.
+    """
+
+    name: str
+    description: str
+    datasets: tuple[str, ...]
+    settings: tuple[str, ...]
+    seeds: tuple[int, ...]
+    target_spacing: tuple[float, float, float]
+    patch_size: tuple[int, int, int]
+    model: dict[str, Any]
+    training: dict[str, Any]
+    steps: int
+    variants: tuple[Variant, ...]
+    baseline: str = "supervised"
+    reference: str = "versemi"
+    upper_bound: str = "supervised_all_labels"
+    heldout_fraction: float = 0.2
+    max_eval_cases: int | None = None
+    eval_overlap: float = 0.5
+    eval_batch_size: int = 1
+    threads: int = 2
+    device: str = "cpu"
+    expected_minutes: float | None = None
+
+    def variant(self, name: str) -> Variant:
+        """The variant called ``name``.
+
+        Raises:
+            KeyError: no such variant in this preset.
+        """
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(f"preset {self.name!r} has no variant {name!r}; it has {[v.name for v in self.variants]}")
+
+
+def images_per_step(method: str, training: dict[str, Any]) -> float:
+    """Images a method pushes through the network (with gradients) per step, on average.
+
+    VerSemi stage 1 forwards each labeled patch and its cross-dataset CutMix (2B); stage 2 adds the
+    unlabeled patches with a pasted cube (2B + U); averaged over the stage split. Supervised-only
+    forwards B; mean teacher B + U with gradients (plus U through the EMA teacher without).
+
+    Args:
+        method: Trainer method name.
+        training: The ``training:`` section (``batch_size``, ``unlabeled_batch_size``,
+            ``stage1_fraction``; trainer defaults 2, 2, 0.5 when absent).
+    """
+    b = float(training.get("batch_size", 2))
+    u = float(training.get("unlabeled_batch_size", 2))
+    if method == "versemi":
+        f1 = float(training.get("stage1_fraction", 0.5))
+        return f1 * 2 * b + (1 - f1) * (2 * b + u)
+    if method == "supervised":
+        return b
+    if method in ("mean_teacher", "bcp"):
+        return b + u if method == "mean_teacher" else 2 * u
+    raise ValueError(f"unknown method {method!r}")
+
+
+def variant_steps(preset: Preset, variant: Variant) -> int:
+    """The step budget of a variant in a preset (resolves ``"equal_compute"``)."""
+    if variant.steps is None:
+        return preset.steps
+    if variant.steps == "equal_compute":
+        reference = preset.variant(preset.reference)
+        ratio = images_per_step(reference.method, {**preset.training, **reference.training}) / images_per_step(
+            variant.method, {**preset.training, **variant.training}
+        )
+        return max(1, int(round(preset.steps * ratio)))
+    if isinstance(variant.steps, int) and variant.steps > 0:
+        return variant.steps
+    raise ValueError(f"variant {variant.name!r}: steps must be a positive integer, 'equal_compute' or None")
+
+
+def _standard_variants(
+    mean_teacher_weight: float, extra_settings: tuple[str, ...] | None = None
+) -> tuple[Variant, ...]:
+    """VerSemi, the baselines, the ablation and the upper bound (the same list in every preset).
+
+    Args:
+        mean_teacher_weight: Final consistency weight of the mean teacher.
+        extra_settings: Settings the equal-compute baseline and the ablation run in (``None`` = all).
+    """
+    return (
+        Variant("versemi", "versemi", description="VerSemi, stage 1 (labeled) then stage 2 (semi-supervised)"),
+        Variant("supervised", "supervised", description="supervised-only, same steps as VerSemi"),
+        Variant(
+            "supervised_equal_compute",
+            "supervised",
+            steps="equal_compute",
+            settings=extra_settings,
+            description="supervised-only with as many images through the network as VerSemi (more steps)",
+        ),
+        Variant(
+            "mean_teacher",
+            "mean_teacher",
+            training={"mean_teacher": {"consistency_weight": mean_teacher_weight}},
+            description=f"mean teacher (EMA 0.99, input noise), consistency weight {mean_teacher_weight}",
+        ),
+        Variant(
+            "versemi_no_consistency",
+            "versemi",
+            training={"versemi": {"consistency_weight": 0.0}},
+            settings=extra_settings,
+            description="ablation: VerSemi without the max-vs-synthetic consistency term (weight 0)",
+        ),
+        Variant(
+            "supervised_all_labels",
+            "supervised",
+            steps="equal_compute",
+            all_labels=True,
+            description="upper bound: every training case labeled, supervised, VerSemi's image budget",
+        ),
+    )
+
+
+_CPU_MODEL = {"backbone": "vnet", "base_filters": 8, "depth": 5, "norm": "instance"}
+_CPU_TRAINING = {
+    "batch_size": 2,
+    "unlabeled_batch_size": 2,
+    "stage1_fraction": 0.5,
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "amp": "none",  # bf16 autocast is not faster for 3D convolutions on this CPU (bench/train_speed.py)
+    "num_workers": 1,
+    "foreground_oversample": 0.5,
+    "log_every": 10,
+    "checkpoint_every": 100,
+    "tensorboard": False,
+}
+
+PRESETS: dict[str, Preset] = {
+    "cpu-quick": Preset(
+        name="cpu-quick",
+        description=(
+            "Smoke check of the harness end to end (configs, training, prediction, evaluation, report): "
+            "a few steps per method, two evaluation cases per dataset. The numbers mean nothing."
+        ),
+        datasets=SHARED_DATASETS,
+        settings=("labeled_10pct",),
+        seeds=(0, 1),
+        target_spacing=(2.0, 2.0, 2.0),
+        patch_size=(32, 32, 32),
+        model=_CPU_MODEL,
+        training={**_CPU_TRAINING, "log_every": 2, "checkpoint_every": 10},
+        steps=6,
+        variants=_standard_variants(mean_teacher_weight=10.0),
+        max_eval_cases=2,
+        eval_overlap=0.25,
+        threads=2,
+        expected_minutes=8,
+    ),
+    "cpu": Preset(
+        name="cpu",
+        description=(
+            "The comparison on 2 CPU cores (~90 min): one prompted model over hippocampus, left atrium and "
+            "ACDC per run, 2 mm isotropic grid, 32^3 patches, V-Net with 8 base filters (5 levels), "
+            "2 labeled + 2 unlabeled patches per step, 300 steps per method (VerSemi: 150 stage 1 + 150 "
+            "stage 2). The equal-compute baseline and the ablation run in the 10 % setting only."
+        ),
+        datasets=SHARED_DATASETS,
+        settings=("labeled_10pct", "labeled_5pct"),
+        seeds=(0, 1),
+        target_spacing=(2.0, 2.0, 2.0),
+        patch_size=(32, 32, 32),
+        model=_CPU_MODEL,
+        training=_CPU_TRAINING,
+        steps=300,
+        # The probability MSE averages over every real prompt's voxels, mostly background where
+        # student and teacher agree: weight 10 (not UA-MT's 0.1) makes it a visible share of the
+        # loss; the report gives the measured share.
+        variants=_standard_variants(mean_teacher_weight=10.0, extra_settings=("labeled_10pct",)),
+        max_eval_cases=None,
+        eval_overlap=0.25,
+        threads=2,
+        expected_minutes=90,
+    ),
+    "gpu-la": Preset(
+        name="gpu-la",
+        description=(
+            "The published left-atrium protocol on a GPU: 8 of the 80 training scans labeled (the UA-MT "
+            "split, protocol 'labeled_10pct'), 0.625 mm isotropic (the data's own grid), 96^3 patches "
+            "(LA crops have 88 slices: patches are padded in z), reference V-Net (16 base filters, 5 "
+            "levels, instance norm), Adam lr 1e-3 betas (0.5, 0.999), 8 labeled + 8 unlabeled patches "
+            "per step, 6000 steps per VerSemi stage (12000 in all, the same for every method). The 20 "
+            "official LA test scans are NOT in ../shared: results are on 16 held-out training scans, "
+            "so they approximate, not reproduce, the published test numbers."
+        ),
+        datasets=("Dataset002_LeftAtrium",),
+        settings=("labeled_10pct",),
+        seeds=(0, 1),
+        target_spacing=(0.625, 0.625, 0.625),
+        patch_size=(96, 96, 96),
+        model={"backbone": "vnet", "base_filters": 16, "depth": 5, "norm": "instance"},
+        training={
+            "batch_size": 8,
+            "unlabeled_batch_size": 8,
+            "stage1_fraction": 0.5,
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "betas": [0.5, 0.999],
+            "weight_decay": 0.0,
+            "amp": "bf16",
+            "num_workers": 8,
+            "foreground_oversample": 0.5,
+            "log_every": 50,
+            "checkpoint_every": 500,
+            "tensorboard": True,
+        },
+        steps=12000,
+        variants=_standard_variants(mean_teacher_weight=1.0),
+        eval_overlap=0.5,
+        eval_batch_size=4,
+        threads=8,
+        device="cuda",
+        expected_minutes=None,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """A deep copy of a preset (callers may adjust it).
+
+    Raises:
+        KeyError: unknown preset name (the message lists the known ones).
+    """
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
+__all__ = ["PRESETS", "Preset", "SHARED_DATASETS", "Variant", "get_preset", "images_per_step", "variant_steps"]

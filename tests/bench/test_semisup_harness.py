@@ -1,0 +1,217 @@
+"""The semi-supervised benchmark harness (bench/semisup.py) on generated data: split, plan, configs,
+log parsing, aggregation statistics and the report. No training runs here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+semisup = _load("semisup")
+presets = _load("semisup_presets")
+
+
+# --- held-out split -------------------------------------------------------------------------------
+def test_heldout_is_deterministic_grouped_and_never_labeled():
+    ids = [f"patient{p:03d}_frame{f:02d}" for p in range(20) for f in (1, 2)]
+    protocol = {"labeled_10pct": ["patient003_frame01", "patient003_frame02", "patient007_frame01"],
+                "labeled_5pct": ["patient003_frame01"]}
+    held = semisup.heldout_cases("Dataset003_ACDC", ids, protocol, 0.2)
+    assert held == semisup.heldout_cases("Dataset003_ACDC", list(reversed(ids)), protocol, 0.2)
+    patients = {semisup.case_group(c) for c in held}
+    assert len(patients) == 4 and len(held) == 8  # both frames of 4 of the 20 patients
+    assert not patients & {"patient003", "patient007"}  # a labeled frame keeps its patient in training
+    assert semisup.heldout_cases("X", ["a", "b", "c"], {}, 0.0) == []
+    with pytest.raises(ValueError, match="only 1 have no"):
+        semisup.heldout_cases("X", ["a", "b"], {"s": ["a"]}, 0.9)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        semisup.heldout_cases("X", ["a"], {}, 1.0)
+
+
+# --- plan and configs -------------------------------------------------------------------------------
+def test_images_per_step_and_equal_compute_steps():
+    assert presets.images_per_step("versemi", {"batch_size": 2, "unlabeled_batch_size": 2}) == 5.0
+    assert presets.images_per_step("supervised", {"batch_size": 2}) == 2.0
+    assert presets.images_per_step("mean_teacher", {"batch_size": 2, "unlabeled_batch_size": 2}) == 4.0
+    cpu = presets.get_preset("cpu")
+    assert presets.variant_steps(cpu, cpu.variant("supervised_equal_compute")) == round(cpu.steps * 5 / 2)
+    assert presets.variant_steps(cpu, cpu.variant("supervised")) == cpu.steps
+    with pytest.raises(KeyError, match="unknown preset"):
+        presets.get_preset("nope")
+
+
+def test_plan_covers_settings_variants_and_seeds():
+    cpu = presets.get_preset("cpu")
+    runs = semisup.plan_runs(cpu)
+    ids = [r.run_id for r in runs]
+    assert len(ids) == len(set(ids))
+    for setting in ("labeled_10pct", "labeled_5pct"):
+        for v in ("versemi", "supervised", "mean_teacher"):
+            assert {f"{setting}__{v}__seed{s}" for s in cpu.seeds} <= set(ids)
+    # The equal-compute baseline and the ablation only in 10 %; the upper bound once per seed.
+    assert not any("labeled_5pct__supervised_equal_compute" in i for i in ids)
+    assert not any("labeled_5pct__versemi_no_consistency" in i for i in ids)
+    assert [i for i in ids if i.startswith("all_labels")] == [f"all_labels__supervised_all_labels__seed{s}" for s in cpu.seeds]
+    assert len(semisup.plan_runs(cpu, seeds=[3])) == len(runs) // len(cpu.seeds)
+
+
+@pytest.fixture
+def fake_data(tmp_path: Path) -> tuple[Path, Path]:
+    """Tiny datasets with the preset's names and a protocol file."""
+    from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
+
+    data = tmp_path / "data"
+    protocol = {}
+    for i, name in enumerate(presets.SHARED_DATASETS):
+        make_nnunet_dataset(data, name, [SyntheticStructure("organ", 1, 1.0)], num_cases=10,
+                            shape_zyx=(8, 12, 12), seed=i)
+        short = name.split("_", 1)[1].lower()
+        protocol[name] = {"labeled_10pct": [f"{short}_000", f"{short}_001"], "labeled_5pct": [f"{short}_000"]}
+    (data / "protocol.json").write_text(json.dumps(protocol))
+    return data, data / "protocol.json"
+
+
+def test_configs_validate_and_hold_out_the_split(fake_data, tmp_path):
+    from versemi.data.config import TrainConfig
+    from versemi.training.options import training_options
+
+    data, protocol_path = fake_data
+    preset = presets.get_preset("cpu")
+    protocol = json.loads(protocol_path.read_text())
+    split = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction)
+    assert all(len(v) == 2 for v in split.values())  # 20 % of 10 cases
+    runs = {r.run_id: r for r in semisup.plan_runs(preset)}
+
+    def config(run_id):
+        d = semisup.make_config(preset, runs[run_id], data, protocol_path, split, tmp_path / "cache", tmp_path / "out")
+        return d, TrainConfig.from_dict(d, base_dir=tmp_path)
+
+    raw, cfg = config("labeled_5pct__versemi__seed1")
+    assert cfg.seed == 1 and cfg.validation.fraction == 0.0
+    assert cfg.training["max_steps"] == preset.steps and cfg.training["method"] == "versemi"
+    training_options(cfg.training)  # the trainer accepts the section
+    for d in cfg.datasets:
+        assert len(d.labeled_ids) == 1 and set(d.exclude) == set(split[d.name])
+        unlabeled = {c.case_id for c in d.unlabeled_cases()}
+        assert not unlabeled & set(split[d.name]) and len(unlabeled) == 10 - 1 - 2
+    train, val = cfg.split_validation()
+    assert not val and len(train) == 3
+
+    _, cfg = config("labeled_10pct__versemi_no_consistency__seed0")
+    assert cfg.training["versemi"] == {"consistency_weight": 0.0}
+    training_options(cfg.training)
+    _, cfg = config("labeled_10pct__mean_teacher__seed0")
+    assert cfg.training["mean_teacher"]["consistency_weight"] == 10.0
+    _, cfg = config("all_labels__supervised_all_labels__seed0")
+    assert cfg.training["max_steps"] == round(preset.steps * 2.5)
+    for d in cfg.datasets:
+        assert len(d.labeled_ids) == 8 and not set(d.labeled_ids) & set(split[d.name])
+
+
+def test_dry_run_prints_every_run(fake_data, capsys, tmp_path):
+    data, _ = fake_data
+    assert semisup.main(["--preset", "cpu", "--data", str(data), "--results", str(tmp_path / "r"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "18 runs" in out and "labeled_5pct__mean_teacher__seed1" in out and "750 steps" in out
+    assert not (tmp_path / "r").exists()  # a dry run writes nothing
+    assert semisup.main(["--preset", "nope", "--data", str(data), "--dry-run"]) == 2
+
+
+# --- logs -------------------------------------------------------------------------------------------
+def test_train_log_stats(tmp_path):
+    folder = tmp_path / "train" / "stage2"
+    folder.mkdir(parents=True)
+    (tmp_path / "train" / "stage1").mkdir()
+    records = [{"event": "start", "step": 0}]
+    records += [{"event": "train", "step": s, "losses": {"total": 2.0, "consistency": 0.5, "consistency_weight": 0.8}}
+                for s in (10, 20, 30, 40)]
+    records += [{"event": "end", "step": 40, "seconds": 20.0, "data_wait_fraction": 0.25}]
+    (folder / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    (tmp_path / "train" / "stage1" / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"event": "start", "step": 0}, {"event": "end", "step": 20, "seconds": 5.0, "data_wait_fraction": 0.0}]))
+    stats = semisup.train_log_stats(tmp_path / "train", "versemi")
+    assert stats["steps"] == 60 and stats["loop_seconds"] == 25.0
+    assert stats["it_per_s"] == pytest.approx(60 / 25)
+    assert stats["data_wait_fraction"] == pytest.approx(0.25 * 20 / 25)
+    assert stats["consistency_loss_share"] == pytest.approx(0.8 * 0.5 / 2.0)
+
+
+# --- aggregation and report -------------------------------------------------------------------------
+def _write_run(runs_dir: Path, setting: str, variant: str, seed: int, dice: dict, hd95: float | None = 2.0):
+    rows = [
+        {"dataset": "Dataset001_Hippocampus", "case": case, "label": "hippocampus_anterior", "dice": d,
+         "hd95": hd95, "nsd": 0.5, "status": "ok"}
+        for case, d in dice.items()
+    ]
+    run = {"setting": setting, "variant": variant, "method": "x", "seed": seed, "steps": 10, "training": {},
+           "images_per_step": 2.0, "run_id": f"{setting}__{variant}__seed{seed}"}
+    semisup.write_json_atomic(runs_dir / run["run_id"] / "metrics.json", {
+        "run": run, "train": {"wall_seconds": 12.0, "log_stats": {"it_per_s": 1.5, "data_wait_fraction": 0.1,
+                                                                  "loop_seconds": 8.0, "consistency_loss_share": None}},
+        "eval": {"wall_seconds": 3.0}, "rows": rows})
+
+
+def test_aggregation_statistics_and_report(tmp_path):
+    preset = presets.get_preset("cpu-quick")
+    runs = tmp_path / "runs"
+    # Cases a, b, c; VerSemi beats supervised by (0.10, 0.20, 0.30) in seed 0 and (0.2, 0.2, 0.2) in seed 1.
+    _write_run(runs, "labeled_10pct", "versemi", 0, {"a": 0.8, "b": 0.7, "c": 0.6})
+    _write_run(runs, "labeled_10pct", "versemi", 1, {"a": 0.7, "b": 0.6, "c": 0.5})
+    _write_run(runs, "labeled_10pct", "supervised", 0, {"a": 0.7, "b": 0.5, "c": 0.3}, hd95=None)
+    _write_run(runs, "labeled_10pct", "supervised", 1, {"a": 0.5, "b": 0.4, "c": 0.3})
+    _write_run(runs, "all_labels", "supervised_all_labels", 0, {"a": 0.9, "b": 0.9, "c": 0.9})
+    _write_run(runs, "all_labels", "supervised_all_labels", 1, {"a": 0.9, "b": 0.9, "c": 0.9})
+
+    results = semisup.load_results(runs)
+    agg = semisup.aggregate(preset, results)
+    s = agg["settings"]["labeled_10pct"]
+    key = ("Dataset001_Hippocampus", "hippocampus_anterior")
+    mean_key = ("Dataset001_Hippocampus", semisup.MEAN_LABEL)
+    v = s["dice"]["versemi"][key]
+    assert v["mean"] == pytest.approx(0.65) and v["sd"] == pytest.approx(np.std([0.7, 0.6], ddof=1))
+    assert s["dice"]["versemi"][mean_key]["mean"] == pytest.approx(0.65)
+
+    d = s["paired"]["supervised"]["dice"][key]
+    per_case = [np.mean([0.1, 0.2]), np.mean([0.2, 0.2]), np.mean([0.3, 0.2])]
+    assert d["n"] == 3 and d["seeds"] == 2
+    assert d["mean"] == pytest.approx(np.mean(per_case))
+    assert d["se"] == pytest.approx(np.std(per_case, ddof=1) / math.sqrt(3))
+    h = s["paired"]["supervised"]["hd95"][key]  # seed 0 has no supervised HD95: only seed 1 pairs
+    assert h["n"] == 3 and h["mean"] == pytest.approx(0.0)
+    assert s["paired"]["supervised_all_labels"]["dice"][key]["mean"] == pytest.approx(0.65 - 0.9)
+
+    sup = np.mean([0.5, 0.4])  # seed means of supervised: 0.5 and 0.4
+    assert s["gap_closed"]["versemi"][key] == pytest.approx((0.65 - sup) / (0.9 - sup))
+    assert semisup.gap_closed(0.5, 0.6, 0.6) is None and semisup.gap_closed(None, 0.1, 0.9) is None
+
+    header = {"command": "python bench/semisup.py --preset cpu-quick", "settings": {"grid": "2 mm"}}
+    paths = semisup.write_report(preset, tmp_path, header, planned=12)
+    md = paths["results.md"].read_text()
+    assert md.index("python bench/semisup.py --preset cpu-quick") < md.index("## Setting `labeled_10pct`")
+    assert "Incomplete: 6 of 12 runs" in md
+    assert "| Hippocampus | hippocampus_anterior | 65.0 ± 7.1 |" in md
+    assert "vs `supervised`" in md and "+20.0 ± 2.9 pts" in md
+    assert "labeled_10pct__versemi__seed0 | 10 | 2.0 | 12 |" in md
+    assert paths["results.png"].stat().st_size > 1000
+    data = json.loads(paths["results.json"].read_text())
+    assert data["aggregate"]["settings"]["labeled_10pct"]["dice"]["versemi"][
+        "Dataset001_Hippocampus/hippocampus_anterior"]["mean"] == pytest.approx(0.65)
