@@ -31,10 +31,13 @@ from versemi.review import ReviewManifest, ReviewSession, refined_cases, unrefin
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = {"backbone": "vnet", "base_filters": 8, "depth": 3}
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("versemi.cli.train") is None or importlib.util.find_spec("versemi.inference") is None,
-    reason="needs the trainer (versemi.cli.train) and the predictor (versemi.inference)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("versemi.cli.train") is None or importlib.util.find_spec("versemi.inference") is None,
+        reason="needs the trainer (versemi.cli.train) and the predictor (versemi.inference)",
+    ),
+]
 
 
 def _train_cli_has(option: str) -> bool:

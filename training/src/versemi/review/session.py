@@ -97,7 +97,13 @@ class ReviewCase:
 
     @classmethod
     def from_row(cls, row: ManifestRow) -> "ReviewCase":
-        sidecar = _sidecar_of(row.pseudo_label) if row.pseudo_label else None
+        # The sidecar pseudolabel recorded (an absolute path in ``extra``), else the
+        # ``versemi predict`` naming rule (``<label stem>.json`` beside the label).
+        recorded = row.extra.get("sidecar")
+        if recorded and Path(str(recorded)).is_absolute():
+            sidecar: Path | None = Path(str(recorded))
+        else:
+            sidecar = _sidecar_of(row.pseudo_label) if row.pseudo_label else None
         return cls(
             case_id=row.case,
             image=row.image,
