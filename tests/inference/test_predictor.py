@@ -222,3 +222,22 @@ def test_predict_file_writes_contract_outputs(predictor: Predictor, tmp_path: Pa
     probs = sorted((tmp_path / "prob").iterdir())
     assert [p.name for p in probs] == ["liver.nii.gz", "spleen.nii.gz"]
     assert sitk.ReadImage(str(probs[1])).GetPixelID() == sitk.sitkUInt8
+
+
+@pytest.mark.parametrize("crop_to_nonzero", [False, True])
+def test_box_restore_equals_full_restore(trained_payload: dict, crop_to_nonzero: bool) -> None:
+    """Restoring only where a prompt can reach 0.5 gives the labels of restoring everything."""
+    payload = {**trained_payload, "preprocessing": {**trained_payload["preprocessing"],
+                                                    "crop_to_nonzero": crop_to_nonzero}}
+    predictor = Predictor(payload, device="cpu")
+    image, _ = oblique_case(seed=9)
+    if crop_to_nonzero:  # zero background around the scan so preprocessing crops it
+        array = sitk.GetArrayFromImage(image)
+        array[:, :6, :] = 0
+        array[:, :, -5:] = 0
+        image = make_image(array, image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    for roi in (None, (3, 2, 1, 27, 37, 19)):
+        fast = sitk.GetArrayFromImage(predictor.predict(image, "all", roi=roi).labelmap)
+        full = sitk.GetArrayFromImage(predictor.predict(image, "all", roi=roi, return_probabilities=True).labelmap)
+        assert fast.any()
+        np.testing.assert_array_equal(fast, full)

@@ -8,15 +8,15 @@ Pipeline for one scan (:meth:`Predictor.predict`):
 3. sliding-window inference at the model spacing (Gaussian blending, batched windows, ONE backbone
    pass per window for all chosen prompts, optional mirroring TTA) -> ``(P, d, h, w)`` probabilities;
 4. restore prompt by prompt onto the input grid (linear interpolation of the probability, as nnU-Net
-   resamples probabilities rather than labels) while keeping only a running arg-max (uint8) and
-   maximum probability (float16) at full resolution - the full-resolution probabilities of all
-   prompts never exist at once;
+   resamples probabilities rather than labels) while keeping only the labelmap (uint8) and the
+   running maximum probability (float32) at full resolution - the full-resolution probabilities of all
+   prompts never exist at once; only the box where a prompt reaches the threshold is restored;
 5. label = 1 + index of the most probable prompt where that probability is >= 0.5, else 0; the
    labelmap gets the input's size, spacing, origin and direction copied verbatim.
 
 Memory on a large scan (512 x 512 x 600 CT): the input, its float32 copy made by preprocessing, the
-model-spacing probabilities of the chosen prompts, ONE full-resolution float32 probability map, plus
-3 bytes per input voxel for the running arg-max / maximum.
+model-spacing probabilities of the chosen prompts, at most ONE full-resolution float32 probability
+map, plus 5 bytes per input voxel for the running maximum (float32) and the labelmap (uint8).
 """
 
 from __future__ import annotations
@@ -410,14 +410,10 @@ class Predictor:
         hook_fields = dict(model_space_hook(probs, labels, case.record) or {}) if model_space_hook else {}
 
         export = StageProgress(progress, "export")
-        argmax, maxprob, kept = self._restore_and_merge(
+        label_array, kept = self._restore_and_merge(
             probs, case.record, labels, work, export, return_probabilities, probability_sink, image, box
         )
         del probs
-        label_array = np.where(maxprob >= THRESHOLD, argmax + 1, 0).astype(
-            np.uint8 if len(labels) < 256 else np.uint16
-        )
-        del argmax, maxprob
         labelmap = self._on_input_grid(label_array, image, box)
         export(1.0, "labelmap ready")
         t_end = time.perf_counter()
@@ -507,30 +503,43 @@ class Predictor:
         sink: ProbabilitySink | None,
         full_image: sitk.Image,
         box: tuple[int, ...] | None,
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, sitk.Image] | None]:
-        """Restore each prompt's probabilities to the input grid and fold them into a running arg-max."""
+    ) -> tuple[np.ndarray, dict[str, sitk.Image] | None]:
+        """Restore each prompt's probabilities to the input grid and fold them into the labelmap.
+
+        Only probabilities >= :data:`THRESHOLD` can decide a voxel, so the running maximum starts just
+        below the threshold and a voxel takes value ``k + 1`` where prompt ``k`` beats it: no separate
+        arg-max array and no final thresholding pass. Unless the caller wants the probability maps,
+        each prompt is restored only inside the box where it can reach the threshold (see
+        :func:`restore_above_threshold`), which is exact and makes the restore cost proportional to
+        the size of the structures instead of the scan.
+        """
         shape = tuple(reversed(work.GetSize()))
-        argmax = np.zeros(shape, dtype=np.uint8 if len(labels) <= 256 else np.uint16)
-        maxprob = np.zeros(shape, dtype=np.float16)
+        label = np.zeros(shape, dtype=np.uint8 if len(labels) < 256 else np.uint16)
+        maxprob = np.full(shape, np.nextafter(np.float32(THRESHOLD), np.float32(0)), dtype=np.float32)
         kept: dict[str, sitk.Image] | None = {} if keep else None
         for k, entry in enumerate(labels):
             export(k / len(labels), f"restoring {entry.name} to the input grid")
             channel = probs[k].numpy()
-            restored = restore_to_input_grid(channel, record, is_label=False)
-            view = sitk.GetArrayViewFromImage(restored)
-            for sl in iter_slabs(shape[0], _MERGE_SLAB):
-                p = view[sl]
-                better = p > maxprob[sl]
-                np.copyto(maxprob[sl], p, where=better, casting="same_kind")
-                argmax[sl][better] = k
             if keep or sink is not None:
-                full = self._on_input_grid(sitk.GetArrayFromImage(restored), full_image, box)
+                restored = restore_to_input_grid(channel, record, is_label=False)
+                region: tuple[slice, ...] = (slice(None),) * 3
+                values = sitk.GetArrayViewFromImage(restored)
+                full = (
+                    copy_geometry(restored, full_image)  # already the whole input grid: no copy
+                    if box is None
+                    else self._on_input_grid(sitk.GetArrayFromImage(restored), full_image, box)
+                )
                 if sink is not None:
                     sink(entry, full)
                 if kept is not None:
                     kept[entry.name] = full
-            del restored, view
-        return argmax, maxprob, kept
+            else:
+                found = restore_above_threshold(channel, record, work, THRESHOLD)
+                if found is None:
+                    continue  # this prompt reaches the threshold nowhere
+                region, values, _image = found
+            _merge(label[region], maxprob[region], values, k + 1)
+        return label, kept
 
     @staticmethod
     def _on_input_grid(array: np.ndarray, image: sitk.Image, box: tuple[int, ...] | None) -> sitk.Image:
@@ -612,6 +621,92 @@ class Predictor:
             out.write_text(colour_table_text([e.to_dict() for e in result.labels]), ctbl_path)
             out.write_json(self.sidecar(result, input_path), sidecar_path)  # last: marks completion
         return PredictFileResult(output_path, sidecar_path, ctbl_path, written_probs, result)
+
+
+def _merge(label: np.ndarray, maxprob: np.ndarray, values: np.ndarray, value: int) -> None:
+    """Where ``values`` beats ``maxprob``: take it and set ``label`` to ``value`` (slab by slab, in place)."""
+    for sl in iter_slabs(values.shape[0], _MERGE_SLAB):
+        p = values[sl]
+        better = p > maxprob[sl]
+        np.copyto(maxprob[sl], p, where=better)
+        label[sl][better] = value
+
+
+def restore_above_threshold(
+    channel: np.ndarray, record: Mapping[str, Any], work: sitk.Image, threshold: float
+) -> tuple[tuple[slice, ...], np.ndarray, sitk.Image] | None:
+    """Restore one probability map onto the input grid, only where it can reach ``threshold``.
+
+    Linear interpolation is a convex combination of the 2x2x2 surrounding voxels, so a restored value
+    can only reach the threshold near a model-spacing voxel that does. Restoring the box around
+    those voxels, grown by one voxel (whose outer layer is then below the threshold) and zero-padded
+    like :func:`~versemi.data.preprocessing.restore_to_input_grid` pads the crop, gives exactly the
+    values the full restore gives wherever they reach the threshold; everywhere else both are below
+    it. (Uses the record's documented ``resampled`` grid and ``crop_bbox_zyx``.)
+
+    Args:
+        channel: ``(d, h, w)`` probabilities on the preprocessed (cropped) grid.
+        record: The preprocessing record.
+        work: The image that was preprocessed (its grid is the target grid).
+        threshold: The decision threshold.
+
+    Returns:
+        ``(region, values, image)``: the input-grid box as ``(z, y, x)`` slices, a float32 array view
+        of the values there and the image that owns them (keep it while using the view); None when
+        the threshold is reached nowhere.
+    """
+    hits = [np.flatnonzero((channel >= threshold).any(axis=tuple(a for a in range(3) if a != axis)))
+            for axis in range(3)]
+    if hits[0].size == 0:
+        return None
+    grid = record["resampled"]
+    full_zyx = [int(n) for n in reversed(grid["size"])]
+    crop = [(int(a), int(b)) for a, b in record["crop_bbox_zyx"]]
+    lo = [max(int(h[0]) + c[0] - 1, 0) for h, c in zip(hits, crop)]
+    hi = [min(int(h[-1]) + 1 + c[0] + 1, n) for h, c, n in zip(hits, crop, full_zyx)]
+    sub = np.zeros([b - a for a, b in zip(lo, hi)], dtype=np.float32)
+    # Copy the part of the box that lies inside the crop; the rest stays 0 like the full restore's fill.
+    src = tuple(slice(max(a, c0) - c0, min(b, c1) - c0) for a, b, (c0, c1) in zip(lo, hi, crop))
+    dst = tuple(slice(max(a, c0) - a, min(b, c1) - a) for a, b, (c0, c1) in zip(lo, hi, crop))
+    sub[dst] = channel[src]
+
+    spacing = np.asarray(grid["spacing"], dtype=float)
+    direction = np.asarray(grid["direction"], dtype=float).reshape(3, 3)
+    lo_xyz = np.asarray(lo[::-1], dtype=float)
+    sub_image = sitk.GetImageFromArray(sub)
+    sub_image.SetSpacing(spacing.tolist())
+    sub_image.SetDirection(direction.ravel().tolist())
+    sub_image.SetOrigin((np.asarray(grid["origin"], dtype=float) + direction @ (spacing * lo_xyz)).tolist())
+
+    # The input-grid box covering the sub-image's physical extent (voxel edges, all 8 corners).
+    size_xyz = np.asarray(sub_image.GetSize(), dtype=float)
+    corners = [
+        work.TransformPhysicalPointToContinuousIndex(
+            sub_image.TransformContinuousIndexToPhysicalPoint([(-0.5 if c == 0 else n - 0.5) for c, n in zip(bits, size_xyz)])
+        )
+        for bits in np.ndindex(2, 2, 2)
+    ]
+    corners_arr = np.asarray(corners)
+    work_size = np.asarray(work.GetSize())
+    out_lo = np.clip(np.floor(corners_arr.min(axis=0)).astype(int), 0, work_size)
+    out_hi = np.clip(np.ceil(corners_arr.max(axis=0)).astype(int) + 1, 0, work_size)
+    if np.any(out_hi <= out_lo):
+        return None
+    restored = sitk.Resample(
+        sub_image,
+        [int(n) for n in out_hi - out_lo],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        work.TransformIndexToPhysicalPoint([int(i) for i in out_lo]),
+        work.GetSpacing(),
+        work.GetDirection(),
+        0.0,
+        sitk.sitkFloat32,
+    )
+    region = tuple(slice(int(a), int(b)) for a, b in zip(out_lo[::-1], out_hi[::-1]))
+    # A view, not a copy: a fresh multi-100-MB array costs page faults on every prompt. The view
+    # keeps no reference to the image, so the image rides along with it.
+    return region, sitk.GetArrayViewFromImage(restored), restored
 
 
 def default_output_path(input_path: str | Path, output_dir: str | Path | None = None) -> Path:
