@@ -646,17 +646,22 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_segment_with_tiny_model()
-        self.setUp()
-        self.test_cancel_adds_nothing()
+        # Slicer calls runTest directly (no unittest runner, so no addCleanup): clean up explicitly.
+        self.workDir = tempfile.mkdtemp(prefix="VerSemi test ü ")
+        try:
+            self.setUp()
+            self.test_segment_with_tiny_model()
+            self.setUp()
+            self.test_cancel_adds_nothing()
+        finally:
+            shutil.rmtree(self.workDir, ignore_errors=True)
 
     def _prepare(self):
         logic = VerSemiSegmenterLogic()
         logic.ensureDependencies()
-        workDir = tempfile.mkdtemp(prefix="VerSemi test ü ")
-        self.addCleanup(shutil.rmtree, workDir, True)
-        checkpoint = selftest.make_tiny_checkpoint(os.path.join(workDir, "tiny model.pt"), logic.pythonExecutable)
+        checkpoint = os.path.join(self.workDir, "tiny model.pt")
+        if not os.path.isfile(checkpoint):
+            selftest.make_tiny_checkpoint(checkpoint, logic.pythonExecutable)
         volume = selftest.add_sample_volume(slicer.mrmlScene)
         return logic, checkpoint, volume
 

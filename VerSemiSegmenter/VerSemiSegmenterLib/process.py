@@ -267,7 +267,9 @@ class ProcessRunner:
                 if event.stream == "stderr":
                     self._stderr_tail.append(event.text)
                 self.log.emit(event)
-        if self._open_streams <= 0 and self._process.poll() is not None:
+        # Normally wait for both streams to close (every line read); after a cancel, the process
+        # being gone is enough: its remaining output does not matter.
+        if self._process.poll() is not None and (self._open_streams <= 0 or self._cancelled):
             self._finish(self._process.returncode)
         return self._result
 
@@ -282,7 +284,7 @@ class ProcessRunner:
 
     def _finish(self, returncode: int | None) -> None:
         for thread in self._threads:
-            thread.join(timeout=1.0)
+            thread.join(timeout=0.2 if self._cancelled else 1.0)
         done = self._done if returncode == 0 and not self._cancelled else None
         self._result = RunResult(
             returncode=returncode,

@@ -109,8 +109,8 @@ def test_cancel_during_a_real_run_ends_the_tree_and_adds_nothing(
     t0 = time.monotonic()
     job.cancel()
     elapsed = time.monotonic() - t0
-    assert elapsed < 2.0
-    assert job.cancelled and not job.succeeded and not job.is_running
+    assert elapsed < 2.0, f"cancel took {elapsed:.2f} s"
+    assert job.cancelled and not job.succeeded and not job.is_running, (job.run_result, job.error)
     for pid in tree:
         try:
             assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, f"process {pid} still running"
@@ -118,3 +118,20 @@ def test_cancel_during_a_real_run_ends_the_tree_and_adds_nothing(
             pass
     assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
     assert list(tmp_path.iterdir()) == [], "temporary files left behind"
+
+
+def test_the_in_slicer_self_test_sequence(mrml_scene, tmp_path: Path) -> None:
+    """What VerSemiSegmenterTest.test_segment_with_tiny_model does in Slicer, with slicer-core."""
+    checkpoint = selftest.make_tiny_checkpoint(tmp_path / "tiny model.pt", sys.executable)
+    volume = selftest.add_sample_volume(mrml_scene)
+    prompts = ["liver", "spleen", "organ_x"]
+    from versemi.checkpoint import load_checkpoint
+
+    space = load_checkpoint(checkpoint)["label_space"]  # in-process here; the self-test uses a subprocess
+    colors = {p["name"]: tuple(p["color"]) for p in space["prompts"]}
+    job = SegmentationJob(volume, _settings(checkpoint, prompts))
+    job.start()
+    assert job.wait(timeout=300), job.error
+    node = job.import_result.segmentation_node
+    assert selftest.check_segmentation(node, volume, prompts, colors, selftest.TINY_PROMPT_CODES) == []
+    # (The self-test's second, replace-mode run is covered by test_slicer_mrml's replace test.)

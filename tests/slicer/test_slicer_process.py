@@ -138,3 +138,15 @@ def test_base_environment_replaces_this_process_environment() -> None:
         process.set_base_environment(None)
     assert "VSS_MARK" not in process.subprocess_environment()
     assert process.subprocess_environment({"A": "1"})["PYTHONIOENCODING"] == "utf-8"
+
+
+def test_cancel_reports_the_result_at_once_even_while_output_flows() -> None:
+    """After cancel() the run is over: no waiting for the reader threads to see the end of the pipes."""
+    chatty = "import sys\nwhile True:\n    sys.stdout.write('x' * 200 + '\\n')"
+    for _ in range(3):
+        runner = ProcessRunner([sys.executable, "-c", chatty])
+        runner.start()
+        time.sleep(0.05)
+        runner.cancel()
+        assert runner.result is not None and runner.result.cancelled
+        assert not runner.is_running
