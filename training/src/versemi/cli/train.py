@@ -40,8 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from versemi.checkpoint import CheckpointError
     from versemi.data.config import ConfigError, load_config
     from versemi.training import distributed as dist_utils

@@ -24,7 +24,6 @@ from versemi.data.cache import CacheJob, CachedCase, PreprocessedCache, fill_cac
 from versemi.data.config import TrainConfig
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.data.sampling import Patch, PatchSampler, PatchStream, patch_size_zyx, seed_worker
-from versemi.labels import LabelSpace
 from versemi.training.validation import ValidationCase
 
 DATASET_SAMPLING = ("balanced", "proportional")

@@ -25,10 +25,9 @@ which side is the (detached) target and ``ema_teacher`` whether the target comes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import torch
-from torch import nn
 
 from versemi.labels import LabelSpace
 from versemi.training.cutmix import (
