@@ -135,3 +135,27 @@ def test_cpu_bf16_autocast_and_fp16_refusal(write_train_config, tmp_path: Path, 
     assert all(math.isfinite(v) for r in train_events(tmp_path / "runs" / "stage1", "train") for v in r["losses"].values())
     assert main(["train", str(cfg), "--device", "cpu", "--amp", "fp16", "--output-dir", str(tmp_path / "x")]) == 2
     assert "fp16 needs CUDA" in capsys.readouterr().err
+
+
+def test_resume_from_starts_from_a_checkpoints_weights(write_train_config, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    from versemi.checkpoint import save_checkpoint
+
+    cfg = write_train_config({"max_steps": 2, "validate_every": 2})
+    assert main(["train", str(cfg), "--device", "cpu", "--method", "supervised", "--no-progress"]) == 0
+    source = tmp_path / "runs" / "supervised" / "last.pt"
+    out = tmp_path / "retrain"
+    assert main(["train", str(cfg), "--device", "cpu", "--stage", "1", "--resume-from", str(source),
+                 "--output-dir", str(out), "--no-progress"]) == 0
+    start = train_events(out / "stage1", "start")[0]
+    assert start["step"] == 0 and start["init_checkpoint"] == str(source)
+    assert start["weights_sha256"] == weights_digest(load_checkpoint(source)["model"])
+
+    other = load_checkpoint(source)
+    other["label_space"]["prompts"][0]["name"] = "kidney"
+    save_checkpoint({k: v for k, v in other.items() if k not in ("format", "format_version", "versemi_version")},
+                    tmp_path / "other.pt")
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--device", "cpu", "--resume-from", str(tmp_path / "other.pt"),
+                 "--output-dir", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "differ from this config's label space" in capsys.readouterr().err

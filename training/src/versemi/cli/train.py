@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", type=Path, help="output folder (default: the config's output_dir)")
     parser.add_argument("--resume", action="store_true", help="continue from last.pt in the output folder")
     parser.add_argument(
+        "--resume-from",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="start from this checkpoint's weights (retrain / fine-tune, e.g. after reviewing pseudo-labels); "
+        "optimizer and step counter start fresh; overrides training.init_checkpoint",
+    )
+    parser.add_argument(
         "--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="training device (default: auto)"
     )
     parser.add_argument("--max-steps", type=int, help="total step budget (overrides training.max_steps)")
@@ -57,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
             section["num_workers"] = args.num_workers
         if args.amp is not None:
             section["amp"] = args.amp
+        if args.resume_from is not None:
+            if not args.resume_from.is_file():
+                raise CliError(f"--resume-from: {args.resume_from}: checkpoint file not found")
+            section["init_checkpoint"] = str(args.resume_from.expanduser().resolve())
+        init = section.get("init_checkpoint")
+        if init and not Path(init).expanduser().is_absolute() and config.source is not None:
+            section["init_checkpoint"] = str((config.source.parent / init).resolve())  # relative to the config
         options = training_options(section, str(config.source or args.config))
     except (ConfigError, TrainingOptionsError) as exc:
         raise CliError(str(exc)) from exc

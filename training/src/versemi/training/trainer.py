@@ -219,11 +219,13 @@ class Trainer:
         self.best_step: int | None = None
         self.stale_validations = 0
         self.resumed_from: int | None = None
+        self.init_checkpoint: Path | None = None
 
         if resume and (self.folder / "last.pt").is_file():
             self._load_resume_state(self.folder / "last.pt")
         elif init_checkpoint is not None:
             self._load_init_weights(init_checkpoint)
+            self.init_checkpoint = Path(init_checkpoint)
         if self.resumed_from is None or not self.dist.is_main:
             self._seed_generators()
 
@@ -260,9 +262,15 @@ class Trainer:
         random.seed(int(s[1]))
 
     def _load_init_weights(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, map_location="cpu")
-        if ckpt.get("label_space") != self.label_space.to_dict():
-            raise CheckpointError(f"{path}: its label space differs from this config's ({', '.join(self.label_space.names)})")
+        ckpt = load_checkpoint(path, map_location="cpu", for_inference=True)
+        # Prompt ids are indices into the label space: the names and their order must match (the
+        # sources may differ, e.g. a new dataset that annotates an existing structure).
+        names = [p["name"] for p in ckpt["label_space"].get("prompts", [])]
+        if names != self.label_space.names:
+            raise CheckpointError(
+                f"{path}: its prompts ({', '.join(names)}) differ from this config's label space "
+                f"({', '.join(self.label_space.names)}); the weights cannot be reused"
+            )
         try:
             self.model.load_state_dict(ckpt["model"])
         except (RuntimeError, KeyError) as exc:
@@ -454,6 +462,7 @@ class Trainer:
                 "world_size": self.dist.world_size,
                 "amp": str(self.amp_dtype) if self.amp_dtype else "none",
                 "weights_sha256": weights_digest(self.model.state_dict()),
+                "init_checkpoint": str(self.init_checkpoint) if self.init_checkpoint else None,
                 "cases": self.cases.listing(),
                 "label_space": self.label_space.names,
             }
@@ -563,16 +572,19 @@ def run_training(
 ) -> list[StageResult]:
     """Run the given stages in order; stage 2 starts from stage 1's final checkpoint.
 
-    Stage 2 takes its start weights from ``training.init_checkpoint`` if set, else from
-    ``<output_dir>/stage1`` (``best.pt``, else ``last.pt``). Baselines use ``init_checkpoint`` if set.
+    ``training.init_checkpoint`` (``--resume-from``), if set, gives the start weights of the FIRST
+    stage run here (e.g. retraining a model after reviewing pseudo-labels). Stage 2 otherwise starts
+    from ``<output_dir>/stage1`` (``best.pt``, else ``last.pt``).
 
     Raises:
         CheckpointError: stage 2 without a stage-1 checkpoint, or an unusable checkpoint.
     """
-    results = []
-    cases = None
-    for stage in stages:
-        init = Path(options["init_checkpoint"]).expanduser() if options.get("init_checkpoint") else None
+    results: list[StageResult] = []
+    first_init = Path(options["init_checkpoint"]).expanduser() if options.get("init_checkpoint") else None
+    for index, stage in enumerate(stages):
+        # init_checkpoint starts the FIRST stage of this invocation; stage 2 after stage 1 always
+        # continues from stage 1's result.
+        init = first_init if index == 0 else None
         if options["method"] == "versemi" and stage == 2 and init is None:
             init = final_checkpoint(stage_folder(output_dir, "versemi", 1))
             if init is None:
