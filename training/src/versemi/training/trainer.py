@@ -470,6 +470,7 @@ class Trainer:
         stopped_early = False
         wait_total = step_total = 0.0
         wait_window = step_window = 0.0
+        steps_in_window = 0
         if self.step >= self.max_steps:  # resumed a finished stage: nothing to do
             self.log.close()
             return self._result(False, 0.0, time.perf_counter() - start)
@@ -495,6 +496,7 @@ class Trainer:
                 t2 = time.perf_counter()
                 wait_window += t1 - t0
                 step_window += t2 - t0
+                steps_in_window += 1
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{terms['total']:.4f}", refresh=False)
@@ -509,13 +511,14 @@ class Trainer:
                             "losses": terms,
                             "lr": lr,
                             "data_wait_fraction": wait_fraction,
-                            "seconds_per_step": step_window / max(1, int(opts["log_every"])),
+                            "seconds_per_step": step_window / max(1, steps_in_window),
                         }
                     )
                     self.log.scalars("train", {**terms, "lr": lr, "data_wait_fraction": wait_fraction}, self.step)
                     wait_total += wait_window
                     step_total += step_window
                     wait_window = step_window = 0.0
+                    steps_in_window = 0
                 if self.step % int(opts["validate_every"]) == 0 or self.step == self.max_steps:
                     self.run_validation()
                     patience = int(opts["early_stopping_patience"])
