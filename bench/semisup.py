@@ -161,7 +161,7 @@ class RunSpec:
 
 
 def plan_runs(preset: Preset, seeds: Sequence[int] | None = None) -> list[RunSpec]:
-    """Every run of a preset: settings x variants x seeds, plus the upper bound once per seed."""
+    """Every run of a preset: seeds x settings x variants, plus the upper bound once per seed."""
     seeds = list(seeds if seeds is not None else preset.seeds)
     runs: list[RunSpec] = []
 
@@ -173,14 +173,14 @@ def plan_runs(preset: Preset, seeds: Sequence[int] | None = None) -> list[RunSpe
             images_per_step(v.method, training),
         )
 
-    for setting in preset.settings:
-        for v in preset.variants:
-            if v.all_labels or (v.settings is not None and setting not in v.settings):
-                continue
-            runs.extend(spec(setting, v.name, s) for s in seeds)
-    for v in preset.variants:
-        if v.all_labels:
-            runs.extend(spec(ALL_LABELS, v.name, s) for s in seeds)
+    # Seed-major order: after the first seed every comparison has one complete (paired) replicate,
+    # so a report of an unfinished benchmark already compares every method.
+    for seed in seeds:
+        for setting in preset.settings:
+            for v in preset.variants:
+                if not v.all_labels and (v.settings is None or setting in v.settings):
+                    runs.append(spec(setting, v.name, seed))
+        runs.extend(spec(ALL_LABELS, v.name, seed) for v in preset.variants if v.all_labels)
     return runs
 
 
@@ -1014,9 +1014,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if todo:
         # Every distinct labeled/unlabeled selection, preprocessed once up front.
-        reps = {}
+        reps: dict[str, dict[str, Any]] = {}
         for r in todo:
-            reps.setdefault((r.setting, r.method == "supervised"), configs[r.run_id])
+            reps.setdefault(r.setting, configs[r.run_id])
         log(f"preprocessing into {cache_dir} ...")
         prep = prepare_cache(preset, list(reps.values()), threads)
         log(f"cache: {prep['cases']} cases, {prep['built']} preprocessed, {prep['reused']} reused, {prep['seconds']:.0f} s")

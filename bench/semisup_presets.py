@@ -11,7 +11,8 @@ Presets:
 - ``cpu-quick``: a smoke check of the whole pipeline in a few minutes (a handful of steps, a few
   evaluation cases per dataset); its numbers mean nothing.
 - ``cpu``: the comparison that fits about 90 minutes on 2 shared CPU cores: 2 mm isotropic grid,
-  32^3 patches, a narrow V-Net, 300 steps per method (750 for the equal-compute runs).
+  32^3 patches, a narrow V-Net, 300 steps per method (750 for the equal-compute runs), 1 torch
+  thread + 1 DataLoader worker.
 - ``gpu-la``: the published left-atrium protocol (8 of 80 scans labeled, 0.625 mm, 96^3 patches,
   reference V-Net with 16 base filters, Adam lr 1e-3 betas (0.5, 0.999), 8 labeled + 8 unlabeled
   patches per step, 6000 steps per VerSemi stage) for checking published numbers on a GPU.
@@ -206,7 +207,7 @@ _CPU_TRAINING = {
     "stage1_fraction": 0.5,
     "optimizer": "adamw",
     "lr": 1e-3,
-    "amp": "none",  # bf16 autocast is not faster for 3D convolutions on this CPU (bench/train_speed.py)
+    "amp": "none",  # bf16 autocast: only ~1.1x the it/s on this CPU (bench/train_speed.py); fp32 is safer
     "num_workers": 1,
     "foreground_oversample": 0.5,
     "log_every": 10,
@@ -232,7 +233,7 @@ PRESETS: dict[str, Preset] = {
         variants=_standard_variants(mean_teacher_weight=10.0),
         max_eval_cases=2,
         eval_overlap=0.25,
-        threads=2,
+        threads=1,
         expected_minutes=8,
     ),
     "cpu": Preset(
@@ -257,7 +258,10 @@ PRESETS: dict[str, Preset] = {
         variants=_standard_variants(mean_teacher_weight=10.0, extra_settings=("labeled_10pct",)),
         max_eval_cases=None,
         eval_overlap=0.25,
-        threads=2,
+        # One torch thread + one DataLoader worker = the 2 cores. Measured on the shared 2-core
+        # machine under load: 2 OpenMP threads were 3-4x SLOWER per step than 1 (threads spin at
+        # barriers while the other core is taken).
+        threads=1,
         expected_minutes=90,
     ),
     "gpu-la": Preset(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -59,7 +60,11 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="versemi_speed_") as tmp:
         out = Path(tmp)
         raw = semisup.make_config(preset, run, data_dir, protocol_path, split, cache_dir, out)
-        overrides = {"max_steps": warmup + steps, "log_every": 1, "checkpoint_every": 10 * (warmup + steps),
+        total = warmup + steps
+        if method == "versemi":  # max_steps is VerSemi's budget over both stages: give this stage `total`
+            f1 = float(raw["training"].get("stage1_fraction", 0.5))
+            total = math.ceil(total / (f1 if stage == 1 else 1.0 - f1)) + 1
+        overrides = {"max_steps": total, "log_every": 1, "checkpoint_every": 10 * total,
                      "tensorboard": False, "amp": amp}
         if num_workers is not None:
             overrides["num_workers"] = num_workers
