@@ -159,3 +159,9 @@ def test_resume_from_starts_from_a_checkpoints_weights(write_train_config, tmp_p
     assert main(["train", str(cfg), "--device", "cpu", "--resume-from", str(tmp_path / "other.pt"),
                  "--output-dir", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "differ from this config's label space" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_with_a_clear_error(write_train_config, capsys: pytest.CaptureFixture) -> None:
+    cfg = write_train_config({"max_steps": 3, "lr": 1e30, "grad_clip": 0, "validate_every": 100})
+    assert main(["train", str(cfg), "--device", "cpu", "--method", "supervised", "--no-progress"]) == 2
+    assert "non-finite loss at step" in capsys.readouterr().err

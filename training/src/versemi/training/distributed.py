@@ -75,6 +75,15 @@ def broadcast_flag(ctx: DistributedContext, value: bool, device: torch.device) -
     return bool(t.item())
 
 
+def all_ranks_true(ctx: DistributedContext, value: bool, device: torch.device) -> bool:
+    """True only if ``value`` is true on every rank (so all ranks stop together, none hangs)."""
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([1 if value else 0], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
 def mean_across_ranks(ctx: DistributedContext, values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average scalar logs over the ranks (for logging only)."""
     if not ctx.enabled or not values:

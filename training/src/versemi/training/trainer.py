@@ -392,9 +392,10 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             losses = self.method.losses(batch, ctx)
         total = losses.total
-        if not torch.isfinite(total.detach()):
+        if not dist_utils.all_ranks_true(self.dist, bool(torch.isfinite(total.detach())), self.device):
             raise TrainingError(
-                f"non-finite loss at step {self.step + 1} ({losses.terms}); lower training.lr or use amp: none"
+                f"non-finite loss at step {self.step + 1} on rank {self.dist.rank} or another rank ({losses.terms}); "
+                "lower training.lr or use amp: none"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
