@@ -162,3 +162,13 @@ def test_voxel_chunking_does_not_change_the_logits() -> None:
         whole = model(x, [0, 1, 2])
         model.head.voxels_per_chunk = 100  # 1536 voxels -> 16 chunks, the last one partial
         torch.testing.assert_close(model(x, [0, 1, 2]), whole)
+
+
+def test_backward_under_bf16_autocast_reaches_the_backbone() -> None:
+    model = tiny_model("vnet").train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(images(), [0, 4])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    loss.backward()
+    grad = model.backbone.encoder[0].convs[0].weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
