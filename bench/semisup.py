@@ -658,10 +658,22 @@ def _short(dataset: str) -> str:
     return dataset.split("_", 1)[-1]
 
 
-def run_rows(results: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """One row per finished run: steps, images/step, wall times, it/s, data-wait and loss shares."""
+def run_rows(results: Sequence[RunResult], preset: Preset | None = None) -> list[dict[str, Any]]:
+    """One row per finished run: steps, images/step, wall times, it/s, data-wait and loss shares.
+
+    Rows follow the preset's order of settings and variants (then seeds) when it is given.
+    """
+    settings = [*preset.settings, ALL_LABELS] if preset else []
+    variants = [v.name for v in preset.variants] if preset else []
+
+    def order(r: RunResult) -> tuple[Any, ...]:
+        return (
+            settings.index(r.setting) if r.setting in settings else len(settings), r.setting,
+            variants.index(r.variant) if r.variant in variants else len(variants), r.variant, r.seed,
+        )
+
     rows = []
-    for r in sorted(results, key=lambda r: (r.setting, r.variant, r.seed)):
+    for r in sorted(results, key=order):
         rec = r.record
         train = rec.get("train", {})
         stats = train.get("log_stats", {})
@@ -770,7 +782,7 @@ def render_markdown(
         "| run | steps | images/step | train wall (s) | loop (s) | it/s | data wait | consistency share | eval wall (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in run_rows(results):
+    for row in run_rows(results, preset):
         lines += [
             f"| {row['run']} | {row['steps']} | {_fmt(row['images_per_step'], 1)} | {_fmt(row['train_wall_s'], 0)} | "
             f"{_fmt(row['loop_s'], 0)} | {_fmt(row['it_per_s'], 2)} | {_fmt(row['data_wait'], 3, pct=True)} % | "
@@ -852,7 +864,7 @@ def write_report(
     write_text_atomic(results_dir / "results.md", md)
     write_json_atomic(
         results_dir / "results.json",
-        _json_keys({"header": dict(header), "aggregate": agg, "runs": run_rows(results)}),
+        _json_keys({"header": dict(header), "aggregate": agg, "runs": run_rows(results, preset)}),
     )
     out = {"results.md": results_dir / "results.md", "results.json": results_dir / "results.json"}
     png = plot_results(preset, agg, results_dir / "results.png")
@@ -1001,11 +1013,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(results_dir / "split.json", {"heldout": split, "fraction": preset.heldout_fraction, "protocol": str(args.protocol)})
+    header_path = results_dir / "header.json"
     if args.report_only:
+        # The report names the command that trained the runs, not this one.
+        if header_path.is_file():
+            header = json.loads(header_path.read_text(encoding="utf-8"))
+        else:
+            argv = [a for a in args.argv if a != "--report-only"]
+            header["command"] = shlex.join([sys.executable, _relative(Path(__file__)), *argv])
+        header["settings"]["report rebuilt"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         paths = write_report(preset, results_dir, header, len(runs))
         log(f"wrote {', '.join(str(p) for p in paths.values())}")
         return 0
 
+    write_json_atomic(header_path, header)
     todo = [r for r in runs if not (runs_dir / r.run_id / METRICS_FILE).is_file()]
     log(f"preset {preset.name}: {len(runs)} runs, {len(runs) - len(todo)} already done; results in {results_dir}")
     configs = {

@@ -215,3 +215,17 @@ def test_aggregation_statistics_and_report(tmp_path):
     data = json.loads(paths["results.json"].read_text())
     assert data["aggregate"]["settings"]["labeled_10pct"]["dice"]["versemi"][
         "Dataset001_Hippocampus/hippocampus_anterior"]["mean"] == pytest.approx(0.65)
+
+
+def test_report_only_rebuilds_from_finished_runs(fake_data, tmp_path):
+    data, _ = fake_data
+    results = tmp_path / "results"
+    _write_run(results / "runs", "labeled_10pct", "versemi", 0, {"a": 0.8, "b": 0.6})
+    _write_run(results / "runs", "labeled_10pct", "supervised", 0, {"a": 0.7, "b": 0.6})
+    args = ["--preset", "cpu-quick", "--data", str(data), "--results", str(results)]
+    assert semisup.main([*args, "--report-only"]) == 0
+    md = (results / "results.md").read_text()
+    command = md.split("```")[1]
+    assert "--preset cpu-quick" in command and "--report-only" not in command
+    assert "Incomplete: 2 of 12 runs" in md and "report rebuilt" in md
+    assert json.loads((results / "split.json").read_text())["heldout"]["Dataset002_LeftAtrium"]
