@@ -8,7 +8,8 @@ comparable on the same, quiet machine):
 2. **CT-sized volume**: 512 x 512 x 300 voxels, 0.78 x 0.78 x 1.5 mm (a typical abdominal CT), a
    model at 1.5 mm with 8 prompts + the synthetic one, ``--prompts all``, 2 threads: wall time and
    peak RSS of a real ``versemi predict`` process, default and ``--quality fast`` (targets: <= 4 GB,
-   <= 60 s default, <= 15 s fast).
+   <= 60 s default, <= 15 s fast); fast mode once more without the glibc malloc tuning the CLI
+   applies (``versemi.inference.malloc``), to keep that change measurable.
 
 The model is the default architecture (reference V-Net, 16 filters, depth 5, 96^3 windows) with
 random weights: speed and memory do not depend on the weight values. Each measured prediction runs
@@ -113,20 +114,31 @@ def make_ct(path: Path, size_xyz: tuple[int, int, int], spacing_xyz: tuple[float
     return path
 
 
-def run_cli(args: list[str], threads: int) -> dict:
-    """Run ``versemi predict`` in a child process; wall time, peak RSS, the done line."""
+def run_cli(args: list[str], threads: int, malloc_tuning: bool = True) -> dict:
+    """Run ``versemi predict`` in a child process; wall and CPU time, page faults, peak RSS, done line."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if not malloc_tuning:
+        env["VERSEMI_NO_MALLOC_TUNING"] = "1"
+    usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = usage0.ru_maxrss
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "versemi.cli", "predict", *args, "--threads", str(threads),
                            "--progress", "json"], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kib = usage1.ru_maxrss
     if proc.returncode != 0:
         raise RuntimeError(f"versemi predict failed: {proc.stderr[-2000:]}")
     done = json.loads(proc.stdout.strip().splitlines()[-1])
     # ru_maxrss of children is the maximum over all children so far: only trust it when it grew.
-    return {"wall_s": wall, "peak_rss_gib": peak_kib / 2**20 if peak_kib > before else float("nan"), "done": done}
+    return {
+        "wall_s": wall,
+        "cpu_s": (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime),
+        "sys_s": usage1.ru_stime - usage0.ru_stime,
+        "minor_faults": usage1.ru_minflt - usage0.ru_minflt,
+        "peak_rss_gib": peak_kib / 2**20 if peak_kib > before else float("nan"),
+        "done": done,
+    }
 
 
 def section_scaling(workdir: Path, threads: int, repeats: int) -> None:
@@ -155,24 +167,26 @@ def section_scaling(workdir: Path, threads: int, repeats: int) -> None:
     print(f"  ratio 8 prompts / 1 prompt: {t8 / t1:.2f}   (target <= 1.25)")
 
 
-def section_ct(workdir: Path, threads: int, depth: int, qualities: list[str]) -> None:
+def section_ct(workdir: Path, threads: int, depth: int, qualities: list[str], no_tuning: list[str]) -> None:
     ckpt = make_checkpoint(workdir / "ct.pt")
     size = (512, 512, depth)
     spacing = (0.78, 0.78, 1.5)
     ct = make_ct(workdir / "ct.nrrd", size, spacing)
     print(f"\n[CT volume] {size[0]}x{size[1]}x{size[2]} voxels at {spacing} mm, model at 1.5 mm, "
           f"96^3 windows, --prompts all (8), {threads} threads, one process per run")
-    for quality in qualities:
+    runs = [(q, True) for q in qualities] + [(q, False) for q in no_tuning]
+    for quality, tuning in runs:
         out = workdir / f"ct_seg_{quality}.nii.gz"
         r = run_cli(["--model", str(ckpt), "--input", str(ct), "--output", str(out), "--prompts", "all",
-                     "--device", "cpu", "--quality", quality], threads)
+                     "--device", "cpu", "--quality", quality], threads, malloc_tuning=tuning)
         target = "<= 60 s" if quality == "default" else "<= 15 s"
-        print(f"  --quality {quality:7s}: wall {r['wall_s']:7.1f} s (target {target}), "
-              f"peak RSS {r['peak_rss_gib']:.2f} GiB (target <= 4 GB); "
-              f"predictor parts {r['done'].get('seconds')} s")
+        print(f"  --quality {quality:7s}{'' if tuning else ' (glibc malloc NOT tuned)'}: wall {r['wall_s']:6.1f} s "
+              f"(target {target}), CPU {r['cpu_s']:6.1f} s (sys {r['sys_s']:.1f} s, "
+              f"{r['minor_faults'] / 1e6:.2f} M minor page faults), peak RSS {r['peak_rss_gib']:.2f} GiB "
+              f"(target <= 4 GB)")
         sidecar = json.loads(Path(r["done"]["sidecar"]).read_text())
         print(f"    spacing {sidecar['prediction']['spacing_mm']} mm, overlap {sidecar['prediction']['overlap']}, "
-              f"parts {sidecar['prediction']['seconds']}")
+              f"predictor parts {sidecar['prediction']['seconds']} s")
 
 
 def main() -> None:
@@ -182,6 +196,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--depth", type=int, default=300, help="slices of the CT volume")
     parser.add_argument("--qualities", default="fast,default")
+    parser.add_argument("--without-malloc-tuning", default="fast",
+                        help="qualities to run again without the glibc malloc tuning (comma-separated, or '')")
     args = parser.parse_args()
     print(machine_description())
     with tempfile.TemporaryDirectory(prefix="versemi-bench-") as tmp:
@@ -190,7 +206,8 @@ def main() -> None:
         if "scaling" in sections:
             section_scaling(workdir, args.threads, args.repeats)
         if "ct" in sections:
-            section_ct(workdir, args.threads, args.depth, args.qualities.split(","))
+            section_ct(workdir, args.threads, args.depth, args.qualities.split(","),
+                       [q for q in args.without_malloc_tuning.split(",") if q])
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from versemi.inference.progress import JsonLinesProgress, make_progress
     from versemi.inference.pseudolabel import MANIFEST_NAME, pseudolabel_folder
 
+    from versemi.inference.malloc import tune_malloc
+
+    tune_malloc()  # this process only predicts: keep large buffers instead of page-faulting them back
     progress = make_progress(args.progress)
     try:
         predictor = make_predictor(args)
