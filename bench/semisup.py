@@ -526,11 +526,25 @@ def seed_means(results: Sequence[RunResult], setting: str, variant: str, metric:
 
 
 def summary_table(results: Sequence[RunResult], setting: str, variant: str, metric: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """``{(dataset, label): {"mean", "sd", "n_seeds", "seeds": {seed: value}}}`` over seeds."""
+    """``{(dataset, label): {"mean", "sd", "n_seeds", "seeds", "undefined", "values"}}`` over seeds.
+
+    ``seeds`` maps each seed to its mean over cases; ``undefined`` counts the (seed, case) values
+    that are undefined (HD95 where a mask is empty) out of ``values``: a mean HD95 over few defined
+    cases is not comparable with one over all of them.
+    """
+    counts: dict[tuple[str, str], list[int]] = {}
+    for r in results:
+        if r.setting == setting and r.variant == variant:
+            for key, cases in r.scores.items():
+                c = counts.setdefault(key, [0, 0])
+                c[0] += sum(1 for v in cases.values() if v[metric] is None)
+                c[1] += len(cases)
     out = {}
     for key, per_seed in seed_means(results, setting, variant, metric).items():
         vals = [v for v in per_seed.values() if v is not None]
-        out[key] = {"mean": _mean(vals), "sd": _sd(vals), "n_seeds": len(vals), "seeds": per_seed}
+        undefined, total = counts.get(key, [0, 0])
+        out[key] = {"mean": _mean(vals), "sd": _sd(vals), "n_seeds": len(vals), "seeds": per_seed,
+                    "undefined": undefined, "values": total}
     return out
 
 
@@ -570,10 +584,11 @@ def paired_difference(
     return out
 
 
-def gap_closed(method: float | None, baseline: float | None, upper: float | None, min_gap: float = 1e-3) -> float | None:
+def gap_closed(method: float | None, baseline: float | None, upper: float | None, min_gap: float = 0.01) -> float | None:
     """Share of the gap ``upper - baseline`` that ``method`` closes: ``(method - baseline) / (upper - baseline)``.
 
-    ``None`` when a value is missing or the gap is smaller than ``min_gap`` (no gap to close).
+    ``None`` when a value is missing or the gap is smaller than ``min_gap`` (default one Dice point:
+    a smaller gap is within the noise and its ratios are meaningless).
     """
     if method is None or baseline is None or upper is None:
         return None
@@ -635,12 +650,15 @@ def _fmt(value: float | None, digits: int = 3, pct: bool = False) -> str:
     return f"{100 * value:.{max(0, digits - 2)}f}" if pct else f"{value:.{digits}f}"
 
 
-def _mean_sd(entry: Mapping[str, Any] | None, digits: int, scale: float = 1.0) -> str:
+def _mean_sd(entry: Mapping[str, Any] | None, digits: int, scale: float = 1.0, show_undefined: bool = False) -> str:
+    undefined = ""
+    if entry and show_undefined and entry.get("undefined"):
+        undefined = f" ({entry['undefined']}/{entry['values']} undef.)"
     if not entry or entry.get("mean") is None:
-        return "–"
+        return "–" + undefined
     m = entry["mean"] * scale
     sd = entry.get("sd")
-    return f"{m:.{digits}f} ± {sd * scale:.{digits}f}" if sd is not None else f"{m:.{digits}f}"
+    return (f"{m:.{digits}f} ± {sd * scale:.{digits}f}" if sd is not None else f"{m:.{digits}f}") + undefined
 
 
 def _keys_in_order(tables: Mapping[str, Mapping[tuple[str, str], Any]], datasets: Sequence[str]) -> list[tuple[str, str]]:
@@ -718,10 +736,16 @@ def render_markdown(
         lines += [f"## Setting `{setting}`", ""]
         for metric, title, digits, scale in (("dice", "Dice (%)", 1, 100.0), ("hd95", "HD95 (mm)", 2, 1.0)):
             lines += [f"### {title}: mean ± sd over seeds (per seed: mean over held-out cases)", ""]
+            if metric == "hd95":
+                lines += [
+                    "HD95 is undefined for a case where the prediction (or reference) is empty; such cases "
+                    "are left out of the mean and counted as `(undefined/all seed-case values undef.)`.",
+                    "",
+                ]
             lines += ["| dataset | prompt | " + " | ".join(f"`{v}`" for v in variants) + " |"]
             lines += ["|---|---|" + "---|" * len(variants)]
             for key in _keys_in_order(s[metric], preset.datasets):
-                cells = [_mean_sd(s[metric][v].get(key), digits, scale) for v in variants]
+                cells = [_mean_sd(s[metric][v].get(key), digits, scale, metric == "hd95") for v in variants]
                 label = "**mean over prompts**" if key[1] == MEAN_LABEL else key[1]
                 lines += [f"| {_short(key[0])} | {label} | " + " | ".join(cells) + " |"]
             lines += [""]
@@ -770,7 +794,7 @@ def render_markdown(
                 ]
                 label = "**mean over prompts**" if key[1] == MEAN_LABEL else key[1]
                 lines += [f"| {_short(key[0])} | {label} | " + " | ".join(cells) + " |"]
-            lines += ["", "– : no positive gap (the upper bound is not above the baseline) or a missing run.", ""]
+            lines += ["", "– : the upper bound is less than 1 Dice point above the baseline (no gap to measure) or a run is missing.", ""]
 
     lines += ["## Runs: compute and speed", ""]
     lines += [

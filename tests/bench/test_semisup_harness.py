@@ -198,10 +198,13 @@ def test_aggregation_statistics_and_report(tmp_path):
     h = s["paired"]["supervised"]["hd95"][key]  # seed 0 has no supervised HD95: only seed 1 pairs
     assert h["n"] == 3 and h["mean"] == pytest.approx(0.0)
     assert s["paired"]["supervised_all_labels"]["dice"][key]["mean"] == pytest.approx(0.65 - 0.9)
+    hd = s["hd95"]["supervised"][key]  # seed 0: every HD95 undefined -> only seed 1 averaged, counted
+    assert hd["mean"] == pytest.approx(2.0) and (hd["undefined"], hd["values"]) == (3, 6)
 
     sup = np.mean([0.5, 0.4])  # seed means of supervised: 0.5 and 0.4
     assert s["gap_closed"]["versemi"][key] == pytest.approx((0.65 - sup) / (0.9 - sup))
     assert semisup.gap_closed(0.5, 0.6, 0.6) is None and semisup.gap_closed(None, 0.1, 0.9) is None
+    assert semisup.gap_closed(0.5, 0.600, 0.605) is None  # a gap under one Dice point is not measured
 
     header = {"command": "python bench/semisup.py --preset cpu-quick", "settings": {"grid": "2 mm"}}
     paths = semisup.write_report(preset, tmp_path, header, planned=12)
@@ -210,6 +213,7 @@ def test_aggregation_statistics_and_report(tmp_path):
     assert "Incomplete: 6 of 12 runs" in md
     assert "| Hippocampus | hippocampus_anterior | 65.0 ± 7.1 |" in md
     assert "vs `supervised`" in md and "+20.0 ± 2.9 pts" in md
+    assert "2.00 (3/6 undef.)" in md
     assert "labeled_10pct__versemi__seed0 | 10 | 2.0 | 12 |" in md
     assert paths["results.png"].stat().st_size > 1000
     data = json.loads(paths["results.json"].read_text())
