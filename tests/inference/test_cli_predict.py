@@ -208,6 +208,11 @@ def test_incompatible_checkpoint_version(scan: Path, tmp_path: Path) -> None:
     torch.save(payload, ckpt)
     _run_bad(ckpt, scan, tmp_path, "incompatible")
     _run_bad(ckpt, scan, tmp_path, str(ckpt))
+    from versemi.checkpoint import CheckpointError
+    from versemi.inference import Predictor
+
+    with pytest.raises(CheckpointError, match="format version 99"):
+        Predictor(payload, device="cpu")  # an already loaded checkpoint dict is checked too
 
 
 def test_corrupt_checkpoint(scan: Path, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ import SimpleITK as sitk
 import torch
 
 from versemi import __version__
-from versemi.checkpoint import REQUIRED_FOR_INFERENCE, CheckpointError, load_checkpoint
+from versemi.checkpoint import FORMAT_VERSION, REQUIRED_FOR_INFERENCE, CheckpointError, load_checkpoint
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case, restore_to_input_grid
 from versemi.inference.io import (
     AtomicOutputs,
@@ -242,6 +242,12 @@ class Predictor:
             missing = [k for k in REQUIRED_FOR_INFERENCE if k not in payload]
             if missing:
                 raise CheckpointError(f"checkpoint dict lacks {', '.join(missing)} needed for prediction")
+            version = payload.get("format_version", FORMAT_VERSION)  # absent: built in memory, current
+            if version != FORMAT_VERSION:
+                raise CheckpointError(
+                    f"checkpoint dict has format version {version}; this versemi {__version__} reads "
+                    f"format version {FORMAT_VERSION}"
+                )
             source = "<checkpoint dict>"
         else:
             self.checkpoint_path = Path(checkpoint)
