@@ -225,8 +225,12 @@ def test_predict_file_writes_contract_outputs(predictor: Predictor, tmp_path: Pa
 
 
 @pytest.mark.parametrize("crop_to_nonzero", [False, True])
-def test_box_restore_equals_full_restore(trained_payload: dict, crop_to_nonzero: bool) -> None:
-    """Restoring only where a prompt can reach 0.5 gives the labels of restoring everything."""
+def test_box_restore_equals_full_restore(trained_payload: dict, crop_to_nonzero: bool,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Restoring only where a prompt can reach 0.5, slab by slab, gives the labels of restoring everything."""
+    import versemi.inference.predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "_RESTORE_SLAB", 3)  # several slabs even on a small scan
     payload = {**trained_payload, "preprocessing": {**trained_payload["preprocessing"],
                                                     "crop_to_nonzero": crop_to_nonzero}}
     predictor = Predictor(payload, device="cpu")

@@ -9,14 +9,15 @@ Pipeline for one scan (:meth:`Predictor.predict`):
    pass per window for all chosen prompts, optional mirroring TTA) -> ``(P, d, h, w)`` probabilities;
 4. restore prompt by prompt onto the input grid (linear interpolation of the probability, as nnU-Net
    resamples probabilities rather than labels) while keeping only the labelmap (uint8) and the
-   running maximum probability (float32) at full resolution - the full-resolution probabilities of all
+   running maximum probability (uint16) at full resolution - the full-resolution probabilities of all
    prompts never exist at once; only the box where a prompt reaches the threshold is restored;
 5. label = 1 + index of the most probable prompt where that probability is >= 0.5, else 0; the
    labelmap gets the input's size, spacing, origin and direction copied verbatim.
 
 Memory on a large scan (512 x 512 x 600 CT): the input, its float32 copy made by preprocessing, the
-model-spacing probabilities of the chosen prompts, at most ONE full-resolution float32 probability
-map, plus 5 bytes per input voxel for the running maximum (float32) and the labelmap (uint8).
+model-spacing probabilities of the chosen prompts, and 3 bytes per input voxel for the running maximum
+(uint16) and the labelmap (uint8); one prompt is restored at a time, in slabs of 64 slices (a whole
+float32 map only when the caller asks for probability maps).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -56,6 +57,8 @@ THRESHOLD = 0.5
 PROBABILITY_DTYPES = ("float32", "uint8")
 # z-slices handled at a time when merging restored probabilities (bounds temporaries).
 _MERGE_SLAB = 32
+# Input-grid z-slices restored per resampling call (bounds the memory of one prompt's restore).
+_RESTORE_SLAB = 64
 
 
 class PredictionError(ValueError):
@@ -512,24 +515,25 @@ class Predictor:
     ) -> tuple[np.ndarray, dict[str, sitk.Image] | None]:
         """Restore each prompt's probabilities to the input grid and fold them into the labelmap.
 
-        Only probabilities >= :data:`THRESHOLD` can decide a voxel, so the running maximum starts just
-        below the threshold and a voxel takes value ``k + 1`` where prompt ``k`` beats it: no separate
-        arg-max array and no final thresholding pass. Unless the caller wants the probability maps,
-        each prompt is restored only inside the box where it can reach the threshold (see
-        :func:`restore_above_threshold`), which is exact and makes the restore cost proportional to
-        the size of the structures instead of the scan.
+        Only probabilities >= :data:`THRESHOLD` can decide a voxel, so a voxel takes value ``k + 1``
+        where prompt ``k`` reaches the threshold and beats the running maximum: no separate arg-max
+        array and no final thresholding pass. The running maximum is kept as uint16
+        (``floor(p * 65535)``, 2 bytes per voxel; prompts closer than 1.5e-5 tie and the earlier one
+        wins). Unless the caller wants the probability maps, each prompt is restored only inside the
+        box where it can reach the threshold and in slabs of :data:`_RESTORE_SLAB` slices (see
+        :func:`restore_above_threshold`): exact, with a cost proportional to the size of the
+        structures and memory bounded by the slab instead of the scan.
         """
         shape = tuple(reversed(work.GetSize()))
         label = np.zeros(shape, dtype=np.uint8 if len(labels) < 256 else np.uint16)
-        maxprob = np.full(shape, np.nextafter(np.float32(THRESHOLD), np.float32(0)), dtype=np.float32)
+        maxprob = np.zeros(shape, dtype=np.uint16)
         kept: dict[str, sitk.Image] | None = {} if keep else None
         for k, entry in enumerate(labels):
             export(k / len(labels), f"restoring {entry.name} to the input grid")
             channel = probs[k].numpy()
             if keep or sink is not None:
                 restored = restore_to_input_grid(channel, record, is_label=False)
-                region: tuple[slice, ...] = (slice(None),) * 3
-                values = sitk.GetArrayViewFromImage(restored)
+                _merge(label, maxprob, sitk.GetArrayViewFromImage(restored), k + 1)
                 full = (
                     copy_geometry(restored, full_image)  # already the whole input grid: no copy
                     if box is None
@@ -540,11 +544,9 @@ class Predictor:
                 if kept is not None:
                     kept[entry.name] = full
             else:
-                found = restore_above_threshold(channel, record, work, THRESHOLD)
-                if found is None:
-                    continue  # this prompt reaches the threshold nowhere
-                region, values, _image = found
-            _merge(label[region], maxprob[region], values, k + 1)
+                # Nothing is yielded for a prompt that reaches the threshold nowhere.
+                for region, values, _image in restore_above_threshold(channel, record, work, THRESHOLD):
+                    _merge(label[region], maxprob[region], values, k + 1)
         return label, kept
 
     @staticmethod
@@ -630,17 +632,20 @@ class Predictor:
 
 
 def _merge(label: np.ndarray, maxprob: np.ndarray, values: np.ndarray, value: int) -> None:
-    """Where ``values`` beats ``maxprob``: take it and set ``label`` to ``value`` (slab by slab, in place)."""
+    """Where ``values`` >= the threshold and beats ``maxprob`` (uint16, ``floor(p * 65535)``): take it
+    and set ``label`` to ``value`` (slab by slab, in place)."""
     for sl in iter_slabs(values.shape[0], _MERGE_SLAB):
         p = values[sl]
-        better = p > maxprob[sl]
-        np.copyto(maxprob[sl], p, where=better)
+        q = (p * np.float32(65535.0)).astype(np.uint16)
+        better = (p >= THRESHOLD) & (q > maxprob[sl])
+        np.copyto(maxprob[sl], q, where=better)
         label[sl][better] = value
 
 
 def restore_above_threshold(
-    channel: np.ndarray, record: Mapping[str, Any], work: sitk.Image, threshold: float
-) -> tuple[tuple[slice, ...], np.ndarray, sitk.Image] | None:
+    channel: np.ndarray, record: Mapping[str, Any], work: sitk.Image, threshold: float,
+    slab: int | None = None,
+) -> Iterator[tuple[tuple[slice, ...], np.ndarray, sitk.Image]]:
     """Restore one probability map onto the input grid, only where it can reach ``threshold``.
 
     Linear interpolation is a convex combination of the 2x2x2 surrounding voxels, so a restored value
@@ -655,16 +660,19 @@ def restore_above_threshold(
         record: The preprocessing record.
         work: The image that was preprocessed (its grid is the target grid).
         threshold: The decision threshold.
+        slab: Input-grid z-slices resampled per step (default :data:`_RESTORE_SLAB`), which bounds
+            the memory of the restored values.
 
-    Returns:
-        ``(region, values, image)``: the input-grid box as ``(z, y, x)`` slices, a float32 array view
-        of the values there and the image that owns them (keep it while using the view); None when
-        the threshold is reached nowhere.
+    Yields:
+        ``(region, values, image)`` per slab of the box: the input-grid region as ``(z, y, x)``
+        slices, a float32 array view of the values there and the image that owns them (keep it
+        while using the view). Nothing when the threshold is reached nowhere.
     """
+    slab = slab or _RESTORE_SLAB
     hits = [np.flatnonzero((channel >= threshold).any(axis=tuple(a for a in range(3) if a != axis)))
             for axis in range(3)]
     if hits[0].size == 0:
-        return None
+        return
     grid = record["resampled"]
     full_zyx = [int(n) for n in reversed(grid["size"])]
     crop = [(int(a), int(b)) for a, b in record["crop_bbox_zyx"]]
@@ -697,22 +705,25 @@ def restore_above_threshold(
     out_lo = np.clip(np.floor(corners_arr.min(axis=0)).astype(int), 0, work_size)
     out_hi = np.clip(np.ceil(corners_arr.max(axis=0)).astype(int) + 1, 0, work_size)
     if np.any(out_hi <= out_lo):
-        return None
-    restored = sitk.Resample(
-        sub_image,
-        [int(n) for n in out_hi - out_lo],
-        sitk.Transform(),
-        sitk.sitkLinear,
-        work.TransformIndexToPhysicalPoint([int(i) for i in out_lo]),
-        work.GetSpacing(),
-        work.GetDirection(),
-        0.0,
-        sitk.sitkFloat32,
-    )
-    region = tuple(slice(int(a), int(b)) for a, b in zip(out_lo[::-1], out_hi[::-1]))
-    # A view, not a copy: a fresh multi-100-MB array costs page faults on every prompt. The view
-    # keeps no reference to the image, so the image rides along with it.
-    return region, sitk.GetArrayViewFromImage(restored), restored
+        return
+    for z0 in range(int(out_lo[2]), int(out_hi[2]), slab):
+        z1 = min(z0 + slab, int(out_hi[2]))
+        start = [int(out_lo[0]), int(out_lo[1]), z0]
+        restored = sitk.Resample(
+            sub_image,
+            [int(out_hi[0] - out_lo[0]), int(out_hi[1] - out_lo[1]), z1 - z0],
+            sitk.Transform(),
+            sitk.sitkLinear,
+            work.TransformIndexToPhysicalPoint(start),
+            work.GetSpacing(),
+            work.GetDirection(),
+            0.0,
+            sitk.sitkFloat32,
+        )
+        region = (slice(z0, z1), slice(int(out_lo[1]), int(out_hi[1])), slice(int(out_lo[0]), int(out_hi[0])))
+        # A view, not a copy (no fresh array per slab); it keeps no reference to the image, so the
+        # image rides along with it.
+        yield region, sitk.GetArrayViewFromImage(restored), restored
 
 
 def default_output_path(input_path: str | Path, output_dir: str | Path | None = None) -> Path:
