@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/versemi demo --data examples/data --output demo_output
 
 test: $(VENV)/.installed
-	OMP_NUM_THREADS=2 $(VENV)/bin/python -m pytest -q
+	PYTHONUTF8=1 OMP_NUM_THREADS=2 $(VENV)/bin/python -m pytest -q
 
 clean:
 	rm -rf demo_output .pytest_cache
