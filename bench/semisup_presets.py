@@ -13,6 +13,8 @@ Presets:
 - ``cpu``: the comparison that fits about 90 minutes on 2 shared CPU cores: 2 mm isotropic grid,
   32^3 patches, a narrow V-Net, 300 steps per method (750 for the equal-compute runs), 1 torch
   thread + 1 DataLoader worker.
+- ``cpu-long``: a diagnostic of the ``cpu`` result: 4x the steps (1200), one seed, 10 % only,
+  VerSemi against supervised-only at the same steps and at equal compute (~60 min).
 - ``gpu-la``: the published left-atrium protocol (8 of 80 scans labeled, 0.625 mm, 96^3 patches,
   reference V-Net with 16 base filters, Adam lr 1e-3 betas (0.5, 0.999), 8 labeled + 8 unlabeled
   patches per step, 6000 steps per VerSemi stage) for checking published numbers on a GPU.
@@ -263,6 +265,31 @@ PRESETS: dict[str, Preset] = {
         # barriers while the other core is taken).
         threads=1,
         expected_minutes=90,
+    ),
+    "cpu-long": Preset(
+        name="cpu-long",
+        description=(
+            "Does VerSemi catch up with a longer budget? The `cpu` preset's data, grid, patch, backbone "
+            "and batches, 4x the steps (1200 per method: VerSemi 600 stage 1 + 600 stage 2), one seed, "
+            "10 % setting, VerSemi against supervised-only at the same steps and at equal compute "
+            "(~60 min on 2 cores). A diagnostic for the `cpu` preset's result, not a replacement."
+        ),
+        datasets=SHARED_DATASETS,
+        settings=("labeled_10pct",),
+        seeds=(0,),
+        target_spacing=(2.0, 2.0, 2.0),
+        patch_size=(32, 32, 32),
+        model=_CPU_MODEL,
+        training={**_CPU_TRAINING, "checkpoint_every": 200, "log_every": 20},
+        steps=1200,
+        variants=tuple(
+            v for v in _standard_variants(mean_teacher_weight=10.0)
+            if v.name in ("versemi", "supervised", "supervised_equal_compute")
+        ),
+        max_eval_cases=None,
+        eval_overlap=0.25,
+        threads=1,
+        expected_minutes=60,
     ),
     "gpu-la": Preset(
         name="gpu-la",
