@@ -3,8 +3,12 @@
 Pipeline for one scan (:meth:`Predictor.predict`):
 
 1. check the scan (3D, scalar, finite) and optionally crop it to a voxel ROI;
-2. preprocess exactly as in training (the :class:`~versemi.data.preprocessing.PreprocessingSpec`
-   stored in the checkpoint: reorient, resample to the model spacing, normalise, crop to the body);
+2. preprocess exactly as in training: each prompt uses the
+   :class:`~versemi.data.preprocessing.PreprocessingSpec` of the dataset(s) it was trained from
+   (checkpoint key ``preprocessing_by_dataset``; reorient, resample to the model spacing, normalise
+   by modality, crop to the body). Prompts whose datasets share one spec form one group; prompts that
+   need different specs (a CT prompt and an MR prompt) are run group by group - steps 2-4 once per
+   group - and merged into one labelmap (see :meth:`Predictor.preprocessing_groups`);
 3. sliding-window inference at the model spacing (Gaussian blending, batched windows, ONE backbone
    pass per window for all chosen prompts, optional mirroring TTA) -> ``(P, d, h, w)`` probabilities;
 4. restore prompt by prompt onto the input grid (linear interpolation of the probability, as nnU-Net
@@ -17,7 +21,8 @@ Pipeline for one scan (:meth:`Predictor.predict`):
 Memory on a large scan (512 x 512 x 600 CT): the input, its float32 copy made by preprocessing, the
 model-spacing probabilities of the chosen prompts, and 3 bytes per input voxel for the running maximum
 (uint16) and the labelmap (uint8); one prompt is restored at a time, in slabs of 64 slices (a whole
-float32 map only when the caller asks for probability maps).
+float32 map only when the caller asks for probability maps). With several preprocessing groups only
+one group's preprocessed volume and probabilities exist at a time.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from versemi.inference.io import (
     sidecar_paths,
     validate_input_image,
 )
-from versemi.inference.progress import ProgressReporter, StageProgress, report_info
+from versemi.inference.progress import STAGE_SPANS, ProgressReporter, StageProgress, report_info
 from versemi.inference.sliding import SlidingWindowSettings, sliding_window_probabilities
 from versemi.labels import LabelSpace, UnknownPromptError
 from versemi.model import build_model
@@ -177,7 +182,25 @@ ProbabilitySink = Callable[[LabelEntry, sitk.Image], None]
 ModelSpaceHook = Callable[[torch.Tensor, list[LabelEntry], Mapping[str, Any]], Mapping[str, Any] | None]
 """Receives the ``(P, d, h, w)`` probabilities at the model spacing, the label table and the
 preprocessing record, before they are restored; may return fields to add to ``result.info`` (e.g. a
-per-case uncertainty score computed cheaply at the model spacing)."""
+per-case uncertainty score computed cheaply at the model spacing). When the chosen prompts need
+several preprocessing groups, it is called once, for the first group (the group of the first chosen
+prompt, which also holds the synthetic prompt), with that group's probabilities and label entries."""
+
+
+@dataclass(frozen=True)
+class PreprocessingGroup:
+    """Chosen prompts that share one preprocessing, hence one preprocessing + backbone pass.
+
+    Attributes:
+        spec: The checkpoint's preprocessing for these prompts (before the ``fast`` quality's coarser
+            spacing is applied, see :meth:`Predictor.effective_spec`).
+        datasets: The training datasets whose spec this is, among the chosen prompts' sources.
+        positions: Indices into the chosen prompt list (label value = position + 1).
+    """
+
+    spec: PreprocessingSpec
+    datasets: tuple[str, ...]
+    positions: tuple[int, ...]
 
 
 def parse_roi(text: str) -> tuple[int, int, int, int, int, int]:
@@ -190,6 +213,31 @@ def parse_roi(text: str) -> tuple[int, int, int, int, int, int]:
     if len(values) != 6:
         raise PredictionError(f"ROI {text!r} must be six integers x0,y0,z0,x1,y1,z1 (voxel indices)")
     return values  # type: ignore[return-value]
+
+
+def _specs_by_dataset(stored: Any) -> dict[str, PreprocessingSpec]:
+    """Parse the checkpoint's ``preprocessing_by_dataset`` (absent in old checkpoints: empty)."""
+    if stored is None:
+        return {}
+    if not isinstance(stored, Mapping):
+        raise ValueError(f"'preprocessing_by_dataset' must map dataset names to settings, got {type(stored).__name__}")
+    specs = {}
+    for name, settings in stored.items():
+        if not isinstance(settings, Mapping):
+            raise ValueError(f"preprocessing_by_dataset[{name!r}] must be a mapping of settings")
+        settings = {k: v for k, v in settings.items() if k != "patch_size"}  # shared, read from 'preprocessing'
+        try:
+            specs[str(name)] = PreprocessingSpec.from_dict(settings)
+        except ValueError as exc:
+            raise ValueError(f"preprocessing_by_dataset[{name!r}]: {exc}") from None
+    return specs
+
+
+def _sub_stage(progress: ProgressReporter | None, stage: str, index: int, count: int) -> StageProgress:
+    """The ``index``-th of ``count`` equal parts of a stage's span (one part per preprocessing group)."""
+    start, end = STAGE_SPANS[stage]
+    width = (end - start) / count
+    return StageProgress(progress, stage, (start + index * width, start + (index + 1) * width))
 
 
 def sha256_of_file(path: str | Path) -> str:
@@ -217,10 +265,13 @@ class Predictor:
         threads: CPU threads for torch and SimpleITK (None = library defaults).
         amp: float16 autocast on CUDA.
         model_name: Name for the sidecar; default: the installed model's name, else the file stem.
+        dataset: Preprocess every input like this training dataset (its name as stored in the
+            checkpoint, e.g. ``"Dataset004_SpleenCT"``) whatever the prompts; default (None): each
+            prompt uses the preprocessing of the dataset(s) it was trained from.
 
     Raises:
         CheckpointError: unreadable / incompatible checkpoint, or one lacking inference keys.
-        PredictionError: bad option or unavailable device.
+        PredictionError: bad option, unknown ``dataset`` or unavailable device.
     """
 
     def __init__(
@@ -235,6 +286,7 @@ class Predictor:
         threads: int | None = None,
         amp: bool = True,
         model_name: str | None = None,
+        dataset: str | None = None,
     ) -> None:
         if quality not in QUALITIES:
             raise PredictionError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES)}")
@@ -263,10 +315,12 @@ class Predictor:
             prep = dict(payload["preprocessing"])
             patch_xyz = prep.pop("patch_size", None)
             self.spec = PreprocessingSpec.from_dict(prep)
+            self.specs_by_dataset = _specs_by_dataset(payload.get("preprocessing_by_dataset"))
             self.model = build_model(payload["model_config"])
             self.model.load_state_dict(payload["model"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise CheckpointError(f"{source}: checkpoint content is not usable for prediction: {exc}") from exc
+        self.dataset = self._check_dataset(dataset, source)
         if patch_xyz is None or len(patch_xyz) != 3:
             raise CheckpointError(f"{source}: checkpoint preprocessing lacks a 3-value 'patch_size'")
         self.patch_size_zyx = tuple(int(p) for p in reversed(list(patch_xyz)))
@@ -292,6 +346,79 @@ class Predictor:
         self._model_name = model_name
         self._sha256: str | None = None
         self._installed = self._find_installed()
+
+    # --- preprocessing ----------------------------------------------------------------------------
+    def _check_dataset(self, dataset: str | None, source: str) -> str | None:
+        """The ``dataset`` override, checked against the datasets the checkpoint knows."""
+        if dataset is None:
+            return None
+        known = list(self.specs_by_dataset) or self.label_space.datasets
+        if dataset not in known:
+            raise PredictionError(
+                f"{source}: unknown dataset {dataset!r} for the preprocessing; the model was trained on "
+                f"{', '.join(known) or 'no named dataset'}"
+            )
+        return dataset
+
+    def _default_dataset(self) -> str | None:
+        """The first training dataset (whose spec is the checkpoint's ``preprocessing``)."""
+        names = list(self.specs_by_dataset) or self.label_space.datasets
+        return names[0] if names else None
+
+    def dataset_spec(self, dataset: str) -> PreprocessingSpec:
+        """The preprocessing a training dataset used (the single stored spec for old checkpoints)."""
+        return self.specs_by_dataset.get(dataset, self.spec)
+
+    def preprocessing_groups(self, prompt_ids: Sequence[int]) -> list[PreprocessingGroup]:
+        """Split the chosen prompts into groups that share one preprocessing.
+
+        Rules: a real prompt uses the spec of its source dataset(s); a prompt trained from several
+        datasets with different specs takes one that another chosen prompt already needs (fewer
+        passes), else its first source's. The synthetic prompt joins the group of the first chosen
+        real prompt (alone: the first dataset's spec). With the ``dataset`` override, or a checkpoint
+        with a single spec, there is one group. Groups are ordered by their first prompt.
+
+        Args:
+            prompt_ids: The chosen prompt ids (see :meth:`resolve_prompts`).
+        """
+        prompts = [self.label_space.prompts[pid] for pid in prompt_ids]
+        if self.dataset is not None:
+            return [PreprocessingGroup(self.dataset_spec(self.dataset), (self.dataset,), tuple(range(len(prompts))))]
+        # Candidate specs per real prompt, in source order, each with the datasets that use it.
+        candidates: list[dict[PreprocessingSpec, list[str]]] = []
+        for prompt in prompts:
+            options: dict[PreprocessingSpec, list[str]] = {}
+            for source in prompt.sources:
+                options.setdefault(self.dataset_spec(source.dataset), []).append(source.dataset)
+            candidates.append(options)
+        chosen: list[PreprocessingSpec | None] = [
+            next(iter(options)) if len(options) == 1 else None for options in candidates
+        ]
+        needed = list(dict.fromkeys(spec for spec in chosen if spec is not None))
+        for position, options in enumerate(candidates):
+            if len(options) > 1:  # a prompt annotated by datasets preprocessed differently
+                spec = next((s for s in needed if s in options), next(iter(options)))
+                chosen[position] = spec
+                needed.append(spec)
+        default_dataset = self._default_dataset()
+        first_real = next((spec for spec in chosen if spec is not None), None)
+        datasets_of: dict[PreprocessingSpec, list[str]] = {}
+        for position, spec in enumerate(chosen):
+            if spec is None:  # the synthetic prompt (no sources)
+                spec = first_real if first_real is not None else (
+                    self.dataset_spec(default_dataset) if default_dataset else self.spec
+                )
+                chosen[position] = spec
+                if first_real is None and default_dataset:
+                    datasets_of.setdefault(spec, []).append(default_dataset)
+            for name in candidates[position].get(spec, []):
+                if name not in datasets_of.setdefault(spec, []):
+                    datasets_of[spec].append(name)
+        groups: dict[PreprocessingSpec, list[int]] = {}
+        for position, spec in enumerate(chosen):
+            groups.setdefault(spec, []).append(position)  # type: ignore[arg-type]
+        return [PreprocessingGroup(spec, tuple(datasets_of.get(spec, [])), tuple(positions))
+                for spec, positions in groups.items()]
 
     # --- model identity -------------------------------------------------------------------------
     def _find_installed(self) -> Any:
@@ -353,14 +480,20 @@ class Predictor:
             table.append(LabelEntry(value, p.name, tuple(p.color), p.snomed.to_dict() if p.snomed else None, pid))
         return table
 
-    def effective_spec(self, quality: str | None = None) -> PreprocessingSpec:
-        """The preprocessing used for a quality level (fast = coarser spacing)."""
+    def effective_spec(self, quality: str | None = None, spec: PreprocessingSpec | None = None) -> PreprocessingSpec:
+        """The preprocessing used for a quality level (fast = coarser spacing).
+
+        Args:
+            quality: ``"default"`` or ``"fast"``; default: the predictor's.
+            spec: The base spec (e.g. a :class:`PreprocessingGroup`'s); default: the first dataset's.
+        """
         quality = quality or self.quality
+        spec = spec or self.spec
         if quality == "fast":
             return dataclasses.replace(
-                self.spec, target_spacing=tuple(s * FAST_SPACING_FACTOR for s in self.spec.target_spacing)
+                spec, target_spacing=tuple(s * FAST_SPACING_FACTOR for s in spec.target_spacing)
             )
-        return self.spec
+        return spec
 
     # --- prediction -----------------------------------------------------------------------------
     def predict(
@@ -406,33 +539,66 @@ class Predictor:
         box = self._check_roi(roi, image, image_name)
         work = image if box is None else image[box[0]:box[3], box[1]:box[4], box[2]:box[5]]
 
-        pre = StageProgress(progress, "preprocess")
-        pre(0.0, "preprocessing")
-        spec = self.effective_spec()
-        case = preprocess_case(work, spec)
-        pre(1.0, f"preprocessed to {list(case.image.shape)} voxels (z, y, x) at {list(spec.target_spacing)} mm")
-        t_pre = time.perf_counter()
-
-        probs = self._sliding_window(case.image, prompt_ids, case.record.get("background_value", 0.0), progress)
-        del case.image  # the preprocessed volume is no longer needed
-        t_inf = time.perf_counter()
-        hook_fields = dict(model_space_hook(probs, labels, case.record) or {}) if model_space_hook else {}
-
-        export = StageProgress(progress, "export")
-        label_array, kept = self._restore_and_merge(
-            probs, case.record, labels, work, export, return_probabilities, probability_sink, image, box
-        )
-        del probs
+        groups = self.preprocessing_groups(prompt_ids)
+        shape = tuple(reversed(work.GetSize()))
+        label_array = np.zeros(shape, dtype=np.uint8 if len(labels) < 256 else np.uint16)
+        maxprob = np.zeros(shape, dtype=np.uint16)
+        kept: dict[str, sitk.Image] | None = {} if return_probabilities else None
+        hook_fields: dict[str, Any] = {}
+        group_info: list[dict[str, Any]] = []
+        seconds = {"preprocess": 0.0, "inference": 0.0, "export": 0.0}
+        first_spec: PreprocessingSpec | None = None
+        # One group at a time: only its preprocessed volume and probabilities exist at once.
+        for index, group in enumerate(groups):
+            t0 = time.perf_counter()
+            pre = _sub_stage(progress, "preprocess", index, len(groups))
+            pre(0.0, "preprocessing")
+            spec = self.effective_spec(spec=group.spec)
+            first_spec = first_spec or spec
+            case = preprocess_case(work, spec)
+            pre(1.0, f"preprocessed to {list(case.image.shape)} voxels (z, y, x) at {list(spec.target_spacing)} mm"
+                     + (f" ({', '.join(group.datasets)})" if len(groups) > 1 else ""))
+            t1 = time.perf_counter()
+            group_ids = [prompt_ids[i] for i in group.positions]
+            group_labels = [labels[i] for i in group.positions]
+            probs = self._sliding_window(
+                case.image, group_ids, case.record.get("background_value", 0.0),
+                _sub_stage(progress, "inference", index, len(groups)),
+            )
+            del case.image  # the preprocessed volume is no longer needed
+            t2 = time.perf_counter()
+            if model_space_hook is not None and index == 0:
+                hook_fields = dict(model_space_hook(probs, group_labels, case.record) or {})
+            self._restore_and_merge(
+                probs, case.record, group_labels, label_array, maxprob, work,
+                _sub_stage(progress, "export", index, len(groups)), kept, probability_sink, image, box,
+            )
+            del probs
+            t3 = time.perf_counter()
+            seconds["preprocess"] += t1 - t0
+            seconds["inference"] += t2 - t1
+            seconds["export"] += t3 - t2
+            group_info.append({
+                "datasets": list(group.datasets),
+                "modality": spec.modality,
+                "spacing_mm": list(spec.target_spacing),
+                "normalization": case.record.get("normalization", {}).get("kind"),
+                "prompts": [e.name for e in group_labels],
+            })
+        if kept is not None:
+            kept = {e.name: kept[e.name] for e in labels}  # prompt order, whatever the group order
         labelmap = self._on_input_grid(label_array, image, box)
-        export(1.0, "labelmap ready")
+        StageProgress(progress, "export")(1.0, "labelmap ready")
         t_end = time.perf_counter()
+        assert first_spec is not None  # resolve_prompts never returns an empty list
 
         info = {
             "prompts": [e.name for e in labels],
             "device": str(self.device),
             "fell_back_to_cpu": self.fell_back_to_cpu,
             "quality": self.quality,
-            "spacing_mm": list(spec.target_spacing),
+            "spacing_mm": list(first_spec.target_spacing),
+            "preprocessing": group_info,
             "patch_size": list(reversed(self.patch_size_zyx)),
             "overlap": self.overlap,
             "batch_size": self.batch_size,
@@ -440,9 +606,7 @@ class Predictor:
             "threshold": THRESHOLD,
             "roi": list(box) if box is not None else None,
             "seconds": {
-                "preprocess": round(t_pre - t_start, 3),
-                "inference": round(t_inf - t_pre, 3),
-                "export": round(t_end - t_inf, 3),
+                **{k: round(v, 3) for k, v in seconds.items()},
                 "total": round(t_end - t_start, 3),
             },
             **hook_fields,
@@ -470,9 +634,8 @@ class Predictor:
         return box
 
     def _sliding_window(
-        self, volume: np.ndarray, prompt_ids: list[int], pad_value: float, progress: ProgressReporter | None
+        self, volume: np.ndarray, prompt_ids: list[int], pad_value: float, stage: StageProgress
     ) -> torch.Tensor:
-        stage = StageProgress(progress, "inference")
         settings = SlidingWindowSettings(
             patch_size_zyx=self.patch_size_zyx, overlap=self.overlap, batch_size=self.batch_size, tta=self.tta
         )
@@ -489,7 +652,7 @@ class Predictor:
             if self.device.type != "cuda":
                 raise
             # Users ask for this: finish on the CPU instead of failing (slower, but it completes).
-            report_info(progress, "CUDA out of memory: falling back to the CPU (slower)")
+            report_info(stage.reporter, "CUDA out of memory: falling back to the CPU (slower)")
             self.model.to("cpu")
             torch.cuda.empty_cache()
             self.device = torch.device("cpu")
@@ -506,34 +669,35 @@ class Predictor:
         probs: torch.Tensor,
         record: Mapping[str, Any],
         labels: list[LabelEntry],
+        label: np.ndarray,
+        maxprob: np.ndarray,
         work: sitk.Image,
         export: StageProgress,
-        keep: bool,
+        kept: dict[str, sitk.Image] | None,
         sink: ProbabilitySink | None,
         full_image: sitk.Image,
         box: tuple[int, ...] | None,
-    ) -> tuple[np.ndarray, dict[str, sitk.Image] | None]:
+    ) -> None:
         """Restore each prompt's probabilities to the input grid and fold them into the labelmap.
 
-        Only probabilities >= :data:`THRESHOLD` can decide a voxel, so a voxel takes value ``k + 1``
-        where prompt ``k`` reaches the threshold and beats the running maximum: no separate arg-max
-        array and no final thresholding pass. The running maximum is kept as uint16
-        (``floor(p * 65535)``, 2 bytes per voxel; prompts closer than 1.5e-5 tie and the earlier one
-        wins). Unless the caller wants the probability maps, each prompt is restored only inside the
-        box where it can reach the threshold and in slabs of :data:`_RESTORE_SLAB` slices (see
+        Only probabilities >= :data:`THRESHOLD` can decide a voxel, so a voxel takes a prompt's label
+        value where that prompt reaches the threshold and beats the running maximum: no separate
+        arg-max array and no final thresholding pass. ``label`` and ``maxprob`` are updated in place,
+        so several preprocessing groups fold into the same arrays. The running maximum is kept as
+        uint16 (``floor(p * 65535)``, 2 bytes per voxel; prompts closer than 1.5e-5 tie and the
+        lower label value wins, whatever the order of the groups). Unless the caller wants the
+        probability maps, each prompt is restored only inside the box where it can reach the
+        threshold and in slabs of :data:`_RESTORE_SLAB` slices (see
         :func:`restore_above_threshold`): exact, with a cost proportional to the size of the
         structures and memory bounded by the slab instead of the scan.
         """
-        shape = tuple(reversed(work.GetSize()))
-        label = np.zeros(shape, dtype=np.uint8 if len(labels) < 256 else np.uint16)
-        maxprob = np.zeros(shape, dtype=np.uint16)
-        kept: dict[str, sitk.Image] | None = {} if keep else None
+        keep = kept is not None
         for k, entry in enumerate(labels):
             export(k / len(labels), f"restoring {entry.name} to the input grid")
             channel = probs[k].numpy()
             if keep or sink is not None:
                 restored = restore_to_input_grid(channel, record, is_label=False)
-                _merge(label, maxprob, sitk.GetArrayViewFromImage(restored), k + 1)
+                _merge(label, maxprob, sitk.GetArrayViewFromImage(restored), entry.value)
                 full = (
                     copy_geometry(restored, full_image)  # already the whole input grid: no copy
                     if box is None
@@ -546,8 +710,7 @@ class Predictor:
             else:
                 # Nothing is yielded for a prompt that reaches the threshold nowhere.
                 for region, values, _image in restore_above_threshold(channel, record, work, THRESHOLD):
-                    _merge(label[region], maxprob[region], values, k + 1)
-        return label, kept
+                    _merge(label[region], maxprob[region], values, entry.value)
 
     @staticmethod
     def _on_input_grid(array: np.ndarray, image: sitk.Image, box: tuple[int, ...] | None) -> sitk.Image:
@@ -633,11 +796,13 @@ class Predictor:
 
 def _merge(label: np.ndarray, maxprob: np.ndarray, values: np.ndarray, value: int) -> None:
     """Where ``values`` >= the threshold and beats ``maxprob`` (uint16, ``floor(p * 65535)``): take it
-    and set ``label`` to ``value`` (slab by slab, in place)."""
+    and set ``label`` to ``value`` (slab by slab, in place). On a tie the lower label value wins, so
+    the result does not depend on the order in which prompts (or preprocessing groups) are merged."""
     for sl in iter_slabs(values.shape[0], _MERGE_SLAB):
         p = values[sl]
         q = (p * np.float32(65535.0)).astype(np.uint16)
-        better = (p >= THRESHOLD) & (q > maxprob[sl])
+        current = maxprob[sl]
+        better = (p >= THRESHOLD) & ((q > current) | ((q == current) & (label[sl] > value)))
         np.copyto(maxprob[sl], q, where=better)
         label[sl][better] = value
 
@@ -742,6 +907,7 @@ __all__ = [
     "PredictionError",
     "PredictionResult",
     "Predictor",
+    "PreprocessingGroup",
     "default_output_path",
     "parse_roi",
     "resolve_device",
