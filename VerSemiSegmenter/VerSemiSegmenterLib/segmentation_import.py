@@ -215,17 +215,43 @@ def import_prediction(
     Returns:
         the node, its segment ids in label order, and the names of the segments that came out empty.
     """
-    import slicer
-
     entries = read_label_table(sidecar_path)
     if not entries:
         raise LabelTableError(f"{sidecar_path}: the label table lists no labels")
+    return import_labelmap(labelmap_path, entries, input_volume_node, segmentation_node, name)
+
+
+def import_labelmap(
+    labelmap_path: str | os.PathLike[str] | None,
+    entries: list[LabelEntry],
+    input_volume_node: Any,
+    segmentation_node: Any | None = None,
+    name: str | None = None,
+) -> ImportResult:
+    """Import a labelmap with an already-read label table (what :func:`import_prediction` does).
+
+    Args:
+        labelmap_path: a labelmap on the input volume's grid; ``None`` gives one empty segment per
+            label (e.g. a review case without a pseudo-label).
+        entries: the label table (value -> name, colour, terminology); must not be empty.
+        input_volume_node: reference geometry, parent transform and subject-hierarchy location.
+        segmentation_node: ``None`` creates a new node; an existing node has ALL its segments replaced.
+        name: name of a new segmentation node (default: ``"<volume name> VerSemi"``).
+
+    Returns:
+        the node, its segment ids in label order, and the names of the segments that came out empty.
+    """
+    import slicer
+
+    if not entries:
+        raise LabelTableError(f"{labelmap_path}: the label table lists no labels")
     scene = input_volume_node.GetScene()
-    labelmap_node = load_labelmap_node(labelmap_path, scene)
+    labelmap_node = load_labelmap_node(labelmap_path, scene) if labelmap_path is not None else None
     color_node = make_color_table_node(entries, scene)
     created = segmentation_node is None
     try:
-        _check_labels(labelmap_node, entries, labelmap_path)
+        if labelmap_node is not None:
+            _check_labels(labelmap_node, entries, labelmap_path)
         if created:
             segmentation_node = scene.AddNewNodeByClass(
                 "vtkMRMLSegmentationNode", name or f"{input_volume_node.GetName()} VerSemi"
@@ -236,11 +262,12 @@ def import_prediction(
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(input_volume_node)
         # The labelmap is in the volume's local coordinates: follow the volume's parent transform.
         segmentation_node.SetAndObserveTransformNodeID(input_volume_node.GetTransformNodeID())
-        labelmap_node.SetAndObserveTransformNodeID(input_volume_node.GetTransformNodeID())
-        segmentation_node.SetLabelmapConversionColorTableNodeID(color_node.GetID())
-        logic = slicer.vtkSlicerSegmentationsModuleLogic
-        if not logic.ImportLabelmapToSegmentationNode(labelmap_node, segmentation_node):
-            raise RuntimeError(f"{labelmap_path}: Slicer could not import the labelmap as segments")
+        if labelmap_node is not None:
+            labelmap_node.SetAndObserveTransformNodeID(input_volume_node.GetTransformNodeID())
+            segmentation_node.SetLabelmapConversionColorTableNodeID(color_node.GetID())
+            logic = slicer.vtkSlicerSegmentationsModuleLogic
+            if not logic.ImportLabelmapToSegmentationNode(labelmap_node, segmentation_node):
+                raise RuntimeError(f"{labelmap_path}: Slicer could not import the labelmap as segments")
         segment_ids, empty = _apply_label_table(segmentation_node, entries)
         if created:
             place_next_to(segmentation_node, input_volume_node)
@@ -251,7 +278,8 @@ def import_prediction(
     finally:
         if segmentation_node is not None:
             segmentation_node.SetLabelmapConversionColorTableNodeID("")
-        scene.RemoveNode(labelmap_node)
+        if labelmap_node is not None:
+            scene.RemoveNode(labelmap_node)
         scene.RemoveNode(color_node)
     return ImportResult(segmentation_node, segment_ids, empty)
 
