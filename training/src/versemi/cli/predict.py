@@ -7,30 +7,15 @@ import sys
 from pathlib import Path
 
 from versemi.cli import CliError
+from versemi.cli._inference_args import (
+    add_model_arguments,
+    predictor_from_args,
+    reporting_errors,
+    start_inference,
+)
 
 COMMAND = "predict"
 HELP = "segment a scan (NIfTI, NRRD, MHA or a DICOM folder) with a trained VerSemi model"
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``predict`` and ``pseudolabel``: model, device and inference settings."""
-    parser.add_argument("--model", "-m", required=True,
-                        help="checkpoint file, or NAME[@VERSION] of an installed catalogue model")
-    parser.add_argument("--prompts", "-p", default="all",
-                        help="comma-separated target names, 'all' (every real target) or "
-                             "'all_foreground' (the synthetic union prompt); default: all")
-    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
-                        help="auto = CUDA if available, else Apple MPS where it works, else CPU")
-    parser.add_argument("--quality", default="default", choices=["default", "fast"],
-                        help="fast = twice the model's voxel spacing (about 8x faster, coarser borders)")
-    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x slower)")
-    parser.add_argument("--overlap", type=float, default=None,
-                        help="sliding-window overlap fraction (default 0.5; 0.25 with --quality fast)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="windows per forward pass (default 4 on CUDA, 1 on CPU)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and SimpleITK")
-    parser.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"],
-                        help="auto = a bar on a terminal; json = machine-readable lines on stdout")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,43 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-prompts", action="store_true", help="print the model's prompts and exit")
 
 
-def resolve_checkpoint(model: str) -> Path:
-    """A checkpoint path from a path or an installed catalogue model name."""
-    path = Path(model).expanduser()
-    if path.is_file():
-        return path
-    try:
-        from versemi.models import resolve_model
-    except ImportError:  # the catalogue is optional for prediction from a file
-        raise CliError(f"{model}: model file not found") from None
-    return Path(resolve_model(model))
-
-
-def make_predictor(args: argparse.Namespace):
-    """A :class:`~versemi.inference.Predictor` from the shared model options."""
-    from versemi.inference.predictor import Predictor
-
-    return Predictor(
-        resolve_checkpoint(args.model),
-        device=args.device,
-        quality=args.quality,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        tta=args.tta,
-        threads=args.threads,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from versemi.inference.predictor import default_output_path
-    from versemi.inference.progress import JsonLinesProgress, make_progress, report_info
+    from versemi.inference.progress import JsonLinesProgress, report_info
 
-    from versemi.inference.malloc import tune_malloc
-
-    tune_malloc()  # this process only predicts: keep large buffers instead of page-faulting them back
-    progress = make_progress(args.progress)
-    try:
-        predictor = make_predictor(args)
+    progress = start_inference(args)
+    with reporting_errors(progress):
+        predictor = predictor_from_args(args)
         if args.list_prompts:
             for i, prompt in enumerate(predictor.label_space.prompts):
                 kind = " (synthetic: union of every target)" if prompt.synthetic else ""
@@ -104,20 +59,6 @@ def run(args: argparse.Namespace) -> int:
             roi=args.roi,
             progress=progress,
         )
-    except (ValueError, OSError, CliError) as exc:
-        # ValueError covers the library's one-line errors (checkpoint, input image, prompts, ROI).
-        if isinstance(progress, JsonLinesProgress):
-            progress.error(str(exc))
-        progress.close()
-        if isinstance(exc, CliError):
-            raise
-        raise CliError(str(exc)) from None
-    except BaseException as exc:
-        if isinstance(progress, JsonLinesProgress):
-            progress.error(f"internal error: {type(exc).__name__}: {exc}")
-        progress.close()
-        raise
-    progress.close()
     if isinstance(progress, JsonLinesProgress):
         progress.done(
             output=str(written.output),

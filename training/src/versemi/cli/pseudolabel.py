@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from versemi.cli import CliError
-from versemi.cli.predict import add_model_arguments, make_predictor
+from versemi.cli._inference_args import (
+    add_model_arguments,
+    predictor_from_args,
+    reporting_errors,
+    start_inference,
+)
 
 COMMAND = "pseudolabel"
 HELP = "pseudo-label every scan of a folder (or an nnU-Net imagesTr) with a trained model; resumable"
@@ -26,32 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from versemi.inference.progress import JsonLinesProgress, make_progress
+    from versemi.inference.progress import JsonLinesProgress
     from versemi.inference.pseudolabel import MANIFEST_NAME, pseudolabel_folder
 
-    from versemi.inference.malloc import tune_malloc
-
-    tune_malloc()  # this process only predicts: keep large buffers instead of page-faulting them back
-    progress = make_progress(args.progress)
-    try:
-        predictor = make_predictor(args)
+    progress = start_inference(args)
+    with reporting_errors(progress):
+        predictor = predictor_from_args(args)
         records = pseudolabel_folder(
             predictor, args.input, args.output, args.prompts,
             output_extension=args.output_extension, resume=not args.no_resume, progress=progress,
         )
-    except (ValueError, OSError, CliError) as exc:
-        if isinstance(progress, JsonLinesProgress):
-            progress.error(str(exc))
-        progress.close()
-        if isinstance(exc, CliError):
-            raise
-        raise CliError(str(exc)) from None
-    except BaseException as exc:
-        if isinstance(progress, JsonLinesProgress):
-            progress.error(f"internal error: {type(exc).__name__}: {exc}")
-        progress.close()
-        raise
-    progress.close()
     failed = [r for r in records if r.status == "failed"]
     manifest = f"{args.output.rstrip('/')}/{MANIFEST_NAME}"
     if isinstance(progress, JsonLinesProgress):

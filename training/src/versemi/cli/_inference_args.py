@@ -1,0 +1,137 @@
+"""What ``versemi predict`` and ``versemi pseudolabel`` share: model options, model loading, progress.
+
+Not a sub-command (no ``COMMAND``; the dispatcher only loads the modules it lists). Imports of torch
+and the inference package stay inside the functions so that building the parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from versemi.cli import CliError
+
+if TYPE_CHECKING:
+    from versemi.inference.predictor import Predictor
+    from versemi.inference.progress import ProgressReporter
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options shared by ``predict`` and ``pseudolabel``: model, device and inference settings.
+
+    Args:
+        parser: the sub-command's parser.
+    """
+    parser.add_argument("--model", "-m", required=True,
+                        help="checkpoint file, or NAME[@VERSION] of an installed catalogue model")
+    parser.add_argument("--prompts", "-p", default="all",
+                        help="comma-separated target names, 'all' (every real target) or "
+                             "'all_foreground' (the synthetic union prompt); default: all")
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+                        help="auto = CUDA if available, else Apple MPS where it works, else CPU")
+    parser.add_argument("--quality", default="default", choices=["default", "fast"],
+                        help="fast = twice the model's voxel spacing (about 8x faster, coarser borders)")
+    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    parser.add_argument("--overlap", type=float, default=None,
+                        help="sliding-window overlap fraction (default 0.5; 0.25 with --quality fast)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="windows per forward pass (default 4 on CUDA, 1 on CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and SimpleITK")
+    parser.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"],
+                        help="auto = a bar on a terminal; json = machine-readable lines on stdout")
+
+
+def resolve_checkpoint(model: str) -> Path:
+    """A checkpoint path from a path or an installed catalogue model name.
+
+    Args:
+        model: a checkpoint file, or ``NAME[@VERSION]`` of an installed catalogue model.
+
+    Returns:
+        The checkpoint file.
+
+    Raises:
+        CliError: ``model`` is no file and the model catalogue is not available.
+    """
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    try:
+        from versemi.models import resolve_model
+    except ImportError:  # the catalogue is optional for prediction from a file
+        raise CliError(f"{model}: model file not found") from None
+    return Path(resolve_model(model))
+
+
+def predictor_from_args(args: argparse.Namespace) -> Predictor:
+    """A :class:`~versemi.inference.predictor.Predictor` from the options of :func:`add_model_arguments`.
+
+    Args:
+        args: parsed options of ``predict`` or ``pseudolabel``.
+
+    Returns:
+        The loaded predictor.
+    """
+    from versemi.inference.predictor import Predictor
+
+    return Predictor(
+        resolve_checkpoint(args.model),
+        device=args.device,
+        quality=args.quality,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        threads=args.threads,
+    )
+
+
+def start_inference(args: argparse.Namespace) -> ProgressReporter:
+    """Prepare this process for inference and return the progress reporter ``--progress`` asks for.
+
+    Args:
+        args: parsed options of ``predict`` or ``pseudolabel``.
+
+    Returns:
+        The reporter; close it with :func:`reporting_errors`.
+    """
+    from versemi.inference.malloc import tune_malloc
+    from versemi.inference.progress import make_progress
+
+    tune_malloc()  # this process only predicts: keep large buffers instead of page-faulting them back
+    return make_progress(args.progress)
+
+
+@contextmanager
+def reporting_errors(progress: ProgressReporter) -> Iterator[None]:
+    """Close ``progress`` when the block ends, reporting an error on it first if one stops the block.
+
+    The library's one-line errors (``ValueError`` covers checkpoint, input image, prompt and ROI
+    problems; ``OSError`` unreadable or unwritable files) become a :class:`~versemi.cli.CliError`;
+    anything else is re-raised as it is after an "internal error" line.
+
+    Args:
+        progress: the reporter from :func:`start_inference`.
+
+    Raises:
+        CliError: the block raised ``ValueError``, ``OSError`` or ``CliError``.
+    """
+    from versemi.inference.progress import JsonLinesProgress
+
+    try:
+        yield
+    except (ValueError, OSError, CliError) as exc:
+        if isinstance(progress, JsonLinesProgress):
+            progress.error(str(exc))
+        progress.close()
+        if isinstance(exc, CliError):
+            raise
+        raise CliError(str(exc)) from None
+    except BaseException as exc:
+        if isinstance(progress, JsonLinesProgress):
+            progress.error(f"internal error: {type(exc).__name__}: {exc}")
+        progress.close()
+        raise
+    progress.close()
