@@ -2,6 +2,11 @@
 
 Each sub-command lives in ``versemi/cli/<name>.py`` and defines ``COMMAND`` (its name on the command
 line), ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code).
+
+Start-up stays fast (``versemi --help`` well under a second): sub-command modules import heavy packages
+(torch, MONAI, SimpleITK, ``versemi.training``, ``versemi.inference``...) inside ``run`` (or, for what a
+default needs, inside ``add_arguments``), and :func:`main` calls ``add_arguments`` only for the
+sub-command being run. ``tests/test_cli_startup.py`` checks that torch stays out.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from collections.abc import Collection, Sequence
+from types import ModuleType
 
 from versemi import __version__
 
@@ -35,27 +42,62 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+def build_parser(
+    with_options: Collection[str] | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    """The ``versemi`` parser and the sub-command modules by command name.
+
+    Args:
+        with_options: the commands whose own options to add (``add_arguments``, which may import what
+            its defaults need); the others get their name and help line only, enough for
+            ``versemi --help``. None adds every command's options.
+
+    Returns:
+        The parser and ``{command: module}``.
+    """
     parser = argparse.ArgumentParser(
         prog="versemi",
         description="VerSemi: one task-prompted model for semi-supervised medical image segmentation.",
     )
     parser.add_argument("--version", action="version", version=f"versemi {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    modules: dict[str, object] = {}
+    modules: dict[str, ModuleType] = {}
     for mod_name in SUBCOMMAND_MODULES:
         full = f"versemi.cli.{mod_name}"
         if importlib.util.find_spec(full) is None:
             continue
         module = importlib.import_module(full)
         p = sub.add_parser(module.COMMAND, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
+        if with_options is None or module.COMMAND in with_options:
+            module.add_arguments(p)
         modules[module.COMMAND] = module
     return parser, modules
 
 
+def _requested_command(argv: Sequence[str]) -> set[str]:
+    """The sub-command named on the command line, as a set of at most one name.
+
+    The top-level options (``--help``, ``--version``) take no value, so the first word that is not an
+    option is the sub-command.
+    """
+    for word in argv:
+        if not word.startswith("-"):
+            return {word}
+    return set()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser, modules = build_parser()
+    """Run ``versemi`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status.
+
+    Args:
+        argv: the command line without the program name.
+
+    Returns:
+        The sub-command's exit status; 2 for a usage or :class:`CliError` error, 130 when interrupted.
+    """
+    if argv is None:
+        argv = sys.argv[1:]
+    parser, modules = build_parser(with_options=_requested_command(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

@@ -11,14 +11,19 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from versemi.data.check import ERROR, WARNING, GeometryTolerance, Problem, check_dataset, summarize
+if TYPE_CHECKING:
+    from versemi.data.check import Problem
 
 COMMAND = "check-dataset"
 HELP = "Check nnU-Net v2 raw dataset folders (files, geometry, labels) and list every problem."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Here, not at the top: versemi.data.check loads numpy and SimpleITK, which `versemi --help` does not need.
+    from versemi.data.check import GeometryTolerance
+
     parser.add_argument(
         "dirs", nargs="+", type=Path, metavar="DIR", help="dataset folder(s) (DatasetNNN_Name)"
     )
@@ -41,6 +46,8 @@ def _count_cases(root: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from versemi.data.check import GeometryTolerance, check_dataset, summarize
+
     tol = GeometryTolerance(args.tolerance, args.tolerance, args.tolerance)
     reports = []
     any_errors = False
@@ -77,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_text(problems: list[Problem]) -> None:
+    from versemi.data.check import ERROR, WARNING
+
     for severity in (ERROR, WARNING):
         for p in problems:
             if p.severity == severity:

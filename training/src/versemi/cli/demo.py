@@ -12,8 +12,6 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
 from versemi.cli import CliError
 
 COMMAND = "demo"
@@ -91,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         _run(["check-dataset", str(data / name)])
 
     t = _step("2/5 train a small VerSemi model (stage 1: labeled + CutMix; stage 2: + unlabeled scans)")
+    import yaml
+
     config_path = out / "config.yaml"
     config_path.write_text(yaml.safe_dump(demo_config(data, out, steps), sort_keys=False))
     _run(["train", str(config_path), "--stage", "all", "--device", args.device])

@@ -15,12 +15,14 @@ import sys
 from pathlib import Path
 
 from versemi.cli import CliError
-from versemi.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM
-from versemi.evaluation.report import EvaluationError, evaluate_folders, label_names_from_dataset_json
 from versemi.labels import load_mapping
 
 COMMAND = "evaluate"
 HELP = "Score predicted label maps against reference labels (Dice, HD95 and NSD in mm) per case and label."
+
+# versemi.evaluation.metrics.DEFAULT_NSD_TOLERANCE_MM, written out because that module imports torch
+# and the parser must build without it (tests/test_cli_startup.py checks the two agree).
+DEFAULT_NSD_TOLERANCE_MM = 2.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +57,8 @@ def _find_dataset_json(labels_dir: Path) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from versemi.evaluation.report import EvaluationError, evaluate_folders, label_names_from_dataset_json
+
     pred_dir = args.predictions.expanduser()
     labels_dir = args.labels.expanduser()
     dataset_json = args.dataset_json.expanduser() if args.dataset_json else _find_dataset_json(labels_dir)
