@@ -3,7 +3,8 @@
 This file is the thin Slicer layer (module, GUI, logic entry points, self-test). The work is done by
 the plain-Python library in ``VerSemiSegmenterLib`` (tested outside Slicer with pytest and the
 ``slicer-core`` package): building the ``versemi predict`` command, running it in a background
-process, reading model information, installing dependencies and importing the result.
+process, reading model information, installing dependencies, importing the result, and the review
+loop over a ``versemi pseudolabel`` folder (``review.ReviewController``).
 """
 
 import logging
@@ -29,7 +30,7 @@ from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 
-from VerSemiSegmenterLib import catalogue, dependencies, device, parameters, pipeline, process, selftest
+from VerSemiSegmenterLib import catalogue, dependencies, device, parameters, pipeline, process, review, selftest
 
 SETTINGS_PREFIX = "VerSemiSegmenter"
 BROWSE_ITEM_TEXT = "Browse local checkpoint..."
@@ -52,7 +53,8 @@ Segment many anatomical structures with ONE task-prompted 3D model trained with 
 (semi-supervised learning over several partially labeled datasets plus unlabeled scans).
 Choose a volume and a model, tick the structures, and click Apply. The model runs in a background
 process (progress, Cancel); the result is a segmentation with named, coloured segments carrying
-SNOMED CT terminology. See the
+SNOMED CT terminology. The Review section walks a pseudo-label review folder case by case
+(highest review score first): edit, then save the refined label or reject the case. See the
 <a href="https://github.com/versemi/SlicerVerSemiSegmenter/blob/main/docs/SLICER.md">documentation</a>.
 """
         self.parent.acknowledgementText = """
@@ -235,6 +237,11 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
             raise pipeline.PredictionError(job.error or "segmentation failed")
         return job.import_result
 
+    # --- review -----------------------------------------------------------------------------------
+    def openReview(self, reviewDir: str, user: Optional[str] = None) -> review.ReviewController:
+        """A review controller on a ``versemi pseudolabel`` folder, loading cases into the scene."""
+        return review.open_review(reviewDir, review.MrmlReviewScene(slicer.mrmlScene), user=user)
+
 
 #
 # VerSemiSegmenterWidget
@@ -256,6 +263,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updatingPrompts = False
         self._startTime = 0.0
         self._dependenciesReady = False
+        self._review = None  # review.ReviewController of the open review folder
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -283,6 +291,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.selectNoneButton.connect("clicked(bool)", lambda: self.setVisiblePromptsChecked(False))
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateDeviceInfo)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+
+        self.setupReviewSection(uiWidget)
 
         # Background work (predictor, download, device probe) is polled: the GUI never blocks.
         self.pollTimer = qt.QTimer()
@@ -314,6 +324,9 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         self.cancelRunning()
         self.setParameterNode(None)
+        if self._review is not None:
+            self._review.forget_open_case()  # its nodes go with the scene; the case stays pending
+            self.updateReviewPanel()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -531,6 +544,172 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.deviceInfoLabel.text = self.logic.deviceChoice(self.ui.deviceComboBox.currentText).describe()
         except ValueError as exc:
             self.ui.deviceInfoLabel.text = f"cannot run: {exc}"
+
+    # --- review -----------------------------------------------------------------------------------
+    def setupReviewSection(self, uiWidget) -> None:
+        """The collapsible Review section (built here: the .ui file holds the segmentation panel)."""
+        import ctk
+
+        section = ctk.ctkCollapsibleButton()
+        section.text = "Review"
+        section.collapsed = True
+        layout = uiWidget.layout()
+        # Above the .ui's bottom spacer, so the section sits right under the others.
+        layout.insertWidget(max(layout.count() - 1, 0), section)
+        form = qt.QFormLayout(section)
+
+        self.reviewFolderSelector = ctk.ctkPathLineEdit()
+        self.reviewFolderSelector.filters = ctk.ctkPathLineEdit.Dirs
+        self.reviewFolderSelector.settingKey = f"{SETTINGS_PREFIX}/reviewFolder"
+        self.reviewFolderSelector.toolTip = "A folder made by 'versemi pseudolabel' (it holds manifest.json)."
+        self.reviewOpenButton = qt.QPushButton("Open")
+        folderRow = qt.QHBoxLayout()
+        folderRow.addWidget(self.reviewFolderSelector, 1)
+        folderRow.addWidget(self.reviewOpenButton)
+        form.addRow("Review folder:", folderRow)
+
+        self.reviewTable = qt.QTableWidget(0, 4)
+        self.reviewTable.setHorizontalHeaderLabels(["Case", "Status", "Score", "Updated by"])
+        self.reviewTable.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
+        self.reviewTable.setSelectionMode(qt.QAbstractItemView.SingleSelection)
+        self.reviewTable.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
+        self.reviewTable.horizontalHeader().setStretchLastSection(True)
+        self.reviewTable.verticalHeader().visible = False
+        self.reviewTable.toolTip = "Highest review score first. Double-click a case to open it."
+        form.addRow(self.reviewTable)
+
+        self.reviewNextButton = qt.QPushButton("Next case")
+        self.reviewNextButton.toolTip = "Load the highest-scored pending case (an open case is skipped and stays pending)."
+        self.reviewEditorButton = qt.QPushButton("Segment Editor")
+        self.reviewEditorButton.toolTip = "Edit the open case's segmentation in the Segment Editor."
+        self.reviewSaveButton = qt.QPushButton("Save refined label")
+        self.reviewSaveButton.toolTip = "Store the segments as the case's refined label (a new file), then load the next case."
+        self.reviewRejectButton = qt.QPushButton("Reject")
+        self.reviewRejectButton.toolTip = "Mark the case as not worth fixing (stays unlabeled for training), then load the next case."
+        self.reviewReasonEdit = qt.QLineEdit()
+        self.reviewReasonEdit.placeholderText = "reason for rejecting (optional)"
+        buttons = qt.QHBoxLayout()
+        for button in (self.reviewNextButton, self.reviewEditorButton, self.reviewSaveButton, self.reviewRejectButton):
+            buttons.addWidget(button)
+        form.addRow(buttons)
+        form.addRow("Reject reason:", self.reviewReasonEdit)
+        self.reviewStatusLabel = qt.QLabel("Choose a review folder and click Open.")
+        self.reviewStatusLabel.wordWrap = True
+        form.addRow(self.reviewStatusLabel)
+
+        self.reviewOpenButton.connect("clicked(bool)", self.onReviewOpen)
+        self.reviewNextButton.connect("clicked(bool)", self.onReviewNext)
+        self.reviewEditorButton.connect("clicked(bool)", self.onReviewSegmentEditor)
+        self.reviewSaveButton.connect("clicked(bool)", self.onReviewSave)
+        self.reviewRejectButton.connect("clicked(bool)", self.onReviewReject)
+        self.reviewTable.connect("cellDoubleClicked(int,int)", self.onReviewCaseDoubleClicked)
+        self.updateReviewPanel()
+
+    def onReviewOpen(self) -> None:
+        folder = self.reviewFolderSelector.currentPath
+        with slicer.util.tryWithErrorDisplay("Failed to open the review folder.", waitCursor=True):
+            if not folder:
+                raise review.ReviewPanelError("choose a review folder first")
+            if review.missing_review_packages() and not self.ensureDependencies():
+                return
+            if not self.confirmLeaveReviewCase():
+                return
+            if self._review is not None:
+                self._review.close_case()
+            self._review = None
+            self._review = self.logic.openReview(folder)
+            self.reviewFolderSelector.addCurrentPathToHistory()
+        self.updateReviewPanel()
+
+    def confirmLeaveReviewCase(self) -> bool:
+        """Ask before unloading an open case (its edits are not saved; it stays pending)."""
+        if self._review is None or self._review.current is None:
+            return True
+        return slicer.util.confirmOkCancelDisplay(
+            f"Leave case {self._review.current.case_id} without saving? Its edits are discarded; it stays pending.",
+            windowTitle="VerSemi Review",
+        )
+
+    def onReviewNext(self) -> None:
+        if self._review is None or not self.confirmLeaveReviewCase():
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to load the next case.", waitCursor=True):
+            loaded = self._review.next_case()
+            if loaded is None:
+                self.reviewStatusLabel.text = "No pending case left."
+        self.showReviewCase()
+
+    def onReviewCaseDoubleClicked(self, row: int, column: int) -> None:
+        item = self.reviewTable.item(row, 0)
+        if self._review is None or item is None:
+            return
+        caseId = item.text()
+        if self._review.current is not None and self._review.current.case_id == caseId:
+            return
+        if not self.confirmLeaveReviewCase():
+            return
+        with slicer.util.tryWithErrorDisplay(f"Failed to open case {caseId}.", waitCursor=True):
+            self._review.open_case(caseId)
+        self.showReviewCase()
+
+    def onReviewSave(self) -> None:
+        if self._review is None:
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to save the refined label.", waitCursor=True):
+            saved = self._review.save_refined()
+            slicer.util.showStatusMessage(f"Saved {saved.case_id} as {saved.refined_label}", 5000)
+        self.showReviewCase()
+
+    def onReviewReject(self) -> None:
+        if self._review is None:
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to reject the case.", waitCursor=True):
+            rejected = self._review.reject(self.reviewReasonEdit.text.strip() or None)
+            self.reviewReasonEdit.text = ""
+            slicer.util.showStatusMessage(f"Rejected {rejected.case_id}", 5000)
+        self.showReviewCase()
+
+    def onReviewSegmentEditor(self) -> None:
+        loaded = self._review.current if self._review is not None else None
+        if loaded is None:
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to open the Segment Editor.", waitCursor=True):
+            slicer.util.selectModule("SegmentEditor")
+            editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+            editor.setSegmentationNode(loaded.segmentation_node)
+            if hasattr(editor, "setSourceVolumeNode"):  # Slicer >= 5.4
+                editor.setSourceVolumeNode(loaded.volume_node)
+            else:
+                editor.setMasterVolumeNode(loaded.volume_node)
+
+    def showReviewCase(self) -> None:
+        """Show the open case in the views, then refresh the table and buttons."""
+        loaded = self._review.current if self._review is not None else None
+        if loaded is not None:
+            slicer.util.setSliceViewerLayers(background=loaded.volume_node, fit=True)
+        self.updateReviewPanel()
+
+    def updateReviewPanel(self) -> None:
+        controller = self._review
+        rows = []
+        if controller is not None:
+            try:
+                rows = controller.rows()
+                self.reviewStatusLabel.text = f"{controller.review_dir}: {controller.status_text()}"
+            except ValueError as exc:  # the manifest became unreadable (ReviewError)
+                self.reviewStatusLabel.text = f"Cannot read the review: {exc}"
+        table = self.reviewTable
+        table.setRowCount(len(rows))
+        current = controller.current.case_id if controller is not None and controller.current else None
+        for index, row in enumerate(rows):
+            for column, text in enumerate((row.case_id, row.status, row.score_text, row.updated_by or "")):
+                table.setItem(index, column, qt.QTableWidgetItem(text))
+            if row.case_id == current:
+                table.selectRow(index)
+        isOpen = controller is not None and controller.current is not None
+        self.reviewNextButton.enabled = controller is not None
+        for button in (self.reviewEditorButton, self.reviewSaveButton, self.reviewRejectButton):
+            button.enabled = isOpen
 
     # --- run --------------------------------------------------------------------------------------
     def onApplyButton(self) -> None:

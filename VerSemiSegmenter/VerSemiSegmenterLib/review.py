@@ -36,6 +36,10 @@ DEFAULT_COLORS = (
 )
 
 
+# What ``versemi.review`` needs besides what Slicer bundles (numpy, SimpleITK); never torch.
+REVIEW_PACKAGES = ("versemi", "filelock")
+
+
 class ReviewPanelError(ValueError):
     """A review action the panel cannot do; the message says what to do instead."""
 
@@ -204,6 +208,10 @@ class ReviewController:
             loaded, self.current = self.current, None
             self.scene.remove(loaded)
 
+    def forget_open_case(self) -> None:
+        """Drop the open case without touching the scene (the scene is being closed with its nodes)."""
+        self.current = None
+
     # --- helpers ---------------------------------------------------------------------------------
     def _load(self, case: Any) -> LoadedCase:
         try:
@@ -223,6 +231,13 @@ class ReviewController:
 
     def _forget(self, case_id: str) -> None:
         self.skipped = [c for c in self.skipped if c != case_id]
+
+
+def missing_review_packages() -> list[str]:
+    """Import names the review needs in Slicer's Python that are not installed (``versemi``, ``filelock``)."""
+    import importlib.util
+
+    return [name for name in REVIEW_PACKAGES if importlib.util.find_spec(name) is None]
 
 
 def open_review(review_dir: str | os.PathLike[str], scene: ReviewScene, user: str | None = None) -> ReviewController:
@@ -410,6 +425,7 @@ __all__ = [
     "export_segmentation",
     "label_entries",
     "load_volume_node",
+    "missing_review_packages",
     "open_review",
     "remove_nodes",
 ]

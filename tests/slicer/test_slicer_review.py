@@ -269,3 +269,29 @@ def test_label_table_from_manifest_when_the_sidecar_is_missing(tmp_path: Path) -
 def test_folder_without_manifest_is_refused(mrml_scene, tmp_path: Path) -> None:
     with pytest.raises(review_lib.ReviewError, match="no review manifest"):
         review.open_review(tmp_path, MrmlReviewScene(mrml_scene))
+
+
+def test_scene_close_forgets_the_open_case_which_stays_pending(controller, mrml_scene) -> None:
+    opened = controller.next_case()
+    mrml_scene.Clear(False)  # File > Close Scene: the case's nodes are gone
+    controller.forget_open_case()
+    assert controller.current is None and opened.volume_node.GetScene() is None
+    assert controller.next_case().case_id == "case01"  # not counted as skipped
+
+
+def test_review_needs_no_torch_in_slicers_process() -> None:
+    """The panel imports versemi.review in Slicer's own Python: it must not pull in torch or MONAI."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import versemi.review; "
+            "print(sorted(m for m in ('torch', 'monai', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+    assert review.missing_review_packages() == []
+    # versemi is installed --no-deps in Slicer: the module's requirements must bring the rest.
+    from VerSemiSegmenterLib import dependencies
+
+    requirements = Path(__file__).resolve().parents[2] / "VerSemiSegmenter" / "Resources" / "requirements.txt"
+    listed = {r.key for r in dependencies.read_requirements(str(requirements))}
+    assert set(review.REVIEW_PACKAGES) - {"versemi"} <= listed
