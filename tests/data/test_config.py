@@ -282,3 +282,119 @@ def test_config_reference_example_uses_only_known_keys() -> None:
     for entry in example["unlabeled_dirs"]:
         assert isinstance(entry, str) or set(entry) <= set(UNLABELED_DIR_KEYS)
     assert set(example["validation"]) <= set(VALIDATION_KEYS)
+
+
+# --- review_dirs -----------------------------------------------------------------------------------
+REVIEW_LABELS = [{"value": 1, "name": "liver", "prompt_id": 2}, {"value": 2, "name": "spleen", "prompt_id": 1}]
+
+
+def _review_folder(project: Path, labels: list[dict] | None = None, folder: str = "review") -> Path:
+    """``project/<folder>``: four scans pseudo-labelled; c0 and c2 refined, c3 rejected, c1 pending."""
+    from versemi.review import ReviewManifest
+
+    review = project / folder
+    scans = project / f"{folder}_scans"
+    scans.mkdir(parents=True)
+    manifest = ReviewManifest(review)
+    for k in range(4):
+        image = scans / f"c{k}.nii.gz"
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros(TINY, np.float32)), str(image))
+        manifest.upsert(f"c{k}", image=image, pseudo_label=None, score=0.1 * k, user="test",
+                        labels=labels if labels is not None else REVIEW_LABELS)
+    for k in (0, 2):
+        label = review / "labelsTr" / f"c{k}.r1.nii.gz"
+        label.parent.mkdir(exist_ok=True)
+        sitk.WriteImage(sitk.GetImageFromArray(np.ones(TINY, np.uint8)), str(label))
+        manifest.set_status(f"c{k}", "refined", refined_label=label, user="test")
+    manifest.set_status("c3", "rejected", user="test")
+    return review
+
+
+def test_review_dirs_refined_cases_are_labeled_the_rest_unlabeled(project: Path) -> None:
+    review = _review_folder(project)
+    data = {**_config_dict(), "review_dirs": [{"path": "../review", "modality": "CT"}]}
+    cfg = load_config(_write(project, data))
+    (entry,) = cfg.review_dirs
+    assert entry.path == review and entry.name == "review" and entry.modality == "CT"
+    labeled = [c for c in cfg.labeled_cases() if c.dataset == "review"]
+    assert [c.case_id for c in labeled] == ["c0", "c2"]
+    assert all(c.label_path is not None and c.label_path.parent == review / "labelsTr" for c in labeled)
+    unlabeled = [c for c in cfg.unlabeled_cases() if c.dataset == "review"]
+    assert [(c.case_id, c.label_path) for c in unlabeled] == [("c1", None), ("c3", None)]
+    # Refined cases are training cases, never validation cases; the datasets' split is unchanged.
+    train, val = cfg.split_validation()
+    assert [c.case_id for c in train if c.dataset == "review"] == ["c0", "c2"]
+    assert not [c for c in val if c.dataset == "review"]
+    without = load_config(_write(project, _config_dict(), "plain.yaml"))
+    assert val == without.split_validation()[1]
+    assert cfg.modality("review") == "CT"
+    # The refined values train the prompts of the same NAME; no prompt is added or reordered.
+    space = cfg.label_space()
+    assert space.names == without.label_space().names
+    assert space.prompts_for_dataset("review") == [(space.prompt_id("spleen"), 2), (space.prompt_id("liver"), 1)]
+    assert cfg.to_dict()["review_dirs"] == [{"path": str(review), "modality": "CT"}]
+    again = TrainConfig.from_dict(cfg.to_dict(), base_dir=project)
+    assert again.review_dirs == cfg.review_dirs and again.labeled_cases() == cfg.labeled_cases()
+
+
+def test_review_dir_modality_defaults_to_the_datasets(project: Path) -> None:
+    _review_folder(project)
+    data = {**_config_dict(), "review_dirs": ["../review"]}
+    data["datasets"][0]["modality"] = "CT"  # both datasets CT now
+    cfg = load_config(_write(project, data))
+    assert cfg.review_dirs[0].modality is None and cfg.modality("review") == "CT"
+
+
+def test_review_dir_snapshot_is_taken_at_load(project: Path) -> None:
+    from versemi.review import ReviewManifest
+
+    review = _review_folder(project)
+    cfg = load_config(_write(project, {**_config_dict(), "review_dirs": [{"path": "../review", "modality": "CT"}]}))
+    ReviewManifest(review).set_status("c1", "rejected", user="test")
+    ReviewManifest(review).set_status("c2", "pending", user="test")
+    assert [c.case_id for c in cfg.labeled_cases() if c.dataset == "review"] == ["c0", "c2"]
+
+
+def _set_manifest_key(review: Path, key: str, value: object) -> None:
+    path = review / "manifest.json"
+    data = json.loads(path.read_text())
+    data[key] = value
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("entries", "prepare", "expected"),
+    [
+        ("../review", None, "review_dirs: must be a list of review folders"),
+        ([{"path": "../review", "name": "x"}], None, r"review_dirs\[0\].name: unknown key; allowed keys: path, modality"),
+        ([{"modality": "CT"}], None, r"review_dirs\[0\].path: required key is missing"),
+        ([{"path": "../nowhere", "modality": "CT"}], None, r"review_dirs\[0\].path: review folder not found"),
+        ([{"path": "../data", "modality": "CT"}], None, r"review_dirs\[0\].path: .*manifest.json: review manifest not found"),
+        (["../review"], None, r"review_dirs\[0\].modality: required: the datasets mix modalities"),
+        ([{"path": "../review", "modality": "CT"}, {"path": "../review", "modality": "CT"}], None,
+         r"review_dirs\[1\].path: review folder .* is listed twice"),
+        ([{"path": "../review", "modality": "CT"}], lambda r: _set_manifest_key(r, "name", "Dataset922_Beta"),
+         r"review_dirs\[0\].path: .*name 'Dataset922_Beta' .* is already used"),
+        ([{"path": "../review", "modality": "CT"}],
+         lambda r: _set_manifest_key(r, "labels", [{"value": 1, "name": "kidney"}, {"value": 2, "name": "liver"}]),
+         r"review_dirs\[0\]: .*manifest.json: label\(s\) \['kidney'\] are not prompts"),
+        ([{"path": "../review", "modality": "CT"}], lambda r: _set_manifest_key(r, "labels", None),
+         r"review_dirs\[0\].path: .*has refined cases but no label table"),
+        ([{"path": "../review", "modality": "CT"}], lambda r: (r / "labelsTr" / "c2.r1.nii.gz").unlink(),
+         r"review_dirs\[0\].path: .*case 'c2' is refined but its label .* is missing"),
+        ([{"path": "../review", "modality": "CT"}], lambda r: (r.parent / "review_scans" / "c1.nii.gz").unlink(),
+         r"review_dirs\[0\].path: .*cases whose image file is missing: \['c1'\]"),
+        ([{"path": "../review", "modality": "CT"}], lambda r: (r / "manifest.json").write_text("{"),
+         r"review_dirs\[0\].path: .*cannot read review manifest"),
+        ([{"path": "../review", "modality": "CT"}], lambda r: _set_manifest_key(r, "cases", []),
+         r"review_dirs\[0\].path: .*lists no case"),
+    ],
+)
+def test_bad_review_dirs_name_file_and_key(project: Path, entries, prepare, expected: str) -> None:
+    review = _review_folder(project)
+    if prepare is not None:
+        prepare(review)
+    path = _write(project, {**_config_dict(), "review_dirs": entries}, "bad.yaml")
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")

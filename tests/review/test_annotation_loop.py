@@ -256,7 +256,8 @@ def test_retraining_uses_refined_cases_as_labeled(loop: dict[str, Any]) -> None:
         pytest.skip("run with test_pseudolabel_review_and_refine_through_mrml first (it refines the cases)")
     root = loop["root"]
     config = _write_config(root / "second.yaml", root, loop["datasets"], max_steps=4,
-                           review_dirs=[str(review)])
+                           # The datasets mix MR and CT, so the review folder says what its scans are.
+                           review_dirs=[{"path": str(review), "modality": "CT"}])
     assert main(["train", str(config), "--resume-from", str(loop["model"]), "--device", "cpu",
                  "--no-progress"]) == 0
     name = review_dataset_name(review)

@@ -3,7 +3,9 @@
 A config names several nnU-Net v2 raw datasets. For each one it says which cases are LABELED (their
 label files are used); every other case that is not excluded is used as an UNLABELED scan, exposed
 as a :class:`~versemi.data.dataset.Case` whose ``label_path`` is ``None`` so training can never read
-its label. Extra folders of unlabeled scans may be added. See ``docs/CONFIG.md`` for every key.
+its label. Extra folders of unlabeled scans may be added, and review folders of the annotation loop
+(``review_dirs``, see ``docs/REVIEW.md``): their refined cases are labeled, their pending and
+rejected cases unlabeled scans. See ``docs/CONFIG.md`` for every key.
 
 Relative paths are resolved against the folder of the config file. ``target_spacing`` and
 ``patch_size`` are in ``(x, y, z)`` order, as SimpleITK uses (not nnU-Net's plans order).
@@ -25,11 +27,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from versemi.data.dataset import Case, DatasetError, ImageFolder, NnUNetDataset
-from versemi.labels import LabelSpace, load_mapping
+from versemi.labels import SYNTHETIC_PROMPT_NAME, LabelSpace, load_mapping, normalize_name
 
 TOP_LEVEL_KEYS = (
     "datasets",
     "unlabeled_dirs",
+    "review_dirs",
     "label_mapping",
     "target_spacing",
     "patch_size",
@@ -43,6 +46,7 @@ TOP_LEVEL_KEYS = (
 DATASET_KEYS = ("path", "labeled", "exclude", "modality")
 PROTOCOL_KEYS = ("protocol", "setting", "dataset")
 UNLABELED_DIR_KEYS = ("path", "name", "modality")
+REVIEW_DIR_KEYS = ("path", "modality")
 VALIDATION_KEYS = ("fraction", "seed")
 DEFAULT_VALIDATION_FRACTION = 0.2
 
@@ -210,6 +214,38 @@ class UnlabeledDirConfig:
 
 
 @dataclass(frozen=True)
+class ReviewDirConfig:
+    """A review folder of the annotation loop (``<path>/manifest.json``, see :mod:`versemi.review`).
+
+    The manifest is read once, when the config is loaded, so a run trains on one consistent snapshot
+    even while annotators go on refining cases.
+
+    Attributes:
+        path: the review folder (absolute).
+        name: the name its cases carry as ``dataset`` (:func:`versemi.review.review_dataset_name`).
+        labels: label name -> value of the refined labels, background included
+            (:func:`versemi.review.review_label_table`); ``None`` when the manifest has no label
+            table (then no case may be refined).
+        labeled: the refined cases (image + refined label), by case id.
+        unlabeled: the pending and rejected cases (``label_path`` is ``None``), by case id.
+        modality: the ``modality`` key, or ``None`` to use the datasets' (common) modality.
+    """
+
+    path: Path
+    name: str
+    labels: dict[str, int] | None = field(default=None, compare=False)
+    labeled: tuple[Case, ...] = field(default=(), compare=False, repr=False)
+    unlabeled: tuple[Case, ...] = field(default=(), compare=False, repr=False)
+    modality: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": str(self.path)}
+        if self.modality:
+            out["modality"] = self.modality
+        return out
+
+
+@dataclass(frozen=True)
 class ValidationConfig:
     """Model-selection split of each dataset's labeled training cases."""
 
@@ -226,6 +262,7 @@ class TrainConfig:
         source: the config file (``None`` when built from a dict).
         datasets: the datasets, in config order.
         unlabeled_dirs: extra folders of unlabeled scans.
+        review_dirs: review folders: refined cases labeled, pending/rejected ones unlabeled.
         label_mapping: optional label mapping file (see :func:`versemi.labels.load_mapping`).
         target_spacing: resampling spacing in mm, (x, y, z).
         patch_size: training patch size in voxels, (x, y, z).
@@ -243,6 +280,7 @@ class TrainConfig:
     cache_dir: Path
     output_dir: Path
     unlabeled_dirs: list[UnlabeledDirConfig] = field(default_factory=list)
+    review_dirs: list[ReviewDirConfig] = field(default_factory=list)
     label_mapping: Path | None = None
     model: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
@@ -294,6 +332,22 @@ class TrainConfig:
                                 "another folder; set a distinct 'name'")
             taken.add(d.name)
 
+        raw_reviews = data.get("review_dirs") or []
+        if not isinstance(raw_reviews, list):
+            raise ctx.error("review_dirs", f"must be a list of review folders, got {type(raw_reviews).__name__}")
+        reviews = [_parse_review_dir(ctx, f"review_dirs[{i}]", r, base) for i, r in enumerate(raw_reviews)]
+        modalities = sorted({d.modality.upper() for d in datasets})
+        for i, r in enumerate(reviews):
+            key = f"review_dirs[{i}]"
+            if any(r.path == other.path for other in reviews[:i]):
+                raise ctx.error(f"{key}.path", f"review folder {r.path} is listed twice")
+            if r.name in taken:
+                raise ctx.error(f"{key}.path", f"{r.path}: its name {r.name!r} (the manifest's 'name') is already "
+                                "used by a dataset, an unlabeled folder or another review folder; rename one")
+            taken.add(r.name)
+            if r.modality is None and len(modalities) != 1:
+                raise ctx.error(f"{key}.modality", f"required: the datasets mix modalities {modalities}")
+
         mapping = None
         if data.get("label_mapping") is not None:
             mapping = _path(base, _string(ctx, "label_mapping", data["label_mapping"]))
@@ -313,13 +367,14 @@ class TrainConfig:
         cache_dir = _path(base, _string(ctx, "cache_dir", data["cache_dir"])) if "cache_dir" in data \
             else _path(base, "runs/cache")
 
-        return cls(
+        config = cls(
             datasets=datasets,
             target_spacing=_triple(ctx, "target_spacing", data["target_spacing"], float),
             patch_size=_triple(ctx, "patch_size", data["patch_size"], int),
             cache_dir=cache_dir,
             output_dir=output_dir,
             unlabeled_dirs=dirs,
+            review_dirs=reviews,
             label_mapping=mapping,
             model=_mapping(ctx, "model", data.get("model")),
             training=_mapping(ctx, "training", data.get("training")),
@@ -327,6 +382,9 @@ class TrainConfig:
             validation=validation,
             source=Path(source).resolve() if source else None,
         )
+        if config.review_dirs:
+            config.label_space()  # review labels must name known prompts: fail at load, not mid-run
+        return config
 
     # --- cases ----------------------------------------------------------------------------------
     def dataset(self, name: str) -> DatasetConfig:
@@ -349,20 +407,30 @@ class TrainConfig:
         for u in self.unlabeled_dirs:
             if u.name == dataset:
                 return u.modality
-        raise KeyError(f"no dataset or unlabeled folder named {dataset!r} in the config")
+        for r in self.review_dirs:
+            if r.name == dataset:
+                # Validated at load: without a modality key the datasets share one modality.
+                return r.modality or self.datasets[0].modality
+        raise KeyError(f"no dataset, unlabeled folder or review folder named {dataset!r} in the config")
 
     def labeled_cases(self) -> list[Case]:
-        """Every labeled case (image + label) of every dataset, dataset by dataset."""
-        return [c for d in self.datasets for c in d.labeled_cases()]
+        """Every labeled case (image + label): dataset by dataset, then the review folders' refined cases."""
+        return [c for d in self.datasets for c in d.labeled_cases()] + [
+            c for r in self.review_dirs for c in r.labeled
+        ]
 
     def unlabeled_cases(self) -> list[Case]:
-        """Every unlabeled scan: the datasets' non-labeled, non-excluded cases, then the extra folders.
+        """Every unlabeled scan: the datasets' non-labeled, non-excluded cases, then the extra folders,
+        then the review folders' pending and rejected cases.
 
-        Each case has ``label_path=None``: label files of unlabeled cases are never exposed.
+        Each case has ``label_path=None``: label files of unlabeled cases (and pseudo-labels) are
+        never exposed.
         """
         cases = [c for d in self.datasets for c in d.unlabeled_cases()]
         for u in self.unlabeled_dirs:
             cases.extend(u.folder.cases)
+        for r in self.review_dirs:
+            cases.extend(r.unlabeled)
         return cases
 
     def split_validation(self) -> tuple[list[Case], list[Case]]:
@@ -372,6 +440,10 @@ class TrainConfig:
         labeled ids are sorted, then shuffled with a generator seeded by the seed and the dataset
         name, and the first ``round(fraction * n)`` become validation cases (at least one when
         ``fraction > 0`` and the dataset has two or more labeled cases, never all of them).
+
+        The review folders' refined cases are training cases only (appended after the datasets'):
+        they are few and were refined to be trained on, and model selection stays comparable
+        between rounds of the annotation loop.
 
         Returns:
             (labeled training cases, labeled validation cases), each dataset by dataset, sorted by
@@ -391,23 +463,51 @@ class TrainConfig:
             val_idx = set(int(i) for i in order[:n_val])
             train.extend(c for i, c in enumerate(cases) if i not in val_idx)
             val.extend(c for i, c in enumerate(cases) if i in val_idx)
+        for r in self.review_dirs:
+            train.extend(r.labeled)
         return train, val
 
     # --- labels ---------------------------------------------------------------------------------
     def label_space(self, include_synthetic: bool = True) -> LabelSpace:
         """The label space from the datasets' ``dataset.json`` labels and the label mapping.
 
+        A review folder adds no prompt: each name of its label table must already be a prompt of
+        the datasets' label space (the pseudo-labels were made with those prompt names), and its
+        value becomes one more source of that prompt, so refined cases train the same prompts. The
+        prompts and their order are the same with or without review folders.
+
         Raises:
-            ConfigError: the mapping file is invalid or names labels no dataset has.
+            ConfigError: the mapping file is invalid or names labels no dataset has; a review
+                folder's label names a structure that is not a prompt.
         """
         ctx = _Ctx(str(self.source) if self.source else "<config>")
+        labels = {d.name: d.dataset.dataset_json for d in self.datasets}
         try:
             mapping = load_mapping(self.label_mapping) if self.label_mapping else None
-            return LabelSpace.from_dataset_labels(
-                {d.name: d.dataset.dataset_json for d in self.datasets}, mapping, include_synthetic
-            )
+            space = LabelSpace.from_dataset_labels(labels, mapping, include_synthetic)
         except ValueError as exc:
             raise ctx.error("label_mapping" if self.label_mapping else "datasets", str(exc)) from exc
+        reviews = [(i, r) for i, r in enumerate(self.review_dirs) if r.labels]
+        if not reviews:
+            return space
+        known = {p.name for p in space.prompts if not p.synthetic}
+        for i, r in reviews:
+            assert r.labels is not None
+            unknown = sorted(n for n, v in r.labels.items() if v != 0 and normalize_name(n) not in known)
+            if unknown:
+                raise ctx.error(
+                    f"review_dirs[{i}]", f"{r.path / 'manifest.json'}: label(s) {unknown} are not prompts of the "
+                    f"datasets' label space ({', '.join(sorted(known))}); pseudo-label with a model trained "
+                    "on these datasets, or add the datasets that annotate them"
+                )
+            labels[r.name] = {"labels": r.labels}
+        try:
+            # Review labels are matched by name; mapping keys name datasets only, so none is consumed here.
+            merged = LabelSpace.from_dataset_labels(labels, mapping, include_synthetic)
+        except ValueError as exc:
+            raise ctx.error("review_dirs", str(exc)) from exc
+        assert merged.names == space.names  # sources were added, no prompt
+        return merged
 
     # --- serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -419,6 +519,7 @@ class TrainConfig:
         return {
             "datasets": [d.to_dict() for d in self.datasets],
             "unlabeled_dirs": [u.to_dict() for u in self.unlabeled_dirs],
+            "review_dirs": [r.to_dict() for r in self.review_dirs],
             "label_mapping": str(self.label_mapping) if self.label_mapping else None,
             "target_spacing": list(self.target_spacing),
             "patch_size": list(self.patch_size),
@@ -543,6 +644,42 @@ def _parse_unlabeled_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> Unlabeled
     if n == 0:
         raise ctx.error(f"{key}.path", f"{path}: no image files (.nii.gz, .nii, .nrrd, .mha)")
     return cfg
+
+
+def _parse_review_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> ReviewDirConfig:
+    # Imported here: versemi.review imports versemi.data.dataset, and config must stay importable alone.
+    from versemi.review.manifest import MANIFEST_NAME, ManifestError, training_view
+
+    if isinstance(raw, str):
+        raw = {"path": raw}
+    entry = _mapping(ctx, key, raw)
+    _check_keys(ctx, key, entry, REVIEW_DIR_KEYS)
+    if "path" not in entry:
+        raise ctx.error(f"{key}.path", "required key is missing")
+    path = _path(base, _string(ctx, f"{key}.path", entry["path"]))
+    modality = _string(ctx, f"{key}.modality", entry["modality"]) if entry.get("modality") else None
+    if not path.is_dir():
+        raise ctx.error(f"{key}.path", f"review folder not found: {path}")
+    if not (path / MANIFEST_NAME).is_file():
+        raise ctx.error(f"{key}.path", f"{path / MANIFEST_NAME}: review manifest not found (make the review "
+                        "folder with 'versemi pseudolabel -o FOLDER')")
+    try:
+        view = training_view(path)
+    except (ManifestError, DatasetError) as exc:
+        raise ctx.error(f"{key}.path", str(exc)) from exc
+    where = path / MANIFEST_NAME
+    if not view.refined and not view.unrefined:
+        raise ctx.error(f"{key}.path", f"{where}: the review manifest lists no case")
+    missing_images = [c.case_id for c in [*view.refined, *view.unrefined] if not c.image_paths[0].is_file()]
+    if missing_images:
+        raise ctx.error(f"{key}.path", f"{where}: cases whose image file is missing: {_preview(missing_images)}")
+    if view.labels is None and view.refined:
+        raise ctx.error(f"{key}.path", f"{where}: has refined cases but no label table ('labels'); "
+                        "re-run 'versemi pseudolabel' into this folder to record it")
+    if view.labels and SYNTHETIC_PROMPT_NAME in {normalize_name(n) for n in view.labels}:
+        raise ctx.error(f"{key}.path", f"{where}: the label table holds the synthetic prompt "
+                        f"{SYNTHETIC_PROMPT_NAME!r}; refined labels must use real prompts only")
+    return ReviewDirConfig(path, view.name, view.labels, view.refined, view.unrefined, modality)
 
 
 def parse_config_text(text: str, path: Path) -> Any:

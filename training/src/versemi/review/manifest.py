@@ -541,20 +541,62 @@ def _fmt(x: Any) -> str:
 
 
 # --- training-config view --------------------------------------------------------------------------
-def _cases(review_dir: str | Path, statuses: tuple[str, ...], with_label: bool) -> list[Case]:
+@dataclass(frozen=True)
+class ReviewTrainingView:
+    """What training takes from a review folder, read from ONE load of the manifest (a snapshot).
+
+    Attributes:
+        name: the name the cases carry as ``dataset`` (:func:`review_dataset_name`).
+        labels: label name -> value of the refined labels, background included, or ``None`` when the
+            manifest has no label table.
+        refined: the refined cases as LABELED cases (image + refined label), by case id.
+        unrefined: the pending and rejected cases as UNLABELED cases (``label_path=None``), by case id.
+    """
+
+    name: str
+    labels: dict[str, int] | None
+    refined: tuple[Case, ...]
+    unrefined: tuple[Case, ...]
+
+
+def training_view(review_dir: str | Path, require_labels: bool = True) -> ReviewTrainingView:
+    """The review folder as training data (what the training config's ``review_dirs`` reads).
+
+    Args:
+        review_dir: the review folder.
+        require_labels: raise when a refined case's label file is missing (else the case is left out
+            of ``refined``).
+
+    Raises:
+        DatasetError: no manifest, or (``require_labels``) a refined case's label file is missing.
+        ManifestError: an unreadable manifest.
+    """
     manifest = ReviewManifest(review_dir)
     if not manifest.exists:
         raise DatasetError(f"{manifest.path}: review manifest not found (run versemi pseudolabel first)")
     state = manifest.load()
-    out = []
+    refined: list[Case] = []
+    unrefined: list[Case] = []
+    missing: list[str] = []
     for r in sorted(state.rows.values(), key=lambda r: r.case):
-        if r.status not in statuses:
-            continue
-        label = r.refined_label if with_label else None
-        if with_label and (label is None or not label.is_file()):
-            raise DatasetError(f"{manifest.path}: case {r.case!r} is refined but its label {label} is missing")
-        out.append(Case(r.case, (r.image,), label, state.name))
-    return out
+        if r.status == "refined":
+            if r.refined_label is None or not r.refined_label.is_file():
+                missing.append(f"case {r.case!r} is refined but its label {r.refined_label} is missing")
+            else:
+                refined.append(Case(r.case, (r.image,), r.refined_label, state.name))
+        else:  # pending or rejected: the scan is used, its pseudo-label never
+            unrefined.append(Case(r.case, (r.image,), None, state.name))
+    if missing and require_labels:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(f"{manifest.path}: {missing[0]}{more}")
+    labels = _label_table_dict(state.labels) if state.labels else None
+    return ReviewTrainingView(state.name, labels, tuple(refined), tuple(unrefined))
+
+
+def _label_table_dict(labels: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    table = {"background": 0}
+    table.update({str(e["name"]): int(e["value"]) for e in labels})
+    return table
 
 
 def refined_cases(review_dir: str | Path) -> list[Case]:
@@ -567,7 +609,7 @@ def refined_cases(review_dir: str | Path) -> list[Case]:
         DatasetError: no manifest, or a refined label file is missing.
         ManifestError: an unreadable manifest.
     """
-    return _cases(review_dir, ("refined",), with_label=True)
+    return list(training_view(review_dir).refined)
 
 
 def unrefined_cases(review_dir: str | Path) -> list[Case]:
@@ -575,7 +617,7 @@ def unrefined_cases(review_dir: str | Path) -> list[Case]:
 
     Their pseudo-labels are never exposed to training.
     """
-    return _cases(review_dir, ("pending", "rejected"), with_label=False)
+    return list(training_view(review_dir, require_labels=False).unrefined)
 
 
 def review_label_table(review_dir: str | Path) -> dict[str, int]:
@@ -592,9 +634,7 @@ def review_label_table(review_dir: str | Path) -> dict[str, int]:
     state = manifest.load()
     if not state.labels:
         raise DatasetError(f"{manifest.path}: the review manifest has no label table ('labels')")
-    table = {"background": 0}
-    table.update({str(e["name"]): int(e["value"]) for e in state.labels})
-    return table
+    return _label_table_dict(state.labels)
 
 
 def review_dataset_name(review_dir: str | Path) -> str:
@@ -611,10 +651,12 @@ __all__ = [
     "ManifestState",
     "PAUSE_ENV",
     "ReviewManifest",
+    "ReviewTrainingView",
     "STATUSES",
     "atomic_write_bytes",
     "refined_cases",
     "review_dataset_name",
     "review_label_table",
+    "training_view",
     "unrefined_cases",
 ]
