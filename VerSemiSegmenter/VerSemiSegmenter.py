@@ -633,10 +633,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onReviewNext(self) -> None:
         if self._review is None or not self.confirmLeaveReviewCase():
             return
-        with slicer.util.tryWithErrorDisplay("Failed to load the next case.", waitCursor=True):
-            loaded = self._review.next_case()
-            if loaded is None:
-                self.reviewStatusLabel.text = "No pending case left."
+        self.loadNextReviewCase()
         self.showReviewCase()
 
     def onReviewCaseDoubleClicked(self, row: int, column: int) -> None:
@@ -655,19 +652,29 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onReviewSave(self) -> None:
         if self._review is None:
             return
+        saved = None
         with slicer.util.tryWithErrorDisplay("Failed to save the refined label.", waitCursor=True):
-            saved = self._review.save_refined()
+            saved = self._review.save_refined(move_on=False)
             slicer.util.showStatusMessage(f"Saved {saved.case_id} as {saved.refined_label}", 5000)
+        if saved is not None:
+            self.loadNextReviewCase()
         self.showReviewCase()
 
     def onReviewReject(self) -> None:
         if self._review is None:
             return
+        rejected = None
         with slicer.util.tryWithErrorDisplay("Failed to reject the case.", waitCursor=True):
-            rejected = self._review.reject(self.reviewReasonEdit.text.strip() or None)
+            rejected = self._review.reject(self.reviewReasonEdit.text.strip() or None, move_on=False)
             self.reviewReasonEdit.text = ""
             slicer.util.showStatusMessage(f"Rejected {rejected.case_id}", 5000)
+        if rejected is not None:
+            self.loadNextReviewCase()
         self.showReviewCase()
+
+    def loadNextReviewCase(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Failed to load the next case.", waitCursor=True):
+            self._review.next_case()
 
     def onReviewSegmentEditor(self) -> None:
         loaded = self._review.current if self._review is not None else None

@@ -134,6 +134,8 @@ class ReviewController:
         text = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pending", "refined", "rejected"))
         if self.current is not None:
             text = f"Editing {self.current.case_id}. " + text
+        elif counts.get("pending", 0) == 0:
+            text += ". Nothing left to review."
         return text
 
     # --- actions ---------------------------------------------------------------------------------
@@ -167,8 +169,13 @@ class ReviewController:
         self.close_case()
         return self._load(case)
 
-    def save_refined(self) -> Any:
+    def save_refined(self, move_on: bool = True) -> Any:
         """Store the edited segmentation as the open case's refined label, then load the next case.
+
+        Args:
+            move_on: load the next pending case afterwards; ``False`` only closes the saved case
+                (the panel then calls :meth:`next_case`, so a case that fails to load is not
+                reported as a failed save).
 
         Returns:
             The case as now recorded (``ReviewCase``, status ``refined``).
@@ -182,11 +189,17 @@ class ReviewController:
         labelmap = self.scene.export(loaded)
         saved = self.session.save_refined(loaded.case_id, labelmap)
         self._forget(loaded.case_id)
-        self.next_case_after_action()
+        self.close_case()
+        if move_on:
+            self.next_case()
         return saved
 
-    def reject(self, reason: str | None = None) -> Any:
+    def reject(self, reason: str | None = None, move_on: bool = True) -> Any:
         """Mark the open case rejected, then load the next case.
+
+        Args:
+            reason: recorded in the case's history.
+            move_on: as for :meth:`save_refined`.
 
         Returns:
             The case as now recorded (``ReviewCase``, status ``rejected``).
@@ -194,13 +207,10 @@ class ReviewController:
         loaded = self._require_open("reject")
         rejected = self.session.reject(loaded.case_id, reason=reason or None)
         self._forget(loaded.case_id)
-        self.next_case_after_action()
-        return rejected
-
-    def next_case_after_action(self) -> LoadedCase | None:
-        """Close the open case and load the next pending one (not counting it as skipped)."""
         self.close_case()
-        return self.next_case()
+        if move_on:
+            self.next_case()
+        return rejected
 
     def close_case(self) -> None:
         """Remove the open case's nodes from the scene (nothing is saved)."""

@@ -217,9 +217,11 @@ def test_reject_then_next_until_done_leaves_an_empty_scene(controller, mrml_scen
     assert controller.current.case_id == "case02"
     controller.reject()
     assert controller.current.case_id == "case00"
-    controller.reject()
-    assert controller.current is None
+    case00 = controller.current
+    controller.reject(move_on=False)  # the panel's way: close, then load the next on its own
+    assert controller.current is None and case00.volume_node.GetScene() is None
     assert controller.session.counts() == {"pending": 0, "refined": 0, "rejected": 3}
+    assert controller.status_text().endswith("Nothing left to review.")
     assert controller.next_case() is None
     assert _counts(mrml_scene) == before  # every case's nodes removed
     with pytest.raises(ReviewPanelError, match="no case is open"):
