@@ -245,8 +245,10 @@ class ReviewController:
 
 def missing_review_packages() -> list[str]:
     """Import names the review needs in Slicer's Python that are not installed (``versemi``, ``filelock``)."""
+    import importlib
     import importlib.util
 
+    importlib.invalidate_caches()  # packages pip just installed into this process's site-packages
     return [name for name in REVIEW_PACKAGES if importlib.util.find_spec(name) is None]
 
 
