@@ -144,3 +144,34 @@ def test_annotation_rejects_bad_shapes() -> None:
 def test_loss_config_defaults() -> None:
     cfg = SegmentationLossConfig()
     assert (cfg.dice_weight, cfg.ce_weight, cfg.dice_smooth, cfg.dice_squared) == (1.0, 1.0, 1.0, True)
+
+
+def test_batch_dice_is_one_dice_per_prompt_over_the_supervised_images() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 2, 4, 5, 6, requires_grad=True)
+    target = (torch.rand(3, 2, 4, 5, 6) > 0.7).float()
+    weight = torch.ones(3, 2, 1, 1, 1)
+    weight[1, 0] = 0.0  # image 1 does not annotate prompt 0
+    loss = masked_dice_loss(logits, target, weight, batch_dice=True)
+    p = torch.sigmoid(logits)
+
+    def dice(pp: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+        return 1 - (2 * (pp * tt).sum() + 1) / ((pp * pp).sum() + (tt * tt).sum() + 1)
+
+    expected = (dice(p[[0, 2], 0], target[[0, 2], 0]) + dice(p[:, 1], target[:, 1])) / 2
+    assert torch.allclose(loss, expected)
+    assert not torch.allclose(loss, masked_dice_loss(logits, target, weight))
+    loss.backward()
+    assert torch.count_nonzero(logits.grad[1, 0]) == 0  # unannotated pair: exactly no gradient
+
+
+def test_batch_dice_with_per_voxel_cutmix_weights() -> None:
+    logits = torch.zeros(2, 1, 2, 2, 2)
+    target = torch.zeros(2, 1, 2, 2, 2)
+    target[0, 0, 0] = 1.0
+    weight = torch.zeros(2, 1, 2, 2, 2)
+    weight[0, 0, 0] = 1.0  # only the known half of image 0 counts; image 1 is not annotated
+    got = masked_dice_loss(logits, target, weight, batch_dice=True)
+    p = torch.full((4,), 0.5)
+    expected = 1 - (2 * p.sum() + 1) / ((p * p).sum() + 4 + 1)
+    assert torch.allclose(got, expected)

@@ -87,9 +87,22 @@ def masked_dice_loss(
     weight: torch.Tensor,
     smooth: float = 1.0,
     squared: bool = True,
+    batch_dice: bool = False,
 ) -> torch.Tensor:
-    """Mean soft Dice loss over the supervised (image, prompt) pairs; 0 (with a graph) if none."""
+    """Mean soft Dice loss over the supervised (image, prompt) pairs; 0 (with a graph) if none.
+
+    With ``batch_dice`` the sums run over the whole batch per prompt (nnU-Net's batch Dice): one
+    Dice per prompt, so an image whose supervised region holds none of a prompt's foreground adds
+    its false positives to that prompt's denominator instead of a Dice term of its own that only
+    ``smooth`` keeps from being 1 (such terms push small structures towards empty predictions).
+    """
     check_pair_shapes(logits, target, weight)
+    if batch_dice:
+        # (B, P, ...) -> (1, P, B*D, H, W): the batch becomes one big image per prompt.
+        def fold(x: torch.Tensor) -> torch.Tensor:
+            return x.float().expand_as(logits).transpose(0, 1).reshape(1, logits.shape[1], -1, *logits.shape[3:])
+
+        logits, target, weight = fold(logits), fold(target), fold(weight)
     per_pair = soft_dice_per_pair(torch.sigmoid(logits.float()), target.float(), weight.float(), smooth, squared)
     selected = supervised_pairs(weight).to(per_pair.dtype)
     # No host sync (GPU-friendly): with no supervised pair the loss is 0 and still has a graph, so
@@ -114,12 +127,15 @@ class SegmentationLossConfig:
         ce_weight: Weight of the binary cross-entropy term.
         dice_smooth: Smoothing constant of the soft Dice.
         dice_squared: Squared (V-Net / reference) or linear denominators.
+        batch_dice: One Dice per prompt over the whole batch (nnU-Net) instead of one per
+            (image, prompt) pair, see :func:`masked_dice_loss`.
     """
 
     dice_weight: float = 1.0
     ce_weight: float = 1.0
     dice_smooth: float = 1.0
     dice_squared: bool = True
+    batch_dice: bool = False
 
 
 def segmentation_loss(
@@ -132,7 +148,7 @@ def segmentation_loss(
     loss = logits.sum() * 0.0
     if config.dice_weight:
         loss = loss + config.dice_weight * masked_dice_loss(
-            logits, target, weight, config.dice_smooth, config.dice_squared
+            logits, target, weight, config.dice_smooth, config.dice_squared, config.batch_dice
         )
     if config.ce_weight:
         loss = loss + config.ce_weight * masked_bce_loss(logits, target, weight)
