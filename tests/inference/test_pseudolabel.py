@@ -1,10 +1,12 @@
-"""``versemi pseudolabel``: every scan of a folder, manifest.jsonl, resume, failures, extra fields."""
+"""``versemi pseudolabel``: every scan of a folder, manifest.jsonl, resume, failures, extra fields, and the
+review folder it makes (scores from the synthetic prompt, which is never written as a label)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -13,6 +15,8 @@ from versemi.cli import main
 from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
 from versemi.inference import Predictor
 from versemi.inference.pseudolabel import MANIFEST_NAME, pseudolabel_folder, read_manifest
+from versemi.review import ReviewManifest
+from versemi.review.uncertainty import model_space_uncertainty
 
 from .helpers import tiny_payload
 
@@ -25,10 +29,25 @@ def dataset(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     folder = tmp_path_factory.mktemp("ckpt")
+    # seed 2: a random model whose synthetic prompt would win voxels if it were labelled.
     return (save_checkpoint(tiny_payload(seed=0), folder / "a.pt"),
-            save_checkpoint(tiny_payload(seed=1), folder / "b.pt"))
+            save_checkpoint(tiny_payload(seed=1), folder / "b.pt"),
+            save_checkpoint(tiny_payload(seed=2), folder / "c.pt"))
+
+
+def _counting_predictor(checkpoint: Path, done: list[str]) -> Predictor:
+    """A predictor that records the scans it actually predicts."""
+    predictor = Predictor(checkpoint, device="cpu")
+    original = predictor.predict
+
+    def counting(*args, **kwargs):
+        done.append(Path(kwargs["image_name"]).name)
+        return original(*args, **kwargs)
+
+    predictor.predict = counting  # type: ignore[method-assign]
+    return predictor
 
 
 def _manifest_lines(out: Path) -> list[dict]:
@@ -62,16 +81,8 @@ def test_folder_manifest_and_resume(dataset: Path, checkpoints: tuple[Path, Path
     # Resume: same model and prompts -> nothing redone, the manifest keeps one line per case.
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != MANIFEST_NAME}
     (out / "unlabeled_001.json").unlink()  # this case is incomplete now and must be redone
-    predictor = Predictor(checkpoints[0], device="cpu")
     done: list[str] = []
-    original = predictor.predict_file
-
-    def counting(*args, **kwargs):
-        done.append(Path(args[0]).name)
-        return original(*args, **kwargs)
-
-    predictor.predict_file = counting  # type: ignore[method-assign]
-    records = pseudolabel_folder(predictor, dataset, out, "all")
+    records = pseudolabel_folder(_counting_predictor(checkpoints[0], done), dataset, out, "all")
     assert done == ["unlabeled_001_0000.nii.gz"]
     assert [r.status for r in records] == ["done"] * 3
     assert (out / "unlabeled_000.nii.gz").stat().st_mtime_ns == mtimes["unlabeled_000.nii.gz"]
@@ -99,19 +110,24 @@ def test_bad_scan_is_recorded_and_run_goes_on(dataset: Path, checkpoints: tuple[
 
 
 def test_extra_fields_from_model_space_hook(dataset: Path, checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
-    """Room for a per-case uncertainty score: a hook's fields reach the manifest and the sidecar."""
+    """A caller's hook sees the chosen prompts only; its fields reach the manifest and the sidecar."""
 
     def mean_probability(probs, labels, record):
-        return {"uncertainty": {"score": float(probs.mean()), "prompts": [e.name for e in labels]}}
+        assert probs.shape[0] == len(labels) == 2
+        return {"mean_probability": {"value": float(probs.mean()), "prompts": [e.name for e in labels]},
+                "uncertainty": "the review score wins"}
 
     out = tmp_path / "pseudo"
     records = pseudolabel_folder(Predictor(checkpoints[0], device="cpu"), dataset, out, "spleen,liver",
                                  model_space_hook=mean_probability)
-    assert all(0 <= r.extra["uncertainty"]["score"] <= 1 for r in records)
+    assert all(0 <= r.extra["mean_probability"]["value"] <= 1 for r in records)
     line = _manifest_lines(out)[0]
-    assert line["uncertainty"]["prompts"] == ["spleen", "liver"]
-    assert read_manifest(out)[line["case"]].extra["uncertainty"] == line["uncertainty"]
-    assert json.loads(Path(line["sidecar"]).read_text())["prediction"]["uncertainty"] == line["uncertainty"]
+    assert line["mean_probability"]["prompts"] == ["spleen", "liver"]
+    assert 0 <= line["uncertainty"]["score"] <= 1
+    assert read_manifest(out)[line["case"]].extra["mean_probability"] == line["mean_probability"]
+    prediction = json.loads(Path(line["sidecar"]).read_text())["prediction"]
+    assert prediction["mean_probability"] == line["mean_probability"]
+    assert prediction["uncertainty"] == line["uncertainty"]
 
 
 def test_unknown_prompt_and_empty_folder(checkpoints: tuple[Path, Path], dataset: Path, tmp_path: Path,
@@ -124,3 +140,89 @@ def test_unknown_prompt_and_empty_folder(checkpoints: tuple[Path, Path], dataset
     empty.mkdir()
     assert main(["pseudolabel", "-m", str(checkpoints[0]), "-i", str(empty), "-o", str(tmp_path / "o")]) == 2
     assert "no scans found" in capsys.readouterr().err
+
+
+def test_review_manifest_scores_without_labelling_the_synthetic_prompt(
+    dataset: Path, checkpoints: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "review"
+    assert main(["pseudolabel", "-m", str(checkpoints[2]), "-i", str(dataset), "-o", str(out),
+                 "--progress", "none"]) == 0
+    predictor = Predictor(checkpoints[2], device="cpu")
+    space = predictor.label_space
+    real, synthetic = space.real_prompt_ids, space.synthetic_id
+    manifest = ReviewManifest(out)
+    rows = manifest.rows()
+    lines = {ln["case"]: ln for ln in _manifest_lines(out)}  # manifest.jsonl is kept as it was
+    assert sorted(r.case for r in rows) == sorted(lines) == ["unlabeled_000", "unlabeled_001", "unlabeled_002"]
+    assert [r.score for r in rows] == sorted((r.score for r in rows), reverse=True)  # review order
+    assert [e["name"] for e in manifest.load().labels] == ["organ_a", "spleen", "liver"]
+    for row in rows:
+        line = lines[row.case]
+        assert row.status == "pending" and row.model["sha256"] == predictor.sha256
+        assert row.pseudo_label == Path(line["pseudo_label"]) and row.image == Path(line["image"])
+        assert row.extra["sidecar"] == line["sidecar"]
+        image = sitk.ReadImage(line["image"])
+        # The score is VerSemi's own signal: the real prompts against the synthetic one, at the model
+        # spacing (the same numbers as the library hook on the same prediction).
+        expected = predictor.predict(image, real + [synthetic], model_space_hook=model_space_uncertainty)
+        assert row.score == pytest.approx(expected.info["uncertainty"]["score"], abs=1e-6)
+        assert set(row.uncertainty) >= {"disagreement", "entropy"} and 0 <= row.score <= 1
+        assert line["uncertainty"]["score"] == row.score
+        sidecar = json.loads(Path(line["sidecar"]).read_text())
+        assert sidecar["prediction"]["uncertainty"]["score"] == row.score
+        # The synthetic prompt is nowhere in the outputs: labels, colour table, labelmap values...
+        assert [e["name"] for e in sidecar["labels"]] == line["prompts"] == ["organ_a", "spleen", "liver"]
+        assert "all_foreground" not in (out / f"{row.case}.ctbl").read_text()
+        written = sitk.GetArrayFromImage(sitk.ReadImage(line["pseudo_label"]))
+        with_synthetic = sitk.GetArrayFromImage(expected.labelmap)
+        assert (with_synthetic == 4).any()  # ...though this model's synthetic prompt would win voxels
+        # ...and the labelmap is exactly the one of the real prompts alone.
+        alone = sitk.GetArrayFromImage(predictor.predict(image, real).labelmap)
+        np.testing.assert_array_equal(written, alone)
+
+
+def test_resume_keeps_review_manifest_and_files_consistent(
+    dataset: Path, checkpoints: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "review"
+    pseudolabel_folder(Predictor(checkpoints[2], device="cpu"), dataset, out, "all")
+    manifest = ReviewManifest(out)
+    scores = {r.case: r.score for r in manifest.rows()}
+
+    # Stopped after the files and manifest.jsonl but before the review manifest: nothing is
+    # predicted again, the rows come back from the sidecars.
+    (out / "manifest.json").unlink()
+    done: list[str] = []
+    pseudolabel_folder(_counting_predictor(checkpoints[2], done), dataset, out, "all")
+    assert done == []
+    assert {r.case: r.score for r in manifest.rows()} == scores
+    assert all(r.status == "pending" and r.pseudo_label.is_file() for r in manifest.rows())
+
+    # An up-to-date row is left alone (no history entry per resume); an incomplete case is redone.
+    history = {r.case: len(r.history) for r in manifest.rows()}
+    (out / "unlabeled_002.json").unlink()
+    pseudolabel_folder(_counting_predictor(checkpoints[2], done), dataset, out, "all")
+    assert done == ["unlabeled_002_0000.nii.gz"]
+    after = {r.case: r for r in manifest.rows()}
+    assert {c: len(r.history) for c, r in after.items()} == {**history, "unlabeled_002": 2}
+    assert after["unlabeled_002"].score == pytest.approx(scores["unlabeled_002"])
+    assert (out / "unlabeled_002.json").is_file()
+
+    # A reviewed case keeps its status and refined label when another model pseudo-labels again.
+    label = out / "labelsTr" / "unlabeled_000.r1.nii.gz"
+    label.parent.mkdir()
+    sitk.WriteImage(sitk.ReadImage(str(out / "unlabeled_000.nii.gz")), str(label))
+    manifest.set_status("unlabeled_000", "refined", refined_label=label)
+    other = Predictor(checkpoints[1], device="cpu")
+    pseudolabel_folder(other, dataset, out, "all")
+    rows = {r.case: r for r in manifest.rows()}
+    assert rows["unlabeled_000"].status == "refined" and rows["unlabeled_000"].refined_label == label
+    assert {r.model["sha256"] for r in rows.values()} == {other.sha256}
+    sidecars = {c: json.loads((out / f"{c}.json").read_text()) for c in rows}
+    assert all(rows[c].score == s["prediction"]["uncertainty"]["score"] for c, s in sidecars.items())
+
+    # Other prompts would change the label values of refined cases: refused before any work.
+    with pytest.raises(ValueError, match="label table would change"):
+        pseudolabel_folder(_counting_predictor(checkpoints[2], done), dataset, out, "spleen")
+    assert done == ["unlabeled_002_0000.nii.gz"]

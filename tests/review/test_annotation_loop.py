@@ -6,17 +6,16 @@ the label going image + pseudo-label -> MRML segmentation -> labelmap node -> fi
 reject one -> retrain from the previous model with the review folder in the config -> the training
 log lists the refined cases as labeled and the others as unlabeled.
 
-The retraining part needs ``versemi train --resume-from`` and the config's ``review_dirs`` key; it is
-skipped until both exist. Pseudo-labelling uses the Predictor the same way ``versemi pseudolabel``
-will once it writes the review manifest (it writes ``manifest.jsonl`` without a score today).
+Pseudo-labelling is ``versemi pseudolabel`` itself: its output folder is the review folder
+(labelmaps, sidecars, ``manifest.jsonl`` and the scored review ``manifest.json``). The retraining
+part is ``versemi train --resume-from`` with the config's ``review_dirs`` key (skipped where either is
+missing).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from versemi.review import ReviewManifest, ReviewSession, refined_cases, unrefined_cases, uncertainty_score
+from versemi.review import ReviewManifest, ReviewSession, refined_cases, unrefined_cases
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = {"backbone": "vnet", "base_filters": 8, "depth": 3}
@@ -82,40 +81,6 @@ def _last_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
-def pseudolabel_into_review(model: Path, scans: list[Path], review: Path) -> None:
-    """What ``versemi pseudolabel`` does for a review folder: labelmap + sidecar + scored manifest row.
-
-    One prediction per scan asks for every real prompt AND the synthetic prompt; the labelmap is the
-    predictor's rule (arg-max of the real prompts where >= 0.5) and the score comes from the same
-    probabilities.
-    """
-    from versemi.inference import Predictor
-    from versemi.inference.io import colour_table_text
-
-    predictor = Predictor(model, device="cpu", threads=1)
-    space = predictor.label_space
-    real = space.real_prompt_ids
-    table = [e.to_dict() for e in predictor.label_table(real)]
-    manifest = ReviewManifest(review)
-    out_dir = review / "pseudo"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for scan in scans:
-        case = scan.name.split(".")[0]
-        image = sitk.ReadImage(str(scan))
-        result = predictor.predict(image, real + [space.synthetic_id], return_probabilities=True)
-        probs = np.stack([sitk.GetArrayFromImage(result.probabilities[space.names[i]]) for i in real])
-        synthetic = sitk.GetArrayFromImage(result.probabilities[space.names[space.synthetic_id]])
-        labels = np.where(probs.max(0) >= 0.5, probs.argmax(0) + 1, 0).astype(np.uint8)
-        label_image = sitk.GetImageFromArray(labels)
-        label_image.CopyInformation(image)
-        sitk.WriteImage(label_image, str(out_dir / f"{case}.nii.gz"))
-        (out_dir / f"{case}.json").write_text(json.dumps({"labels": table, "model": predictor.model_info}))
-        (out_dir / f"{case}.ctbl").write_text(colour_table_text(table))
-        manifest.upsert(case, image=scan, pseudo_label=out_dir / f"{case}.nii.gz", model=predictor.model_info,
-                        score=uncertainty_score(probs, synthetic), user="pseudolabel", labels=table,
-                        extra={"sidecar": str(out_dir / f"{case}.json")})
-
-
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A trained tiny model and a review folder pseudo-labelled by it (shared by the tests below)."""
@@ -141,7 +106,9 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert main(["train", str(config), "--device", "cpu", "--no-progress"]) == 0
     model = _last_checkpoint(root / "first")
     review = root / "review"
-    pseudolabel_into_review(model, scans, review)
+    # Every real prompt is labelled; the synthetic prompt is computed for the score only.
+    assert main(["pseudolabel", "-m", str(model), "-i", str(incoming), "-o", str(review), "--device", "cpu",
+                 "--threads", "1", "--progress", "none"]) == 0
     return {"root": root, "datasets": datasets, "model": model, "review": review, "scans": scans}
 
 

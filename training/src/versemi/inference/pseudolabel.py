@@ -16,9 +16,24 @@ line per case, in case order; it is rewritten atomically after each case, so an 
 leaves a consistent manifest and is resumed by running the same command again: a case whose
 labelmap and sidecar exist and whose sidecar names the same model SHA-256 and prompts is skipped.
 
-Extra per-case fields (e.g. an uncertainty score) ride along in :attr:`PseudoLabelRecord.extra`
-and appear as top-level keys of the manifest line; a ``model_space_hook`` passed to
-:func:`pseudolabel_folder` can compute them from the model-spacing probabilities.
+Review folder: the output folder is also a review folder of the annotation loop
+(:mod:`versemi.review`, ``docs/REVIEW.md``). Each prediction also asks for the synthetic "all
+foreground" prompt, in the same backbone pass; it is never written as a label (the labelmap,
+sidecar and colour table hold only the chosen real prompts). From the model-spacing probabilities
+the review score :class:`~versemi.review.UncertaintyScore` is computed (1 - soft Dice between the max
+over the chosen real prompts and the synthetic prompt, combined with the mean predictive entropy;
+:mod:`versemi.review.uncertainty`). It is stored as ``uncertainty`` in the sidecar's ``prediction``
+section and in the manifest line, and every finished case is upserted into
+``<output>/manifest.json`` (:class:`~versemi.review.ReviewManifest`: image, pseudo-label, model,
+score, status ``pending`` for a new case; a case already reviewed keeps its status and refined
+label) together with the label table. The review manifest is updated after the case's files and
+its ``manifest.jsonl`` line; a resumed run re-registers finished cases whose row is missing or
+stale from their sidecars, so the files and both manifests always end up consistent.
+
+Extra per-case fields ride along in :attr:`PseudoLabelRecord.extra` and appear as top-level keys of
+the manifest line; a ``model_space_hook`` passed to :func:`pseudolabel_folder` can compute them from
+the model-spacing probabilities of the chosen prompts (the synthetic prompt is not passed to it
+unless chosen).
 """
 
 from __future__ import annotations
@@ -32,11 +47,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from versemi.inference.io import find_images, sidecar_paths
-from versemi.inference.predictor import ModelSpaceHook, Predictor
-from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
+import torch
+
+from versemi.inference.io import AtomicOutputs, colour_table_text, find_images, read_input_image, sidecar_paths
+from versemi.inference.predictor import LabelEntry, ModelSpaceHook, PredictFileResult, Predictor, PredictionResult
+from versemi.inference.progress import ProgressReporter, StageProgress, SubtaskProgress, report_info
+from versemi.review.manifest import ReviewManifest
+from versemi.review.uncertainty import UncertaintyScore, uncertainty_from_prompt_probabilities
 
 MANIFEST_NAME = "manifest.jsonl"
+UNCERTAINTY_KEY = "uncertainty"
 STATUSES = ("done", "failed")
 _BASE_FIELDS = ("case", "image", "pseudo_label", "sidecar", "model", "prompts", "status", "seconds", "time", "error")
 
@@ -125,19 +145,131 @@ def write_manifest(output_dir: str | Path, records: Iterable[PseudoLabelRecord])
     return path
 
 
-def _finished_by_same_model(output: Path, sidecar: Path, sha256: str | None, prompts: list[str]) -> bool:
-    """True when an earlier run wrote this case with the same model file and the same prompts."""
+def _finished_by_same_model(
+    output: Path, sidecar: Path, sha256: str | None, prompts: list[str], needs_score: bool
+) -> dict[str, Any] | None:
+    """The sidecar when an earlier run wrote this case with the same model file and the same prompts
+    (and, when a review score is expected, with the score); else None (the case is redone)."""
     if not (output.is_file() and sidecar.is_file()):
-        return False
+        return None
     try:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return (
-        sha256 is not None
-        and meta.get("model", {}).get("sha256") == sha256
+        return None
+    if not (
+        isinstance(meta, dict)
+        and sha256 is not None
+        and (meta.get("model") or {}).get("sha256") == sha256
         and [d.get("name") for d in meta.get("labels", [])] == prompts
-    )
+    ):
+        return None
+    if needs_score and _sidecar_score(meta) is None:
+        return None  # written before review scores existed: redo it to rank it
+    return meta
+
+
+def _sidecar_score(meta: Mapping[str, Any]) -> UncertaintyScore | None:
+    found = (meta.get("prediction") or {}).get(UNCERTAINTY_KEY)
+    try:
+        return UncertaintyScore.from_dict(found) if isinstance(found, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class _ReviewScoreHook:
+    """The model-space hook of one case: the review score from the real prompts and the synthetic
+    prompt, then the synthetic channel is zeroed when it was only asked for the score, so it can
+    never win a voxel of the labelmap (the predictor restores the channels after the hook).
+
+    A caller's own hook gets the chosen prompts' probabilities only.
+    """
+
+    def __init__(self, synthetic_id: int | None, hide_synthetic: bool, user_hook: ModelSpaceHook | None) -> None:
+        self.synthetic_id = synthetic_id
+        self.hide_synthetic = hide_synthetic
+        self.user_hook = user_hook
+        self.score: UncertaintyScore | None = None
+        self.saw_synthetic = False
+
+    def __call__(self, probs: torch.Tensor, labels: list[LabelEntry], record: Mapping[str, Any]) -> dict[str, Any]:
+        ids = [e.prompt_id for e in labels]
+        synthetic = ids.index(self.synthetic_id) if self.synthetic_id in ids else None
+        real = [i for i, pid in enumerate(ids) if pid != self.synthetic_id]
+        self.saw_synthetic = synthetic is not None
+        if synthetic is not None and real:
+            self.score = uncertainty_from_prompt_probabilities(probs, real, synthetic)
+        fields: dict[str, Any] = {}
+        if self.user_hook is not None:
+            visible = probs
+            visible_labels = labels
+            if self.hide_synthetic and synthetic is not None:
+                keep = torch.as_tensor(real, dtype=torch.long, device=probs.device)
+                visible, visible_labels = probs.index_select(0, keep), [labels[i] for i in real]
+            fields.update(self.user_hook(visible, visible_labels, record) or {})
+        if self.hide_synthetic and synthetic is not None:
+            with torch.inference_mode():  # the sliding-window output is an inference tensor
+                probs[synthetic].zero_()  # below the threshold everywhere: not a label
+        if self.score is not None:
+            fields[UNCERTAINTY_KEY] = self.score.to_dict()  # the review score wins over a caller's field
+        return fields
+
+
+def _predict_case(
+    predictor: Predictor,
+    image_path: Path,
+    output: Path,
+    prompt_ids: list[int],
+    progress: ProgressReporter | None,
+    model_space_hook: ModelSpaceHook | None,
+) -> tuple[PredictFileResult, UncertaintyScore | None]:
+    """:meth:`Predictor.predict_file` plus the synthetic prompt for the score, which is not written.
+
+    The predictor has no option to compute a prompt without labelling it, so the synthetic prompt is
+    appended to the chosen ones, its channel is zeroed by the hook after scoring, and its entry is
+    dropped from the label table before the files are written (same files, same atomic order as
+    ``predict_file``: labelmap, colour table, sidecar last).
+    """
+    synthetic_id = predictor.label_space.synthetic_id
+    hide = synthetic_id is not None and synthetic_id not in prompt_ids
+    run_ids = [*prompt_ids, synthetic_id] if hide else list(prompt_ids)
+    hook = _ReviewScoreHook(synthetic_id, hide, model_space_hook)
+    sidecar_path, ctbl_path = sidecar_paths(output)
+    StageProgress(progress, "preprocess")(0.0, f"reading {image_path}")
+    image = read_input_image(image_path)
+    result = predictor.predict(image, run_ids, progress=progress, image_name=str(image_path), model_space_hook=hook)
+    if hide:
+        if not hook.saw_synthetic:  # it would have been written as a label: never publish that
+            raise RuntimeError(
+                f"{image_path}: the synthetic prompt was not computed with the first preprocessing group; "
+                "cannot score this case without labelling it"
+            )
+        chosen = result.labels[: len(prompt_ids)]
+        info = {**result.info, "prompts": [e.name for e in chosen]}
+        result = PredictionResult(labelmap=result.labelmap, labels=chosen, probabilities=None, info=info)
+    with AtomicOutputs() as out:
+        out.write_image(result.labelmap, output)
+        out.write_text(colour_table_text([e.to_dict() for e in result.labels]), ctbl_path)
+        out.write_json(predictor.sidecar(result, image_path), sidecar_path)  # last: marks completion
+    return PredictFileResult(output, sidecar_path, ctbl_path, [], result), hook.score
+
+
+def _register_for_review(
+    review: ReviewManifest, record: PseudoLabelRecord, score: UncertaintyScore | None, only_if_stale: bool
+) -> None:
+    """Upsert a finished case into the review manifest (skipped when its row is already current)."""
+    assert record.pseudo_label is not None
+    if only_if_stale:
+        row = review.load().rows.get(record.case)
+        if (
+            row is not None
+            and row.pseudo_label == Path(record.pseudo_label).resolve()
+            and row.image == Path(record.image).resolve()
+            and row.model.get("sha256") == record.model.get("sha256")
+            and row.score == (score.score if score is not None else None)
+        ):
+            return
+    review.upsert(record.case, image=record.image, pseudo_label=record.pseudo_label, model=record.model,
+                  score=score, extra={"sidecar": record.sidecar})
 
 
 def _now() -> str:
@@ -156,25 +288,28 @@ def pseudolabel_folder(
     model_space_hook: ModelSpaceHook | None = None,
     on_case: Callable[[PseudoLabelRecord], None] | None = None,
 ) -> list[PseudoLabelRecord]:
-    """Pseudo-label every scan of a folder (see the module docstring).
+    """Pseudo-label every scan of a folder and register it for review (see the module docstring).
 
     Args:
         predictor: The loaded model.
         input_dir: Folder of scans, or an nnU-Net raw dataset folder (its ``imagesTr`` is used).
-        output_dir: Where labelmaps, sidecars and ``manifest.jsonl`` go (created if needed).
+        output_dir: Where labelmaps, sidecars, ``manifest.jsonl`` and the review ``manifest.json`` go
+            (created if needed).
         prompts: Prompt names or ``"all"``.
         output_extension: Image format of the labelmaps.
         resume: Skip cases already done by the same model with the same prompts.
         progress: Reporter; the overall fraction covers the whole folder.
-        model_space_hook: Per-case hook on the model-spacing probabilities; what it returns is
-            stored in the record's ``extra`` (and the sidecar).
-        on_case: Called with each case's record as soon as the manifest has it.
+        model_space_hook: Per-case hook on the model-spacing probabilities of the chosen prompts;
+            what it returns is stored in the record's ``extra`` (and the sidecar), except an
+            ``uncertainty`` field, which is the review score's.
+        on_case: Called with each case's record as soon as both manifests have it.
 
     Returns:
         One record per case, in case order.
 
     Raises:
-        ValueError: the input folder does not exist or holds no scans; a prompt the model lacks.
+        ValueError: the input folder does not exist or holds no scans; a prompt the model lacks; the
+            review manifest is unreadable or its label table differs while cases are refined.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
@@ -184,7 +319,13 @@ def pseudolabel_folder(
         raise ValueError(f"{input_dir}: no scans found (.nii.gz, .nii, .nrrd, .mha, .mhd or DICOM sub-folders)")
     prompt_ids = predictor.resolve_prompts(prompts)  # a bad prompt fails before any work
     prompt_names = [predictor.label_space.prompts[i].name for i in prompt_ids]
+    synthetic_id = predictor.label_space.synthetic_id
+    # A score needs the synthetic prompt and at least one real prompt.
+    needs_score = synthetic_id is not None and any(i != synthetic_id for i in prompt_ids)
     output_dir.mkdir(parents=True, exist_ok=True)
+    review = ReviewManifest(output_dir)
+    # Before any work: a model with other labels cannot reuse a folder whose cases are refined.
+    review.set_label_table([e.to_dict() for e in predictor.label_table(prompt_ids)])
     model = predictor.model_info
     records = read_manifest(output_dir)
     finished: list[PseudoLabelRecord] = []
@@ -193,21 +334,28 @@ def pseudolabel_folder(
         output = output_dir / f"{case}{output_extension}"
         sidecar, _ = sidecar_paths(output)
         previous = records.get(case)
-        if resume and _finished_by_same_model(output, sidecar, model["sha256"], prompt_names):
+        meta = _finished_by_same_model(output, sidecar, model["sha256"], prompt_names, needs_score) if resume else None
+        if meta is not None:
+            stored = _sidecar_score(meta)
             if previous is None or previous.status != "done":
+                extra: dict[str, Any] = {"resumed": True}
+                if stored is not None:
+                    extra[UNCERTAINTY_KEY] = stored.to_dict()
                 previous = PseudoLabelRecord(case, str(image_path), str(output), str(sidecar), model, prompt_names,
-                                             "done", 0.0, _now(), extra={"resumed": True})
+                                             "done", 0.0, _now(), extra=extra)
                 records[case] = previous
                 write_manifest(output_dir, records.values())
+            # An earlier run may have stopped after the files and before the review manifest.
+            _register_for_review(review, previous, stored, only_if_stale=True)
             sub.update("export", 1.0, "already done by this model, skipped")
             finished.append(previous)
             if on_case:
                 on_case(previous)
             continue
         start = time.perf_counter()
+        score: UncertaintyScore | None = None
         try:
-            written = predictor.predict_file(image_path, output, prompt_ids, progress=sub,
-                                             model_space_hook=model_space_hook)
+            written, score = _predict_case(predictor, image_path, output, prompt_ids, sub, model_space_hook)
         except (ValueError, OSError, RuntimeError) as exc:
             # One bad scan must not stop a folder of hundreds: record it and go on.
             record = PseudoLabelRecord(case, str(image_path), None, None, model, prompt_names, "failed",
@@ -223,6 +371,8 @@ def pseudolabel_folder(
                                        extra=extra)
         records[case] = record
         write_manifest(output_dir, records.values())
+        if record.status == "done":
+            _register_for_review(review, record, score, only_if_stale=False)
         finished.append(record)
         if on_case:
             on_case(record)
