@@ -237,8 +237,6 @@ def test_retraining_uses_refined_cases_as_labeled(loop: dict[str, Any]) -> None:
     assert any(set(s["cases"]["unlabeled"].get(name, [])) == unrefined for s in starts)  # stage 2 uses them
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.checkpoint_payload writes preprocessing_by_dataset for config.datasets "
-                   "only; the review folder (a source of spleen/liver) then falls back to the first dataset's MR spec")
 def test_retrained_model_preprocesses_review_sources_like_their_datasets(loop: dict[str, Any]) -> None:
     from versemi.checkpoint import load_checkpoint
     from versemi.inference import Predictor

@@ -313,7 +313,8 @@ class Trainer:
             "label_space": self.label_space.to_dict(),
             "preprocessing": {**spec.to_dict(), "patch_size": list(self.config.patch_size)},
             "preprocessing_by_dataset": {
-                d.name: preprocessing_spec(self.config, d.name).to_dict() for d in self.config.datasets
+                name: preprocessing_spec(self.config, name).to_dict()
+                for name in [d.name for d in self.config.datasets] + [r.name for r in self.config.review_dirs]
             },
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "config": self.config.to_dict(),
