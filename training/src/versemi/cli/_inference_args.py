@@ -40,6 +40,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="windows per forward pass (default 4 on CUDA, 1 on CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and SimpleITK")
+    parser.add_argument("--dataset", metavar="NAME", default=None,
+                        help="preprocess like this training dataset, e.g. Dataset004_SpleenCT "
+                             "(default: each prompt's own dataset); an unknown name lists the model's datasets")
     parser.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"],
                         help="auto = a bar on a terminal; json = machine-readable lines on stdout")
 
@@ -85,6 +88,7 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
         batch_size=args.batch_size,
         tta=args.tta,
         threads=args.threads,
+        dataset=args.dataset,
     )
 
 

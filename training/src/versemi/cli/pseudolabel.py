@@ -16,12 +16,25 @@ COMMAND = "pseudolabel"
 HELP = "pseudo-label every scan of a folder (or an nnU-Net imagesTr) with a trained model; resumable"
 
 
+EPILOG = """\
+outputs in the --output folder:
+  <case>.nii.gz, <case>.json, <case>.ctbl   labelmap, sidecar and colour table per case
+  manifest.jsonl   one line per case (status, model, prompts, uncertainty); resume state
+  manifest.json    the review manifest: every finished case with its uncertainty score (most
+                   uncertain first), for the annotation loop (see docs/REVIEW.md)
+The score compares the chosen prompts with the synthetic all_foreground prompt, which is computed
+but never written as a label. Run the same command again to resume an interrupted run."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the epilog's layout
     parser.add_argument("--input", "-i", required=True,
                         help="folder of scans (NIfTI/NRRD/MHA files or DICOM series sub-folders), "
                              "or an nnU-Net raw dataset folder (its imagesTr is used)")
     parser.add_argument("--output", "-o", required=True,
-                        help="folder for <case>.nii.gz + <case>.json + <case>.ctbl and manifest.jsonl")
+                        help="folder for <case>.nii.gz + <case>.json + <case>.ctbl, manifest.jsonl and "
+                             "the review manifest manifest.json (uncertainty scores, see docs/REVIEW.md)")
     add_model_arguments(parser)
     parser.add_argument("--output-extension", default=".nii.gz",
                         choices=[".nii.gz", ".nii", ".nrrd", ".mha"], help="labelmap format")
@@ -32,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from versemi.inference.progress import JsonLinesProgress
     from versemi.inference.pseudolabel import MANIFEST_NAME, pseudolabel_folder
+    from versemi.review.manifest import MANIFEST_NAME as REVIEW_MANIFEST_NAME
 
     progress = start_inference(args)
     with reporting_errors(progress):
@@ -42,11 +56,13 @@ def run(args: argparse.Namespace) -> int:
         )
     failed = [r for r in records if r.status == "failed"]
     manifest = f"{args.output.rstrip('/')}/{MANIFEST_NAME}"
+    review_manifest = f"{args.output.rstrip('/')}/{REVIEW_MANIFEST_NAME}"
     if isinstance(progress, JsonLinesProgress):
-        progress.done(output=args.output, manifest=manifest, cases=len(records), failed=len(failed))
+        progress.done(output=args.output, manifest=manifest, review_manifest=review_manifest, cases=len(records),
+                      failed=len(failed))
     if args.progress != "json":
-        print(f"{len(records) - len(failed)} of {len(records)} cases pseudo-labelled; manifest: {manifest}",
-              file=sys.stderr)
+        print(f"{len(records) - len(failed)} of {len(records)} cases pseudo-labelled; manifest: {manifest}; "
+              f"review manifest (uncertainty scores): {review_manifest}", file=sys.stderr)
     for r in failed:
         print(f"versemi pseudolabel: {r.case}: {r.error}", file=sys.stderr)
     return 1 if failed else 0

@@ -18,6 +18,10 @@ Pipeline for one scan (:meth:`Predictor.predict`):
 5. label = 1 + index of the most probable prompt where that probability is >= 0.5, else 0; the
    labelmap gets the input's size, spacing, origin and direction copied verbatim.
 
+Hidden prompts (``predict(..., hidden_prompts=...)``) are computed in the same backbone pass as the
+first group's prompts and shown to the ``model_space_hook`` only (e.g. the synthetic
+"all_foreground" prompt for a review score); they are never restored, labelled or written.
+
 Memory on a large scan (512 x 512 x 600 CT): the input, its float32 copy made by preprocessing, the
 model-spacing probabilities of the chosen prompts, and 3 bytes per input voxel for the running maximum
 (uint16) and the labelmap (uint8); one prompt is restored at a time, in slabs of 64 slices (a whole
@@ -134,13 +138,23 @@ def set_threads(threads: int | None) -> None:
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LabelEntry:
-    """One value of the output labelmap."""
+    """One value of the output labelmap, or (``hidden``) a hidden prompt shown to a model-space hook.
+
+    Attributes:
+        value: The label value (1..K); 0 for a hidden prompt, which never becomes a label.
+        name: The prompt name.
+        color: RGB colour.
+        snomed: SNOMED CT code, if any.
+        prompt_id: The prompt's index in the model's label space.
+        hidden: A hidden prompt (see :meth:`Predictor.predict`): only a ``model_space_hook`` sees it.
+    """
 
     value: int
     name: str
     color: tuple[int, int, int]
     snomed: dict[str, str] | None
     prompt_id: int
+    hidden: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"value": self.value, "name": self.name, "color": list(self.color),
@@ -180,11 +194,13 @@ ProbabilitySink = Callable[[LabelEntry, sitk.Image], None]
 """Receives each prompt's full-resolution probability image as soon as it is restored."""
 
 ModelSpaceHook = Callable[[torch.Tensor, list[LabelEntry], Mapping[str, Any]], Mapping[str, Any] | None]
-"""Receives the ``(P, d, h, w)`` probabilities at the model spacing, the label table and the
-preprocessing record, before they are restored; may return fields to add to ``result.info`` (e.g. a
-per-case uncertainty score computed cheaply at the model spacing). When the chosen prompts need
-several preprocessing groups, it is called once, for the first group (the group of the first chosen
-prompt, which also holds the synthetic prompt), with that group's probabilities and label entries."""
+"""Receives the ``(P, d, h, w)`` probabilities at the model spacing, their label entries (channel
+``k`` is ``labels[k]``) and the preprocessing record, before they are restored; may return fields to
+add to ``result.info`` (e.g. a per-case uncertainty score computed cheaply at the model spacing).
+When the chosen prompts need several preprocessing groups, it is called once, for the first group
+(the group of the first chosen prompt, which also holds the synthetic prompt), with that group's
+probabilities and label entries. Hidden prompts come last, as entries with ``hidden=True`` and
+value 0 (find them by ``prompt_id`` or ``name``); the hook must not modify ``probs``."""
 
 
 @dataclass(frozen=True)
@@ -196,11 +212,13 @@ class PreprocessingGroup:
             spacing is applied, see :meth:`Predictor.effective_spec`).
         datasets: The training datasets whose spec this is, among the chosen prompts' sources.
         positions: Indices into the chosen prompt list (label value = position + 1).
+        hidden_prompt_ids: Hidden prompts run in this group's pass (only in the first group).
     """
 
     spec: PreprocessingSpec
     datasets: tuple[str, ...]
     positions: tuple[int, ...]
+    hidden_prompt_ids: tuple[int, ...] = ()
 
 
 def parse_roi(text: str) -> tuple[int, int, int, int, int, int]:
@@ -369,18 +387,30 @@ class Predictor:
         """The preprocessing a training dataset used (the single stored spec for old checkpoints)."""
         return self.specs_by_dataset.get(dataset, self.spec)
 
-    def preprocessing_groups(self, prompt_ids: Sequence[int]) -> list[PreprocessingGroup]:
+    def preprocessing_groups(
+        self, prompt_ids: Sequence[int], hidden_prompt_ids: Sequence[int] = ()
+    ) -> list[PreprocessingGroup]:
         """Split the chosen prompts into groups that share one preprocessing.
 
         Rules: a real prompt uses the spec of its source dataset(s); a prompt trained from several
         datasets with different specs takes one that another chosen prompt already needs (fewer
         passes), else its first source's. The synthetic prompt joins the group of the first chosen
         real prompt (alone: the first dataset's spec). With the ``dataset`` override, or a checkpoint
-        with a single spec, there is one group. Groups are ordered by their first prompt.
+        with a single spec, there is one group. Groups are ordered by their first prompt. Hidden
+        prompts all join the first group (the first chosen prompt's), whatever their own datasets,
+        so that the one ``model_space_hook`` call sees them; they add no group and no dataset.
 
         Args:
             prompt_ids: The chosen prompt ids (see :meth:`resolve_prompts`).
+            hidden_prompt_ids: Hidden prompt ids (see :meth:`predict`), none of them chosen.
         """
+        groups = self._visible_groups(prompt_ids)
+        if hidden_prompt_ids:
+            groups[0] = dataclasses.replace(groups[0], hidden_prompt_ids=tuple(hidden_prompt_ids))
+        return groups
+
+    def _visible_groups(self, prompt_ids: Sequence[int]) -> list[PreprocessingGroup]:
+        """:meth:`preprocessing_groups` without hidden prompts."""
         prompts = [self.label_space.prompts[pid] for pid in prompt_ids]
         if self.dataset is not None:
             return [PreprocessingGroup(self.dataset_spec(self.dataset), (self.dataset,), tuple(range(len(prompts))))]
@@ -474,11 +504,33 @@ class Predictor:
             raise UnknownPromptError(f"model {self.model_info['name']}: {exc}") from None
 
     def label_table(self, prompt_ids: Sequence[int]) -> list[LabelEntry]:
+        """The label entries of the chosen prompts: value 1..K in prompt order."""
         table = []
         for value, pid in enumerate(prompt_ids, start=1):
             p = self.label_space.prompts[pid]
             table.append(LabelEntry(value, p.name, tuple(p.color), p.snomed.to_dict() if p.snomed else None, pid))
         return table
+
+    def hidden_entries(self, hidden_prompt_ids: Sequence[int]) -> list[LabelEntry]:
+        """The entries a model-space hook gets for hidden prompts (``hidden=True``, value 0)."""
+        return [dataclasses.replace(entry, value=0, hidden=True) for entry in self.label_table(hidden_prompt_ids)]
+
+    def resolve_hidden_prompts(
+        self, hidden_prompts: str | Iterable[str] | Iterable[int] | None, prompt_ids: Sequence[int]
+    ) -> list[int]:
+        """Hidden prompt ids (see :meth:`predict`), less those already chosen (they stay labels).
+
+        Raises:
+            UnknownPromptError: a name the model's label space lacks.
+        """
+        if hidden_prompts is None:
+            return []
+        if not isinstance(hidden_prompts, str):
+            hidden_prompts = list(hidden_prompts)
+            if not hidden_prompts:
+                return []
+        chosen = set(prompt_ids)
+        return [pid for pid in self.resolve_prompts(hidden_prompts) if pid not in chosen]
 
     def effective_spec(self, quality: str | None = None, spec: PreprocessingSpec | None = None) -> PreprocessingSpec:
         """The preprocessing used for a quality level (fast = coarser spacing).
@@ -507,6 +559,7 @@ class Predictor:
         progress: ProgressReporter | None = None,
         image_name: str = "input image",
         model_space_hook: ModelSpaceHook | None = None,
+        hidden_prompts: str | Iterable[str] | Iterable[int] | None = None,
     ) -> PredictionResult:
         """Segment ``image`` for the given prompts.
 
@@ -523,6 +576,14 @@ class Predictor:
             progress: Progress reporter (stages preprocess -> inference -> export).
             image_name: How to name the image in error messages (its path).
             model_space_hook: See :data:`ModelSpaceHook`.
+            hidden_prompts: Prompts (names, ids or ``"all_foreground"``, as ``prompts``) computed in
+                the first group's backbone pass and shown to ``model_space_hook`` only: their
+                model-spacing probabilities follow the group's in ``probs``, with entries marked
+                ``hidden=True`` (value 0). They never reach the labelmap, ``result.labels``,
+                ``result.probabilities``, the probability sink or the files, so the labelmap is
+                exactly the one without them; ``result.info["hidden_prompts"]`` names them. A
+                hidden prompt that is also chosen in ``prompts`` stays an ordinary label. Use: the
+                synthetic prompt for a review score (:mod:`versemi.inference.pseudolabel`).
 
         Returns:
             The labelmap on exactly the input grid, the label table, and optional probabilities.
@@ -534,12 +595,14 @@ class Predictor:
         """
         t_start = time.perf_counter()
         prompt_ids = self.resolve_prompts(prompts)
+        hidden_ids = self.resolve_hidden_prompts(hidden_prompts, prompt_ids)
         labels = self.label_table(prompt_ids)
+        hidden_labels = self.hidden_entries(hidden_ids)
         validate_input_image(image, image_name)
         box = self._check_roi(roi, image, image_name)
         work = image if box is None else image[box[0]:box[3], box[1]:box[4], box[2]:box[5]]
 
-        groups = self.preprocessing_groups(prompt_ids)
+        groups = self.preprocessing_groups(prompt_ids, hidden_ids)
         shape = tuple(reversed(work.GetSize()))
         label_array = np.zeros(shape, dtype=np.uint8 if len(labels) < 256 else np.uint16)
         maxprob = np.zeros(shape, dtype=np.uint16)
@@ -561,14 +624,17 @@ class Predictor:
             t1 = time.perf_counter()
             group_ids = [prompt_ids[i] for i in group.positions]
             group_labels = [labels[i] for i in group.positions]
+            group_hidden = [e for e in hidden_labels if e.prompt_id in group.hidden_prompt_ids]
+            # Hidden prompts ride in the same pass, as the last channels.
             probs = self._sliding_window(
-                case.image, group_ids, case.record.get("background_value", 0.0),
+                case.image, group_ids + [e.prompt_id for e in group_hidden], case.record.get("background_value", 0.0),
                 _sub_stage(progress, "inference", index, len(groups)),
             )
             del case.image  # the preprocessed volume is no longer needed
             t2 = time.perf_counter()
             if model_space_hook is not None and index == 0:
-                hook_fields = dict(model_space_hook(probs, group_labels, case.record) or {})
+                hook_fields = dict(model_space_hook(probs, group_labels + group_hidden, case.record) or {})
+            # Only the visible channels (the first len(group_labels)) are restored and merged.
             self._restore_and_merge(
                 probs, case.record, group_labels, label_array, maxprob, work,
                 _sub_stage(progress, "export", index, len(groups)), kept, probability_sink, image, box,
@@ -584,6 +650,7 @@ class Predictor:
                 "spacing_mm": list(spec.target_spacing),
                 "normalization": case.record.get("normalization", {}).get("kind"),
                 "prompts": [e.name for e in group_labels],
+                **({"hidden_prompts": [e.name for e in group_hidden]} if group_hidden else {}),
             })
         if kept is not None:
             kept = {e.name: kept[e.name] for e in labels}  # prompt order, whatever the group order
@@ -594,6 +661,7 @@ class Predictor:
 
         info = {
             "prompts": [e.name for e in labels],
+            **({"hidden_prompts": [e.name for e in hidden_labels]} if hidden_labels else {}),
             "device": str(self.device),
             "fell_back_to_cpu": self.fell_back_to_cpu,
             "quality": self.quality,
@@ -745,6 +813,7 @@ class Predictor:
         roi: Sequence[int] | str | None = None,
         progress: ProgressReporter | None = None,
         model_space_hook: ModelSpaceHook | None = None,
+        hidden_prompts: str | Iterable[str] | Iterable[int] | None = None,
     ) -> PredictFileResult:
         """Segment a file (or DICOM folder) and write the labelmap, sidecar, ``.ctbl`` and probabilities.
 
@@ -763,6 +832,8 @@ class Predictor:
             progress: Progress reporter.
             model_space_hook: See :meth:`predict`; what it returns lands in the sidecar's
                 ``prediction`` section.
+            hidden_prompts: See :meth:`predict`: seen by ``model_space_hook`` only, never written
+                (not in the labelmap, the sidecar's labels, the colour table or ``probabilities_dir``).
         """
         if probabilities_dtype not in PROBABILITY_DTYPES:
             raise PredictionError(
@@ -771,6 +842,7 @@ class Predictor:
         output_path = Path(output_path)
         sidecar_path, ctbl_path = sidecar_paths(output_path)
         prompt_ids = self.resolve_prompts(prompts)  # fail on a bad prompt before reading the image
+        hidden_ids = self.resolve_hidden_prompts(hidden_prompts, prompt_ids)
         StageProgress(progress, "preprocess")(0.0, f"reading {input_path}")
         image = read_input_image(input_path, series_uid)
         written_probs: list[Path] = []
@@ -786,7 +858,7 @@ class Predictor:
 
             result = self.predict(
                 image, prompt_ids, roi=roi, probability_sink=sink, progress=progress, image_name=str(input_path),
-                model_space_hook=model_space_hook,
+                model_space_hook=model_space_hook, hidden_prompts=hidden_ids,
             )
             out.write_image(result.labelmap, output_path)
             out.write_text(colour_table_text([e.to_dict() for e in result.labels]), ctbl_path)

@@ -17,9 +17,10 @@ leaves a consistent manifest and is resumed by running the same command again: a
 labelmap and sidecar exist and whose sidecar names the same model SHA-256 and prompts is skipped.
 
 Review folder: the output folder is also a review folder of the annotation loop
-(:mod:`versemi.review`, ``docs/REVIEW.md``). Each prediction also asks for the synthetic "all
-foreground" prompt, in the same backbone pass; it is never written as a label (the labelmap,
-sidecar and colour table hold only the chosen real prompts). From the model-spacing probabilities
+(:mod:`versemi.review`, ``docs/REVIEW.md``). Each prediction also computes the synthetic "all
+foreground" prompt, in the same backbone pass, as a hidden prompt of the predictor
+(``Predictor.predict_file(..., hidden_prompts=...)``); it is never written as a label (the
+labelmap, sidecar and colour table hold only the chosen real prompts). From the model-spacing probabilities
 the review score :class:`~versemi.review.UncertaintyScore` is computed (1 - soft Dice between the max
 over the chosen real prompts and the synthetic prompt, combined with the mean predictive entropy;
 :mod:`versemi.review.uncertainty`). It is stored as ``uncertainty`` in the sidecar's ``prediction``
@@ -49,9 +50,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from versemi.inference.io import AtomicOutputs, colour_table_text, find_images, read_input_image, sidecar_paths
-from versemi.inference.predictor import LabelEntry, ModelSpaceHook, PredictFileResult, Predictor, PredictionResult
-from versemi.inference.progress import ProgressReporter, StageProgress, SubtaskProgress, report_info
+from versemi.inference.io import find_images, sidecar_paths
+from versemi.inference.predictor import LabelEntry, ModelSpaceHook, PredictFileResult, Predictor
+from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
 from versemi.review.manifest import ReviewManifest
 from versemi.review.uncertainty import UncertaintyScore, uncertainty_from_prompt_probabilities
 
@@ -178,37 +179,30 @@ def _sidecar_score(meta: Mapping[str, Any]) -> UncertaintyScore | None:
 
 class _ReviewScoreHook:
     """The model-space hook of one case: the review score from the real prompts and the synthetic
-    prompt, then the synthetic channel is zeroed when it was only asked for the score, so it can
-    never win a voxel of the labelmap (the predictor restores the channels after the hook).
+    prompt (chosen, or hidden: computed in the same pass, never labelled), plus a caller's hook.
 
-    A caller's own hook gets the chosen prompts' probabilities only.
+    A caller's own hook gets the chosen prompts' probabilities only (never a hidden prompt's).
     """
 
-    def __init__(self, synthetic_id: int | None, hide_synthetic: bool, user_hook: ModelSpaceHook | None) -> None:
+    def __init__(self, synthetic_id: int | None, user_hook: ModelSpaceHook | None) -> None:
         self.synthetic_id = synthetic_id
-        self.hide_synthetic = hide_synthetic
         self.user_hook = user_hook
         self.score: UncertaintyScore | None = None
-        self.saw_synthetic = False
 
     def __call__(self, probs: torch.Tensor, labels: list[LabelEntry], record: Mapping[str, Any]) -> dict[str, Any]:
         ids = [e.prompt_id for e in labels]
         synthetic = ids.index(self.synthetic_id) if self.synthetic_id in ids else None
-        real = [i for i, pid in enumerate(ids) if pid != self.synthetic_id]
-        self.saw_synthetic = synthetic is not None
+        real = [i for i, e in enumerate(labels) if e.prompt_id != self.synthetic_id and not e.hidden]
         if synthetic is not None and real:
             self.score = uncertainty_from_prompt_probabilities(probs, real, synthetic)
         fields: dict[str, Any] = {}
         if self.user_hook is not None:
-            visible = probs
-            visible_labels = labels
-            if self.hide_synthetic and synthetic is not None:
-                keep = torch.as_tensor(real, dtype=torch.long, device=probs.device)
-                visible, visible_labels = probs.index_select(0, keep), [labels[i] for i in real]
-            fields.update(self.user_hook(visible, visible_labels, record) or {})
-        if self.hide_synthetic and synthetic is not None:
-            with torch.inference_mode():  # the sliding-window output is an inference tensor
-                probs[synthetic].zero_()  # below the threshold everywhere: not a label
+            visible = [i for i, e in enumerate(labels) if not e.hidden]
+            if len(visible) == len(labels):
+                fields.update(self.user_hook(probs, labels, record) or {})
+            else:
+                keep = torch.as_tensor(visible, dtype=torch.long, device=probs.device)
+                fields.update(self.user_hook(probs.index_select(0, keep), [labels[i] for i in visible], record) or {})
         if self.score is not None:
             fields[UNCERTAINTY_KEY] = self.score.to_dict()  # the review score wins over a caller's field
         return fields
@@ -222,35 +216,14 @@ def _predict_case(
     progress: ProgressReporter | None,
     model_space_hook: ModelSpaceHook | None,
 ) -> tuple[PredictFileResult, UncertaintyScore | None]:
-    """:meth:`Predictor.predict_file` plus the synthetic prompt for the score, which is not written.
-
-    The predictor has no option to compute a prompt without labelling it, so the synthetic prompt is
-    appended to the chosen ones, its channel is zeroed by the hook after scoring, and its entry is
-    dropped from the label table before the files are written (same files, same atomic order as
-    ``predict_file``: labelmap, colour table, sidecar last).
-    """
+    """:meth:`Predictor.predict_file` with the synthetic prompt as a hidden prompt for the score
+    (computed in the same backbone pass, never written) unless it is chosen."""
     synthetic_id = predictor.label_space.synthetic_id
-    hide = synthetic_id is not None and synthetic_id not in prompt_ids
-    run_ids = [*prompt_ids, synthetic_id] if hide else list(prompt_ids)
-    hook = _ReviewScoreHook(synthetic_id, hide, model_space_hook)
-    sidecar_path, ctbl_path = sidecar_paths(output)
-    StageProgress(progress, "preprocess")(0.0, f"reading {image_path}")
-    image = read_input_image(image_path)
-    result = predictor.predict(image, run_ids, progress=progress, image_name=str(image_path), model_space_hook=hook)
-    if hide:
-        if not hook.saw_synthetic:  # it would have been written as a label: never publish that
-            raise RuntimeError(
-                f"{image_path}: the synthetic prompt was not computed with the first preprocessing group; "
-                "cannot score this case without labelling it"
-            )
-        chosen = result.labels[: len(prompt_ids)]
-        info = {**result.info, "prompts": [e.name for e in chosen]}
-        result = PredictionResult(labelmap=result.labelmap, labels=chosen, probabilities=None, info=info)
-    with AtomicOutputs() as out:
-        out.write_image(result.labelmap, output)
-        out.write_text(colour_table_text([e.to_dict() for e in result.labels]), ctbl_path)
-        out.write_json(predictor.sidecar(result, image_path), sidecar_path)  # last: marks completion
-    return PredictFileResult(output, sidecar_path, ctbl_path, [], result), hook.score
+    hidden = [synthetic_id] if synthetic_id is not None and synthetic_id not in prompt_ids else []
+    hook = _ReviewScoreHook(synthetic_id, model_space_hook)
+    written = predictor.predict_file(image_path, output, prompt_ids, progress=progress, model_space_hook=hook,
+                                     hidden_prompts=hidden)
+    return written, hook.score
 
 
 def _register_for_review(
