@@ -241,3 +241,26 @@ def test_failure_during_writing_leaves_nothing(random_checkpoint: Path, scan: Pa
         Predictor(random_checkpoint, device="cpu").predict_file(scan, out_dir / "seg.nii.gz", "spleen",
                                                                 probabilities_dir=out_dir / "prob")
     assert not out_dir.exists()
+
+
+def test_dataset_option_sets_the_preprocessing(random_checkpoint: Path, scan: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "seg.nii.gz"
+    assert main(["predict", "-m", str(random_checkpoint), "-i", str(scan), "-o", str(out), "-p", "organ_a,spleen",
+                 "--dataset", "Dataset902_Beta", "--progress", "none"]) == 0
+    prediction = json.loads(out.with_name("seg.json").read_text())["prediction"]
+    # organ_a comes from Alpha, spleen from Beta: forced to Beta, both share one preprocessing.
+    assert [(g["datasets"], g["prompts"]) for g in prediction["preprocessing"]] == [
+        (["Dataset902_Beta"], ["organ_a", "spleen"])]
+
+
+@pytest.mark.parametrize("command", ["predict", "pseudolabel"])
+def test_unknown_dataset_lists_the_models_datasets(command: str, random_checkpoint: Path, scan: Path,
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    target = ["-o", str(out / "seg.nii.gz")] if command == "predict" else ["-o", str(out)]
+    source = str(scan) if command == "predict" else str(scan.parent)
+    assert main([command, "-m", str(random_checkpoint), "-i", source, *target, "--dataset", "Dataset999_Nope",
+                 "--progress", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'Dataset999_Nope'" in err and "Dataset901_Alpha, Dataset902_Beta" in err
+    assert not out.exists()
