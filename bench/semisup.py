@@ -982,9 +982,46 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the preset's)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
     p.add_argument("--only", default=None, help="only runs whose id matches this glob, e.g. '*seed0'")
+    p.add_argument("--steps", type=int, default=None,
+                   help="override the preset's step budget (equal-compute variants scale with it); use a "
+                        "separate --results folder")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the preset's training section for every variant, dotted for "
+                        "nested keys, VALUE parsed as JSON, else YAML, e.g. --set versemi.synthetic_weight=0 or "
+                        "--set loss.batch_dice=true (repeatable; use a separate --results folder)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and settings, do nothing")
     p.add_argument("--report-only", action="store_true", help="only rebuild results.md/json/png from finished runs")
     return p.parse_args(argv)
+
+
+def apply_overrides(preset: Preset, steps: int | None, overrides: Sequence[str]) -> Preset:
+    """The preset with ``--steps`` and ``--set KEY=VALUE`` applied (diagnostic runs of one preset).
+
+    Raises:
+        ValueError: a malformed override or a non-positive step budget.
+    """
+    import dataclasses
+
+    import yaml
+
+    training = json.loads(json.dumps(preset.training))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        *parents, leaf = key.strip().split(".")
+        node = training
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: training.{part} is not a mapping")
+        try:  # JSON first: PyYAML reads "3e-4" as a string
+            node[leaf] = json.loads(text)
+        except ValueError:
+            node[leaf] = yaml.safe_load(text)
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps must be positive, got {steps}")
+    return dataclasses.replace(preset, training=training, steps=steps or preset.steps)
 
 
 def log(msg: str) -> None:
@@ -998,6 +1035,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         preset = get_preset(args.preset)
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    try:
+        preset = apply_overrides(preset, args.steps, args.overrides)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     args.data = args.data.expanduser().resolve()
     args.protocol = (args.protocol or args.data / "protocol.json").expanduser().resolve()

@@ -233,3 +233,20 @@ def test_report_only_rebuilds_from_finished_runs(fake_data, tmp_path):
     assert "--preset cpu-quick" in command and "--report-only" not in command
     assert "Incomplete: 2 of 12 runs" in md and "report rebuilt" in md
     assert json.loads((results / "split.json").read_text())["heldout"]["Dataset002_LeftAtrium"]
+
+
+def test_overrides_change_only_the_named_training_keys_and_steps() -> None:
+    preset = presets.get_preset("cpu")
+    changed = semisup.apply_overrides(preset, 150, ["versemi.synthetic_weight=0", "loss.batch_dice=true", "lr=3e-4"])
+    assert changed.steps == 150 and preset.steps == 300
+    assert changed.training["versemi"] == {"synthetic_weight": 0}
+    assert changed.training["loss"] == {"batch_dice": True}
+    assert changed.training["lr"] == 3e-4
+    assert {k: v for k, v in changed.training.items() if k not in ("versemi", "loss", "lr")} == {
+        k: v for k, v in preset.training.items() if k != "lr"
+    }
+    assert "versemi" not in preset.training  # the preset itself is untouched
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        semisup.apply_overrides(preset, None, ["no_equals_sign"])
+    with pytest.raises(ValueError, match="positive"):
+        semisup.apply_overrides(preset, 0, [])
