@@ -32,7 +32,6 @@ one group's preprocessed volume and probabilities exist at a time.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch
 from versemi import __version__
 from versemi.checkpoint import FORMAT_VERSION, REQUIRED_FOR_INFERENCE, CheckpointError, load_checkpoint
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case, restore_to_input_grid
+from versemi.fileio import sha256_file
 from versemi.inference.io import (
     AtomicOutputs,
     colour_table_text,
@@ -258,14 +258,6 @@ def _sub_stage(progress: ProgressReporter | None, stage: str, index: int, count:
     return StageProgress(progress, stage, (start + index * width, start + (index + 1) * width))
 
 
-def sha256_of_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ----------------------------------------------------------------------------------------------
 # the predictor
 # ----------------------------------------------------------------------------------------------
@@ -465,7 +457,7 @@ class Predictor:
     def sha256(self) -> str | None:
         """SHA-256 of the checkpoint file (None for an in-memory checkpoint)."""
         if self._sha256 is None and self.checkpoint_path is not None:
-            self._sha256 = self._installed.sha256 if self._installed else sha256_of_file(self.checkpoint_path)
+            self._sha256 = self._installed.sha256 if self._installed else sha256_file(self.checkpoint_path)
         return self._sha256
 
     @property

@@ -40,8 +40,6 @@ unless chosen).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,6 +48,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from versemi.fileio import atomic_write_text
 from versemi.inference.io import find_images, sidecar_paths
 from versemi.inference.predictor import LabelEntry, ModelSpaceHook, PredictFileResult, Predictor
 from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
@@ -133,17 +132,7 @@ def write_manifest(output_dir: str | Path, records: Iterable[PseudoLabelRecord])
     """Rewrite ``manifest.jsonl`` atomically (temp file + fsync + rename), one line per case."""
     path = Path(output_dir) / MANIFEST_NAME
     text = "".join(json.dumps(r.to_dict()) + "\n" for r in sorted(records, key=lambda r: r.case))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 def _finished_by_same_model(

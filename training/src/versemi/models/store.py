@@ -15,23 +15,22 @@ verified later too.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
+from versemi.fileio import atomic_write_json
+from versemi.fileio import sha256_file  # noqa: F401 - re-exported: versemi.models and download import it from here
 from versemi.models.catalogue import ModelError, validate_identifier, version_key
 
 MODELS_DIR_ENV = "VERSEMI_MODELS_DIR"
 MANIFEST_NAME = "installed.json"
 MANIFEST_FORMAT = "versemi-installed-models"
 MANIFEST_FORMAT_VERSION = 1
-_HASH_CHUNK = 1024 * 1024
 
 
 def default_models_dir() -> Path:
@@ -58,28 +57,6 @@ def models_dir(cache_dir: str | Path | None = None) -> Path:
 def model_file_name(name: str, version: str) -> str:
     """``<name>-<version>.pt`` after checking both are safe in a file name."""
     return f"{validate_identifier(name, 'name')}-{validate_identifier(version, 'version')}.pt"
-
-
-def sha256_file(
-    path: str | Path, progress_callback: Callable[[int, int], None] | None = None
-) -> str:
-    """Lower-case hex SHA-256 of a file, read in 1 MiB chunks.
-
-    Args:
-        path: the file.
-        progress_callback: called with ``(bytes hashed, file size)`` after each chunk.
-    """
-    digest = hashlib.sha256()
-    path = Path(path)
-    total = path.stat().st_size
-    done = 0
-    with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            if progress_callback is not None:
-                progress_callback(done, total)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -196,17 +173,7 @@ def _write_manifest(cache_dir: Path, models: list[InstalledModel]) -> None:
         "format_version": MANIFEST_FORMAT_VERSION,
         "models": [asdict(m) for m in models],
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, document)
 
 
 def record_installed(model: InstalledModel, cache_dir: str | Path | None = None) -> None:

@@ -35,7 +35,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +44,8 @@ from typing import Any, Iterator, Mapping, Sequence
 from filelock import FileLock, Timeout
 
 from versemi.data.dataset import Case, DatasetError
+from versemi.fileio import atomic_write_bytes as _atomic_write_bytes
+from versemi.fileio import fsync_directory  # noqa: F401 - re-exported: review.session imports it from here
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".manifest.lock"
@@ -90,37 +91,9 @@ def _pause_point(step: str) -> None:
         time.sleep(3600)
 
 
-def fsync_directory(path: Path) -> None:
-    """Make a rename inside ``path`` durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: Path, data: bytes, pause_step: str | None = None) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if pause_step:
-            _pause_point(pause_step)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_directory(path.parent)
+    """Write ``data`` to ``path`` atomically (``versemi.fileio``), pausing at ``pause_step`` before the rename."""
+    _atomic_write_bytes(path, data, before_replace=(lambda: _pause_point(pause_step)) if pause_step else None)
 
 
 # --- rows ------------------------------------------------------------------------------------------
