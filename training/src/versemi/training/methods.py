@@ -327,7 +327,31 @@ def _noise(images: torch.Tensor, std: float, clip: float, generator: torch.Gener
     return images + noise.to(images.device, images.dtype)
 
 
-class MeanTeacherMethod(TrainingMethod):
+class TeacherMethod(TrainingMethod):
+    """Base of the baselines that train the student on unlabeled images against an EMA teacher.
+
+    Subclasses set ``name`` and ``options`` (a dataclass with ``ema_decay``) and call
+    ``unlabeled_and_teacher`` at the start of ``losses``.
+    """
+
+    uses_unlabeled = True
+    uses_teacher = True
+
+    def __init__(
+        self, label_space: LabelSpace, loss: SegmentationLossConfig, options: MeanTeacherOptions | BcpOptions
+    ) -> None:
+        super().__init__(label_space, loss)
+        self.options = options
+        self.ema_decay = options.ema_decay
+
+    def unlabeled_and_teacher(self, batch: TrainingBatch, ctx: StepContext) -> tuple[torch.Tensor, Forward]:
+        """The batch's unlabeled images and the teacher; ``ValueError`` when either is missing."""
+        if batch.unlabeled is None or ctx.teacher is None:
+            raise ValueError(f"{self.name} needs unlabeled images and a teacher")
+        return batch.unlabeled, ctx.teacher
+
+
+class MeanTeacherMethod(TeacherMethod):
     """Baseline: mean teacher (Tarvainen & Valpola 2017) on every real prompt.
 
     Student and EMA teacher see the unlabeled patch under independent clipped Gaussian noise (on top of
@@ -336,25 +360,18 @@ class MeanTeacherMethod(TrainingMethod):
     """
 
     name = "mean_teacher"
-    uses_unlabeled = True
-    uses_teacher = True
-
-    def __init__(self, label_space: LabelSpace, loss: SegmentationLossConfig, options: MeanTeacherOptions) -> None:
-        super().__init__(label_space, loss)
-        self.options = options
-        self.ema_decay = options.ema_decay
+    options: MeanTeacherOptions
 
     def losses(self, batch: TrainingBatch, ctx: StepContext) -> StepLosses:
         opt = self.options
-        if batch.unlabeled is None or ctx.teacher is None:
-            raise ValueError("mean_teacher needs unlabeled images and a teacher")
+        unlabeled, teacher = self.unlabeled_and_teacher(batch, ctx)
         n = batch.images.shape[0]
-        noisy_student = _noise(batch.unlabeled, opt.noise_std, opt.noise_clip, ctx.generator)
-        noisy_teacher = _noise(batch.unlabeled, opt.noise_std, opt.noise_clip, ctx.generator)
+        noisy_student = _noise(unlabeled, opt.noise_std, opt.noise_clip, ctx.generator)
+        noisy_teacher = _noise(unlabeled, opt.noise_std, opt.noise_clip, ctx.generator)
         logits = ctx.forward(torch.cat([batch.images, noisy_student]))
         sup = self.supervised(logits[:n], batch.annotation)
         with torch.no_grad():
-            teacher_probs = torch.sigmoid(ctx.teacher(noisy_teacher)[:, self.real_ids])
+            teacher_probs = torch.sigmoid(teacher(noisy_teacher)[:, self.real_ids])
         consistency = probability_mse_loss(logits[n:, self.real_ids], teacher_probs)
         weight = opt.consistency_weight * sigmoid_rampup(ctx.step, int(round(opt.consistency_rampup * ctx.max_steps)))
         total = sup + weight * consistency
@@ -364,7 +381,7 @@ class MeanTeacherMethod(TrainingMethod):
         )
 
 
-class BcpMethod(TrainingMethod):
+class BcpMethod(TeacherMethod):
     """Baseline: bidirectional copy-paste (Bai et al., CVPR 2023) on every real prompt.
 
     With one cube mask per pair: a labeled cube pasted into an unlabeled patch and the unlabeled cube
@@ -373,19 +390,12 @@ class BcpMethod(TrainingMethod):
     """
 
     name = "bcp"
-    uses_unlabeled = True
-    uses_teacher = True
-
-    def __init__(self, label_space: LabelSpace, loss: SegmentationLossConfig, options: BcpOptions) -> None:
-        super().__init__(label_space, loss)
-        self.options = options
-        self.ema_decay = options.ema_decay
+    options: BcpOptions
 
     def losses(self, batch: TrainingBatch, ctx: StepContext) -> StepLosses:
         opt = self.options
-        if batch.unlabeled is None or ctx.teacher is None:
-            raise ValueError("bcp needs unlabeled images and a teacher")
-        images, u = batch.images, batch.unlabeled
+        u, teacher = self.unlabeled_and_teacher(batch, ctx)
+        images = batch.images
         n, nu = images.shape[0], u.shape[0]
         spatial = tuple(images.shape[2:])
         device = images.device
@@ -393,7 +403,7 @@ class BcpMethod(TrainingMethod):
         lab = images[pairs]
         lab_ann = Annotation(batch.annotation.target[pairs], batch.annotation.weight[pairs]).select(self.real_ids)
         with torch.no_grad():
-            pseudo = (torch.sigmoid(ctx.teacher(u)[:, self.real_ids]) > 0.5).float()
+            pseudo = (torch.sigmoid(teacher(u)[:, self.real_ids]) > 0.5).float()
         alpha = opt.unlabeled_weight * sigmoid_rampup(ctx.step, int(round(opt.rampup * ctx.max_steps)))
         pseudo_ann = Annotation(pseudo, torch.full((nu, len(self.real_ids), 1, 1, 1), alpha, device=device))
         cube = random_cube_masks(nu, spatial, opt.cutmix_ratio, ctx.generator, device)
