@@ -171,6 +171,13 @@ def main() -> int:
         a, b = our_labels == k, ref_labels == k
         print(f"  Dice agreement {name:16s} {dice(a, b):.3f}   (voxels: ours {int(a.sum())}, reference {int(b.sum())})")
     print(f"  labelmaps identical on {np.mean(our_labels == ref_labels):.2%} of voxels")
+    # The criterion: the two outputs' Dice against the manual label agree (target: within 0.5 points).
+    label_file = args.data / DATASET / "labelsTr" / files[0].name.replace("_0000.nii.gz", ".nii.gz")
+    if label_file.is_file():
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file))) == 1
+        ours_dice, ref_dice = dice(our_labels == 1, truth), dice(ref_labels == 1, truth)
+        print(f"  Dice vs manual left_atrium label: ours {100 * ours_dice:.1f}, reference {100 * ref_dice:.1f}, "
+              f"difference {100 * (ours_dice - ref_dice):+.1f} points (target: within 0.5)")
     return 0
 
 
