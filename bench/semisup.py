@@ -33,11 +33,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime as _dt
 import fnmatch
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import platform
 import re
@@ -989,6 +991,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="override a key of the preset's training section for every variant, dotted for "
                         "nested keys, VALUE parsed as JSON, else YAML, e.g. --set versemi.synthetic_weight=0 or "
                         "--set loss.batch_dice=true (repeatable; use a separate --results folder)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained and evaluated at once (each uses the preset's threads + DataLoader "
+                        "workers; default 1)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and settings, do nothing")
     p.add_argument("--report-only", action="store_true", help="only rebuild results.md/json/png from finished runs")
     return p.parse_args(argv)
@@ -1026,6 +1031,62 @@ def apply_overrides(preset: Preset, steps: int | None, overrides: Sequence[str])
 
 def log(msg: str) -> None:
     print(f"[{_dt.datetime.now(_dt.timezone.utc).strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def train_and_evaluate(
+    tag: str,
+    r: RunSpec,
+    config: dict[str, Any],
+    run_dir: Path,
+    data_dir: Path,
+    split: Mapping[str, Sequence[str]],
+    preset: Preset,
+    device: str,
+    threads: int,
+) -> tuple[str, bool]:
+    """Train one run, evaluate its last checkpoint on the held-out cases, write ``metrics.json``.
+
+    Returns:
+        ``(run id, success)``; a failure is logged, not raised (the other runs go on).
+    """
+    log(f"{tag} {r.run_id}: training {r.method}, {r.steps} steps")
+    try:
+        train = run_training(r, config, run_dir, device, threads)
+        stats = train["log_stats"]
+        log(
+            f"{tag} {r.run_id}: trained in {train['wall_seconds']:.0f} s "
+            f"({_fmt(stats.get('it_per_s'), 2)} it/s, data wait {_fmt(stats.get('data_wait_fraction'), 3, pct=True)} %); evaluating"
+        )
+        rows, eval_seconds = evaluate_checkpoint(
+            Path(train["checkpoint"]), data_dir, split, run_dir / "predictions", device, threads,
+            preset.eval_overlap, preset.eval_batch_size, preset.max_eval_cases,
+        )
+    except (RuntimeError, ValueError, OSError) as exc:
+        log(f"{tag} {r.run_id}: FAILED: {exc}")
+        return r.run_id, False
+    summary = {
+        "/".join(key): {
+            "dice": _mean(c["dice"] for c in cases.values()),
+            "hd95": _mean(c["hd95"] for c in cases.values()),
+            "n": len(cases),
+        }
+        for key, cases in per_case_scores(rows).items()
+    }
+    write_json_atomic(
+        run_dir / METRICS_FILE,
+        {
+            "run": {**asdict(r), "run_id": r.run_id},
+            "preset": preset.name,
+            "train": train,
+            "eval": {"wall_seconds": eval_seconds, "checkpoint": train["checkpoint"], "cases": len({(x["dataset"], x["case"]) for x in rows})},
+            "summary": summary,
+            "rows": rows,
+        },
+    )
+    means = ", ".join(f"{_short(k.split('/')[0])} {100 * v['dice']:.1f}" for k, v in summary.items()
+                      if k.endswith(MEAN_LABEL) and v["dice"] is not None)
+    log(f"{tag} {r.run_id}: evaluated in {eval_seconds:.0f} s; Dice {means}")
+    return r.run_id, True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1108,46 +1169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         prep = prepare_cache(preset, list(reps.values()), threads)
         log(f"cache: {prep['cases']} cases, {prep['built']} preprocessed, {prep['reused']} reused, {prep['seconds']:.0f} s")
     failures = []
-    for i, r in enumerate(todo, 1):
-        run_dir = runs_dir / r.run_id
-        log(f"[{i}/{len(todo)}] {r.run_id}: training {r.method}, {r.steps} steps")
-        try:
-            train = run_training(r, configs[r.run_id], run_dir, device, threads)
-            stats = train["log_stats"]
-            log(
-                f"[{i}/{len(todo)}] {r.run_id}: trained in {train['wall_seconds']:.0f} s "
-                f"({_fmt(stats.get('it_per_s'), 2)} it/s, data wait {_fmt(stats.get('data_wait_fraction'), 3, pct=True)} %); evaluating"
-            )
-            rows, eval_seconds = evaluate_checkpoint(
-                Path(train["checkpoint"]), args.data, split, run_dir / "predictions", device, threads,
-                preset.eval_overlap, preset.eval_batch_size, preset.max_eval_cases,
-            )
-        except (RuntimeError, ValueError, OSError) as exc:
-            log(f"[{i}/{len(todo)}] {r.run_id}: FAILED: {exc}")
-            failures.append(r.run_id)
-            continue
-        summary = {
-            "/".join(key): {
-                "dice": _mean(c["dice"] for c in cases.values()),
-                "hd95": _mean(c["hd95"] for c in cases.values()),
-                "n": len(cases),
-            }
-            for key, cases in per_case_scores(rows).items()
-        }
-        write_json_atomic(
-            run_dir / METRICS_FILE,
-            {
-                "run": {**asdict(r), "run_id": r.run_id},
-                "preset": preset.name,
-                "train": train,
-                "eval": {"wall_seconds": eval_seconds, "checkpoint": train["checkpoint"], "cases": len({(x["dataset"], x["case"]) for x in rows})},
-                "summary": summary,
-                "rows": rows,
-            },
-        )
-        means = ", ".join(f"{_short(k.split('/')[0])} {100 * v['dice']:.1f}" for k, v in summary.items()
-                          if k.endswith(MEAN_LABEL) and v["dice"] is not None)
-        log(f"[{i}/{len(todo)}] {r.run_id}: evaluated in {eval_seconds:.0f} s; Dice {means}")
+    jobs = max(1, min(args.jobs, len(todo))) if todo else 1
+    work = [
+        (f"[{i}/{len(todo)}]", r, configs[r.run_id], runs_dir / r.run_id, args.data, split, preset, device, threads)
+        for i, r in enumerate(todo, 1)
+    ]
+    if jobs == 1:
+        outcomes = (train_and_evaluate(*w) for w in work)
+    else:
+        # One process per run at a time (training is already a subprocess; the evaluation runs in
+        # the worker); fork keeps the imported modules.
+        pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
+        outcomes = (f.result() for f in concurrent.futures.as_completed([pool.submit(train_and_evaluate, *w) for w in work]))
+    for run_id, ok in outcomes:
+        if not ok:
+            failures.append(run_id)
         write_report(preset, results_dir, header, len(runs))
     paths = write_report(preset, results_dir, header, len(runs))
     log(f"wrote {', '.join(str(p) for p in paths.values())}")

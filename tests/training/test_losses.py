@@ -175,3 +175,22 @@ def test_batch_dice_with_per_voxel_cutmix_weights() -> None:
     p = torch.full((4,), 0.5)
     expected = 1 - (2 * p.sum() + 1) / ((p * p).sum() + 4 + 1)
     assert torch.allclose(got, expected)
+
+
+def test_pairs_with_empty_known_target_can_skip_the_dice_term() -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(2, 2, 3, 4, 5, requires_grad=True)
+    target = torch.zeros(2, 2, 3, 4, 5)
+    target[0, 0, 1, 1:3, 1:3] = 1.0  # only pair (0, 0) has foreground
+    target[1, 1, 0, 0, 0] = 1.0  # pair (1, 1) has foreground, but outside its known region:
+    weight = torch.ones(2, 2, 3, 4, 5)
+    weight[1, 1, 0] = 0.0
+    per_pair = soft_dice_per_pair(torch.sigmoid(logits), target, weight)
+    skipped = masked_dice_loss(logits, target, weight, empty_pairs=False)
+    assert torch.allclose(skipped, per_pair[0, 0])
+    assert torch.allclose(masked_dice_loss(logits, target, weight), per_pair.mean())
+    skipped.backward()
+    assert torch.count_nonzero(logits.grad[1]) == 0 and torch.count_nonzero(logits.grad[0, 1]) == 0
+    config = SegmentationLossConfig(dice_on_empty=False)
+    both = segmentation_loss(logits, target, weight, config)
+    assert torch.allclose(both, skipped + masked_bce_loss(logits, target, weight))  # CE keeps every voxel

@@ -88,8 +88,14 @@ def masked_dice_loss(
     smooth: float = 1.0,
     squared: bool = True,
     batch_dice: bool = False,
+    empty_pairs: bool = True,
 ) -> torch.Tensor:
     """Mean soft Dice loss over the supervised (image, prompt) pairs; 0 (with a graph) if none.
+
+    With ``empty_pairs=False`` a pair whose known region holds no foreground gets no Dice term (its
+    voxels still count in the cross-entropy): the soft Dice of an empty target is only
+    ``1 - smooth / (sum p^2 + smooth)``, a false-positive penalty as strong as a whole structure's
+    Dice however few voxels are known (e.g. a small pasted cube that misses a small structure).
 
     With ``batch_dice`` the sums run over the whole batch per prompt (nnU-Net's batch Dice): one
     Dice per prompt, so an image whose supervised region holds none of a prompt's foreground adds
@@ -104,7 +110,10 @@ def masked_dice_loss(
 
         logits, target, weight = fold(logits), fold(target), fold(weight)
     per_pair = soft_dice_per_pair(torch.sigmoid(logits.float()), target.float(), weight.float(), smooth, squared)
-    selected = supervised_pairs(weight).to(per_pair.dtype)
+    selected = supervised_pairs(weight)
+    if not empty_pairs:
+        selected = selected & ((weight.float().expand_as(target) * target.float()).flatten(2).sum(2) > 0)
+    selected = selected.to(per_pair.dtype)
     # No host sync (GPU-friendly): with no supervised pair the loss is 0 and still has a graph, so
     # DDP sees every parameter used.
     return (per_pair * selected).sum() / selected.sum().clamp_min(1.0)
@@ -129,6 +138,8 @@ class SegmentationLossConfig:
         dice_squared: Squared (V-Net / reference) or linear denominators.
         batch_dice: One Dice per prompt over the whole batch (nnU-Net) instead of one per
             (image, prompt) pair, see :func:`masked_dice_loss`.
+        dice_on_empty: Whether pairs with no foreground in their known region get a Dice term
+            (``False``: cross-entropy only), see :func:`masked_dice_loss`.
     """
 
     dice_weight: float = 1.0
@@ -136,6 +147,7 @@ class SegmentationLossConfig:
     dice_smooth: float = 1.0
     dice_squared: bool = True
     batch_dice: bool = False
+    dice_on_empty: bool = True
 
 
 def segmentation_loss(
@@ -148,7 +160,8 @@ def segmentation_loss(
     loss = logits.sum() * 0.0
     if config.dice_weight:
         loss = loss + config.dice_weight * masked_dice_loss(
-            logits, target, weight, config.dice_smooth, config.dice_squared, config.batch_dice
+            logits, target, weight, config.dice_smooth, config.dice_squared, config.batch_dice,
+            config.dice_on_empty,
         )
     if config.ce_weight:
         loss = loss + config.ce_weight * masked_bce_loss(logits, target, weight)
