@@ -162,3 +162,19 @@ def test_baselines_use_the_teacher_and_unlabeled_images(label_space: LabelSpace,
     assert torch.isfinite(losses.total)
     losses.total.backward()
     assert rec.logits.grad[:, -1].abs().sum() == 0  # baselines never train the synthetic prompt
+
+
+def test_cube_loss_dice_only_drops_the_cross_entropy_of_the_cube(label_space: LabelSpace, model: torch.nn.Module) -> None:
+    batch = make_batch(label_space, ["A", "B", "B"])
+    cfg = SegmentationLossConfig()
+    dice_ce, _ = run(build_method("versemi", 2, label_space, cfg), batch, model, len(label_space))
+    dice_only, _ = run(build_method("versemi", 2, label_space, cfg, {"versemi": {"cube_loss": "dice"}}),
+                       batch, model, len(label_space))
+    dice_part, _ = run(build_method("versemi", 2, label_space, SegmentationLossConfig(ce_weight=0.0)),
+                       batch, model, len(label_space))
+    assert dice_only.terms["cube"] == pytest.approx(dice_part.terms["cube"], abs=1e-6)
+    assert dice_only.terms["cube"] < dice_ce.terms["cube"]
+    for term in ("supervised", "synthetic", "auxiliary", "consistency"):
+        assert dice_only.terms[term] == pytest.approx(dice_ce.terms[term], abs=1e-6), term
+    with pytest.raises(ValueError, match="cube_loss"):
+        build_method("versemi", 2, label_space, cfg, {"versemi": {"cube_loss": "ce"}})

@@ -41,6 +41,7 @@ from versemi.training.cutmix import (
 from versemi.training.losses import (
     SegmentationLossConfig,
     dice_agreement_loss,
+    masked_dice_loss,
     probability_mse_loss,
     segmentation_loss,
 )
@@ -48,6 +49,7 @@ from versemi.training.schedules import sigmoid_rampup
 
 METHODS = ("versemi", "supervised", "mean_teacher", "bcp")
 CONSISTENCY_TARGETS = ("synthetic", "aggregate", "none")
+CUBE_LOSSES = ("dice_ce", "dice")
 
 
 @dataclass
@@ -86,6 +88,8 @@ class VerSemiOptions:
         ema_decay: Decay of the EMA teacher.
         stage1_cutmix_ratio: Cube side ratio in stage 1 (2/3).
         stage2_cutmix_ratio: ``(low, high)`` cube side ratio range for unlabeled scans in stage 2.
+        cube_loss: Loss of the pasted cube: ``"dice_ce"`` (Dice + cross-entropy, like the other
+            terms) or ``"dice"`` (Dice only, as the method note and the reference implementation).
     """
 
     supervised_weight: float = 1.0
@@ -99,8 +103,13 @@ class VerSemiOptions:
     ema_decay: float = 0.99
     stage1_cutmix_ratio: float = 2.0 / 3.0
     stage2_cutmix_ratio: tuple[float, float] = (0.3, 0.6)
+    cube_loss: str = "dice_ce"
 
     def __post_init__(self) -> None:
+        if self.cube_loss not in CUBE_LOSSES:
+            raise ValueError(
+                f"training.versemi.cube_loss must be one of {', '.join(CUBE_LOSSES)}, got {self.cube_loss!r}"
+            )
         if self.consistency_target not in CONSISTENCY_TARGETS:
             raise ValueError(
                 f"training.versemi.consistency_target must be one of {', '.join(CONSISTENCY_TARGETS)}, "
@@ -282,7 +291,14 @@ class VerSemiMethod(TrainingMethod):
         if self.stage == 2:
             assert unlabeled_mix is not None
             logits_u = logits[2 * n :]
-            cube_loss = self.seg(logits_u, u_ann)
+            if opt.cube_loss == "dice":
+                cfg = self.loss_config
+                cube_loss = masked_dice_loss(
+                    logits_u, u_ann.target, u_ann.weight, cfg.dice_smooth, cfg.dice_squared, cfg.batch_dice,
+                    cfg.dice_on_empty,
+                )
+            else:
+                cube_loss = self.seg(logits_u, u_ann)
             consistency = self._consistency(logits_u, unlabeled_mix, ctx)
             ramp = sigmoid_rampup(ctx.step, int(round(opt.consistency_rampup * ctx.max_steps)))
             weight = opt.consistency_weight * ramp
