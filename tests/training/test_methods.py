@@ -167,9 +167,9 @@ def test_baselines_use_the_teacher_and_unlabeled_images(label_space: LabelSpace,
 def test_cube_loss_dice_only_drops_the_cross_entropy_of_the_cube(label_space: LabelSpace, model: torch.nn.Module) -> None:
     batch = make_batch(label_space, ["A", "B", "B"])
     cfg = SegmentationLossConfig()
-    dice_ce, _ = run(build_method("versemi", 2, label_space, cfg), batch, model, len(label_space))
-    dice_only, _ = run(build_method("versemi", 2, label_space, cfg, {"versemi": {"cube_loss": "dice"}}),
-                       batch, model, len(label_space))
+    dice_ce, _ = run(build_method("versemi", 2, label_space, cfg, {"versemi": {"cube_loss": "dice_ce"}}),
+                     batch, model, len(label_space))
+    dice_only, _ = run(build_method("versemi", 2, label_space, cfg), batch, model, len(label_space))  # default
     dice_part, _ = run(build_method("versemi", 2, label_space, SegmentationLossConfig(ce_weight=0.0)),
                        batch, model, len(label_space))
     assert dice_only.terms["cube"] == pytest.approx(dice_part.terms["cube"], abs=1e-6)
