@@ -181,9 +181,12 @@ def section_ct(workdir: Path, threads: int, depth: int, qualities: list[str], no
         r = run_cli(["--model", str(ckpt), "--input", str(ct), "--output", str(out), "--prompts", "all",
                      "--device", "cpu", "--quality", quality], threads, malloc_tuning=tuning)
         target = "<= 60 s" if quality == "default" else "<= 15 s"
+        rss = r["peak_rss_gib"]
+        # RUSAGE_CHILDREN keeps the largest child's peak: a smaller later one cannot be seen.
+        rss_text = f"{rss:.2f} GiB" if rss == rss else "not measurable here (below an earlier run's)"
         print(f"  --quality {quality:7s}{'' if tuning else ' (glibc malloc NOT tuned)'}: wall {r['wall_s']:6.1f} s "
               f"(target {target}), CPU {r['cpu_s']:6.1f} s (sys {r['sys_s']:.1f} s, "
-              f"{r['minor_faults'] / 1e6:.2f} M minor page faults), peak RSS {r['peak_rss_gib']:.2f} GiB "
+              f"{r['minor_faults'] / 1e6:.2f} M minor page faults), peak RSS {rss_text} "
               f"(target <= 4 GB)")
         sidecar = json.loads(Path(r["done"]["sidecar"]).read_text())
         print(f"    spacing {sidecar['prediction']['spacing_mm']} mm, overlap {sidecar['prediction']['overlap']}, "
