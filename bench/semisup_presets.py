@@ -316,7 +316,7 @@ PRESETS: dict[str, Preset] = {
             "lr": 1e-3,
             "betas": [0.5, 0.999],
             "weight_decay": 0.0,
-            "amp": "bf16",
+            "amp": "auto",  # fp16 + GradScaler on CUDA (nnU-Net practice); bf16 is unverified here
             "num_workers": 8,
             "foreground_oversample": 0.5,
             "log_every": 50,
