@@ -626,16 +626,24 @@ def _read_protocol(ctx: _Ctx, key: str, ref: ProtocolRef) -> tuple[str, ...]:
     return _string_list(_Ctx(str(ref.path)), f"{ref.dataset}.{ref.setting}", settings[ref.setting])
 
 
-def _parse_unlabeled_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> UnlabeledDirConfig:
+def _folder_entry(
+    ctx: _Ctx, key: str, raw: Any, base: Path, allowed_keys: tuple[str, ...]
+) -> tuple[dict[str, Any], Path, str | None]:
+    """A folder entry given as a path or a mapping with ``path`` (and ``modality``): entry, path, modality."""
     if isinstance(raw, str):
         raw = {"path": raw}
     entry = _mapping(ctx, key, raw)
-    _check_keys(ctx, key, entry, UNLABELED_DIR_KEYS)
+    _check_keys(ctx, key, entry, allowed_keys)
     if "path" not in entry:
         raise ctx.error(f"{key}.path", "required key is missing")
     path = _path(base, _string(ctx, f"{key}.path", entry["path"]))
-    name = _string(ctx, f"{key}.name", entry["name"]) if "name" in entry else path.name
     modality = _string(ctx, f"{key}.modality", entry["modality"]) if entry.get("modality") else None
+    return entry, path, modality
+
+
+def _parse_unlabeled_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> UnlabeledDirConfig:
+    entry, path, modality = _folder_entry(ctx, key, raw, base, UNLABELED_DIR_KEYS)
+    name = _string(ctx, f"{key}.name", entry["name"]) if "name" in entry else path.name
     cfg = UnlabeledDirConfig(path, name, modality)
     try:
         n = len(cfg.folder.cases)
@@ -650,14 +658,7 @@ def _parse_review_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> ReviewDirCon
     # Imported here: versemi.review imports versemi.data.dataset, and config must stay importable alone.
     from versemi.review.manifest import MANIFEST_NAME, ManifestError, training_view
 
-    if isinstance(raw, str):
-        raw = {"path": raw}
-    entry = _mapping(ctx, key, raw)
-    _check_keys(ctx, key, entry, REVIEW_DIR_KEYS)
-    if "path" not in entry:
-        raise ctx.error(f"{key}.path", "required key is missing")
-    path = _path(base, _string(ctx, f"{key}.path", entry["path"]))
-    modality = _string(ctx, f"{key}.modality", entry["modality"]) if entry.get("modality") else None
+    _, path, modality = _folder_entry(ctx, key, raw, base, REVIEW_DIR_KEYS)
     if not path.is_dir():
         raise ctx.error(f"{key}.path", f"review folder not found: {path}")
     if not (path / MANIFEST_NAME).is_file():
