@@ -130,7 +130,7 @@ def test_killed_write_leaves_no_entry(tmp_path, dataset, monkeypatch):
         cache.get(case_id, image, label, SPEC)
     slot = cache.slot_dir(case_id, image, label)
     assert not (slot / "meta.json").exists()
-    assert not [p for p in slot.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in slot.iterdir() if p.name.startswith(".")]  # no temporary file left
     assert not cache.is_cached(case_id, image, label, SPEC)
     monkeypatch.setattr(np, "savez", real_savez)
     assert cache.get(case_id, image, label, SPEC).labeled  # the next run builds it
@@ -198,3 +198,19 @@ def test_preprocess_cli_fills_and_reuses_cache(tmp_path, synthetic_datasets, cap
     kinds = {m["record"]["normalization"]["kind"] for m in metas}
     assert kinds == {"ct_window", "zscore"}
     assert main(["preprocess", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_remove_stale_spares_fresh_temp_files_of_other_writers(tmp_path):
+    slot = tmp_path / "slot"
+    slot.mkdir()
+    fresh = slot / ".image-other.npy.abc123.tmp"  # another process is writing this right now
+    old = slot / ".meta.json.def456.tmp"  # abandoned by a killed run
+    legacy = slot / ".tmp-42-deadbeef-image-old.npy"  # temp name of older versions, abandoned
+    stale_array = slot / "image-old.npy"
+    for path in (fresh, old, legacy, stale_array):
+        path.write_bytes(b"x")
+    long_ago = os.path.getmtime(fresh) - 2 * cache_module._STALE_TMP_SECONDS
+    for path in (old, legacy):
+        os.utime(path, (long_ago, long_ago))
+    PreprocessedCache._remove_stale(slot, keep="new")
+    assert sorted(p.name for p in slot.iterdir()) == [fresh.name]

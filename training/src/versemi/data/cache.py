@@ -28,7 +28,6 @@ import json
 import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -37,6 +36,7 @@ import numpy as np
 
 from versemi.data.dataset import read_image
 from versemi.data.preprocessing import PREPROCESSING_VERSION, PreprocessingSpec, preprocess_case
+from versemi.fileio import atomic_write, atomic_write_bytes
 
 if TYPE_CHECKING:
     from versemi.data.config import TrainConfig
@@ -46,6 +46,12 @@ CACHE_FORMAT = 1
 # small enough (<= 120 kB per value) to load eagerly.
 MAX_FOREGROUND_LOCATIONS = 10_000
 _STALE_TMP_SECONDS = 3600
+
+
+def _is_temp_name(name: str) -> bool:
+    """Whether ``name`` is an in-progress write: ``fileio.atomic_write``'s ``.<name>.<random>.tmp``,
+    or the ``.tmp-...`` names older versions used (killed runs may have left some behind)."""
+    return name.startswith(".tmp-") or (name.startswith(".") and name.endswith(".tmp"))
 
 
 @dataclass
@@ -336,28 +342,16 @@ class PreprocessedCache:
             locations, counts = _sample_foreground(case.label, seed=int(key[:8], 16))
             meta["foreground_file"] = f"fg-{short}.npz"
             meta["foreground_counts"] = {str(v): n for v, n in counts.items()}
-            self._atomic_write(
+            atomic_write(
                 slot / meta["foreground_file"],
                 lambda f: np.savez(f, **{f"value_{v}": loc for v, loc in locations.items()}),
             )
-        self._atomic_write(slot / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        # meta.json last: a slot without it is not an entry, so readers never see half-written arrays.
+        atomic_write_bytes(slot / "meta.json", json.dumps(meta, indent=1).encode())
         self._remove_stale(slot, keep=short)
 
     def _atomic_npy(self, path: Path, array: np.ndarray) -> None:
-        self._atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
-
-    @staticmethod
-    def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - a callable taking a binary file
-        tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
-        try:
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
 
     @staticmethod
     def _remove_stale(slot: Path, keep: str) -> None:
@@ -367,7 +361,7 @@ class PreprocessedCache:
         for f in slot.iterdir():
             name = f.name
             try:
-                if name.startswith(".tmp-"):
+                if _is_temp_name(name):
                     if now - f.stat().st_mtime > _STALE_TMP_SECONDS:
                         f.unlink(missing_ok=True)
                 elif name != "meta.json" and keep not in name:
