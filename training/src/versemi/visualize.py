@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
+
+from versemi.fileio import atomic_write
 
 
 def _window(slice_: np.ndarray) -> np.ndarray:
@@ -87,14 +87,8 @@ def save_overlay_png(
     if legend:
         fig.legend(handles=legend, loc="lower center", ncol=min(4, len(legend)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        # format="png" explicitly: a file object has no extension to infer it from.
+        return atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
