@@ -839,6 +839,8 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
             self.test_segment_with_tiny_model()
             self.setUp()
             self.test_cancel_adds_nothing()
+            self.setUp()
+            self.test_ReviewRoundTrip()
         finally:
             shutil.rmtree(self.workDir, ignore_errors=True)
 
@@ -882,4 +884,12 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
 
         self.assertFalse(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), before)
+        self.delayDisplay("Test passed")
+
+    def test_ReviewRoundTrip(self):
+        self.delayDisplay("Reviewing a tiny folder: next case, save refined, reject")
+        if review.missing_review_packages():
+            VerSemiSegmenterLogic().ensureDependencies()
+        # Raises selftest.SelfTestError listing the problems; removes its nodes and folder either way.
+        selftest.run_review_round_trip(slicer.mrmlScene, self.workDir)
         self.delayDisplay("Test passed")
