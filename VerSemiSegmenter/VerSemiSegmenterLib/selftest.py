@@ -316,7 +316,8 @@ def run_review_round_trip(scene: Any, work_dir: str | os.PathLike[str] | None = 
     from .review import MrmlReviewScene, open_review
 
     before = _node_counts(scene)
-    temp_dir = tempfile.mkdtemp(prefix="VerSemi review self-test ", dir=None if work_dir is None else os.fspath(work_dir))
+    parent = None if work_dir is None else os.fspath(work_dir)
+    temp_dir = tempfile.mkdtemp(prefix="VerSemi review self-test ", dir=parent)
     controller = None
     try:
         folder = make_review_folder(temp_dir)
@@ -351,7 +352,8 @@ def run_review_round_trip(scene: Any, work_dir: str | os.PathLike[str] | None = 
             if refined.GetSize() != image.GetSize():
                 problems.append(f"refined label size {refined.GetSize()} != image size {image.GetSize()}")
             else:
-                diff = float(np.max(np.abs(np.array(_lps_to_ras_matrix(refined)) - np.array(_lps_to_ras_matrix(image)))))
+                grids = np.array(_lps_to_ras_matrix(refined)) - np.array(_lps_to_ras_matrix(image))
+                diff = float(np.max(np.abs(grids)))
                 if diff > tolerance:
                     problems.append(f"refined label grid differs from the image grid (max matrix difference {diff})")
                 if not np.array_equal(sitk.GetArrayFromImage(refined), review_pseudo_label(0)):
