@@ -347,5 +347,22 @@ def kill_process_tree(pid: int, timeout: float = KILL_TIMEOUT_S) -> list[int]:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
+    # A killed grandchild is re-parented and stays a zombie until its new parent reaps it, which in
+    # some containers (a PID 1 that does not reap) never happens: a zombie runs nothing, so it counts
+    # as gone instead of holding the cancel for the whole timeout.
+    deadline = time.monotonic() + timeout
+    alive = procs
+    while alive:
+        _gone, alive = psutil.wait_procs(alive, timeout=0.05)
+        alive = [p for p in alive if not _is_zombie(p, psutil)]
+        if time.monotonic() >= deadline:
+            break
     return [p.pid for p in alive]
+
+
+def _is_zombie(proc: Any, psutil: Any) -> bool:
+    """Whether a (psutil) process has ended: gone, or a zombie waiting to be reaped."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
