@@ -206,6 +206,15 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["check-dataset", str(tmp_path / "nope")]) == 1
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
+
+
+@pytest.mark.parametrize("dataset", ["Dataset001_Hippocampus", "Dataset004_SpleenCT"])
+def test_bundled_real_examples_check_clean(dataset: str) -> None:
+    """Real MR and CT cases shipped with the repo (the default suite's stand-in for ../shared)."""
+    assert check_dataset(EXAMPLES / dataset) == []
+
+
 @pytest.mark.shared_data
 def test_real_hippocampus_checks_clean_and_fast(shared_data: Path) -> None:
     start = time.perf_counter()

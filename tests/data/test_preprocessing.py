@@ -208,14 +208,23 @@ def test_real_ct_example_roundtrip():
     assert _dice(sitk.GetArrayFromImage(restored) > 0, original) > 0.95
 
 
-def test_real_hippocampus_cases_roundtrip(shared_data):
-    """Optional: a few real MR cases from ../shared/data (skipped when absent)."""
-    folder = shared_data / "Dataset001_Hippocampus"
+def _assert_hippocampus_roundtrips(folder, case_ids) -> None:
     spec = PreprocessingSpec(target_spacing=(1.0, 1.0, 1.0))
-    for case_id in ("hippocampus_001", "hippocampus_004"):
+    for case_id in case_ids:
         image = sitk.ReadImage(str(folder / "imagesTr" / f"{case_id}_0000.nii.gz"))
         label_img = sitk.ReadImage(str(folder / "labelsTr" / f"{case_id}.nii.gz"))
         case = preprocess_case(image, spec, label_img)
         restored = restore_to_input_grid(case.label, case.record, is_label=True)
         _assert_same_grid(restored, image)
         np.testing.assert_array_equal(sitk.GetArrayFromImage(restored), sitk.GetArrayFromImage(label_img))
+
+
+def test_bundled_hippocampus_cases_roundtrip():
+    """Real MR cases shipped in examples/data: the label survives preprocessing and restore exactly."""
+    _assert_hippocampus_roundtrips(EXAMPLES / "Dataset001_Hippocampus", ("hippocampus_001", "hippocampus_004"))
+
+
+@pytest.mark.shared_data
+def test_real_hippocampus_cases_roundtrip(shared_data):
+    """Optional: more real MR cases from ../shared/data (skipped, with a reason, when absent)."""
+    _assert_hippocampus_roundtrips(shared_data / "Dataset001_Hippocampus", ("hippocampus_025", "hippocampus_034", "hippocampus_053"))
