@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 # Prompts of the tiny model: two with SNOMED CT codes (terminology tags), one without.
 TINY_PROMPTS = ("liver", "organ_x", "spleen")  # label-space order
@@ -185,13 +185,13 @@ REVIEW_LABELS = (
 )
 # Review order is by score: the first case is saved as refined, the second rejected.
 REVIEW_CASES = {"refine me": 0.9, "reject me": 0.4}
-_REVIEW_SHAPE_ZYX = (7, 9, 11)
+REVIEW_SHAPE_ZYX = (7, 9, 11)
 # Oblique LPS geometry: the case's volume, segments and refined file must all carry it exactly.
 _REVIEW_SPACING_XYZ = (1.5, 1.25, 2.0)
 _REVIEW_ORIGIN_XYZ = (-10.0, 4.5, 30.25)
 _REVIEW_DIRECTION = (math.cos(0.3), -math.sin(0.3), 0.0, math.sin(0.3), math.cos(0.3), 0.0, 0.0, 0.0, 1.0)
 # Node classes a case adds (and must remove): volumes, segmentations and their helpers.
-_REVIEW_NODE_CLASSES = (
+REVIEW_NODE_CLASSES = (
     "vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode",
     "vtkMRMLColorTableNode", "vtkMRMLVolumeArchetypeStorageNode", "vtkMRMLDisplayNode",
 )
@@ -205,7 +205,7 @@ def review_pseudo_label(case_index: int):
     """The pseudo-label of review case ``case_index``: a liver box and a spleen row (values 1 and 3)."""
     import numpy as np
 
-    array = np.zeros(_REVIEW_SHAPE_ZYX, np.uint8)
+    array = np.zeros(REVIEW_SHAPE_ZYX, np.uint8)
     array[1:3 + case_index, 2:6, 2:6] = 1
     array[5, 7, 1:4 + case_index] = 3
     return array
@@ -221,11 +221,17 @@ def _on_review_grid(array: Any) -> Any:
     return image
 
 
-def make_review_folder(root: str | os.PathLike[str]) -> Path:
+def make_review_folder(
+    root: str | os.PathLike[str],
+    cases: Mapping[str, float] = REVIEW_CASES,
+    scans_name: str = "scans",
+    review_name: str = "review",
+) -> Path:
     """Write a tiny review folder under ``root``, as ``versemi pseudolabel`` would.
 
-    Scans go to ``root/scans``; the folder ``root/review`` holds the pseudo-labels with their label
-    table sidecars and the manifest (one pending case per :data:`REVIEW_CASES` entry).
+    Scans go to ``root/<scans_name>``; the folder ``root/<review_name>`` holds the pseudo-labels with
+    their label table sidecars and the manifest (one pending case per ``cases`` entry: case id ->
+    score; case ``k`` gets :func:`review_pseudo_label` ``(k)``).
 
     Returns:
         The review folder.
@@ -237,15 +243,15 @@ def make_review_folder(root: str | os.PathLike[str]) -> Path:
     from versemi.review import ReviewManifest
 
     root = Path(root)
-    scans, folder = root / "scans", root / "review"
+    scans, folder = root / scans_name, root / review_name
     (folder / "pseudo").mkdir(parents=True)
     scans.mkdir()
     manifest = ReviewManifest(folder)
     manifest.set_label_table(list(REVIEW_LABELS))
     rng = np.random.default_rng(0)
-    for index, (case_id, score) in enumerate(REVIEW_CASES.items()):
+    for index, (case_id, score) in enumerate(cases.items()):
         image = scans / f"{case_id}.nii.gz"
-        sitk.WriteImage(_on_review_grid(rng.normal(size=_REVIEW_SHAPE_ZYX).astype(np.float32)), str(image))
+        sitk.WriteImage(_on_review_grid(rng.normal(size=REVIEW_SHAPE_ZYX).astype(np.float32)), str(image))
         pseudo = folder / "pseudo" / f"{case_id}.nii.gz"
         sitk.WriteImage(_on_review_grid(review_pseudo_label(index)), str(pseudo))
         (folder / "pseudo" / f"{case_id}.json").write_text(
@@ -257,7 +263,7 @@ def make_review_folder(root: str | os.PathLike[str]) -> Path:
 
 
 def _node_counts(scene: Any) -> dict[str, int]:
-    return {name: scene.GetNumberOfNodesByClass(name) for name in _REVIEW_NODE_CLASSES}
+    return {name: scene.GetNumberOfNodesByClass(name) for name in REVIEW_NODE_CLASSES}
 
 
 def _lps_to_ras_matrix(image: Any) -> list[list[float]]:

@@ -10,7 +10,6 @@ reject -> next, with the previous case's nodes removed from the scene each time.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,55 +21,17 @@ review_lib = pytest.importorskip("versemi.review")
 from VerSemiSegmenterLib import review, selftest  # noqa: E402
 from VerSemiSegmenterLib.review import MrmlReviewScene, ReviewController, ReviewPanelError  # noqa: E402
 
-# Non-consecutive values: the export must map segments to the table's values, not to 1..N.
-LABELS = [
-    {"value": 1, "name": "liver", "color": [221, 130, 101], "prompt_id": 0,
-     "snomed": {"code": "10200004", "meaning": "Liver", "category_code": "123037004",
-                "category_meaning": "Anatomical Structure"}},
-    {"value": 3, "name": "spleen", "color": [157, 108, 162], "prompt_id": 2, "snomed": None},
-]
-SHAPE_ZYX = (9, 11, 13)
-SPACING_XYZ = (1.5, 1.25, 2.0)
-ORIGIN_XYZ = (-10.0, 4.5, 30.25)
-_c, _s = float(np.cos(0.3)), float(np.sin(0.3))
-DIRECTION = (_c, -_s, 0.0, _s, _c, 0.0, 0.0, 0.0, 1.0)  # oblique: geometry must be carried exactly
+# The self-test's review fixture (non-consecutive label values 1 and 3, an oblique grid), here with
+# three cases and folder names with a space and a non-ASCII letter.
+LABELS = list(selftest.REVIEW_LABELS)
+SHAPE_ZYX = selftest.REVIEW_SHAPE_ZYX
 SCORES = {"case00": 0.2, "case01": 0.9, "case02": 0.5}  # review order: case01, case02, case00
-NODE_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode",
-                "vtkMRMLColorTableNode", "vtkMRMLVolumeArchetypeStorageNode", "vtkMRMLDisplayNode")
-
-
-def _on_grid(array: np.ndarray) -> "sitk.Image":
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(SPACING_XYZ)
-    image.SetOrigin(ORIGIN_XYZ)
-    image.SetDirection(DIRECTION)
-    return image
-
-
-def _pseudo_label(k: int) -> np.ndarray:
-    """A labelmap that identifies case ``k``: a liver box of depth 1 + k, a spleen row."""
-    array = np.zeros(SHAPE_ZYX, np.uint8)
-    array[1:2 + k, 2:6, 2:6] = 1
-    array[6, 8, 1:4 + k] = 3
-    return array
+NODE_CLASSES = selftest.REVIEW_NODE_CLASSES
+_pseudo_label = selftest.review_pseudo_label
 
 
 def _make_review(root: Path) -> Path:
-    scans, folder = root / "scans ü", root / "review folder"
-    (folder / "pseudo").mkdir(parents=True)
-    scans.mkdir()
-    manifest = review_lib.ReviewManifest(folder)
-    manifest.set_label_table(LABELS)
-    rng = np.random.default_rng(0)
-    for k, (case, score) in enumerate(SCORES.items()):
-        image = scans / f"{case}.nii.gz"
-        sitk.WriteImage(_on_grid(rng.normal(size=SHAPE_ZYX).astype(np.float32)), str(image))
-        pseudo = folder / "pseudo" / f"{case}.nii.gz"
-        sitk.WriteImage(_on_grid(_pseudo_label(k)), str(pseudo))
-        (folder / "pseudo" / f"{case}.json").write_text(json.dumps({"labels": LABELS}), encoding="utf-8")
-        manifest.upsert(case, image=image, pseudo_label=pseudo, model={"name": "tiny"}, score=score,
-                        user="pseudolabel")
-    return folder
+    return selftest.make_review_folder(root, SCORES, scans_name="scans ü", review_name="review folder")
 
 
 def _digest(path: Path) -> str:
