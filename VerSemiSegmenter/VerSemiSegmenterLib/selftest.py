@@ -25,6 +25,7 @@ TINY_PROMPTS = ("liver", "organ_x", "spleen")  # label-space order
 _TINY_CHECKPOINT_SNIPPET = r"""
 import sys, torch
 from versemi.checkpoint import save_checkpoint
+from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.labels import LabelSpace
 from versemi.model import build_model
@@ -40,7 +41,7 @@ spec = PreprocessingSpec(target_spacing=(2.0, 2.0, 2.0), modality="MR")
 save_checkpoint({
     "model_config": model.config,
     "label_space": space.to_dict(),
-    "preprocessing": {**spec.to_dict(), "patch_size": [16, 16, 16]},
+    "plans": Plans.single(spec, (16, 16, 16), space.datasets).to_dict(),
     "model": model.state_dict(),
 }, sys.argv[1])
 """

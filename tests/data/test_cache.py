@@ -92,14 +92,20 @@ def test_changed_input_or_spec_invalidates_only_that_entry(tmp_path, dataset, co
     cache.get(*b, SPEC)
     assert len(count_preprocessing) == 3
 
-    # Another spec: a new key for the entry it touches.
+    # Old arrays of a rebuilt slot are removed; one image, label, fg file + meta per slot.
+    slot = cache.slot_dir(a[0], a[1], a[2], SPEC)
+    assert sorted(p.name.split("-")[0] for p in slot.iterdir()) == ["fg", "image", "label", "meta.json"]
+
+    # Another spec (another plan): an entry of its own, beside the first one (both stay usable, so
+    # two runs with different plans can share the cache).
     other = PreprocessingSpec(target_spacing=(2.0, 2.0, 2.0))
     small = cache.get(*b, other)
     assert len(count_preprocessing) == 4
     assert small.record["spec"]["target_spacing"] == [2.0, 2.0, 2.0]
-    # Old arrays of a rebuilt slot are removed; one image, label, fg file + meta per slot.
-    slot = cache.slot_dir(b[0], b[1], b[2])
-    assert sorted(p.name.split("-")[0] for p in slot.iterdir()) == ["fg", "image", "label", "meta.json"]
+    assert cache.slot_dir(*b, other) != cache.slot_dir(*b, SPEC)
+    assert cache.is_cached(*b, SPEC) and cache.is_cached(*b, other)
+    cache.get(*b, SPEC)
+    assert len(count_preprocessing) == 4
 
 
 def test_unlabeled_case_never_reads_a_label(tmp_path, dataset, monkeypatch):
@@ -128,7 +134,7 @@ def test_killed_write_leaves_no_entry(tmp_path, dataset, monkeypatch):
     monkeypatch.setattr(np, "savez", crash)
     with pytest.raises(KeyboardInterrupt):
         cache.get(case_id, image, label, SPEC)
-    slot = cache.slot_dir(case_id, image, label)
+    slot = cache.slot_dir(case_id, image, label, SPEC)
     assert not (slot / "meta.json").exists()
     assert not [p for p in slot.iterdir() if p.name.startswith(".")]  # no temporary file left
     assert not cache.is_cached(case_id, image, label, SPEC)
@@ -193,10 +199,11 @@ def test_preprocess_cli_fills_and_reuses_cache(tmp_path, synthetic_datasets, cap
     assert main(["preprocess", str(path), "--json", "--no-progress"]) == 0
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (second["built"], second["reused"]) == (0, 8)
-    # The CT dataset was windowed, the MR one z-scored.
+    # The labeled CT dataset was clipped and z-scored with its foreground statistics (its plan),
+    # the MR one z-scored per image.
     metas = [json.loads(p.read_text()) for p in (tmp_path / "cli-cache").glob("*/meta.json")]
     kinds = {m["record"]["normalization"]["kind"] for m in metas}
-    assert kinds == {"ct_window", "zscore"}
+    assert kinds == {"ct_zscore", "zscore"}
     assert main(["preprocess", str(tmp_path / "missing.yaml")]) == 2
 
 

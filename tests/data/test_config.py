@@ -188,7 +188,12 @@ def test_to_dict_round_trip(project: Path) -> None:
     ("change", "expected"),
     [
         (lambda d: d.update(patchsize=[1, 2, 3]), r"patchsize: unknown key"),
-        (lambda d: d.pop("target_spacing"), r"target_spacing: required key is missing"),
+        (lambda d: d.update(target_spacing=[1, 0, 1]), r"target_spacing: must be three positive numbers"),
+        (lambda d: d.update(plans={"patch_voxels": 0}), r"plans\.patch_voxels: must be an integer"),
+        (lambda d: d.update(plans={"overrides": {"Dataset999_Nope": {}}}),
+         r"plans\.overrides\.Dataset999_Nope: not a dataset of the config"),
+        (lambda d: d.update(plans={"overrides": {"Dataset921_Alpha": {"spacing": [1, 1, 1]}}}),
+         r"plans\.overrides\.Dataset921_Alpha\.spacing: unknown key"),
         (lambda d: d.update(patch_size=[32, 32]), r"patch_size: must be three positive integers"),
         (lambda d: d.update(target_spacing=[1, -1, 1]), r"target_spacing: must be three positive numbers"),
         (lambda d: d.update(datasets=[]), r"datasets: must be a non-empty list"),

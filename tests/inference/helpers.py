@@ -10,6 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from versemi.checkpoint import save_checkpoint
+from versemi.data.plans import DatasetPlan, Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.labels import LabelSpace
 from versemi.model import build_model
@@ -44,9 +45,25 @@ def tiny_payload(
     return {
         "model_config": model.config,
         "label_space": label_space.to_dict(),
-        "preprocessing": {**spec.to_dict(), "patch_size": list(patch_xyz)},
+        "plans": Plans.single(spec, patch_xyz, label_space.datasets).to_dict(),
         "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
     }
+
+
+def with_plans(payload: dict, specs: dict[str, PreprocessingSpec], patch_xyz: Sequence[int] = (16, 16, 16)) -> dict:
+    """``payload`` with per-dataset plans: ``specs`` maps each dataset (first = default) to its preprocessing."""
+    plans = Plans({name: DatasetPlan(name, spec, tuple(patch_xyz)) for name, spec in specs.items()})
+    return {**payload, "plans": plans.to_dict()}
+
+
+def with_spec_changes(payload: dict, **changes) -> dict:
+    """``payload`` whose every dataset plan has these preprocessing settings changed."""
+    import dataclasses
+
+    plans = Plans.from_dict(payload["plans"])
+    datasets = {name: dataclasses.replace(plan, spec=dataclasses.replace(plan.spec, **changes))
+                for name, plan in plans.datasets.items()}
+    return {**payload, "plans": dataclasses.replace(plans, datasets=datasets).to_dict()}
 
 
 def write_checkpoint(path: Path, **kwargs) -> Path:
@@ -119,5 +136,4 @@ def train_tiny_model(
         optimiser.step()
     model.eval()
     payload = tiny_payload(label_space, spacing_xyz=spacing_xyz, patch_xyz=(patch, patch, patch), model=model)
-    payload["preprocessing"]["crop_to_nonzero"] = False
-    return payload
+    return with_spec_changes(payload, crop_to_nonzero=False)

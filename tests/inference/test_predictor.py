@@ -15,7 +15,7 @@ from versemi.inference import Predictor
 from versemi.inference.io import sidecar_paths
 from versemi.inference.progress import JsonLinesProgress
 
-from .helpers import make_image
+from .helpers import make_image, with_spec_changes
 
 STRUCTURES = [SyntheticStructure("spleen", 1, 1.5), SyntheticStructure("liver", 2, -1.0)]
 
@@ -231,8 +231,7 @@ def test_box_restore_equals_full_restore(trained_payload: dict, crop_to_nonzero:
     import versemi.inference.predictor as predictor_module
 
     monkeypatch.setattr(predictor_module, "_RESTORE_SLAB", 3)  # several slabs even on a small scan
-    payload = {**trained_payload, "preprocessing": {**trained_payload["preprocessing"],
-                                                    "crop_to_nonzero": crop_to_nonzero}}
+    payload = with_spec_changes(trained_payload, crop_to_nonzero=crop_to_nonzero)
     predictor = Predictor(payload, device="cpu")
     image, _ = oblique_case(seed=9)
     if crop_to_nonzero:  # zero background around the scan so preprocessing crops it

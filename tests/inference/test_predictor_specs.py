@@ -15,7 +15,7 @@ from versemi.inference import Predictor
 from versemi.inference.predictor import PredictionError
 from versemi.labels import LabelSpace
 
-from .helpers import make_image, tiny_payload
+from .helpers import make_image, tiny_payload, with_plans
 
 ALPHA, BETA = "Dataset901_Alpha", "Dataset902_Beta"
 # Alpha is CT at 2 mm, Beta MR at 1.5 mm: each prompt must get its own dataset's preprocessing.
@@ -25,10 +25,7 @@ MR_SPEC = PreprocessingSpec(target_spacing=(1.5, 1.5, 1.5), modality="MR")
 
 def two_spec_payload(label_space: LabelSpace | None = None, beta_spec: PreprocessingSpec = MR_SPEC) -> dict:
     """A tiny checkpoint trained (nominally) on a CT dataset (Alpha, first) and an MR dataset (Beta)."""
-    payload = tiny_payload(label_space)
-    payload["preprocessing"] = {**CT_SPEC.to_dict(), "patch_size": [16, 16, 16]}  # the first dataset's
-    payload["preprocessing_by_dataset"] = {ALPHA: CT_SPEC.to_dict(), BETA: beta_spec.to_dict()}
-    return payload
+    return with_plans(tiny_payload(label_space), {ALPHA: CT_SPEC, BETA: beta_spec})
 
 
 def halves_image() -> sitk.Image:
@@ -98,11 +95,10 @@ def test_prompt_of_two_datasets_prefers_a_spec_already_needed() -> None:
     assert groups_of(predictor, "spleen,liver") == [("MR", ["spleen", "liver"])]  # no second pass
 
 
-def test_old_checkpoint_without_specs_by_dataset_uses_the_single_spec() -> None:
-    payload = two_spec_payload()
-    del payload["preprocessing_by_dataset"]
+def test_checkpoint_whose_datasets_share_one_plan_runs_one_group() -> None:
+    payload = with_plans(tiny_payload(), {ALPHA: CT_SPEC, BETA: CT_SPEC})
     predictor = Predictor(payload, device="cpu")
-    assert predictor.specs_by_dataset == {}
+    assert predictor.specs_by_dataset == {ALPHA: CT_SPEC, BETA: CT_SPEC}
     [group] = predictor.preprocessing_groups(predictor.resolve_prompts("all,all_foreground"))
     assert group.spec == CT_SPEC and group.positions == (0, 1, 2, 3)
     result = predictor.predict(halves_image(), "organ_a,spleen")
@@ -130,8 +126,8 @@ def test_normalisation_follows_the_prompt(predictor: Predictor, monkeypatch: pyt
     assert (mr[left] == 0).all() and (mr[right] == 1).all()  # z-score: -1 and +1
     assert mr_result.info["spacing_mm"] == [1.5, 1.5, 1.5]
     assert mr_result.info["preprocessing"] == [{
-        "datasets": [BETA], "modality": "MR", "spacing_mm": [1.5, 1.5, 1.5], "normalization": "zscore",
-        "prompts": ["spleen"],
+        "datasets": [BETA], "modality": "MR", "spacing_mm": [1.5, 1.5, 1.5], "patch_size": [16, 16, 16],
+        "normalization": "zscore", "prompts": ["spleen"],
     }]
 
     # Mixed: one pass per group, merged; on the right both reach 1.0 and the lower value (spleen) wins.

@@ -19,6 +19,9 @@ from typing import Iterator
 import pytest
 import torch
 
+from versemi.data.plans import Plans
+from versemi.data.preprocessing import PreprocessingSpec
+
 from versemi.checkpoint import CheckpointError, save_checkpoint
 from versemi.cli import main as cli_main
 from versemi.models import (
@@ -148,7 +151,7 @@ def _inference_checkpoint(path: Path) -> Path:
     payload = {
         "model_config": {"backbone": "tiny"},
         "label_space": {"prompts": [{"name": "organ_a"}, {"name": "all_foreground", "synthetic": True}]},
-        "preprocessing": {"target_spacing": [1.0, 1.0, 1.0], "patch_size": [16, 16, 16]},
+        "plans": Plans.single(PreprocessingSpec(target_spacing=(1.0, 1.0, 1.0)), (16, 16, 16), ["Dataset901_Alpha"]).to_dict(),
         "model": {"weight": torch.linspace(-1, 1, 4096)},
     }
     return save_checkpoint(payload, path)

@@ -247,7 +247,9 @@ def test_retrained_model_preprocesses_review_sources_like_their_datasets(loop: d
         pytest.skip("run test_retraining_uses_refined_cases_as_labeled first (it retrains with the review folder)")
     name = review_dataset_name(loop["review"])
     payload = load_checkpoint(runs[-1], map_location="cpu", for_inference=True)
-    assert payload["preprocessing_by_dataset"][name]["modality"] == "CT"
+    from versemi.data.plans import Plans
+
+    assert Plans.from_dict(payload["plans"]).spec_for(name).modality == "CT"
     predictor = Predictor(runs[-1], device="cpu")
     space = predictor.label_space
     groups = predictor.preprocessing_groups(space.real_prompt_ids)

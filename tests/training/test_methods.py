@@ -127,9 +127,66 @@ def test_consistency_stop_gradient_side(label_space: LabelSpace, model: torch.nn
     losses, rec = run(method, make_batch(label_space, ["A", "B"]), model, len(label_space))
     assert losses.terms["consistency_weight"] == 1.0
     losses.total.backward()
-    grad = rec.logits.grad[4:].abs().flatten(2).sum(2)  # the unlabeled (mixed) images
+    # Without the synthetic and auxiliary terms no CutMix image is forwarded: the last 2 are the unlabeled.
+    assert rec.logits.shape[0] == 4
+    grad = rec.logits.grad[2:].abs().flatten(2).sum(2)  # the unlabeled (mixed) images
     assert bool((grad[:, :-1] > 0).any()) is real_grad
     assert bool((grad[:, -1] > 0).any()) is synthetic_grad
+    assert (rec.logits.grad[:2] == 0).all()
+
+
+def test_cube_loss_trains_only_the_synthetic_prompt_inside_the_cube(
+    label_space: LabelSpace, model: torch.nn.Module
+) -> None:
+    """The pasted cube supervises the synthetic prompt only (the method note): every real prompt,
+    annotated by the donor's dataset or not, gets exactly zero gradient from it, and so does every
+    voxel outside the cube."""
+    options = {"versemi": {"supervised_weight": 0, "synthetic_weight": 0, "auxiliary_weight": 0,
+                           "consistency_weight": 0}}
+    method = build_method("versemi", 2, label_space, SegmentationLossConfig(), options)
+    losses, rec = run(method, make_batch(label_space, ["A", "B"]), model, len(label_space))
+    assert losses.terms["cube"] > 0
+    losses.total.backward()
+    grad = rec.logits.grad
+    synthetic = label_space.synthetic_id
+    assert (grad[:2] == 0).all()  # labeled images: nothing
+    assert (grad[2:, :synthetic] == 0).all()  # real prompts of the unlabeled mixes: nothing
+    per_image = grad[2:, synthetic].abs()
+    assert (per_image.flatten(1).sum(1) > 0).all()
+    # Only inside one box per image (the pasted cube): the gradient's support is a box.
+    for support in per_image > 0:
+        idx = support.nonzero()
+        lo, hi = idx.min(0).values, idx.max(0).values + 1
+        box = torch.zeros_like(support)
+        box[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+        assert bool((support <= box).all())
+        assert float(support.float().sum()) / float(box.float().sum()) > 0.5
+        assert float(box.float().sum()) < support.numel()
+
+
+def test_cutmix_partners_are_the_donors_when_given(label_space: LabelSpace, model: torch.nn.Module) -> None:
+    batch = make_batch(label_space, ["A", "A"], unlabeled=0)
+    donors = make_batch(label_space, ["B", "B"], unlabeled=0, seed=5)
+    with_donors = TrainingBatch(batch.images, batch.annotation, batch.datasets, None, donors.images,
+                                donors.annotation, donors.datasets)
+    method = build_method("versemi", 1, label_space, SegmentationLossConfig())
+    _, rec = run(method, with_donors, model, len(label_space))
+    seen = {}
+    rec_forward = rec.model
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        seen["images"] = images
+        return rec_forward(images, rec.ids)
+
+    ctx = StepContext(forward, None, 0, 10, torch.Generator().manual_seed(1))
+    method.losses(with_donors, ctx)
+    mixed = seen["images"][2:]
+    # Every mixed voxel is the host's or the donor's (never another host image).
+    from_host = torch.isclose(mixed, batch.images)
+    from_donor = torch.isclose(mixed, donors.images)
+    assert bool((from_host | from_donor).all()) and bool(from_donor.any())
+    pool_images, _ = with_donors.labeled_pool()
+    assert pool_images.shape[0] == 4
 
 
 def test_consistency_ramps_up(label_space: LabelSpace, model: torch.nn.Module) -> None:

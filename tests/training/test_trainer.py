@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -64,12 +65,18 @@ def test_versemi_both_stages(write_train_config, tmp_path: Path, capsys: pytest.
 
     # Checkpoints are plain weights-only files with everything to predict and to resume.
     raw = torch.load(s2 / "last.pt", map_location="cpu", weights_only=True)
-    for key in ("model_config", "label_space", "preprocessing", "model", "config", "optimizer", "scaler", "ema",
+    for key in ("model_config", "label_space", "plans", "model", "config", "optimizer", "scaler", "ema",
                 "schedule", "rng", "step", "stage", "best_metric"):
         assert key in raw, key
     assert raw["step"] == 20 and raw["stage"] == 2 and raw["method"] == "versemi"
-    assert raw["preprocessing"]["patch_size"] == [16, 16, 16]
-    assert raw["preprocessing"]["target_spacing"] == [1.5, 1.5, 2.0]
+    plans = raw["plans"]["datasets"]
+    assert list(plans) == ["Dataset901_Alpha", "Dataset902_Beta"]
+    for plan in plans.values():  # the config's top-level keys override every dataset's plan
+        assert plan["patch_size"] == [16, 16, 16]
+        assert plan["preprocessing"]["target_spacing"] == [1.5, 1.5, 2.0]
+    assert plans["Dataset902_Beta"]["preprocessing"]["normalization"] == "ct_zscore"
+    assert raw["plans"]["aliases"] == {"extra": "Dataset901_Alpha"}  # the MR folder uses the MR dataset's plan
+    assert json.loads((runs / "plans.json").read_text()) == raw["plans"]
     assert raw["label_space"]["prompts"][-1]["name"] == "all_foreground"
     out = capsys.readouterr().out
     assert str(s2 / "best.pt") in out

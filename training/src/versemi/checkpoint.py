@@ -6,7 +6,8 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so i
 - ``format`` ("versemi-checkpoint"), ``format_version`` (int), ``versemi_version`` (str)
 - ``model_config``: the architecture (``versemi.model.build_model`` input)
 - ``label_space``: ``LabelSpace.to_dict()``
-- ``preprocessing``: ``PreprocessingSpec.to_dict()`` plus ``patch_size``
+- ``plans``: ``Plans.to_dict()`` (:mod:`versemi.data.plans`): each training dataset's preprocessing
+  and patch/window, and which dataset's plan the extra (unlabeled, review) folders used
 - ``model``: the weights to predict with (state dict)
 - training state, present in training checkpoints: ``config``, ``optimizer``, ``scaler``, ``ema``,
   ``schedule``, ``rng``, ``step``, ``stage``, ``best_metric``...
@@ -26,8 +27,9 @@ from versemi import __version__
 from versemi.fileio import atomic_write
 
 FORMAT = "versemi-checkpoint"
-FORMAT_VERSION = 1
-REQUIRED_FOR_INFERENCE = ("model_config", "label_space", "preprocessing", "model")
+# 2: per-dataset plans (``plans``) replace the single ``preprocessing`` spec and its ``patch_size``.
+FORMAT_VERSION = 2
+REQUIRED_FOR_INFERENCE = ("model_config", "label_space", "plans", "model")
 
 
 class CheckpointError(ValueError):

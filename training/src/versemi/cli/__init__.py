@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = [
     "demo",
     "check_dataset",
     "preprocess",
+    "plan",
     "train",
     "predict",
     "evaluate",

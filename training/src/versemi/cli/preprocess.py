@@ -1,6 +1,6 @@
 """``versemi preprocess CONFIG``: fill a training config's preprocessed cache ahead of training.
 
-Preprocesses (reorient, resample to ``target_spacing``, normalise, crop) every case the config
+Preprocesses (reorient, resample to each dataset's planned spacing, normalise, crop) every case the config
 trains on - labeled cases with their labels, unlabeled scans without - into ``cache_dir`` as
 memory-mapped arrays. Entries that are already up to date are reused, so running it twice is cheap;
 ``versemi train`` reuses the same cache. Prints one summary line (or a JSON object with ``--json``).
@@ -41,12 +41,13 @@ def _size_on_disk(folder: Path) -> int:
 def run(args: argparse.Namespace) -> int:
     from versemi.data.cache import PreprocessedCache, fill_cache, jobs_for_config
     from versemi.data.config import load_config
+    from versemi.data.plans import plans_for_config
 
     if args.workers < 1:
         raise CliError(f"--workers must be at least 1, got {args.workers}")
     try:
         config = load_config(args.config)
-        jobs = jobs_for_config(config)
+        jobs = jobs_for_config(config, plans_for_config(config))
     except (ValueError, OSError) as exc:  # ConfigError and DatasetError are ValueErrors
         raise CliError(str(exc)) from None
     if not jobs:

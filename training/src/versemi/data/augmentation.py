@@ -9,7 +9,9 @@ The transforms (each with its own probability, all configurable by :func:`make_t
 
 * random flip along each of the three axes;
 * random affine: rotation up to ``rotate_deg`` degrees about every axis and isotropic-per-axis
-  scaling by ``1 +- scale`` (one resampling for both, border padding);
+  scaling by ``1 +- scale`` (one resampling for both, border padding). For an ANISOTROPIC plan
+  (slices much thicker than the in-plane spacing, e.g. 10 mm cine MRI) rotation and scaling stay
+  in-plane, as nnU-Net augments such data in 2D: rotating across 10 mm slices invents anatomy;
 * random intensity scaling ``x * (1 + f)``, ``f`` in ``+-intensity_scale``;
 * random intensity shift ``x + o``, ``o`` in ``+-intensity_shift`` (images are normalised, so the
   units are standard deviations for MR and window fractions for CT);
@@ -22,7 +24,7 @@ Determinism: ``transform.set_random_state(seed=...)`` makes the sequence reprodu
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from monai.transforms import (
     Compose,
@@ -70,12 +72,27 @@ def augmentation_settings(cfg: Mapping[str, Any] | None = None) -> dict[str, Any
     return settings
 
 
-def make_training_augmentation(cfg: Mapping[str, Any] | None = None) -> Compose:
+#: A plan is anisotropic when its coarsest spacing is at least this many times its finest.
+ANISOTROPY_RATIO = 3.0
+
+
+def slice_axis(target_spacing_xyz: Sequence[float]) -> int | None:
+    """The array axis (0 = z, 1 = y, 2 = x of a ``(D, H, W)`` patch) of an anisotropic plan's thick
+    slices, or ``None`` for a (nearly) isotropic one."""
+    spacing = [float(s) for s in target_spacing_xyz]
+    if max(spacing) < ANISOTROPY_RATIO * min(spacing):
+        return None
+    return 2 - spacing.index(max(spacing))
+
+
+def make_training_augmentation(cfg: Mapping[str, Any] | None = None, thick_axis: int | None = None) -> Compose:
     """The joint image+label augmentation for training patches.
 
     Args:
         cfg: overrides of :data:`DEFAULT_AUGMENTATION` (e.g. the ``augmentation`` section of a
             training config); ``{"enabled": False}`` gives an identity transform.
+        thick_axis: the patch axis of thick slices (:func:`slice_axis`): rotation only about it and
+            scaling only across it (in-plane); ``None`` for isotropic data.
 
     Returns:
         A MONAI ``Compose`` over dicts with ``"image"`` and optionally ``"label"`` (channel-first).
@@ -84,6 +101,11 @@ def make_training_augmentation(cfg: Mapping[str, Any] | None = None) -> Compose:
     if not s["enabled"]:
         return Compose([])
     rotate = math.radians(s["rotate_deg"])
+    rotate_range = [rotate, rotate, rotate]
+    scale_range = [s["scale"]] * 3
+    if thick_axis is not None:  # in-plane only: rotate about the slice axis, do not scale along it
+        rotate_range = [rotate if axis == thick_axis else 0.0 for axis in range(3)]
+        scale_range[thick_axis] = 0.0
     transforms = [
         RandFlipd(keys=KEYS, prob=s["flip_prob"], spatial_axis=axis, allow_missing_keys=True) for axis in range(3)
     ]
@@ -92,8 +114,8 @@ def make_training_augmentation(cfg: Mapping[str, Any] | None = None) -> Compose:
             RandAffined(
                 keys=KEYS,
                 prob=s["affine_prob"],
-                rotate_range=(rotate, rotate, rotate),
-                scale_range=(s["scale"], s["scale"], s["scale"]),
+                rotate_range=tuple(rotate_range),
+                scale_range=tuple(scale_range),
                 mode=("bilinear", "nearest"),
                 # Border padding keeps image and label consistent at the corners rotation exposes.
                 padding_mode=("border", "border"),

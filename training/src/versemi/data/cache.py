@@ -9,11 +9,12 @@ own slot folder::
         label-<key>.npy        (D, H, W) uint8          (labeled cases only)
         fg-<key>.npz           per label value: sampled (z, y, x) voxel coordinates (int32, N x 3)
 
-The slot is named after the case id and the absolute image/label paths, so the same case id in two
-datasets - or one scan used once with and once without its label - never collide. The **key** is a
-SHA-256 of the absolute input paths, their size and ``mtime_ns``, the preprocessing spec and the
-preprocessing version: a changed input file or setting makes that one entry stale, and the next
-:meth:`PreprocessedCache.get` rebuilds only it.
+The slot is named after the case id, the absolute image/label paths and the preprocessing spec, so
+the same case id in two datasets - or one scan used once with and once without its label, or on two
+grids by two plans - never collide (two runs with different plans can share one cache at the same
+time). The **key** is a SHA-256 of the absolute input paths, their size and ``mtime_ns``, the
+preprocessing spec and the preprocessing version: a changed input file makes that one entry stale,
+and the next :meth:`PreprocessedCache.get` rebuilds only it.
 
 Writes are atomic: every file is written under a unique temporary name and renamed into place, and
 ``meta.json`` (which names the key) is renamed last, so a killed run leaves either the old entry or
@@ -40,6 +41,7 @@ from versemi.fileio import atomic_write, atomic_write_bytes
 
 if TYPE_CHECKING:
     from versemi.data.config import TrainConfig
+    from versemi.data.plans import Plans
 
 CACHE_FORMAT = 1
 # How many foreground voxel coordinates are kept per label value: plenty for oversampling, and
@@ -227,7 +229,7 @@ class PreprocessedCache:
         image_path = self._existing(image_path, "image")
         label_path = self._existing(label_path, "label") if label_path is not None else None
         key = cache_key(image_path, label_path, spec)
-        slot = self.slot_dir(case_id, image_path, label_path)
+        slot = self.slot_dir(case_id, image_path, label_path, spec)
         cached = self._load(slot, key, case_id, dataset)
         if cached is not None:
             self.stats.hits += 1
@@ -265,11 +267,12 @@ class PreprocessedCache:
         image_path = self._existing(image_path, "image")
         label_path = self._existing(label_path, "label") if label_path is not None else None
         key = cache_key(image_path, label_path, spec)
-        return self._load(self.slot_dir(case_id, image_path, label_path), key, case_id, None) is not None
+        return self._load(self.slot_dir(case_id, image_path, label_path, spec), key, case_id, None) is not None
 
-    def slot_dir(self, case_id: str, image_path: Path, label_path: Path | None) -> Path:
-        """The folder holding a case's entry (stable across input changes)."""
-        ident = f"{Path(image_path).resolve()}\0{Path(label_path).resolve() if label_path else ''}"
+    def slot_dir(self, case_id: str, image_path: Path, label_path: Path | None, spec: PreprocessingSpec) -> Path:
+        """The folder holding a case's entry for one spec (stable across input file changes)."""
+        ident = (f"{Path(image_path).resolve()}\0{Path(label_path).resolve() if label_path else ''}\0"
+                 f"{json.dumps(spec.to_dict(), sort_keys=True)}")
         return self.cache_dir / f"{_safe_name(case_id)}-{hashlib.sha1(ident.encode()).hexdigest()[:12]}"
 
     # -- internals ------------------------------------------------------------------------------
@@ -447,39 +450,14 @@ def fill_cache(
     return [r for r in results if r is not None], stats
 
 
-def spec_for_dataset(config: "TrainConfig", name: str) -> PreprocessingSpec:
-    """The preprocessing spec of one dataset (or unlabeled folder) of a training config.
-
-    Every source shares the config's ``target_spacing``; the modality is the dataset's. An unlabeled
-    folder without a ``modality`` takes the datasets' modality when they all agree.
-
-    Raises:
-        ValueError: an unlabeled folder has no modality and the datasets disagree.
-    """
-    modality = config.modality(name)
-    if modality is None:
-        modalities = {d.modality.upper() for d in config.datasets}
-        if len(modalities) != 1:
-            where = f"{config.source}: " if config.source else ""
-            raise ValueError(
-                f"{where}unlabeled_dirs: {name!r} needs a 'modality' (the datasets mix {sorted(modalities)})"
-            )
-        modality = config.datasets[0].modality
-    return PreprocessingSpec(target_spacing=tuple(config.target_spacing), modality=modality)
-
-
-def jobs_for_config(config: "TrainConfig") -> list[CacheJob]:
-    """Every case a training run reads: labeled cases with their labels (training and validation),
-    then the unlabeled scans without labels. Excluded cases are left out."""
-    specs: dict[str, PreprocessingSpec] = {}
-
-    def spec(name: str) -> PreprocessingSpec:
-        if name not in specs:
-            specs[name] = spec_for_dataset(config, name)
-        return specs[name]
-
+def jobs_for_config(config: "TrainConfig", plans: "Plans") -> list[CacheJob]:
+    """Every case a training run reads, each with its dataset's planned preprocessing: labeled cases
+    with their labels (training and validation), then the unlabeled scans without labels. Excluded
+    cases are left out."""
     jobs = [
-        CacheJob(c.case_id, c.image_path, c.label_path, spec(c.dataset), c.dataset) for c in config.labeled_cases()
+        CacheJob(c.case_id, c.image_path, c.label_path, plans.spec_for(c.dataset), c.dataset)
+        for c in config.labeled_cases()
     ]
-    jobs += [CacheJob(c.case_id, c.image_path, None, spec(c.dataset), c.dataset) for c in config.unlabeled_cases()]
+    jobs += [CacheJob(c.case_id, c.image_path, None, plans.spec_for(c.dataset), c.dataset)
+             for c in config.unlabeled_cases()]
     return jobs

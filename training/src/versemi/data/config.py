@@ -7,8 +7,11 @@ its label. Extra folders of unlabeled scans may be added, and review folders of 
 (``review_dirs``, see ``docs/REVIEW.md``): their refined cases are labeled, their pending and
 rejected cases unlabeled scans. See ``docs/CONFIG.md`` for every key.
 
-Relative paths are resolved against the folder of the config file. ``target_spacing`` and
-``patch_size`` are in ``(x, y, z)`` order, as SimpleITK uses (not nnU-Net's plans order).
+Relative paths are resolved against the folder of the config file. Each dataset's grid, intensity
+normalisation and patch come from its plan (:mod:`versemi.data.plans`, made from the dataset's
+fingerprint); the ``plans`` section tunes or overrides them, and the optional top-level
+``target_spacing`` / ``patch_size`` override them for every dataset at once. Both are in ``(x, y, z)``
+order, as SimpleITK uses (not nnU-Net's plans order).
 
 The ``model`` and ``training`` sections are free-form dicts owned by :mod:`versemi.model` and
 :mod:`versemi.training`; they are passed through untouched.
@@ -42,13 +45,16 @@ TOP_LEVEL_KEYS = (
     "output_dir",
     "seed",
     "validation",
+    "plans",
 )
 DATASET_KEYS = ("path", "labeled", "exclude", "modality")
 PROTOCOL_KEYS = ("protocol", "setting", "dataset")
-UNLABELED_DIR_KEYS = ("path", "name", "modality")
-REVIEW_DIR_KEYS = ("path", "modality")
+UNLABELED_DIR_KEYS = ("path", "name", "modality", "dataset")
+REVIEW_DIR_KEYS = ("path", "modality", "dataset")
 VALIDATION_KEYS = ("fraction", "seed")
+PLANS_KEYS = ("patch_voxels", "overrides")
 DEFAULT_VALIDATION_FRACTION = 0.2
+DEFAULT_PATCH_VOXELS = 48 * 64 * 48  # versemi.data.plans.DEFAULT_PATCH_VOXELS (kept import-free here)
 
 
 class ConfigError(ValueError):
@@ -201,6 +207,7 @@ class UnlabeledDirConfig:
     path: Path
     name: str
     modality: str | None = None
+    dataset: str | None = None
 
     @cached_property
     def folder(self) -> ImageFolder:
@@ -210,6 +217,8 @@ class UnlabeledDirConfig:
         out: dict[str, Any] = {"path": str(self.path), "name": self.name}
         if self.modality:
             out["modality"] = self.modality
+        if self.dataset:
+            out["dataset"] = self.dataset
         return out
 
 
@@ -229,6 +238,8 @@ class ReviewDirConfig:
         labeled: the refined cases (image + refined label), by case id.
         unlabeled: the pending and rejected cases (``label_path`` is ``None``), by case id.
         modality: the ``modality`` key, or ``None`` to use the datasets' (common) modality.
+        dataset: the ``dataset`` key: the dataset whose plan its scans use (see
+            :meth:`TrainConfig.plan_source`).
     """
 
     path: Path
@@ -237,11 +248,14 @@ class ReviewDirConfig:
     labeled: tuple[Case, ...] = field(default=(), compare=False, repr=False)
     unlabeled: tuple[Case, ...] = field(default=(), compare=False, repr=False)
     modality: str | None = None
+    dataset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": str(self.path)}
         if self.modality:
             out["modality"] = self.modality
+        if self.dataset:
+            out["dataset"] = self.dataset
         return out
 
 
@@ -251,6 +265,23 @@ class ValidationConfig:
 
     fraction: float = DEFAULT_VALIDATION_FRACTION
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class PlansConfig:
+    """The ``plans:`` section (see :mod:`versemi.data.plans`).
+
+    Attributes:
+        patch_voxels: Voxel budget of one training patch (the memory budget of the plans).
+        overrides: Dataset name -> plan keys set instead of derived (``target_spacing``,
+            ``patch_size``, ``normalization``).
+    """
+
+    patch_voxels: int = DEFAULT_PATCH_VOXELS
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"patch_voxels": self.patch_voxels, "overrides": {k: dict(v) for k, v in self.overrides.items()}}
 
 
 # --- the config ------------------------------------------------------------------------------------
@@ -264,19 +295,21 @@ class TrainConfig:
         unlabeled_dirs: extra folders of unlabeled scans.
         review_dirs: review folders: refined cases labeled, pending/rejected ones unlabeled.
         label_mapping: optional label mapping file (see :func:`versemi.labels.load_mapping`).
-        target_spacing: resampling spacing in mm, (x, y, z).
-        patch_size: training patch size in voxels, (x, y, z).
+        target_spacing: resampling spacing in mm, (x, y, z), for EVERY dataset (overrides the
+            plans); ``None`` = each dataset's planned spacing.
+        patch_size: training patch size in voxels, (x, y, z), for every dataset; ``None`` = planned.
         model: free-form model section (``versemi.model.build_model``).
         training: free-form trainer section.
         cache_dir: preprocessed cache folder.
         output_dir: checkpoints, logs and reports.
         seed: global random seed.
         validation: the model-selection split.
+        plans: the ``plans:`` section.
     """
 
     datasets: list[DatasetConfig]
-    target_spacing: tuple[float, float, float]
-    patch_size: tuple[int, int, int]
+    target_spacing: tuple[float, float, float] | None
+    patch_size: tuple[int, int, int] | None
     cache_dir: Path
     output_dir: Path
     unlabeled_dirs: list[UnlabeledDirConfig] = field(default_factory=list)
@@ -286,6 +319,7 @@ class TrainConfig:
     training: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    plans: PlansConfig = field(default_factory=PlansConfig)
     source: Path | None = None
 
     # --- construction ---------------------------------------------------------------------------
@@ -308,9 +342,8 @@ class TrainConfig:
         if not isinstance(data, Mapping):
             raise ctx.error("", f"the config must be a mapping of keys, got {type(data).__name__}")
         _check_keys(ctx, "", data, TOP_LEVEL_KEYS)
-        for key in ("datasets", "target_spacing", "patch_size"):
-            if key not in data:
-                raise ctx.error(key, "required key is missing")
+        if "datasets" not in data:
+            raise ctx.error("datasets", "required key is missing")
 
         raw_datasets = data["datasets"]
         if not isinstance(raw_datasets, list) or not raw_datasets:
@@ -367,10 +400,18 @@ class TrainConfig:
         cache_dir = _path(base, _string(ctx, "cache_dir", data["cache_dir"])) if "cache_dir" in data \
             else _path(base, "runs/cache")
 
+        plans = _parse_plans(ctx, _mapping(ctx, "plans", data.get("plans")), names)
+        for i, d in enumerate([*dirs, *reviews]):
+            key = f"unlabeled_dirs[{i}]" if i < len(dirs) else f"review_dirs[{i - len(dirs)}]"
+            if d.dataset is not None and d.dataset not in names:
+                raise ctx.error(f"{key}.dataset", f"{d.dataset!r} is not a dataset of the config ({', '.join(names)})")
+
         config = cls(
             datasets=datasets,
-            target_spacing=_triple(ctx, "target_spacing", data["target_spacing"], float),
-            patch_size=_triple(ctx, "patch_size", data["patch_size"], int),
+            target_spacing=_triple(ctx, "target_spacing", data["target_spacing"], float)
+            if data.get("target_spacing") is not None else None,
+            patch_size=_triple(ctx, "patch_size", data["patch_size"], int)
+            if data.get("patch_size") is not None else None,
             cache_dir=cache_dir,
             output_dir=output_dir,
             unlabeled_dirs=dirs,
@@ -380,6 +421,7 @@ class TrainConfig:
             training=_mapping(ctx, "training", data.get("training")),
             seed=seed,
             validation=validation,
+            plans=plans,
             source=Path(source).resolve() if source else None,
         )
         if config.review_dirs:
@@ -412,6 +454,32 @@ class TrainConfig:
                 # Validated at load: without a modality key the datasets share one modality.
                 return r.modality or self.datasets[0].modality
         raise KeyError(f"no dataset, unlabeled folder or review folder named {dataset!r} in the config")
+
+    def extra_sources(self) -> list[str]:
+        """The names of the unlabeled folders, then of the review folders (sources without a plan of their own)."""
+        return [u.name for u in self.unlabeled_dirs] + [r.name for r in self.review_dirs]
+
+    def plan_source(self, name: str) -> str:
+        """The dataset whose plan the scans of a dataset, unlabeled folder or review folder use.
+
+        A dataset uses its own; a folder its ``dataset`` key, else the only dataset of its modality
+        (the datasets' when it sets none), else the first dataset.
+
+        Raises:
+            KeyError: no such dataset or folder.
+        """
+        if any(d.name == name for d in self.datasets):
+            return name
+        for folder in [*self.unlabeled_dirs, *self.review_dirs]:
+            if folder.name == name:
+                if folder.dataset:
+                    return folder.dataset
+                modality = self.modality(name)
+                if modality is None:
+                    return self.datasets[0].name
+                same = [d.name for d in self.datasets if d.modality.upper() == modality.upper()]
+                return same[0] if len(same) == 1 else self.datasets[0].name
+        raise KeyError(f"no dataset, unlabeled folder or review folder named {name!r} in the config")
 
     def labeled_cases(self) -> list[Case]:
         """Every labeled case (image + label): dataset by dataset, then the review folders' refined cases."""
@@ -521,8 +589,9 @@ class TrainConfig:
             "unlabeled_dirs": [u.to_dict() for u in self.unlabeled_dirs],
             "review_dirs": [r.to_dict() for r in self.review_dirs],
             "label_mapping": str(self.label_mapping) if self.label_mapping else None,
-            "target_spacing": list(self.target_spacing),
-            "patch_size": list(self.patch_size),
+            "target_spacing": list(self.target_spacing) if self.target_spacing is not None else None,
+            "patch_size": list(self.patch_size) if self.patch_size is not None else None,
+            "plans": self.plans.to_dict(),
             "model": dict(self.model),
             "training": dict(self.training),
             "cache_dir": str(self.cache_dir),
@@ -644,7 +713,8 @@ def _folder_entry(
 def _parse_unlabeled_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> UnlabeledDirConfig:
     entry, path, modality = _folder_entry(ctx, key, raw, base, UNLABELED_DIR_KEYS)
     name = _string(ctx, f"{key}.name", entry["name"]) if "name" in entry else path.name
-    cfg = UnlabeledDirConfig(path, name, modality)
+    dataset = _string(ctx, f"{key}.dataset", entry["dataset"]) if entry.get("dataset") else None
+    cfg = UnlabeledDirConfig(path, name, modality, dataset)
     try:
         n = len(cfg.folder.cases)
     except DatasetError as exc:
@@ -658,7 +728,8 @@ def _parse_review_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> ReviewDirCon
     # Imported here: versemi.review imports versemi.data.dataset, and config must stay importable alone.
     from versemi.review.manifest import MANIFEST_NAME, ManifestError, training_view
 
-    _, path, modality = _folder_entry(ctx, key, raw, base, REVIEW_DIR_KEYS)
+    entry, path, modality = _folder_entry(ctx, key, raw, base, REVIEW_DIR_KEYS)
+    dataset = _string(ctx, f"{key}.dataset", entry["dataset"]) if entry.get("dataset") else None
     if not path.is_dir():
         raise ctx.error(f"{key}.path", f"review folder not found: {path}")
     if not (path / MANIFEST_NAME).is_file():
@@ -680,7 +751,31 @@ def _parse_review_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> ReviewDirCon
     if view.labels and SYNTHETIC_PROMPT_NAME in {normalize_name(n) for n in view.labels}:
         raise ctx.error(f"{key}.path", f"{where}: the label table holds the synthetic prompt "
                         f"{SYNTHETIC_PROMPT_NAME!r}; refined labels must use real prompts only")
-    return ReviewDirConfig(path, view.name, view.labels, view.refined, view.unrefined, modality)
+    return ReviewDirConfig(path, view.name, view.labels, view.refined, view.unrefined, modality, dataset)
+
+
+def _parse_plans(ctx: _Ctx, raw: dict[str, Any], dataset_names: Sequence[str]) -> PlansConfig:
+    _check_keys(ctx, "plans", raw, PLANS_KEYS)
+    voxels = raw.get("patch_voxels", DEFAULT_PATCH_VOXELS)
+    if isinstance(voxels, bool) or not isinstance(voxels, int) or voxels < 8:
+        raise ctx.error("plans.patch_voxels", f"must be an integer >= 8 (voxels of one patch), got {voxels!r}")
+    overrides = _mapping(ctx, "plans.overrides", raw.get("overrides"))
+    parsed: dict[str, dict[str, Any]] = {}
+    for name, entry in overrides.items():
+        key = f"plans.overrides.{name}"
+        if name not in dataset_names:
+            raise ctx.error(key, f"not a dataset of the config ({', '.join(dataset_names)})")
+        entry = _mapping(ctx, key, entry)
+        _check_keys(ctx, key, entry, ("target_spacing", "patch_size", "normalization"))
+        out: dict[str, Any] = {}
+        if "target_spacing" in entry:
+            out["target_spacing"] = _triple(ctx, f"{key}.target_spacing", entry["target_spacing"], float)
+        if "patch_size" in entry:
+            out["patch_size"] = _triple(ctx, f"{key}.patch_size", entry["patch_size"], int)
+        if "normalization" in entry:
+            out["normalization"] = _string(ctx, f"{key}.normalization", entry["normalization"])
+        parsed[str(name)] = out
+    return PlansConfig(int(voxels), parsed)
 
 
 def parse_config_text(text: str, path: Path) -> Any:

@@ -11,14 +11,18 @@ The pipeline, in order (:func:`preprocess_case`):
    direction and is centred on the same physical extent as the input. Images use linear or cubic
    B-spline interpolation; labels use nearest neighbour and are resampled onto the *image's* new
    grid, so image and label always share one grid.
-3. **Normalise** intensities:
+3. **Normalise** intensities (``spec.normalization``; :mod:`versemi.data.plans` picks it per dataset):
 
-   * ``modality == "CT"`` (case-insensitive): clip Hounsfield units to ``spec.ct_window``
-     ``(lo, hi)`` and scale linearly to ``[0, 1]`` (``lo`` -> 0, ``hi`` -> 1), so air = 0 = the
-     padding value.
-   * anything else (MR-like): per-image z-score, ``(x - mean) / std``, with mean and std computed
-     over the **non-zero voxels** (the body / field-of-view region of MR scans whose background is
-     exactly 0; for images without exact zeros this is the whole image) and applied to every voxel.
+   * ``"zscore"`` (MR and any modality other than CT): per-image z-score, ``(x - mean) / std``, with
+     mean and std computed over the **non-zero voxels** (the body / field-of-view region of MR scans
+     whose background is exactly 0; for images without exact zeros this is the whole image) and
+     applied to every voxel.
+   * ``"ct_zscore"`` (CT with a fingerprint): clip Hounsfield units to ``spec.intensity_clip`` (the
+     0.5 / 99.5 percentiles of the dataset's labeled foreground) and z-score with the dataset's
+     foreground ``intensity_mean`` / ``intensity_std`` (nnU-Net's CT scheme): one fixed mapping for
+     every scan, so HU keep their meaning.
+   * ``"ct_window"`` (CT without statistics): clip to ``spec.ct_window`` ``(lo, hi)`` and scale
+     linearly to ``[0, 1]`` (``lo`` -> 0, ``hi`` -> 1).
 
 4. **Crop to the non-zero region** (``spec.crop_to_nonzero``): the bounding box of the body mask -
    raw voxels ``!= 0`` (MR-like) or ``> -500 HU`` (CT: everything denser than air) - united with the
@@ -42,21 +46,35 @@ import numpy as np
 import SimpleITK as sitk
 
 # Bump whenever the algorithm's output changes: cache entries made by another version are rebuilt.
-PREPROCESSING_VERSION = 1
+PREPROCESSING_VERSION = 2
 
 DEFAULT_CT_WINDOW = (-175.0, 250.0)  # soft-tissue abdominal window (HU)
 CT_BODY_THRESHOLD_HU = -500.0  # voxels denser than this count as "body" for cropping CT scans
 _INTERPOLATORS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}
+NORMALIZATIONS = ("zscore", "ct_zscore", "ct_window")
+
+
+def default_normalization(modality: str, has_intensity_stats: bool = False) -> str:
+    """``ct_zscore`` for CT with dataset statistics, ``ct_window`` for CT without, else ``zscore``."""
+    if str(modality).upper() == "CT":
+        return "ct_zscore" if has_intensity_stats else "ct_window"
+    return "zscore"
 
 
 @dataclass(frozen=True)
 class PreprocessingSpec:
-    """How scans are brought to the network's input space. Stored in every checkpoint.
+    """How scans are brought to the network's input space: one dataset's part of the plans
+    (:class:`versemi.data.plans.DatasetPlan`), stored in every checkpoint.
 
     Attributes:
         target_spacing: voxel spacing after resampling, ``(x, y, z)`` in mm.
-        modality: ``"CT"`` for Hounsfield-unit windowing; anything else gets a per-image z-score.
-        ct_window: ``(lo, hi)`` HU window for CT, mapped to ``[0, 1]``.
+        modality: ``"CT"`` (body mask by HU for cropping) or anything else (MR-like).
+        normalization: one of :data:`NORMALIZATIONS`; ``None`` = :func:`default_normalization` of the
+            modality without dataset statistics.
+        ct_window: ``(lo, hi)`` HU window of ``"ct_window"``, mapped to ``[0, 1]``.
+        intensity_clip: ``(lo, hi)`` clip of ``"ct_zscore"``.
+        intensity_mean: mean of ``"ct_zscore"``.
+        intensity_std: standard deviation of ``"ct_zscore"``.
         orientation: three-letter orientation for :func:`SimpleITK.DICOMOrient` (e.g. ``"RAS"``).
         image_interpolation: ``"linear"`` or ``"bspline"`` (cubic) for images; labels are always
             nearest neighbour.
@@ -66,7 +84,11 @@ class PreprocessingSpec:
 
     target_spacing: tuple[float, float, float]
     modality: str = "MR"
+    normalization: str | None = None
     ct_window: tuple[float, float] = DEFAULT_CT_WINDOW
+    intensity_clip: tuple[float, float] | None = None
+    intensity_mean: float | None = None
+    intensity_std: float | None = None
     orientation: str = "RAS"
     image_interpolation: str = "linear"
     crop_to_nonzero: bool = True
@@ -87,6 +109,25 @@ class PreprocessingSpec:
         orientation = str(self.orientation).upper()
         if len(orientation) != 3 or sorted(_axis_of(c) for c in orientation) != [0, 1, 2]:
             raise ValueError(f"orientation must be three letters like 'RAS' or 'LPS', got {self.orientation!r}")
+        normalization = self.normalization or default_normalization(self.modality)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+        clip = None
+        if normalization == "ct_zscore":
+            if self.intensity_clip is None or self.intensity_mean is None or self.intensity_std is None:
+                raise ValueError("normalization 'ct_zscore' needs intensity_clip, intensity_mean and intensity_std")
+            clip = tuple(float(v) for v in self.intensity_clip)
+            if len(clip) != 2 or not clip[0] < clip[1]:
+                raise ValueError(f"intensity_clip must be (lo, hi) with lo < hi, got {self.intensity_clip!r}")
+            if not (math.isfinite(float(self.intensity_std)) and float(self.intensity_std) > 0):
+                raise ValueError(f"intensity_std must be positive, got {self.intensity_std!r}")
+            object.__setattr__(self, "intensity_mean", float(self.intensity_mean))
+            object.__setattr__(self, "intensity_std", float(self.intensity_std))
+        else:  # statistics only mean something for ct_zscore: drop them so equal specs compare equal
+            object.__setattr__(self, "intensity_mean", None)
+            object.__setattr__(self, "intensity_std", None)
+        object.__setattr__(self, "intensity_clip", clip)
+        object.__setattr__(self, "normalization", normalization)
         object.__setattr__(self, "target_spacing", spacing)
         object.__setattr__(self, "ct_window", window)
         object.__setattr__(self, "orientation", orientation)
@@ -103,7 +144,11 @@ class PreprocessingSpec:
         return {
             "target_spacing": list(self.target_spacing),
             "modality": self.modality,
+            "normalization": self.normalization,
             "ct_window": list(self.ct_window),
+            "intensity_clip": list(self.intensity_clip) if self.intensity_clip is not None else None,
+            "intensity_mean": self.intensity_mean,
+            "intensity_std": self.intensity_std,
             "orientation": self.orientation,
             "image_interpolation": self.image_interpolation,
             "crop_to_nonzero": self.crop_to_nonzero,
@@ -113,8 +158,8 @@ class PreprocessingSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessingSpec":
         """Build a spec from :meth:`to_dict` output; unknown keys are an error (typos)."""
-        known = {"target_spacing", "modality", "ct_window", "orientation", "image_interpolation",
-                 "crop_to_nonzero", "version"}
+        known = {"target_spacing", "modality", "normalization", "ct_window", "intensity_clip", "intensity_mean",
+                 "intensity_std", "orientation", "image_interpolation", "crop_to_nonzero", "version"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown preprocessing setting(s): {sorted(unknown)}")
@@ -244,10 +289,17 @@ def _label_to_uint8(label: sitk.Image) -> sitk.Image:
 
 
 def _normalise(raw: np.ndarray, spec: PreprocessingSpec) -> tuple[np.ndarray, dict[str, Any]]:
-    if spec.is_ct:
+    if spec.normalization == "ct_window":
         lo, hi = spec.ct_window
         out = (np.clip(raw, lo, hi) - lo) / (hi - lo)
         return out.astype(np.float32, copy=False), {"kind": "ct_window", "window": [lo, hi], "range": [0.0, 1.0]}
+    if spec.normalization == "ct_zscore":
+        assert spec.intensity_clip is not None and spec.intensity_mean is not None and spec.intensity_std is not None
+        lo, hi = spec.intensity_clip
+        out = (np.clip(raw, lo, hi) - np.float32(spec.intensity_mean)) / np.float32(spec.intensity_std)
+        return out.astype(np.float32, copy=False), {
+            "kind": "ct_zscore", "clip": [lo, hi], "mean": spec.intensity_mean, "std": spec.intensity_std,
+        }
     nonzero = raw != 0
     region = "nonzero" if nonzero.any() else "all"
     values = raw[nonzero] if region == "nonzero" else raw

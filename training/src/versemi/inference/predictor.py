@@ -3,13 +3,14 @@
 Pipeline for one scan (:meth:`Predictor.predict`):
 
 1. check the scan (3D, scalar, finite) and optionally crop it to a voxel ROI;
-2. preprocess exactly as in training: each prompt uses the
-   :class:`~versemi.data.preprocessing.PreprocessingSpec` of the dataset(s) it was trained from
-   (checkpoint key ``preprocessing_by_dataset``; reorient, resample to the model spacing, normalise
-   by modality, crop to the body). Prompts whose datasets share one spec form one group; prompts that
-   need different specs (a CT prompt and an MR prompt) are run group by group - steps 2-4 once per
-   group - and merged into one labelmap (see :meth:`Predictor.preprocessing_groups`);
-3. sliding-window inference at the model spacing (Gaussian blending, batched windows, ONE backbone
+2. preprocess exactly as in training: each prompt uses the plan
+   (:class:`~versemi.data.plans.DatasetPlan`, checkpoint key ``plans``) of the dataset(s) it was
+   trained from: reorient, resample to that dataset's spacing, normalise as planned, crop to the
+   body. Prompts whose datasets share one preprocessing form one group; prompts that need different
+   ones (a CT prompt and an MR prompt, a 1 mm and a 1.5 x 1.5 x 10 mm dataset) are run group by
+   group - steps 2-4 once per group, each with its dataset's window - and merged into one labelmap
+   (see :meth:`Predictor.preprocessing_groups`);
+3. sliding-window inference at the plan's spacing (Gaussian blending, batched windows, ONE backbone
    pass per window for all chosen prompts, optional mirroring TTA) -> ``(P, d, h, w)`` probabilities;
 4. restore prompt by prompt onto the input grid (linear interpolation of the probability, as nnU-Net
    resamples probabilities rather than labels) while keeping only the labelmap (uint8) and the
@@ -43,6 +44,7 @@ import torch
 
 from versemi import __version__
 from versemi.checkpoint import FORMAT_VERSION, REQUIRED_FOR_INFERENCE, CheckpointError, load_checkpoint
+from versemi.data.plans import Plans, PlansError
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case, restore_to_input_grid
 from versemi.fileio import sha256_file
 from versemi.inference.io import (
@@ -212,12 +214,14 @@ class PreprocessingGroup:
             spacing is applied, see :meth:`Predictor.effective_spec`).
         datasets: The training datasets whose spec this is, among the chosen prompts' sources.
         positions: Indices into the chosen prompt list (label value = position + 1).
+        patch_size_zyx: The sliding window: the planned patch of the group's first dataset.
         hidden_prompt_ids: Hidden prompts run in this group's pass (only in the first group).
     """
 
     spec: PreprocessingSpec
     datasets: tuple[str, ...]
     positions: tuple[int, ...]
+    patch_size_zyx: tuple[int, int, int]
     hidden_prompt_ids: tuple[int, ...] = ()
 
 
@@ -231,24 +235,6 @@ def parse_roi(text: str) -> tuple[int, int, int, int, int, int]:
     if len(values) != 6:
         raise PredictionError(f"ROI {text!r} must be six integers x0,y0,z0,x1,y1,z1 (voxel indices)")
     return values  # type: ignore[return-value]
-
-
-def _specs_by_dataset(stored: Any) -> dict[str, PreprocessingSpec]:
-    """Parse the checkpoint's ``preprocessing_by_dataset`` (absent in old checkpoints: empty)."""
-    if stored is None:
-        return {}
-    if not isinstance(stored, Mapping):
-        raise ValueError(f"'preprocessing_by_dataset' must map dataset names to settings, got {type(stored).__name__}")
-    specs = {}
-    for name, settings in stored.items():
-        if not isinstance(settings, Mapping):
-            raise ValueError(f"preprocessing_by_dataset[{name!r}] must be a mapping of settings")
-        settings = {k: v for k, v in settings.items() if k != "patch_size"}  # shared, read from 'preprocessing'
-        try:
-            specs[str(name)] = PreprocessingSpec.from_dict(settings)
-        except ValueError as exc:
-            raise ValueError(f"preprocessing_by_dataset[{name!r}]: {exc}") from None
-    return specs
 
 
 def _sub_stage(progress: ProgressReporter | None, stage: str, index: int, count: int) -> StageProgress:
@@ -322,21 +308,20 @@ class Predictor:
 
         try:
             self.label_space = LabelSpace.from_dict(payload["label_space"])
-            prep = dict(payload["preprocessing"])
-            patch_xyz = prep.pop("patch_size", None)
-            self.spec = PreprocessingSpec.from_dict(prep)
-            self.specs_by_dataset = _specs_by_dataset(payload.get("preprocessing_by_dataset"))
+            self.plans = Plans.from_dict(payload["plans"])
             self.model = build_model(payload["model_config"])
             self.model.load_state_dict(payload["model"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # PlansError is a ValueError
             raise CheckpointError(f"{source}: checkpoint content is not usable for prediction: {exc}") from exc
+        self.spec = self.plans.datasets[self.plans.default_dataset].spec
+        self.specs_by_dataset = {name: self.plans.spec_for(name) for name in self.plans.sources}
         self.dataset = self._check_dataset(dataset, source)
-        if patch_xyz is None or len(patch_xyz) != 3:
-            raise CheckpointError(f"{source}: checkpoint preprocessing lacks a 3-value 'patch_size'")
-        self.patch_size_zyx = tuple(int(p) for p in reversed(list(patch_xyz)))
         divisor = self.model.size_divisor
-        if any(p % divisor for p in self.patch_size_zyx):
-            raise CheckpointError(f"{source}: patch size {list(patch_xyz)} is not divisible by {divisor}")
+        for plan in self.plans.datasets.values():
+            if any(p % divisor for p in plan.patch_size):
+                raise CheckpointError(
+                    f"{source}: {plan.dataset}: patch size {list(plan.patch_size)} is not divisible by {divisor}"
+                )
         if self.model.num_prompts != len(self.label_space):
             raise CheckpointError(
                 f"{source}: model has {self.model.num_prompts} prompts but the label space has "
@@ -362,7 +347,7 @@ class Predictor:
         """The ``dataset`` override, checked against the datasets the checkpoint knows."""
         if dataset is None:
             return None
-        known = list(self.specs_by_dataset) or self.label_space.datasets
+        known = self.plans.sources
         if dataset not in known:
             raise PredictionError(
                 f"{source}: unknown dataset {dataset!r} for the preprocessing; the model was trained on "
@@ -370,14 +355,30 @@ class Predictor:
             )
         return dataset
 
-    def _default_dataset(self) -> str | None:
-        """The first training dataset (whose spec is the checkpoint's ``preprocessing``)."""
-        names = list(self.specs_by_dataset) or self.label_space.datasets
-        return names[0] if names else None
+    def _default_dataset(self) -> str:
+        """The first training dataset (its plan serves inputs that name no dataset)."""
+        return self.plans.default_dataset
 
     def dataset_spec(self, dataset: str) -> PreprocessingSpec:
-        """The preprocessing a training dataset used (the single stored spec for old checkpoints)."""
+        """The preprocessing a training dataset (or a folder mapped to one) used; the default
+        dataset's for a source the plans do not know."""
         return self.specs_by_dataset.get(dataset, self.spec)
+
+    def dataset_patch_zyx(self, dataset: str | None) -> tuple[int, int, int]:
+        """The sliding window of a dataset's plan (the default dataset's for ``None`` or unknown)."""
+        try:
+            return self.plans.plan_for(dataset).patch_size_zyx if dataset else self._default_patch_zyx
+        except PlansError:
+            return self._default_patch_zyx
+
+    @property
+    def _default_patch_zyx(self) -> tuple[int, int, int]:
+        return self.plans.datasets[self.plans.default_dataset].patch_size_zyx
+
+    @property
+    def patch_size_zyx(self) -> tuple[int, int, int]:
+        """The default dataset's window (each group uses its own, see :class:`PreprocessingGroup`)."""
+        return self._default_patch_zyx
 
     def preprocessing_groups(
         self, prompt_ids: Sequence[int], hidden_prompt_ids: Sequence[int] = ()
@@ -405,7 +406,8 @@ class Predictor:
         """:meth:`preprocessing_groups` without hidden prompts."""
         prompts = [self.label_space.prompts[pid] for pid in prompt_ids]
         if self.dataset is not None:
-            return [PreprocessingGroup(self.dataset_spec(self.dataset), (self.dataset,), tuple(range(len(prompts))))]
+            return [PreprocessingGroup(self.dataset_spec(self.dataset), (self.dataset,), tuple(range(len(prompts))),
+                                       self.dataset_patch_zyx(self.dataset))]
         # Candidate specs per real prompt, in source order, each with the datasets that use it.
         candidates: list[dict[PreprocessingSpec, list[str]]] = []
         for prompt in prompts:
@@ -439,8 +441,11 @@ class Predictor:
         groups: dict[PreprocessingSpec, list[int]] = {}
         for position, spec in enumerate(chosen):
             groups.setdefault(spec, []).append(position)  # type: ignore[arg-type]
-        return [PreprocessingGroup(spec, tuple(datasets_of.get(spec, [])), tuple(positions))
-                for spec, positions in groups.items()]
+        out = []
+        for spec, positions in groups.items():
+            names = tuple(datasets_of.get(spec, []))
+            out.append(PreprocessingGroup(spec, names, tuple(positions), self.dataset_patch_zyx(names[0] if names else None)))
+        return out
 
     # --- model identity -------------------------------------------------------------------------
     def _find_installed(self) -> Any:
@@ -620,7 +625,7 @@ class Predictor:
             # Hidden prompts ride in the same pass, as the last channels.
             probs = self._sliding_window(
                 case.image, group_ids + [e.prompt_id for e in group_hidden], case.record.get("background_value", 0.0),
-                _sub_stage(progress, "inference", index, len(groups)),
+                _sub_stage(progress, "inference", index, len(groups)), group.patch_size_zyx,
             )
             del case.image  # the preprocessed volume is no longer needed
             t2 = time.perf_counter()
@@ -640,6 +645,7 @@ class Predictor:
                 "datasets": list(group.datasets),
                 "modality": spec.modality,
                 "spacing_mm": list(spec.target_spacing),
+                "patch_size": list(reversed(group.patch_size_zyx)),
                 "normalization": case.record.get("normalization", {}).get("kind"),
                 "prompts": [e.name for e in group_labels],
                 **({"hidden_prompts": [e.name for e in group_hidden]} if group_hidden else {}),
@@ -659,7 +665,7 @@ class Predictor:
             "quality": self.quality,
             "spacing_mm": list(first_spec.target_spacing),
             "preprocessing": group_info,
-            "patch_size": list(reversed(self.patch_size_zyx)),
+            "patch_size": list(reversed(groups[0].patch_size_zyx)),
             "overlap": self.overlap,
             "batch_size": self.batch_size,
             "tta": self.tta,
@@ -693,11 +699,17 @@ class Predictor:
                 raise PredictionError(f"{name}: ROI {list(box)} is thinner than 2 voxels along axis {'xyz'[axis]}")
         return box
 
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """float16 on CUDA when ``amp``; float32 (None) elsewhere."""
+        return torch.float16 if self.amp and self.device.type == "cuda" else None
+
     def _sliding_window(
-        self, volume: np.ndarray, prompt_ids: list[int], pad_value: float, stage: StageProgress
+        self, volume: np.ndarray, prompt_ids: list[int], pad_value: float, stage: StageProgress,
+        patch_size_zyx: tuple[int, int, int],
     ) -> torch.Tensor:
         settings = SlidingWindowSettings(
-            patch_size_zyx=self.patch_size_zyx, overlap=self.overlap, batch_size=self.batch_size, tta=self.tta
+            patch_size_zyx=patch_size_zyx, overlap=self.overlap, batch_size=self.batch_size, tta=self.tta
         )
 
         def on_windows(done: int, total: int) -> None:
@@ -706,7 +718,7 @@ class Predictor:
         stage(0.0, self.device_reason)
         try:
             return sliding_window_probabilities(
-                self.model, volume, prompt_ids, settings, self.device, self.amp, pad_value, on_windows
+                self.model, volume, prompt_ids, settings, self.device, self.autocast_dtype, pad_value, on_windows
             )
         except torch.cuda.OutOfMemoryError:
             if self.device.type != "cuda":
@@ -721,7 +733,7 @@ class Predictor:
             self.fell_back_to_cpu = True
             settings = dataclasses.replace(settings, batch_size=1)
             return sliding_window_probabilities(
-                self.model, volume, prompt_ids, settings, self.device, self.amp, pad_value, on_windows
+                self.model, volume, prompt_ids, settings, self.device, self.autocast_dtype, pad_value, on_windows
             )
 
     def _restore_and_merge(

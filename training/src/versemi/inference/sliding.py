@@ -77,11 +77,11 @@ def _mirror_sets(tta: bool) -> list[tuple[int, ...]]:
     return [combo for r in range(4) for combo in itertools.combinations(dims, r)]
 
 
-def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """float16 autocast on CUDA when ``amp``; nothing elsewhere (CPU/MPS autocast is slower or unreliable)."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device``, or nothing (full float32) when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def sliding_window_probabilities(
@@ -90,7 +90,7 @@ def sliding_window_probabilities(
     prompt_ids: Sequence[int],
     settings: SlidingWindowSettings,
     device: torch.device,
-    amp: bool = True,
+    autocast_dtype: torch.dtype | None = None,
     pad_value: float = 0.0,
     progress: WindowProgress | None = None,
     output_device: torch.device | None = None,
@@ -103,7 +103,8 @@ def sliding_window_probabilities(
         prompt_ids: The P prompt ids, in output order.
         settings: Tiling settings.
         device: Where the model runs.
-        amp: float16 autocast on CUDA.
+        autocast_dtype: Autocast dtype of the forward passes (None: float32). Training validation and
+            ``predict`` pass the same one for the same model, so both see identical probabilities.
         pad_value: Intensity used where windows extend past a volume smaller than the patch (the
             normalised background, so padding looks like "nothing").
         progress: Called per batch of windows.
@@ -127,7 +128,7 @@ def sliding_window_probabilities(
         probs: torch.Tensor | None = None
         for dims in flips:
             x = torch.flip(windows, dims) if dims else windows
-            with autocast_context(device, amp):
+            with autocast_context(device, autocast_dtype):
                 logits = model(x, ids)
             p = torch.sigmoid(logits.float())
             if dims:
@@ -141,7 +142,10 @@ def sliding_window_probabilities(
             progress(min(done, total), total)
         return probs
 
-    image = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+    array = np.ascontiguousarray(volume, dtype=np.float32)
+    if not array.flags.writeable:  # e.g. a read-only memory-mapped cache entry: torch wants its own copy
+        array = array.copy()
+    image = torch.from_numpy(array)[None, None]
     with torch.inference_mode():
         result = sliding_window_inference(
             image,

@@ -44,6 +44,32 @@ def make_norm(norm: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
 
 
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` (same weights and state dict) that steps out of CPU bf16 autocast where oneDNN
+    computes a wrong weight gradient.
+
+    Measured with torch 2.13 on an AVX-512-BF16 Xeon (``tests/model/test_network.py``): a 3x3x3
+    convolution with padding 1 whose input has a depth of exactly 2 gets a bf16 weight gradient that
+    is garbage (relative error ~1, often inf/NaN), whatever the other sizes and channels; every other
+    depth is exact to bf16 precision. Such inputs occur in a network's deepest stages (a 32^3 patch at
+    depth 5, a 16-slice patch at depth 4) and made bf16 training go NaN after a few steps. Those
+    convolutions run in float32 (they are the cheapest of the network: a depth of 2).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dim() == 5 and x.shape[2] == 2 and _cpu_autocast_enabled():
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
 def reference_convs_per_stage(depth: int) -> list[int]:
     """Convolutions per stage of the reference V-Net: 1, 2, 3, 3, 3 (encoder and mirrored decoder)."""
     return [min(stage + 1, 3) for stage in range(depth)]
@@ -96,8 +122,7 @@ class ConvStack(nn.Module):
         for i in range(num_convs):
             # A norm right after the conv makes its bias redundant.
             layers.append(
-                nn.Conv3d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1,
-                          bias=norm == "none")
+                Conv3d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=norm == "none")
             )
             layers.append(make_norm(norm, out_channels))
             if not (residual and i == num_convs - 1):

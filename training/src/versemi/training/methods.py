@@ -1,25 +1,31 @@
-"""The training methods: VerSemi stage 1 and 2, and the baselines, as loss functions of one step.
+"""The training methods: VerSemi and the baselines, as loss functions of one step.
 
 All methods share the backbone, the data and the step budget; they differ only in the losses below.
+A step holds one batch per labeled dataset (:mod:`versemi.training.data`; datasets have their own
+patch shapes); :meth:`TrainingMethod.losses` scores one such batch and the trainer averages over them.
 Every forward pass asks the model for ALL prompts of the label space at once (one backbone pass per
 image) and the losses pick channels through :class:`~versemi.training.cutmix.Annotation` weights, so
 a prompt a dataset does not annotate gets exactly zero gradient from that dataset's images.
 
-VerSemi stage 1 (labeled only), per labeled image ``i`` (dataset B) and a partner ``j`` from another
-dataset A (cube side ``ratio * patch``, ratio 2/3)::
+VerSemi, per labeled image ``x_i`` of dataset B and a donor patch ``x_j`` of the same shape from
+another dataset A (cube side ``ratio * patch``, ``stage1_cutmix_ratio``, 2/3)::
 
     supervised  = DiceCE(model(x_i)[own prompts of B], y_i)
-    synthetic   = DiceCE(model(mix)[synthetic], union of foregrounds in mix)
+    synthetic   = DiceCE(model(mix)[synthetic], union of the foregrounds in mix)
     auxiliary   = DiceCE(model(mix)[real prompts], per-voxel targets where known)   # cutmix.py
 
-VerSemi stage 2 adds, on an unlabeled scan ``u`` with a cube of a labeled image pasted in (ratio
-``U(0.3, 0.6)``)::
+and, in the semi-supervised stage, on an unlabeled scan ``u`` (of a dataset's plan) with a cube of a
+random labeled patch of the step pasted in (``stage2_cutmix_ratio``)::
 
-    cube        = Dice(model(u_mix)[all prompts], labels of the pasted cube, inside the cube only)
+    cube        = Dice(model(u_mix)[synthetic], union of the pasted cube's labels, inside the cube only)
     consistency = w(t) * (1 - Dice(max_k sigmoid(real_k), sigmoid(synthetic)))
 
-with ``w(t) = consistency_weight * sigmoid_rampup(t, rampup_steps)``; ``consistency_target`` says
-which side is the (detached) target and ``ema_teacher`` whether the target comes from the EMA model.
+The cube supervises the synthetic prompt ONLY (as the method note and the reference): no real prompt
+gets a gradient from it. ``w(t) = consistency_weight * sigmoid_rampup(t, rampup_steps)``;
+``consistency_target`` says which side is the (detached) target and ``ema_teacher`` whether the target
+comes from the EMA model. Stage 1 (labeled only: supervised, synthetic, auxiliary) runs the first
+``training.stage1_fraction`` of the steps; ``stage1_fraction: 0`` runs every term from step 0 in a
+single stage.
 """
 
 from __future__ import annotations
@@ -57,16 +63,42 @@ class TrainingBatch:
     """What one optimisation step sees (on the training device).
 
     Attributes:
-        images: Labeled patches ``(B, C, D, H, W)``.
+        images: Labeled patches ``(B, C, D, H, W)`` (one dataset's, of one shape).
         annotation: Their targets and weights over every prompt (see ``cutmix.prompt_targets``).
         datasets: The dataset of each labeled patch.
         unlabeled: Unlabeled patches ``(Bu, C, D, H, W)`` or ``None``.
+        donor_images: CutMix partners of the same shape from other datasets ``(B, C, D, H, W)``, or
+            ``None`` (then partners are drawn among ``images``, see ``cross_dataset_partners``).
+        donor_annotation: The donors' targets and weights.
+        donor_datasets: The dataset of each donor.
     """
 
     images: torch.Tensor
     annotation: Annotation
     datasets: list[str]
     unlabeled: torch.Tensor | None = None
+    donor_images: torch.Tensor | None = None
+    donor_annotation: Annotation | None = None
+    donor_datasets: list[str] | None = None
+
+    def partners(self, generator: torch.Generator) -> tuple[torch.Tensor, Annotation]:
+        """One CutMix partner per labeled image: its donor, else another dataset's image of the batch."""
+        if self.donor_images is not None and self.donor_annotation is not None:
+            return self.donor_images, self.donor_annotation
+        index = torch.as_tensor(cross_dataset_partners(self.datasets, generator), device=self.images.device)
+        return self.images[index], Annotation(self.annotation.target[index], self.annotation.weight[index])
+
+    def labeled_pool(self) -> tuple[torch.Tensor, Annotation]:
+        """Every labeled patch of the batch (the images, then the donors): where pasted cubes come from."""
+        if self.donor_images is None or self.donor_annotation is None:
+            return self.images, self.annotation
+        return (
+            torch.cat([self.images, self.donor_images]),
+            Annotation(
+                torch.cat([self.annotation.target, self.donor_annotation.target]),
+                torch.cat([self.annotation.weight, self.donor_annotation.weight]),
+            ),
+        )
 
 
 @dataclass
@@ -77,7 +109,8 @@ class VerSemiOptions:
         supervised_weight: Weight of the labeled images' own-prompt Dice+CE.
         synthetic_weight: Weight of the synthetic prompt on cross-dataset CutMix images.
         auxiliary_weight: Weight of the real prompts on CutMix images (per-voxel known targets).
-        cube_weight: Stage 2: weight of the pasted-cube supervision on unlabeled scans.
+        cube_weight: Stage 2: weight of the pasted-cube supervision of the synthetic prompt on
+            unlabeled scans.
         consistency_weight: Stage 2: final weight of the max-vs-synthetic Dice consistency.
         consistency_rampup: Stage 2: sigmoid ramp-up length as a fraction of the stage's steps.
         consistency_target: Which side is the detached target: ``"synthetic"`` (default: the
@@ -89,8 +122,9 @@ class VerSemiOptions:
         stage1_cutmix_ratio: Cube side ratio in stage 1 (2/3).
         stage2_cutmix_ratio: ``(low, high)`` cube side ratio range for unlabeled scans in stage 2.
         cube_loss: Loss of the pasted cube: ``"dice"`` (Dice only, as the method note and the
-            reference implementation; default) or ``"dice_ce"`` (Dice + cross-entropy, like the other
-            terms; on the CPU benchmark it emptied the hippocampus, see the README).
+            reference implementation; default) or ``"dice_ce"`` (Dice + cross-entropy).
+        lr_restart: With two stages, stage 2 restarts the learning-rate schedule (as two separate
+            trainings, the method note's); ``False`` continues stage 1's schedule over the whole budget.
     """
 
     supervised_weight: float = 1.0
@@ -105,6 +139,7 @@ class VerSemiOptions:
     stage1_cutmix_ratio: float = 2.0 / 3.0
     stage2_cutmix_ratio: tuple[float, float] = (0.3, 0.6)
     cube_loss: str = "dice"
+    lr_restart: bool = True
 
     def __post_init__(self) -> None:
         if self.cube_loss not in CUBE_LOSSES:
@@ -197,6 +232,7 @@ class TrainingMethod:
     name = "base"
     uses_unlabeled = False
     uses_teacher = False
+    uses_donors = False  # CutMix partners from other datasets at each batch's shape
     ema_decay = 0.99
 
     def __init__(self, label_space: LabelSpace, loss: SegmentationLossConfig) -> None:
@@ -214,6 +250,12 @@ class TrainingMethod:
 
     def losses(self, batch: TrainingBatch, ctx: StepContext) -> StepLosses:
         raise NotImplementedError
+
+    def labeled_only(self) -> "TrainingMethod":
+        """The method's terms that need no unlabeled image (for a batch of a dataset that has none)."""
+        if not self.uses_unlabeled:
+            return self
+        return SupervisedMethod(self.label_space, self.loss_config)
 
 
 class SupervisedMethod(TrainingMethod):
@@ -243,7 +285,14 @@ class VerSemiMethod(TrainingMethod):
         self.stage = stage
         self.uses_unlabeled = stage == 2
         self.uses_teacher = stage == 2 and options.ema_teacher
+        self.uses_donors = True
         self.ema_decay = options.ema_decay
+
+    def labeled_only(self) -> "TrainingMethod":
+        """Stage 1's terms (supervised, synthetic, auxiliary)."""
+        if self.stage == 1:
+            return self
+        return VerSemiMethod(self.label_space, self.loss_config, self.options, 1)
 
     def losses(self, batch: TrainingBatch, ctx: StepContext) -> StepLosses:
         opt = self.options
@@ -251,55 +300,52 @@ class VerSemiMethod(TrainingMethod):
         n = images.shape[0]
         spatial = tuple(images.shape[2:])
         device = images.device
+        syn = [self.synthetic_id]
 
-        # Cross-dataset CutMix: a cube of partner j (dataset A) pasted into image i (dataset B).
-        partners = torch.as_tensor(cross_dataset_partners(batch.datasets, ctx.generator), device=device)
-        cube = random_cube_masks(n, spatial, opt.stage1_cutmix_ratio, ctx.generator, device)
-        mixed = paste(cube, images[partners], images)
-        partner_ann = Annotation(ann.target[partners], ann.weight[partners])
-        mixed_ann = mix_annotations(cube, partner_ann, ann)
-
-        inputs = [images, mixed]
-        unlabeled_mix = None
+        # Cross-dataset CutMix: a cube of a partner (another dataset, same shape) pasted into image i.
+        inputs = [images]
+        with_mix = bool(opt.synthetic_weight or opt.auxiliary_weight)  # ablations without both skip it
+        if with_mix:
+            partner_images, partner_ann = batch.partners(ctx.generator)
+            cube = random_cube_masks(n, spatial, opt.stage1_cutmix_ratio, ctx.generator, device)
+            inputs.append(paste(cube, partner_images, images))
+            mixed_ann = mix_annotations(cube, partner_ann, ann)
+        unlabeled_mix = u_ann = None
         if self.stage == 2:
             if batch.unlabeled is None or batch.unlabeled.shape[0] == 0:
                 raise ValueError("VerSemi stage 2 needs unlabeled images (none in this batch)")
             u = batch.unlabeled
             nu = u.shape[0]
-            donors = torch.randint(0, n, (nu,), generator=ctx.generator).to(device)
+            pool_images, pool_ann = batch.labeled_pool()
+            donors = torch.randint(0, pool_images.shape[0], (nu,), generator=ctx.generator).to(device)
             u_cube = random_cube_masks(nu, spatial, opt.stage2_cutmix_ratio, ctx.generator, device)
-            unlabeled_mix = paste(u_cube, images[donors], u)
-            u_ann = mix_annotations(
-                u_cube,
-                Annotation(ann.target[donors], ann.weight[donors]),
-                unlabeled_annotation(nu, len(self.label_space), spatial, device),
-            )
+            unlabeled_mix = paste(u_cube, pool_images[donors], u)
+            # The synthetic prompt is known inside the cube (the donor's union of foregrounds), nowhere
+            # else; no real prompt is supervised by the cube.
+            donor_syn = Annotation(pool_ann.target[donors], pool_ann.weight[donors]).select(syn)
+            u_ann = mix_annotations(u_cube, donor_syn, unlabeled_annotation(nu, 1, spatial, device))
             inputs.append(unlabeled_mix)
 
         logits = ctx.forward(torch.cat(inputs))
-        logits_l, logits_m = logits[:n], logits[n : 2 * n]
-        syn = [self.synthetic_id]
+        logits_l = logits[:n]
+        logits_m = logits[n : 2 * n] if with_mix else logits[:0]
+        offset = 2 * n if with_mix else n
 
         sup = self.supervised(logits_l, ann)
-        synthetic = self.seg(logits_m[:, syn], mixed_ann.select(syn))
-        auxiliary = self.seg(logits_m[:, self.real_ids], mixed_ann.select(self.real_ids))
-        total = opt.supervised_weight * sup + opt.synthetic_weight * synthetic + opt.auxiliary_weight * auxiliary
-        terms = {
-            "supervised": float(sup.detach()),
-            "synthetic": float(synthetic.detach()),
-            "auxiliary": float(auxiliary.detach()),
-        }
+        total = opt.supervised_weight * sup
+        terms = {"supervised": float(sup.detach())}
+        if opt.synthetic_weight:
+            synthetic = self.seg(logits_m[:, syn], mixed_ann.select(syn))
+            total = total + opt.synthetic_weight * synthetic
+            terms["synthetic"] = float(synthetic.detach())
+        if opt.auxiliary_weight:
+            auxiliary = self.seg(logits_m[:, self.real_ids], mixed_ann.select(self.real_ids))
+            total = total + opt.auxiliary_weight * auxiliary
+            terms["auxiliary"] = float(auxiliary.detach())
         if self.stage == 2:
-            assert unlabeled_mix is not None
-            logits_u = logits[2 * n :]
-            if opt.cube_loss == "dice":
-                cfg = self.loss_config
-                cube_loss = masked_dice_loss(
-                    logits_u, u_ann.target, u_ann.weight, cfg.dice_smooth, cfg.dice_squared, cfg.batch_dice,
-                    cfg.dice_on_empty,
-                )
-            else:
-                cube_loss = self.seg(logits_u, u_ann)
+            assert unlabeled_mix is not None and u_ann is not None
+            logits_u = logits[offset:]
+            cube_loss = self.cube_loss(logits_u, u_ann)
             consistency = self._consistency(logits_u, unlabeled_mix, ctx)
             ramp = sigmoid_rampup(ctx.step, int(round(opt.consistency_rampup * ctx.max_steps)))
             weight = opt.consistency_weight * ramp
@@ -310,6 +356,18 @@ class VerSemiMethod(TrainingMethod):
                 consistency_weight=weight,
             )
         return StepLosses(total, terms)
+
+    def cube_loss(self, logits_u: torch.Tensor, synthetic_ann: Annotation) -> torch.Tensor:
+        """The pasted-cube term: the synthetic prompt's logits of the unlabeled mixes against the
+        union label inside the cube (``synthetic_ann`` has the one synthetic channel)."""
+        logits = logits_u[:, [self.synthetic_id]]
+        if self.options.cube_loss == "dice":
+            cfg = self.loss_config
+            return masked_dice_loss(
+                logits, synthetic_ann.target, synthetic_ann.weight, cfg.dice_smooth, cfg.dice_squared,
+                cfg.batch_dice, cfg.dice_on_empty,
+            )
+        return self.seg(logits, synthetic_ann)
 
     def _consistency(self, logits_u: torch.Tensor, images_u: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         """Dice between max over real prompts and the synthetic prompt, both ``(Bu, D, H, W)``."""

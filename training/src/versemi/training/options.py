@@ -14,11 +14,11 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 DEFAULT_TRAINING: dict[str, Any] = {
     "method": "versemi",
     # Total optimizer steps of a method (the budget every method gets); VerSemi spends
-    # stage1_fraction of them in stage 1 and the rest in stage 2.
+    # stage1_fraction of them in stage 1 and the rest in stage 2 (0: one stage with every term).
     "max_steps": 10000,
     "stage1_fraction": 0.5,
-    "batch_size": 2,  # labeled patches per step and per process
-    "unlabeled_batch_size": 2,  # unlabeled patches per step and per process (stage 2 / baselines)
+    "batch_size": 2,  # labeled patches per dataset, per step and per process
+    "unlabeled_batch_size": 2,  # unlabeled patches per dataset, per step and process (stage 2 / baselines)
     "optimizer": "adamw",
     "lr": 1e-3,
     "betas": [0.9, 0.999],
@@ -30,7 +30,6 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "amp": "auto",  # auto = fp16 + GradScaler on CUDA, none elsewhere
     "num_workers": 2,
     "foreground_oversample": 0.33,
-    "dataset_sampling": "balanced",
     "augmentation": {},
     "validate_every": 500,
     "validation_overlap": 0.5,
@@ -78,8 +77,8 @@ def training_options(section: Mapping[str, Any] | None, source: str = "config") 
     for key in ("unlabeled_batch_size", "num_workers", "warmup_steps", "early_stopping_patience"):
         if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 0:
             raise bad(key, "must be a non-negative integer")
-    if not 0.0 < float(opts["stage1_fraction"]) < 1.0:
-        raise bad("stage1_fraction", "must be in (0, 1)")
+    if not 0.0 <= float(opts["stage1_fraction"]) < 1.0:
+        raise bad("stage1_fraction", "must be in [0, 1) (0: a single stage with every term)")
     if opts["optimizer"] not in OPTIMIZERS:
         raise bad("optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
     if opts["amp"] not in AMP_MODES:
@@ -106,9 +105,17 @@ def loss_config(options: Mapping[str, Any]) -> SegmentationLossConfig:
 
 
 def stage_steps(options: Mapping[str, Any], stage: int) -> int:
-    """Steps of one stage: the whole budget for single-stage methods, the split for VerSemi."""
+    """Steps of one stage: the whole budget for single-stage methods (and single-stage VerSemi, whose
+    one stage is stage 2), the split for two-stage VerSemi."""
     total = int(options["max_steps"])
     if options["method"] != "versemi":
         return total
+    if float(options["stage1_fraction"]) == 0.0:
+        return total if stage == 2 else 0
     first = max(1, min(total - 1, int(round(total * float(options["stage1_fraction"]))))) if total > 1 else 1
     return first if stage == 1 else max(1, total - first)
+
+
+def versemi_stages(options: Mapping[str, Any]) -> list[int]:
+    """The stages a VerSemi run has: ``[1, 2]``, or ``[2]`` when ``stage1_fraction`` is 0."""
+    return [2] if float(options["stage1_fraction"]) == 0.0 else [1, 2]

@@ -3,19 +3,23 @@
 A run folder per stage (``<output_dir>/stage1``, ``<output_dir>/stage2`` for VerSemi;
 ``<output_dir>/<method>`` for a baseline) holds ``last.pt`` (every ``checkpoint_every`` steps and at
 the end), ``best.pt`` (best validation mean Dice), ``train_log.jsonl``, ``validation_log.jsonl`` and
-``tensorboard/``. ``resume=True`` continues from ``last.pt`` exactly where it stopped: same step,
-weights, optimizer, AMP scaler, EMA teacher, LR schedule, best metric, early-stopping counter and RNG
-states (patch streams are re-seeded from the step, see :mod:`versemi.training.data`).
+``tensorboard/``; ``<output_dir>/plans.json`` holds the run's plans (:mod:`versemi.data.plans`, also
+in every checkpoint). ``resume=True`` continues from ``last.pt`` exactly where it stopped: same step,
+weights, optimizer, AMP scaler, EMA teacher, LR schedule, best metric, early-stopping counter, plans
+and RNG states (patch streams are re-seeded from the step, see :mod:`versemi.training.data`).
 
-Each step: draw a labeled batch (and an unlabeled one when the method uses them), compute the method's
-losses under autocast, backward (GradScaler on CUDA fp16), clip, step, schedule, update the EMA.
-Under DDP (``torchrun``) every rank draws its own patches; gradients are averaged by DDP; rank 0
-validates, writes logs and checkpoints.
+Each step draws one batch per labeled dataset (each with its plan's patch shape), computes the
+method's losses batch by batch under autocast and back-propagates each (their mean is the step's
+loss; gradients accumulate, so only one batch's graph is alive at a time), then clips, steps, updates
+the schedule and the EMA. Under DDP (``torchrun``) every rank draws its own patches; gradients are
+averaged by DDP once per step; rank 0 validates, writes logs and checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -28,23 +32,22 @@ from torch import nn
 
 from versemi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from versemi.data.config import TrainConfig
-from versemi.data.sampling import patch_size_zyx
+from versemi.data.plans import DatasetPlan, Plans, PlansError, plans_for_config
+from versemi.fileio import atomic_write_json
 from versemi.labels import LabelSpace
 from versemi.model.network import build_model
 from versemi.training import distributed as dist_utils
 from versemi.training.cutmix import prompt_targets
 from versemi.training.data import (
     TrainingCases,
-    build_streams,
-    labeled_batch_to_device,
+    build_step_stream,
     load_cases,
-    make_loader,
-    preprocessing_spec,
+    make_step_loader,
     validation_cases,
 )
 from versemi.training.ema import ModelEMA
 from versemi.training.methods import StepContext, TrainingBatch, TrainingMethod, build_method
-from versemi.training.options import loss_config, stage_steps
+from versemi.training.options import loss_config, stage_steps, versemi_stages
 from versemi.training.run_log import RunLog
 from versemi.training.schedules import build_lr_scheduler
 from versemi.training.state import capture_rng_state, restore_rng_state
@@ -157,6 +160,8 @@ class Trainer:
         resume: Continue from ``last.pt`` in the stage folder if it exists.
         cases: Preprocessed cases (loaded if ``None``).
         progress: Show a tqdm bar (rank 0).
+        plans: The run's plans (see :func:`run_plans`; made from the config if ``None``). A resumed
+            stage always uses the plans of its ``last.pt``.
     """
 
     def __init__(
@@ -171,6 +176,7 @@ class Trainer:
         resume: bool = False,
         cases: TrainingCases | None = None,
         progress: bool = True,
+        plans: Plans | None = None,
     ) -> None:
         self.config = config
         self.options = options
@@ -180,6 +186,9 @@ class Trainer:
         self.dist = dist or dist_utils.DistributedContext()
         self.folder = stage_folder(Path(output_dir), self.method_name, stage)
         self.max_steps = stage_steps(options, stage)
+        if self.max_steps < 1:
+            raise ValueError(f"method {self.method_name!r} has no stage {stage} with training.stage1_fraction "
+                             f"{options['stage1_fraction']} (0 = a single stage: stage 2)")
         self.progress = progress and self.dist.is_main
         self.label_space: LabelSpace = config.label_space()
         self.method: TrainingMethod = build_method(
@@ -189,7 +198,10 @@ class Trainer:
             loss_config(options),
             {k: options[k] for k in ("versemi", "mean_teacher", "bcp")},
         )
-        self.patch_zyx = patch_size_zyx(config.patch_size)
+        self.labeled_method: TrainingMethod = self.method.labeled_only()
+        resume_file = self.folder / "last.pt"
+        self.plans = run_plans(config, resume_file if resume and resume_file.is_file() else None, init_checkpoint) \
+            if plans is None or (resume and resume_file.is_file()) else plans
         self.amp_dtype = autocast_dtype(str(options["amp"]), device)
 
         model_cfg = dict(config.model)
@@ -202,14 +214,22 @@ class Trainer:
         # Same seed on every rank: identical initial weights (and EMA teacher copies) everywhere.
         torch.manual_seed(config.seed)
         self.model = build_model(model_cfg).to(device)
-        if any(s % self.model.size_divisor for s in self.patch_zyx):
-            raise ValueError(
-                f"patch_size {list(config.patch_size)} (x, y, z) must be a multiple of the model's "
-                f"size divisor {self.model.size_divisor} along every axis"
-            )
+        for plan in self.plans.datasets.values():
+            if any(s % self.model.size_divisor for s in plan.patch_size):
+                raise ValueError(
+                    f"{plan.dataset}: patch size {list(plan.patch_size)} (x, y, z) must be a multiple of the "
+                    f"model's size divisor {self.model.size_divisor} along every axis (set plans.overrides or "
+                    "remove the top-level patch_size to let the plans choose one)"
+                )
         self.optimizer = build_optimizer(self.model, options)
+        schedule_steps, schedule_start = self.max_steps, 0
+        if self.method_name == "versemi" and stage == 2 and 1 in versemi_stages(options) \
+                and not getattr(self.method, "options").lr_restart:
+            schedule_start = stage_steps(options, 1)  # continue stage 1's schedule over both stages
+            schedule_steps = schedule_start + self.max_steps
         self.scheduler = build_lr_scheduler(
-            self.optimizer, str(options["lr_schedule"]), self.max_steps, int(options["warmup_steps"])
+            self.optimizer, str(options["lr_schedule"]), schedule_steps, int(options["warmup_steps"]),
+            start_step=schedule_start,
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.ema: ModelEMA | None = ModelEMA(self.model, self.method.ema_decay) if self.method.uses_teacher else None
@@ -230,7 +250,7 @@ class Trainer:
             self._seed_generators()
 
         self.cases = cases if cases is not None else self._load_cases()
-        self.validation = validation_cases(self.cases.validation)
+        self.validation = validation_cases(self.cases.validation, self.plans)
         self.log = RunLog(self.folder, enabled=self.dist.is_main, tensorboard=bool(options["tensorboard"]))
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
@@ -243,7 +263,8 @@ class Trainer:
         if self.dist.enabled and not self.dist.is_main:
             dist_utils.barrier(self.dist)
         cases = load_cases(
-            self.config, self.method.uses_unlabeled, self.progress, workers=int(self.options["num_workers"])
+            self.config, self.plans, self.method.uses_unlabeled, self.progress,
+            workers=int(self.options["num_workers"]),
         )
         if self.dist.enabled and self.dist.is_main:
             dist_utils.barrier(self.dist)
@@ -307,15 +328,10 @@ class Trainer:
 
     def checkpoint_payload(self) -> dict[str, Any]:
         """Everything needed to predict and to resume (``torch.load(weights_only=True)`` safe)."""
-        spec = preprocessing_spec(self.config, self.config.datasets[0].name)
         return {
             "model_config": self.model.config,
             "label_space": self.label_space.to_dict(),
-            "preprocessing": {**spec.to_dict(), "patch_size": list(self.config.patch_size)},
-            "preprocessing_by_dataset": {
-                name: preprocessing_spec(self.config, name).to_dict()
-                for name in [d.name for d in self.config.datasets] + [r.name for r in self.config.review_dirs]
-            },
+            "plans": self.plans.to_dict(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "config": self.config.to_dict(),
             "training": dict(self.options),
@@ -339,36 +355,40 @@ class Trainer:
         return save_checkpoint(self.checkpoint_payload(), self.folder / name)
 
     # --- data ---------------------------------------------------------------------------------------
-    def _batches(self) -> Callable[[], TrainingBatch]:
-        from versemi.data.augmentation import make_training_augmentation
+    def _batches(self) -> Callable[[], list[TrainingBatch]]:
+        from versemi.data.augmentation import make_training_augmentation, slice_axis
 
-        labeled_stream, unlabeled_stream = build_streams(
-            self.cases,
-            self.config,
-            self.options,
-            self.dist.rank,
-            self.stage,
-            self.step,
-            self.method.uses_unlabeled,
-            make_training_augmentation(self.options["augmentation"]),
+        transforms = {
+            source: make_training_augmentation(
+                self.options["augmentation"], slice_axis(self.plans.plan_for(source).target_spacing)
+            )
+            for source in self.plans.sources
+        }
+        stream = build_step_stream(
+            self.cases, self.config, self.plans, self.options, self.dist.rank, self.stage, self.step,
+            self.method.uses_unlabeled, self.method.uses_donors, transforms,
         )
-        workers = int(self.options["num_workers"])
-        pin = self.device.type == "cuda"
-        labeled = make_loader(labeled_stream, int(self.options["batch_size"]), workers, pin)
-        unlabeled = None
-        if unlabeled_stream is not None:
-            nu = int(self.options["unlabeled_batch_size"])
-            if nu < 1:
-                raise ValueError(f"training.unlabeled_batch_size must be >= 1 for method {self.method_name!r}")
-            unlabeled = make_loader(unlabeled_stream, nu, workers, pin)
+        steps = make_step_loader(stream, int(self.options["num_workers"]), self.device.type == "cuda")
 
-        def next_batch() -> TrainingBatch:
-            images, labels, datasets = labeled_batch_to_device(next(labeled), self.device)
-            annotation = prompt_targets(labels, datasets, self.label_space)
-            u = next(unlabeled)["image"].to(self.device, non_blocking=True) if unlabeled is not None else None
-            return TrainingBatch(images, annotation, datasets, u)
+        def to_batch(group: dict[str, Any]) -> TrainingBatch:
+            device = self.device
+            images = group["image"].to(device, non_blocking=True)
+            datasets = [group["dataset"]] * images.shape[0]
+            annotation = prompt_targets(group["label"].to(device, non_blocking=True), datasets, self.label_space)
+            donor_images = donor_annotation = None
+            if group["donor_image"] is not None:
+                donor_images = group["donor_image"].to(device, non_blocking=True)
+                donor_annotation = prompt_targets(
+                    group["donor_label"].to(device, non_blocking=True), group["donor_dataset"], self.label_space
+                )
+            unlabeled = group["unlabeled"].to(device, non_blocking=True) if group["unlabeled"] is not None else None
+            return TrainingBatch(images, annotation, datasets, unlabeled, donor_images, donor_annotation,
+                                 group["donor_dataset"])
 
-        return next_batch
+        def next_batches() -> list[TrainingBatch]:
+            return [to_batch(g) for g in next(steps)]
+
+        return next_batches
 
     # --- loop ---------------------------------------------------------------------------------------
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -380,8 +400,8 @@ class Trainer:
         ids = torch.arange(len(self.label_space), device=self.device)
         return self.ema.module(images, ids)
 
-    def train_step(self, batch: TrainingBatch) -> dict[str, float]:
-        """One optimisation step; returns the loss terms (and the total) for logging."""
+    def train_step(self, batches: list[TrainingBatch]) -> dict[str, float]:
+        """One optimisation step over one batch per dataset; returns the mean loss terms (and total)."""
         ctx = StepContext(
             forward=self._forward,
             teacher=self._teacher if self.ema is not None else None,
@@ -390,16 +410,31 @@ class Trainer:
             generator=self.generator,
         )
         self.model.train()
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            losses = self.method.losses(batch, ctx)
-        total = losses.total
-        if not dist_utils.all_ranks_true(self.dist, bool(torch.isfinite(total.detach())), self.device):
-            raise TrainingError(
-                f"non-finite loss at step {self.step + 1} on rank {self.dist.rank} or another rank ({losses.terms}); "
-                "lower training.lr or use amp: none"
-            )
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        totals: list[float] = []
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for index, batch in enumerate(batches):
+            # A dataset without unlabeled scans of its own trains only the labeled terms; the unlabeled
+            # terms come from the datasets that have some.
+            terms_method = self.method if batch.unlabeled is not None else self.labeled_method
+            last = index == len(batches) - 1
+            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.ddp_model.no_sync()  # type: ignore[operator]
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    losses = terms_method.losses(batch, ctx)
+                if not dist_utils.all_ranks_true(self.dist, bool(torch.isfinite(losses.total.detach())), self.device):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    raise TrainingError(
+                        f"non-finite loss at step {self.step + 1} ({batch.datasets[0]}) on rank {self.dist.rank} or "
+                        f"another rank ({losses.terms}); lower training.lr or use amp: none"
+                    )
+                self.scaler.scale(losses.total / len(batches)).backward()
+            totals.append(float(losses.total.detach()))
+            for k, v in losses.terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+                counts[k] = counts.get(k, 0) + 1
         clip = float(self.options["grad_clip"])
         if clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -410,7 +445,8 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
-        return {"total": float(total.detach()), **losses.terms}
+        # Each term is the mean over the batches that have it (the unlabeled terms: those with unlabeled scans).
+        return {"total": sum(totals) / len(totals), **{k: v / counts[k] for k, v in sums.items()}}
 
     def run_validation(self) -> dict[str, Any] | None:
         """Validate on rank 0 (others wait); update best.pt; returns the record (rank 0)."""
@@ -420,7 +456,6 @@ class Trainer:
                 self.model,
                 self.validation,
                 self.label_space,
-                self.patch_zyx,
                 self.device,
                 overlap=float(self.options["validation_overlap"]),
                 sw_batch_size=int(self.options["validation_sw_batch_size"]),
@@ -476,7 +511,7 @@ class Trainer:
         if self.step >= self.max_steps:  # resumed a finished stage: nothing to do
             self.log.close()
             return self._result(False, 0.0, time.perf_counter() - start)
-        next_batch: Callable[[], TrainingBatch] | None = self._batches()
+        next_batch: Callable[[], list[TrainingBatch]] | None = self._batches()
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -565,6 +600,42 @@ class Trainer:
         )
 
 
+def run_plans(
+    config: TrainConfig, resume_checkpoint: Path | None = None, init_checkpoint: Path | None = None
+) -> Plans:
+    """The plans of a run.
+
+    A resumed stage keeps the plans of its ``last.pt``. A run that starts from another checkpoint
+    (stage 2 after stage 1, ``--resume-from``) keeps that checkpoint's dataset plans when it was
+    trained on the same datasets (fine-tuning must not change the grids its weights learned), with
+    this config's extra folders mapped as usual. Otherwise the plans come from the config's datasets'
+    fingerprints (:func:`versemi.data.plans.plans_for_config`).
+
+    Raises:
+        CheckpointError: an unreadable checkpoint, or one without plans.
+        PlansError: the config's datasets cannot be planned.
+    """
+    for path, keep_always in ((resume_checkpoint, True), (init_checkpoint, False)):
+        if path is None:
+            continue
+        ckpt = load_checkpoint(path, map_location="cpu", for_inference=True)
+        try:
+            stored = Plans.from_dict(ckpt["plans"])
+        except PlansError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        if keep_always:
+            return stored
+        if list(stored.datasets) == [d.name for d in config.datasets]:
+            aliases = {source: config.plan_source(source) for source in config.extra_sources()}
+            return Plans(stored.datasets, aliases, stored.size_divisor, stored.patch_voxels)
+    return plans_for_config(config)
+
+
+def write_plans(plans: Plans, output_dir: Path) -> Path:
+    """``<output_dir>/plans.json``: the run's plans, for people and tools (checkpoints carry them too)."""
+    return atomic_write_json(Path(output_dir) / "plans.json", plans.to_dict())
+
+
 def run_training(
     config: TrainConfig,
     options: dict[str, Any],
@@ -579,24 +650,40 @@ def run_training(
 
     ``training.init_checkpoint`` (``--resume-from``), if set, gives the start weights of the FIRST
     stage run here (e.g. retraining a model after reviewing pseudo-labels). Stage 2 otherwise starts
-    from ``<output_dir>/stage1`` (``best.pt``, else ``last.pt``).
+    from ``<output_dir>/stage1`` (``best.pt``, else ``last.pt``). A single-stage VerSemi run
+    (``stage1_fraction: 0``) runs stage 2 only, from scratch. The plans are made once
+    (:func:`run_plans`), written to ``<output_dir>/plans.json`` and shared by the stages.
 
     Raises:
         CheckpointError: stage 2 without a stage-1 checkpoint, or an unusable checkpoint.
+        ValueError: a stage the method does not have.
     """
     results: list[StageResult] = []
     first_init = Path(options["init_checkpoint"]).expanduser() if options.get("init_checkpoint") else None
+    if options["method"] == "versemi":
+        available = versemi_stages(options)
+        missing = [s for s in stages if s not in available]
+        if missing and stages != [1, 2]:
+            raise ValueError(f"VerSemi has no stage {missing[0]} with training.stage1_fraction 0 (one stage: 2)")
+        stages = [s for s in stages if s in available]
+    dist = dist or dist_utils.DistributedContext()
+    plans: Plans | None = None
     for index, stage in enumerate(stages):
         # init_checkpoint starts the FIRST stage of this invocation; stage 2 after stage 1 always
         # continues from stage 1's result.
         init = first_init if index == 0 else None
-        if options["method"] == "versemi" and stage == 2 and init is None:
+        if options["method"] == "versemi" and stage == 2 and init is None and 1 in versemi_stages(options):
             init = final_checkpoint(stage_folder(output_dir, "versemi", 1))
             if init is None:
                 raise CheckpointError(
                     f"{stage_folder(output_dir, 'versemi', 1)}: no stage-1 checkpoint (best.pt or last.pt) "
                     "to start stage 2 from; run --stage 1 first or set training.init_checkpoint"
                 )
-        trainer = Trainer(config, options, stage, output_dir, device, dist, init, resume, None, progress)
+        if plans is None:
+            resume_file = stage_folder(output_dir, options["method"], stage) / "last.pt"
+            plans = run_plans(config, resume_file if resume and resume_file.is_file() else None, init)
+            if dist.is_main:
+                write_plans(plans, output_dir)
+        trainer = Trainer(config, options, stage, output_dir, device, dist, init, resume, None, progress, plans)
         results.append(trainer.fit())
     return results

@@ -1,8 +1,9 @@
 """Model selection on a held-out split of the TRAINING labeled cases (never a test set).
 
-Each validation case (a preprocessed, cached volume) is predicted with MONAI's sliding-window
-inference (Gaussian importance weighting, patch-sized windows, 50 % overlap by default) for the
-prompts its dataset annotates, thresholded at probability 0.5, and scored with
+Each validation case (a preprocessed, cached volume) is predicted with the SAME sliding window as
+``versemi predict`` (:func:`versemi.inference.sliding.sliding_window_probabilities`: its dataset's
+planned window, Gaussian-blended probabilities, padding with the case's background value, 50 %
+overlap by default) for the prompts its dataset annotates, thresholded at probability 0.5, and scored with
 :func:`versemi.evaluation.metrics.binary_metrics`. Distances are in mm on the PREPROCESSED grid (the
 target spacing), not on the original scan grid: good enough to rank checkpoints, and cheaper; final
 evaluation on the input grid is ``versemi evaluate``'s job.
@@ -33,6 +34,9 @@ class ValidationCase:
         image: ``(D, H, W)`` float32 (memory-mapped is fine).
         label: ``(D, H, W)`` integer label values of the dataset.
         spacing_zyx: Voxel size in mm.
+        window_zyx: The sliding window: the dataset's planned patch ``(D, H, W)``.
+        background_value: What windows are padded with beyond the volume (the normalised background,
+            as ``predict`` pads).
     """
 
     case_id: str
@@ -40,49 +44,34 @@ class ValidationCase:
     image: np.ndarray
     label: np.ndarray
     spacing_zyx: tuple[float, float, float]
+    window_zyx: tuple[int, int, int]
+    background_value: float = 0.0
 
 
-@torch.no_grad()
 def predict_volume(
     model: nn.Module,
-    image: np.ndarray,
+    case: ValidationCase,
     prompt_ids: Sequence[int],
-    roi_size_zyx: Sequence[int],
     device: torch.device,
     overlap: float = 0.5,
     sw_batch_size: int = 2,
     autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Foreground probabilities ``(P, D, H, W)`` (CPU float32) of one volume by Gaussian sliding window."""
-    from monai.inferers import sliding_window_inference
+    """Foreground probabilities ``(P, D, H, W)`` (CPU float32) of one validation volume, exactly as
+    ``versemi predict`` computes them on the preprocessed grid."""
+    from versemi.inference.sliding import SlidingWindowSettings, sliding_window_probabilities
 
-    ids = torch.as_tensor(list(prompt_ids), dtype=torch.long, device=device)
-    x = torch.from_numpy(np.array(image, dtype=np.float32))[None, None].to(device)  # a writable copy
-
-    def predictor(window: torch.Tensor) -> torch.Tensor:
-        if autocast_dtype is not None:
-            with torch.autocast(device.type, dtype=autocast_dtype):
-                return model(window, ids).float()
-        return model(window, ids)
-
-    logits = sliding_window_inference(
-        x,
-        roi_size=tuple(int(s) for s in roi_size_zyx),
-        sw_batch_size=sw_batch_size,
-        predictor=predictor,
-        overlap=overlap,
-        mode="gaussian",
-        padding_mode="constant",
-        cval=float(image.min()) if image.size else 0.0,
+    settings = SlidingWindowSettings(tuple(case.window_zyx), overlap=overlap, batch_size=sw_batch_size)
+    return sliding_window_probabilities(
+        model, np.asarray(case.image), list(prompt_ids), settings, device, autocast_dtype=autocast_dtype,
+        pad_value=case.background_value,
     )
-    return torch.sigmoid(logits[0].float()).cpu()
 
 
 def validate(
     model: nn.Module,
     cases: Sequence[ValidationCase],
     label_space: LabelSpace,
-    roi_size_zyx: Sequence[int],
     device: torch.device,
     overlap: float = 0.5,
     sw_batch_size: int = 2,
@@ -105,9 +94,7 @@ def validate(
             pairs = label_space.prompts_for_dataset(case.dataset)
             if not pairs:
                 continue
-            probs = predict_volume(
-                model, case.image, [p for p, _ in pairs], roi_size_zyx, device, overlap, sw_batch_size, autocast_dtype
-            )
+            probs = predict_volume(model, case, [p for p, _ in pairs], device, overlap, sw_batch_size, autocast_dtype)
             label = np.asarray(case.label)
             for channel, (prompt_id, value) in enumerate(pairs):
                 m = binary_metrics(probs[channel].numpy() > 0.5, label == value, case.spacing_zyx, nsd_tolerance_mm)
