@@ -77,7 +77,11 @@ def case_group(case_id: str) -> str:
 
 
 def heldout_cases(
-    dataset: str, case_ids: Sequence[str], protocol_entry: Mapping[str, Sequence[str]], fraction: float
+    dataset: str,
+    case_ids: Sequence[str],
+    protocol_entry: Mapping[str, Sequence[str]],
+    fraction: float,
+    skip_fraction: float = 0.0,
 ) -> list[str]:
     """The held-out evaluation cases of one dataset (deterministic, never a protocol-labeled case).
 
@@ -89,6 +93,8 @@ def heldout_cases(
         case_ids: Every case id of the dataset.
         protocol_entry: The dataset's protocol.json entry (setting -> labeled case ids).
         fraction: Share of the groups to hold out, in [0, 1).
+        skip_fraction: Share of the groups skipped first (the development split is the groups that
+            follow the held-out ones in the same order: ``skip_fraction`` = the held-out fraction).
 
     Returns:
         Held-out case ids, sorted.
@@ -102,15 +108,16 @@ def heldout_cases(
     groups: dict[str, list[str]] = {}
     for c in case_ids:
         groups.setdefault(case_group(c), []).append(c)
+    n_skip = int(math.floor(skip_fraction * len(groups) + 0.5))
     n_holdout = int(math.floor(fraction * len(groups) + 0.5))
     candidates = [g for g, members in groups.items() if not labeled & set(members)]
-    if n_holdout > len(candidates):
+    if n_skip + n_holdout > len(candidates):
         raise ValueError(
-            f"{dataset}: cannot hold out {n_holdout} of {len(groups)} groups: only {len(candidates)} have no "
-            "protocol-labeled case"
+            f"{dataset}: cannot hold out {n_holdout} (after {n_skip}) of {len(groups)} groups: only "
+            f"{len(candidates)} have no protocol-labeled case"
         )
     order = sorted(candidates, key=lambda g: hashlib.sha256(f"{dataset}/{g}".encode()).hexdigest())
-    return sorted(c for g in order[:n_holdout] for c in groups[g])
+    return sorted(c for g in order[n_skip : n_skip + n_holdout] for c in groups[g])
 
 
 def dataset_case_ids(dataset_dir: Path) -> list[str]:
@@ -120,15 +127,25 @@ def dataset_case_ids(dataset_dir: Path) -> list[str]:
     return list(NnUNetDataset(dataset_dir).case_ids)
 
 
+#: Share of each dataset's groups in the development split (``--split dev``): the groups after the
+#: held-out ones in the same SHA-256 order, never held-out cases.
+DEV_FRACTION = 0.1
+
+
 def make_split(
-    data_dir: Path, datasets: Sequence[str], protocol: Mapping[str, Any], fraction: float
+    data_dir: Path, datasets: Sequence[str], protocol: Mapping[str, Any], fraction: float, which: str = "heldout"
 ) -> dict[str, list[str]]:
-    """Held-out cases per dataset (see :func:`heldout_cases`)."""
+    """Evaluation cases per dataset: the held-out split, or the development split (``which="dev"``,
+    :data:`DEV_FRACTION` of the groups after the held-out ones; see :func:`heldout_cases`)."""
     split = {}
     for name in datasets:
         if name not in protocol:
             raise ValueError(f"protocol file has no entry for {name}; it has {', '.join(sorted(protocol))}")
-        split[name] = heldout_cases(name, dataset_case_ids(data_dir / name), protocol[name], fraction)
+        ids = dataset_case_ids(data_dir / name)
+        if which == "dev":
+            split[name] = heldout_cases(name, ids, protocol[name], DEV_FRACTION, skip_fraction=fraction)
+        else:
+            split[name] = heldout_cases(name, ids, protocol[name], fraction)
     return split
 
 
@@ -205,9 +222,11 @@ def make_config(
 ) -> dict[str, Any]:
     """The training config (as a dict, absolute paths) of one run.
 
-    Labeled cases come from the protocol setting (or ``all`` for the upper bound); the held-out
-    cases are excluded; the trainer's validation split is off (no labeled case is taken away and no
-    checkpoint is selected: the last one is evaluated).
+    Labeled cases come from the protocol setting (or ``all`` for the upper bound); the ``heldout``
+    cases (every case kept out of training: the evaluation split, plus the held-out split when the
+    development split is evaluated) are excluded; the trainer's validation split is off (no labeled
+    case is taken away and no checkpoint is selected: the last one is evaluated). Each dataset gets
+    its plan (:mod:`versemi.data.plans`) unless the preset fixes one grid and patch for all.
     """
     datasets = []
     for name in preset.datasets:
@@ -216,10 +235,8 @@ def make_config(
     training = _merge(preset.training, run.training)
     training["method"] = run.method
     training["max_steps"] = run.steps
-    return {
+    config: dict[str, Any] = {
         "datasets": datasets,
-        "target_spacing": list(preset.target_spacing),
-        "patch_size": list(preset.patch_size),
         "validation": {"fraction": 0.0},
         "seed": run.seed,
         "model": dict(preset.model),
@@ -227,31 +244,28 @@ def make_config(
         "cache_dir": str(cache_dir),
         "output_dir": str(output_dir),
     }
+    if preset.target_spacing is not None:
+        config["target_spacing"] = list(preset.target_spacing)
+    if preset.patch_size is not None:
+        config["patch_size"] = list(preset.patch_size)
+    if preset.plans:
+        config["plans"] = json.loads(json.dumps(preset.plans))
+    return config
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file and a rename (no partial file on interruption)."""
+    """JSON written atomically (:func:`versemi.fileio.atomic_write_json`; NaN refused)."""
+    from versemi.fileio import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    from versemi.fileio import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def _finite_or_none(x: Any) -> float | None:
@@ -926,16 +940,21 @@ def report_header(preset: Preset, args: argparse.Namespace, split: Mapping[str, 
         "datasets": ", ".join(preset.datasets) + " (Dataset004_SpleenCT left out: a single case)",
         "settings": ", ".join(preset.settings) + f" (+ `{ALL_LABELS}` for the upper bound)",
         "seeds": ", ".join(str(s) for s in (args.seeds or preset.seeds)),
-        "grid": f"target spacing {list(preset.target_spacing)} mm (x, y, z), patch {list(preset.patch_size)} voxels (x, y, z)",
+        "grid": (f"target spacing {list(preset.target_spacing)} mm (x, y, z), patch {list(preset.patch_size)} voxels (x, y, z)"
+                 if preset.target_spacing is not None and preset.patch_size is not None else
+                 f"per-dataset plans ({json.dumps(preset.plans or {})}; each run's train/plans.json)"),
         "model": json.dumps(preset.model),
         "training (shared)": json.dumps(preset.training),
         "steps": "; ".join(f"{v}: {s} steps x {ipp:g} images/step" for v, s, ipp in steps),
-        "held-out evaluation split": ", ".join(
+        ("development split (training side)" if args.split == "dev" else "held-out evaluation split"): ", ".join(
             f"{_short(d)} {len(c)} cases" + (f" (first {preset.max_eval_cases} evaluated)" if preset.max_eval_cases else "")
             for d, c in split.items()
         )
-        + f"; {int(round(100 * preset.heldout_fraction))} % of each dataset's cases (ACDC: patients), SHA-256 "
-        "order among cases no protocol setting labels; excluded from training via `exclude` (see split.json)",
+        + (f"; {int(round(100 * DEV_FRACTION))} % of each dataset's cases (ACDC: patients) following the "
+           f"held-out {int(round(100 * preset.heldout_fraction))} % in SHA-256 order; both excluded from training"
+           if args.split == "dev" else
+           f"; {int(round(100 * preset.heldout_fraction))} % of each dataset's cases (ACDC: patients), SHA-256 "
+           "order among cases no protocol setting labels; excluded from training via `exclude` (see split.json)"),
         "model selection": "none: fixed step budget, the last checkpoint is evaluated; the held-out cases are "
         "used only for this report; the trainer's validation split is off",
         "evaluation": f"versemi.inference.Predictor (overlap {preset.eval_overlap}, the dataset's own prompts), "
@@ -958,12 +977,13 @@ def prepare_cache(preset: Preset, configs: Sequence[dict[str, Any]], threads: in
     """
     from versemi.data.cache import PreprocessedCache, fill_cache, jobs_for_config
     from versemi.data.config import TrainConfig
+    from versemi.data.plans import plans_for_config
 
     jobs, seen = [], set()
     for cfg in configs:
         config = TrainConfig.from_dict(cfg, base_dir=REPO_ROOT)
-        for job in jobs_for_config(config):
-            ident = (str(job.image_path), str(job.label_path), job.dataset)
+        for job in jobs_for_config(config, plans_for_config(config)):
+            ident = (str(job.image_path), str(job.label_path), job.dataset, json.dumps(job.spec.to_dict()))
             if ident not in seen:
                 seen.add(ident)
                 jobs.append(job)
@@ -991,6 +1011,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="override a key of the preset's training section for every variant, dotted for "
                         "nested keys, VALUE parsed as JSON, else YAML, e.g. --set versemi.synthetic_weight=0 or "
                         "--set loss.batch_dice=true (repeatable; use a separate --results folder)")
+    p.add_argument("--set-config", dest="config_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the run configs outside training:, dotted, e.g. --set-config "
+                        "model.base_filters=32 or --set-config "
+                        "plans.overrides.Dataset002_LeftAtrium.target_spacing=[1.25,1.25,1.25] (repeatable)")
+    p.add_argument("--split", choices=("heldout", "dev"), default="heldout",
+                   help="evaluate on the held-out split (reports) or on the development split (recipe "
+                        "choices: training-side cases after the held-out ones, both excluded from training); "
+                        "default results folder bench/results/<preset>-dev for dev")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained and evaluated at once (each uses the preset's threads + DataLoader "
                         "workers; default 1)")
@@ -999,34 +1027,49 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def apply_overrides(preset: Preset, steps: int | None, overrides: Sequence[str]) -> Preset:
-    """The preset with ``--steps`` and ``--set KEY=VALUE`` applied (diagnostic runs of one preset).
+def apply_overrides(
+    preset: Preset, steps: int | None, overrides: Sequence[str], config_overrides: Sequence[str] = ()
+) -> Preset:
+    """The preset with ``--steps``, ``--set KEY=VALUE`` (its training section) and ``--set-config
+    KEY=VALUE`` (``model``, ``plans``) applied (diagnostic runs of one preset).
 
     Raises:
         ValueError: a malformed override or a non-positive step budget.
     """
     import dataclasses
 
+    training = _set_keys(json.loads(json.dumps(preset.training)), overrides, "--set")
+    top = _set_keys({"model": dict(preset.model), "plans": json.loads(json.dumps(preset.plans or {}))},
+                    config_overrides, "--set-config")
+    unknown = sorted(set(top) - {"model", "plans"})
+    if unknown:
+        raise ValueError(f"--set-config: only model.* and plans.* keys can be set, not {unknown[0]}")
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps must be positive, got {steps}")
+    return dataclasses.replace(preset, training=training, steps=steps or preset.steps, model=top["model"],
+                               plans=top["plans"] or None)
+
+
+def _set_keys(root: dict[str, Any], overrides: Sequence[str], option: str) -> dict[str, Any]:
+    """``root`` with each dotted ``KEY=VALUE`` set (VALUE parsed as JSON, else YAML)."""
     import yaml
 
-    training = json.loads(json.dumps(preset.training))
+    training = root
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+            raise ValueError(f"{option} {item!r}: expected KEY=VALUE")
         *parents, leaf = key.strip().split(".")
         node = training
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"--set {item!r}: training.{part} is not a mapping")
+                raise ValueError(f"{option} {item!r}: {part} is not a mapping")
         try:  # JSON first: PyYAML reads "3e-4" as a string
             node[leaf] = json.loads(text)
         except ValueError:
             node[leaf] = yaml.safe_load(text)
-    if steps is not None and steps < 1:
-        raise ValueError(f"--steps must be positive, got {steps}")
-    return dataclasses.replace(preset, training=training, steps=steps or preset.steps)
+    return training
 
 
 def log(msg: str) -> None:
@@ -1098,13 +1141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
     try:
-        preset = apply_overrides(preset, args.steps, args.overrides)
+        preset = apply_overrides(preset, args.steps, args.overrides, args.config_overrides)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.data = args.data.expanduser().resolve()
     args.protocol = (args.protocol or args.data / "protocol.json").expanduser().resolve()
-    results_dir = (args.results or DEFAULT_RESULTS / preset.name).expanduser().resolve()
+    default_results = DEFAULT_RESULTS / (preset.name + ("-dev" if args.split == "dev" else ""))
+    results_dir = (args.results or default_results).expanduser().resolve()
     cache_dir = (args.cache_dir or DEFAULT_RESULTS / "cache").expanduser().resolve()
     device = args.device or preset.device
     threads = args.threads or preset.threads
@@ -1114,7 +1158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     protocol = json.loads(args.protocol.read_text(encoding="utf-8"))
     try:
-        split = make_split(args.data, preset.datasets, protocol, preset.heldout_fraction)
+        split = make_split(args.data, preset.datasets, protocol, preset.heldout_fraction, args.split)
+        # Kept out of training: the evaluated split, and the held-out split whatever is evaluated.
+        excluded = {name: sorted(set(cases) | set(heldout.get(name, []))) for name, cases in split.items()
+                    for heldout in [make_split(args.data, preset.datasets, protocol, preset.heldout_fraction)]}
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -1139,7 +1186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     results_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(results_dir / "split.json", {"heldout": split, "fraction": preset.heldout_fraction, "protocol": str(args.protocol)})
+    write_json_atomic(results_dir / "split.json", {"split": args.split, "evaluated": split, "excluded": excluded,
+                                                   "fraction": preset.heldout_fraction, "protocol": str(args.protocol)})
     header_path = results_dir / "header.json"
     if args.report_only:
         # The report names the command that trained the runs, not this one.
@@ -1157,7 +1205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     todo = [r for r in runs if not (runs_dir / r.run_id / METRICS_FILE).is_file()]
     log(f"preset {preset.name}: {len(runs)} runs, {len(runs) - len(todo)} already done; results in {results_dir}")
     configs = {
-        r.run_id: make_config(preset, r, args.data, args.protocol, split, cache_dir, runs_dir / r.run_id / "train")
+        r.run_id: make_config(preset, r, args.data, args.protocol, excluded, cache_dir, runs_dir / r.run_id / "train")
         for r in todo
     }
     if todo:

@@ -69,8 +69,10 @@ class Preset:
         datasets: Dataset folder names under the data folder.
         settings: Protocol settings (keys of protocol.json entries), e.g. ``labeled_10pct``.
         seeds: Training seeds; every variant runs with every seed (paired comparisons).
-        target_spacing: Resampling grid in mm, (x, y, z).
-        patch_size: Training patch in voxels, (x, y, z); also the inference window.
+        target_spacing: One resampling grid in mm, (x, y, z), for every dataset; ``None`` = each
+            dataset's plan (:mod:`versemi.data.plans`).
+        patch_size: One training patch in voxels, (x, y, z), for every dataset (also the inference
+            window); ``None`` = each dataset's plan.
         model: ``model:`` section of the training config.
         training: ``training:`` section shared by every variant (batch sizes, optimizer, ...).
         steps: Step budget of a method (VerSemi: both stages together).
@@ -85,6 +87,8 @@ class Preset:
         threads: Torch threads of training and evaluation on CPU.
         device: Training and evaluation device (``cpu``, ``cuda``, ``auto``).
         expected_minutes: Rough wall time of the whole preset, for ``--dry-run``.
+        plans: The configs' ``plans:`` section (patch budget, per-dataset overrides); ``None`` = the
+            plans' defaults.
     """
 
     name: str
@@ -92,12 +96,13 @@ class Preset:
     datasets: tuple[str, ...]
     settings: tuple[str, ...]
     seeds: tuple[int, ...]
-    target_spacing: tuple[float, float, float]
-    patch_size: tuple[int, int, int]
+    target_spacing: tuple[float, float, float] | None
+    patch_size: tuple[int, int, int] | None
     model: dict[str, Any]
     training: dict[str, Any]
     steps: int
     variants: tuple[Variant, ...]
+    plans: dict[str, Any] | None = None
     baseline: str = "supervised"
     reference: str = "versemi"
     upper_bound: str = "supervised_all_labels"
@@ -217,7 +222,54 @@ _CPU_TRAINING = {
     "tensorboard": False,
 }
 
+# The CPU recipe (docs/TRAINING.md, "A recipe that converges on CPU"): per-dataset plans with a
+# 48 x 64 x 48-voxel patch budget, a U-Net with 16 base filters and 4 levels, one labeled (and one
+# unlabeled) patch per dataset per step, AdamW with weight decay and poly decay, bf16 autocast,
+# intensity scale/shift as the only augmentation, 1 torch thread + 1 DataLoader worker.
+_RECIPE_MODEL = {"backbone": "unet", "base_filters": 16, "depth": 4, "norm": "instance"}
+_RECIPE_TRAINING = {
+    "batch_size": 1,
+    "unlabeled_batch_size": 1,
+    "stage1_fraction": 0.5,
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "lr_schedule": "poly",
+    "amp": "bf16",
+    "num_workers": 1,
+    "foreground_oversample": 0.5,
+    "augmentation": {"flip_prob": 0.0, "affine_prob": 0.0, "noise_prob": 0.0,
+                     "intensity_scale_prob": 0.5, "intensity_shift_prob": 0.5},
+    "log_every": 20,
+    "checkpoint_every": 200,
+    "tensorboard": False,
+}
+HIPPOCAMPUS_LA = ("Dataset001_Hippocampus", "Dataset002_LeftAtrium")
+
 PRESETS: dict[str, Preset] = {
+    "cpu-2ds": Preset(
+        name="cpu-2ds",
+        description=(
+            "The accuracy issue's reference budget: one prompted model over hippocampus + left atrium, "
+            "10 % labels, 800 steps, per-dataset plans (48x64x48-voxel patch budget), U-Net 16 filters "
+            "4 levels, one labeled (+ one unlabeled) patch per dataset per step, AdamW wd 1e-4 poly, bf16."
+        ),
+        datasets=HIPPOCAMPUS_LA,
+        settings=("labeled_10pct",),
+        seeds=(0, 1),
+        target_spacing=None,
+        patch_size=None,
+        model=_RECIPE_MODEL,
+        training=_RECIPE_TRAINING,
+        steps=800,
+        variants=(
+            Variant("supervised", "supervised", description="supervised-only"),
+            Variant("versemi", "versemi", description="VerSemi"),
+        ),
+        eval_overlap=0.5,
+        threads=1,
+        expected_minutes=40,
+    ),
     "cpu-quick": Preset(
         name="cpu-quick",
         description=(

@@ -57,7 +57,7 @@ from versemi.inference.io import (
     validate_input_image,
 )
 from versemi.inference.progress import STAGE_SPANS, ProgressReporter, StageProgress, report_info
-from versemi.inference.sliding import SlidingWindowSettings, sliding_window_probabilities
+from versemi.inference.sliding import SlidingWindowSettings, inference_autocast_dtype, sliding_window_probabilities
 from versemi.labels import LabelSpace, UnknownPromptError
 from versemi.model import build_model
 
@@ -701,8 +701,8 @@ class Predictor:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        """float16 on CUDA when ``amp``; float32 (None) elsewhere."""
-        return torch.float16 if self.amp and self.device.type == "cuda" else None
+        """See :func:`versemi.inference.sliding.inference_autocast_dtype` (training validation uses it too)."""
+        return inference_autocast_dtype(self.device, self.amp)
 
     def _sliding_window(
         self, volume: np.ndarray, prompt_ids: list[int], pad_value: float, stage: StageProgress,

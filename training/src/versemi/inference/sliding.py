@@ -77,6 +77,12 @@ def _mirror_sets(tta: bool) -> list[tuple[int, ...]]:
     return [combo for r in range(4) for combo in itertools.combinations(dims, r)]
 
 
+def inference_autocast_dtype(device: torch.device, amp: bool = True) -> torch.dtype | None:
+    """The autocast dtype of every prediction (``predict`` and training validation alike): float16 on
+    CUDA when ``amp``, float32 (None) elsewhere."""
+    return torch.float16 if amp and device.type == "cuda" else None
+
+
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Autocast to ``dtype`` on ``device``, or nothing (full float32) when ``dtype`` is None."""
     if dtype is None:

@@ -34,6 +34,7 @@ from versemi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from versemi.data.config import TrainConfig
 from versemi.data.plans import DatasetPlan, Plans, PlansError, plans_for_config
 from versemi.fileio import atomic_write_json
+from versemi.inference.sliding import inference_autocast_dtype
 from versemi.labels import LabelSpace
 from versemi.model.network import build_model
 from versemi.training import distributed as dist_utils
@@ -460,7 +461,7 @@ class Trainer:
                 overlap=float(self.options["validation_overlap"]),
                 sw_batch_size=int(self.options["validation_sw_batch_size"]),
                 nsd_tolerance_mm=float(self.options["nsd_tolerance_mm"]),
-                autocast_dtype=self.amp_dtype,
+                autocast_dtype=inference_autocast_dtype(self.device),  # exactly as predict will
             )
             metric = result["mean_dice"]
             improved = math.isfinite(metric) and (self.best_metric is None or metric > self.best_metric)
