@@ -247,6 +247,31 @@ _RECIPE_TRAINING = {
 HIPPOCAMPUS_LA = ("Dataset001_Hippocampus", "Dataset002_LeftAtrium")
 
 PRESETS: dict[str, Preset] = {
+    "cpu3": Preset(
+        name="cpu3",
+        description=(
+            "Recipe development and the accuracy targets over the three datasets: one prompted model over "
+            "hippocampus + left atrium + ACDC, per-dataset plans (48x64x48-voxel patch budget), U-Net 16 "
+            "filters 4 levels, one labeled (+ one unlabeled) patch per dataset per step, AdamW wd 1e-4 "
+            "poly, bf16, 800 steps."
+        ),
+        datasets=SHARED_DATASETS,
+        settings=("labeled_10pct",),
+        seeds=(0, 1),
+        target_spacing=None,
+        patch_size=None,
+        model=_RECIPE_MODEL,
+        training=_RECIPE_TRAINING,
+        steps=800,
+        variants=(
+            Variant("supervised", "supervised", description="supervised-only"),
+            Variant("supervised_all_labels", "supervised", all_labels=True,
+                    description="upper bound: every training case labeled, supervised, same steps"),
+        ),
+        eval_overlap=0.5,
+        threads=1,
+        expected_minutes=40,
+    ),
     "cpu-2ds": Preset(
         name="cpu-2ds",
         description=(

@@ -79,9 +79,10 @@ def measure(
     timed = [r for r in records if int(r["step"]) > warmup]
     step_s = np.array([float(r["seconds_per_step"]) for r in timed])
     wait_s = np.array([float(r["data_wait_fraction"]) for r in timed]) * step_s
-    ipp = images_per_step(method, options) if method != "versemi" else (
+    per_dataset = images_per_step(method, options) if method != "versemi" else (
         2 * options["batch_size"] + (options["unlabeled_batch_size"] if stage == 2 else 0)
     )
+    ipp = per_dataset * len(preset.datasets)  # one batch per dataset per step
     return {
         "method": method if method != "versemi" else f"versemi stage {stage}",
         "amp": amp,
@@ -112,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or preset.device
     threads = args.threads or preset.threads
     stage = args.stage if args.method == "versemi" else 1
-    print(f"preset {preset.name}: patch {list(preset.patch_size)} at {list(preset.target_spacing)} mm, model "
+    grid = (f"patch {list(preset.patch_size)} at {list(preset.target_spacing)} mm" if preset.patch_size
+            else "per-dataset plans")
+    print(f"preset {preset.name}: {grid} over {len(preset.datasets)} datasets, model "
           f"{json.dumps(preset.model)}, batch {preset.training.get('batch_size')} labeled + "
           f"{preset.training.get('unlabeled_batch_size')} unlabeled, device {device}, {threads} threads", flush=True)
     rows = []
