@@ -388,6 +388,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.addItems(list(parameters.DEVICES))
         self.ui.qualityComboBox.addItems(list(parameters.QUALITIES))
         self.ui.downloadModelButton.visible = False
+        self.ui.installButton.visible = False
         self.ui.progressBar.visible = False
 
         backend = _LogicBackend(self.logic)
@@ -401,6 +402,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.modelComboBox.connect("activated(int)", self.onModelActivated)
         self.ui.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
+        self.ui.installButton.connect("clicked(bool)", self.onInstallButton)
         self.ui.promptFilterLineEdit.connect("textChanged(QString)", self.onPromptFilterChanged)
         self.ui.promptListWidget.connect("itemChanged(QListWidgetItem*)", self.onPromptItemChanged)
         self.ui.selectAllButton.connect("clicked(bool)", lambda: self.setVisiblePromptsChecked(True))
@@ -480,6 +482,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.checkedPrompts():
             reasons.append("tick at least one structure")
         busy = self._downloadRunner is not None or self._installFlow is not None or self._applyPending
+        self.ui.installButton.enabled = self._installFlow is None
         self.ui.applyButton.enabled = not reasons and not busy
         self.ui.applyButton.toolTip = (
             "Run the segmentation in the background." if not reasons else "To segment: " + ", ".join(reasons) + "."
@@ -566,6 +569,9 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def set_download_visible(self, visible: bool) -> None:
         self.ui.downloadModelButton.visible = visible
 
+    def set_install_visible(self, visible: bool) -> None:
+        self.ui.installButton.visible = visible
+
     def set_prompts(self, prompts: list) -> None:
         self.populatePrompts(prompts)
 
@@ -589,6 +595,10 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def remember_checkpoint(self, path: str) -> None:
         paths = [path] + [p for p in self.remembered_checkpoints() if p != path]
         qt.QSettings().setValue(f"{SETTINGS_PREFIX}/localCheckpoints", "\n".join(paths[:10]))
+
+    def onInstallButton(self) -> None:
+        self.models.install()
+        self.pollTimer.start()
 
     def onModelActivated(self, index: int) -> None:
         self.models.activate(index)

@@ -53,6 +53,10 @@ class ModelView(Protocol):
 
     def set_download_visible(self, visible: bool) -> None: ...
 
+    def set_install_visible(self, visible: bool) -> None:
+        """Show the "Install VerSemi packages" button (shown while the backend is missing)."""
+        ...
+
     def set_prompts(self, prompts: list[PromptInfo]) -> None: ...
 
     def set_model_key(self, key: str) -> None:
@@ -188,6 +192,11 @@ class ModelPanel:
             key = choice.key
             self.ensure_backend("to use the model", lambda: self.refresh(select_key=key))
 
+    def install(self) -> None:
+        """The user asked to install the backend: install (asks first), then list the models."""
+        key = self.current.key if self.current else None
+        self.ensure_backend("to list the models", lambda: self.refresh(select_key=key))
+
     def browse(self) -> None:
         """Ask for a checkpoint file; select it (installing the backend first if needed)."""
         path = self.view.ask_checkpoint_file()
@@ -212,13 +221,15 @@ class ModelPanel:
         self._reading = None  # a pending read for another model is dropped
         self._reading_key = None
         installed = self.backend.backend_ready()
+        self.view.set_install_visible(not installed)
         self.view.set_download_visible(
             installed and choice is not None and choice.source != "local" and not choice.installed
         )
         prompts = list(choice.prompts) if choice else []
         if not installed:
-            info = ("VerSemi's Python packages are not installed yet: choose a model to install them (asks first)."
-                    if choice is None else "VerSemi's Python packages are needed to use this model (asks first).")
+            info = ("VerSemi's Python packages are not installed yet: click Install (asks first, then lists "
+                    "the models), or choose a checkpoint file." if choice is None
+                    else "VerSemi's Python packages are needed to use this model: installing them asks first.")
         elif self.list_error and choice is None:
             info = self.list_error
         elif choice is None:

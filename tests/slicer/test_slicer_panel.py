@@ -26,6 +26,7 @@ class RecordingView:
         self.current_index = -1
         self.info = ""
         self.download_visible = False
+        self.install_visible = False
         self.prompts: list[PromptInfo] = []
         self.model_key = ""
         self.errors: list[str] = []
@@ -49,6 +50,9 @@ class RecordingView:
 
     def set_download_visible(self, visible):
         self.download_visible = visible
+
+    def set_install_visible(self, visible):
+        self.install_visible = visible
 
     def set_prompts(self, prompts):
         self.prompts = list(prompts)
@@ -310,6 +314,7 @@ def test_browse_right_after_the_first_install_selects_the_file_not_a_model(tmp_p
     models.enter()
     settle(models)
     assert [i.label for i in view.items] == [panel.BROWSE_ITEM_TEXT] and models.current is None
+    assert view.install_visible and "click Install" in view.info
 
     models.activate(0)  # "Browse local checkpoint..." (index 0 before the install)
     assert view.remembered == [path] and models.current.key == path
@@ -319,13 +324,28 @@ def test_browse_right_after_the_first_install_selects_the_file_not_a_model(tmp_p
     assert [i.key for i in view.items] == ["abdomen@1.0", "brain@2", path, ""]
     assert models.current.key == path and view.selected_label == "my model.pt (local file)"
     assert view.model_key == path and [p.name for p in view.prompts] == ["liver"]
-    assert view.errors == []
+    assert view.errors == [] and not view.install_visible
     assert_consistent(view, models)
 
     # Browse again, cancelled: the selection stays on the file (the selector does not show "Browse...").
     view.checkpoint_answer = None
     models.activate(len(view.items) - 1)
     assert models.current.key == path and view.selected_label == "my model.pt (local file)"
+    assert_consistent(view, models)
+
+
+def test_install_button_installs_then_lists_and_preselects_the_default(tmp_path: Path) -> None:
+    view, backend = RecordingView(), FakeBackend(ready=False)
+    installer = DeferredInstaller(backend, [catalogue_model("x@1"), catalogue_model("d@1", checkpoint(tmp_path, "d.pt"), True)])
+    models = panel.ModelPanel(view, backend, installer)
+    models.enter()
+    settle(models)
+    assert backend.list_calls == 0 and view.install_visible
+    models.install()
+    assert installer.reasons == ["to list the models"] and models.current is None  # waits for the install
+    installer.finish()
+    settle(models)
+    assert models.current.key == "d@1" and not view.install_visible and models.loaded
     assert_consistent(view, models)
 
 

@@ -1,0 +1,163 @@
+"""The module's widget (VerSemiSegmenter.py) driven like a user would, with fake Qt widgets.
+
+The widget classes come from the module file itself; Qt widgets, ``slicer.app`` and the message
+boxes are the small fakes of ``fake_slicer_app`` (a fake per widget named in the real .ui file).
+Everything else is real: the MRML scene (slicer-core), ``versemi models list`` and ``versemi
+predict`` subprocesses, the review folder.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fake_slicer_app import FakeFileDialog, FakeQObject, load_module, load_ui, child_widget_variables
+
+pytest.importorskip("versemi.review")
+
+
+class MessageBoxes:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.questions: list[str] = []
+        self.status: list[str] = []
+        self.widgets: list = []
+
+
+@pytest.fixture
+def app(monkeypatch, tmp_path: Path):
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+    if not hasattr(slicer, "vtkMRMLScene"):
+        pytest.skip("the 'slicer' module found is not slicer-core")
+    # The model cache and catalogue of this test only (nothing from the user's cache).
+    monkeypatch.setenv("VERSEMI_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("VERSEMI_CATALOGUE", str(tmp_path / "no-catalogue.json"))
+    module = load_module(monkeypatch, str(tmp_path))
+    boxes = MessageBoxes()
+    util = slicer.util
+    monkeypatch.setattr(util, "loadUI", load_ui, raising=False)
+    monkeypatch.setattr(util, "childWidgetVariables", child_widget_variables, raising=False)
+    monkeypatch.setattr(util, "errorDisplay", lambda text, **kw: boxes.errors.append(text), raising=False)
+    monkeypatch.setattr(util, "confirmOkCancelDisplay", lambda text, *a, **kw: boxes.questions.append(text) or True,
+                        raising=False)
+    monkeypatch.setattr(util, "confirmYesNoDisplay", lambda text, *a, **kw: boxes.questions.append(text) or True,
+                        raising=False)
+    monkeypatch.setattr(util, "showStatusMessage", lambda text, *a: boxes.status.append(text), raising=False)
+    monkeypatch.setattr(util, "setSliceViewerLayers", lambda *a, **kw: None, raising=False)
+    monkeypatch.setattr(util, "mainWindow", lambda: None, raising=False)
+    yield module, boxes
+    for widget in boxes.widgets:  # as Slicer does when the module is unloaded: observers removed
+        widget.cleanup()
+
+
+def _widget(module, boxes):
+    widget = module.VerSemiSegmenterWidget()
+    widget.setup()
+    boxes.widgets.append(widget)
+    return widget
+
+
+def _poll_until_idle(widget, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        widget.onPoll()
+        if not widget.pollTimer.active:
+            return
+        assert time.monotonic() < deadline, "the widget's background work did not finish"
+        time.sleep(0.05)
+
+
+def test_widget_lists_models_browses_a_checkpoint_and_segments(app, tmp_path: Path) -> None:
+    import slicer
+
+    from VerSemiSegmenterLib import selftest
+
+    module, boxes = app
+    widget = _widget(module, boxes)
+    ui = widget.ui
+    widget.enter()
+    _poll_until_idle(widget)
+    assert boxes.errors == []
+    assert [item[0] for item in ui.modelComboBox.items] == ["Browse local checkpoint..."]
+    assert ui.deviceInfoLabel.text.startswith("will use: CPU")
+    assert not ui.installButton.visible and not ui.applyButton.enabled
+
+    checkpoint = selftest.make_tiny_checkpoint(tmp_path / "tiny model.pt", sys.executable)
+    FakeFileDialog.answer = str(checkpoint)
+    ui.modelComboBox.emit("activated(int)", 0)
+    _poll_until_idle(widget)
+    assert boxes.errors == []
+    assert ui.modelComboBox.currentText == "tiny model.pt (local file)"
+    prompts = [(item.data(256), item.checkState()) for item in ui.promptListWidget.items]
+    assert prompts == [("liver", 2), ("organ_x", 2), ("spleen", 2), ("all_foreground", 0)]
+    assert ui.promptCountLabel.text == "3 of 4"
+
+    volume = selftest.add_sample_volume(slicer.mrmlScene)
+    widget._parameterNode.inputVolume = volume
+    widget._checkCanApply()
+    assert ui.applyButton.enabled
+    ui.applyButton.emit("clicked(bool)", False)
+    assert ui.applyButton.text == "Cancel"
+    _poll_until_idle(widget)
+    assert boxes.errors == [], boxes.errors
+    assert ui.statusLabel.text.startswith("Done in") and "3 segments" in ui.statusLabel.text
+    assert ui.applyButton.text == "Apply" and ui.applyButton.enabled
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1
+
+
+def test_widget_after_a_failing_models_list(app, monkeypatch) -> None:
+    module, boxes = app
+    from VerSemiSegmenterLib import catalogue
+
+    calls = []
+
+    def failing(python, timeout=120.0):
+        calls.append(python)
+        raise catalogue.ModelInfoError("'versemi models list' failed: catalogue.json: line 1: invalid JSON")
+
+    monkeypatch.setattr(catalogue, "list_catalogue_models", failing)
+    widget = _widget(module, boxes)
+    widget.enter()
+    _poll_until_idle(widget)
+    assert len(boxes.errors) == 1 and "invalid JSON" in boxes.errors[0]
+    assert [item[0] for item in widget.ui.modelComboBox.items] == ["Browse local checkpoint..."]
+    assert "Could not list the VerSemi models" in widget.ui.modelInfoLabel.text
+    assert not widget.ui.applyButton.enabled
+    widget.exit()
+    widget.enter()  # the next visit lists again
+    _poll_until_idle(widget)
+    assert len(calls) == 2
+
+
+def test_widget_review_save_failure_keeps_the_case(app, tmp_path: Path) -> None:
+    from VerSemiSegmenterLib import selftest
+
+    module, boxes = app
+    widget = _widget(module, boxes)
+    folder = selftest.make_review_folder(tmp_path / "r")
+    widget.reviewFolderSelector.currentPath = str(folder)
+    widget.reviewOpenButton.emit("clicked(bool)", False)
+    widget.reviewNextButton.emit("clicked(bool)", False)
+    case = widget.reviewPanel.controller.current
+    assert case is not None and widget.reviewSaveButton.enabled
+    case.segmentation_node.GetSegmentation().AddEmptySegment("stray", "tumour")
+    widget.reviewSaveButton.emit("clicked(bool)", False)
+    assert len(boxes.errors) == 1 and "Failed to save the refined label" in boxes.errors[0]
+    assert widget.reviewPanel.controller.current is case and widget.reviewSaveButton.enabled
+    assert widget.reviewStatusLabel.text.endswith(f"Editing {case.case_id}. 2 pending, 0 refined, 0 rejected")
+    widget.reviewPanel.controller.close_case()
+
+
+def test_unsupported_slicer_shows_only_what_to_do(monkeypatch, tmp_path: Path) -> None:
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    module = load_module(monkeypatch, str(tmp_path), version="5.8.1")
+    widget = module.VerSemiSegmenterWidget()
+    widget.setup()
+    assert widget.ui is None
+    (label,) = [w for w in widget.layout.widgets if isinstance(w, FakeQObject)]
+    assert "needs 3D Slicer 5.10 or newer" in label.text and "https://download.slicer.org" in label.text
+    widget.enter()
+    widget.cleanup()
