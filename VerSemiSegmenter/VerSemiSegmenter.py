@@ -911,6 +911,11 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def startSegmentation(self) -> None:
         self._applyPending = False
         params = self._parameterNode
+        if not self.logic.deviceProbed:  # the probe thread failed: never probe on the GUI thread
+            self.ui.statusLabel.text = "Not started."
+            self._checkCanApply()
+            self.show_error("Failed to start the segmentation:\ncould not check PyTorch and the GPU (see the log).")
+            return
         try:
             choice = self.logic.deviceChoice(params.device)
             self.ui.deviceInfoLabel.text = choice.describe()
