@@ -749,11 +749,19 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         form.addWidget(self.cacheStatusLabel)
         section.connect("contentsCollapsed(bool)", lambda collapsed: None if collapsed else self.refreshCache())
         self.cacheRefreshButton.connect("clicked(bool)", self.refreshCache)
-        self.cacheRemoveButton.connect("clicked(bool)", lambda: self.cache.remove(self.cacheTable.currentRow()))
-        self.cacheTable.connect("currentCellChanged(int,int,int,int)", lambda row, c, pr, pc: self.cache.show_card(row))
+        self.cacheRemoveButton.connect("clicked(bool)", self.onCacheRemove)
+        self.cacheTable.connect("currentCellChanged(int,int,int,int)", self.onCacheRowChanged)
 
     def refreshCache(self) -> None:
         self.cache.refresh()
+        self.pollTimer.start()
+
+    def onCacheRowChanged(self, row: int, column: int = 0, previousRow: int = -1, previousColumn: int = -1) -> None:
+        self.cache.show_card(row)
+        self.pollTimer.start()  # the card is read in the background
+
+    def onCacheRemove(self) -> None:
+        self.cache.remove(self.cacheTable.currentRow())
         self.pollTimer.start()
 
     def set_cache_rows(self, rows: list) -> None:
@@ -973,8 +981,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onPoll(self) -> None:
         self.onInstallPoll()
-        modelsBusy = self.models.poll()
-        cacheBusy = self.cache.poll()
+        self.models.poll()
+        self.cache.poll()
         if self._deviceThread is not None and not self._deviceThread.is_alive():
             self._deviceThread = None
             self.updateDeviceInfo()
@@ -998,7 +1006,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._checkCanApply()
         busy = (
             (self._job is not None and self._job.is_running) or self._downloadRunner or self._deviceThread
-            or self._installFlow or modelsBusy or cacheBusy
+            or self._installFlow or self.models.busy or self.cache.busy  # after the handlers above
         )
         if not busy:
             self.pollTimer.stop()

@@ -82,7 +82,11 @@ class FakeQObject:
         self.__dict__["_slots"] = {}
         self.enabled = True
         self.visible = True
-        self.text = args[0] if args and isinstance(args[0], str) else ""
+        text = args[0] if args and isinstance(args[0], str) else ""
+        if callable(getattr(type(self), "text", None)):
+            self._text = text  # items: text() is a method
+        else:
+            self.text = text  # widgets: text is a property
         self.toolTip = ""
 
     def connect(self, signal: str, slot: Any) -> None:
@@ -188,7 +192,7 @@ class FakeListWidgetItem(FakeQObject):
         return self._hidden
 
 
-FakeListWidgetItem.text = lambda self: self.__dict__["text"]  # QListWidgetItem.text() is a method
+FakeListWidgetItem.text = lambda self: self._text  # QListWidgetItem.text() is a method
 
 
 class FakeListWidget(FakeQObject):
@@ -214,7 +218,7 @@ class FakeTableWidgetItem(FakeQObject):
     pass
 
 
-FakeTableWidgetItem.text = lambda self: self.__dict__["text"]
+FakeTableWidgetItem.text = lambda self: self._text
 
 
 class FakeTableWidget(FakeQObject):

@@ -161,3 +161,51 @@ def test_unsupported_slicer_shows_only_what_to_do(monkeypatch, tmp_path: Path) -
     assert "needs 3D Slicer 5.10 or newer" in label.text and "https://download.slicer.org" in label.text
     widget.enter()
     widget.cleanup()
+
+
+def test_widget_downloads_a_catalogue_model_then_lists_and_removes_it_in_the_cache(
+    app, tmp_path: Path, monkeypatch
+) -> None:
+    import hashlib
+    import json
+
+    from VerSemiSegmenterLib import selftest
+
+    module, boxes = app
+    tiny = selftest.make_tiny_checkpoint(tmp_path / "published" / "tiny.pt", sys.executable)
+    data = Path(tiny).read_bytes()
+    catalogue = tmp_path / "catalogue.json"
+    catalogue.write_text(json.dumps({"format": "versemi-catalogue", "format_version": 1, "models": [{
+        "name": "tiny", "version": "1", "url": Path(tiny).as_uri(), "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data), "label_space": list(selftest.TINY_PROMPTS), "licence": "CC0-1.0",
+        "description": "a tiny random model",
+    }]}), encoding="utf-8")
+    monkeypatch.setenv("VERSEMI_CATALOGUE", str(catalogue))
+    widget = _widget(module, boxes)
+    ui = widget.ui
+    widget.enter()
+    _poll_until_idle(widget)
+    assert ui.modelComboBox.currentText == "tiny@1 (not installed)" and ui.downloadModelButton.visible
+    assert [item.data(256) for item in ui.promptListWidget.items] == list(selftest.TINY_PROMPTS)  # catalogue's
+
+    ui.downloadModelButton.emit("clicked(bool)", False)
+    _poll_until_idle(widget)  # download, then the list is read again, then the checkpoint's prompts
+    assert boxes.errors == [], boxes.errors
+    assert ui.statusLabel.text == "Model downloaded and verified."
+    assert ui.modelComboBox.currentText == "tiny@1 (installed)" and not ui.downloadModelButton.visible
+    assert [item.data(256) for item in ui.promptListWidget.items] == [*selftest.TINY_PROMPTS, "all_foreground"]
+
+    widget.refreshCache()
+    _poll_until_idle(widget)
+    assert widget.cacheTable.rows == 1 and widget.cacheTable.item(0, 0).text() == "tiny@1"
+    assert widget.cacheStatusLabel.text == "1 model installed."
+    widget.cacheTable.emit("currentCellChanged(int,int,int,int)", 0, 0, -1, -1)
+    _poll_until_idle(widget)
+    assert "a tiny random model" in widget.cacheCard.plainText
+    widget.cacheTable.selected = 0
+    widget.cacheRemoveButton.emit("clicked(bool)", False)
+    _poll_until_idle(widget)
+    assert boxes.errors == [] and any("Remove tiny@1" in q for q in boxes.questions)
+    assert widget.cacheStatusLabel.text == "0 models installed."
+    assert widget.cacheTable.rows == 0 and not (tmp_path / "models" / "tiny-1.pt").exists()
+    assert ui.modelComboBox.currentText == "tiny@1 (not installed)"  # the selector was refreshed too
