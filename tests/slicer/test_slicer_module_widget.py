@@ -209,3 +209,64 @@ def test_widget_downloads_a_catalogue_model_then_lists_and_removes_it_in_the_cac
     assert widget.cacheStatusLabel.text == "0 models installed."
     assert widget.cacheTable.rows == 0 and not (tmp_path / "models" / "tiny-1.pt").exists()
     assert ui.modelComboBox.currentText == "tiny@1 (not installed)"  # the selector was refreshed too
+
+
+def test_widget_install_button_runs_the_install_flow_in_the_background_then_lists(app, monkeypatch) -> None:
+    """Backend missing: Install asks, runs each step as a background command, then lists the models."""
+    from VerSemiSegmenterLib import dependencies
+    from VerSemiSegmenterLib.process import RunResult
+
+    module, boxes = app
+    versions = {"torch": "2.4.0", "monai": None, "versemi": "0.1.0"}
+    started: list[list[str]] = []
+
+    class Run:
+        def __init__(self, command):
+            self.polls = 0
+            if "--dry-run" in command:
+                report = command[command.index("--report") + 1]
+                Path(report).write_text('{"install": [{"metadata": {"name": "monai", "version": "1.4.0"}}]}')
+
+        def poll(self):
+            self.polls += 1  # each command takes a few timer ticks
+            return RunResult(returncode=0) if self.polls >= 3 else None
+
+        def cancel(self):
+            pass
+
+    def start(command):
+        started.append(command)
+        if "-c" in command and "--dry-run" not in command:
+            versions["monai"] = "1.4.0"  # the install step "installs" monai
+        return Run(command)
+
+    real_flow = module.VerSemiSegmenterLogic.dependencyFlow
+
+    def flow(logic):
+        template = real_flow(logic)
+        return dependencies.InstallFlow(template.env, dependencies.parse_requirements("torch>=2.2\nmonai>=1.3\n"),
+                                        None, versions.get, loaded_modules=set(), start_command=start)
+
+    monkeypatch.setattr(module.VerSemiSegmenterLogic, "dependencyFlow", flow)
+    def not_testing(self, python):  # as in a user's Slicer: installs are allowed after asking
+        self.testing = False
+        self.python_executable = python
+
+    monkeypatch.setattr(module.SlicerInstallEnvironment, "__init__", not_testing)
+    widget = _widget(module, boxes)
+    ui = widget.ui
+    widget.enter()
+    _poll_until_idle(widget)
+    assert ui.installButton.visible and "click Install" in ui.modelInfoLabel.text
+    assert [item[0] for item in ui.modelComboBox.items] == ["Browse local checkpoint..."]
+
+    ui.installButton.emit("clicked(bool)", False)
+    assert widget._installFlow is not None and not ui.installButton.enabled  # running in the background
+    assert ui.statusLabel.text.startswith("Checking what pip would install")
+    _poll_until_idle(widget)
+    assert boxes.errors == [], boxes.errors
+    assert [c[3] for c in started] == ["install", "install"] and "--dry-run" in started[0]
+    assert len(boxes.questions) == 1 and "monai 1.4.0 (new)" in boxes.questions[0]
+    assert ui.statusLabel.text == "Installed: monai."
+    assert not ui.installButton.visible and ui.installButton.enabled
+    assert widget.models.loaded  # the models were listed once the install was done
