@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import unittest
 from typing import Annotated, Optional
 
 import qt
@@ -30,10 +31,21 @@ from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 
-from VerSemiSegmenterLib import catalogue, dependencies, device, parameters, pipeline, process, review, selftest
+from VerSemiSegmenterLib import (
+    catalogue,
+    dependencies,
+    device,
+    panel,
+    parameters,
+    pipeline,
+    process,
+    review,
+    sampledata,
+    selftest,
+)
 
 SETTINGS_PREFIX = "VerSemiSegmenter"
-BROWSE_ITEM_TEXT = "Browse local checkpoint..."
+MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 #
@@ -58,8 +70,21 @@ SNOMED CT terminology. The Review section walks a pseudo-label review folder cas
 <a href="https://github.com/versemi/SlicerVerSemiSegmenter/blob/main/docs/SLICER.md">documentation</a>.
 """
         self.parent.acknowledgementText = """
-Based on the VerSemi method (IEEE Transactions on Medical Imaging). Uses PyTorch, MONAI and SimpleITK.
+Based on the VerSemi method (<a href="https://arxiv.org/abs/2311.11686">arXiv:2311.11686</a>).
+Uses PyTorch, MONAI and SimpleITK. Sample data: Medical Segmentation Decathlon (CC BY-SA 4.0).
 """
+        # Sample Data module entries (real scans bundled with the extension), once Slicer has started.
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Add VerSemi's sample scans to the Sample Data module (nothing happens without that module)."""
+    try:
+        import SampleData
+    except ImportError:
+        return
+    for source in sampledata.sample_sources(os.path.join(MODULE_DIR, "Resources")):
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(**source)
 
 
 #
@@ -97,20 +122,17 @@ def pythonExecutable() -> str:
     return sys.executable
 
 
-class SlicerInstaller:
-    """The :class:`VerSemiSegmenterLib.dependencies.Installer` for Slicer."""
+class SlicerInstallEnvironment:
+    """The :class:`VerSemiSegmenterLib.dependencies.InstallEnvironment` of Slicer."""
 
-    def __init__(self):
+    def __init__(self, python: str) -> None:
         self.testing = slicer.app.testingEnabled()
+        self.python_executable = python
 
     def confirm(self, message: str) -> bool:
         return slicer.util.confirmOkCancelDisplay(message, "VerSemi Segmenter: install packages")
 
-    def torch_installed(self) -> bool:
-        # Metadata only: importing torch into Slicer's process is not needed (the predictor runs apart).
-        return dependencies.installed_version("torch") is not None
-
-    def install_torch(self) -> bool:
+    def torch_install_args(self, requirement: str) -> list:
         try:
             import PyTorchUtils
         except ModuleNotFoundError:
@@ -118,12 +140,11 @@ class SlicerInstaller:
                 "PyTorch is needed: install the 'PyTorch' extension from the Extensions Manager, restart Slicer, "
                 "and try again."
             ) from None
-        # One confirmation was already given for the whole list (ensure_dependencies).
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-        return torch is not None
-
-    def pip_install(self, args: list) -> None:
-        slicer.util.pip_install(args)
+        # The extension's own light-the-torch arguments (CUDA build for the driver, or CPU).
+        arguments = getattr(PyTorchUtils.PyTorchUtilsLogic, "_getPipInstallArguments", None)
+        if arguments is None:
+            return ["install", requirement]
+        return list(arguments(None, requirement[len("torch"):] if requirement.startswith("torch") else None))
 
 
 #
@@ -141,15 +162,25 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
         process.set_base_environment(slicer.util.startupEnvironment())
         self._torchInfo = None
         self._nvidiaPresent = None
+        self._backendReady = False
 
     def getParameterNode(self):
         return VerSemiSegmenterParameterNode(super().getParameterNode())
 
     def moduleResourcesDir(self) -> str:
-        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources")
+        return os.path.join(MODULE_DIR, "Resources")
 
-    def ensureDependencies(self) -> dependencies.EnsureResult:
-        """Install what the predictor misses (asks once; silent in testing mode)."""
+    @staticmethod
+    def platformProblem() -> Optional[str]:
+        """Why this Slicer cannot run VerSemi, or None (supported: Slicer 5.10+, Python 3.10+)."""
+        return dependencies.platform_problem(str(slicer.app.applicationVersion), tuple(sys.version_info[:2]))
+
+    # --- dependencies -----------------------------------------------------------------------------
+    def dependencyFlow(self) -> dependencies.InstallFlow:
+        """The install flow for what the predictor misses (start it, then poll it)."""
+        problem = self.platformProblem()
+        if problem:
+            raise dependencies.DependencyError(problem)
         resources = self.moduleResourcesDir()
         requirements = dependencies.read_requirements(os.path.join(resources, "requirements.txt"))
         source = dependencies.bundled_versemi_source(resources)
@@ -157,7 +188,40 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
             raise dependencies.DependencyError(
                 f"the versemi package is neither installed nor bundled in {resources}/versemi-package"
             )
-        return dependencies.ensure_dependencies(SlicerInstaller(), requirements, source)
+        return dependencies.InstallFlow(SlicerInstallEnvironment(self.pythonExecutable), requirements, source)
+
+    def backendReady(self) -> bool:
+        """versemi and the predictor's packages are installed (package metadata only; cached once true)."""
+        if not self._backendReady:
+            try:
+                self._backendReady = self.dependencyFlow().plan().empty
+            except dependencies.DependencyError:
+                self._backendReady = False
+        return self._backendReady
+
+    def forgetInstallState(self) -> None:
+        """After an install: check packages and torch again."""
+        self._backendReady = False
+        self._torchInfo = None
+
+    def ensureDependencies(self, timeout: float = 3600.0) -> dependencies.InstallResult:
+        """Install what the predictor misses and wait (scripts; asks first; never in testing mode).
+
+        Raises:
+            DependencyError: testing mode with something missing, declined, or a failed install.
+        """
+        flow = self.dependencyFlow()
+        flow.start()
+        deadline = time.monotonic() + timeout
+        while flow.poll() is None:
+            if time.monotonic() > deadline:
+                flow.cancel()
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.forgetInstallState()
+        if not flow.result.succeeded:
+            raise dependencies.DependencyError(flow.result.error or "installation failed")
+        return flow.result
 
     # --- models -----------------------------------------------------------------------------------
     def listModels(self) -> list:
@@ -172,6 +236,12 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
             return catalogue.read_checkpoint_prompts(choice.path, self.pythonExecutable)
         return list(choice.prompts)
 
+    def modelCard(self, choice: catalogue.ModelChoice) -> str:
+        return catalogue.read_model_card(choice, self.pythonExecutable)
+
+    def removeModel(self, key: str) -> str:
+        return catalogue.remove_model(key, self.pythonExecutable)
+
     # --- device -----------------------------------------------------------------------------------
     def probeDevice(self) -> None:
         """Collect torch/GPU facts (slow: starts a Python; call from a worker thread)."""
@@ -183,6 +253,7 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
         return self._torchInfo is not None
 
     def deviceChoice(self, requested: str) -> device.DeviceChoice:
+        """The device a run will use (probes first when needed: scripts; the panel probes in a thread)."""
         if self._torchInfo is None:
             self.probeDevice()
         return device.choose_device(requested, self._torchInfo, bool(self._nvidiaPresent))
@@ -243,12 +314,41 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
         return review.open_review(reviewDir, review.MrmlReviewScene(slicer.mrmlScene), user=user)
 
 
+class _LogicBackend:
+    """The logic under the names the panel controllers use (``panel.ModelBackend``/``CacheBackend``)."""
+
+    def __init__(self, logic: VerSemiSegmenterLogic) -> None:
+        self.logic = logic
+
+    def backend_ready(self) -> bool:
+        return self.logic.backendReady()
+
+    def list_models(self) -> list:
+        return self.logic.listModels()
+
+    def model_prompts(self, choice) -> list:
+        return self.logic.modelPrompts(choice)
+
+    def model_card(self, choice) -> str:
+        return self.logic.modelCard(choice)
+
+    def remove_model(self, key: str) -> str:
+        return self.logic.removeModel(key)
+
+
 #
 # VerSemiSegmenterWidget
 #
 
 
 class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """GUI glue: the controllers in ``VerSemiSegmenterLib.panel`` decide, this class shows.
+
+    Nothing slow runs here: listing models, reading prompts, model cards, removing models and the
+    device probe are background calls; installs and segmentations are background processes; all are
+    polled by one timer.
+    """
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -257,34 +357,52 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._job = None
         self._downloadRunner = None
-        self._models = []
-        self._modelsLoaded = False
         self._deviceThread = None
+        self._applyPending = False
+        self._installFlow = None
+        self._afterInstall = []
         self._updatingPrompts = False
         self._startTime = 0.0
-        self._dependenciesReady = False
-        self._review = None  # review.ReviewController of the open review folder
+        self.models = None  # panel.ModelPanel
+        self.cache = None  # panel.CachePanel
+        self.reviewPanel = None  # panel.ReviewPanel
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        self.logic = VerSemiSegmenterLogic()
+        problem = self.logic.platformProblem()
+        if problem:
+            # Unsupported Slicer: say so and what to do, build nothing else.
+            label = qt.QLabel(problem)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            self.ui = None
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/VerSemiSegmenter.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
-        self.logic = VerSemiSegmenterLogic()
-
         # Choice items must exist before the parameter node binds the combo boxes.
         self.ui.deviceComboBox.addItems(list(parameters.DEVICES))
         self.ui.qualityComboBox.addItems(list(parameters.QUALITIES))
         self.ui.downloadModelButton.visible = False
+        self.ui.installButton.visible = False
         self.ui.progressBar.visible = False
+
+        backend = _LogicBackend(self.logic)
+        self.models = panel.ModelPanel(self, backend, self.ensureBackend)
+        self.cache = panel.CachePanel(self, backend, on_removed=lambda key: self.models.refresh())
+        self.reviewPanel = panel.ReviewPanel(self, self.logic.openReview, self.ensureBackend,
+                                             review.missing_review_packages)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.modelComboBox.connect("activated(int)", self.onModelActivated)
         self.ui.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
+        self.ui.installButton.connect("clicked(bool)", self.onInstallButton)
         self.ui.promptFilterLineEdit.connect("textChanged(QString)", self.onPromptFilterChanged)
         self.ui.promptListWidget.connect("itemChanged(QListWidgetItem*)", self.onPromptItemChanged)
         self.ui.selectAllButton.connect("clicked(bool)", lambda: self.setVisiblePromptsChecked(True))
@@ -292,9 +410,10 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateDeviceInfo)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
 
+        self.setupCacheSection(uiWidget)
         self.setupReviewSection(uiWidget)
 
-        # Background work (predictor, download, device probe) is polled: the GUI never blocks.
+        # Background work (installs, predictor, download, listings, device probe) is polled here.
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(200)
         self.pollTimer.connect("timeout()", self.onPoll)
@@ -302,31 +421,37 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        if self.ui is None:
+            return
         self.cancelRunning()
         self.pollTimer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
+        if self.ui is None:
+            return
         self.initializeParameterNode()
-        if not self._modelsLoaded:
-            self.refreshModels()
-        if self._deviceThread is None and not self.logic.deviceProbed:
-            self._deviceThread = threading.Thread(target=self._probeDevice, daemon=True)
-            self._deviceThread.start()
-            self.pollTimer.start()
+        self.models.enter()
+        if self._deviceThread is None and not self.logic.deviceProbed and self.logic.backendReady():
+            self.startDeviceProbe()
+        self.pollTimer.start()
 
     def exit(self) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
+            self._removeParameterNodeObserver()
+
+    def _removeParameterNodeObserver(self) -> None:
+        if self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.cancelRunning()
         self.setParameterNode(None)
-        if self._review is not None:
-            self._review.forget_open_case()  # its nodes go with the scene; the case stays pending
-            self.updateReviewPanel()
+        if self.reviewPanel.controller is not None:
+            self.reviewPanel.controller.forget_open_case()  # its nodes go with the scene; it stays pending
+            self.refresh_review()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -342,7 +467,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._removeParameterNodeObserver()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
@@ -356,124 +481,156 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         reasons = []
         if not (self._parameterNode and self._parameterNode.inputVolume):
             reasons.append("select an input volume")
-        if not self.currentModelChoice():
+        if not self.models.current:
             reasons.append("select a model")
         if not self.checkedPrompts():
             reasons.append("tick at least one structure")
-        busy = self._downloadRunner is not None
+        busy = self._downloadRunner is not None or self._installFlow is not None or self._applyPending
+        self.ui.installButton.enabled = self._installFlow is None
         self.ui.applyButton.enabled = not reasons and not busy
         self.ui.applyButton.toolTip = (
             "Run the segmentation in the background." if not reasons else "To segment: " + ", ".join(reasons) + "."
         )
 
-    def ensureDependencies(self) -> bool:
-        """Install missing packages once per session (asks first). False: restart needed first."""
-        if self._dependenciesReady:
-            return True
-        result = self.logic.ensureDependencies()
+    # --- views shared by the controllers ----------------------------------------------------------
+    def show_error(self, message: str) -> None:
+        slicer.util.errorDisplay(message, windowTitle="VerSemi Segmenter")
+
+    def confirm(self, text: str) -> bool:
+        return slicer.util.confirmOkCancelDisplay(text, windowTitle="VerSemi Segmenter")
+
+    # --- installing (background) --------------------------------------------------------------------
+    def ensureBackend(self, reason: str, then) -> None:
+        """Run ``then()`` once VerSemi's packages are installed: at once, or after a background install."""
+        if self.logic.backendReady():
+            then()
+            return
+        self._afterInstall.append(then)
+        if self._installFlow is not None:
+            return  # already installing: ``then`` runs when it is done
+        try:
+            flow = self.logic.dependencyFlow()
+            flow.start()
+        except Exception as exc:  # DependencyError (testing mode, platform) or an unreadable requirements file
+            self._afterInstall = []
+            self.show_error(f"VerSemi's Python packages are needed {reason}:\n{exc}")
+            return
+        self._installFlow = flow
+        self.ui.progressBar.visible = True
+        self.ui.progressBar.maximum = 0  # busy indicator: pip gives no fraction
+        self.onInstallPoll()
+        self.pollTimer.start()
+
+    def onInstallPoll(self) -> None:
+        flow = self._installFlow
+        if flow is None:
+            return
+        result = flow.poll()
+        if result is None:
+            self.ui.statusLabel.text = f"{flow.status}... (Slicer stays usable)"
+            self._checkCanApply()
+            return
+        self._installFlow = None
+        callbacks, self._afterInstall = self._afterInstall, []
+        self.ui.progressBar.maximum = 1000
+        self.ui.progressBar.visible = False
+        self.logic.forgetInstallState()
+        if not result.succeeded:
+            self.ui.statusLabel.text = "Packages not installed." if not result.cancelled else "Installation cancelled."
+            if not result.cancelled:
+                self.show_error(f"Could not install VerSemi's Python packages:\n{result.error}")
+            self._checkCanApply()
+            return
+        self.ui.statusLabel.text = (
+            f"Installed: {', '.join(result.installed)}." if result.installed else "VerSemi's packages are ready."
+        )
         if result.restart_needed:
             if slicer.util.confirmYesNoDisplay(
                 "Packages that Slicer had already loaded were updated. Restart Slicer now to use them?",
                 windowTitle="VerSemi Segmenter",
             ):
                 slicer.util.restart()
-            return False
-        self._dependenciesReady = True
-        if result.installed:
-            self.logic._torchInfo = None  # torch may have just been installed: probe again
-            self.refreshModels()
-        return True
+            return
+        self.startDeviceProbe()
+        for callback in callbacks:
+            callback()
+        self._checkCanApply()
 
-    # --- models -----------------------------------------------------------------------------------
-    def refreshModels(self, selectKey: Optional[str] = None) -> None:
-        models = []
-        with slicer.util.tryWithErrorDisplay("Failed to list VerSemi models.", waitCursor=True):
-            models = self.logic.listModels()
-        local = [catalogue.local_checkpoint_choice(p) for p in self.rememberedCheckpoints() if os.path.isfile(p)]
-        self._models = models + local
-        self._modelsLoaded = True
+    # --- models (panel.ModelView) -------------------------------------------------------------------
+    def set_model_items(self, items: list, current: int) -> None:
         combo = self.ui.modelComboBox
         combo.blockSignals(True)
         combo.clear()
-        for choice in self._models:
-            combo.addItem(choice.label, choice.key)
-            combo.setItemData(combo.count - 1, choice.description or choice.key, qt.Qt.ToolTipRole)
-        combo.addItem(BROWSE_ITEM_TEXT, "")
-        wanted = selectKey or (self._parameterNode.model if self._parameterNode else "")
-        index = next((i for i, c in enumerate(self._models) if c.key == wanted), 0 if self._models else -1)
-        combo.setCurrentIndex(index)
+        for item in items:
+            combo.addItem(item.label, item.key)
+            combo.setItemData(combo.count - 1, item.tooltip, qt.Qt.ToolTipRole)
+        combo.setCurrentIndex(current)
         combo.blockSignals(False)
-        self.onModelChanged()
 
-    def rememberedCheckpoints(self) -> list:
+    def set_model_info(self, text: str) -> None:
+        self.ui.modelInfoLabel.text = text
+
+    def set_download_visible(self, visible: bool) -> None:
+        self.ui.downloadModelButton.visible = visible
+
+    def set_install_visible(self, visible: bool) -> None:
+        self.ui.installButton.visible = visible
+
+    def set_prompts(self, prompts: list) -> None:
+        self.populatePrompts(prompts)
+
+    def set_model_key(self, key: str) -> None:
+        if self._parameterNode:
+            self._parameterNode.model = key
+
+    def saved_model_key(self) -> str:
+        return self._parameterNode.model if self._parameterNode else ""
+
+    def ask_checkpoint_file(self) -> Optional[str]:
+        path = qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(), "Choose a VerSemi checkpoint", "", "VerSemi checkpoints (*.pt *.pth);;All files (*)"
+        )
+        return path or None
+
+    def remembered_checkpoints(self) -> list:
         value = qt.QSettings().value(f"{SETTINGS_PREFIX}/localCheckpoints", "")
         return [p for p in str(value or "").split("\n") if p]
 
-    def rememberCheckpoint(self, path: str) -> None:
-        paths = [path] + [p for p in self.rememberedCheckpoints() if p != path]
+    def remember_checkpoint(self, path: str) -> None:
+        paths = [path] + [p for p in self.remembered_checkpoints() if p != path]
         qt.QSettings().setValue(f"{SETTINGS_PREFIX}/localCheckpoints", "\n".join(paths[:10]))
 
-    def currentModelChoice(self):
-        index = self.ui.modelComboBox.currentIndex
-        return self._models[index] if 0 <= index < len(self._models) else None
+    def onInstallButton(self) -> None:
+        self.models.install()
+        self.pollTimer.start()
 
     def onModelActivated(self, index: int) -> None:
-        with slicer.util.tryWithErrorDisplay("Failed to install the packages VerSemi needs.", waitCursor=True):
-            if not self.ensureDependencies():
-                return
-        if self.ui.modelComboBox.itemText(index) == BROWSE_ITEM_TEXT:
-            path = qt.QFileDialog.getOpenFileName(
-                slicer.util.mainWindow(), "Choose a VerSemi checkpoint", "", "VerSemi checkpoints (*.pt *.pth);;All files (*)"
-            )
-            if path:
-                self.rememberCheckpoint(os.path.abspath(path))
-                self.refreshModels(selectKey=os.path.abspath(path))
-            else:
-                self.refreshModels()
-            return
-        self.onModelChanged()
-
-    def onModelChanged(self) -> None:
-        choice = self.currentModelChoice()
-        if self._parameterNode:
-            self._parameterNode.model = choice.key if choice else ""
-        prompts = list(choice.prompts) if choice else []
-        versemiInstalled = dependencies.installed_version("versemi") is not None
-        if not versemiInstalled:
-            info = "VerSemi's Python packages are not installed yet: choose a model to install them (asks first)."
-        elif choice is None:
-            info = "No model found: choose 'Browse local checkpoint...' or install one (see the documentation)."
-        elif choice.source != "local" and not choice.installed:
-            info = "Not installed yet: click Download (SHA-256 verified), or import a file with 'versemi models import'."
-        else:
-            info = choice.path or ""
-            with slicer.util.tryWithErrorDisplay(f"Failed to read model {choice.key}.", waitCursor=True):
-                prompts = self.logic.modelPrompts(choice)
-        self.ui.modelInfoLabel.text = info
-        self.ui.downloadModelButton.visible = (
-            versemiInstalled and choice is not None and choice.source != "local" and not choice.installed
-        )
-        self.populatePrompts(prompts)
+        self.models.activate(index)
+        self.pollTimer.start()
 
     def onDownloadModel(self) -> None:
-        choice = self.currentModelChoice()
+        choice = self.models.current
         if choice is None or self._downloadRunner is not None:
             return
-        with slicer.util.tryWithErrorDisplay("Failed to start the model download.", waitCursor=True):
-            if not self.ensureDependencies():
-                return
-            runner = process.ProcessRunner(catalogue.download_command(choice.key, self.logic.pythonExecutable))
-            runner.progress.connect(self.onProgress)
+        self.ensureBackend("to download a model", lambda: self.startDownload(choice))
+
+    def startDownload(self, choice) -> None:
+        runner = process.ProcessRunner(catalogue.download_command(choice.key, self.logic.pythonExecutable))
+        runner.progress.connect(self.onProgress)
+        try:
             runner.start()
-            self._downloadRunner = runner
-            self.ui.progressBar.visible = True
-            self.ui.statusLabel.text = f"Downloading {choice.key}..."
-            self.pollTimer.start()
+        except OSError as exc:
+            self.show_error(f"Failed to start the model download:\n{exc}")
+            return
+        self._downloadRunner = runner
+        self.ui.progressBar.visible = True
+        self.ui.statusLabel.text = f"Downloading {choice.key}..."
+        self.pollTimer.start()
         self._checkCanApply()
 
     # --- prompts ----------------------------------------------------------------------------------
     def promptSettingsKey(self) -> str:
-        choice = self.currentModelChoice()
+        choice = self.models.current
         model = choice.key.split("@")[0] if choice else ""
         return f"{SETTINGS_PREFIX}/selectedPrompts/{model.replace('/', '_').replace(os.sep, '_')}"
 
@@ -530,22 +687,97 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
 
     # --- device -----------------------------------------------------------------------------------
+    def startDeviceProbe(self) -> None:
+        if self._deviceThread is not None:
+            return
+        self.ui.deviceInfoLabel.text = "will use: (checking PyTorch and GPU...)"
+        self._deviceThread = threading.Thread(target=self._probeDevice, daemon=True)
+        self._deviceThread.start()
+        self.pollTimer.start()
+
     def _probeDevice(self) -> None:
         try:
             self.logic.probeDevice()
-        except Exception as exc:  # shown in the label by the poll
+        except Exception as exc:  # the label says "cannot run" after the poll
             logging.warning(f"VerSemi: device probe failed: {exc}")
 
     def updateDeviceInfo(self, *args) -> None:
         if not self.logic.deviceProbed:
-            self.ui.deviceInfoLabel.text = "will use: (checking PyTorch and GPU...)"
+            self.ui.deviceInfoLabel.text = (
+                "will use: (checking PyTorch and GPU...)" if self._deviceThread is not None
+                else "will use: (known once VerSemi's packages are installed)"
+            )
             return
         try:
             self.ui.deviceInfoLabel.text = self.logic.deviceChoice(self.ui.deviceComboBox.currentText).describe()
         except ValueError as exc:
             self.ui.deviceInfoLabel.text = f"cannot run: {exc}"
 
-    # --- review -----------------------------------------------------------------------------------
+    # --- model cache (panel.CacheView) --------------------------------------------------------------
+    def setupCacheSection(self, uiWidget) -> None:
+        """The collapsible Model cache section: installed models, size, card, remove."""
+        import ctk
+
+        section = ctk.ctkCollapsibleButton()
+        section.text = "Model cache"
+        section.collapsed = True
+        layout = uiWidget.layout()
+        layout.insertWidget(max(layout.count() - 1, 0), section)
+        form = qt.QVBoxLayout(section)
+        self.cacheTable = qt.QTableWidget(0, 3)
+        self.cacheTable.setHorizontalHeaderLabels(["Model", "Size", "Status"])
+        self.cacheTable.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
+        self.cacheTable.setSelectionMode(qt.QAbstractItemView.SingleSelection)
+        self.cacheTable.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
+        self.cacheTable.horizontalHeader().setStretchLastSection(True)
+        self.cacheTable.verticalHeader().visible = False
+        form.addWidget(self.cacheTable)
+        self.cacheCard = qt.QPlainTextEdit()
+        self.cacheCard.readOnly = True
+        self.cacheCard.placeholderText = "Select a model to see its card."
+        self.cacheCard.setMaximumHeight(120)
+        form.addWidget(self.cacheCard)
+        buttons = qt.QHBoxLayout()
+        self.cacheRefreshButton = qt.QPushButton("Refresh")
+        self.cacheRemoveButton = qt.QPushButton("Remove")
+        self.cacheRemoveButton.toolTip = "Delete the selected model file from the VerSemi model cache."
+        buttons.addWidget(self.cacheRefreshButton)
+        buttons.addWidget(self.cacheRemoveButton)
+        form.addLayout(buttons)
+        self.cacheStatusLabel = qt.QLabel("")
+        self.cacheStatusLabel.wordWrap = True
+        form.addWidget(self.cacheStatusLabel)
+        section.connect("contentsCollapsed(bool)", lambda collapsed: None if collapsed else self.refreshCache())
+        self.cacheRefreshButton.connect("clicked(bool)", self.refreshCache)
+        self.cacheRemoveButton.connect("clicked(bool)", self.onCacheRemove)
+        self.cacheTable.connect("currentCellChanged(int,int,int,int)", self.onCacheRowChanged)
+
+    def refreshCache(self) -> None:
+        self.cache.refresh()
+        self.pollTimer.start()
+
+    def onCacheRowChanged(self, row: int, column: int = 0, previousRow: int = -1, previousColumn: int = -1) -> None:
+        self.cache.show_card(row)
+        self.pollTimer.start()  # the card is read in the background
+
+    def onCacheRemove(self) -> None:
+        self.cache.remove(self.cacheTable.currentRow())
+        self.pollTimer.start()
+
+    def set_cache_rows(self, rows: list) -> None:
+        table = self.cacheTable
+        table.setRowCount(len(rows))
+        for index, row in enumerate(rows):
+            for column, text in enumerate((row.label, row.size_text, row.status)):
+                table.setItem(index, column, qt.QTableWidgetItem(text))
+
+    def set_cache_card(self, text: str) -> None:
+        self.cacheCard.plainText = text
+
+    def set_cache_status(self, text: str) -> None:
+        self.cacheStatusLabel.text = text
+
+    # --- review (panel.ReviewView) --------------------------------------------------------------------
     def setupReviewSection(self, uiWidget) -> None:
         """The collapsible Review section (built here: the .ui file holds the segmentation panel)."""
         import ctk
@@ -598,106 +830,49 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         form.addRow(self.reviewStatusLabel)
 
         self.reviewOpenButton.connect("clicked(bool)", self.onReviewOpen)
-        self.reviewNextButton.connect("clicked(bool)", self.onReviewNext)
+        self.reviewNextButton.connect("clicked(bool)", self.reviewPanel.next)
         self.reviewEditorButton.connect("clicked(bool)", self.onReviewSegmentEditor)
-        self.reviewSaveButton.connect("clicked(bool)", self.onReviewSave)
+        self.reviewSaveButton.connect("clicked(bool)", self.reviewPanel.save)
         self.reviewRejectButton.connect("clicked(bool)", self.onReviewReject)
         self.reviewTable.connect("cellDoubleClicked(int,int)", self.onReviewCaseDoubleClicked)
-        self.updateReviewPanel()
+        self.refresh_review()
 
     def onReviewOpen(self) -> None:
         folder = self.reviewFolderSelector.currentPath
-        with slicer.util.tryWithErrorDisplay("Failed to open the review folder.", waitCursor=True):
-            if not folder:
-                raise review.ReviewPanelError("choose a review folder first")
-            if review.missing_review_packages() and not self.ensureDependencies():
-                return
-            if not self.confirmLeaveReviewCase():
-                return
-            if self._review is not None:
-                self._review.close_case()
-            self._review = None
-            self._review = self.logic.openReview(folder)
+        self.reviewPanel.open(folder)
+        if self.reviewPanel.controller is not None:
             self.reviewFolderSelector.addCurrentPathToHistory()
-        self.updateReviewPanel()
 
-    def confirmLeaveReviewCase(self) -> bool:
-        """Ask before unloading an open case (its edits are not saved; it stays pending)."""
-        if self._review is None or self._review.current is None:
-            return True
-        return slicer.util.confirmOkCancelDisplay(
-            f"Leave case {self._review.current.case_id} without saving? Its edits are discarded; it stays pending.",
-            windowTitle="VerSemi Review",
-        )
-
-    def onReviewNext(self) -> None:
-        if self._review is None or not self.confirmLeaveReviewCase():
-            return
-        self.loadNextReviewCase()
-        self.showReviewCase()
+    def onReviewReject(self) -> None:
+        self.reviewPanel.reject(self.reviewReasonEdit.text)
+        self.reviewReasonEdit.text = ""
 
     def onReviewCaseDoubleClicked(self, row: int, column: int) -> None:
         item = self.reviewTable.item(row, 0)
-        if self._review is None or item is None:
-            return
-        caseId = item.text()
-        if self._review.current is not None and self._review.current.case_id == caseId:
-            return
-        if not self.confirmLeaveReviewCase():
-            return
-        with slicer.util.tryWithErrorDisplay(f"Failed to open case {caseId}.", waitCursor=True):
-            self._review.open_case(caseId)
-        self.showReviewCase()
-
-    def onReviewSave(self) -> None:
-        if self._review is None:
-            return
-        saved = None
-        with slicer.util.tryWithErrorDisplay("Failed to save the refined label.", waitCursor=True):
-            saved = self._review.save_refined(move_on=False)
-            slicer.util.showStatusMessage(f"Saved {saved.case_id} as {saved.refined_label}", 5000)
-        if saved is not None:
-            self.loadNextReviewCase()
-        self.showReviewCase()
-
-    def onReviewReject(self) -> None:
-        if self._review is None:
-            return
-        rejected = None
-        with slicer.util.tryWithErrorDisplay("Failed to reject the case.", waitCursor=True):
-            rejected = self._review.reject(self.reviewReasonEdit.text.strip() or None, move_on=False)
-            self.reviewReasonEdit.text = ""
-            slicer.util.showStatusMessage(f"Rejected {rejected.case_id}", 5000)
-        if rejected is not None:
-            self.loadNextReviewCase()
-        self.showReviewCase()
-
-    def loadNextReviewCase(self) -> None:
-        with slicer.util.tryWithErrorDisplay("Failed to load the next case.", waitCursor=True):
-            self._review.next_case()
+        if item is not None:
+            self.reviewPanel.open_case(item.text())
 
     def onReviewSegmentEditor(self) -> None:
-        loaded = self._review.current if self._review is not None else None
+        controller = self.reviewPanel.controller
+        loaded = controller.current if controller is not None else None
         if loaded is None:
             return
-        with slicer.util.tryWithErrorDisplay("Failed to open the Segment Editor.", waitCursor=True):
+        try:
             slicer.util.selectModule("SegmentEditor")
             editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
             editor.setSegmentationNode(loaded.segmentation_node)
-            if hasattr(editor, "setSourceVolumeNode"):  # Slicer >= 5.4
-                editor.setSourceVolumeNode(loaded.volume_node)
-            else:
-                editor.setMasterVolumeNode(loaded.volume_node)
+            editor.setSourceVolumeNode(loaded.volume_node)
+        except Exception as exc:
+            self.show_error(f"Failed to open the Segment Editor:\n{exc}")
 
-    def showReviewCase(self) -> None:
-        """Show the open case in the views, then refresh the table and buttons."""
-        loaded = self._review.current if self._review is not None else None
-        if loaded is not None:
-            slicer.util.setSliceViewerLayers(background=loaded.volume_node, fit=True)
-        self.updateReviewPanel()
+    def show_status(self, text: str) -> None:
+        slicer.util.showStatusMessage(text, 5000)
 
-    def updateReviewPanel(self) -> None:
-        controller = self._review
+    def show_case(self, loaded) -> None:
+        slicer.util.setSliceViewerLayers(background=loaded.volume_node, fit=True)
+
+    def refresh_review(self) -> None:
+        controller = self.reviewPanel.controller
         rows = []
         if controller is not None:
             try:
@@ -705,6 +880,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.reviewStatusLabel.text = f"{controller.review_dir}: {controller.status_text()}"
             except ValueError as exc:  # the manifest became unreadable (ReviewError)
                 self.reviewStatusLabel.text = f"Cannot read the review: {exc}"
+        else:
+            self.reviewStatusLabel.text = "Choose a review folder and click Open."
         table = self.reviewTable
         table.setRowCount(len(rows))
         current = controller.current.case_id if controller is not None and controller.current else None
@@ -713,7 +890,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 table.setItem(index, column, qt.QTableWidgetItem(text))
             if row.case_id == current:
                 table.selectRow(index)
-        isOpen = controller is not None and controller.current is not None
+        isOpen = current is not None
         self.reviewNextButton.enabled = controller is not None
         for button in (self.reviewEditorButton, self.reviewSaveButton, self.reviewRejectButton):
             button.enabled = isOpen
@@ -723,27 +900,52 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None and self._job.is_running:
             self.cancelRunning()
             return
-        with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
-            params = self._parameterNode
-            output = params.outputSegmentation
-            if output is not None and not slicer.util.confirmYesNoDisplay(
-                f"Replace ALL segments of '{output.GetName()}' with the new result?\n"
-                "(Choose 'Create new segmentation' to keep them.)",
-                windowTitle="VerSemi Segmenter",
-            ):
-                return
-            if not self.ensureDependencies():
-                return
+        if self._applyPending:
+            return
+        self.ensureBackend("to segment", self.applyWhenReady)
+
+    def applyWhenReady(self) -> None:
+        output = self._parameterNode.outputSegmentation if self._parameterNode else None
+        if output is not None and not slicer.util.confirmYesNoDisplay(
+            f"Replace ALL segments of '{output.GetName()}' with the new result?\n"
+            "(Choose 'Create new segmentation' to keep them.)",
+            windowTitle="VerSemi Segmenter",
+        ):
+            return
+        self._applyPending = True
+        if not self.logic.deviceProbed:
+            self.ui.statusLabel.text = "Checking PyTorch and GPU..."
+            self.startDeviceProbe()  # the poll starts the run when the probe is done
+            self._checkCanApply()
+            return
+        self.startSegmentation()
+
+    def startSegmentation(self) -> None:
+        self._applyPending = False
+        params = self._parameterNode
+        if not self.logic.deviceProbed:  # the probe thread failed: never probe on the GUI thread
+            self.ui.statusLabel.text = "Not started."
+            self._checkCanApply()
+            self.show_error("Failed to start the segmentation:\ncould not check PyTorch and the GPU (see the log).")
+            return
+        try:
             choice = self.logic.deviceChoice(params.device)
             self.ui.deviceInfoLabel.text = choice.describe()
-            self._job = self.logic.startSegmentation(
-                params.inputVolume, params.model, self.checkedPrompts(), choice.device, params.quality, output
+            job = self.logic.startSegmentation(
+                params.inputVolume, params.model, self.checkedPrompts(), choice.device, params.quality,
+                params.outputSegmentation,
             )
-            self._job.progress.connect(self.onProgress)
-            self._startTime = time.monotonic()
-            self.setRunningState(True)
-            self.ui.statusLabel.text = f"Starting ({choice.describe()})..."
-            self.pollTimer.start()
+        except Exception as exc:  # bad settings, unusable device, predictor not startable
+            self.ui.statusLabel.text = "Not started."
+            self.setRunningState(False)
+            self.show_error(f"Failed to start the segmentation:\n{exc}")
+            return
+        self._job = job
+        job.progress.connect(self.onProgress)
+        self._startTime = time.monotonic()
+        self.setRunningState(True)
+        self.ui.statusLabel.text = f"Starting ({choice.describe()})..."
+        self.pollTimer.start()
 
     def setRunningState(self, running: bool) -> None:
         self.ui.applyButton.text = "Cancel" if running else "Apply"
@@ -775,11 +977,17 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._downloadRunner is not None:
             self._downloadRunner.cancel()
             self.onPoll()
+        # A running package install is not cancelled: stopping pip half-way can break packages.
 
     def onPoll(self) -> None:
+        self.onInstallPoll()
+        self.models.poll()
+        self.cache.poll()
         if self._deviceThread is not None and not self._deviceThread.is_alive():
             self._deviceThread = None
             self.updateDeviceInfo()
+            if self._applyPending:
+                self.startSegmentation()
         if self._job is not None and self._job.poll() is not None:  # also after a cancel
             self.onJobFinished(self._job)
         if self._downloadRunner is not None:
@@ -789,18 +997,22 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.progressBar.visible = False
                 if result.succeeded:
                     self.ui.statusLabel.text = "Model downloaded and verified."
-                    self.refreshModels()
+                    self.models.refresh(select_key=self.models.current.key if self.models.current else None)
                 elif result.cancelled:
                     self.ui.statusLabel.text = "Download cancelled."
                 else:
                     self.ui.statusLabel.text = "Download failed."
-                    slicer.util.errorDisplay(f"Download failed:\n{result.error_message()}")
+                    self.show_error(f"Download failed:\n{result.error_message()}")
                 self._checkCanApply()
-        busy = (self._job is not None and self._job.is_running) or self._downloadRunner or self._deviceThread
+        busy = (
+            (self._job is not None and self._job.is_running) or self._downloadRunner or self._deviceThread
+            or self._installFlow or self.models.busy or self.cache.busy  # after the handlers above
+        )
         if not busy:
             self.pollTimer.stop()
 
     def onJobFinished(self, job) -> None:
+        self._job = None
         self.setRunningState(False)
         seconds = time.monotonic() - self._startTime
         if job.succeeded:
@@ -816,8 +1028,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Cancelled; nothing was added to the scene."
         else:
             self.ui.statusLabel.text = "Failed (see the error message)."
-            slicer.util.errorDisplay(f"Segmentation failed:\n{job.error}", windowTitle="VerSemi Segmenter")
-        self._job = None
+            self.show_error(f"Segmentation failed:\n{job.error}")
 
 
 #
@@ -826,36 +1037,49 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
-    """Runs a tiny randomly initialised model end to end (same library calls as the pytest tests)."""
+    """End-to-end checks; each ``test_*`` runs on its own (ctest) or all in a row (Reload and Test).
+
+    In testing mode nothing is installed: a test that needs the backend (versemi, torch, MONAI in
+    Slicer's Python) is skipped with the reason when it is missing.
+    """
 
     def setUp(self):
         slicer.mrmlScene.Clear()
+        self.workDir = tempfile.mkdtemp(prefix="VerSemi test ü ")
+
+    def tearDown(self):
+        slicer.mrmlScene.Clear()
+        shutil.rmtree(self.workDir, ignore_errors=True)
 
     def runTest(self):
-        # Slicer calls runTest directly (no unittest runner, so no addCleanup): clean up explicitly.
-        self.workDir = tempfile.mkdtemp(prefix="VerSemi test ü ")
-        try:
+        # "Reload and Test" calls runTest only; ctest runs each test_* through unittest (setUp/tearDown).
+        for name in sorted(n for n in dir(self) if n.startswith("test_")):
             self.setUp()
-            self.test_segment_with_tiny_model()
-            self.setUp()
-            self.test_cancel_adds_nothing()
-            self.setUp()
-            self.test_ReviewRoundTrip()
-        finally:
-            shutil.rmtree(self.workDir, ignore_errors=True)
+            try:
+                getattr(self, name)()
+            except unittest.SkipTest as skipped:
+                self.delayDisplay(f"{name} skipped: {skipped}")
+            finally:
+                self.tearDown()
 
-    def _prepare(self):
+    def _logicWithBackend(self) -> VerSemiSegmenterLogic:
         logic = VerSemiSegmenterLogic()
-        logic.ensureDependencies()
+        try:
+            logic.ensureDependencies()
+        except dependencies.DependencyError as exc:
+            self.skipTest(f"VerSemi's backend is not usable here: {exc}")
+        return logic
+
+    def _tinyCheckpoint(self, logic) -> str:
         checkpoint = os.path.join(self.workDir, "tiny model.pt")
-        if not os.path.isfile(checkpoint):
-            selftest.make_tiny_checkpoint(checkpoint, logic.pythonExecutable)
-        volume = selftest.add_sample_volume(slicer.mrmlScene)
-        return logic, checkpoint, volume
+        selftest.make_tiny_checkpoint(checkpoint, logic.pythonExecutable)
+        return checkpoint
 
     def test_segment_with_tiny_model(self):
         self.delayDisplay("Segmenting a small volume with a tiny VerSemi model")
-        logic, checkpoint, volume = self._prepare()
+        logic = self._logicWithBackend()
+        checkpoint = self._tinyCheckpoint(logic)
+        volume = selftest.add_sample_volume(slicer.mrmlScene)
         prompts = ["liver", "spleen", "organ_x"]
         colors = {p.name: p.color for p in catalogue.read_checkpoint_prompts(checkpoint, logic.pythonExecutable)}
         result = logic.process(volume, checkpoint, prompts, device="cpu", quality="full", timeout=600)
@@ -871,7 +1095,9 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
 
     def test_cancel_adds_nothing(self):
         self.delayDisplay("Cancelling a running segmentation")
-        logic, checkpoint, volume = self._prepare()
+        logic = self._logicWithBackend()
+        checkpoint = self._tinyCheckpoint(logic)
+        volume = selftest.add_sample_volume(slicer.mrmlScene)
         before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
         job = logic.startSegmentation(volume, checkpoint, ["liver"], device="cpu")
         pid = job.pid
@@ -886,10 +1112,27 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), before)
         self.delayDisplay("Test passed")
 
+    def test_default_model_on_sample_data(self):
+        self.delayDisplay("Segmenting the bundled sample data with the default model")
+        logic = self._logicWithBackend()
+        default = next((m for m in logic.listModels() if m.default and m.installed), None)
+        if default is None:
+            self.skipTest("no default model is installed ('versemi models list' marks none as default)")
+        names = [p.name for p in logic.modelPrompts(default) if not p.synthetic]
+        sample, prompts = selftest.pick_sample(names)
+        if sample is None:
+            self.skipTest(f"the default model {default.key} segments none of the sample structures")
+        path = sampledata.sample_path(logic.moduleResourcesDir(), sample.node_name)
+        volume = review.load_volume_node(path, slicer.mrmlScene, sample.node_name)
+        result = logic.process(volume, default.key, prompts, device="cpu", quality="full", timeout=1800)
+        self.assertEqual(selftest.check_segmentation(result.segmentation_node, volume, prompts), [])
+        self.assertLess(len(result.empty_segments), len(prompts), f"nothing found in {sample.name}")
+        self.delayDisplay("Test passed")
+
     def test_ReviewRoundTrip(self):
         self.delayDisplay("Reviewing a tiny folder: next case, save refined, reject")
         if review.missing_review_packages():
-            VerSemiSegmenterLogic().ensureDependencies()
+            self._logicWithBackend()
         # Raises selftest.SelfTestError listing the problems; removes its nodes and folder either way.
         selftest.run_review_round_trip(slicer.mrmlScene, self.workDir)
         self.delayDisplay("Test passed")

@@ -11,6 +11,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "VerSemiSegmenter"
 INDEX_ENTRY = ROOT / "docs" / "VerSemiSegmenter.json"
 REPO_URL = "https://github.com/versemi/SlicerVerSemiSegmenter"
+if str(MODULE) not in sys.path:
+    sys.path.insert(0, str(MODULE))  # the module's library, as Slicer imports it
 
 # The catalog entry schema (slicer-extension-catalog-entry-schema-v1.0.1), as far as we use it:
 # required keys, allowed keys (the schema has additionalProperties: false) and their types.
@@ -242,6 +245,60 @@ def test_cmake_configures_and_installs_against_a_stub_slicer(tmp_path: Path) -> 
     assert (package / "pyproject.toml").is_file()
     assert (package / "src" / "versemi" / "cli" / "predict.py").is_file()
     assert not list(package.rglob("__pycache__")), "compiled caches must not be shipped"
+    # Sample data (Sample Data module) and its thumbnails are installed with the module.
+    from VerSemiSegmenterLib import sampledata
+
+    for sample in sampledata.SAMPLES:
+        assert (modules / "Resources" / "SampleData" / sample.path).is_file(), sample.path
+        assert (modules / "Resources" / "Icons" / "SampleData" / sample.thumbnail).is_file()
+    assert (modules / "Resources" / "SampleData" / "README.md").is_file()  # licence and attribution
+    assert sampledata.data_root(modules / "Resources") == modules / "Resources" / "SampleData"
     # The build tree gets the same bundle, for running Slicer from the build folder.
     assert (build / "lib" / "Slicer-5.8" / "qt-scripted-modules" / "Resources" / "versemi-package" / "training"
             / "src" / "versemi" / "labels.py").is_file()
+
+
+# --- what the ExtensionsIndex reviewer looks at: screenshot, icon, sample data, homepage ----------------
+
+
+def test_screenshot_is_a_small_real_render_not_a_mock_up() -> None:
+    text = cmake_text(ROOT / "CMakeLists.txt")
+    prefix = "https://raw.githubusercontent.com/versemi/SlicerVerSemiSegmenter/main/"
+    for url in cmake_set(text, "EXTENSION_SCREENSHOTURLS").split():
+        path = ROOT / url[len(prefix):]
+        width, height = png_size(path)
+        assert 600 <= width <= 1600 and 300 <= height <= 1000, (width, height)
+        assert path.stat().st_size < 400_000, "keep the screenshot small (the index shows it as is)"
+    docs = (ROOT / "docs" / "SLICER.md").read_text(encoding="utf-8")
+    assert "](screenshot.png)" in docs
+    assert "mock-up" not in docs.lower() and "mockup" not in docs.lower()
+    assert (ROOT / "docs" / "render_screenshot.py").is_file(), "the screenshot must be reproducible"
+
+
+def test_homepage_has_an_image_and_the_paper_link() -> None:
+    homepage = cmake_set(cmake_text(ROOT / "CMakeLists.txt"), "EXTENSION_HOMEPAGE")
+    assert homepage == f"{REPO_URL}/blob/main/docs/SLICER.md"
+    page = (ROOT / "docs" / "SLICER.md").read_text(encoding="utf-8")
+    assert re.search(r"!\[[^\]]+\]\(screenshot\.png\)", page)
+    assert "https://arxiv.org/abs/2311.11686" in page
+
+
+def test_sample_data_is_bundled_listed_and_has_thumbnails() -> None:
+    from VerSemiSegmenterLib import sampledata
+
+    module_text = cmake_text(MODULE / "CMakeLists.txt")
+    block = re.search(r"set\(_sample_files(.*?)\)", module_text, re.S).group(1).split()
+    assert set(block) == {s.path for s in sampledata.SAMPLES} | {"README.md"}
+    listed = _listed_files()
+    for sample in sampledata.SAMPLES:
+        assert (ROOT / "examples" / "data" / sample.path).is_file()
+        thumbnail = f"Resources/Icons/SampleData/{sample.thumbnail}"
+        assert thumbnail in listed, f"{thumbnail} not installed by CMake"
+        assert png_size(MODULE / thumbnail) == (128, 128)
+    sources = sampledata.sample_sources(MODULE / "Resources")  # from the checkout: examples/data
+    assert [s["sampleName"] for s in sources] == [s.name for s in sampledata.SAMPLES]
+    for source, sample in zip(sources, sampledata.SAMPLES):
+        assert source["uris"] == [(ROOT / "examples" / "data" / sample.path).resolve().as_uri()]
+        assert source["checksums"][0] == "SHA256:" + sampledata.sha256_of(ROOT / "examples" / "data" / sample.path)
+        assert Path(source["thumbnailFileName"]).is_file()
+        assert source["fileNames"] == [sample.file_name] and source["nodeNames"] == [sample.node_name]

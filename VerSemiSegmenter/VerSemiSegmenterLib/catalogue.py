@@ -67,6 +67,11 @@ class ModelChoice:
     prompts: list[PromptInfo] = field(default_factory=list)
     description: str = ""
     status: str = ""
+    default: bool = False
+    size: int | None = None
+    licence: str = ""
+    sha256: str = ""
+    removable: bool = False
 
     @property
     def installed(self) -> bool:
@@ -84,6 +89,7 @@ def parse_models_list(text: str) -> list[ModelChoice]:
         rows = document["models"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ModelInfoError(f"unexpected output of 'versemi models list --json': {exc}") from exc
+    models_dir = str(document.get("models_dir") or "") if isinstance(document, dict) else ""
     choices = []
     for row in rows:
         name, version = str(row.get("name", "")), str(row.get("version", ""))
@@ -94,18 +100,74 @@ def parse_models_list(text: str) -> list[ModelChoice]:
         label = f"{spec} ({status})" if status else spec
         if row.get("supported") is False:
             label += " - needs a newer versemi"
+        default = row.get("default") is True
+        if default:
+            label += " - default"
+        path = row.get("path") or None
+        size = row.get("size")
         choices.append(
             ModelChoice(
                 key=spec,
                 label=label,
                 source="catalogue" if row.get("source") == "catalogue" else "imported",
-                path=row.get("path") or None,
+                path=path,
                 prompts=prompts_from_names(list(row.get("label_space") or [])),
                 description=str(row.get("description") or ""),
                 status=status,
+                default=default,
+                size=int(size) if isinstance(size, int) else None,
+                licence=str(row.get("licence") or ""),
+                sha256=str(row.get("sha256") or ""),
+                # Only files in the model cache are removed from the panel (not one shipped in the package).
+                removable=bool(path and models_dir and _same_dir(os.path.dirname(path), models_dir)),
             )
         )
     return choices
+
+
+def _same_dir(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
+def model_card_text(choice: ModelChoice) -> str:
+    """A model card from what ``versemi models list`` says (shown until ``versemi models info`` answers)."""
+    lines = [choice.key]
+    if choice.description:
+        lines.append(choice.description)
+    if choice.prompts:
+        lines.append("Structures: " + ", ".join(p.name for p in choice.prompts))
+    if choice.licence:
+        lines.append(f"Licence of the weights: {choice.licence}")
+    if choice.path:
+        lines.append(f"File: {choice.path}")
+    if choice.sha256:
+        lines.append(f"SHA-256: {choice.sha256}")
+    if choice.default:
+        lines.append("Default model (ships with versemi).")
+    return "\n".join(lines)
+
+
+def read_model_card(choice: ModelChoice, python_executable: str = sys.executable, timeout: float = 60.0) -> str:
+    """``versemi models info NAME@VERSION`` when this versemi has it, else :func:`model_card_text`."""
+    completed = _run([python_executable, "-m", "versemi.cli", "models", "info", choice.key], timeout)
+    if completed.returncode == 0 and completed.stdout.strip():
+        return completed.stdout.strip()
+    return model_card_text(choice)
+
+
+def remove_model(spec: str, python_executable: str = sys.executable, timeout: float = 60.0) -> str:
+    """``versemi models remove NAME@VERSION``: delete a model from the cache; returns its message.
+
+    Raises:
+        ModelInfoError: the command failed (its last error line).
+    """
+    completed = _run([python_executable, "-m", "versemi.cli", "models", "remove", spec], timeout)
+    if completed.returncode != 0:
+        raise ModelInfoError(f"'versemi models remove {spec}' failed: {_last_line(completed.stderr)}")
+    return _last_line(completed.stdout) or f"Removed {spec}."
 
 
 def list_catalogue_models(python_executable: str = sys.executable, timeout: float = 120.0) -> list[ModelChoice]:

@@ -366,3 +366,52 @@ def _is_zombie(proc: Any, psutil: Any) -> bool:
         return proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+class BackgroundCall:
+    """Run ``function(*args, **kwargs)`` in a daemon thread; the GUI thread polls for the outcome.
+
+    For work that may take more than a moment but needs no progress (listing models, reading a
+    checkpoint's prompts, probing devices): the GUI stays responsive, and the result or the
+    exception is handed over in the thread that calls :meth:`poll` (Qt objects are only touched there).
+
+    Attributes:
+        result: the function's return value, once it has returned.
+        error: the exception it raised (``None`` when it returned normally).
+    """
+
+    def __init__(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._function = function
+        self._args = args
+        self._kwargs = kwargs
+        self._finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def start(self) -> "BackgroundCall":
+        if self._thread is not None:
+            raise RuntimeError("this call was already started")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.result = self._function(*self._args, **self._kwargs)
+        except BaseException as exc:  # handed to the polling thread, which reports it
+            self.error = exc
+        finally:
+            self._finished.set()
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def poll(self) -> bool:
+        """True once the function has returned or raised."""
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until done (scripts and tests; the GUI polls instead). True if done."""
+        return self._finished.wait(timeout)

@@ -3,6 +3,7 @@
 - :func:`make_tiny_checkpoint` writes a small, randomly initialised VerSemi checkpoint in a
   subprocess of the predictor's Python (torch stays out of Slicer's process);
 - :func:`add_sample_volume` adds a small scalar volume with oblique geometry to a scene;
+- :func:`pick_sample` chooses the bundled sample scan (``sampledata``) a model can segment;
 - :func:`run_review_round_trip` walks a tiny review folder through the Review panel's controller
   (next case -> save refined -> reject) on a given scene and cleans up after itself.
 """
@@ -105,6 +106,22 @@ def add_sample_volume(scene: Any, name: str = "VerSemi test volume", array=None)
     node.SetIJKToRASMatrix(matrix)
     node.CreateDefaultDisplayNodes()
     return node
+
+
+def pick_sample(model_prompts: list[str]) -> tuple[Any, list[str]]:
+    """The bundled sample scan whose labelled structures a model segments most, with those prompts.
+
+    Returns:
+        ``(sampledata.Sample, prompts)``, or ``(None, [])`` when the model segments none of them.
+    """
+    from .sampledata import SAMPLES
+
+    best, prompts = None, []
+    for sample in SAMPLES:
+        shared = [p for p in model_prompts if p in sample.prompts]
+        if len(shared) > len(prompts):
+            best, prompts = sample, shared
+    return best, prompts
 
 
 # SNOMED CT codes the tiny model's prompts must carry (from versemi.labels.KNOWN_STRUCTURES).

@@ -53,3 +53,26 @@ def test_module_uses_only_existing_library_names() -> None:
     }
     missing = [f"{mod}.{attr}" for mod, attr in sorted(used) if not hasattr(modules[mod], attr)]
     assert missing == []
+
+
+def test_module_does_not_rely_on_error_helpers_that_re_raise() -> None:
+    """``slicer.util.tryWithErrorDisplay`` re-raises: code after it never runs on a failure."""
+    source = (MODULE_DIR / "VerSemiSegmenter.py").read_text(encoding="utf-8")
+    assert "tryWithErrorDisplay" not in source
+
+
+# Logic calls that start a Python or wait for one: never from the widget's GUI-thread code.
+SLOW_LOGIC_CALLS = {"listModels", "modelPrompts", "modelCard", "removeModel", "probeDevice", "ensureDependencies"}
+
+
+def test_widget_never_runs_slow_logic_calls_on_the_gui_thread() -> None:
+    tree = ast.parse((MODULE_DIR / "VerSemiSegmenter.py").read_text(encoding="utf-8"))
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "VerSemiSegmenterWidget")
+    offenders = []
+    for method in (f for f in widget.body if isinstance(f, ast.FunctionDef)):
+        if method.name == "_probeDevice":  # the device probe thread's target
+            continue
+        for node in ast.walk(method):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SLOW_LOGIC_CALLS:
+                offenders.append(f"{method.name}: {node.func.attr}()")
+    assert offenders == []

@@ -7,6 +7,7 @@
     versemi models import FILE [--name NAME] [--version VERSION]
     versemi models verify [NAME[@VERSION]]
     versemi models path NAME[@VERSION]
+    versemi models remove NAME[@VERSION]
     versemi models entry FILE --name N --version V --url URL --licence L   (publishing helper)
 
 Every action takes ``--catalogue FILE|URL`` (default ``$VERSEMI_CATALOGUE``, else the packaged one)
@@ -69,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = actions.add_parser("path", parents=[common], help="print the verified local path of an installed model")
     p.add_argument("model", metavar="NAME[@VERSION]")
 
+    p = actions.add_parser("remove", parents=[common], help="delete an installed model from the model cache")
+    p.add_argument("model", metavar="NAME[@VERSION]", help="default version: the newest installed one")
+
     p = actions.add_parser("entry", help="print the catalogue entry (JSON) for a checkpoint you publish")
     p.add_argument("file", metavar="FILE", help="the checkpoint, exactly as it will be uploaded")
     p.add_argument("--name", required=True)
@@ -89,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         "import": _import,
         "verify": _verify,
         "path": _path,
+        "remove": _remove,
         "entry": _entry,
     }[args.models_action]
     json_progress = getattr(args, "progress", None) == "json"
@@ -202,6 +207,7 @@ def _list(args: argparse.Namespace) -> int:
                 "source": "catalogue",
                 "status": status(entry.spec, present, cheap_ok),
                 "supported": entry.is_supported(),
+                "default": entry.default,
                 "path": str(path) if present else None,
             }
         )
@@ -292,6 +298,15 @@ def _path(args: argparse.Namespace) -> int:
 
     catalogue = _catalogue(args, required=False)
     print(resolve_model(args.model, catalogue, args.models_dir))
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from versemi.models import models_dir, parse_model_spec, remove_installed
+
+    name, version = parse_model_spec(args.model)
+    record = remove_installed(name, version, args.models_dir)
+    print(f"{record.spec}: removed {models_dir(args.models_dir) / record.file} ({_human_size(record.size)} freed)")
     return 0
 
 

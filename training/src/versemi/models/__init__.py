@@ -44,6 +44,7 @@ from versemi.models.store import (
     installed_for_path,
     models_dir,
     read_manifest,
+    remove_installed,
     sha256_file,
 )
 
@@ -76,6 +77,7 @@ __all__ = [
     "parse_catalogue",
     "parse_model_spec",
     "read_manifest",
+    "remove_installed",
     "resolve_model",
     "sha256_file",
     "verify_all",

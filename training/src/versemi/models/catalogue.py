@@ -120,6 +120,7 @@ class CatalogueEntry:
         licence: licence of the weights (e.g. ``"CC-BY-4.0"``).
         description: one line for humans.
         min_versemi: oldest versemi release that can use the model, or ``None``.
+        default: the model the Slicer panel preselects (``"default": true`` in the file).
     """
 
     name: str
@@ -131,6 +132,7 @@ class CatalogueEntry:
     licence: str
     description: str = ""
     min_versemi: str | None = None
+    default: bool = False
 
     @property
     def spec(self) -> str:
@@ -159,6 +161,8 @@ class CatalogueEntry:
         }
         if self.min_versemi is not None:
             d["min_versemi"] = self.min_versemi
+        if self.default:
+            d["default"] = True
         return d
 
 
@@ -359,6 +363,9 @@ def _parse_entry(raw: Any, where: str, base_url: str) -> CatalogueEntry:
     min_versemi = text("min_versemi", required=False)
     if min_versemi is not None and not re.match(r"^\d+(\.\d+)*", min_versemi):
         raise CatalogueError(f"{where}: 'min_versemi' must be a version such as '0.2.0'")
+    default = raw.get("default", False)
+    if not isinstance(default, bool):
+        raise CatalogueError(f"{where}: 'default' must be true or false")
 
     return CatalogueEntry(
         name=name,  # type: ignore[arg-type]
@@ -370,6 +377,7 @@ def _parse_entry(raw: Any, where: str, base_url: str) -> CatalogueEntry:
         licence=licence,  # type: ignore[arg-type]
         description=description.strip(),
         min_versemi=min_versemi,
+        default=default,
     )
 
 

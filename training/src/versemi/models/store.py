@@ -186,6 +186,31 @@ def record_installed(model: InstalledModel, cache_dir: str | Path | None = None)
         _write_manifest(cache, models)
 
 
+def remove_installed(name: str, version: str | None = None, cache_dir: str | Path | None = None) -> InstalledModel:
+    """Delete an installed model's file and its manifest record (newest version when ``version`` is None).
+
+    The manifest is rewritten first (under its lock), then the file is deleted under the model's own
+    lock (a download of the same model waits): a crash in between leaves an unrecorded file, which
+    ``versemi models list`` ignores and a new download replaces.
+
+    Raises:
+        ModelError: no such model in the cache (the message lists the installed ones).
+    """
+    cache = models_dir(cache_dir)
+    with file_lock(cache / f".{MANIFEST_NAME}.lock"):
+        models = read_manifest(cache)
+        matches = [m for m in models if m.name == name and version in (None, m.version)]
+        if not matches:
+            installed = ", ".join(m.spec for m in models) or "none"
+            wanted = f"{name}@{version}" if version else name
+            raise ModelError(f"{wanted} is not installed in {cache} (installed: {installed})")
+        target = max(matches, key=lambda m: version_key(m.version))
+        _write_manifest(cache, [m for m in models if m.spec != target.spec])
+    with file_lock(cache / f".{target.file}.lock"):
+        (cache / target.file).unlink(missing_ok=True)
+    return target
+
+
 def find_installed(
     name: str, version: str | None = None, cache_dir: str | Path | None = None
 ) -> InstalledModel | None:
