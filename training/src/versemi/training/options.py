@@ -27,7 +27,7 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "lr_schedule": "poly",
     "warmup_steps": 0,
     "grad_clip": 12.0,  # max gradient norm (nnU-Net); 0 = off
-    "amp": "auto",  # auto = fp16 + GradScaler on CUDA, none elsewhere
+    "amp": "auto",  # auto = fp16 + GradScaler on CUDA, bf16 on CPUs with native bf16, else none
     "num_workers": 2,
     "foreground_oversample": 0.33,
     "augmentation": {},

@@ -33,6 +33,7 @@ from torch import nn
 from versemi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from versemi.data.config import TrainConfig
 from versemi.data.plans import DatasetPlan, Plans, PlansError, plans_for_config
+from versemi.devices import cpu_has_native_bf16
 from versemi.fileio import atomic_write_json
 from versemi.inference.sliding import inference_autocast_dtype
 from versemi.labels import LabelSpace
@@ -82,11 +83,18 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``training.amp`` on ``device`` (``None`` = full fp32)."""
+    """The autocast dtype of ``training.amp`` on ``device`` (``None`` = full fp32).
+
+    ``auto``: float16 (with a GradScaler) on CUDA, bfloat16 on a CPU with native bf16 arithmetic
+    (:func:`versemi.devices.cpu_has_native_bf16`; ~2x the steps per second of float32 there, same
+    Dice, see docs/TRAINING.md), float32 elsewhere.
+    """
     if amp == "none":
         return None
     if amp == "auto":
-        return torch.float16 if device.type == "cuda" else None
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
     if amp == "fp16":
         if device.type != "cuda":
             raise ValueError(f"training.amp: fp16 needs CUDA (device is {device.type}); use bf16 or none")
