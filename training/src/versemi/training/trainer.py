@@ -29,6 +29,7 @@ from torch import nn
 from versemi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from versemi.data.config import TrainConfig
 from versemi.data.sampling import patch_size_zyx
+from versemi.fileio import remove_stale_temp_files
 from versemi.labels import LabelSpace
 from versemi.model.network import build_model
 from versemi.training import distributed as dist_utils
@@ -231,7 +232,10 @@ class Trainer:
 
         self.cases = cases if cases is not None else self._load_cases()
         self.validation = validation_cases(self.cases.validation)
-        self.log = RunLog(self.folder, enabled=self.dist.is_main, tensorboard=bool(options["tensorboard"]))
+        self.log = RunLog(self.folder, enabled=self.dist.is_main, tensorboard=bool(options["tensorboard"]),
+                          resume_step=self.resumed_from)
+        if self.dist.is_main:
+            remove_stale_temp_files(self.folder)  # e.g. .last.pt.<pid>-*.tmp of a SIGKILLed run
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
             self.ddp_model = nn.parallel.DistributedDataParallel(
@@ -453,6 +457,9 @@ class Trainer:
         """Train until ``max_steps`` (or early stopping); returns where the stage ended."""
         opts = self.options
         start = time.perf_counter()
+        if self.step >= self.max_steps:  # resumed a finished stage: nothing to do, the logs stay as they are
+            self.log.close()
+            return self._result(False, 0.0, time.perf_counter() - start)
         self.log.event(
             {
                 "event": "resume" if self.resumed_from is not None else "start",
@@ -473,9 +480,6 @@ class Trainer:
         wait_total = step_total = 0.0
         wait_window = step_window = 0.0
         steps_in_window = 0
-        if self.step >= self.max_steps:  # resumed a finished stage: nothing to do
-            self.log.close()
-            return self._result(False, 0.0, time.perf_counter() - start)
         next_batch: Callable[[], TrainingBatch] | None = self._batches()
         bar = None
         if self.progress:
