@@ -190,6 +190,9 @@ class AtomicGroup:
         folder = Path(folder)
         if folder.is_dir():
             return folder
+        blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(blocking))
         missing = [p for p in [folder, *folder.parents] if not p.exists()]
         try:
             folder.mkdir(parents=True, exist_ok=True)
