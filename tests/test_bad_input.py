@@ -33,9 +33,7 @@ from versemi.checkpoint import save_checkpoint
 from versemi.cli import main
 
 from inference.helpers import make_image, tiny_payload, write_dicom_series
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "VERSEMI_TEST_THREADS": "1"}
-ENV.pop("VERSEMI_MEMORY_LIMIT", None)
+from process_helpers import ENV, leave_temp_file
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and rlimits")
 
 
@@ -396,31 +394,6 @@ def test_09_sigterm_while_writing_leaves_nothing_like_sigint(model: Path, tmp_pa
 
 
 # --- 11. temporary files of SIGKILLed runs --------------------------------------------------------
-_KILLED_WRITER = textwrap.dedent("""
-    import sys, time
-    from versemi.fileio import atomic_write_bytes
-
-    def stop():
-        sys.stdout.write("PAUSED\\n")
-        sys.stdout.flush()
-        time.sleep(120)
-
-    atomic_write_bytes(sys.argv[1], b"x" * 1000, before_replace=stop)
-""")
-
-
-def leave_temp_file(target: Path) -> Path:
-    """A real writer of ``target``, SIGKILLed before its rename: returns the temporary file it left."""
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target)], env=ENV, stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout.readline().strip() == "PAUSED"
-    proc.kill()
-    proc.wait(timeout=30)
-    left = [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")]
-    assert len(left) == 1
-    return left[0]
-
-
 @posix_only
 def test_11_sigkill_leftovers_are_removed_by_the_next_run(model: Path, tmp_path: Path, scan: Path) -> None:
     out = tmp_path / "pseudo"
