@@ -92,6 +92,29 @@ def make_temp_file(target: str | Path, suffix: str = "") -> Path:
     return Path(tmp)
 
 
+def make_folder(folder: str | Path) -> list[Path]:
+    """Create ``folder`` and its missing parents.
+
+    Returns:
+        The folders created, deepest first (empty when it existed).
+
+    Raises:
+        OSError: it cannot be created; a file in the way is named as ``is a file, not a folder``.
+    """
+    folder = Path(folder)
+    if folder.is_dir():
+        return []
+    blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(blocking))
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise retarget_error(exc, folder) from None
+    return missing
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "r+b") as f:  # write access: Windows cannot flush a read-only handle
         os.fsync(f.fileno())
@@ -117,10 +140,7 @@ def atomic_write(
         OSError: the file cannot be written (the error names ``path``, not the temporary file).
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise retarget_error(exc, path) from None
+    make_folder(path.parent)
     tmp = make_temp_file(path)
     try:
         with open(tmp, "wb") as f:
@@ -188,17 +208,7 @@ class AtomicGroup:
             OSError: it cannot be created (or is a file); the error names the folder.
         """
         folder = Path(folder)
-        if folder.is_dir():
-            return folder
-        blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
-        if blocking is not None:
-            raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(blocking))
-        missing = [p for p in [folder, *folder.parents] if not p.exists()]
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise retarget_error(exc, folder) from None
-        self._created_dirs.extend(p for p in missing if p not in self._created_dirs)
+        self._created_dirs.extend(p for p in make_folder(folder) if p not in self._created_dirs)
         return folder
 
     def check_writable(self, targets: list[Path]) -> None:
@@ -393,6 +403,7 @@ __all__ = [
     "atomic_write_text",
     "fsync_directory",
     "is_stale_temp_file",
+    "make_folder",
     "make_temp_file",
     "remove_stale_temp_files",
     "retarget_error",
