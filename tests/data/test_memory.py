@@ -64,7 +64,7 @@ def test_available_memory_takes_the_smallest_of_ram_cgroup_and_ulimit(monkeypatc
     monkeypatch.setattr(memory, "_address_space_remaining", lambda: None)
     assert memory.available_memory() == (3 * 1024**3, "the container's memory limit")
     monkeypatch.setattr(memory, "_address_space_remaining", lambda: 1024**3)
-    assert memory.available_memory() == (1024**3, "the address-space limit (ulimit -v)")
+    assert memory.available_memory() == (1024**3, "the address-space limit set by ulimit -v")
 
 
 def test_preprocess_case_refuses_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:

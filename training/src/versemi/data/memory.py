@@ -153,7 +153,7 @@ def available_memory() -> tuple[int, str]:
         candidates.append((cgroup, "the container's memory limit"))
     address = _address_space_remaining()
     if address is not None:
-        candidates.append((address, "the address-space limit (ulimit -v)"))
+        candidates.append((address, "the address-space limit set by ulimit -v"))
     if not candidates:
         return 1 << 62, "unknown"
     return min(candidates)
