@@ -25,7 +25,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable
 
 # Hashing reads this much at a time: large enough to be fast, small enough for any memory.
 HASH_CHUNK_BYTES = 1024 * 1024

@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 import SimpleITK as sitk
 
 from versemi.fileio import AtomicGroup, retarget_error
