@@ -99,3 +99,4 @@ def test_model_section_typo_names_the_config_file(write_train_config, capsys: py
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"versemi train: error: {cfg}: model: ")
     assert "base_filtrs" in err[0]
+    assert not (cfg.parent / "runs").exists() and not (cfg.parent / "cache").exists()  # refused before any work
