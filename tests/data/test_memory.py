@@ -85,10 +85,11 @@ _MEASURE = textwrap.dedent("""
     import numpy as np, SimpleITK as sitk, psutil
     from versemi.data.memory import check_preprocessing_memory
     from versemi.data.preprocessing import PreprocessingSpec, preprocess_case
-    modality = sys.argv[1]
-    array = np.random.default_rng(0).normal(300, 100, size=(64, 64, 64)).astype(np.int16)
+    modality, side, target = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    array = np.random.default_rng(0).normal(300, 100, size=(side, side, side)).astype(np.int16)
     image = sitk.GetImageFromArray(array)
-    spec = PreprocessingSpec(target_spacing=(0.25, 0.25, 0.25), modality=modality)
+    del array
+    spec = PreprocessingSpec(target_spacing=(target,) * 3, modality=modality)
     base = psutil.Process().memory_info().rss
     grid = check_preprocessing_memory(image, spec.target_spacing, spec.orientation)
     from versemi.data.memory import preprocessing_bytes
@@ -100,9 +101,10 @@ _MEASURE = textwrap.dedent("""
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss in KiB")
-@pytest.mark.parametrize("modality", ["MR", "CT"])
-def test_estimate_covers_the_measured_peak(modality: str) -> None:
-    """A 64^3 scan resampled to 256^3 (16.8 M voxels, ~0.35 GiB) in a fresh process under a 3 GB cap."""
+@pytest.mark.parametrize(("modality", "side", "target"), [("MR", 64, 0.25), ("CT", 64, 0.25), ("MR", 256, 3.0)])
+def test_estimate_covers_the_measured_peak(modality: str, side: int, target: float) -> None:
+    """In a fresh process under a 3 GB cap: a 64^3 scan resampled to 256^3 (16.8 M voxels, ~0.35 GiB:
+    the resampled grid dominates), and a 256^3 scan resampled to 22^3 (the input copies dominate)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop(MEMORY_LIMIT_ENV, None)
 
@@ -111,9 +113,10 @@ def test_estimate_covers_the_measured_peak(modality: str) -> None:
 
         resource.setrlimit(resource.RLIMIT_AS, (3 * 1024**3, 3 * 1024**3))
 
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, modality], capture_output=True, text=True, env=env,
-                          timeout=300, preexec_fn=cap)
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, modality, str(side), str(target)], capture_output=True,
+                          text=True, env=env, timeout=300, preexec_fn=cap)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["used"] <= result["estimate"] <= 1.6 * result["used"], result
-    assert preprocessing_bytes(resampled_size((64,) * 3, (1.0,) * 3, np.eye(3).ravel(), (0.25,) * 3)) == result["estimate"]
+    grid = resampled_size((side,) * 3, (1.0,) * 3, np.eye(3).ravel(), (target,) * 3)
+    assert preprocessing_bytes(grid) == result["estimate"]

@@ -12,8 +12,8 @@ The limit is ``$VERSEMI_MEMORY_LIMIT`` when set (bytes, or with a unit: ``"8G"``
 system's available RAM, lowered by a container's cgroup limit and by ``ulimit -v``.
 
 Peak bytes, measured on this pipeline (``tests/data/test_memory.py`` checks the estimate against a
-real run): preprocessing holds the float32 cast and reoriented copies of the input (8 bytes per input
-voxel), then the resampled float32 image, its numpy copy, the body mask and the normalisation
+real run): preprocessing holds the float32 cast and reoriented copies of the input (14 bytes per
+input voxel), then the resampled float32 image, its numpy copy, the body mask and the normalisation
 temporaries (:data:`PREPROCESS_BYTES_PER_VOXEL` per resampled voxel, plus 2 for a label). Prediction
 then holds the preprocessed volume and, per chosen prompt, the sliding window's probability and
 accumulation buffers at the model spacing (:func:`prediction_bytes`).
@@ -35,8 +35,9 @@ import numpy as np
 MEMORY_LIMIT_ENV = "VERSEMI_MEMORY_LIMIT"
 # Bytes per voxel of the resampled grid at the peak of preprocess_case (measured: 21.6 MR z-score, 16.6 CT).
 PREPROCESS_BYTES_PER_VOXEL = 22.0
-# Bytes per voxel of the input grid held during preprocessing (float32 cast + reoriented copy).
-INPUT_COPY_BYTES_PER_VOXEL = 8.0
+# Bytes per voxel of the input grid held during preprocessing (float32 cast + reoriented copies;
+# measured: 11.5-14 depending on the allocator state).
+INPUT_COPY_BYTES_PER_VOXEL = 14.0
 # Bytes per resampled voxel for a label (uint8 cast + resampled uint8).
 LABEL_BYTES_PER_VOXEL = 2.0
 # Below this a scan is never refused (the estimate is only meant to stop absurd allocations).
