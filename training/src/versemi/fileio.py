@@ -298,19 +298,25 @@ class AtomicGroup:
 
 
 def _process_alive(pid: int) -> bool:
-    """Whether a process with this id exists (one we may not signal counts as alive)."""
+    """Whether a process with this id exists (when unsure: yes, so that nothing in use is deleted)."""
     if pid <= 0:
         return False
     if pid == os.getpid():
         return True
     try:
+        import psutil
+
+        return bool(psutil.pid_exists(pid))
+    except ImportError:
+        pass
+    if os.name != "posix":
+        return True  # os.kill would terminate the process on Windows: never probe it that way
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
     except OSError:
-        return True  # e.g. Windows' odd answers: keep the file rather than guess
+        return True  # exists but belongs to someone else
     return True
 
 
