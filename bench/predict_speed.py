@@ -40,6 +40,7 @@ import SimpleITK as sitk
 import torch
 
 from versemi.checkpoint import save_checkpoint
+from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.labels import LabelSpace
 from versemi.model import build_model
@@ -81,7 +82,7 @@ def make_checkpoint(path: Path, spacing: float = 1.5, patch: int = 96, base_filt
         {
             "model_config": model.config,
             "label_space": space.to_dict(),
-            "preprocessing": {**spec.to_dict(), "patch_size": [patch] * 3},
+            "plans": Plans.single(spec, [patch] * 3, space.datasets).to_dict(),
             "model": model.state_dict(),
         },
         path,

@@ -36,6 +36,7 @@ import SimpleITK as sitk
 import torch
 
 from versemi.checkpoint import save_checkpoint
+from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case, restore_to_input_grid
 from versemi.inference import Predictor
 from versemi.labels import LabelSpace
@@ -59,7 +60,7 @@ def random_checkpoint(path: Path, patch: int = 96, base_filters: int = 16) -> Pa
     model = build_model({"num_prompts": len(space), "base_filters": base_filters})
     spec = PreprocessingSpec(target_spacing=(0.625, 0.625, 0.625), modality="MR")
     return save_checkpoint({"model_config": model.config, "label_space": space.to_dict(),
-                            "preprocessing": {**spec.to_dict(), "patch_size": [patch] * 3},
+                            "plans": Plans.single(spec, [patch] * 3, space.datasets).to_dict(),
                             "model": model.state_dict()}, path)
 
 

@@ -88,3 +88,85 @@ def test_sha256_of_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty"
     path.write_bytes(b"")
     assert sha256_file(path) == hashlib.sha256(b"").hexdigest()
+
+
+# --- temporary files of killed writers, groups, error names ---------------------------------------
+def _dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_remove_stale_temp_files_only_takes_those_of_dead_writers(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from versemi.fileio import make_temp_file, remove_stale_temp_files
+
+    mine = make_temp_file(tmp_path / "last.pt")  # this process is alive: kept
+    assert mine.name.startswith(f".last.pt.{os.getpid()}-") and mine.name.endswith(".tmp")
+    image = make_temp_file(tmp_path / "seg.nii.gz", suffix=".nii.gz")
+    assert image.name.endswith(".tmp.nii.gz")
+    dead = tmp_path / f".manifest.json.{_dead_pid()}-abcd1234.tmp"
+    dead_image = tmp_path / f".seg.nii.gz.{_dead_pid()}-abcd_234.tmp.nii.gz"
+    legacy_old = tmp_path / ".best.pt.k2j3h4g5.tmp"
+    legacy_new = tmp_path / ".best.pt.z9y8x7w6.tmp"
+    others = [tmp_path / ".hidden_config", tmp_path / "notes.tmp", tmp_path / ".manifest.lock"]
+    for p in [dead, dead_image, legacy_old, legacy_new, *others]:
+        p.write_bytes(b"x")
+    old = time.time() - 7200
+    os.utime(legacy_old, (old, old))
+    removed = remove_stale_temp_files(tmp_path)
+    assert sorted(removed) == sorted([dead, dead_image, legacy_old])
+    assert all(p.exists() for p in [mine, image, legacy_new, *others])
+    assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_atomic_group_publishes_all_or_nothing(tmp_path: Path) -> None:
+    from versemi.fileio import AtomicGroup
+
+    out = tmp_path / "a" / "b"
+    with AtomicGroup() as group:
+        group.write_text("1", out / "one.txt")
+        group.write_json({"x": 1}, out / "deeper" / "two.json")
+    assert (out / "one.txt").read_text() == "1" and json.loads((out / "deeper" / "two.json").read_text()) == {"x": 1}
+    assert sorted(p.name for p in out.rglob("*")) == ["deeper", "one.txt", "two.json"]
+
+    other = tmp_path / "c" / "d"
+    with pytest.raises(KeyboardInterrupt):
+        with AtomicGroup() as group:
+            group.check_writable([other / "x.txt", other / "sub" / "y.txt"])
+            group.write_text("x", other / "x.txt")
+            raise KeyboardInterrupt
+    assert not (tmp_path / "c").exists()  # folders the group created are gone, deepest first
+
+
+def test_errors_name_the_target_not_the_temp_file(tmp_path: Path) -> None:
+    from versemi.fileio import AtomicGroup
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(NotADirectoryError) as info:
+        atomic_write_bytes(blocker / "out.bin", b"data")
+    assert str(blocker) in str(info.value) and ".tmp" not in str(info.value)
+    with pytest.raises(OSError) as info:
+        AtomicGroup().check_writable([blocker / "sub" / "out.bin"])
+    assert info.value.filename == str(blocker)
+    folder = tmp_path / "is_a_folder.bin"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        AtomicGroup().check_writable([folder])
+    assert info.value.filename == str(folder)
+
+    def disk_full(f: BinaryIO) -> None:
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as info:
+        atomic_write(tmp_path / "target.bin", disk_full)
+    assert info.value.filename == str(tmp_path / "target.bin") and info.value.strerror == "No space left on device"
+    assert list(tmp_path.glob(".target.bin*")) == []

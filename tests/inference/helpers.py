@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import locale
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -137,3 +139,42 @@ def train_tiny_model(
     model.eval()
     payload = tiny_payload(label_space, spacing_xyz=spacing_xyz, patch_xyz=(patch, patch, patch), model=model)
     return with_spec_changes(payload, crop_to_nonzero=False)
+
+
+@contextlib.contextmanager
+def kept_locale() -> Iterator[None]:
+    """Restore the C locale after the block: GDCM's DICOM writer switches LC_CTYPE to "C" (ASCII) and
+    leaves it there, which would make later ``Path.read_text()`` calls in the same process fail."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def write_dicom_series(
+    folder: Path, image: sitk.Image, series_uid: str = "1.2.826.0.1.3680043.2.1125.1.42",
+    uid_root: str = "1.2.826.0.1.3680043.2.1125.1.44", name: str = "slice",
+) -> list[Path]:
+    """Write ``image`` (int16, axis-aligned) as a DICOM series, one file per z slice, with the tags a
+    series reader needs (position, orientation, spacing, series/instance UIDs); returns the files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    files = []
+    spacing = image.GetSpacing()
+    with kept_locale():
+        for z in range(image.GetSize()[2]):
+            slice_ = image[:, :, z]
+            for tag, value in {
+                "0020|000e": series_uid, "0020|000d": "1.2.826.0.1.3680043.2.1125.1.43", "0008|0060": "MR",
+                "0020|0032": "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, z))),
+                "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0013": str(z + 1),
+                "0028|0030": f"{spacing[1]}\\{spacing[0]}", "0008|0018": f"{uid_root}.{z + 1}",
+            }.items():
+                slice_.SetMetaData(tag, value)
+            path = folder / f"{name}{z:03d}.dcm"
+            writer.SetFileName(str(path))
+            writer.Execute(slice_)
+            files.append(path)
+    return files

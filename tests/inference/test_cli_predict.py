@@ -19,7 +19,7 @@ from versemi.checkpoint import save_checkpoint
 from versemi.cli import main
 from versemi.labels import LabelSpace
 
-from .helpers import make_image, tiny_payload
+from .helpers import make_image, tiny_payload, write_dicom_series
 from .test_predictor import oblique_case
 
 
@@ -77,21 +77,8 @@ def test_dicom_series_input(random_checkpoint: Path, tmp_path: Path) -> None:
     image = sitk.Cast(make_image(np.random.default_rng(0).integers(0, 100, (6, 20, 18)).astype(np.int16),
                                  spacing=(0.8, 0.8, 2.5), origin=(-5.0, 3.0, 11.0)), sitk.sitkInt16)
     folder = tmp_path / "dicom"
-    folder.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
     series_uid = "1.2.826.0.1.3680043.2.1125.1.42"
-    for z in range(image.GetSize()[2]):
-        slice_ = image[:, :, z]
-        for tag, value in {
-            "0020|000e": series_uid, "0020|000d": "1.2.826.0.1.3680043.2.1125.1.43", "0008|0060": "MR",
-            "0020|0032": "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, z))),
-            "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0013": str(z + 1), "0028|0030": "0.8\\0.8",
-            "0008|0018": f"1.2.826.0.1.3680043.2.1125.1.44.{z + 1}",
-        }.items():
-            slice_.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(slice_)
+    write_dicom_series(folder, image, series_uid)
     out = tmp_path / "dicom_seg.nii.gz"
     assert main(["predict", "-m", str(random_checkpoint), "-i", str(folder), "-o", str(out), "--progress", "none"]) == 0
     labelmap = sitk.ReadImage(str(out))
@@ -99,15 +86,8 @@ def test_dicom_series_input(random_checkpoint: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(labelmap.GetSpacing(), image.GetSpacing(), atol=1e-4)
     np.testing.assert_allclose(labelmap.GetOrigin(), image.GetOrigin(), atol=1e-3)
     # Several series in one folder: the user must choose one.
-    other = image[:, :, :3]
-    for z in range(3):
-        s = other[:, :, z]
-        s.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1.99")
-        s.SetMetaData("0020|0032", "\\".join(str(v) for v in other.TransformIndexToPhysicalPoint((0, 0, z))))
-        s.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
-        s.SetMetaData("0008|0018", f"1.2.826.0.1.3680043.2.1125.1.45.{z + 1}")
-        writer.SetFileName(str(folder / f"other{z:03d}.dcm"))
-        writer.Execute(s)
+    write_dicom_series(folder, image[:, :, :3], "1.2.826.0.1.3680043.2.1125.1.99",
+                       uid_root="1.2.826.0.1.3680043.2.1125.1.45", name="other")
     out2 = tmp_path / "two" / "seg.nii.gz"
     expect_error(["predict", "-m", str(random_checkpoint), "-i", str(folder), "-o", str(out2)], "--series-uid")
     assert not out2.parent.exists()

@@ -167,3 +167,24 @@ def test_mixed_groups_with_the_real_model_keep_the_input_grid(predictor: Predict
     decided = (best >= 0.5) & (np.sort(probs, axis=0)[-2] < best - 1e-4)
     np.testing.assert_array_equal(labels[decided], probs.argmax(axis=0)[decided] + 1)
     assert (labels[best < 0.5 - 1e-4] == 0).all()
+
+
+def test_progress_moves_through_every_preprocessing_group(predictor: Predictor) -> None:
+    """Two groups: each owns half of the job and runs all three stages in it, so the overall fraction
+    keeps moving while the second group is preprocessed (it used to wait at the first's export)."""
+    updates: list[tuple[str, float, str]] = []
+
+    class Recorder:
+        def update(self, stage: str, fraction: float, message: str = "") -> None:
+            updates.append((stage, fraction, message))
+
+        def close(self) -> None:
+            pass
+
+    predictor.predict(halves_image(), "spleen,organ_a", progress=Recorder())
+    fractions = [f for _, f, _ in updates]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    preprocessed = [f for _, f, m in updates if m.startswith("preprocessed to")]
+    assert preprocessed == pytest.approx([0.05, 0.55])  # 0.1 of each group's half
+    second = [f for s, f, m in updates if s == "inference" and f > 0.5]
+    assert second and min(second) == pytest.approx(0.55) and max(second) == pytest.approx(0.95)

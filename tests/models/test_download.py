@@ -504,3 +504,32 @@ def test_concurrent_downloads_of_one_model_do_not_collide(
     assert results == [cache / "tiny-1.0.pt"] * 3
     assert len(server.requests) == 1  # the others waited on the lock, then found it verified
     assert (cache / "tiny-1.0.pt").read_bytes() == model_file.read_bytes()
+
+
+def test_installed_plain_checkpoint_is_verified_by_its_recorded_hash_on_every_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint written without an embedded checksum (plain torch.save) and installed: loading the
+    cached file, even by path, checks it against installed.json, so damage is found and no warning."""
+    import warnings
+
+    from inference.helpers import tiny_payload
+    from versemi.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, CheckpointIntegrityWarning
+    from versemi.inference import Predictor
+
+    cache = tmp_path / "models"
+    monkeypatch.setenv("VERSEMI_MODELS_DIR", str(cache))
+    plain = tmp_path / "plain.pt"
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **tiny_payload()}, plain)
+    record = import_model(plain, name="plain", catalogue=Catalogue([]))
+    installed = cache / record.file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CheckpointIntegrityWarning)
+        Predictor(installed, device="cpu")
+    with pytest.warns(CheckpointIntegrityWarning):
+        Predictor(plain, device="cpu")  # the same bytes outside the cache: nothing to check against
+    data = bytearray(installed.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    installed.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match the recorded"):
+        Predictor(installed, device="cpu")

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from versemi.data.plans import Plans
+from versemi.data.preprocessing import PreprocessingSpec
+
 from versemi.checkpoint import save_checkpoint
 from versemi.cli import main as cli_main
 from versemi.models import CatalogueError, catalogue_document, import_model, parse_catalogue, read_manifest
@@ -27,7 +30,7 @@ def _checkpoint(path: Path, seed: int) -> Path:
     payload = {
         "model_config": {"backbone": "tiny"},
         "label_space": {"prompts": [{"name": "organ_a"}]},
-        "preprocessing": {"target_spacing": [1.0, 1.0, 1.0], "patch_size": [16, 16, 16]},
+        "plans": Plans.single(PreprocessingSpec(target_spacing=(1.0, 1.0, 1.0)), (16, 16, 16), ["D"]).to_dict(),
         "model": {"weight": torch.randn(64)},
     }
     return save_checkpoint(payload, path)

@@ -43,15 +43,21 @@ _WORKER = textwrap.dedent(
         arr[5, 8, 1 : 1 + (i % 12)] = 2
         return arr
 
+    def say(line):
+        # One write per line: print(a, b) makes one write() per piece when stdout is unbuffered
+        # (PYTHONUNBUFFERED=1), and a SIGKILL between them leaves half a line in the pipe.
+        sys.stdout.write(line + "\\n")
+        sys.stdout.flush()
+
     review, case, start, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     session = ReviewSession(review, user="worker")
     image = sitk.ReadImage(str(session.case(case).image))
-    print("ready", flush=True)
+    say("ready")
     for i in range(start, start + count):
         label = sitk.GetImageFromArray(box_label(i, sitk.GetArrayViewFromImage(image).shape))
         label.CopyInformation(image)
         saved = session.save_refined(case, label)
-        print(i, saved.refined_label.name, flush=True)
+        say(f"{i} {saved.refined_label.name}")
     """
 )
 
@@ -141,7 +147,10 @@ def test_random_kills_during_a_save_loop(review_dir: Path) -> None:
         last = proc.stdout.readline().split()  # at least one save completed: imports are done
         time.sleep(rng.uniform(0.0, 0.25))
         _kill(proc)
-        lines = [ln.split() for ln in proc.stdout.read().splitlines() if ln.strip()]
+        rest = proc.stdout.read()
+        # Every line the worker wrote is whole (one write() each, see _WORKER), even after a SIGKILL.
+        assert not rest or rest.endswith("\n"), f"torn output line {rest.splitlines()[-1]!r}"
+        lines = [ln.split() for ln in rest.splitlines() if ln.strip()]
         last = lines[-1] if lines else last
         last_i, last_name = int(last[0]), last[1]
 

@@ -82,11 +82,12 @@ def test_versemi_both_stages(write_train_config, tmp_path: Path, capsys: pytest.
     assert str(s2 / "best.pt") in out
     assert list((s2 / "tensorboard").glob("events.out.tfevents.*"))
 
-    # Resuming a finished run skips both stages: no new steps.
+    # Resuming a finished run skips both stages: no new steps, and nothing appended after "end".
+    logs = {path: path.read_bytes() for folder in (s1, s2) for path in folder.glob("*_log.jsonl")}
     assert main(["train", str(cfg), "--device", "cpu", "--no-progress", "--resume"]) == 0
+    assert {path: path.read_bytes() for path in logs} == logs
     for folder, steps_done in ((s1, 20), (s2, 20)):
-        resume = train_events(folder, "resume")
-        assert len(resume) == 1 and resume[0]["step"] == steps_done
+        assert train_events(folder, "resume") == []
         assert len(train_events(folder, "train")) == steps_done
 
 

@@ -7,15 +7,25 @@ Start-up stays fast (``versemi --help`` well under a second): sub-command module
 (torch, MONAI, SimpleITK, ``versemi.training``, ``versemi.inference``...) inside ``run`` (or, for what a
 default needs, inside ``add_arguments``), and :func:`main` calls ``add_arguments`` only for the
 sub-command being run. ``tests/test_cli_startup.py`` checks that torch stays out.
+
+Signals: SIGTERM is handled like Ctrl-C (SIGINT): it raises :class:`Terminated`, a
+``KeyboardInterrupt``, so every cleanup path runs (temporary files and folders a command created
+are removed, atomic writes keep the old file) and the command exits with status 143 (130 for
+SIGINT). Warnings that versemi itself issues (e.g. a checkpoint without a checksum) are printed as
+one line, ``versemi <command>: warning: <message>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import signal
 import sys
-from collections.abc import Collection, Sequence
+import threading
+import warnings
+from collections.abc import Collection, Iterator, Sequence
 from types import ModuleType
 
 from versemi import __version__
@@ -41,6 +51,50 @@ class CliError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM so that it cleans up exactly like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Within the block, warnings raised by versemi's own code print as one line on stderr."""
+    with warnings.catch_warnings():  # restores showwarning afterwards
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+            if getattr(category, "__module__", "").startswith("versemi"):
+                print(f"versemi {command}: warning: {message}", file=sys.stderr)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an error: ``<file>: <reason>`` for an ``OSError`` that names its file."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def build_parser(
@@ -94,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: the command line without the program name.
 
     Returns:
-        The sub-command's exit status; 2 for a usage or :class:`CliError` error, 130 when interrupted.
+        The sub-command's exit status; 2 for a usage or :class:`CliError` error, 130 when interrupted
+        (SIGINT), 143 when terminated (SIGTERM).
     """
     if argv is None:
         argv = sys.argv[1:]
@@ -104,10 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(modules[args.command].run(args) or 0)
+        with sigterm_as_interrupt(), one_line_warnings(args.command):
+            return int(modules[args.command].run(args) or 0)
     except CliError as exc:
         print(f"versemi {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"versemi {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"versemi {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -45,6 +45,24 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: each prompt's own dataset); an unknown name lists the model's datasets")
     parser.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"],
                         help="auto = a bar on a terminal; json = machine-readable lines on stdout")
+    parser.add_argument("--allow-gaps", action="store_true",
+                        help="read DICOM series with missing, duplicate or unevenly spaced slices anyway "
+                             "(default: refused, naming the slice positions)")
+    parser.add_argument("--memory-limit", metavar="SIZE", type=_memory_size, default=None,
+                        help="refuse scans whose preprocessing would need more memory than this, e.g. 8G "
+                             "(default: $VERSEMI_MEMORY_LIMIT, else the memory available now)")
+
+
+def _memory_size(text: str) -> str:
+    """``--memory-limit`` values: a size like ``8G`` (checked here, applied with
+    :func:`versemi.data.memory.memory_limit_set` around the work)."""
+    from versemi.data.memory import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def resolve_checkpoint(model: str) -> Path:
@@ -112,8 +130,9 @@ def start_inference(args: argparse.Namespace) -> ProgressReporter:
 def reporting_errors(progress: ProgressReporter) -> Iterator[None]:
     """Close ``progress`` when the block ends, reporting an error on it first if one stops the block.
 
-    The library's one-line errors (``ValueError`` covers checkpoint, input image, prompt and ROI
-    problems; ``OSError`` unreadable or unwritable files) become a :class:`~versemi.cli.CliError`;
+    The library's one-line errors (``ValueError`` covers checkpoint, input image, output path,
+    memory, prompt and ROI problems; ``OSError`` unreadable or unwritable files, shown as
+    ``<file>: <reason>``) become a :class:`~versemi.cli.CliError`;
     anything else is re-raised as it is after an "internal error" line.
 
     Args:
@@ -122,17 +141,19 @@ def reporting_errors(progress: ProgressReporter) -> Iterator[None]:
     Raises:
         CliError: the block raised ``ValueError``, ``OSError`` or ``CliError``.
     """
+    from versemi.cli import describe_error
     from versemi.inference.progress import JsonLinesProgress
 
     try:
         yield
     except (ValueError, OSError, CliError) as exc:
+        message = describe_error(exc)
         if isinstance(progress, JsonLinesProgress):
-            progress.error(str(exc))
+            progress.error(message)
         progress.close()
         if isinstance(exc, CliError):
             raise
-        raise CliError(str(exc)) from None
+        raise CliError(message) from None
     except BaseException as exc:
         if isinstance(progress, JsonLinesProgress):
             progress.error(f"internal error: {type(exc).__name__}: {exc}")

@@ -34,11 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from versemi.data.memory import memory_limit_set
     from versemi.inference.predictor import default_output_path
     from versemi.inference.progress import JsonLinesProgress, report_info
 
     progress = start_inference(args)
-    with reporting_errors(progress):
+    with reporting_errors(progress), memory_limit_set(args.memory_limit):
         predictor = predictor_from_args(args)
         if args.list_prompts:
             for i, prompt in enumerate(predictor.label_space.prompts):
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             series_uid=args.series_uid,
             roi=args.roi,
             progress=progress,
+            allow_gaps=args.allow_gaps,
         )
     if isinstance(progress, JsonLinesProgress):
         progress.done(

@@ -43,16 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from versemi.data.memory import memory_limit_set
     from versemi.inference.progress import JsonLinesProgress
     from versemi.inference.pseudolabel import MANIFEST_NAME, pseudolabel_folder
     from versemi.review.manifest import MANIFEST_NAME as REVIEW_MANIFEST_NAME
 
     progress = start_inference(args)
-    with reporting_errors(progress):
+    with reporting_errors(progress), memory_limit_set(args.memory_limit):
         predictor = predictor_from_args(args)
         records = pseudolabel_folder(
             predictor, args.input, args.output, args.prompts,
             output_extension=args.output_extension, resume=not args.no_resume, progress=progress,
+            allow_gaps=args.allow_gaps,
         )
     failed = [r for r in records if r.status == "failed"]
     manifest = f"{args.output.rstrip('/')}/{MANIFEST_NAME}"

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         options = training_options(section, str(config.source or args.config))
     except (ConfigError, TrainingOptionsError) as exc:
         raise CliError(str(exc)) from exc
+    _check_model_section(config.model, config.source or args.config)
 
     method = options["method"]
     if method == "versemi":
@@ -120,3 +121,14 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
     return 0
+
+
+def _check_model_section(model: dict, source: Path) -> None:
+    """Refuse a ``model:`` section the model builder would refuse, naming the config file (a typo in
+    a key must not surface later, after the data is preprocessed, without saying where it is)."""
+    from versemi.model.network import resolve_config
+
+    try:
+        resolve_config({"num_prompts": 1, **dict(model)})  # the real prompt count comes from the label space
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"{source}: model: {exc}") from None

@@ -8,11 +8,8 @@ cases are checked in a few threads because SimpleITK decodes files without holdi
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import struct
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,17 +22,14 @@ from versemi.data.dataset import (
     REQUIRED_DATASET_JSON_KEYS,
     SUPPORTED_ENDINGS,
     DatasetError,
-    read_image,
     read_image_header,
     split_ending,
 )
+from versemi.images import ImageFileError, nonfinite_count, read_image_counting, read_image_file, scan_nifti
 
 Severity = Literal["error", "warning"]
 ERROR: Severity = "error"
 WARNING: Severity = "warning"
-
-_FLOAT_PIXEL_IDS = {sitk.sitkFloat32, sitk.sitkFloat64}
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -199,63 +193,25 @@ def _infer_file_ending(folder: Path) -> str | None:
 
 
 # --- per case -------------------------------------------------------------------------------------
-# NIfTI datatype codes of floating-point voxels -> numpy dtype (NIfTI-1 and NIfTI-2 share them).
-_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
-
-
-def _nifti_nonfinite_count(path: Path) -> int | None:
-    """Count NaN/Inf voxels of a floating-point NIfTI file from its raw voxel block.
-
-    ITK's NIfTI reader turns NaN and Inf into 0 on read, so the SimpleITK array cannot show them;
-    the raw bytes can. Returns ``None`` when the file is not a floating-point NIfTI file or cannot be
-    parsed (the caller then reads it with SimpleITK, which reports a corrupt file).
-    """
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            head = f.read(540)
-            for order in ("<", ">"):
-                size = struct.unpack(order + "i", head[:4])[0]
-                if size == 348:  # NIfTI-1
-                    ndim = struct.unpack(order + "h", head[40:42])[0]
-                    dims = struct.unpack(order + "7h", head[42:56])[:ndim]
-                    datatype = struct.unpack(order + "h", head[70:72])[0]
-                    offset = int(struct.unpack(order + "f", head[108:112])[0])
-                    break
-                if size == 540:  # NIfTI-2
-                    datatype = struct.unpack(order + "h", head[12:14])[0]
-                    ndim = struct.unpack(order + "q", head[16:24])[0]
-                    dims = struct.unpack(order + "7q", head[24:80])[:ndim]
-                    offset = struct.unpack(order + "q", head[168:176])[0]
-                    break
-            else:
-                return None
-            if datatype not in _NIFTI_FLOAT_TYPES:
-                return None
-            count = int(np.prod(dims, dtype=np.int64))
-            f.seek(offset)
-            # Reading to the end also verifies the gzip checksum: a truncated file raises here.
-            data = np.frombuffer(f.read(), dtype=np.dtype(order + _NIFTI_FLOAT_TYPES[datatype]), count=count)
-    except (OSError, EOFError, struct.error, ValueError, zlib.error):
-        return None
-    return int(count - np.count_nonzero(np.isfinite(data)))
-
-
 def _nonfinite_count(path: Path) -> int:
-    """NaN/Inf voxels of an image file, reading every voxel once (so corrupt data is caught).
+    """NaN/Inf voxels of an image file, reading every voxel once (so truncated or corrupt data is caught).
+
+    NIfTI files are counted from their raw voxel stream (ITK's NIfTI reader turns NaN and Inf into 0
+    and fills truncated files with zeros, see :func:`versemi.images.scan_nifti`); other formats are
+    read with the one checking reader.
 
     Raises:
-        DatasetError: the voxels cannot be read.
+        DatasetError: the voxels cannot be read (truncated, corrupt or unreadable file).
     """
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        raw = _nifti_nonfinite_count(path)
-        if raw is not None:
-            return raw
-    image = read_image(path)
-    if image.GetPixelID() not in _FLOAT_PIXEL_IDS:
-        return 0  # integer voxels cannot be NaN
-    arr = sitk.GetArrayViewFromImage(image)
-    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    try:
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            raw = scan_nifti(path)
+            if raw is not None:
+                return raw
+        image = read_image_file(path, allow_nonfinite=True)
+    except ImageFileError as exc:
+        raise DatasetError(str(exc)) from None
+    return nonfinite_count(image)
 
 
 def _label_values(arr: np.ndarray) -> np.ndarray:
@@ -317,8 +273,8 @@ def _check_case(
     if label_path is None:
         return problems
     try:
-        label = read_image(label_path)
-    except DatasetError as exc:
+        label, bad_label_voxels = read_image_counting(label_path)
+    except (DatasetError, ImageFileError) as exc:
         return problems + [Problem(ERROR, label_path, str(exc).removeprefix(f"{label_path}: "))]
     geom = _Geometry.of_image(label)
     header_problems = _check_image_header(label_path, geom, "label")
@@ -331,10 +287,9 @@ def _check_case(
             problems.append(Problem(ERROR, label_path, f"label geometry differs from image "
                                                        f"{reference[0].name}: " + "; ".join(diffs)))
     arr = sitk.GetArrayViewFromImage(label)
-    if np.issubdtype(arr.dtype, np.floating):
-        bad = _nonfinite_count(label_path)
-        if bad:
-            problems.append(Problem(ERROR, label_path, f"{bad} label voxel(s) are NaN or infinite"))
+    if np.issubdtype(arr.dtype, np.floating) or bad_label_voxels:
+        if bad_label_voxels:
+            problems.append(Problem(ERROR, label_path, f"{bad_label_voxels} label voxel(s) are NaN or infinite"))
             return problems
         if not np.array_equal(arr, np.round(arr)):
             problems.append(Problem(ERROR, label_path, "label has non-integer values; "

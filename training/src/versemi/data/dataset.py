@@ -23,6 +23,8 @@ from typing import Any
 
 import SimpleITK as sitk
 
+from versemi.images import ImageFileError, itk_reason, quiet_itk, read_image_file
+
 # Longest first so ".nii.gz" wins over ".gz"-less ".nii" when matching names.
 SUPPORTED_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha")
 REQUIRED_DATASET_JSON_KEYS: tuple[str, ...] = ("channel_names", "labels", "numTraining", "file_ending")
@@ -89,18 +91,18 @@ class Case:
 
 
 def read_image(path: str | Path) -> sitk.Image:
-    """Read an image file with SimpleITK.
+    """Read an image file with :func:`versemi.images.read_image_file` (the one checking reader).
 
     Raises:
-        DatasetError: the file is missing, empty, corrupt or in an unreadable format; the message
-            names the file.
+        DatasetError: the file is missing, empty, truncated, corrupt, in an unreadable format, or has
+            NaN/infinite voxels; the message names the file.
     """
     path = Path(path)
     _check_file(path)
     try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise DatasetError(f"{path}: cannot read image: {_itk_reason(exc)}") from exc
+        return read_image_file(path)
+    except ImageFileError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def read_image_header(path: str | Path) -> sitk.ImageFileReader:
@@ -119,9 +121,10 @@ def read_image_header(path: str | Path) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with quiet_itk():
+            reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise DatasetError(f"{path}: cannot read image header: {_itk_reason(exc)}") from exc
+        raise DatasetError(f"{path}: cannot read image header: {itk_reason(exc)}") from None
     return reader
 
 
@@ -136,15 +139,6 @@ def _check_file(path: Path) -> None:
         raise DatasetError(
             f"{path}: unsupported file type; use one of {', '.join(SUPPORTED_ENDINGS)}"
         )
-
-
-def _itk_reason(exc: RuntimeError) -> str:
-    """The useful last line of an ITK exception (they carry file/line noise first)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if ln.lower().startswith("description:"):
-            return ln.split(":", 1)[1].strip()
-    return lines[-1] if lines else "unknown error"
 
 
 def load_dataset_json(path: str | Path) -> dict[str, Any]:

@@ -45,6 +45,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from versemi.data.memory import check_preprocessing_memory
+
 # Bump whenever the algorithm's output changes: cache entries made by another version are rebuilt.
 PREPROCESSING_VERSION = 2
 
@@ -342,8 +344,10 @@ def preprocess_case(
     Raises:
         ValueError: a non-3D or multi-channel image, a label on another grid or with values the
             label format cannot hold.
+        versemi.data.memory.MemoryLimitError: the resampled scan would not fit in memory.
     """
     _check_3d_scalar(image, "image")
+    check_preprocessing_memory(image, spec.target_spacing, spec.orientation, with_label=label is not None)
     if label is not None:
         _check_3d_scalar(label, "label")
         if not _same_grid(image, label):

@@ -32,7 +32,6 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -43,6 +42,7 @@ import SimpleITK as sitk
 from versemi import __version__
 from versemi.data.dataset import DatasetError, SUPPORTED_ENDINGS, read_image, split_ending
 from versemi.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM, STATUS_BOTH_EMPTY, binary_metrics, summarize
+from versemi.fileio import AtomicGroup, remove_stale_temp_files
 from versemi.labels import normalize_name
 
 CSV_COLUMNS = (
@@ -205,23 +205,15 @@ class EvaluationResult:
             File name -> written path.
         """
         out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
         contents = {
             "metrics.csv": self.to_csv(),
             "metrics.json": json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n",
             "summary.md": self.to_markdown(),
         }
-        temps: dict[str, Path] = {}
-        try:
+        remove_stale_temp_files(out)  # left by a run that was killed
+        with AtomicGroup() as group:
             for name, text in contents.items():
-                tmp = out / f".{name}.{os.getpid()}.tmp"
-                tmp.write_text(text, encoding="utf-8")
-                temps[name] = tmp
-            for name, tmp in temps.items():
-                os.replace(tmp, out / name)
-        finally:
-            for tmp in temps.values():
-                tmp.unlink(missing_ok=True)
+                group.write_text(text, out / name)
         return {name: out / name for name in contents}
 
 

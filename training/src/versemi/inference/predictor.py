@@ -44,9 +44,11 @@ import torch
 
 from versemi import __version__
 from versemi.checkpoint import FORMAT_VERSION, REQUIRED_FOR_INFERENCE, CheckpointError, load_checkpoint
+from versemi.data.memory import check_preprocessing_memory
 from versemi.data.plans import Plans, PlansError
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case, restore_to_input_grid
-from versemi.fileio import sha256_file
+from versemi.fileio import remove_stale_temp_files, sha256_file
+from versemi.images import check_output_geometry, check_output_paths
 from versemi.inference.io import (
     AtomicOutputs,
     colour_table_text,
@@ -70,6 +72,9 @@ PROBABILITY_DTYPES = ("float32", "uint8")
 _MERGE_SLAB = 32
 # Input-grid z-slices restored per resampling call (bounds the memory of one prompt's restore).
 _RESTORE_SLAB = 64
+# What to do about a scan too large for memory (see versemi.data.memory).
+MEMORY_ADVICE = ("use --quality fast (twice the spacing: 8x fewer voxels) or --roi to segment a part of the "
+                 "scan, or check the scan's voxel spacing")
 
 
 class PredictionError(ValueError):
@@ -238,10 +243,11 @@ def parse_roi(text: str) -> tuple[int, int, int, int, int, int]:
 
 
 def _sub_stage(progress: ProgressReporter | None, stage: str, index: int, count: int) -> StageProgress:
-    """The ``index``-th of ``count`` equal parts of a stage's span (one part per preprocessing group)."""
+    """A stage of the ``index``-th of ``count`` preprocessing groups: group ``i`` owns the ``i``-th
+    equal part of the whole job and runs all three stages inside it, so the overall fraction keeps
+    moving through every group (instead of waiting at the export of the previous one)."""
     start, end = STAGE_SPANS[stage]
-    width = (end - start) / count
-    return StageProgress(progress, stage, (start + index * width, start + (index + 1) * width))
+    return StageProgress(progress, stage, ((index + start) / count, (index + end) / count))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,6 +292,10 @@ class Predictor:
     ) -> None:
         if quality not in QUALITIES:
             raise PredictionError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES)}")
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
+            raise PredictionError(f"batch size must be a whole number >= 1 (windows per forward pass), got {batch_size!r}")
+        if overlap is not None and not 0.0 <= float(overlap) < 1.0:
+            raise PredictionError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
         set_threads(threads)
         self.checkpoint_path: Path | None = None
         if isinstance(checkpoint, Mapping):
@@ -302,7 +312,10 @@ class Predictor:
             source = "<checkpoint dict>"
         else:
             self.checkpoint_path = Path(checkpoint)
-            payload = load_checkpoint(self.checkpoint_path, map_location="cpu", for_inference=True)
+            # An installed model's recorded SHA-256 verifies files that carry no checksum of their own.
+            installed = self._find_installed()
+            payload = load_checkpoint(self.checkpoint_path, map_location="cpu", for_inference=True,
+                                      expected_sha256=installed.sha256 if installed is not None else None)
             source = str(self.checkpoint_path)
         self.source = source
 
@@ -600,6 +613,11 @@ class Predictor:
         work = image if box is None else image[box[0]:box[3], box[1]:box[4], box[2]:box[5]]
 
         groups = self.preprocessing_groups(prompt_ids, hidden_ids)
+        for group in groups:  # before any allocation: a scan that cannot fit is refused in a second
+            spec = self.effective_spec(spec=group.spec)
+            check_preprocessing_memory(work, spec.target_spacing, spec.orientation, name=image_name,
+                                       prompts=len(group.positions) + len(group.hidden_prompt_ids),
+                                       advice=MEMORY_ADVICE)
         shape = tuple(reversed(work.GetSize()))
         label_array = np.zeros(shape, dtype=np.uint8 if len(labels) < 256 else np.uint16)
         maxprob = np.zeros(shape, dtype=np.uint16)
@@ -818,11 +836,15 @@ class Predictor:
         progress: ProgressReporter | None = None,
         model_space_hook: ModelSpaceHook | None = None,
         hidden_prompts: str | Iterable[str] | Iterable[int] | None = None,
+        allow_gaps: bool = False,
     ) -> PredictFileResult:
         """Segment a file (or DICOM folder) and write the labelmap, sidecar, ``.ctbl`` and probabilities.
 
-        All outputs are written under temporary names and renamed together at the end; on any error
-        nothing is left behind.
+        Before any work the outputs are checked (:func:`versemi.images.check_output_paths`): a format
+        that holds a 3D labelmap and the input's geometry, no output that is an input (scan or
+        checkpoint, also through a link), folders that can be created and written. Temporary files
+        that killed runs left in the output folders are removed first. All outputs are written
+        under temporary names and renamed together at the end; on any error nothing is left behind.
 
         Args:
             input_path: Image file or DICOM series folder.
@@ -838,6 +860,12 @@ class Predictor:
                 ``prediction`` section.
             hidden_prompts: See :meth:`predict`: seen by ``model_space_hook`` only, never written
                 (not in the labelmap, the sidecar's labels, the colour table or ``probabilities_dir``).
+            allow_gaps: Read a DICOM series with missing or unevenly spaced slices anyway.
+
+        Raises:
+            versemi.images.OutputPathError: an output that cannot hold the labelmap or is an input.
+            OSError: an output that cannot be written (naming it); found before the inference.
+            InputImageError, PredictionError, CheckpointError, MemoryLimitError: see :meth:`predict`.
         """
         if probabilities_dtype not in PROBABILITY_DTYPES:
             raise PredictionError(
@@ -847,13 +875,20 @@ class Predictor:
         sidecar_path, ctbl_path = sidecar_paths(output_path)
         prompt_ids = self.resolve_prompts(prompts)  # fail on a bad prompt before reading the image
         hidden_ids = self.resolve_hidden_prompts(hidden_prompts, prompt_ids)
+        prob_dir = Path(probabilities_dir) if probabilities_dir is not None else None
+        prob_targets = [prob_dir / f"{e.name}.nii.gz" for e in self.label_table(prompt_ids)] if prob_dir else []
+        image_targets = [output_path, *prob_targets]
+        check_output_paths(image_targets, [ctbl_path, sidecar_path], inputs=[Path(input_path), self.checkpoint_path])
         StageProgress(progress, "preprocess")(0.0, f"reading {input_path}")
-        image = read_input_image(input_path, series_uid)
+        image = read_input_image(input_path, series_uid, allow_gaps=allow_gaps)
+        check_output_geometry(image_targets, image)
+        for folder in dict.fromkeys(t.parent for t in image_targets):
+            remove_stale_temp_files(folder)
         written_probs: list[Path] = []
         with AtomicOutputs() as out:
+            out.check_writable([*image_targets, ctbl_path, sidecar_path])  # now, not after the inference
             sink = None
-            if probabilities_dir is not None:
-                prob_dir = Path(probabilities_dir)
+            if prob_dir is not None:
 
                 def sink(entry: LabelEntry, prob: sitk.Image) -> None:
                     if probabilities_dtype == "uint8":

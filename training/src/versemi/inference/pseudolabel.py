@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from versemi.fileio import atomic_write_text
+from versemi.fileio import atomic_write_text, remove_stale_temp_files
 from versemi.inference.io import find_images, sidecar_paths
 from versemi.inference.predictor import LabelEntry, ModelSpaceHook, PredictFileResult, Predictor
 from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
@@ -204,6 +204,7 @@ def _predict_case(
     prompt_ids: list[int],
     progress: ProgressReporter | None,
     model_space_hook: ModelSpaceHook | None,
+    allow_gaps: bool = False,
 ) -> tuple[PredictFileResult, UncertaintyScore | None]:
     """:meth:`Predictor.predict_file` with the synthetic prompt as a hidden prompt for the score
     (computed in the same backbone pass, never written) unless it is chosen."""
@@ -211,7 +212,7 @@ def _predict_case(
     hidden = [synthetic_id] if synthetic_id is not None and synthetic_id not in prompt_ids else []
     hook = _ReviewScoreHook(synthetic_id, model_space_hook)
     written = predictor.predict_file(image_path, output, prompt_ids, progress=progress, model_space_hook=hook,
-                                     hidden_prompts=hidden)
+                                     hidden_prompts=hidden, allow_gaps=allow_gaps)
     return written, hook.score
 
 
@@ -249,6 +250,7 @@ def pseudolabel_folder(
     progress: ProgressReporter | None = None,
     model_space_hook: ModelSpaceHook | None = None,
     on_case: Callable[[PseudoLabelRecord], None] | None = None,
+    allow_gaps: bool = False,
 ) -> list[PseudoLabelRecord]:
     """Pseudo-label every scan of a folder and register it for review (see the module docstring).
 
@@ -265,6 +267,7 @@ def pseudolabel_folder(
             what it returns is stored in the record's ``extra`` (and the sidecar), except an
             ``uncertainty`` field, which is the review score's.
         on_case: Called with each case's record as soon as both manifests have it.
+        allow_gaps: Read DICOM series with missing or unevenly spaced slices anyway.
 
     Returns:
         One record per case, in case order.
@@ -285,6 +288,7 @@ def pseudolabel_folder(
     # A score needs the synthetic prompt and at least one real prompt.
     needs_score = synthetic_id is not None and any(i != synthetic_id for i in prompt_ids)
     output_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(output_dir)  # left by a run that was killed (SIGKILL, out of memory)
     review = ReviewManifest(output_dir)
     # Before any work: a model with other labels cannot reuse a folder whose cases are refined.
     review.set_label_table([e.to_dict() for e in predictor.label_table(prompt_ids)])
@@ -317,7 +321,8 @@ def pseudolabel_folder(
         start = time.perf_counter()
         score: UncertaintyScore | None = None
         try:
-            written, score = _predict_case(predictor, image_path, output, prompt_ids, sub, model_space_hook)
+            written, score = _predict_case(predictor, image_path, output, prompt_ids, sub, model_space_hook,
+                                           allow_gaps)
         except (ValueError, OSError, RuntimeError) as exc:
             # One bad scan must not stop a folder of hundreds: record it and go on.
             record = PseudoLabelRecord(case, str(image_path), None, None, model, prompt_names, "failed",

@@ -20,7 +20,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 WindowProgress = Callable[[int, int], None]
 """Called after each batch of windows with ``(windows done, windows in total)``."""
@@ -147,6 +146,9 @@ def sliding_window_probabilities(
         if progress is not None:
             progress(min(done, total), total)
         return probs
+
+    # Imported here: MONAI takes ~2.5 s to import, which a refused scan should not wait for.
+    from monai.inferers import sliding_window_inference
 
     array = np.ascontiguousarray(volume, dtype=np.float32)
     if not array.flags.writeable:  # e.g. a read-only memory-mapped cache entry: torch wants its own copy

@@ -201,10 +201,15 @@ def _local_record(
     source: Path, copied: Path, sha256: str, name: str | None, version: str | None
 ) -> InstalledModel:
     """Check a non-catalogue checkpoint loads for inference and describe it for the manifest."""
-    from versemi.checkpoint import CheckpointError, load_checkpoint
+    import warnings
+
+    from versemi.checkpoint import CheckpointError, CheckpointIntegrityWarning, load_checkpoint
 
     try:
-        payload = load_checkpoint(copied, for_inference=True)
+        with warnings.catch_warnings():
+            # Installing records the file's SHA-256, which then verifies every load by name.
+            warnings.simplefilter("ignore", CheckpointIntegrityWarning)
+            payload = load_checkpoint(copied, for_inference=True)
     except CheckpointError as exc:
         # The message should name the user's file, not our temporary copy.
         raise CheckpointError(str(exc).replace(str(copied), str(source))) from None

@@ -34,7 +34,7 @@ from versemi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from versemi.data.config import TrainConfig
 from versemi.data.plans import DatasetPlan, Plans, PlansError, plans_for_config
 from versemi.devices import cpu_has_native_bf16
-from versemi.fileio import atomic_write_json
+from versemi.fileio import atomic_write_json, remove_stale_temp_files
 from versemi.inference.sliding import inference_autocast_dtype
 from versemi.labels import LabelSpace
 from versemi.model.network import build_model
@@ -260,7 +260,10 @@ class Trainer:
 
         self.cases = cases if cases is not None else self._load_cases()
         self.validation = validation_cases(self.cases.validation, self.plans)
-        self.log = RunLog(self.folder, enabled=self.dist.is_main, tensorboard=bool(options["tensorboard"]))
+        self.log = RunLog(self.folder, enabled=self.dist.is_main, tensorboard=bool(options["tensorboard"]),
+                          resume_step=self.resumed_from)
+        if self.dist.is_main:
+            remove_stale_temp_files(self.folder)  # e.g. .last.pt.<pid>-*.tmp of a SIGKILLed run
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
             self.ddp_model = nn.parallel.DistributedDataParallel(
@@ -497,6 +500,9 @@ class Trainer:
         """Train until ``max_steps`` (or early stopping); returns where the stage ended."""
         opts = self.options
         start = time.perf_counter()
+        if self.step >= self.max_steps:  # resumed a finished stage: nothing to do, the logs stay as they are
+            self.log.close()
+            return self._result(False, 0.0, time.perf_counter() - start)
         self.log.event(
             {
                 "event": "resume" if self.resumed_from is not None else "start",
@@ -517,9 +523,6 @@ class Trainer:
         wait_total = step_total = 0.0
         wait_window = step_window = 0.0
         steps_in_window = 0
-        if self.step >= self.max_steps:  # resumed a finished stage: nothing to do
-            self.log.close()
-            return self._result(False, 0.0, time.perf_counter() - start)
         next_batch: Callable[[], list[TrainingBatch]] | None = self._batches()
         bar = None
         if self.progress:

@@ -1,0 +1,145 @@
+"""versemi.images: the one checking reader and the output checks, file by file."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from inference.helpers import make_image, write_dicom_series
+from versemi.images import (
+    ImageFileError,
+    OutputPathError,
+    check_output_geometry,
+    check_output_paths,
+    is_orthonormal,
+    itk_reason,
+    read_image,
+    read_image_counting,
+    read_image_file,
+    scan_nifti,
+)
+
+
+def _volume(dtype=np.float32) -> np.ndarray:
+    return np.random.default_rng(0).normal(50, 10, size=(6, 7, 8)).astype(dtype)
+
+
+def _write(path: Path, array: np.ndarray, compress: bool | None = None) -> Path:
+    sitk.WriteImage(make_image(array), str(path), useCompression=path.name.endswith(".gz") if compress is None else compress)
+    return path
+
+
+@pytest.mark.parametrize("name", ["a.nii", "a.nii.gz"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.float64])
+def test_scan_nifti_counts_nonfinite_and_finds_truncation(tmp_path: Path, name: str, dtype) -> None:
+    array = _volume(dtype)
+    path = _write(tmp_path / name, array)
+    assert scan_nifti(path) == 0
+    assert np.array_equal(sitk.GetArrayFromImage(read_image_file(path)), array)
+    if np.issubdtype(dtype, np.floating):
+        array[0, 0, 0], array[5, 6, 7], array[2, 3, 4] = np.nan, np.inf, -np.inf
+        _write(path, array)
+        assert scan_nifti(path) == 3
+        image, bad = read_image_counting(path)
+        assert bad == 3 and np.isfinite(sitk.GetArrayViewFromImage(image)).all()  # ITK made them 0
+        with pytest.raises(ImageFileError, match=r"NaN or infinite voxel values \(3 voxel\(s\)\)"):
+            read_image_file(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])  # the last voxels (and the gzip trailer) are missing
+    with pytest.raises(ImageFileError, match=f"{path}: cannot read image: .*truncated"):
+        read_image_file(path)
+    with pytest.raises(ImageFileError, match="truncated"):
+        read_image(path)
+
+
+def test_a_flipped_byte_in_a_nii_gz_fails_its_crc(tmp_path: Path) -> None:
+    path = _write(tmp_path / "a.nii.gz", _volume())
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw)[:-8] + b"\x00" * 8)  # zeroed CRC-32 and length
+    with pytest.raises(ImageFileError, match="truncated or corrupt"):
+        read_image_file(path)
+
+
+def test_nrrd_and_mha_errors_are_one_line(tmp_path: Path) -> None:
+    array = _volume()
+    array[1, 1, 1] = np.nan
+    for name in ("a.nrrd", "a.mha"):
+        path = _write(tmp_path / name, array, compress=True)
+        with pytest.raises(ImageFileError, match=r"NaN or infinite voxel values \(1 voxel"):
+            read_image_file(path)
+        assert read_image_counting(path)[1] == 1
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ImageFileError) as info:
+            read_image_file(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: cannot read image (truncated, corrupt or unsupported file): ")
+        assert "\n" not in message and "0x" not in message and "No such file" not in message
+
+
+def test_missing_empty_and_garbage_files(tmp_path: Path) -> None:
+    with pytest.raises(ImageFileError, match="not found"):
+        read_image(tmp_path / "none.nii.gz")
+    empty = tmp_path / "empty.nii.gz"
+    empty.touch()
+    with pytest.raises(ImageFileError, match="empty"):
+        read_image(empty)
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(os.urandom(2000))
+    with pytest.raises(ImageFileError, match="cannot read image"):
+        read_image(garbage)
+
+
+def test_dicom_series_checks(tmp_path: Path) -> None:
+    image = sitk.Cast(make_image(np.arange(6 * 8 * 9).reshape(6, 8, 9).astype(np.int16), spacing=(0.5, 0.5, 2.0)),
+                      sitk.sitkInt16)
+    folder = tmp_path / "series"
+    files = write_dicom_series(folder, image)
+    read = read_image(folder)
+    assert read.GetSize() == image.GetSize() and read.GetSpacing() == pytest.approx(image.GetSpacing())
+    files[2].unlink()
+    with pytest.raises(ImageFileError, match=r"about 1 slice\(s\) missing between positions 2.000 and 6.000 mm"):
+        read_image(folder)
+    assert read_image(folder, allow_gaps=True).GetSize()[2] == 5
+    with pytest.raises(ImageFileError, match="no DICOM series with UID 9.9"):
+        read_image(folder, "9.9")
+    empty = tmp_path / "no_dicom"
+    empty.mkdir()
+    with pytest.raises(ImageFileError, match="holds no DICOM series"):
+        read_image(empty)
+
+
+def test_output_formats_links_and_geometry(tmp_path: Path) -> None:
+    scan = _write(tmp_path / "scan.nii.gz", _volume())
+    for ok in ("seg.nii.gz", "seg.nii", "seg.nrrd", "seg.mha", "SEG.NII.GZ"):
+        check_output_paths([tmp_path / ok], inputs=[scan])
+    for bad, needle in (("seg.png", "2D image format"), ("seg.mhd", "second file"), ("seg.nhdr", "second file"),
+                        ("seg", "no extension"), ("seg.vtk", "unsupported")):
+        with pytest.raises(OutputPathError, match=needle):
+            check_output_paths([tmp_path / bad])
+    with pytest.raises(OutputPathError, match="is the input"):
+        check_output_paths([tmp_path / "seg.nii.gz"], [scan], inputs=[scan])  # a sidecar that is the input
+    os.link(scan, tmp_path / "hard.nii.gz")
+    with pytest.raises(OutputPathError, match="same file"):
+        check_output_paths([tmp_path / "hard.nii.gz"], inputs=[scan])
+    sheared = make_image(_volume(), direction=(1, 0.2, 0, 0, 0.98, 0, 0, 0, 1))
+    assert not is_orthonormal(sheared.GetDirection())
+    assert is_orthonormal(make_image(_volume(), direction=(0, 1, 0, -1, 0, 0, 0, 0, 1)).GetDirection())
+    check_output_geometry([tmp_path / "seg.nrrd", tmp_path / "seg.mha"], sheared)
+    with pytest.raises(OutputPathError, match="sheared .* write .nrrd or .mha"):
+        check_output_geometry([tmp_path / "seg.nrrd", tmp_path / "p.nii.gz"], sheared)
+
+
+def test_itk_reason_keeps_the_informative_line() -> None:
+    meta = RuntimeError("Exception thrown in SimpleITK ImageFileReader_Execute: /x/itkMetaImageIO.cxx:490:\n"
+                        "ITK ERROR: MetaImageIO(0x55577ca9ad00): File cannot be read: a.mha for reading.\n"
+                        "Reason: No such file or directory")
+    assert itk_reason(meta) == "File cannot be read: a.mha for reading."
+    nrrd = RuntimeError("Exception thrown in SimpleITK ImageFileReader_Execute: x\n[nrrd] nrrdLoad: trouble\n"
+                        "[nrrd] _nrrdEncodingGzip_read: expected 96000 bytes but received 47856\n")
+    assert itk_reason(nrrd) == "[nrrd] _nrrdEncodingGzip_read: expected 96000 bytes but received 47856"

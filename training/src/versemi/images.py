@@ -1,0 +1,561 @@
+"""The one image reader that refuses damaged files, and the checks every image output passes.
+
+Every command reads scans and labels through :func:`read_image` (``predict``, ``pseudolabel``,
+``check-dataset``, ``evaluate``, ``train``'s preprocessing, ``review``), so a bad file is refused the
+same way everywhere, with one line that names the file and the problem:
+
+- **Truncated or corrupt files.** ITK's NIfTI reader fills a truncated voxel block with zeros and
+  says nothing, so NIfTI files (``.nii``, ``.nii.gz``) are checked here first: the whole voxel stream
+  is read (a ``.nii.gz`` is decompressed to its end, which also checks the gzip CRC) and the number of
+  bytes is compared with what the header's dimensions and data type need. NRRD and MetaImage
+  readers detect truncation themselves; their errors are shortened to one line.
+- **NaN or infinite voxels**, in every format: ITK's NIfTI reader turns them into 0, so for NIfTI
+  they are counted in the same raw pass; other formats keep them and the voxels are checked after
+  reading.
+- **DICOM series** with a missing, duplicate or unreadable slice, or uneven slice spacing: ITK drops
+  unreadable slices and averages the spacing (a wrong grid). The slice positions along the slice
+  normal must be evenly spaced; otherwise the series is refused with the positions of the gap,
+  unless the caller passes ``allow_gaps=True`` (``--allow-gaps``).
+
+Outputs (:func:`check_output_paths`, :func:`check_output_geometry`) are refused before any work when
+the format cannot hold a 3D labelmap with its geometry (PNG and other 2D formats; header + data file
+pairs such as ``.mhd`` that cannot be replaced atomically; a sheared direction matrix, which NIfTI
+cannot store), or when an output would overwrite an input (the same path, a symbolic or a hard link).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import math
+import os
+import re
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+# Image file endings, longest first (".nii.gz" before ".nii").
+IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+# Single-file formats that keep a 3D labelmap and its geometry, and can be replaced atomically.
+LABELMAP_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+_DOUBLE_EXTENSIONS = (".nii.gz", ".nrrd.gz", ".mha.gz")
+_TWO_D_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+_PAIRED_EXTENSIONS = (".mhd", ".nhdr", ".hdr", ".img")
+# Relative tolerance on the distance between neighbouring DICOM slices.
+SLICE_SPACING_RTOL = 0.05
+# |D^T D - I| above this: a sheared (non-orthonormal) direction matrix.
+ORTHONORMAL_ATOL = 1e-4
+_READ_CHUNK = 4 * 1024 * 1024
+# NIfTI datatype codes of floating-point voxels -> numpy type (NIfTI-1 and NIfTI-2 share them).
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+_FLOAT_PIXEL_IDS = (sitk.sitkFloat32, sitk.sitkFloat64)
+
+
+class ImageFileError(ValueError):
+    """An image file (or DICOM folder) that cannot be used; the message names it and the problem."""
+
+
+class OutputPathError(ValueError):
+    """An output path that would lose data or geometry; the message names it and says what to do."""
+
+
+def split_image_extension(path: str | Path) -> tuple[str, str]:
+    """``"a/case.nii.gz"`` -> ``("a/case", ".nii.gz")``; handles the double ``.nii.gz`` ending."""
+    text = str(path)
+    lower = text.lower()
+    for ext in _DOUBLE_EXTENSIONS:
+        if lower.endswith(ext):
+            return text[: -len(ext)], text[-len(ext):]
+    root, ext = os.path.splitext(text)
+    return root, ext
+
+
+def itk_reason(exc: BaseException) -> str:
+    """The informative line of an ITK error (they run over many lines, with source file names)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Exception thrown in SimpleITK")]
+    lines = [re.sub(r"^ITK ERROR: \w+\(0x[0-9a-fA-F]+\): ", "", ln) for ln in lines]
+    for ln in reversed(lines):
+        if ln.lower().startswith("description:"):
+            return ln.split(":", 1)[1].strip()
+    # MetaImage ends with the C library's errno, which is unrelated ("No such file or directory").
+    while len(lines) > 1 and lines[-1].startswith("Reason:"):
+        lines.pop()
+    return lines[-1] if lines else type(exc).__name__
+
+
+# --- ITK warnings ---------------------------------------------------------------------------------
+_warnings_lock = threading.Lock()
+_warnings_depth = 0
+
+
+@contextlib.contextmanager
+def quiet_itk() -> Iterator[None]:
+    """Silence ITK's multi-line warnings (printed on stderr) while reading: problems are reported
+    by this module, in one line each. Re-entrant and safe with reader threads."""
+    global _warnings_depth
+    with _warnings_lock:
+        if _warnings_depth == 0:
+            sitk.ProcessObject.SetGlobalWarningDisplay(False)
+        _warnings_depth += 1
+    try:
+        yield
+    finally:
+        with _warnings_lock:
+            _warnings_depth -= 1
+            if _warnings_depth == 0:
+                sitk.ProcessObject.SetGlobalWarningDisplay(True)
+
+
+# --- NIfTI: the whole voxel stream ---------------------------------------------------------------
+@dataclass(frozen=True)
+class _NiftiHeader:
+    order: str  # "<" or ">"
+    dims: tuple[int, ...]
+    datatype: int
+    bitpix: int
+    offset: int
+
+    @property
+    def data_bytes(self) -> int:
+        return int(np.prod(self.dims, dtype=np.int64)) * self.bitpix // 8
+
+
+def _parse_nifti_header(head: bytes) -> _NiftiHeader | None:
+    """The fields of a single-file NIfTI-1/2 header needed to size its voxel block (None: not one)."""
+    if len(head) < 348:
+        return None
+    for order in ("<", ">"):
+        size = struct.unpack(order + "i", head[:4])[0]
+        if size == 348 and head[344:347] == b"n+1":
+            ndim = struct.unpack(order + "h", head[40:42])[0]
+            if not 1 <= ndim <= 7:
+                return None
+            dims = struct.unpack(order + "7h", head[42:56])[:ndim]
+            datatype, bitpix = struct.unpack(order + "hh", head[70:74])
+            offset = int(struct.unpack(order + "f", head[108:112])[0])
+            return _NiftiHeader(order, tuple(int(d) for d in dims), datatype, bitpix, max(offset, 352))
+        if size == 540 and len(head) >= 540 and head[4:7] == b"n+2":
+            datatype, bitpix = struct.unpack(order + "hh", head[12:16])
+            ndim = struct.unpack(order + "q", head[16:24])[0]
+            if not 1 <= ndim <= 7:
+                return None
+            dims = struct.unpack(order + "7q", head[24:80])[:ndim]
+            offset = struct.unpack(order + "q", head[168:176])[0]
+            return _NiftiHeader(order, tuple(int(d) for d in dims), datatype, bitpix, max(int(offset), 544))
+    return None
+
+
+def scan_nifti(path: str | Path) -> int | None:
+    """Read every voxel byte of a single-file NIfTI image and count its NaN/infinite voxels.
+
+    A ``.nii.gz`` is decompressed to its end (so a truncated or corrupt stream, or a bad CRC, is
+    found); an uncompressed ``.nii`` of an integer type only needs its size checked.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+
+    Returns:
+        The number of non-finite voxels (0 for integer types), or None when the file has no NIfTI
+        header this function understands (an Analyze pair, garbage): ITK then reports the problem.
+
+    Raises:
+        ImageFileError: the voxel data is shorter than the header says, or the stream is corrupt.
+    """
+    path = Path(path)
+    compressed = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+            try:
+                header = _parse_nifti_header(f.read(544))
+            except (EOFError, zlib.error, gzip.BadGzipFile):
+                header = None  # not even a header: ITK says what the file is not
+            if header is None:
+                return None
+            if any(d < 0 for d in header.dims) or header.bitpix <= 0:
+                raise ImageFileError(f"{path}: NIfTI header has invalid dimensions {list(header.dims)}")
+            need = header.data_bytes
+            float_type = _NIFTI_FLOAT_TYPES.get(header.datatype)
+            if not compressed and float_type is None:
+                available = path.stat().st_size - header.offset
+                if available < need:
+                    raise _truncated(path, need, max(available, 0))
+                return 0
+            f.seek(header.offset)  # a gzip stream seeks by decompressing (backwards: from the start)
+            dtype = np.dtype(header.order + float_type) if float_type else None
+            got, bad, carry = 0, 0, b""
+            while got < need:
+                chunk = f.read(min(_READ_CHUNK, need - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+                if dtype is not None:
+                    data = carry + chunk
+                    usable = len(data) - len(data) % dtype.itemsize
+                    values = np.frombuffer(data, dtype=dtype, count=usable // dtype.itemsize)
+                    bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+                    carry = data[usable:]
+            if got < need:
+                raise _truncated(path, need, got)
+            if compressed:
+                while f.read(_READ_CHUNK):  # to the end: checks the gzip CRC and length
+                    pass
+            return bad
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ImageFileError(
+            f"{path}: cannot read image: compressed data is truncated or corrupt ({exc}); copy or export it again"
+        ) from None
+    except OSError as exc:
+        raise ImageFileError(f"{path}: cannot read image: {exc.strerror or exc}") from None
+
+
+def _truncated(path: Path, need: int, got: int) -> ImageFileError:
+    return ImageFileError(
+        f"{path}: cannot read image: file is truncated: its header describes {need} bytes of voxel data "
+        f"but the file holds {got} ({100.0 * got / need if need else 0:.1f}%); copy or export it again"
+    )
+
+
+# --- reading --------------------------------------------------------------------------------------
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ImageFileError(f"{path}: image file not found")
+    if not path.is_file():
+        raise ImageFileError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ImageFileError(f"{path}: image file is empty (0 bytes)")
+
+
+def nonfinite_count(image: sitk.Image) -> int:
+    """NaN/infinite voxels of an image in memory (0 for integer pixel types), slab by slab."""
+    if image.GetPixelID() not in _FLOAT_PIXEL_IDS:
+        return 0
+    array = sitk.GetArrayViewFromImage(image)
+    flat = array.reshape(-1) if array.ndim < 2 else array.reshape(array.shape[0], -1)
+    bad = 0
+    for start in range(0, flat.shape[0], 16):
+        block = flat[start : start + 16]
+        bad += int(block.size - np.count_nonzero(np.isfinite(block)))
+    return bad
+
+
+def read_image_counting(path: str | Path) -> tuple[sitk.Image, int]:
+    """Read one image file, refusing truncated and corrupt files, and count its NaN/infinite voxels.
+
+    Args:
+        path: the file (any format SimpleITK reads).
+
+    Returns:
+        The image (ITK reads NaN/Inf from NIfTI as 0) and the number of non-finite voxels in the file.
+
+    Raises:
+        ImageFileError: missing, empty, truncated, corrupt or unreadable file.
+    """
+    path = Path(path)
+    _check_file(path)
+    nifti_bad = scan_nifti(path) if path.name.lower().endswith(NIFTI_EXTENSIONS) else None
+    try:
+        with quiet_itk():
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise ImageFileError(
+            f"{path}: cannot read image (truncated, corrupt or unsupported file): {itk_reason(exc)}"
+        ) from None
+    return image, nifti_bad if nifti_bad is not None else nonfinite_count(image)
+
+
+def read_image_file(path: str | Path, *, allow_nonfinite: bool = False) -> sitk.Image:
+    """Read one image file, refusing truncated, corrupt and (unless allowed) NaN/Inf files.
+
+    Args:
+        path: the file (any format SimpleITK reads).
+        allow_nonfinite: return images with NaN/infinite voxels (ITK reads them from NIfTI as 0).
+
+    Raises:
+        ImageFileError: missing, empty, truncated, corrupt or unreadable file; non-finite voxels.
+    """
+    path = Path(path)
+    image, bad = read_image_counting(path)
+    if bad and not allow_nonfinite:
+        raise _nonfinite_error(path, bad)
+    return image
+
+
+def _nonfinite_error(path: Path | str, count: int) -> ImageFileError:
+    return ImageFileError(f"{path}: image contains NaN or infinite voxel values ({count} voxel(s))")
+
+
+def list_dicom_series(folder: str | Path) -> list[str]:
+    """Series instance UIDs of the DICOM series directly in ``folder``."""
+    with quiet_itk():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+
+
+def _slice_geometry(path: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ImagePositionPatient, ImageOrientationPatient) of one DICOM file, None if it lacks them."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.SetImageIO("GDCMImageIO")
+    reader.ReadImageInformation()
+    try:
+        position = np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+        orientation = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+    except (RuntimeError, ValueError):
+        return None
+    if position.size != 3 or orientation.size != 6:
+        return None
+    return position, orientation
+
+
+def check_dicom_slices(folder: Path, files: Sequence[str], series_uid: str) -> None:
+    """Refuse a series whose slices are not evenly spaced along their normal (see the module docstring).
+
+    Raises:
+        ImageFileError: unreadable slice header, slices with different orientations, two slices at
+            one position, or a gap / uneven spacing, naming the positions (mm along the normal).
+    """
+    if len(files) < 2:
+        return
+    geometry = []
+    for name in files:
+        try:
+            found = _slice_geometry(name)
+        except RuntimeError as exc:
+            raise ImageFileError(f"{folder}: cannot read DICOM slice {Path(name).name}: {itk_reason(exc)}") from None
+        if found is None:
+            return  # no position tags (e.g. a single multi-frame file): ITK's own geometry is all there is
+        geometry.append(found)
+    orientation = geometry[0][1]
+    for name, (_, o) in zip(files, geometry):
+        if not np.allclose(o, orientation, atol=1e-3):
+            raise ImageFileError(
+                f"{folder}: DICOM series {series_uid} mixes slice orientations ({Path(files[0]).name}: "
+                f"{_fmt(orientation)}, {Path(name).name}: {_fmt(o)}); it is not one volume"
+            )
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = np.array([float(np.dot(p, normal)) for p, _ in geometry])
+    order = np.argsort(positions, kind="stable")
+    pos = positions[order]
+    names = [Path(files[i]).name for i in order]
+    steps = np.diff(pos)
+    typical = float(np.median(steps))
+    tol = max(SLICE_SPACING_RTOL * abs(typical), 1e-3)
+    for k, step in enumerate(steps):
+        if abs(step) < tol:
+            raise ImageFileError(
+                f"{folder}: DICOM series {series_uid} has two slices at position {pos[k]:.3f} mm "
+                f"({names[k]}, {names[k + 1]}): duplicate slices; remove one, or pass --allow-gaps to read it anyway"
+            )
+    uneven = [k for k, step in enumerate(steps) if abs(step - typical) > tol]
+    if uneven:
+        k = uneven[0]
+        missing = steps[k] / typical - 1 if typical > 0 else 0.0
+        what = (f"about {round(missing)} slice(s) missing" if missing > 0.5
+                else "uneven slice spacing")
+        raise ImageFileError(
+            f"{folder}: DICOM series {series_uid}: {what} between positions {pos[k]:.3f} and "
+            f"{pos[k + 1]:.3f} mm ({names[k]}, {names[k + 1]}: {steps[k]:.4g} mm apart, "
+            f"{typical:.4g} mm elsewhere; {len(uneven)} uneven step(s) in {len(files)} slices)"
+            + _unlisted_files_note(folder, files)
+            + "; restore the slice, or pass --allow-gaps to read it with an averaged spacing"
+        )
+
+
+def _unlisted_files_note(folder: Path, files: Sequence[str]) -> str:
+    """Names of files in the folder that are in no readable DICOM series (a corrupt slice?)."""
+    listed = {Path(f).name for f in files}
+    others = []
+    for uid in list_dicom_series(folder):
+        with quiet_itk():
+            listed |= {Path(f).name for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)}
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and not entry.name.startswith(".") and entry.name not in listed:
+            others.append(entry.name)
+    if not others:
+        return ""
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    return f"; unreadable file(s) in the folder: {shown}"
+
+
+def _fmt(values: Iterable[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, allow_gaps: bool = False) -> sitk.Image:
+    """Read one DICOM series of a folder after checking its slices (see :func:`check_dicom_slices`).
+
+    Args:
+        folder: the folder holding the series files.
+        series_uid: the series to read when the folder holds several.
+        allow_gaps: read a series with missing/duplicate slices or uneven spacing anyway (ITK then
+            averages the spacing).
+
+    Raises:
+        ImageFileError: no series, several series and no ``series_uid``, an unknown UID, a series
+            whose slices are not evenly spaced, unreadable files, or NaN voxels.
+    """
+    folder = Path(folder)
+    uids = list_dicom_series(folder)
+    if not uids:
+        raise ImageFileError(f"{folder}: folder holds no DICOM series (and is not an image file)")
+    if series_uid is None:
+        if len(uids) > 1:
+            raise ImageFileError(
+                f"{folder}: folder holds {len(uids)} DICOM series; choose one with --series-uid "
+                f"(available: {', '.join(uids)})"
+            )
+        series_uid = uids[0]
+    elif series_uid not in uids:
+        raise ImageFileError(f"{folder}: no DICOM series with UID {series_uid}; available: {', '.join(uids)}")
+    with quiet_itk():
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
+        if not allow_gaps:
+            check_dicom_slices(folder, files, series_uid)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise ImageFileError(f"{folder}: cannot read DICOM series {series_uid}: {itk_reason(exc)}") from None
+    bad = nonfinite_count(image)
+    if bad:
+        raise _nonfinite_error(folder, bad)
+    return image
+
+
+def read_image(
+    path: str | Path,
+    series_uid: str | None = None,
+    *,
+    allow_gaps: bool = False,
+    allow_nonfinite: bool = False,
+) -> sitk.Image:
+    """Read an image file or a DICOM series folder, refusing damaged input (see the module docstring).
+
+    Args:
+        path: an image file, or a folder with a DICOM series.
+        series_uid: which DICOM series to read when the folder holds several.
+        allow_gaps: read DICOM series with missing or unevenly spaced slices anyway.
+        allow_nonfinite: return files with NaN/infinite voxels (callers that count them).
+
+    Raises:
+        ImageFileError: the first problem found, in one line naming the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_series(path, series_uid, allow_gaps=allow_gaps)
+    return read_image_file(path, allow_nonfinite=allow_nonfinite)
+
+
+# --- outputs --------------------------------------------------------------------------------------
+def is_orthonormal(direction: Sequence[float], atol: float = ORTHONORMAL_ATOL) -> bool:
+    """Whether a flattened 3x3 (or 2x2) direction matrix is a rotation/reflection (no shear)."""
+    d = np.asarray(direction, dtype=float)
+    n = int(round(math.sqrt(d.size)))
+    d = d.reshape(n, n)
+    return bool(np.allclose(d.T @ d, np.eye(n), atol=atol))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_paths(
+    image_targets: Sequence[str | Path],
+    other_targets: Sequence[str | Path] = (),
+    inputs: Sequence[str | Path | None] = (),
+) -> None:
+    """Refuse, before any work, outputs that cannot hold a 3D labelmap or would overwrite an input.
+
+    Args:
+        image_targets: image files to be written (their extension picks the format).
+        other_targets: other files to be written (sidecars, colour tables).
+        inputs: files or folders that are read (scan, DICOM folder, checkpoint); None entries skipped.
+
+    Raises:
+        OutputPathError: a 2D or two-file format, an unknown extension, or a target that is an input
+            (same path, or a symbolic or hard link to it) or a file inside an input DICOM folder.
+    """
+    for target in image_targets:
+        target = Path(target)
+        _, ext = split_image_extension(target.name)
+        ext = ext.lower()
+        if ext in LABELMAP_EXTENSIONS:
+            continue
+        use = "use .nii.gz, .nii, .nrrd or .mha"
+        if ext in _TWO_D_EXTENSIONS:
+            why = f"{ext} is a 2D image format: it cannot hold a 3D labelmap (only one slice would be kept)"
+        elif ext in _PAIRED_EXTENSIONS:
+            why = f"{ext} writes its voxels to a second file beside the header, which cannot be written atomically"
+        else:
+            why = f"unsupported labelmap format {ext or '(no extension)'!r}"
+        raise OutputPathError(f"{target}: {why}; {use}")
+    sources = [Path(p) for p in inputs if p is not None]
+    for target in [Path(t) for t in (*image_targets, *other_targets)]:
+        for source in sources:
+            if source.is_dir():
+                inside = target.parent.resolve() == source.resolve() and target.exists()
+                if inside:
+                    raise OutputPathError(
+                        f"{target}: refusing to overwrite a file inside the input DICOM folder {source}; "
+                        "choose another output path"
+                    )
+            elif _same_file(target, source) or target.resolve() == source.resolve():
+                raise OutputPathError(
+                    f"{target}: is the input {source} itself (same file); refusing to overwrite an input - "
+                    "choose another output path"
+                )
+
+
+def check_output_geometry(image_targets: Sequence[str | Path], reference: sitk.Image) -> None:
+    """Refuse NIfTI outputs for an image whose direction matrix NIfTI cannot store (sheared).
+
+    Args:
+        image_targets: image files to be written on ``reference``'s grid.
+        reference: the input image whose geometry the outputs copy.
+
+    Raises:
+        OutputPathError: naming the target and the formats that keep the geometry.
+    """
+    if is_orthonormal(reference.GetDirection()):
+        return
+    for target in image_targets:
+        _, ext = split_image_extension(Path(target).name)
+        if ext.lower() in NIFTI_EXTENSIONS:
+            raise OutputPathError(
+                f"{target}: the input's direction matrix {_fmt(reference.GetDirection())} is sheared (not "
+                "orthonormal), which NIfTI cannot store: the labelmap would not lie on the input grid; "
+                "write .nrrd or .mha, which keep it"
+            )
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LABELMAP_EXTENSIONS",
+    "ImageFileError",
+    "OutputPathError",
+    "check_dicom_slices",
+    "check_output_geometry",
+    "check_output_paths",
+    "is_orthonormal",
+    "itk_reason",
+    "list_dicom_series",
+    "nonfinite_count",
+    "quiet_itk",
+    "read_dicom_series",
+    "read_image",
+    "read_image_counting",
+    "read_image_file",
+    "scan_nifti",
+    "split_image_extension",
+]
