@@ -1015,6 +1015,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="override a key of the run configs outside training:, dotted, e.g. --set-config "
                         "model.base_filters=32 or --set-config "
                         "plans.overrides.Dataset002_LeftAtrium.target_spacing=[1.25,1.25,1.25] (repeatable)")
+    p.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
+                   help="train and evaluate only these of the preset's datasets (recipe development on one "
+                        "dataset; use a separate --results folder)")
     p.add_argument("--split", choices=("heldout", "dev"), default="heldout",
                    help="evaluate on the held-out split (reports) or on the development split (recipe "
                         "choices: training-side cases after the held-out ones, both excluded from training); "
@@ -1142,6 +1145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         preset = apply_overrides(preset, args.steps, args.overrides, args.config_overrides)
+        if args.datasets:
+            unknown = [d for d in args.datasets if d not in preset.datasets]
+            if unknown:
+                raise ValueError(f"--datasets: {unknown[0]} is not a dataset of preset {preset.name} "
+                                 f"({', '.join(preset.datasets)})")
+            import dataclasses
+
+            preset = dataclasses.replace(preset, datasets=tuple(d for d in preset.datasets if d in args.datasets))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

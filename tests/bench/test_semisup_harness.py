@@ -232,7 +232,7 @@ def test_report_only_rebuilds_from_finished_runs(fake_data, tmp_path):
     command = md.split("```")[1]
     assert "--preset cpu-quick" in command and "--report-only" not in command
     assert "Incomplete: 2 of 12 runs" in md and "report rebuilt" in md
-    assert json.loads((results / "split.json").read_text())["heldout"]["Dataset002_LeftAtrium"]
+    assert json.loads((results / "split.json").read_text())["evaluated"]["Dataset002_LeftAtrium"]
 
 
 def test_overrides_change_only_the_named_training_keys_and_steps() -> None:

@@ -77,6 +77,11 @@ def test_versemi_both_stages(write_train_config, tmp_path: Path, capsys: pytest.
     assert plans["Dataset902_Beta"]["preprocessing"]["normalization"] == "ct_zscore"
     assert raw["plans"]["aliases"] == {"extra": "Dataset901_Alpha"}  # the MR folder uses the MR dataset's plan
     assert json.loads((runs / "plans.json").read_text()) == raw["plans"]
+    # training.postprocessing auto: the last validation decided, per prompt, whether keeping the
+    # largest connected component helps; the checkpoint carries the decision for predict.
+    last_val = val[-1]
+    expected = {name for name, m in last_val["metrics"].items() if m["dice_largest_component"] > m["dice"]}
+    assert set(raw["postprocessing"]) == expected == set(last_val["postprocessing"])
     assert raw["label_space"]["prompts"][-1]["name"] == "all_foreground"
     out = capsys.readouterr().out
     assert str(s2 / "best.pt") in out

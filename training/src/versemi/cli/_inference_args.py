@@ -43,6 +43,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", metavar="NAME", default=None,
                         help="preprocess like this training dataset, e.g. Dataset004_SpleenCT "
                              "(default: each prompt's own dataset); an unknown name lists the model's datasets")
+    parser.add_argument("--no-postprocess", action="store_true",
+                        help="keep every predicted component (default: the model's post-processing, e.g. keep "
+                             "each structure's largest connected component where its training validation chose it)")
     parser.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"],
                         help="auto = a bar on a terminal; json = machine-readable lines on stdout")
     parser.add_argument("--allow-gaps", action="store_true",
@@ -107,6 +110,7 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
         tta=args.tta,
         threads=args.threads,
         dataset=args.dataset,
+        postprocess=not getattr(args, "no_postprocess", False),
     )
 
 

@@ -58,6 +58,7 @@ from versemi.inference.io import (
     sidecar_paths,
     validate_input_image,
 )
+from versemi.inference.postprocess import check_postprocessing, keep_largest_components
 from versemi.inference.progress import STAGE_SPANS, ProgressReporter, StageProgress, report_info
 from versemi.inference.sliding import SlidingWindowSettings, inference_autocast_dtype, sliding_window_probabilities
 from versemi.labels import LabelSpace, UnknownPromptError
@@ -270,6 +271,8 @@ class Predictor:
         dataset: Preprocess every input like this training dataset (its name as stored in the
             checkpoint, e.g. ``"Dataset004_SpleenCT"``) whatever the prompts; default (None): each
             prompt uses the preprocessing of the dataset(s) it was trained from.
+        postprocess: Apply the checkpoint's labelmap post-processing (keep the largest connected
+            component of the prompts it names; :mod:`versemi.inference.postprocess`).
 
     Raises:
         CheckpointError: unreadable / incompatible checkpoint, or one lacking inference keys.
@@ -289,6 +292,7 @@ class Predictor:
         amp: bool = True,
         model_name: str | None = None,
         dataset: str | None = None,
+        postprocess: bool = True,
     ) -> None:
         if quality not in QUALITIES:
             raise PredictionError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES)}")
@@ -354,6 +358,11 @@ class Predictor:
         self._model_name = model_name
         self._sha256: str | None = None
         self._installed = self._find_installed()
+        try:
+            stored = check_postprocessing(payload.get("postprocessing") or {}, self.label_space.names, source)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+        self.postprocessing = stored if postprocess else {}
 
     # --- preprocessing ----------------------------------------------------------------------------
     def _check_dataset(self, dataset: str | None, source: str) -> str | None:
@@ -670,6 +679,8 @@ class Predictor:
             })
         if kept is not None:
             kept = {e.name: kept[e.name] for e in labels}  # prompt order, whatever the group order
+        postprocessed = {e.name: self.postprocessing[e.name] for e in labels if e.name in self.postprocessing}
+        keep_largest_components(label_array, self._postprocessing_groups(labels, postprocessed))
         labelmap = self._on_input_grid(label_array, image, box)
         StageProgress(progress, "export")(1.0, "labelmap ready")
         t_end = time.perf_counter()
@@ -688,6 +699,7 @@ class Predictor:
             "batch_size": self.batch_size,
             "tta": self.tta,
             "threshold": THRESHOLD,
+            "postprocessing": postprocessed,
             "roi": list(box) if box is not None else None,
             "seconds": {
                 **{k: round(v, 3) for k, v in seconds.items()},
@@ -696,6 +708,15 @@ class Predictor:
             **hook_fields,
         }
         return PredictionResult(labelmap=labelmap, labels=labels, probabilities=kept, info=info)
+
+    def _postprocessing_groups(self, labels: list[LabelEntry], marked: Mapping[str, str]) -> dict[int, list[int]]:
+        """Label value of each post-processed prompt -> the values of the chosen prompts of the same
+        training dataset (its group, see :mod:`versemi.inference.postprocess`)."""
+        sources = {e.value: {s.dataset for s in self.label_space.prompts[e.prompt_id].sources} for e in labels}
+        return {
+            e.value: [o.value for o in labels if sources[o.value] & sources[e.value]] or [e.value]
+            for e in labels if e.name in marked
+        }
 
     def _check_roi(
         self, roi: Sequence[int] | str | None, image: sitk.Image, name: str

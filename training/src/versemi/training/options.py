@@ -36,6 +36,10 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "validation_sw_batch_size": 2,
     "nsd_tolerance_mm": 2.0,
     "early_stopping_patience": 0,  # validations without improvement before stopping; 0 = off
+    # Labelmap post-processing stored in the checkpoint and applied by predict: "auto" (keep a prompt's
+    # largest connected component where that improves its validation Dice), "none",
+    # "largest_component" (every real prompt) or {prompt: "largest_component"}.
+    "postprocessing": "auto",
     "checkpoint_every": 250,
     "log_every": 20,
     "tensorboard": True,
@@ -92,6 +96,9 @@ def training_options(section: Mapping[str, Any] | None, source: str = "config") 
     for key in ("loss", "versemi", "mean_teacher", "bcp", "augmentation"):
         if not isinstance(opts[key], Mapping):
             raise bad(key, "must be a mapping")
+    post = opts["postprocessing"]
+    if not (post in ("auto", "none", "largest_component") or isinstance(post, Mapping)):
+        raise bad("postprocessing", "must be auto, none, largest_component or a mapping prompt -> largest_component")
     try:
         loss_config(opts)
     except TypeError as exc:

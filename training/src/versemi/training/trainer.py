@@ -53,7 +53,8 @@ from versemi.training.options import loss_config, stage_steps, versemi_stages
 from versemi.training.run_log import RunLog
 from versemi.training.schedules import build_lr_scheduler
 from versemi.training.state import capture_rng_state, restore_rng_state
-from versemi.training.validation import validate
+from versemi.inference.postprocess import LARGEST_COMPONENT, check_postprocessing
+from versemi.training.validation import postprocessing_from_validation, validate
 
 
 class TrainingError(RuntimeError):
@@ -208,6 +209,7 @@ class Trainer:
             {k: options[k] for k in ("versemi", "mean_teacher", "bcp")},
         )
         self.labeled_method: TrainingMethod = self.method.labeled_only()
+        self.postprocessing = self._configured_postprocessing()
         resume_file = self.folder / "last.pt"
         self.plans = run_plans(config, resume_file if resume and resume_file.is_file() else None, init_checkpoint) \
             if plans is None or (resume and resume_file.is_file()) else plans
@@ -269,6 +271,16 @@ class Trainer:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
+
+    def _configured_postprocessing(self) -> dict[str, str]:
+        """``training.postprocessing`` as ``{prompt: kind}`` (``auto`` starts empty, validation decides)."""
+        setting = self.options["postprocessing"]
+        real = [p.name for p in self.label_space.prompts if not p.synthetic]
+        if setting in ("auto", "none"):
+            return {}
+        if setting == LARGEST_COMPONENT:
+            return {name: LARGEST_COMPONENT for name in real}
+        return check_postprocessing(setting, real, f"{self.config.source or 'config'}: training.postprocessing")
 
     def _load_cases(self) -> TrainingCases:
         # Rank 0 preprocesses into the shared cache first; the other ranks then read it.
@@ -334,6 +346,7 @@ class Trainer:
         self.best_metric = ckpt.get("best_metric")
         self.best_step = ckpt.get("best_step")
         self.stale_validations = int(ckpt.get("stale_validations", 0))
+        self.postprocessing = dict(ckpt.get("postprocessing") or self.postprocessing)
         self.resumed_from = self.step
         if self.dist.is_main:
             restore_rng_state(ckpt["rng"], {"cutmix": self.generator})
@@ -344,6 +357,7 @@ class Trainer:
             "model_config": self.model.config,
             "label_space": self.label_space.to_dict(),
             "plans": self.plans.to_dict(),
+            "postprocessing": dict(self.postprocessing),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "config": self.config.to_dict(),
             "training": dict(self.options),
@@ -475,6 +489,8 @@ class Trainer:
                 autocast_dtype=inference_autocast_dtype(self.device),  # exactly as predict will
             )
             metric = result["mean_dice"]
+            if self.options["postprocessing"] == "auto":
+                self.postprocessing = postprocessing_from_validation(result["metrics"])
             improved = math.isfinite(metric) and (self.best_metric is None or metric > self.best_metric)
             if improved:
                 self.best_metric, self.best_step, self.stale_validations = metric, self.step, 0
@@ -487,6 +503,7 @@ class Trainer:
                 "best_metric": self.best_metric,
                 "metrics": result["metrics"],
                 "cases": result["cases"],
+                "postprocessing": dict(self.postprocessing),
             }
             self.log.validation_record(record)
             self.log.scalars("val", {"mean_dice": metric}, self.step)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from versemi.inference.postprocess import largest_component
 from versemi.labels import LabelSpace
 
 
@@ -96,8 +97,12 @@ def validate(
                 continue
             probs = predict_volume(model, case, [p for p, _ in pairs], device, overlap, sw_batch_size, autocast_dtype)
             label = np.asarray(case.label)
+            # The dataset's structures as one foreground: what post-processing keeps the largest part of.
+            union = largest_component((probs.numpy() > 0.5).any(axis=0))
             for channel, (prompt_id, value) in enumerate(pairs):
-                m = binary_metrics(probs[channel].numpy() > 0.5, label == value, case.spacing_zyx, nsd_tolerance_mm)
+                predicted = probs[channel].numpy() > 0.5
+                truth = label == value
+                m = binary_metrics(predicted, truth, case.spacing_zyx, nsd_tolerance_mm)
                 rows.append(
                     {
                         "case": case.case_id,
@@ -107,6 +112,9 @@ def validate(
                         "hd95": float(m["hd95"]),
                         "nsd": float(m["nsd"]),
                         "status": m.get("status"),
+                        # What keeping only the largest connected component would score (the
+                        # post-processing decision, see versemi.inference.postprocess).
+                        "dice_largest_component": _dice(predicted & union, truth),
                     }
                 )
     finally:
@@ -117,6 +125,7 @@ def validate(
         finite_hd = [r["hd95"] for r in sel if math.isfinite(r["hd95"])]
         per_prompt[name] = {
             "dice": float(np.mean([r["dice"] for r in sel])),
+            "dice_largest_component": float(np.mean([r["dice_largest_component"] for r in sel])),
             "nsd": float(np.mean([r["nsd"] for r in sel])),
             "hd95": float(np.mean(finite_hd)) if finite_hd else float("nan"),
             "hd95_undefined": len(sel) - len(finite_hd),
@@ -124,3 +133,18 @@ def validate(
         }
     mean_dice = float(np.mean([r["dice"] for r in rows])) if rows else float("nan")
     return {"mean_dice": mean_dice, "metrics": per_prompt, "cases": rows}
+
+
+def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks; 1 when both are empty."""
+    total = int(prediction.sum()) + int(truth.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(prediction, truth).sum()) / total
+
+
+def postprocessing_from_validation(metrics: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """``{prompt: "largest_component"}`` for every prompt whose mean validation Dice improves when only
+    its largest connected component is kept (nnU-Net's rule, per prompt)."""
+    from versemi.inference.postprocess import LARGEST_COMPONENT
+
+    return {name: LARGEST_COMPONENT for name, m in metrics.items()
+            if m.get("dice_largest_component", -1.0) > m["dice"]}
