@@ -14,6 +14,7 @@ from versemi.checkpoint import load_checkpoint, save_checkpoint
 from versemi.data.config import TrainConfig
 from versemi.data.plans import (
     DEFAULT_PATCH_VOXELS,
+    _box_voxels,
     DatasetFingerprint,
     DatasetPlan,
     IntensityStats,
@@ -43,7 +44,9 @@ def test_every_plan_fits_the_budget_and_the_network(fingerprint: DatasetFingerpr
     plan = plan_dataset(fingerprint, DEFAULT_PATCH_VOXELS, DIVISOR)
     assert math.prod(plan.patch_size) <= DEFAULT_PATCH_VOXELS
     assert all(p % DIVISOR == 0 for p in plan.patch_size)
-    assert plan.covers_foreground() is True  # the patch spans the median labeled structure
+    # The grid is fine enough to keep detail, coarse enough that a patch of the budget could span
+    # the median labeled structure.
+    assert _box_voxels(fingerprint.foreground_extent, plan.target_spacing, DIVISOR) <= DEFAULT_PATCH_VOXELS
     # Never finer than the data; an anisotropic dataset's thick axis is never coarsened further.
     assert all(t >= s - 1e-9 for t, s in zip(plan.target_spacing, fingerprint.median_spacing))
     if max(fingerprint.median_spacing) > 3 * min(fingerprint.median_spacing):
@@ -60,9 +63,12 @@ def test_shared_datasets_keep_their_own_grids() -> None:
     # ACDC keeps its 10 mm slices (never resampled to an isotropic grid) and its in-plane 1.5 mm.
     assert acdc.target_spacing == (1.5, 1.5, 10.0)
     assert acdc.patch_size[2] <= 16 and acdc.patch_size[0] >= 64
-    # The 0.625 mm left atrium is coarsened (isotropically) until a patch spans the atrium.
+    # The 0.625 mm left atrium is coarsened (isotropically) until a patch could span the atrium; its
+    # patch is as cubic in mm as the budget allows (never a thin slab).
     assert left_atrium.target_spacing[0] == left_atrium.target_spacing[1] == left_atrium.target_spacing[2]
     assert 1.0 <= left_atrium.target_spacing[0] <= 1.5
+    assert max(left_atrium.patch_size) <= 1.25 * min(left_atrium.patch_size)
+    assert hippocampus.covers_foreground() and acdc.covers_foreground()
     for plan in (hippocampus, left_atrium, acdc):
         assert plan.spec.normalization == "zscore"
 

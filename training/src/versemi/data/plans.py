@@ -8,17 +8,19 @@ every dataset gets its own **plan**, derived from its **fingerprint** (what the 
 * **target spacing**: the median voxel spacing of the dataset, axis by axis, so an anisotropic dataset
   stays anisotropic (a 10 mm slice axis is never resampled to 1 mm). Its finest axes are coarsened
   (never beyond the coarsest axis unless all must be) just enough that (a) a patch within the budget
-  (``patch_voxels``) spans the median bounding box of the labeled structures, and (b) a median scan
-  holds at most :data:`LOWRES_RATIO` patches (nnU-Net's "low resolution" rule): on a CPU budget a
-  patch must see a whole structure, or the network learns it piecemeal.
+  (``patch_voxels``) could span the median bounding box of the labeled structures, and (b) a median
+  scan holds at most :data:`LOWRES_RATIO` patches (nnU-Net's "low resolution" rule): on a small
+  budget a patch must see most of a structure, or the network learns it piecemeal.
 * **intensity normalisation** by modality: CT is clipped to the 0.5 / 99.5 percentiles of the labeled
   foreground voxels of the dataset and z-scored with their mean and standard deviation (nnU-Net's CT
   scheme); any other modality gets a per-image z-score (see :mod:`versemi.data.preprocessing`).
 * **patch size**: the median scan's shape on the target grid rounded up to the network's size
-  divisor, then shrunk, one divisor step at a time, until it fits ``patch_voxels`` (the memory budget
-  of one training patch): first along axes where it still exceeds the structures' box, the longest in
-  mm first (anatomy is roughly isotropic in mm; nnU-Net shrinks in proportion to the median shape
-  instead, which on a CPU budget leaves a left-atrium patch 32 mm thin and shorter than the atrium).
+  divisor, then shrunk, one divisor step at a time along the axis that is longest in mm (ties: the
+  one largest compared with the median shape), until it fits ``patch_voxels`` (the memory budget of
+  one training patch). The patch tends to a cube in mm, as anatomy is roughly isotropic: nnU-Net
+  shrinks in proportion to the median shape instead, and shrinking first where the patch exceeds the
+  structures' box was also tried; both give a 32 mm-thin left-atrium patch on a CPU budget, which
+  scored 2-4 Dice points lower on the development split than a cubic one (docs/TRAINING.md).
 
 Datasets therefore train with patches of different shapes. Cross-dataset CutMix needs images of one
 shape, so the trainer builds one batch per dataset per step, each with that dataset's patch shape,
@@ -444,29 +446,20 @@ def plan_target_spacing(
 
 
 def plan_patch_size(
-    median_size: Sequence[float],
-    spacing: Sequence[float],
-    patch_voxels: int,
-    size_divisor: int,
-    foreground_extent: Sequence[float] | None = None,
+    median_size: Sequence[float], spacing: Sequence[float], patch_voxels: int, size_divisor: int
 ) -> tuple[int, int, int]:
-    """The median shape rounded up to the divisor, shrunk axis by axis until it fits ``patch_voxels``:
-    first where it exceeds the structures' box, longest in mm first (see the module docstring)."""
+    """The median shape rounded up to the divisor, shrunk axis by axis (longest in mm first) until it
+    fits ``patch_voxels`` (see the module docstring)."""
     d = int(size_divisor)
     median = np.maximum(np.asarray(median_size, dtype=float), 1.0)
     spacing_arr = np.asarray(spacing, dtype=float)
     patch = np.maximum(d, np.ceil(median / d) * d).astype(int)
-    box = np.full(3, d)
-    if foreground_extent is not None:
-        box = np.array([max(d, math.ceil(e / s / d - 1e-9) * d) for e, s in zip(foreground_extent, spacing_arr)])
     while int(np.prod(patch)) > patch_voxels:
         shrinkable = patch > d
         if not shrinkable.any():
             break
-        beyond_box = shrinkable & (patch > box)
-        candidates = beyond_box if beyond_box.any() else shrinkable
-        extent = np.where(candidates, np.round(patch * spacing_arr, 6), -np.inf)
-        ratio = np.where(candidates, patch / median, -np.inf)
+        extent = np.where(shrinkable, np.round(patch * spacing_arr, 6), -np.inf)
+        ratio = np.where(shrinkable, patch / median, -np.inf)
         axis = int(np.lexsort((-ratio, -extent))[0])  # longest in mm, then largest vs the median
         patch[axis] -= d
     return tuple(int(p) for p in patch)  # type: ignore[return-value]
@@ -505,9 +498,7 @@ def plan_dataset(
     if "patch_size" in overrides:
         patch = _triple(overrides["patch_size"], int, f"{fingerprint.name}: patch_size")
     else:
-        patch = plan_patch_size(
-            fingerprint.median_size_at(spacing), spacing, patch_voxels, size_divisor, fingerprint.foreground_extent
-        )
+        patch = plan_patch_size(fingerprint.median_size_at(spacing), spacing, patch_voxels, size_divisor)
     normalization = overrides.get("normalization") or default_normalization(
         fingerprint.modality, fingerprint.intensity is not None
     )
