@@ -276,12 +276,13 @@ def test_shared_protocol_config(shared_data: Path) -> None:
 
 def test_config_reference_example_uses_only_known_keys() -> None:
     """The complete example in docs/CONFIG.md must stay in step with the parser."""
-    from versemi.data.config import DATASET_KEYS, TOP_LEVEL_KEYS, UNLABELED_DIR_KEYS, VALIDATION_KEYS
+    from versemi.data.config import DATASET_KEYS, PLANS_KEYS, TOP_LEVEL_KEYS, UNLABELED_DIR_KEYS, VALIDATION_KEYS
 
     text = (REPO_ROOT / "docs" / "CONFIG.md").read_text()
     example = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
     assert set(example) <= set(TOP_LEVEL_KEYS)
-    assert {"datasets", "target_spacing", "patch_size"} <= set(example)
+    assert {"datasets", "plans"} <= set(example)
+    assert set(example["plans"]) <= set(PLANS_KEYS)
     for entry in example["datasets"]:
         assert set(entry) <= set(DATASET_KEYS)
     for entry in example["unlabeled_dirs"]:
