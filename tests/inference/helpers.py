@@ -52,9 +52,16 @@ def tiny_payload(
     }
 
 
-def with_plans(payload: dict, specs: dict[str, PreprocessingSpec], patch_xyz: Sequence[int] = (16, 16, 16)) -> dict:
-    """``payload`` with per-dataset plans: ``specs`` maps each dataset (first = default) to its preprocessing."""
-    plans = Plans({name: DatasetPlan(name, spec, tuple(patch_xyz)) for name, spec in specs.items()})
+def with_plans(
+    payload: dict,
+    specs: dict[str, PreprocessingSpec],
+    patch_xyz: Sequence[int] = (16, 16, 16),
+    patches: dict[str, Sequence[int]] | None = None,
+) -> dict:
+    """``payload`` with per-dataset plans: ``specs`` maps each dataset (first = default) to its
+    preprocessing; ``patches`` gives some datasets another window than ``patch_xyz``."""
+    patches = patches or {}
+    plans = Plans({name: DatasetPlan(name, spec, tuple(patches.get(name, patch_xyz))) for name, spec in specs.items()})
     return {**payload, "plans": plans.to_dict()}
 
 

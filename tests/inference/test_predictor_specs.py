@@ -150,7 +150,13 @@ def test_normalisation_follows_the_prompt(predictor: Predictor, monkeypatch: pyt
                                rtol=1e-5)
 
 
-def test_mixed_groups_with_the_real_model_keep_the_input_grid(predictor: Predictor) -> None:
+def test_mixed_groups_with_the_real_model_keep_the_input_grid() -> None:
+    """Prompts of datasets with different grids AND windows (Alpha: CT, 2 mm, 16^3; Beta: MR, an
+    anisotropic 1 x 1 x 3 mm grid, a 16 x 8 x 4 window): each group is preprocessed, slid and restored
+    with its own plan, and every label lands on the input grid."""
+    beta = PreprocessingSpec(target_spacing=(1.0, 1.0, 3.0), modality="MR")
+    predictor = Predictor(with_plans(tiny_payload(), {ALPHA: CT_SPEC, BETA: beta}, patches={BETA: (16, 8, 4)}),
+                          device="cpu")
     direction = (0, 1, 0, -1, 0, 0, 0, 0, 1)
     image = make_image(np.random.default_rng(0).normal(0, 200, (18, 22, 26)).astype(np.float32),
                        spacing=(0.8, 1.1, 2.3), origin=(3.0, -7.5, 11.0), direction=direction)
@@ -159,6 +165,8 @@ def test_mixed_groups_with_the_real_model_keep_the_input_grid(predictor: Predict
     assert (out.GetSize(), out.GetSpacing(), out.GetOrigin(), out.GetDirection()) == (
         image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     assert [g["prompts"] for g in result.info["preprocessing"]] == [["organ_a", "all_foreground"], ["spleen", "liver"]]
+    assert [g["patch_size"] for g in result.info["preprocessing"]] == [[16, 16, 16], [16, 8, 4]]
+    assert [g["spacing_mm"] for g in result.info["preprocessing"]] == [[2.0, 2.0, 2.0], [1.0, 1.0, 3.0]]
     labels = sitk.GetArrayFromImage(out)
     probs = np.stack([sitk.GetArrayFromImage(result.probabilities[e.name]) for e in result.labels])
     assert set(np.unique(labels)) <= {0, 1, 2, 3, 4}
