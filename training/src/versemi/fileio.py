@@ -33,8 +33,12 @@ HASH_CHUNK_BYTES = 1024 * 1024
 LEGACY_TEMP_MAX_AGE_S = 3600.0
 # ".<target name>.<pid>-<random>.tmp[<ext>]"; the random part is tempfile's (8 of [a-z0-9_]).
 _TEMP_RE = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)-[a-z0-9_]{8}\.tmp(?P<ext>(\.[A-Za-z0-9]+){0,2})$")
-# The names atomic_write used before the process id was added: ".<target name>.<random>.tmp".
-_LEGACY_TEMP_RE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(?P<ext>(\.[A-Za-z0-9]+){0,2})$")
+# The names atomic_write used before the process id was added: ".<target name>.<random>.tmp"; and
+# ".tmp-<random>~<target name>" / ".tmp-<random>", which the preprocessing cache and the review's
+# label writer used before they wrote through this module.
+_LEGACY_TEMP_RE = re.compile(
+    r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(?P<ext>(\.[A-Za-z0-9]+){0,2})$|^\.tmp-[^~]*(~(?P<old_target>.+))?$"
+)
 
 
 def fsync_directory(path: str | Path) -> None:
@@ -339,6 +343,26 @@ def is_stale_temp_file(path: str | Path, now: float | None = None) -> bool:
     return False
 
 
+def is_temp_file_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file name of this module (or of an older versemi)."""
+    return _TEMP_RE.match(name) is not None or _LEGACY_TEMP_RE.match(name) is not None
+
+
+def temp_file_target(name: str) -> str | None:
+    """The name of the file a temporary file of this module (or of an older versemi) was to become;
+    None for any other name, or for an old temporary name that does not say.
+
+    Example: ``".case.r2.nii.gz.4711-ab12cd34.tmp.nii.gz"`` -> ``"case.r2.nii.gz"``.
+    """
+    match = _TEMP_RE.match(name)
+    if match is not None:
+        return match["target"]
+    match = _LEGACY_TEMP_RE.match(name)
+    if match is not None:
+        return match["target"] or match["old_target"]
+    return None
+
+
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """Delete the temporary files that killed writers left in ``folder`` (not recursive).
 
@@ -357,7 +381,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
         return removed
     now = time.time()
     for path in entries:
-        if path.name.startswith(".") and ".tmp" in path.name and is_stale_temp_file(path, now):
+        if is_temp_file_name(path.name) and is_stale_temp_file(path, now):
             try:
                 if path.is_file():
                     path.unlink()
@@ -409,10 +433,12 @@ __all__ = [
     "atomic_write_text",
     "fsync_directory",
     "is_stale_temp_file",
+    "is_temp_file_name",
     "make_folder",
     "make_temp_file",
     "remove_stale_temp_files",
     "retarget_error",
     "sha256_file",
     "sha256_prefix",
+    "temp_file_target",
 ]

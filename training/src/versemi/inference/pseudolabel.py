@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -54,6 +53,7 @@ from versemi.inference.predictor import LabelEntry, ModelSpaceHook, PredictFileR
 from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
 from versemi.review.manifest import ReviewManifest
 from versemi.review.uncertainty import UncertaintyScore, uncertainty_from_prompt_probabilities
+from versemi.timestamps import utc_now
 
 MANIFEST_NAME = "manifest.jsonl"
 UNCERTAINTY_KEY = "uncertainty"
@@ -235,10 +235,6 @@ def _register_for_review(
                   score=score, extra={"sidecar": record.sidecar})
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def pseudolabel_folder(
     predictor: Predictor,
     input_dir: str | Path,
@@ -308,7 +304,7 @@ def pseudolabel_folder(
                 if stored is not None:
                     extra[UNCERTAINTY_KEY] = stored.to_dict()
                 previous = PseudoLabelRecord(case, str(image_path), str(output), str(sidecar), model, prompt_names,
-                                             "done", 0.0, _now(), extra=extra)
+                                             "done", 0.0, utc_now(), extra=extra)
                 records[case] = previous
                 write_manifest(output_dir, records.values())
             # An earlier run may have stopped after the files and before the review manifest.
@@ -326,7 +322,7 @@ def pseudolabel_folder(
         except (ValueError, OSError, RuntimeError) as exc:
             # One bad scan must not stop a folder of hundreds: record it and go on.
             record = PseudoLabelRecord(case, str(image_path), None, None, model, prompt_names, "failed",
-                                       round(time.perf_counter() - start, 3), _now(), error=str(exc))
+                                       round(time.perf_counter() - start, 3), utc_now(), error=str(exc))
             report_info(progress, f"{case}: failed: {exc}")
         else:
             info = written.result.info
@@ -334,7 +330,7 @@ def pseudolabel_folder(
                          "batch_size", "tta", "threshold", "roi", "seconds"}
             extra = {k: v for k, v in info.items() if k not in base_info}
             record = PseudoLabelRecord(case, str(image_path), str(written.output), str(written.sidecar), model,
-                                       prompt_names, "done", round(time.perf_counter() - start, 3), _now(),
+                                       prompt_names, "done", round(time.perf_counter() - start, 3), utc_now(),
                                        extra=extra)
         records[case] = record
         write_manifest(output_dir, records.values())

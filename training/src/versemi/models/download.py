@@ -28,7 +28,6 @@ from versemi.models.store import (
     models_dir,
     record_installed,
     sha256_file,
-    utc_now,
 )
 
 ProgressCallback = Callable[[int, int], None]
@@ -254,17 +253,4 @@ def _verify_part(part: Path, entry: CatalogueEntry, actual_sha256: str) -> None:
 
 
 def _record(entry: CatalogueEntry, cache: Path) -> None:
-    record_installed(
-        InstalledModel(
-            name=entry.name,
-            version=entry.version,
-            file=entry.file_name,
-            sha256=entry.sha256,
-            size=entry.size,
-            source="catalogue",
-            origin=entry.url,
-            installed_at=utc_now(),
-            label_space=list(entry.label_space),
-        ),
-        cache,
-    )
+    record_installed(InstalledModel.from_catalogue(entry, entry.url), cache)

@@ -36,8 +36,8 @@ from versemi.models.store import (
     read_manifest,
     record_installed,
     sha256_file,
-    utc_now,
 )
+from versemi.timestamps import utc_now
 
 LOCAL_VERSION = "local"  # version given to imported checkpoints when none is named
 
@@ -175,17 +175,7 @@ def import_model(
                     f"{source}: does not match catalogue entry {entry.spec}: expected SHA-256 "
                     f"{entry.sha256} ({entry.size} bytes), got {actual} ({size} bytes); nothing imported"
                 )
-            record = InstalledModel(
-                name=entry.name,
-                version=entry.version,
-                file=entry.file_name,
-                sha256=entry.sha256,
-                size=entry.size,
-                source="catalogue",
-                origin=str(source.resolve()),
-                installed_at=utc_now(),
-                label_space=list(entry.label_space),
-            )
+            record = InstalledModel.from_catalogue(entry, str(source.resolve()))
         else:
             record = _local_record(source, tmp, actual, name, version)
         with file_lock(cache / f".{record.file}.lock"):

@@ -25,7 +25,8 @@ from typing import Any, Iterator
 
 from versemi.fileio import atomic_write_json
 from versemi.fileio import sha256_file  # noqa: F401 - re-exported: versemi.models and download import it from here
-from versemi.models.catalogue import ModelError, validate_identifier, version_key
+from versemi.models.catalogue import CatalogueEntry, ModelError, validate_identifier, version_key
+from versemi.timestamps import utc_now
 
 MODELS_DIR_ENV = "VERSEMI_MODELS_DIR"
 MANIFEST_NAME = "installed.json"
@@ -125,6 +126,21 @@ class InstalledModel:
 
     def path(self, cache_dir: str | Path | None = None) -> Path:
         return models_dir(cache_dir) / self.file
+
+    @classmethod
+    def from_catalogue(cls, entry: CatalogueEntry, origin: str) -> "InstalledModel":
+        """The record of a catalogue entry's verified file, installed now from ``origin`` (URL or path)."""
+        return cls(
+            name=entry.name,
+            version=entry.version,
+            file=entry.file_name,
+            sha256=entry.sha256,
+            size=entry.size,
+            source="catalogue",
+            origin=origin,
+            installed_at=utc_now(),
+            label_space=list(entry.label_space),
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InstalledModel":
@@ -232,10 +248,6 @@ def installed_for_path(path: str | Path, cache_dir: str | Path | None = None) ->
         if (cache / model.file).resolve() == target:
             return model
     return None
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class ChecksumError(ModelError):

@@ -37,7 +37,6 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -46,6 +45,7 @@ from filelock import FileLock, Timeout
 from versemi.data.dataset import Case, DatasetError
 from versemi.fileio import atomic_write_bytes as _atomic_write_bytes
 from versemi.fileio import fsync_directory  # noqa: F401 - re-exported: review.session imports it from here
+from versemi.timestamps import utc_now
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".manifest.lock"
@@ -63,11 +63,6 @@ PAUSE_ENV = "VERSEMI_REVIEW_PAUSE_AT"
 
 class ManifestError(ValueError):
     """A manifest that cannot be read or a change that cannot be made; the message names the file."""
-
-
-def now_iso() -> str:
-    """The current UTC time, ISO 8601 with seconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def default_user() -> str:
@@ -377,7 +372,7 @@ class ReviewManifest:
         if score is not None:
             score = float(score)
         user = user or default_user()
-        stamp = now_iso()
+        stamp = utc_now()
         with self.transaction() as state:
             if table is not None:
                 self._apply_label_table(state, table)
@@ -421,7 +416,7 @@ class ReviewManifest:
         if status == "refined" and refined_label is None:
             raise ManifestError(f"{case}: status 'refined' needs the refined label file")
         user = user or default_user()
-        stamp = now_iso()
+        stamp = utc_now()
         with self.transaction() as state:
             if case not in state.rows:
                 raise KeyError(f"{self.path}: no case {case!r} in the review manifest")
