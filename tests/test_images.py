@@ -143,3 +143,16 @@ def test_itk_reason_keeps_the_informative_line() -> None:
     nrrd = RuntimeError("Exception thrown in SimpleITK ImageFileReader_Execute: x\n[nrrd] nrrdLoad: trouble\n"
                         "[nrrd] _nrrdEncodingGzip_read: expected 96000 bytes but received 47856\n")
     assert itk_reason(nrrd) == "[nrrd] _nrrdEncodingGzip_read: expected 96000 bytes but received 47856"
+
+
+@pytest.mark.parametrize(
+    "name, sidecar",
+    [("case.nii.gz", "case.json"), ("case.nrrd", "case.json"), ("a.b.mha", "a.b.json"), ("x.NII.GZ", "x.json"),
+     ("seg.seg.nrrd", "seg.seg.json")],
+)
+def test_sidecar_name(name: str, sidecar: str) -> None:
+    """The one naming rule of a labelmap's sidecar and colour table (predict, pseudolabel, review,
+    evaluate and the Slicer module, which reads the names from predict's ``done`` line)."""
+    from versemi.images import sidecar_paths
+
+    assert sidecar_paths(Path("/d") / name) == (Path("/d") / sidecar, Path("/d") / sidecar.replace(".json", ".ctbl"))

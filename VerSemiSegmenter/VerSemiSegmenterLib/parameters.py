@@ -19,35 +19,14 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def sidecar_path_for(labelmap_path: str | os.PathLike[str]) -> Path:
-    """The label-table sidecar that ``versemi predict`` writes beside a labelmap.
-
-    ``case.nii.gz`` -> ``case.json``; ``case.nrrd`` -> ``case.json`` (the image extension, including a
-    compression suffix, is replaced).
-    """
-    return _replace_image_extension(Path(labelmap_path), ".json")
-
-
-def color_table_path_for(labelmap_path: str | os.PathLike[str]) -> Path:
-    """The Slicer colour table (``.ctbl``) that ``versemi predict`` writes beside a labelmap."""
-    return _replace_image_extension(Path(labelmap_path), ".ctbl")
-
-
-def _replace_image_extension(path: Path, new_suffix: str) -> Path:
-    name = path.name
-    for ext in (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(ext):
-            return path.with_name(name[: -len(ext)] + new_suffix)
-    return path.with_suffix(new_suffix)
-
-
 @dataclass
 class RunSettings:
     """Everything one ``versemi predict`` run needs.
 
     Attributes:
         input_path: the image to segment (the module writes the selected volume here).
-        output_path: the labelmap to write (its sidecar ``.json`` and ``.ctbl`` go beside it).
+        output_path: the labelmap to write (``versemi predict`` writes its sidecar ``.json`` and ``.ctbl``
+            beside it and names them in its ``done`` line).
         model: a checkpoint file path, or the name of a model in the versemi catalogue.
         prompts: names of the structures to segment, in the order of the output label values 1..K.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``.
@@ -125,7 +104,3 @@ class RunSettings:
             "json",
         ]
         return command
-
-    @property
-    def sidecar_path(self) -> Path:
-        return sidecar_path_for(os.path.abspath(self.output_path))

@@ -49,7 +49,6 @@ def test_command_line_has_absolute_paths_and_every_setting(tmp_path: Path, monke
         "--threads": "3",
         "--progress": "json",
     }
-    assert settings.sidecar_path == tmp_path / "out" / "seg 東京.json"
 
 
 def test_catalogue_model_name_is_passed_unchanged() -> None:
@@ -78,15 +77,6 @@ def test_bad_settings_are_refused(change: dict, message: str) -> None:
         setattr(settings, key, value)
     with pytest.raises(ValueError, match=message):
         settings.to_command()
-
-
-@pytest.mark.parametrize(
-    "name, sidecar",
-    [("case.nii.gz", "case.json"), ("case.nrrd", "case.json"), ("a.b.mha", "a.b.json"), ("x.NII.GZ", "x.json")],
-)
-def test_sidecar_name(name: str, sidecar: str) -> None:
-    assert parameters.sidecar_path_for(Path("/d") / name) == Path("/d") / sidecar
-    assert parameters.color_table_path_for(Path("/d") / name) == Path("/d") / sidecar.replace(".json", ".ctbl")
 
 
 # --- progress lines --------------------------------------------------------------------------------

@@ -40,11 +40,14 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-# Image file endings, longest first (".nii.gz" before ".nii").
+# --- the one registry of image file endings (every module and the CLI take them from here) ------
+# What the reader takes as an image file (a folder is a DICOM series), longest first.
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-# Single-file formats that keep a 3D labelmap and its geometry, and can be replaced atomically.
+# Single-file formats that keep a 3D labelmap and its geometry and can be replaced atomically: the
+# labelmap outputs, a dataset's ``file_ending``, the files ``evaluate`` pairs.
 LABELMAP_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+# Endings of two dots that os.path.splitext would cut in the middle.
 _DOUBLE_EXTENSIONS = (".nii.gz", ".nrrd.gz", ".mha.gz")
 _TWO_D_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 _PAIRED_EXTENSIONS = (".mhd", ".nhdr", ".hdr", ".img")
@@ -75,6 +78,13 @@ def split_image_extension(path: str | Path) -> tuple[str, str]:
             return text[: -len(ext)], text[-len(ext):]
     root, ext = os.path.splitext(text)
     return root, ext
+
+
+def sidecar_paths(labelmap: str | Path) -> tuple[Path, Path]:
+    """The JSON sidecar and ``.ctbl`` colour table that belong beside a labelmap: its image ending
+    replaced (``seg.nii.gz`` -> ``seg.json``, ``seg.ctbl``)."""
+    root, _ = split_image_extension(labelmap)
+    return Path(root + ".json"), Path(root + ".ctbl")
 
 
 def itk_reason(exc: BaseException) -> str:
@@ -492,7 +502,7 @@ def check_output_paths(
         ext = ext.lower()
         if ext in LABELMAP_EXTENSIONS:
             continue
-        use = "use .nii.gz, .nii, .nrrd or .mha"
+        use = f"use {', '.join(LABELMAP_EXTENSIONS[:-1])} or {LABELMAP_EXTENSIONS[-1]}"
         if ext in _TWO_D_EXTENSIONS:
             why = f"{ext} is a 2D image format: it cannot hold a 3D labelmap (only one slice would be kept)"
         elif ext in _PAIRED_EXTENSIONS:
@@ -542,6 +552,7 @@ def check_output_geometry(image_targets: Sequence[str | Path], reference: sitk.I
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LABELMAP_EXTENSIONS",
+    "NIFTI_EXTENSIONS",
     "ImageFileError",
     "OutputPathError",
     "check_dicom_slices",
@@ -557,5 +568,6 @@ __all__ = [
     "read_image_counting",
     "read_image_file",
     "scan_nifti",
+    "sidecar_paths",
     "split_image_extension",
 ]

@@ -36,8 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for <case>.nii.gz + <case>.json + <case>.ctbl, manifest.jsonl and "
                              "the review manifest manifest.json (uncertainty scores, see docs/REVIEW.md)")
     add_model_arguments(parser)
-    parser.add_argument("--output-extension", default=".nii.gz",
-                        choices=[".nii.gz", ".nii", ".nrrd", ".mha"], help="labelmap format")
+    from versemi.images import LABELMAP_EXTENSIONS
+
+    parser.add_argument("--output-extension", default=LABELMAP_EXTENSIONS[0], choices=LABELMAP_EXTENSIONS,
+                        help="labelmap format")
     parser.add_argument("--no-resume", action="store_true",
                         help="redo cases that an earlier run already finished with the same model")
 

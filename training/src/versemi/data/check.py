@@ -25,7 +25,14 @@ from versemi.data.dataset import (
     read_image_header,
     split_ending,
 )
-from versemi.images import ImageFileError, nonfinite_count, read_image_counting, read_image_file, scan_nifti
+from versemi.images import (
+    NIFTI_EXTENSIONS,
+    ImageFileError,
+    nonfinite_count,
+    read_image_counting,
+    read_image_file,
+    scan_nifti,
+)
 
 Severity = Literal["error", "warning"]
 ERROR: Severity = "error"
@@ -204,7 +211,7 @@ def _nonfinite_count(path: Path) -> int:
         DatasetError: the voxels cannot be read (truncated, corrupt or unreadable file).
     """
     try:
-        if path.name.lower().endswith((".nii", ".nii.gz")):
+        if path.name.lower().endswith(NIFTI_EXTENSIONS):
             raw = scan_nifti(path)
             if raw is not None:
                 return raw

@@ -23,10 +23,17 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from versemi.images import ImageFileError, itk_reason, quiet_itk, read_image_file
+from versemi.images import (
+    LABELMAP_EXTENSIONS,
+    ImageFileError,
+    itk_reason,
+    quiet_itk,
+    read_image_file,
+    split_image_extension,
+)
 
-# Longest first so ".nii.gz" wins over ".gz"-less ".nii" when matching names.
-SUPPORTED_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha")
+# A dataset's images and labels: single-file formats (the registry is versemi.images').
+SUPPORTED_ENDINGS: tuple[str, ...] = LABELMAP_EXTENSIONS
 REQUIRED_DATASET_JSON_KEYS: tuple[str, ...] = ("channel_names", "labels", "numTraining", "file_ending")
 
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -42,12 +49,8 @@ def split_ending(path: str | Path) -> tuple[str, str] | None:
     ``"case_0000.nii.gz"`` -> ``("case_0000", ".nii.gz")``; the match is case-insensitive but the
     returned stem keeps its case.
     """
-    name = Path(path).name
-    lower = name.lower()
-    for ending in SUPPORTED_ENDINGS:
-        if lower.endswith(ending) and len(name) > len(ending):
-            return name[: -len(ending)], name[-len(ending):]
-    return None
+    stem, ending = split_image_extension(Path(path).name)
+    return (stem, ending) if stem and ending.lower() in SUPPORTED_ENDINGS else None
 
 
 @dataclass(frozen=True)

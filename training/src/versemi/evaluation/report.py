@@ -43,6 +43,7 @@ from versemi import __version__
 from versemi.data.dataset import DatasetError, SUPPORTED_ENDINGS, read_image, split_ending
 from versemi.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM, STATUS_BOTH_EMPTY, binary_metrics, summarize
 from versemi.fileio import AtomicGroup, remove_stale_temp_files
+from versemi.images import sidecar_paths
 from versemi.labels import normalize_name
 
 CSV_COLUMNS = (
@@ -335,8 +336,7 @@ def read_sidecar(prediction: Path) -> dict[str, list[int]] | None:
     Raises:
         EvaluationError: the sidecar exists but is not valid.
     """
-    parts = split_ending(prediction)
-    sidecar = prediction.with_name(f"{parts[0] if parts else prediction.stem}.json")
+    sidecar, _ = sidecar_paths(prediction)
     if not sidecar.is_file():
         return None
     try:

@@ -29,18 +29,13 @@ from versemi.images import (
     list_dicom_series,
     nonfinite_count,
     read_image,
+    sidecar_paths,
     split_image_extension,
 )
 
 
 class InputImageError(ImageFileError):
     """A scan that cannot be used for prediction; the message names the file and the problem."""
-
-
-def sidecar_paths(output: str | Path) -> tuple[Path, Path]:
-    """The JSON sidecar and ``.ctbl`` colour table that belong beside a labelmap path."""
-    root, _ = split_image_extension(output)
-    return Path(root + ".json"), Path(root + ".ctbl")
 
 
 def read_input_image(path: str | Path, series_uid: str | None = None, allow_gaps: bool = False) -> sitk.Image:

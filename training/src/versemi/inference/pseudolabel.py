@@ -48,7 +48,8 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from versemi.fileio import atomic_write_text, remove_stale_temp_files
-from versemi.inference.io import find_images, sidecar_paths
+from versemi.images import IMAGE_EXTENSIONS, sidecar_paths
+from versemi.inference.io import find_images
 from versemi.inference.predictor import LabelEntry, ModelSpaceHook, PredictFileResult, Predictor
 from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
 from versemi.review.manifest import ReviewManifest
@@ -277,7 +278,7 @@ def pseudolabel_folder(
         raise ValueError(f"{input_dir}: input folder not found")
     cases = find_images(input_dir)
     if not cases:
-        raise ValueError(f"{input_dir}: no scans found (.nii.gz, .nii, .nrrd, .mha, .mhd or DICOM sub-folders)")
+        raise ValueError(f"{input_dir}: no scans found ({', '.join(IMAGE_EXTENSIONS)} or DICOM sub-folders)")
     prompt_ids = predictor.resolve_prompts(prompts)  # a bad prompt fails before any work
     prompt_names = [predictor.label_space.prompts[i].name for i in prompt_ids]
     synthetic_id = predictor.label_space.synthetic_id

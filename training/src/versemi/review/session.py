@@ -33,6 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from versemi.data.dataset import DatasetError, read_image, read_image_header
+from versemi.images import sidecar_paths
 from versemi.review.manifest import (
     ManifestError,
     ManifestRow,
@@ -103,7 +104,7 @@ class ReviewCase:
         if recorded and Path(str(recorded)).is_absolute():
             sidecar: Path | None = Path(str(recorded))
         else:
-            sidecar = _sidecar_of(row.pseudo_label) if row.pseudo_label else None
+            sidecar = sidecar_paths(row.pseudo_label)[0] if row.pseudo_label else None
         return cls(
             case_id=row.case,
             image=row.image,
@@ -122,15 +123,6 @@ class ReviewCase:
 
 def _opt_float(x: Any) -> float | None:
     return None if x is None else float(x)
-
-
-def _sidecar_of(label: Path) -> Path:
-    """``pseudo/s01.nii.gz`` -> ``pseudo/s01.json`` (the ``versemi predict`` sidecar contract)."""
-    name = label.name
-    for ending in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".seg.nrrd"):
-        if name.lower().endswith(ending):
-            return label.with_name(name[: -len(ending)] + ".json")
-    return label.with_suffix(".json")
 
 
 # --- grid check ------------------------------------------------------------------------------------
