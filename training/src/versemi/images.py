@@ -464,6 +464,62 @@ def read_image(
     return read_image_file(path, allow_nonfinite=allow_nonfinite)
 
 
+# --- grids ----------------------------------------------------------------------------------------
+# THE grid-equality rule of versemi (check-dataset, training's preprocessing, evaluate, review): two
+# images share one voxel grid when they have the same size and, within header float noise (NIfTI
+# stores geometry as float32; Slicer converts RAS <-> LPS), the same spacing, origin and direction.
+# Anything larger is a different grid, refused with the differences named: a label even 0.05 voxel
+# off is a mismatched file, not rounding.
+GRID_SPACING_RTOL = 1e-4  # relative difference of each voxel side
+GRID_ORIGIN_VOXELS = 1e-3  # distance between the origins, as a fraction of the smallest voxel side
+GRID_DIRECTION_ATOL = 1e-4  # absolute difference of each direction cosine
+
+
+def _grid(image: object) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """Size, spacing, origin and direction of a ``sitk.Image`` or a header-read ``sitk.ImageFileReader``."""
+    return (
+        tuple(int(n) for n in image.GetSize()),  # type: ignore[attr-defined]
+        np.asarray(image.GetSpacing(), dtype=float),  # type: ignore[attr-defined]
+        np.asarray(image.GetOrigin(), dtype=float),  # type: ignore[attr-defined]
+        np.asarray(image.GetDirection(), dtype=float),  # type: ignore[attr-defined]
+    )
+
+
+def _fmt_grid(values: Iterable[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+def grid_differences(a: sitk.Image | sitk.ImageFileReader, b: sitk.Image | sitk.ImageFileReader) -> list[str]:
+    """How the voxel grids of ``a`` and ``b`` differ: empty when they are the same grid.
+
+    The one rule (module constants): same size (and dimension); each spacing within
+    :data:`GRID_SPACING_RTOL` relative; the origins within :data:`GRID_ORIGIN_VOXELS` of the smallest
+    voxel side of either image (a physical distance, so oblique grids are judged alike); each
+    direction cosine within :data:`GRID_DIRECTION_ATOL`.
+
+    Args:
+        a, b: images, or readers after ``ReadImageInformation()`` (only the headers are needed).
+
+    Returns:
+        One phrase per difference, e.g. ``"origin (0, 0, 0) vs (0.05, 0, 0)"`` (values of ``a`` first).
+    """
+    size_a, spacing_a, origin_a, direction_a = _grid(a)
+    size_b, spacing_b, origin_b, direction_b = _grid(b)
+    if len(size_a) != len(size_b):
+        return [f"dimension {len(size_a)} vs {len(size_b)}"]
+    out = []
+    if size_a != size_b:
+        out.append(f"size {_fmt_grid(size_a)} vs {_fmt_grid(size_b)}")
+    if np.any(np.abs(spacing_a - spacing_b) > GRID_SPACING_RTOL * np.maximum(np.abs(spacing_a), np.abs(spacing_b))):
+        out.append(f"spacing {_fmt_grid(spacing_a)} vs {_fmt_grid(spacing_b)}")
+    voxel = float(min(spacing_a.min(), spacing_b.min()))
+    if float(np.linalg.norm(origin_a - origin_b)) > GRID_ORIGIN_VOXELS * voxel:
+        out.append(f"origin {_fmt_grid(origin_a)} vs {_fmt_grid(origin_b)}")
+    if np.any(np.abs(direction_a - direction_b) > GRID_DIRECTION_ATOL):
+        out.append(f"direction {_fmt_grid(direction_a)} vs {_fmt_grid(direction_b)}")
+    return out
+
+
 # --- outputs --------------------------------------------------------------------------------------
 def is_orthonormal(direction: Sequence[float], atol: float = ORTHONORMAL_ATOL) -> bool:
     """Whether a flattened 3x3 (or 2x2) direction matrix is a rotation/reflection (no shear)."""
@@ -550,6 +606,9 @@ def check_output_geometry(image_targets: Sequence[str | Path], reference: sitk.I
 
 
 __all__ = [
+    "GRID_DIRECTION_ATOL",
+    "GRID_ORIGIN_VOXELS",
+    "GRID_SPACING_RTOL",
     "IMAGE_EXTENSIONS",
     "LABELMAP_EXTENSIONS",
     "NIFTI_EXTENSIONS",
@@ -558,6 +617,7 @@ __all__ = [
     "check_dicom_slices",
     "check_output_geometry",
     "check_output_paths",
+    "grid_differences",
     "is_orthonormal",
     "itk_reason",
     "list_dicom_series",

@@ -2,8 +2,8 @@
 
 Files are matched by case id, nnU-Net style: prediction ``<case><ending>`` against reference
 ``<case><ending>`` (endings ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``; the two may differ). Every
-pair must share one grid (size, spacing, origin, direction), otherwise the evaluation stops with an
-error naming both files.
+pair must share one grid (:func:`versemi.images.grid_differences`: the rule check-dataset and
+training apply), otherwise the evaluation stops with an error naming both files.
 
 Which voxels form a label:
 
@@ -43,7 +43,7 @@ from versemi import __version__
 from versemi.data.dataset import DatasetError, SUPPORTED_ENDINGS, read_image, split_ending
 from versemi.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM, STATUS_BOTH_EMPTY, binary_metrics, summarize
 from versemi.fileio import AtomicGroup, remove_stale_temp_files
-from versemi.images import sidecar_paths
+from versemi.images import grid_differences, sidecar_paths
 from versemi.labels import normalize_name
 
 CSV_COLUMNS = (
@@ -61,13 +61,6 @@ CSV_COLUMNS = (
     "pred_volume_ml",
 )
 OUTPUT_FILES = ("metrics.csv", "metrics.json", "summary.md")
-
-# Two grids are "the same" when spacings agree to 1e-4 (relative), origins to 1 % of the smallest
-# voxel size and direction cosines to 1e-4: file formats round these differently (float32 NIfTI).
-_SPACING_RTOL = 1e-4
-_ORIGIN_VOXEL_FRACTION = 0.01
-_DIRECTION_ATOL = 1e-4
-
 
 class EvaluationError(ValueError):
     """A problem with the inputs of an evaluation; the message names the file(s)."""
@@ -353,19 +346,9 @@ def read_sidecar(prediction: Path) -> dict[str, list[int]] | None:
 
 
 def check_same_grid(pred: sitk.Image, ref: sitk.Image, pred_path: Path, ref_path: Path) -> None:
-    """Raise :class:`EvaluationError` naming both files unless the two images share one grid."""
-    problems = []
-    if pred.GetDimension() != ref.GetDimension() or pred.GetSize() != ref.GetSize():
-        problems.append(f"size {pred.GetSize()} vs {ref.GetSize()}")
-    else:
-        sp_p, sp_r = np.array(pred.GetSpacing()), np.array(ref.GetSpacing())
-        if not np.allclose(sp_p, sp_r, rtol=_SPACING_RTOL, atol=0):
-            problems.append(f"spacing {tuple(sp_p)} vs {tuple(sp_r)}")
-        origin_tol = _ORIGIN_VOXEL_FRACTION * float(sp_r.min())
-        if not np.allclose(pred.GetOrigin(), ref.GetOrigin(), rtol=0, atol=origin_tol):
-            problems.append(f"origin {pred.GetOrigin()} vs {ref.GetOrigin()}")
-        if not np.allclose(pred.GetDirection(), ref.GetDirection(), rtol=0, atol=_DIRECTION_ATOL):
-            problems.append(f"direction {pred.GetDirection()} vs {ref.GetDirection()}")
+    """Raise :class:`EvaluationError` naming both files unless the two images share one grid
+    (:func:`versemi.images.grid_differences`, the rule of check-dataset and training too)."""
+    problems = grid_differences(pred, ref)
     if problems:
         raise EvaluationError(
             f"prediction {pred_path} and reference {ref_path} are on different grids: " + "; ".join(problems)

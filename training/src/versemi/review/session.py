@@ -33,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from versemi.data.dataset import DatasetError, read_image, read_image_header
-from versemi.images import sidecar_paths
+from versemi.images import grid_differences, sidecar_paths
 from versemi.review.manifest import (
     ManifestError,
     ManifestRow,
@@ -47,11 +47,6 @@ LABELS_DIR = "labelsTr"
 LABEL_ENDING = ".nii.gz"
 _REVISION_RE = re.compile(r"^(?P<case>.+)\.r(?P<rev>\d+)\.nii\.gz$")
 _TEMP_PREFIX = ".tmp-"
-# Grid tolerances: label files written by Slicer (NRRD, RAS->LPS) or stored as NIfTI (float32
-# geometry) differ from the image header in the last digits; anything larger is a different grid.
-SPACING_RTOL = 1e-4
-ORIGIN_ATOL_FRACTION = 1e-3  # of the smallest voxel spacing, in mm
-DIRECTION_ATOL = 1e-4
 
 
 class ReviewError(ValueError):
@@ -143,27 +138,12 @@ def check_on_grid(labelmap: sitk.Image, image_path: Path, what: str = "labelmap"
         )
     if labelmap.GetNumberOfComponentsPerPixel() != 1:
         raise ReviewError(f"{what} has {labelmap.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar labelmap")
-    problems = []
-    if tuple(labelmap.GetSize()) != tuple(ref.GetSize()):
-        problems.append(f"size {list(labelmap.GetSize())} vs {list(ref.GetSize())}")
-    spacing, ref_spacing = np.array(labelmap.GetSpacing()), np.array(ref.GetSpacing())
-    if not np.allclose(spacing, ref_spacing, rtol=SPACING_RTOL, atol=0):
-        problems.append(f"spacing {_r(spacing)} vs {_r(ref_spacing)} mm")
-    origin, ref_origin = np.array(labelmap.GetOrigin()), np.array(ref.GetOrigin())
-    if np.abs(origin - ref_origin).max() > ORIGIN_ATOL_FRACTION * float(ref_spacing.min()):
-        problems.append(f"origin {_r(origin)} vs {_r(ref_origin)} mm")
-    direction, ref_direction = np.array(labelmap.GetDirection()), np.array(ref.GetDirection())
-    if np.abs(direction - ref_direction).max() > DIRECTION_ATOL:
-        problems.append(f"direction {_r(direction)} vs {_r(ref_direction)}")
+    problems = grid_differences(labelmap, ref)  # the rule of check-dataset, training and evaluate
     if problems:
         raise ReviewError(
             f"{what} is not on the voxel grid of {image_path}: " + "; ".join(problems)
             + " (export the segmentation with the image as reference geometry)"
         )
-
-
-def _r(a: np.ndarray) -> list[float]:
-    return [round(float(v), 4) for v in a]
 
 
 def _label_array(labelmap: sitk.Image, what: str, allowed: set[int] | None) -> np.ndarray:
