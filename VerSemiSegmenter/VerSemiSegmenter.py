@@ -929,10 +929,11 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.show_error("Failed to start the segmentation:\ncould not check PyTorch and the GPU (see the log).")
             return
         try:
-            choice = self.logic.deviceChoice(params.device)
+            choice = self.logic.deviceChoice(params.device)  # refuses an unusable explicit device now
             self.ui.deviceInfoLabel.text = choice.describe()
+            # The request itself (auto included) goes to versemi predict: its resolver decides.
             job = self.logic.startSegmentation(
-                params.inputVolume, params.model, self.checkedPrompts(), choice.device, params.quality,
+                params.inputVolume, params.model, self.checkedPrompts(), params.device, params.quality,
                 params.outputSegmentation,
             )
         except Exception as exc:  # bad settings, unusable device, predictor not startable

@@ -274,6 +274,28 @@ def test_impossible_device_requests_are_errors() -> None:
         device.choose_device("mps", CPU_TORCH, False)
 
 
+@pytest.mark.parametrize("conv3d", [False, True])
+def test_slicer_choice_and_cli_auto_agree_where_conv3d_fails_on_mps(monkeypatch, conv3d: bool) -> None:
+    """On a Mac whose MPS cannot run Conv3d the panel says CPU, the run (which gets ``--device auto``)
+    uses the CPU, and an explicit MPS request is refused by both; where Conv3d runs, both take MPS."""
+    from test_devices import fake_accelerators  # tests/ is on the path (rootdir conftest)
+
+    from versemi import devices
+
+    fake_accelerators(monkeypatch, mps=True, conv3d=conv3d)
+    facts = devices.accelerator_facts()  # what the module's probe process prints (see device._PROBE)
+    panel = device.choose_device("auto", device.TorchInfo(**facts), nvidia_present=False)
+    run, _ = devices.resolve_device("auto")
+    assert panel.device == run.type == ("mps" if conv3d else "cpu")
+    if not conv3d:
+        with pytest.raises(ValueError, match="MPS"):
+            device.choose_device("mps", device.TorchInfo(**facts), nvidia_present=False)
+        with pytest.raises(devices.DeviceError, match="MPS"):
+            devices.resolve_device("mps")
+    command = parameters.RunSettings("a.nrrd", "b.nrrd", "m.pt", ["liver"], device="auto").to_command()
+    assert command[command.index("--device") + 1] == "auto"  # passed through: versemi decides
+
+
 def test_torch_probe_runs_in_a_subprocess() -> None:
     info = device.probe_torch(sys.executable)
     import torch

@@ -45,6 +45,7 @@ import torch
 from versemi import __version__
 from versemi.checkpoint import FORMAT_VERSION, REQUIRED_FOR_INFERENCE, CheckpointError, load_checkpoint
 from versemi.data.memory import check_preprocessing_memory
+from versemi.devices import DeviceError, resolve_device
 from versemi.data.plans import Plans, PlansError
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case, restore_to_input_grid
 from versemi.fileio import remove_stale_temp_files, sha256_file
@@ -64,7 +65,6 @@ from versemi.labels import LabelSpace, UnknownPromptError
 from versemi.model import build_model
 
 QUALITIES = ("default", "fast")
-DEVICES = ("auto", "cuda", "mps", "cpu")
 FAST_SPACING_FACTOR = 2.0
 THRESHOLD = 0.5
 PROBABILITY_DTYPES = ("float32", "uint8")
@@ -79,55 +79,6 @@ MEMORY_ADVICE = ("use --quality fast (twice the spacing: 8x fewer voxels) or --r
 
 class PredictionError(ValueError):
     """A prediction request that cannot be carried out (bad ROI, bad option, ...)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# devices
-# ----------------------------------------------------------------------------------------------
-def _mps_works() -> bool:
-    """MPS exists and runs a 3D convolution (older macOS / torch builds lack Conv3d on MPS)."""
-    backend = getattr(torch.backends, "mps", None)
-    if backend is None or not backend.is_available():
-        return False
-    try:
-        x = torch.zeros(1, 1, 4, 4, 4, device="mps")
-        torch.nn.functional.conv3d(x, torch.zeros(1, 1, 3, 3, 3, device="mps"), padding=1).cpu()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "do not use MPS"
-        return False
-
-
-def resolve_device(name: str = "auto") -> tuple[torch.device, str]:
-    """The torch device for ``auto|cuda|mps|cpu`` and a sentence saying why it was chosen.
-
-    ``auto`` = CUDA if available, else MPS where it works, else CPU.
-
-    Raises:
-        PredictionError: an unknown name, or an explicit device that is not available.
-    """
-    name = (name or "auto").lower()
-    if name not in DEVICES and not name.startswith("cuda:"):
-        raise PredictionError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise PredictionError(
-                f"device {name!r} requested but CUDA is not available (torch {torch.__version__}, "
-                f"CUDA build: {torch.version.cuda or 'no - a CPU-only torch is installed'})"
-            )
-        device = torch.device(name)
-        return device, f"using {torch.cuda.get_device_name(device)} ({name})"
-    if name == "mps":
-        if not _mps_works():
-            raise PredictionError("device 'mps' requested but Apple MPS is not available or cannot run 3D convolutions")
-        return torch.device("mps"), "using Apple MPS"
-    if name == "cpu":
-        return torch.device("cpu"), f"using the CPU ({torch.get_num_threads()} threads), as requested"
-    if torch.cuda.is_available():
-        return torch.device("cuda"), f"using {torch.cuda.get_device_name(0)} (CUDA available)"
-    if _mps_works():
-        return torch.device("mps"), "using Apple MPS (no CUDA)"
-    why = "no CUDA GPU found" if torch.version.cuda else "this torch is a CPU-only build"
-    return torch.device("cpu"), f"using the CPU ({torch.get_num_threads()} threads): {why}"
 
 
 def set_threads(threads: int | None) -> None:
@@ -342,7 +293,10 @@ class Predictor:
             )
         self.model.eval()
 
-        self.device, self.device_reason = resolve_device(device)
+        try:
+            self.device, self.device_reason = resolve_device(device)
+        except DeviceError as exc:
+            raise PredictionError(str(exc)) from None
         self.model.to(self.device)
         self.quality = quality
         self.overlap = overlap if overlap is not None else (0.25 if quality == "fast" else 0.5)
