@@ -60,28 +60,6 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says where and why."""
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` = CUDA if available, else Apple MPS, else CPU; explicit names are checked."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available (this torch build or machine)")
-        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    if name == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise ValueError("--device mps: Apple MPS is not available on this machine")
-        return torch.device("mps")
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or mps")
-
-
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``training.amp`` on ``device`` (``None`` = full fp32).
 
