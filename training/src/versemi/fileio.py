@@ -201,9 +201,15 @@ class AtomicGroup:
     Subclasses add writers for other kinds of files through :meth:`temp_for`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, before_replace: Callable[[], None] | None = None) -> None:
+        """
+        Args:
+            before_replace: called in :meth:`commit` once every temporary file is on disk, before the
+                first rename (as :func:`atomic_write`'s; tests stop a process there).
+        """
         self._pending: list[tuple[Path, Path]] = []
         self._created_dirs: list[Path] = []
+        self._before_replace = before_replace
 
     def make_folder(self, folder: str | Path) -> Path:
         """Create ``folder`` (and its parents) if missing, remembering them for :meth:`discard`.
@@ -263,6 +269,8 @@ class AtomicGroup:
                 _fsync_file(tmp)
         except OSError as exc:
             raise retarget_error(exc, target) from None
+        if self._before_replace is not None and self._pending:
+            self._before_replace()
         done = []
         for tmp, target in self._pending:
             try:

@@ -40,6 +40,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from versemi.fileio import AtomicGroup, retarget_error
+
 # --- the one registry of image file endings (every module and the CLI take them from here) ------
 # What the reader takes as an image file (a folder is a DICOM series), longest first.
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -521,6 +523,38 @@ def grid_differences(a: sitk.Image | sitk.ImageFileReader, b: sitk.Image | sitk.
 
 
 # --- outputs --------------------------------------------------------------------------------------
+class AtomicOutputs(AtomicGroup):
+    """The image writer: a group of output files written under temporary names, published together.
+
+    Usage::
+
+        with AtomicOutputs() as out:
+            out.check_writable([labelmap_path, sidecar_path])  # before the long work
+            out.write_image(labelmap, "case.nii.gz")
+            out.write_text(text, "case.json")
+        # all renamed here; on an exception every temporary file is removed
+
+    Temporary files are hidden (``.name.<pid>-XXXX.tmp<ext>``, see :mod:`versemi.fileio`) and live
+    in the target's folder so the final rename is atomic on one file system. Files are renamed in the
+    order they were written; writers put the sidecar last, so a reader that sees the sidecar sees a
+    complete prediction. Errors name the target, never the temporary file.
+    """
+
+    def write_image(self, image: sitk.Image, target: str | Path, compress: bool = True) -> Path:
+        """Write an image (format from the target's extension) to a temporary name."""
+        target = Path(target)
+        _, ext = split_image_extension(target.name)
+        tmp = self.temp_for(target, suffix=ext)
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=compress)
+        except RuntimeError as exc:
+            reason = itk_reason(exc).replace(str(tmp), str(target)).replace(tmp.name, target.name)
+            raise OSError(f"{target}: cannot write image: {reason}") from None
+        except OSError as exc:
+            raise retarget_error(exc, target) from None
+        return target
+
+
 def is_orthonormal(direction: Sequence[float], atol: float = ORTHONORMAL_ATOL) -> bool:
     """Whether a flattened 3x3 (or 2x2) direction matrix is a rotation/reflection (no shear)."""
     d = np.asarray(direction, dtype=float)
@@ -606,6 +640,7 @@ def check_output_geometry(image_targets: Sequence[str | Path], reference: sitk.I
 
 
 __all__ = [
+    "AtomicOutputs",
     "GRID_DIRECTION_ATOL",
     "GRID_ORIGIN_VOXELS",
     "GRID_SPACING_RTOL",

@@ -21,9 +21,9 @@ from typing import Any, Iterable, Sequence
 
 import SimpleITK as sitk
 
-from versemi.fileio import AtomicGroup, retarget_error
-from versemi.images import (
+from versemi.images import (  # noqa: F401 - AtomicOutputs and sidecar_paths re-exported
     IMAGE_EXTENSIONS,
+    AtomicOutputs,
     ImageFileError,
     itk_reason,
     list_dicom_series,
@@ -112,38 +112,6 @@ def colour_table_text(labels: Sequence[dict[str, Any]]) -> str:
         name = str(entry["name"]).replace(" ", "_")
         lines.append(f"{int(entry['value'])} {name} {r} {g} {b} 255")
     return "\n".join(lines) + "\n"
-
-
-class AtomicOutputs(AtomicGroup):
-    """Writes a group of output files under temporary names and publishes them together.
-
-    Usage::
-
-        with AtomicOutputs() as out:
-            out.check_writable([labelmap_path, sidecar_path])  # before the long work
-            out.write_image(labelmap, "case.nii.gz")
-            out.write_text(text, "case.json")
-        # all renamed here; on an exception every temporary file is removed
-
-    Temporary files are hidden (``.name.<pid>-XXXX.tmp<ext>``, see :mod:`versemi.fileio`) and live
-    in the target's folder so the final rename is atomic on one file system. Files are renamed in the
-    order they were written; writers put the sidecar last, so a reader that sees the sidecar sees a
-    complete prediction. Errors name the target, never the temporary file.
-    """
-
-    def write_image(self, image: sitk.Image, target: str | Path, compress: bool = True) -> Path:
-        """Write an image (format from the target's extension) to a temporary name."""
-        target = Path(target)
-        _, ext = split_image_extension(target.name)
-        tmp = self.temp_for(target, suffix=ext)
-        try:
-            sitk.WriteImage(image, str(tmp), useCompression=compress)
-        except RuntimeError as exc:
-            reason = itk_reason(exc).replace(str(tmp), str(target)).replace(tmp.name, target.name)
-            raise OSError(f"{target}: cannot write image: {reason}") from None
-        except OSError as exc:
-            raise retarget_error(exc, target) from None
-        return target
 
 
 def find_images(folder: str | Path) -> list[tuple[str, Path]]:

@@ -34,16 +34,14 @@ import contextlib
 import csv
 import io
 import json
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 
 from versemi.data.dataset import Case, DatasetError
-from versemi.fileio import atomic_write_bytes as _atomic_write_bytes
+from versemi.fileio import atomic_write_bytes
 from versemi.fileio import fsync_directory  # noqa: F401 - re-exported: review.session imports it from here
 from versemi.timestamps import utc_now
 
@@ -57,8 +55,6 @@ CSV_COLUMNS = (
     "score", "disagreement", "entropy", "status", "updated_by", "updated_at",
 )
 DEFAULT_LOCK_TIMEOUT_S = 60.0
-# Environment variable naming a step at which to stop (tests kill the process there; see _pause_point).
-PAUSE_ENV = "VERSEMI_REVIEW_PAUSE_AT"
 
 
 class ManifestError(ValueError):
@@ -73,22 +69,6 @@ def default_user() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no login name (some containers): still record something
         return "unknown"
-
-
-def _pause_point(step: str) -> None:
-    """Test hook: when ``$VERSEMI_REVIEW_PAUSE_AT`` names this step, say so and wait to be killed.
-
-    The kill tests run a real process, wait for ``PAUSED <step>`` on stdout and SIGKILL it, to show
-    that a crash at exactly that point leaves a consistent folder. A no-op otherwise.
-    """
-    if os.environ.get(PAUSE_ENV) == step:
-        print(f"PAUSED {step}", flush=True)
-        time.sleep(3600)
-
-
-def atomic_write_bytes(path: Path, data: bytes, pause_step: str | None = None) -> None:
-    """Write ``data`` to ``path`` atomically (``versemi.fileio``), pausing at ``pause_step`` before the rename."""
-    _atomic_write_bytes(path, data, before_replace=(lambda: _pause_point(pause_step)) if pause_step else None)
 
 
 # --- rows ------------------------------------------------------------------------------------------
@@ -200,11 +180,19 @@ class ReviewManifest:
     Args:
         review_dir: the review folder (created on the first write).
         lock_timeout: seconds to wait for another process holding the lock.
+        before_replace: called when a new manifest is on disk under its temporary name, before the
+            rename that commits it (:func:`versemi.fileio.atomic_write`'s hook; tests stop there).
 
     Reads (:meth:`load`, :meth:`rows`, ...) need no lock: the file is only ever replaced whole.
     """
 
-    def __init__(self, review_dir: str | Path, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        review_dir: str | Path,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+        before_replace: Callable[[], None] | None = None,
+    ) -> None:
+        self.before_replace = before_replace
         self.root = Path(review_dir).expanduser().resolve()
         self.path = self.root / MANIFEST_NAME
         self.lock_path = self.root / LOCK_NAME
@@ -330,7 +318,7 @@ class ReviewManifest:
             "cases": [r.to_json(self.root) for r in state.sorted_rows()],
         }
         text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
-        atomic_write_bytes(self.path, text.encode("utf-8"), pause_step="manifest_temp_written")
+        atomic_write_bytes(self.path, text.encode("utf-8"), before_replace=self.before_replace)
 
     def upsert(
         self,
@@ -617,11 +605,9 @@ __all__ = [
     "ManifestError",
     "ManifestRow",
     "ManifestState",
-    "PAUSE_ENV",
     "ReviewManifest",
     "ReviewTrainingView",
     "STATUSES",
-    "atomic_write_bytes",
     "refined_cases",
     "review_dataset_name",
     "review_label_table",

@@ -7,7 +7,8 @@ marks the case as not worth fixing.
 
 Where refined labels go, and why it is crash-safe: a refined label is written to
 ``<review_dir>/labelsTr/<case>.r<N>.nii.gz`` (``N`` = 1, 2, ... one new file per save, never an
-existing name) through a temporary file that is ``fsync``-ed and renamed; only THEN is the manifest
+existing name) through a temporary file that is ``fsync``-ed and renamed (the image writer
+:class:`versemi.images.AtomicOutputs`); only THEN is the manifest
 updated (itself temp + ``fsync`` + rename) to point at it. The manifest rename is the single commit
 point: killed before it, the manifest still describes the old state and every file it names is
 untouched (the new label file, if it got that far, is an unreferenced orphan that
@@ -22,31 +23,24 @@ revisions are never trained on.
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import SimpleITK as sitk
 
 from versemi.data.dataset import DatasetError, read_image, read_image_header
-from versemi.images import grid_differences, sidecar_paths
-from versemi.review.manifest import (
-    ManifestError,
-    ManifestRow,
-    ReviewManifest,
-    _pause_point,
-    default_user,
-    fsync_directory,
-)
+from versemi.fileio import is_temp_file_name, temp_file_target
+from versemi.images import AtomicOutputs, grid_differences, sidecar_paths
+from versemi.review.manifest import ManifestError, ManifestRow, ReviewManifest, default_user
 
 LABELS_DIR = "labelsTr"
 LABEL_ENDING = ".nii.gz"
 _REVISION_RE = re.compile(r"^(?P<case>.+)\.r(?P<rev>\d+)\.nii\.gz$")
-_TEMP_PREFIX = ".tmp-"
+# The steps of a save, in order, as :class:`ReviewSession`'s ``on_step`` hook sees them.
+SAVE_STEPS = ("before_label_write", "label_temp_written", "label_renamed", "manifest_temp_written", "committed")
 
 
 class ReviewError(ValueError):
@@ -173,13 +167,20 @@ class ReviewSession:
     Args:
         review_dir: the review folder (holds ``manifest.json``; refined labels go to ``labelsTr/``).
         user: the name recorded with every change (default: the login name).
+        on_step: called with the name of each step of a save as it is reached (:data:`SAVE_STEPS`:
+            the label's temporary file is on disk, renamed, the new manifest on disk, committed; the
+            manifest step also on reject/reopen). Tests stop a process there to show that a crash at
+            any step leaves a consistent folder.
 
     Raises:
         ReviewError: the folder has no manifest, or it cannot be read.
     """
 
-    def __init__(self, review_dir: str | Path, user: str | None = None) -> None:
-        self.manifest = ReviewManifest(review_dir)
+    def __init__(
+        self, review_dir: str | Path, user: str | None = None, on_step: Callable[[str], None] | None = None
+    ) -> None:
+        self._on_step = on_step
+        self.manifest = ReviewManifest(review_dir, before_replace=lambda: self._step("manifest_temp_written"))
         self.root = self.manifest.root
         self.user = user or default_user()
         if not self.manifest.exists:
@@ -282,11 +283,12 @@ class ReviewSession:
                 protected = {p.resolve() for p in (row.image, row.pseudo_label) if p is not None}
                 if target.resolve() in protected:  # cannot happen with fresh names; never risk it
                     raise ReviewError(f"{target}: refusing to overwrite the case's image or pseudo-label")
-                _pause_point("before_label_write")
-                _write_label_atomically(out, target)
-                _pause_point("label_renamed")
+                self._step("before_label_write")
+                with AtomicOutputs(before_replace=lambda: self._step("label_temp_written")) as group:
+                    group.write_image(out, target)
+                self._step("label_renamed")
                 self.manifest.set_status(case_id, "refined", user=self.user, refined_label=target)
-                _pause_point("committed")
+                self._step("committed")
         except ManifestError as exc:
             raise ReviewError(str(exc)) from exc
         except (OSError, RuntimeError) as exc:  # disk full, permissions, ITK writer errors
@@ -325,30 +327,34 @@ class ReviewSession:
         removed: list[Path] = []
         with self.manifest.locked():
             # Temporary manifests of a write killed before its rename.
-            for path in sorted(self.root.glob(f".{self.manifest.path.name}.*.tmp")):
-                removed.append(path)
-                if not dry_run:
-                    path.unlink()
+            for path in sorted(self.root.iterdir()):
+                if temp_file_target(path.name) == self.manifest.path.name:
+                    removed.append(path)
+                    if not dry_run:
+                        path.unlink()
             if not self.labels_dir.is_dir():
                 return removed
             keep = {p.resolve() for p in self.manifest.referenced_files()}
             for path in sorted(self.labels_dir.iterdir()):
                 if not path.is_file() or path.resolve() in keep:
                     continue
-                if path.name.startswith(_TEMP_PREFIX) or _REVISION_RE.match(path.name):
+                if is_temp_file_name(path.name) or _REVISION_RE.match(path.name):
                     removed.append(path)
                     if not dry_run:
                         path.unlink()
         return removed
 
     # --- helpers ---------------------------------------------------------------------------------
+    def _step(self, name: str) -> None:
+        if self._on_step is not None:
+            self._on_step(name)
+
     def _new_label_path(self, case_id: str) -> Path:
         """``labelsTr/<case>.r<N>.nii.gz`` with N above every revision on disk or in the history."""
         highest = 0
         if self.labels_dir.is_dir():
             for path in self.labels_dir.iterdir():
-                name = path.name[len(_TEMP_PREFIX):] if path.name.startswith(_TEMP_PREFIX) else path.name
-                m = _REVISION_RE.match(name.split("~", 1)[-1])
+                m = _REVISION_RE.match(temp_file_target(path.name) or path.name)
                 if m and m["case"] == case_id:
                     highest = max(highest, int(m["rev"]))
         for event in self._row(case_id).history:
@@ -358,29 +364,9 @@ class ReviewSession:
         return self.labels_dir / f"{case_id}.r{highest + 1}{LABEL_ENDING}"
 
 
-def _write_label_atomically(image: sitk.Image, target: Path) -> None:
-    """Write ``image`` to a hidden temporary file in ``target``'s folder, fsync, rename to ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name keeps the .nii.gz ending (SimpleITK picks the writer by it) and is hidden
-    # (dataset listings skip dot files).
-    tmp = target.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex[:8]}~{target.name}"
-    try:
-        sitk.WriteImage(image, str(tmp), True)
-        with open(tmp, "r+b") as f:  # write access: Windows cannot flush a read-only handle
-            os.fsync(f.fileno())
-        _pause_point("label_temp_written")
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    fsync_directory(target.parent)
-
-
 __all__ = [
     "LABELS_DIR",
+    "SAVE_STEPS",
     "ReviewCase",
     "ReviewError",
     "ReviewSession",
