@@ -397,7 +397,7 @@ def run_review_round_trip(scene: Any, work_dir: str | os.PathLike[str] | None = 
         if rejected.status != "rejected":
             problems.append(f"status after reject is {rejected.status!r}, expected 'rejected'")
         counts = controller.session.counts()
-        if counts != {"pending": 0, "refined": 1, "rejected": 1}:
+        if counts != {"pending": 0, "refined": 1, "rejected": 1, "failed": 0}:
             problems.append(f"manifest counts {counts} != 1 refined, 1 rejected")
         if controller.current is not None:
             problems.append(f"case {controller.current.case_id!r} opened after the last reject")

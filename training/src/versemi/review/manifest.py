@@ -1,21 +1,30 @@
-"""The review manifest: one JSON file per review folder, the single source of truth of its state.
+"""The folder manifest: ONE JSON file per pseudo-label / review folder, the single source of its state.
 
-``<review_dir>/manifest.json``::
+``versemi pseudolabel`` records every case it handles here (a pseudo-label with its review score,
+or the error of a case that failed), the review (Slicer panel, ``versemi review``) records every
+decision, and training reads the refined cases from it. ``<review_dir>/manifest.json``::
 
     {
-      "format": "versemi-review-manifest", "format_version": 1,
+      "format": "versemi-review-manifest", "format_version": 2,
       "name": "<name the cases carry as dataset>",
       "labels": [{"value": 1, "name": "spleen", "prompt_id": 0, ...}] | null,
       "cases": [
-        {"case": "s01", "image": "/data/scans/s01.nii.gz", "pseudo_label": "pseudo/s01.nii.gz",
+        {"case": "s01", "image": "/data/scans/s01.nii.gz", "pseudo_label": "s01.nii.gz" | null,
          "model": {"name": ..., "version": ..., "sha256": ...},
          "score": 0.42, "uncertainty": {"disagreement": ..., "entropy": ..., ...},
-         "status": "pending" | "refined" | "rejected", "refined_label": "labelsTr/s01.r1.nii.gz" | null,
+         "status": "pending" | "refined" | "rejected" | "failed",
+         "refined_label": "labelsTr/s01.r1.nii.gz" | null, "error": null | "<why pseudo-labelling failed>",
          "updated_by": "alice", "updated_at": "2026-11-25T22:00:00+00:00",
-         "history": [{"action": "pseudolabel" | "refined" | "rejected" | "pending", "by", "at", ...}],
-         "extra": {...}}
+         "history": [{"action": "pseudolabel" | "failed" | "refined" | "rejected" | "pending", "by", "at", ...}],
+         "extra": {"sidecar": "/out/s01.json", "prompts": [...], "seconds": 12.3, ...}}
       ]
     }
+
+``failed``: pseudo-labelling failed for a case that has no pseudo-label yet (the scan is neither
+reviewed nor trained on); a failure of a case that already has one is recorded in its ``error`` and
+history and changes nothing else. Version 1 (no ``failed``, no ``error``) is read as is. A folder
+from before version 2 also held ``manifest.jsonl`` (pseudolabel's own run log): :meth:`ReviewManifest.
+migrate_run_log` folds it in (failed cases, per-case fields) and removes it.
 
 Paths inside the review folder are stored relative to it (the folder can be moved); others absolute.
 Rows are kept sorted by score (highest first), then case id.
@@ -27,7 +36,6 @@ never interleave), a fresh read, the change, then the new content written to a t
 ``fsync``-ed. The rename is the commit point: a crash before it leaves the old manifest, after it the
 new one; readers never need the lock.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -40,19 +48,21 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 
-from versemi.data.dataset import Case, DatasetError
 from versemi.fileio import atomic_write_bytes
-from versemi.fileio import fsync_directory  # noqa: F401 - re-exported: review.session imports it from here
 from versemi.timestamps import utc_now
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".manifest.lock"
 FORMAT = "versemi-review-manifest"
-FORMAT_VERSION = 1
-STATUSES = ("pending", "refined", "rejected")
+FORMAT_VERSION = 2  # 2: status "failed" and "error" (pseudolabel's run log folded in)
+REVIEW_STATUSES = ("pending", "refined", "rejected")  # what a review decision sets
+STATUSES = (*REVIEW_STATUSES, "failed")
+LEGACY_RUN_LOG = "manifest.jsonl"  # pseudolabel's own run log before format version 2
+# Keys of a legacy run-log line that the row already holds (the others go into the row's extra).
+_RUN_LOG_ROW_KEYS = ("case", "image", "pseudo_label", "model", "status", "time", "error", "uncertainty")
 CSV_COLUMNS = (
     "case", "image", "pseudo_label", "refined_label", "model_name", "model_version", "model_sha256",
-    "score", "disagreement", "entropy", "status", "updated_by", "updated_at",
+    "score", "disagreement", "entropy", "status", "updated_by", "updated_at", "error",
 )
 DEFAULT_LOCK_TIMEOUT_S = 60.0
 
@@ -87,6 +97,7 @@ class ManifestRow:
     uncertainty: dict[str, Any] = field(default_factory=dict)
     status: str = "pending"
     refined_label: Path | None = None
+    error: str | None = None
     updated_by: str | None = None
     updated_at: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -102,6 +113,7 @@ class ManifestRow:
             "uncertainty": dict(self.uncertainty),
             "status": self.status,
             "refined_label": _store_path(self.refined_label, root),
+            "error": self.error,
             "updated_by": self.updated_by,
             "updated_at": self.updated_at,
             "history": list(self.history),
@@ -132,6 +144,7 @@ class ManifestRow:
             uncertainty=dict(d.get("uncertainty") or {}),
             status=status,
             refined_label=_load_path(d.get("refined_label"), root),
+            error=d.get("error"),
             updated_by=d.get("updated_by"),
             updated_at=d.get("updated_at"),
             history=list(d.get("history") or []),
@@ -378,10 +391,54 @@ class ReviewManifest:
             row.uncertainty = uncertainty
             if extra:
                 row.extra.update(dict(extra))
-            if reset_status:
+            if reset_status or row.status == "failed":
                 row.status = "pending"
+            row.error = None
             row.updated_by, row.updated_at = user, stamp
             row.history.append(event)
+        return row
+
+    def record_failure(
+        self,
+        case: str,
+        *,
+        image: str | Path,
+        error: str,
+        model: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        user: str | None = None,
+    ) -> ManifestRow:
+        """Record that pseudo-labelling failed for a case (what ``versemi pseudolabel`` calls).
+
+        A case without a pseudo-label becomes (or stays) ``failed``: listed, never reviewed or trained
+        on, until a later run succeeds. A case that has one keeps it, its status and any refined label;
+        the failure goes into its ``error`` and history.
+
+        Args:
+            case: the case id.
+            image: the scan.
+            error: the one-line error.
+            model: ``{"name", "version", "sha256"}`` of the model that was run.
+            extra: free-form fields kept with the row (e.g. the seconds spent).
+            user: who ran it (default: the login name).
+        """
+        user = user or default_user()
+        stamp = utc_now()
+        with self.transaction() as state:
+            row = state.rows.get(case)
+            if row is None:
+                row = ManifestRow(case=case, image=Path(image).expanduser().resolve(), pseudo_label=None,
+                                  model=dict(model or {}), status="failed")
+                state.rows[case] = row
+            if row.status == "failed":
+                row.image = Path(image).expanduser().resolve()
+                row.model = dict(model or {})
+            if extra:
+                row.extra.update(dict(extra))
+            row.error = str(error)
+            row.updated_by, row.updated_at = user, stamp
+            row.history.append({"action": "failed", "by": user, "at": stamp, "error": str(error),
+                                "model": dict(model or {})})
         return row
 
     def set_status(
@@ -397,10 +454,11 @@ class ReviewManifest:
 
         Raises:
             KeyError: no such case.
-            ManifestError: unknown status, or ``refined`` without a label file.
+            ManifestError: unknown status, ``refined`` without a label file, or a case whose
+                pseudo-labelling failed (there is nothing to review; run ``versemi pseudolabel`` again).
         """
-        if status not in STATUSES:
-            raise ManifestError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        if status not in REVIEW_STATUSES:
+            raise ManifestError(f"unknown status {status!r}; expected one of {', '.join(REVIEW_STATUSES)}")
         if status == "refined" and refined_label is None:
             raise ManifestError(f"{case}: status 'refined' needs the refined label file")
         user = user or default_user()
@@ -409,6 +467,11 @@ class ReviewManifest:
             if case not in state.rows:
                 raise KeyError(f"{self.path}: no case {case!r} in the review manifest")
             row = state.rows[case]
+            if row.status == "failed":
+                raise ManifestError(
+                    f"{self.path}: {case}: pseudo-labelling failed ({row.error}); there is nothing to review - "
+                    "run versemi pseudolabel again"
+                )
             event: dict[str, Any] = {"action": status, "by": user, "at": stamp}
             if reason:
                 event["reason"] = reason
@@ -454,7 +517,7 @@ class ReviewManifest:
                 r.model.get("version") or "", r.model.get("sha256") or "",
                 "" if r.score is None else f"{r.score:.6f}",
                 _fmt(r.uncertainty.get("disagreement")), _fmt(r.uncertainty.get("entropy")),
-                r.status, r.updated_by or "", r.updated_at or "",
+                r.status, r.updated_by or "", r.updated_at or "", r.error or "",
             ])
         text = buf.getvalue()
         if path is not None:
@@ -477,6 +540,51 @@ class ReviewManifest:
         return out
 
 
+    def migrate_run_log(self) -> bool:
+        """Fold a ``manifest.jsonl`` left by a versemi before format version 2 into this manifest,
+        then remove it (one manifest per folder).
+
+        Per line of the old run log: a ``failed`` case without a row becomes a ``failed`` row (a row
+        that has one keeps it: the failure only goes into its history when newer than the row); a
+        ``done`` case's per-case fields (sidecar, prompts, seconds, model-space hook fields) are added
+        to its row's ``extra`` where missing. Unreadable lines are skipped (those cases are redone by
+        the next pseudolabel run, as before). Idempotent: a crash before the removal just repeats it.
+
+        Returns:
+            Whether there was a run log to fold in.
+        """
+        legacy = self.root / LEGACY_RUN_LOG
+        if not legacy.is_file():
+            return False
+        records = []
+        for line in legacy.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+                if isinstance(record, dict) and isinstance(record["case"], str) and record.get("image"):
+                    records.append(record)
+            except (ValueError, KeyError):
+                continue
+        with self.transaction() as state:
+            for record in records:
+                row = state.rows.get(record["case"])
+                fields = {k: v for k, v in record.items() if k not in _RUN_LOG_ROW_KEYS and v is not None}
+                if record.get("status") == "failed":
+                    error = str(record.get("error") or "failed")
+                    if row is None:
+                        row = ManifestRow(case=record["case"], image=Path(str(record["image"])).expanduser().resolve(),
+                                          pseudo_label=None, model=dict(record.get("model") or {}), status="failed",
+                                          updated_by="pseudolabel", updated_at=record.get("time"))
+                        state.rows[row.case] = row
+                    if row.error is None and (row.status == "failed" or str(record.get("time") or "") > str(row.updated_at or "")):
+                        row.error = error
+                        row.history.append({"action": "failed", "by": "pseudolabel", "at": record.get("time"),
+                                            "error": error, "model": dict(record.get("model") or {})})
+                elif row is not None:
+                    for key, value in fields.items():
+                        row.extra.setdefault(key, value)
+        legacy.unlink(missing_ok=True)
+        return True
+
 def _check_label_table(labels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     table = [dict(e) for e in labels]
     for i, e in enumerate(table):
@@ -496,108 +604,6 @@ def _fmt(x: Any) -> str:
     return "" if x is None else f"{float(x):.6f}"
 
 
-# --- training-config view --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ReviewTrainingView:
-    """What training takes from a review folder, read from ONE load of the manifest (a snapshot).
-
-    Attributes:
-        name: the name the cases carry as ``dataset`` (:func:`review_dataset_name`).
-        labels: label name -> value of the refined labels, background included, or ``None`` when the
-            manifest has no label table.
-        refined: the refined cases as LABELED cases (image + refined label), by case id.
-        unrefined: the pending and rejected cases as UNLABELED cases (``label_path=None``), by case id.
-    """
-
-    name: str
-    labels: dict[str, int] | None
-    refined: tuple[Case, ...]
-    unrefined: tuple[Case, ...]
-
-
-def training_view(review_dir: str | Path, require_labels: bool = True) -> ReviewTrainingView:
-    """The review folder as training data (what the training config's ``review_dirs`` reads).
-
-    Args:
-        review_dir: the review folder.
-        require_labels: raise when a refined case's label file is missing (else the case is left out
-            of ``refined``).
-
-    Raises:
-        DatasetError: no manifest, or (``require_labels``) a refined case's label file is missing.
-        ManifestError: an unreadable manifest.
-    """
-    manifest = ReviewManifest(review_dir)
-    if not manifest.exists:
-        raise DatasetError(f"{manifest.path}: review manifest not found (run versemi pseudolabel first)")
-    state = manifest.load()
-    refined: list[Case] = []
-    unrefined: list[Case] = []
-    missing: list[str] = []
-    for r in sorted(state.rows.values(), key=lambda r: r.case):
-        if r.status == "refined":
-            if r.refined_label is None or not r.refined_label.is_file():
-                missing.append(f"case {r.case!r} is refined but its label {r.refined_label} is missing")
-            else:
-                refined.append(Case(r.case, (r.image,), r.refined_label, state.name))
-        else:  # pending or rejected: the scan is used, its pseudo-label never
-            unrefined.append(Case(r.case, (r.image,), None, state.name))
-    if missing and require_labels:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise DatasetError(f"{manifest.path}: {missing[0]}{more}")
-    labels = _label_table_dict(state.labels) if state.labels else None
-    return ReviewTrainingView(state.name, labels, tuple(refined), tuple(unrefined))
-
-
-def _label_table_dict(labels: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    table = {"background": 0}
-    table.update({str(e["name"]): int(e["value"]) for e in labels})
-    return table
-
-
-def refined_cases(review_dir: str | Path) -> list[Case]:
-    """The refined cases of a review folder as LABELED cases (image + refined label), by case id.
-
-    The cases carry ``dataset = <the manifest's name>`` (default: the review folder's name); their
-    label values follow :func:`review_label_table`.
-
-    Raises:
-        DatasetError: no manifest, or a refined label file is missing.
-        ManifestError: an unreadable manifest.
-    """
-    return list(training_view(review_dir).refined)
-
-
-def unrefined_cases(review_dir: str | Path) -> list[Case]:
-    """The pending and rejected cases as UNLABELED cases (``label_path=None``), by case id.
-
-    Their pseudo-labels are never exposed to training.
-    """
-    return list(training_view(review_dir, require_labels=False).unrefined)
-
-
-def review_label_table(review_dir: str | Path) -> dict[str, int]:
-    """Label name -> value of the refined labels (like ``dataset.json``'s ``labels``, background included).
-
-    Feed it to :meth:`versemi.labels.LabelSpace.from_dataset_labels` as
-    ``{name: {"labels": review_label_table(dir)}}``: the names are the model's prompt names, so refined
-    cases train the same prompts as the datasets the model learned them from.
-
-    Raises:
-        DatasetError: the manifest has no label table (the pseudo-labels were not registered with one).
-    """
-    manifest = ReviewManifest(review_dir)
-    state = manifest.load()
-    if not state.labels:
-        raise DatasetError(f"{manifest.path}: the review manifest has no label table ('labels')")
-    return _label_table_dict(state.labels)
-
-
-def review_dataset_name(review_dir: str | Path) -> str:
-    """The name refined/unrefined cases carry as ``dataset``."""
-    return ReviewManifest(review_dir).load().name
-
-
 __all__ = [
     "CSV_COLUMNS",
     "LOCK_NAME",
@@ -606,11 +612,6 @@ __all__ = [
     "ManifestRow",
     "ManifestState",
     "ReviewManifest",
-    "ReviewTrainingView",
+    "REVIEW_STATUSES",
     "STATUSES",
-    "refined_cases",
-    "review_dataset_name",
-    "review_label_table",
-    "training_view",
-    "unrefined_cases",
 ]

@@ -56,7 +56,7 @@ class ReviewCase:
         image: the scan.
         pseudo_label: the model's pseudo-label (never modified).
         refined_label: the latest refined label, or ``None``.
-        status: ``pending``, ``refined`` or ``rejected``.
+        status: ``pending``, ``refined``, ``rejected`` (or ``failed``: pseudo-labelling failed).
         score: the review score (higher = review first), ``None`` if unscored.
         disagreement: the score's disagreement component, if known.
         entropy: the score's entropy component, if known.
@@ -185,6 +185,10 @@ class ReviewSession:
         self.user = user or default_user()
         if not self.manifest.exists:
             raise ReviewError(f"{self.manifest.path}: no review manifest (run versemi pseudolabel into this folder)")
+        try:
+            self.manifest.migrate_run_log()  # a folder made before one manifest per folder
+        except (ManifestError, OSError) as exc:
+            raise ReviewError(f"{self.manifest.path}: {exc}") from exc
         self._load()  # fail early on a broken manifest
 
     def __repr__(self) -> str:
@@ -208,8 +212,10 @@ class ReviewSession:
 
     # --- queries ---------------------------------------------------------------------------------
     def cases(self, status: str | None = None) -> list[ReviewCase]:
-        """Every case (or those with ``status``), highest score first."""
-        return [ReviewCase.from_row(r) for r in self._load().sorted_rows() if status in (None, r.status)]
+        """Every case to review (or those with ``status``), highest score first; cases whose
+        pseudo-labelling failed only when asked for (``status="failed"``)."""
+        rows = self._load().sorted_rows()
+        return [ReviewCase.from_row(r) for r in rows if status == r.status or (status is None and r.status != "failed")]
 
     def case(self, case_id: str) -> ReviewCase:
         """One case.
@@ -256,6 +262,9 @@ class ReviewSession:
                 values, or a manifest that cannot be written; nothing is committed then.
         """
         row = self._row(case_id)
+        if row.status == "failed":
+            raise ReviewError(f"{self.manifest.path}: {case_id}: pseudo-labelling failed ({row.error}); "
+                              "run versemi pseudolabel again before reviewing it")
         if "/" in case_id or "\\" in case_id or case_id in ("", ".", ".."):
             raise ReviewError(f"case id {case_id!r} cannot be used as a file name")
         what = f"refined label for {case_id}"
