@@ -726,7 +726,8 @@ def _parse_unlabeled_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> Unlabeled
 
 def _parse_review_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> ReviewDirConfig:
     # Imported here: versemi.review imports versemi.data.dataset, and config must stay importable alone.
-    from versemi.review.manifest import MANIFEST_NAME, ManifestError, training_view
+    from versemi.review.manifest import MANIFEST_NAME, ManifestError
+    from versemi.review.training import training_view
 
     entry, path, modality = _folder_entry(ctx, key, raw, base, REVIEW_DIR_KEYS)
     dataset = _string(ctx, f"{key}.dataset", entry["dataset"]) if entry.get("dataset") else None
