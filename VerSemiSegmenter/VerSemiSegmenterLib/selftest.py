@@ -25,7 +25,7 @@ TINY_PROMPTS = ("liver", "organ_x", "spleen")  # label-space order
 
 _TINY_CHECKPOINT_SNIPPET = r"""
 import sys, torch
-from versemi.checkpoint import save_checkpoint
+from versemi.checkpoint import Checkpoint
 from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.labels import LabelSpace
@@ -39,12 +39,7 @@ space = LabelSpace.from_dataset_labels({
 model = build_model({"backbone": "unet", "base_filters": 4, "depth": 3, "convs_per_stage": 1,
                      "head_channels": 4, "num_prompts": len(space)})
 spec = PreprocessingSpec(target_spacing=(2.0, 2.0, 2.0), modality="MR")
-save_checkpoint({
-    "model_config": model.config,
-    "label_space": space.to_dict(),
-    "plans": Plans.single(spec, (16, 16, 16), space.datasets).to_dict(),
-    "model": model.state_dict(),
-}, sys.argv[1])
+Checkpoint(model.config, space, Plans.single(spec, (16, 16, 16), space.datasets), model.state_dict()).save(sys.argv[1])
 """
 
 

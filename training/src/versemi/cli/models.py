@@ -313,20 +313,19 @@ def _remove(args: argparse.Namespace) -> int:
 def _entry(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from versemi.checkpoint import load_checkpoint
+    from versemi.checkpoint import Checkpoint
     from versemi.models import parse_catalogue, sha256_file
     from versemi.models.catalogue import catalogue_document
 
     path = Path(args.file)
-    payload = load_checkpoint(path, for_inference=True)  # publish only what predict can load
-    prompts = payload["label_space"].get("prompts", []) if isinstance(payload["label_space"], dict) else []
+    checkpoint = Checkpoint.load(path)  # publish only what predict can load
     raw = {
         "name": args.name,
         "version": args.version,
         "url": args.url,
         "sha256": sha256_file(path),
         "size": path.stat().st_size,
-        "label_space": [p.get("name") for p in prompts if isinstance(p, dict)],
+        "label_space": list(checkpoint.label_space.names),
         "licence": args.licence,
         "description": args.description,
     }

@@ -43,7 +43,7 @@ import SimpleITK as sitk
 import torch
 
 from versemi import __version__
-from versemi.checkpoint import FORMAT_VERSION, REQUIRED_FOR_INFERENCE, CheckpointError, load_checkpoint
+from versemi.checkpoint import Checkpoint, CheckpointError
 from versemi.data.memory import check_preprocessing_memory
 from versemi.devices import DeviceError, resolve_device
 from versemi.data.plans import Plans, PlansError
@@ -249,49 +249,20 @@ class Predictor:
             raise PredictionError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
         set_threads(threads)
         self.checkpoint_path: Path | None = None
-        if isinstance(checkpoint, Mapping):
-            payload = dict(checkpoint)
-            missing = [k for k in REQUIRED_FOR_INFERENCE if k not in payload]
-            if missing:
-                raise CheckpointError(f"checkpoint dict lacks {', '.join(missing)} needed for prediction")
-            version = payload.get("format_version", FORMAT_VERSION)  # absent: built in memory, current
-            if version != FORMAT_VERSION:
-                raise CheckpointError(
-                    f"checkpoint dict has format version {version}; this versemi {__version__} reads "
-                    f"format version {FORMAT_VERSION}"
-                )
-            source = "<checkpoint dict>"
+        if isinstance(checkpoint, (Mapping, Checkpoint)):
+            ckpt = Checkpoint.from_payload(checkpoint)
         else:
             self.checkpoint_path = Path(checkpoint)
             # An installed model's recorded SHA-256 verifies files that carry no checksum of their own.
             installed = self._find_installed()
-            payload = load_checkpoint(self.checkpoint_path, map_location="cpu", for_inference=True,
-                                      expected_sha256=installed.sha256 if installed is not None else None)
-            source = str(self.checkpoint_path)
-        self.source = source
-
-        try:
-            self.label_space = LabelSpace.from_dict(payload["label_space"])
-            self.plans = Plans.from_dict(payload["plans"])
-            self.model = build_model(payload["model_config"])
-            self.model.load_state_dict(payload["model"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # PlansError is a ValueError
-            raise CheckpointError(f"{source}: checkpoint content is not usable for prediction: {exc}") from exc
+            ckpt = Checkpoint.load(self.checkpoint_path, expected_sha256=installed.sha256 if installed else None)
+        self.source = ckpt.source
+        self.label_space = ckpt.label_space
+        self.plans = ckpt.plans
+        self.model = ckpt.build_model()
         self.spec = self.plans.datasets[self.plans.default_dataset].spec
         self.specs_by_dataset = {name: self.plans.spec_for(name) for name in self.plans.sources}
-        self.dataset = self._check_dataset(dataset, source)
-        divisor = self.model.size_divisor
-        for plan in self.plans.datasets.values():
-            if any(p % divisor for p in plan.patch_size):
-                raise CheckpointError(
-                    f"{source}: {plan.dataset}: patch size {list(plan.patch_size)} is not divisible by {divisor}"
-                )
-        if self.model.num_prompts != len(self.label_space):
-            raise CheckpointError(
-                f"{source}: model has {self.model.num_prompts} prompts but the label space has "
-                f"{len(self.label_space)}"
-            )
-        self.model.eval()
+        self.dataset = self._check_dataset(dataset, self.source)
 
         try:
             self.device, self.device_reason = resolve_device(device)
@@ -304,7 +275,8 @@ class Predictor:
         self.tta = tta
         self.amp = amp
         self.fell_back_to_cpu = False
-        self._payload_meta = {k: payload.get(k) for k in ("versemi_version", "model_version", "model_name")}
+        self._payload_meta = {"versemi_version": ckpt.versemi_version, "model_version": ckpt.model_version,
+                              "model_name": ckpt.model_name}
         self._model_name = model_name
         self._sha256: str | None = None
         self._installed = self._find_installed()

@@ -104,7 +104,7 @@ class InstalledModel:
         sha256: the hash the file was verified against when installed.
         size: file size in bytes.
         source: ``"catalogue"`` (downloaded, or imported and matched to a catalogue entry) or
-            ``"local"`` (a checkpoint imported from elsewhere, checked with ``load_checkpoint``).
+            ``"local"`` (a checkpoint imported from elsewhere, checked with ``Checkpoint.load``).
         origin: URL or original path it came from.
         installed_at: UTC time stamp (ISO 8601).
         label_space: prompt names, when known.
