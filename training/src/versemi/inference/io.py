@@ -25,7 +25,6 @@ from versemi.images import (  # noqa: F401 - AtomicOutputs and sidecar_paths re-
     IMAGE_EXTENSIONS,
     AtomicOutputs,
     ImageFileError,
-    itk_reason,
     list_dicom_series,
     nonfinite_count,
     read_image,

@@ -42,8 +42,9 @@ import torch
 from versemi.fileio import remove_stale_temp_files
 from versemi.images import IMAGE_EXTENSIONS, sidecar_paths
 from versemi.inference.io import find_images
-from versemi.inference.predictor import LabelEntry, ModelSpaceHook, PredictFileResult, Predictor
+from versemi.inference.predictor import Predictor
 from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
+from versemi.inference.results import LabelEntry, ModelSpaceHook, PredictFileResult
 from versemi.review.manifest import ReviewManifest
 from versemi.review.uncertainty import UncertaintyScore, uncertainty_from_prompt_probabilities
 from versemi.timestamps import utc_now
