@@ -169,12 +169,9 @@ def _progress(mode: str, description: str) -> tuple[Callable[[int, int], None] |
 
 
 def _human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+    from versemi.data.memory import format_bytes  # the one byte formatter
+
+    return format_bytes(size)
 
 
 # --- actions -------------------------------------------------------------------------------------
