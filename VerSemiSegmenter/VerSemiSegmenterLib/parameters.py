@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-QUALITIES = ("full", "fast")
-# Panel quality -> ``versemi predict --quality`` value.
-_QUALITY_FLAG = {"full": "default", "fast": "fast"}
+# The names ``versemi predict`` uses (``--device``, ``--quality``): one name per idea in the CLI and
+# the panel (tests/slicer/test_slicer_library.py checks they stay the same).
+QUALITIES = ("default", "fast")
 OUTPUT_MODES = ("new", "replace")
 
 
@@ -30,7 +30,7 @@ class RunSettings:
         model: a checkpoint file path, or the name of a model in the versemi catalogue.
         prompts: names of the structures to segment, in the order of the output label values 1..K.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``.
-        quality: ``full`` (the model's resolution) or ``fast`` (twice the voxel spacing: about 8x
+        quality: ``default`` (the model's resolution) or ``fast`` (twice the voxel spacing: about 8x
             faster and lighter, coarser borders).
         threads: CPU threads for the predictor; ``None`` = all cores but one, so Slicer stays usable.
         python_executable: the Python that has ``versemi`` installed (in Slicer: ``PythonSlicer``).
@@ -43,7 +43,7 @@ class RunSettings:
     model: str
     prompts: list[str] = field(default_factory=list)
     device: str = "auto"
-    quality: str = "full"
+    quality: str = "default"
     threads: int | None = None
     python_executable: str = sys.executable
     output_mode: str = "new"
@@ -97,7 +97,7 @@ class RunSettings:
             "--device",
             self.device,
             "--quality",
-            _QUALITY_FLAG[self.quality],
+            self.quality,
             "--threads",
             str(self.threads if self.threads else default_threads()),
             "--progress",

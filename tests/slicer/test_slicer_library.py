@@ -51,6 +51,22 @@ def test_command_line_has_absolute_paths_and_every_setting(tmp_path: Path, monke
     }
 
 
+def test_one_name_per_idea_in_the_cli_the_library_and_the_panel() -> None:
+    """Devices and qualities are offered under the names ``versemi predict`` takes and the library checks."""
+    import argparse
+
+    from versemi.cli import _inference_args
+    from versemi.devices import DEVICES
+    from versemi.inference.planning import QUALITIES
+
+    parser = argparse.ArgumentParser()
+    _inference_args.add_model_arguments(parser)
+    cli = {a.dest: tuple(a.choices) for a in parser._actions if a.dest in ("device", "quality")}  # noqa: SLF001
+    assert set(cli["device"]) == set(DEVICES) == set(parameters.DEVICES)
+    assert cli["quality"] == QUALITIES == parameters.QUALITIES
+    assert parameters.RunSettings("a", "b", "m.pt", ["x"]).quality == "default"
+
+
 def test_catalogue_model_name_is_passed_unchanged() -> None:
     settings = parameters.RunSettings("a.nrrd", "b.nrrd", "abdomen-ct@1.0", ["liver"])
     command = settings.to_command()
