@@ -1,4 +1,4 @@
-"""versemi.images: the one checking reader and the output checks, file by file."""
+"""versemi.images (the one checking reader, the grid rule) and versemi.outputs (the output checks), file by file."""
 
 from __future__ import annotations
 
@@ -11,18 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 from inference.helpers import make_image, write_dicom_series
-from versemi.images import (
-    ImageFileError,
-    OutputPathError,
-    check_output_geometry,
-    check_output_paths,
-    is_orthonormal,
-    itk_reason,
-    read_image,
-    read_image_counting,
-    read_image_file,
-    scan_nifti,
-)
+from versemi.images import ImageFileError, itk_reason, read_image, read_image_counting, read_image_file, scan_nifti
+from versemi.outputs import OutputPathError, check_output_geometry, check_output_paths, is_orthonormal
 
 
 def _volume(dtype=np.float32) -> np.ndarray:
@@ -153,7 +143,7 @@ def test_itk_reason_keeps_the_informative_line() -> None:
 def test_sidecar_name(name: str, sidecar: str) -> None:
     """The one naming rule of a labelmap's sidecar and colour table (predict, pseudolabel, review,
     evaluate and the Slicer module, which reads the names from predict's ``done`` line)."""
-    from versemi.images import sidecar_paths
+    from versemi.outputs import sidecar_paths
 
     assert sidecar_paths(Path("/d") / name) == (Path("/d") / sidecar, Path("/d") / sidecar.replace(".json", ".ctbl"))
 

@@ -43,8 +43,9 @@ from versemi import __version__
 from versemi.data.dataset import DatasetError, SUPPORTED_ENDINGS, read_image, split_ending
 from versemi.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM, STATUS_BOTH_EMPTY, binary_metrics, summarize
 from versemi.fileio import AtomicGroup, remove_stale_temp_files
-from versemi.images import grid_differences, sidecar_paths
+from versemi.images import grid_differences
 from versemi.labels import normalize_name
+from versemi.outputs import sidecar_paths
 
 CSV_COLUMNS = (
     "case",

@@ -10,7 +10,7 @@ Outputs (see "Prediction outputs" in ``docs/DEVELOPMENT.md``): the labelmap, a J
 colour table (``.ctbl``) and optional probability maps. :class:`AtomicOutputs` writes each to a
 hidden temporary name in its target folder and renames all of them only when every one was written,
 so a failure leaves no partial output behind; the targets are checked before any work
-(:func:`versemi.images.check_output_paths`: format, geometry, not an input, writable).
+(:func:`versemi.outputs.check_output_paths`: format, geometry, not an input, writable).
 """
 
 from __future__ import annotations
@@ -21,16 +21,15 @@ from typing import Any, Iterable, Sequence
 
 import SimpleITK as sitk
 
-from versemi.images import (  # noqa: F401 - AtomicOutputs and sidecar_paths re-exported
+from versemi.images import (
     IMAGE_EXTENSIONS,
-    AtomicOutputs,
     ImageFileError,
     list_dicom_series,
     nonfinite_count,
     read_image,
-    sidecar_paths,
     split_image_extension,
 )
+from versemi.outputs import AtomicOutputs, sidecar_paths  # noqa: F401 - re-exported (io.AtomicOutputs, io.sidecar_paths)
 
 
 class InputImageError(ImageFileError):

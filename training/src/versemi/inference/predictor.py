@@ -14,7 +14,7 @@ that runs the three steps of a prediction, each in its own module (as nnU-Net sp
    probabilities at the plan's spacing;
 3. **export** (:mod:`versemi.inference.export`): restore prompt by prompt onto the input grid and
    fold into one labelmap (label = most probable prompt where >= 0.5), then, for files, write the
-   labelmap, sidecar, colour table and probability maps together (:class:`versemi.images.AtomicOutputs`).
+   labelmap, sidecar, colour table and probability maps together (:class:`versemi.outputs.AtomicOutputs`).
 
 Hidden prompts (``predict(..., hidden_prompts=...)``) are computed in the same backbone pass as the
 first group's prompts and shown to the ``model_space_hook`` only (e.g. the synthetic
@@ -46,7 +46,7 @@ from versemi.checkpoint import Checkpoint, CheckpointError  # noqa: F401 - Check
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case
 from versemi.devices import DeviceError, resolve_device
 from versemi.fileio import remove_stale_temp_files, sha256_file
-from versemi.images import AtomicOutputs, check_output_geometry, check_output_paths, sidecar_paths
+from versemi.outputs import AtomicOutputs, check_output_geometry, check_output_paths, sidecar_paths
 from versemi.inference.export import (
     THRESHOLD,
     LabelmapAssembler,
@@ -443,7 +443,7 @@ class Predictor:
     ) -> PredictFileResult:
         """Segment a file (or DICOM folder) and write the labelmap, sidecar, ``.ctbl`` and probabilities.
 
-        Before any work the outputs are checked (:func:`versemi.images.check_output_paths`): a format
+        Before any work the outputs are checked (:func:`versemi.outputs.check_output_paths`): a format
         that holds a 3D labelmap and the input's geometry, no output that is an input (scan or
         checkpoint, also through a link), folders that can be created and written. Temporary files
         that killed runs left in the output folders are removed first. All outputs are written
@@ -466,7 +466,7 @@ class Predictor:
             allow_gaps: Read a DICOM series with missing or unevenly spaced slices anyway.
 
         Raises:
-            versemi.images.OutputPathError: an output that cannot hold the labelmap or is an input.
+            versemi.outputs.OutputPathError: an output that cannot hold the labelmap or is an input.
             OSError: an output that cannot be written (naming it); found before the inference.
             InputImageError, PredictionError, CheckpointError, MemoryLimitError: see :meth:`predict`.
         """

@@ -40,11 +40,12 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from versemi.fileio import remove_stale_temp_files
-from versemi.images import IMAGE_EXTENSIONS, sidecar_paths
+from versemi.images import IMAGE_EXTENSIONS
 from versemi.inference.io import find_images
 from versemi.inference.predictor import Predictor
 from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
 from versemi.inference.results import LabelEntry, ModelSpaceHook, PredictFileResult
+from versemi.outputs import sidecar_paths
 from versemi.review.manifest import ReviewManifest
 from versemi.review.uncertainty import UncertaintyScore, uncertainty_from_prompt_probabilities
 from versemi.timestamps import utc_now

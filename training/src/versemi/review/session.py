@@ -8,7 +8,7 @@ marks the case as not worth fixing.
 Where refined labels go, and why it is crash-safe: a refined label is written to
 ``<review_dir>/labelsTr/<case>.r<N>.nii.gz`` (``N`` = 1, 2, ... one new file per save, never an
 existing name) through a temporary file that is ``fsync``-ed and renamed (the image writer
-:class:`versemi.images.AtomicOutputs`); only THEN is the manifest
+:class:`versemi.outputs.AtomicOutputs`); only THEN is the manifest
 updated (itself temp + ``fsync`` + rename) to point at it. The manifest rename is the single commit
 point: killed before it, the manifest still describes the old state and every file it names is
 untouched (the new label file, if it got that far, is an unreferenced orphan that
@@ -33,7 +33,8 @@ import SimpleITK as sitk
 
 from versemi.data.dataset import DatasetError, read_image, read_image_header
 from versemi.fileio import is_temp_file_name, temp_file_target
-from versemi.images import AtomicOutputs, grid_differences, sidecar_paths
+from versemi.images import grid_differences
+from versemi.outputs import AtomicOutputs, sidecar_paths
 from versemi.review.manifest import ManifestError, ManifestRow, ReviewManifest, default_user
 
 LABELS_DIR = "labelsTr"
