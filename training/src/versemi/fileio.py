@@ -419,6 +419,14 @@ def sha256_prefix(
         length: how many bytes to hash from the start.
         progress_callback: called with ``(bytes hashed, bytes to hash)`` after each chunk.
     """
+    return sha256_digest(path, length, progress_callback).hexdigest()
+
+
+def sha256_digest(
+    path: str | Path, length: int | None = None, progress_callback: Callable[[int, int], None] | None = None
+) -> "hashlib._Hash":
+    """The SHA-256 object of the first ``length`` bytes of a file (None: the whole file), to go on
+    hashing more bytes (a resumed download) or to read its digest; reads 1 MiB at a time."""
     digest = hashlib.sha256()
     path = Path(path)
     total = path.stat().st_size if length is None else length
@@ -429,7 +437,7 @@ def sha256_prefix(
             done += len(chunk)
             if progress_callback is not None:
                 progress_callback(done, total)
-    return digest.hexdigest()
+    return digest
 
 
 __all__ = [
@@ -446,6 +454,7 @@ __all__ = [
     "make_temp_file",
     "remove_stale_temp_files",
     "retarget_error",
+    "sha256_digest",
     "sha256_file",
     "sha256_prefix",
     "temp_file_target",
