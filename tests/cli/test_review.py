@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from versemi.cli import main
 from versemi.review import ReviewManifest
 
-from .conftest import box_label, on_grid
+from review.conftest import box_label, on_grid
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
