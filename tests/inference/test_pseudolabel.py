@@ -17,7 +17,8 @@ from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
 from versemi.inference import Predictor
 from versemi.inference.pseudolabel import pseudolabel_folder
 from versemi.review import ReviewManifest
-from versemi.review.manifest import LEGACY_RUN_LOG, MANIFEST_NAME
+from versemi.review.legacy import LEGACY_RUN_LOG
+from versemi.review.manifest import MANIFEST_NAME
 from versemi.review.uncertainty import model_space_uncertainty
 
 from .helpers import tiny_payload

@@ -13,7 +13,7 @@ updated after each case's files (one atomic write), so an interrupted run leaves
 and is resumed by running the same command again: a case whose labelmap and sidecar exist and whose
 sidecar names the same model SHA-256 and prompts is skipped (re-registered from its sidecar if the
 manifest missed it). A case already reviewed keeps its status and refined label. A folder made by a
-versemi that also kept ``manifest.jsonl`` is migrated first (:meth:`ReviewManifest.migrate_run_log`).
+versemi that also kept ``manifest.jsonl`` is migrated first (:func:`versemi.review.legacy.migrate_run_log`).
 
 Review score: each prediction also computes the synthetic "all foreground" prompt, in the same
 backbone pass, as a hidden prompt of the predictor (``Predictor.predict_file(..., hidden_prompts=...)``);
@@ -46,6 +46,7 @@ from versemi.inference.predictor import Predictor
 from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
 from versemi.inference.results import LabelEntry, ModelSpaceHook, PredictFileResult
 from versemi.outputs import sidecar_paths
+from versemi.review.legacy import migrate_run_log
 from versemi.review.manifest import ReviewManifest
 from versemi.review.uncertainty import UncertaintyScore, uncertainty_from_prompt_probabilities
 from versemi.timestamps import utc_now
@@ -253,7 +254,7 @@ def pseudolabel_folder(
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(output_dir)  # left by a run that was killed (SIGKILL, out of memory)
     review = ReviewManifest(output_dir)
-    review.migrate_run_log()  # a folder made when pseudolabel kept its own manifest.jsonl
+    migrate_run_log(review)  # a folder made when pseudolabel kept its own manifest.jsonl
     # Before any work: a model with other labels cannot reuse a folder whose cases are refined.
     review.set_label_table([e.to_dict() for e in predictor.label_table(prompt_ids)])
     model = predictor.model_info

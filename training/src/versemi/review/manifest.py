@@ -23,8 +23,8 @@ decision, and training reads the refined cases from it. ``<review_dir>/manifest.
 ``failed``: pseudo-labelling failed for a case that has no pseudo-label yet (the scan is neither
 reviewed nor trained on); a failure of a case that already has one is recorded in its ``error`` and
 history and changes nothing else. Version 1 (no ``failed``, no ``error``) is read as is. A folder
-from before version 2 also held ``manifest.jsonl`` (pseudolabel's own run log): :meth:`ReviewManifest.
-migrate_run_log` folds it in (failed cases, per-case fields) and removes it.
+from before version 2 also held ``manifest.jsonl`` (pseudolabel's own run log):
+:func:`versemi.review.legacy.migrate_run_log` folds it in (failed cases, per-case fields) and removes it.
 
 Paths inside the review folder are stored relative to it (the folder can be moved); others absolute.
 Rows are kept sorted by score (highest first), then case id.
@@ -35,6 +35,9 @@ never interleave), a fresh read, the change, then the new content written to a t
 ``fsync``-ed and renamed over ``manifest.json`` (``os.replace`` is atomic), then the folder is
 ``fsync``-ed. The rename is the commit point: a crash before it leaves the old manifest, after it the
 new one; readers never need the lock.
+
+Close to 600 lines in one module on purpose: the format, the rows and every change to them (with the lock
+and the single commit point) are one contract, read and written nowhere else.
 """
 from __future__ import annotations
 
@@ -57,9 +60,6 @@ FORMAT = "versemi-review-manifest"
 FORMAT_VERSION = 2  # 2: status "failed" and "error" (pseudolabel's run log folded in)
 REVIEW_STATUSES = ("pending", "refined", "rejected")  # what a review decision sets
 STATUSES = (*REVIEW_STATUSES, "failed")
-LEGACY_RUN_LOG = "manifest.jsonl"  # pseudolabel's own run log before format version 2
-# Keys of a legacy run-log line that the row already holds (the others go into the row's extra).
-_RUN_LOG_ROW_KEYS = ("case", "image", "pseudo_label", "model", "status", "time", "error", "uncertainty")
 CSV_COLUMNS = (
     "case", "image", "pseudo_label", "refined_label", "model_name", "model_version", "model_sha256",
     "score", "disagreement", "entropy", "status", "updated_by", "updated_at", "error",
@@ -539,51 +539,6 @@ class ReviewManifest:
                         out.add(p)
         return out
 
-
-    def migrate_run_log(self) -> bool:
-        """Fold a ``manifest.jsonl`` left by a versemi before format version 2 into this manifest,
-        then remove it (one manifest per folder).
-
-        Per line of the old run log: a ``failed`` case without a row becomes a ``failed`` row (a row
-        that has one keeps it: the failure only goes into its history when newer than the row); a
-        ``done`` case's per-case fields (sidecar, prompts, seconds, model-space hook fields) are added
-        to its row's ``extra`` where missing. Unreadable lines are skipped (those cases are redone by
-        the next pseudolabel run, as before). Idempotent: a crash before the removal just repeats it.
-
-        Returns:
-            Whether there was a run log to fold in.
-        """
-        legacy = self.root / LEGACY_RUN_LOG
-        if not legacy.is_file():
-            return False
-        records = []
-        for line in legacy.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-                if isinstance(record, dict) and isinstance(record["case"], str) and record.get("image"):
-                    records.append(record)
-            except (ValueError, KeyError):
-                continue
-        with self.transaction() as state:
-            for record in records:
-                row = state.rows.get(record["case"])
-                fields = {k: v for k, v in record.items() if k not in _RUN_LOG_ROW_KEYS and v is not None}
-                if record.get("status") == "failed":
-                    error = str(record.get("error") or "failed")
-                    if row is None:
-                        row = ManifestRow(case=record["case"], image=Path(str(record["image"])).expanduser().resolve(),
-                                          pseudo_label=None, model=dict(record.get("model") or {}), status="failed",
-                                          updated_by="pseudolabel", updated_at=record.get("time"))
-                        state.rows[row.case] = row
-                    if row.error is None and (row.status == "failed" or str(record.get("time") or "") > str(row.updated_at or "")):
-                        row.error = error
-                        row.history.append({"action": "failed", "by": "pseudolabel", "at": record.get("time"),
-                                            "error": error, "model": dict(record.get("model") or {})})
-                elif row is not None:
-                    for key, value in fields.items():
-                        row.extra.setdefault(key, value)
-        legacy.unlink(missing_ok=True)
-        return True
 
 def _check_label_table(labels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     table = [dict(e) for e in labels]

@@ -35,6 +35,7 @@ from versemi.data.dataset import DatasetError, read_image, read_image_header
 from versemi.fileio import is_temp_file_name, temp_file_target
 from versemi.images import grid_differences
 from versemi.outputs import AtomicOutputs, sidecar_paths
+from versemi.review.legacy import migrate_run_log
 from versemi.review.manifest import ManifestError, ManifestRow, ReviewManifest, default_user
 
 LABELS_DIR = "labelsTr"
@@ -187,7 +188,7 @@ class ReviewSession:
         if not self.manifest.exists:
             raise ReviewError(f"{self.manifest.path}: no review manifest (run versemi pseudolabel into this folder)")
         try:
-            self.manifest.migrate_run_log()  # a folder made before one manifest per folder
+            migrate_run_log(self.manifest)  # a folder made before one manifest per folder
         except (ManifestError, OSError) as exc:
             raise ReviewError(f"{self.manifest.path}: {exc}") from exc
         self._load()  # fail early on a broken manifest
