@@ -15,6 +15,11 @@ order, as SimpleITK uses (not nnU-Net's plans order).
 
 The ``model`` and ``training`` sections are free-form dicts owned by :mod:`versemi.model` and
 :mod:`versemi.training`; they are passed through untouched.
+
+Why one module of about 800 lines: every key is read and checked here through one context, so that
+each error names the file and the key path (``datasets[1].labeled``) the same way, and the checks
+that cross sections (labeled cases against each dataset's cases, ``plans`` overrides against the
+dataset names, review folders against their manifests) stay next to each other.
 """
 
 from __future__ import annotations

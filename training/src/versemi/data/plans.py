@@ -31,6 +31,10 @@ was trained from, with that dataset's window size.
 (``plans: {overrides: {<dataset>: {target_spacing, patch_size}}}``) or every dataset at once with the
 top-level ``target_spacing`` / ``patch_size`` keys. Spacings and patch sizes are ``(x, y, z)``, as
 SimpleITK orders them.
+
+Why one module of about 600 lines: fingerprint -> plan -> plans is one derivation whose rules refer
+to each other's numbers, and the typed, versioned :class:`Plans` lives with it so that what is
+planned is exactly what checkpoints store.
 """
 
 from __future__ import annotations

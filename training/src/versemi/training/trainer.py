@@ -13,6 +13,9 @@ method's losses batch by batch under autocast and back-propagates each (their me
 loss; gradients accumulate, so only one batch's graph is alive at a time), then clips, steps, updates
 the schedule and the EMA. Under DDP (``torchrun``) every rank draws its own patches; gradients are
 averaged by DDP once per step; rank 0 validates, writes logs and checkpoints.
+
+Why one module of about 700 lines: the loop, what a checkpoint saves and what resume restores must
+change together (a state saved but not restored, or the reverse, breaks an exact resume).
 """
 
 from __future__ import annotations
