@@ -1,4 +1,4 @@
-"""Reading scans for prediction and writing its outputs atomically.
+"""Reading scans for prediction, and the small helpers of its outputs.
 
 Input: one file SimpleITK reads (NIfTI ``.nii``/``.nii.gz``, NRRD ``.nrrd``/``.nhdr``, MetaImage
 ``.mha``/``.mhd``, ...) or a folder holding a DICOM series, read by :func:`versemi.images.read_image`
@@ -7,10 +7,9 @@ missing slices). Each input is then checked: it must be a scalar 3D image with m
 along every axis.
 
 Outputs (see "Prediction outputs" in ``docs/DEVELOPMENT.md``): the labelmap, a JSON sidecar, a Slicer
-colour table (``.ctbl``) and optional probability maps. :class:`AtomicOutputs` writes each to a
-hidden temporary name in its target folder and renames all of them only when every one was written,
-so a failure leaves no partial output behind; the targets are checked before any work
-(:func:`versemi.outputs.check_output_paths`: format, geometry, not an input, writable).
+colour table (:func:`colour_table_text`) and optional probability maps, written together by
+:class:`versemi.outputs.AtomicOutputs` (re-exported here) after the checks of
+:func:`versemi.outputs.check_output_paths` (format, geometry, not an input, writable).
 """
 
 from __future__ import annotations
