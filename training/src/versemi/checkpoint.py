@@ -14,7 +14,8 @@ On disk it is a plain dict of tensors, numbers, strings, lists and dicts, so it 
 - ``label_space``: ``LabelSpace.to_dict()``
 - ``plans``: ``Plans.to_dict()`` (:mod:`versemi.data.plans`): each training dataset's preprocessing
   and patch/window, and which dataset's plan the extra (unlabeled, review) folders used
-- ``model``: the weights to predict with (state dict); optional ``model_name``, ``model_version``
+- ``model``: the weights to predict with (state dict); optional ``model_name``, ``model_version``,
+  ``postprocessing`` (prompt name -> labelmap post-processing)
 - training state, present in training checkpoints: ``config``, ``training``, ``method``, ``stage``,
   ``step``, ``max_steps``, ``optimizer``, ``scaler``, ``ema``, ``schedule``, ``rng``,
   ``best_metric``, ``best_step``, ``stale_validations``
@@ -365,6 +366,8 @@ class Checkpoint:
         plans: each training dataset's preprocessing and window.
         weights: the state dict to predict with.
         training: the training state, or None (a checkpoint for prediction only).
+        postprocessing: prompt name -> the labelmap post-processing predict applies to it (key
+            ``postprocessing``; empty: none).
         model_name, model_version: the model's identity when it was published under one.
         versemi_version: the versemi that wrote the file (None for one built in memory).
         source: how messages name it (its path, or ``<checkpoint dict>``); not saved.
@@ -375,6 +378,7 @@ class Checkpoint:
     plans: "Plans"
     weights: dict[str, Any]
     training: TrainingState | None = None
+    postprocessing: dict[str, str] = field(default_factory=dict)
     model_name: str | None = None
     model_version: str | None = None
     versemi_version: str | None = None
@@ -386,6 +390,7 @@ class Checkpoint:
             "model_config": dict(self.model_config),
             "label_space": self.label_space.to_dict(),
             "plans": self.plans.to_dict(),
+            "postprocessing": dict(self.postprocessing),
             "model": self.weights,
         }
         payload.update({k: v for k, v in (("model_name", self.model_name), ("model_version", self.model_version))
@@ -413,11 +418,12 @@ class Checkpoint:
             plans = Plans.from_dict(payload["plans"])
             model_config = dict(payload["model_config"])
             weights = dict(payload["model"])
+            postprocessing = {str(k): str(v) for k, v in dict(payload.get("postprocessing") or {}).items()}
         except (KeyError, ValueError, TypeError) as exc:  # PlansError is a ValueError
             raise CheckpointError(f"{source}: checkpoint content is not usable for prediction: {exc}") from None
         return cls(
             model_config=model_config, label_space=label_space, plans=plans, weights=weights,
-            training=TrainingState.from_payload(payload, source),
+            training=TrainingState.from_payload(payload, source), postprocessing=postprocessing,
             model_name=payload.get("model_name"), model_version=payload.get("model_version"),
             versemi_version=payload.get("versemi_version"), source=source,
         )
