@@ -43,7 +43,7 @@ from versemi.checkpoint import Checkpoint
 from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.labels import LabelSpace
-from versemi.model import build_model
+from versemi.network import build_model
 
 ORGANS = ["liver", "spleen", "left_kidney", "right_kidney", "pancreas", "stomach", "gallbladder", "aorta"]
 

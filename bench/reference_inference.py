@@ -40,7 +40,7 @@ from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case, restore_to_input_grid
 from versemi.inference import Predictor
 from versemi.labels import LabelSpace
-from versemi.model import build_model
+from versemi.network import build_model
 
 DATASET = "Dataset002_LeftAtrium"
 PROMPTS = ["left_atrium", "right_ventricle", "myocardium", "left_ventricle"]

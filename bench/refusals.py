@@ -33,7 +33,7 @@ from versemi.checkpoint import Checkpoint
 from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.labels import LabelSpace
-from versemi.model import build_model
+from versemi.network import build_model
 
 TARGET_SECONDS = 5.0
 TARGET_RSS_GIB = 1.0

@@ -29,7 +29,7 @@ from versemi.checkpoint import Checkpoint
 from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.labels import LabelSpace
-from versemi.model import build_model
+from versemi.network import build_model
 
 torch.manual_seed(0)
 space = LabelSpace.from_dataset_labels({

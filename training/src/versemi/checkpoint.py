@@ -10,7 +10,7 @@ On disk it is a plain dict of tensors, numbers, strings, lists and dicts, so it 
 ``torch.load(weights_only=True)`` (no pickled code). Keys:
 
 - ``format`` ("versemi-checkpoint"), ``format_version`` (int), ``versemi_version`` (str)
-- ``model_config``: the architecture (``versemi.model.build_model`` input)
+- ``model_config``: the architecture (``versemi.network.build_model`` input)
 - ``label_space``: ``LabelSpace.to_dict()``
 - ``plans``: ``Plans.to_dict()`` (:mod:`versemi.data.plans`): each training dataset's preprocessing
   and patch/window, and which dataset's plan the extra (unlabeled, review) folders used
@@ -52,7 +52,7 @@ from versemi.fileio import atomic_write, sha256_file, sha256_prefix
 if TYPE_CHECKING:
     from versemi.data.plans import Plans
     from versemi.labels import LabelSpace
-    from versemi.model.network import PromptedSegmenter
+    from versemi.network.segmenter import PromptedSegmenter
 
 FORMAT = "versemi-checkpoint"
 # 2: per-dataset plans (``plans``) replace the single ``preprocessing`` spec and its ``patch_size``.
@@ -361,7 +361,7 @@ class Checkpoint:
     """A VerSemi checkpoint: what predicts, and (training checkpoints) the state to resume.
 
     Attributes:
-        model_config: the architecture (:func:`versemi.model.build_model` input).
+        model_config: the architecture (:func:`versemi.network.build_model` input).
         label_space: the prompts (prompt id = index).
         plans: each training dataset's preprocessing and window.
         weights: the state dict to predict with.
@@ -461,7 +461,7 @@ class Checkpoint:
             CheckpointError: weights that do not fit the architecture, a prompt count other than the
                 label space's, or a planned window the network cannot take.
         """
-        from versemi.model import build_model
+        from versemi.network import build_model
 
         try:
             model = build_model(self.model_config)

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 def _check_model_section(model: dict, source: Path) -> None:
     """Refuse a ``model:`` section the model builder would refuse, naming the config file (a typo in
     a key must not surface later, after the data is preprocessed, without saying where it is)."""
-    from versemi.model.network import resolve_config
+    from versemi.network.segmenter import resolve_config
 
     try:
         resolve_config({"num_prompts": 1, **dict(model)})  # the real prompt count comes from the label space

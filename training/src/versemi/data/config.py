@@ -13,7 +13,7 @@ fingerprint); the ``plans`` section tunes or overrides them, and the optional to
 ``target_spacing`` / ``patch_size`` override them for every dataset at once. Both are in ``(x, y, z)``
 order, as SimpleITK uses (not nnU-Net's plans order).
 
-The ``model`` and ``training`` sections are free-form dicts owned by :mod:`versemi.model` and
+The ``model`` and ``training`` sections are free-form dicts owned by :mod:`versemi.network` and
 :mod:`versemi.training`; they are passed through untouched.
 
 Why one module of about 800 lines: every key is read and checked here through one context, so that
@@ -303,7 +303,7 @@ class TrainConfig:
         target_spacing: resampling spacing in mm, (x, y, z), for EVERY dataset (overrides the
             plans); ``None`` = each dataset's planned spacing.
         patch_size: training patch size in voxels, (x, y, z), for every dataset; ``None`` = planned.
-        model: free-form model section (``versemi.model.build_model``).
+        model: free-form model section (``versemi.network.build_model``).
         training: free-form trainer section.
         cache_dir: preprocessed cache folder.
         output_dir: checkpoints, logs and reports.

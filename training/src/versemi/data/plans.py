@@ -536,7 +536,7 @@ def plan_dataset(
 
 def size_divisor_of(model_config: Mapping[str, Any]) -> int:
     """The network's size divisor (``2**(depth - 1)``) for a config's ``model:`` section."""
-    from versemi.model.network import resolve_config
+    from versemi.network.segmenter import resolve_config
 
     resolved = resolve_config({**dict(model_config), "num_prompts": 1})
     return 2 ** (int(resolved["depth"]) - 1)

@@ -40,7 +40,7 @@ from versemi.devices import cpu_has_native_bf16
 from versemi.fileio import atomic_write_json, remove_stale_temp_files
 from versemi.inference.sliding import inference_autocast_dtype
 from versemi.labels import LabelSpace
-from versemi.model.network import build_model
+from versemi.network.segmenter import build_model
 from versemi.training import distributed as dist_utils
 from versemi.training.cutmix import prompt_targets
 from versemi.training.data import (
