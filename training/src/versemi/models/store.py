@@ -18,10 +18,11 @@ import contextlib
 import json
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from filelock import FileLock
 
 from versemi.fileio import atomic_write_json
 from versemi.fileio import sha256_file  # noqa: F401 - re-exported: versemi.models and download import it from here
@@ -68,30 +69,8 @@ def file_lock(lock_path: Path) -> Iterator[None]:
     append to the same ``.part`` file. The OS drops the lock when a process dies, so no stale locks.
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as handle:
-        if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-            import msvcrt
-
-            handle.seek(0)
-            while True:
-                try:
-                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with FileLock(str(lock_path)):  # the inter-process lock the review manifest uses too
+        yield
 
 
 @dataclass
