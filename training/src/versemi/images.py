@@ -221,7 +221,12 @@ def _truncated(path: Path, need: int, got: int) -> ImageFileError:
 
 
 # --- reading --------------------------------------------------------------------------------------
-def _check_file(path: Path) -> None:
+def check_image_file(path: Path) -> None:
+    """Refuse a missing path, a folder or an empty file before a reader opens it (one line naming it).
+
+    Raises:
+        ImageFileError: not found, not a file, or empty.
+    """
     if not path.exists():
         raise ImageFileError(f"{path}: image file not found")
     if not path.is_file():
@@ -256,7 +261,7 @@ def read_image_counting(path: str | Path) -> tuple[sitk.Image, int]:
         ImageFileError: missing, empty, truncated, corrupt or unreadable file.
     """
     path = Path(path)
-    _check_file(path)
+    check_image_file(path)
     nifti_bad = scan_nifti(path) if path.name.lower().endswith(NIFTI_EXTENSIONS) else None
     try:
         with quiet_itk():
@@ -518,6 +523,7 @@ __all__ = [
     "TWO_D_EXTENSIONS",
     "ImageFileError",
     "check_dicom_slices",
+    "check_image_file",
     "grid_differences",
     "itk_reason",
     "list_dicom_series",

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 from versemi.images import (
     LABELMAP_EXTENSIONS,
     ImageFileError,
+    check_image_file,
     itk_reason,
     quiet_itk,
     read_image_file,
@@ -132,12 +133,11 @@ def read_image_header(path: str | Path) -> sitk.ImageFileReader:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DatasetError(f"{path}: file not found")
-    if not path.is_file():
-        raise DatasetError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise DatasetError(f"{path}: file is empty (0 bytes)")
+    """The reader's file checks (:func:`versemi.images.check_image_file`), then a supported ending."""
+    try:
+        check_image_file(path)
+    except ImageFileError as exc:
+        raise DatasetError(str(exc)) from None
     if split_ending(path) is None:
         raise DatasetError(
             f"{path}: unsupported file type; use one of {', '.join(SUPPORTED_ENDINGS)}"
