@@ -99,14 +99,14 @@ class VerSemiSegmenterParameterNode:
     outputSegmentation - None: create a new segmentation; a node: replace its segments.
     model - catalogue spec (name@version) or checkpoint path.
     device - auto/cpu/cuda/mps.
-    quality - full/fast.
+    quality - default/fast (the names of versemi predict --quality).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
     model: str = ""
     device: Annotated[str, Choice(list(parameters.DEVICES))] = "auto"
-    quality: Annotated[str, Choice(list(parameters.QUALITIES))] = "full"
+    quality: Annotated[str, Choice(list(parameters.QUALITIES))] = "default"
 
 
 def pythonExecutable() -> str:
@@ -265,7 +265,7 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
         model: str,
         prompts: list,
         device: str = "auto",
-        quality: str = "full",
+        quality: str = "default",
         outputSegmentation=None,
     ) -> pipeline.SegmentationJob:
         """Start a background segmentation; poll the returned job (``job.poll()``) until it ends."""
@@ -291,7 +291,7 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
         model: str,
         prompts: list,
         device: str = "auto",
-        quality: str = "full",
+        quality: str = "default",
         outputSegmentation=None,
         timeout: Optional[float] = None,
     ):
@@ -929,10 +929,11 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.show_error("Failed to start the segmentation:\ncould not check PyTorch and the GPU (see the log).")
             return
         try:
-            choice = self.logic.deviceChoice(params.device)
+            choice = self.logic.deviceChoice(params.device)  # refuses an unusable explicit device now
             self.ui.deviceInfoLabel.text = choice.describe()
+            # The request itself (auto included) goes to versemi predict: its resolver decides.
             job = self.logic.startSegmentation(
-                params.inputVolume, params.model, self.checkedPrompts(), choice.device, params.quality,
+                params.inputVolume, params.model, self.checkedPrompts(), params.device, params.quality,
                 params.outputSegmentation,
             )
         except Exception as exc:  # bad settings, unusable device, predictor not startable
@@ -1082,7 +1083,7 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
         volume = selftest.add_sample_volume(slicer.mrmlScene)
         prompts = ["liver", "spleen", "organ_x"]
         colors = {p.name: p.color for p in catalogue.read_checkpoint_prompts(checkpoint, logic.pythonExecutable)}
-        result = logic.process(volume, checkpoint, prompts, device="cpu", quality="full", timeout=600)
+        result = logic.process(volume, checkpoint, prompts, device="cpu", quality="default", timeout=600)
         problems = selftest.check_segmentation(
             result.segmentation_node, volume, prompts, colors, selftest.TINY_PROMPT_CODES
         )
@@ -1124,7 +1125,7 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
             self.skipTest(f"the default model {default.key} segments none of the sample structures")
         path = sampledata.sample_path(logic.moduleResourcesDir(), sample.node_name)
         volume = review.load_volume_node(path, slicer.mrmlScene, sample.node_name)
-        result = logic.process(volume, default.key, prompts, device="cpu", quality="full", timeout=1800)
+        result = logic.process(volume, default.key, prompts, device="cpu", quality="default", timeout=1800)
         self.assertEqual(selftest.check_segmentation(result.segmentation_node, volume, prompts), [])
         self.assertLess(len(result.empty_segments), len(prompts), f"nothing found in {sample.name}")
         self.delayDisplay("Test passed")

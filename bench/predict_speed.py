@@ -39,11 +39,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from versemi.checkpoint import save_checkpoint
+from versemi.checkpoint import Checkpoint
 from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.labels import LabelSpace
-from versemi.model import build_model
+from versemi.network import build_model
 
 ORGANS = ["liver", "spleen", "left_kidney", "right_kidney", "pancreas", "stomach", "gallbladder", "aorta"]
 
@@ -78,15 +78,7 @@ def make_checkpoint(path: Path, spacing: float = 1.5, patch: int = 96, base_filt
     torch.manual_seed(0)
     model = build_model({"num_prompts": len(space), "base_filters": base_filters})
     spec = PreprocessingSpec(target_spacing=(spacing,) * 3, modality="CT")
-    return save_checkpoint(
-        {
-            "model_config": model.config,
-            "label_space": space.to_dict(),
-            "plans": Plans.single(spec, [patch] * 3, space.datasets).to_dict(),
-            "model": model.state_dict(),
-        },
-        path,
-    )
+    return Checkpoint(model.config, space, Plans.single(spec, [patch] * 3, space.datasets), model.state_dict()).save(path)
 
 
 def make_ct(path: Path, size_xyz: tuple[int, int, int], spacing_xyz: tuple[float, float, float]) -> Path:

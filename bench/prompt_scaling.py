@@ -26,8 +26,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from versemi.model import PromptedSegmenter, build_model
-from versemi.model.dynamic_head import apply_dynamic_layers
+from versemi.network import PromptedSegmenter, build_model
+from versemi.network.dynamic_head import apply_dynamic_layers
 
 SECTIONS = ("scaling", "head", "channels_last", "autocast")
 

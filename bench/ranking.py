@@ -49,7 +49,7 @@ def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(pred, ref).sum()) / total
 
 
-def _held_out(dataset: Any, payload: dict[str, Any], explicit: list[str] | None) -> tuple[list[Any], str]:
+def _held_out(dataset: Any, config: dict[str, Any], explicit: list[str] | None) -> tuple[list[Any], str]:
     """Labeled cases of ``dataset`` the model did not train on, and how they were chosen."""
     labeled = [c for c in dataset.cases if c.label_path is not None]
     if explicit:
@@ -58,7 +58,6 @@ def _held_out(dataset: Any, payload: dict[str, Any], explicit: list[str] | None)
         if missing:
             raise SystemExit(f"--cases: no labeled case {missing[0]!r} in {dataset.root}")
         return chosen, "--cases"
-    config = payload.get("config") or {}
     for entry in config.get("datasets", []):
         if Path(entry.get("path", "")).name != dataset.name:
             continue
@@ -76,13 +75,13 @@ def rank(model: Path, dataset_dir: Path, cases: list[str] | None, max_cases: int
     import SimpleITK as sitk
     from scipy.stats import spearmanr
 
-    from versemi.checkpoint import load_checkpoint
+    from versemi.checkpoint import Checkpoint
     from versemi.data.dataset import NnUNetDataset, read_image
     from versemi.inference import Predictor
     from versemi.review.uncertainty import uncertainty_score
 
-    payload = load_checkpoint(model, map_location="cpu")
-    predictor = Predictor(payload, device=device, quality=quality, threads=threads)
+    checkpoint = Checkpoint.load(model)
+    predictor = Predictor(checkpoint, device=device, quality=quality, threads=threads)
     space = predictor.label_space
     if space.synthetic_id is None:
         raise SystemExit(f"{model}: the model has no synthetic prompt; the review score needs one")
@@ -90,7 +89,7 @@ def rank(model: Path, dataset_dir: Path, cases: list[str] | None, max_cases: int
     targets = space.prompts_for_dataset(dataset.name)
     if not targets:
         raise SystemExit(f"{model}: the model's label space has no prompt for dataset {dataset.name}")
-    held_out, how = _held_out(dataset, payload, cases)
+    held_out, how = _held_out(dataset, checkpoint.training.config if checkpoint.training else {}, cases)
     if max_cases:
         held_out = held_out[:max_cases]
     if len(held_out) < 3:

@@ -35,12 +35,12 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from versemi.checkpoint import save_checkpoint
+from versemi.checkpoint import Checkpoint
 from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case, restore_to_input_grid
 from versemi.inference import Predictor
 from versemi.labels import LabelSpace
-from versemi.model import build_model
+from versemi.network import build_model
 
 DATASET = "Dataset002_LeftAtrium"
 PROMPTS = ["left_atrium", "right_ventricle", "myocardium", "left_ventricle"]
@@ -59,9 +59,7 @@ def random_checkpoint(path: Path, patch: int = 96, base_filters: int = 16) -> Pa
     torch.manual_seed(0)
     model = build_model({"num_prompts": len(space), "base_filters": base_filters})
     spec = PreprocessingSpec(target_spacing=(0.625, 0.625, 0.625), modality="MR")
-    return save_checkpoint({"model_config": model.config, "label_space": space.to_dict(),
-                            "plans": Plans.single(spec, [patch] * 3, space.datasets).to_dict(),
-                            "model": model.state_dict()}, path)
+    return Checkpoint(model.config, space, Plans.single(spec, [patch] * 3, space.datasets), model.state_dict()).save(path)
 
 
 def reference_sliding_window(

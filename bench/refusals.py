@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from versemi.checkpoint import save_checkpoint
+from versemi.checkpoint import Checkpoint
+from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.labels import LabelSpace
-from versemi.model import build_model
+from versemi.network import build_model
 
 TARGET_SECONDS = 5.0
 TARGET_RSS_GIB = 1.0
@@ -44,9 +45,7 @@ def tiny_checkpoint(path: Path) -> Path:
     model = build_model({"backbone": "unet", "base_filters": 4, "depth": 3, "convs_per_stage": 1,
                          "head_channels": 4, "num_prompts": len(space)})
     spec = PreprocessingSpec(target_spacing=(1.5, 1.5, 1.5), modality="MR")
-    return save_checkpoint({"model_config": model.config, "label_space": space.to_dict(),
-                            "preprocessing": {**spec.to_dict(), "patch_size": [16, 16, 16]},
-                            "model": model.state_dict()}, path)
+    return Checkpoint(model.config, space, Plans.single(spec, (16, 16, 16), space.datasets), model.state_dict()).save(path)
 
 
 def main() -> int:

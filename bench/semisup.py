@@ -254,18 +254,10 @@ def make_config(
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """JSON written atomically (:func:`versemi.fileio.atomic_write_json`; NaN refused)."""
+    """JSON written atomically by :func:`versemi.fileio.atomic_write_text` (folders made there), NaN refused."""
     from versemi.fileio import atomic_write_text
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    from versemi.fileio import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
 
 
 def _finite_or_none(x: Any) -> float | None:
@@ -875,11 +867,12 @@ def plot_results(preset: Preset, agg: Mapping[str, Any], path: Path) -> Path | N
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
     fig.suptitle(f"VerSemi benchmark, preset {preset.name}: bars = mean over seeds, error = sd, dots = seeds")
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from versemi.fileio import atomic_write
+
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -898,10 +891,12 @@ def write_report(
     preset: Preset, results_dir: Path, header: Mapping[str, Any], planned: int
 ) -> dict[str, Path]:
     """Aggregate every finished run in ``results_dir/runs`` into results.md/.json/.png."""
+    from versemi.fileio import atomic_write_text
+
     results = load_results(results_dir / "runs")
     agg = aggregate(preset, results)
     md = render_markdown(preset, agg, results, header, planned)
-    write_text_atomic(results_dir / "results.md", md)
+    atomic_write_text(results_dir / "results.md", md)
     write_json_atomic(
         results_dir / "results.json",
         _json_keys({"header": dict(header), "aggregate": agg, "runs": run_rows(results, preset)}),

@@ -46,9 +46,10 @@ def measure(
     import torch
 
     from versemi.data.config import TrainConfig
+    from versemi.devices import resolve_device
     from versemi.training.options import training_options
     from versemi.training.run_log import read_jsonl
-    from versemi.training.trainer import Trainer, resolve_device
+    from versemi.training.trainer import Trainer
 
     torch.set_num_threads(threads)
     preset = get_preset(preset_name)
@@ -71,7 +72,7 @@ def measure(
         raw["training"].update(overrides)
         config = TrainConfig.from_dict(raw, base_dir=out)
         options = training_options(config.training)
-        trainer = Trainer(config, options, stage, out, resolve_device(device_name), progress=False)
+        trainer = Trainer(config, options, stage, out, resolve_device(device_name)[0], progress=False)
         start = time.perf_counter()
         trainer.fit()
         wall = time.perf_counter() - start

@@ -41,3 +41,19 @@ def synthetic_datasets(tmp_path: Path) -> dict[str, Path]:
         seed=2,
     )
     return {"Dataset901_Alpha": a, "Dataset902_Beta": b}
+
+
+@pytest.fixture(scope="session")
+def trained_payload() -> dict:
+    """Checkpoint payload of a tiny model trained for a few dozen steps (shared by every test)."""
+    from inference.helpers import train_tiny_model
+
+    return train_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(trained_payload: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``trained_payload`` saved as a checkpoint file (the inference and CLI tests share it)."""
+    from versemi.checkpoint import save_checkpoint
+
+    return save_checkpoint(trained_payload, tmp_path_factory.mktemp("model") / "tiny-model.pt")

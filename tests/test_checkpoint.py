@@ -75,3 +75,60 @@ def test_load_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="checkpoint file is empty"):
         (tmp_path / "e.pt").touch()
         load_checkpoint(tmp_path / "e.pt")
+
+
+# --- the typed checkpoint --------------------------------------------------------------------------
+def _typed(training: bool = True):
+    from inference.helpers import tiny_payload
+
+    from versemi.checkpoint import Checkpoint, TrainingState
+
+    checkpoint = Checkpoint.from_payload(tiny_payload())
+    if training:
+        checkpoint.training = TrainingState(
+            config={"datasets": []}, options={"method": "supervised"}, method="supervised", stage=1, step=7,
+            max_steps=10, optimizer={"state": {}, "param_groups": []}, schedule={"last_epoch": 7},
+            rng={"torch": torch.get_rng_state()}, best_metric=0.5, best_step=5,
+        )
+    return checkpoint
+
+
+def test_typed_checkpoint_round_trip(tmp_path: Path) -> None:
+    from versemi.checkpoint import Checkpoint
+
+    original = _typed()
+    path = original.save(tmp_path / "ckpt.pt")
+    loaded = Checkpoint.load(path)
+    assert loaded.source == str(path) and loaded.versemi_version
+    assert loaded.label_space.names == original.label_space.names
+    assert loaded.plans.to_dict() == original.plans.to_dict()
+    assert loaded.model_config == original.model_config
+    assert all(torch.equal(loaded.weights[k], v) for k, v in original.weights.items())
+    state = loaded.require_training()
+    assert (state.method, state.stage, state.step, state.best_metric, state.best_step) == ("supervised", 1, 7, 0.5, 5)
+    assert torch.equal(state.rng["torch"], original.training.rng["torch"])
+    model = loaded.build_model()
+    assert not model.training and model.num_prompts == len(loaded.label_space)
+    raw = torch.load(path, weights_only=True)  # the file stays a plain weights-only dict
+    assert raw["format_version"] == 2 and raw["step"] == 7 and set(raw["plans"]) >= {"datasets"}
+
+
+def test_typed_checkpoint_refusals(tmp_path: Path) -> None:
+    from versemi.checkpoint import Checkpoint
+
+    inference_only = _typed(training=False).save(tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match=r"model.pt: not a training checkpoint \(no 'optimizer'\)"):
+        Checkpoint.load(inference_only).require_training()
+    payload = _typed(training=False).to_payload()
+    with pytest.raises(CheckpointError, match="<checkpoint dict>: checkpoint format version 99 is incompatible"):
+        Checkpoint.from_payload({**payload, "format_version": 99})
+    with pytest.raises(CheckpointError, match="lacks plans needed for prediction"):
+        Checkpoint.from_payload({k: v for k, v in payload.items() if k != "plans"})
+    with pytest.raises(CheckpointError, match="not usable for prediction"):
+        Checkpoint.from_payload({**payload, "plans": {"format": "something else"}})
+    with pytest.raises(CheckpointError, match="no 'schedule'"):
+        Checkpoint.from_payload({**payload, "optimizer": {}, "step": 1, "stage": 1, "method": "supervised"})
+    other_prompts = Checkpoint.from_payload(payload)
+    other_prompts.model_config = {**other_prompts.model_config, "num_prompts": 2}
+    with pytest.raises(CheckpointError, match="not usable for prediction"):
+        other_prompts.build_model()  # the head's weights do not fit two prompts

@@ -114,15 +114,29 @@ def test_remove_stale_temp_files_only_takes_those_of_dead_writers(tmp_path: Path
     dead_image = tmp_path / f".seg.nii.gz.{_dead_pid()}-abcd_234.tmp.nii.gz"
     legacy_old = tmp_path / ".best.pt.k2j3h4g5.tmp"
     legacy_new = tmp_path / ".best.pt.z9y8x7w6.tmp"
+    # The names the preprocessing cache and the review's label writer used before writing through fileio.
+    legacy_label_old = tmp_path / ".tmp-1a2b3c4d~case01.r2.nii.gz"
+    legacy_label_new = tmp_path / ".tmp-9f8e7d6c~case01.r3.nii.gz"
     others = [tmp_path / ".hidden_config", tmp_path / "notes.tmp", tmp_path / ".manifest.lock"]
-    for p in [dead, dead_image, legacy_old, legacy_new, *others]:
+    for p in [dead, dead_image, legacy_old, legacy_new, legacy_label_old, legacy_label_new, *others]:
         p.write_bytes(b"x")
     old = time.time() - 7200
     os.utime(legacy_old, (old, old))
+    os.utime(legacy_label_old, (old, old))
     removed = remove_stale_temp_files(tmp_path)
-    assert sorted(removed) == sorted([dead, dead_image, legacy_old])
-    assert all(p.exists() for p in [mine, image, legacy_new, *others])
+    assert sorted(removed) == sorted([dead, dead_image, legacy_old, legacy_label_old])
+    assert all(p.exists() for p in [mine, image, legacy_new, legacy_label_new, *others])
     assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_temp_file_names_say_what_they_were_to_become(tmp_path: Path) -> None:
+    from versemi.fileio import is_temp_file_name, make_temp_file, temp_file_target
+
+    made = make_temp_file(tmp_path / "case01.r2.nii.gz", suffix=".nii.gz")
+    assert is_temp_file_name(made.name) and temp_file_target(made.name) == "case01.r2.nii.gz"
+    assert temp_file_target(".tmp-1a2b3c4d~case01.r2.nii.gz") == "case01.r2.nii.gz"
+    assert is_temp_file_name(".tmp-1a2b3c4d") and temp_file_target(".tmp-1a2b3c4d") is None
+    assert not is_temp_file_name("case01.r2.nii.gz") and temp_file_target("notes.tmp") is None
 
 
 def test_atomic_group_publishes_all_or_nothing(tmp_path: Path) -> None:

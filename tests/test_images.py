@@ -1,4 +1,4 @@
-"""versemi.images: the one checking reader and the output checks, file by file."""
+"""versemi.images (the one checking reader, the grid rule) and versemi.outputs (the output checks), file by file."""
 
 from __future__ import annotations
 
@@ -11,18 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 from inference.helpers import make_image, write_dicom_series
-from versemi.images import (
-    ImageFileError,
-    OutputPathError,
-    check_output_geometry,
-    check_output_paths,
-    is_orthonormal,
-    itk_reason,
-    read_image,
-    read_image_counting,
-    read_image_file,
-    scan_nifti,
-)
+from versemi.images import ImageFileError, itk_reason, read_image, read_image_counting, read_image_file, scan_nifti
+from versemi.outputs import OutputPathError, check_output_geometry, check_output_paths, is_orthonormal
 
 
 def _volume(dtype=np.float32) -> np.ndarray:
@@ -143,3 +133,63 @@ def test_itk_reason_keeps_the_informative_line() -> None:
     nrrd = RuntimeError("Exception thrown in SimpleITK ImageFileReader_Execute: x\n[nrrd] nrrdLoad: trouble\n"
                         "[nrrd] _nrrdEncodingGzip_read: expected 96000 bytes but received 47856\n")
     assert itk_reason(nrrd) == "[nrrd] _nrrdEncodingGzip_read: expected 96000 bytes but received 47856"
+
+
+@pytest.mark.parametrize(
+    "name, sidecar",
+    [("case.nii.gz", "case.json"), ("case.nrrd", "case.json"), ("a.b.mha", "a.b.json"), ("x.NII.GZ", "x.json"),
+     ("seg.seg.nrrd", "seg.seg.json")],
+)
+def test_sidecar_name(name: str, sidecar: str) -> None:
+    """The one naming rule of a labelmap's sidecar and colour table (predict, pseudolabel, review,
+    evaluate and the Slicer module, which reads the names from predict's ``done`` line)."""
+    from versemi.outputs import sidecar_paths
+
+    assert sidecar_paths(Path("/d") / name) == (Path("/d") / sidecar, Path("/d") / sidecar.replace(".json", ".ctbl"))
+
+
+# --- one grid rule ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("shift_voxels, same", [(0.05, False), (5e-4, True)])
+def test_one_grid_rule_for_check_dataset_training_evaluate_and_review(
+    tmp_path: Path, shift_voxels: float, same: bool
+) -> None:
+    """A label 0.05 voxel off the image grid is refused by check-dataset, training's preprocessing,
+    evaluate and the review alike; header round-off (5e-4 voxel) is accepted by all of them."""
+    from versemi.data.cache import PreprocessedCache
+    from versemi.data.check import ERROR, check_dataset
+    from versemi.data.preprocessing import PreprocessingSpec
+    from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
+    from versemi.evaluation.report import EvaluationError, evaluate_case
+    from versemi.images import grid_differences
+    from versemi.review import ReviewError, check_on_grid
+
+    # An oblique grid: the rule is a physical distance, whatever the axes.
+    c, s = float(np.cos(0.4)), float(np.sin(0.4))
+    root = make_nnunet_dataset(tmp_path, "Dataset911_Grid", [SyntheticStructure("organ", 1, 1.0)], num_cases=1,
+                               shape_zyx=(8, 10, 12), spacing_xyz=(0.8, 0.9, 2.0), origin_xyz=(-120.5, 33.25, 400.0),
+                               direction=(c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
+    image_path = root / "imagesTr" / "grid_000_0000.nii.gz"
+    label_path = root / "labelsTr" / "grid_000.nii.gz"
+    reference = tmp_path / "reference.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(str(label_path)), str(reference))  # on the image grid
+    label = sitk.ReadImage(str(label_path))
+    step = np.asarray(label.GetDirection()).reshape(3, 3)[:, 0] * label.GetSpacing()[0] * shift_voxels
+    label.SetOrigin(tuple(np.asarray(label.GetOrigin()) + step))  # along the first voxel axis
+    sitk.WriteImage(label, str(label_path))
+
+    image = sitk.ReadImage(str(image_path))
+    assert (grid_differences(image, label) == []) is same
+    geometry_errors = [p for p in check_dataset(root) if p.severity == ERROR and "geometry" in p.message]
+    assert (geometry_errors == []) is same
+    cache = PreprocessedCache(tmp_path / "cache")
+    if same:
+        assert cache.get("grid_000", image_path, label_path, PreprocessingSpec((1.0, 1.0, 2.0))).labeled
+        assert evaluate_case(label_path, reference, {"organ": [1]})[0][0]["dice"] == 1.0
+        check_on_grid(label, image_path)
+    else:
+        with pytest.raises(ValueError, match=r"label grid differs from the image grid.*origin"):
+            cache.get("grid_000", image_path, label_path, PreprocessingSpec((1.0, 1.0, 2.0)))
+        with pytest.raises(EvaluationError, match="different grids: origin"):
+            evaluate_case(label_path, reference, {"organ": [1]})
+        with pytest.raises(ReviewError, match="not on the voxel grid.*origin"):
+            check_on_grid(label, image_path)

@@ -3,7 +3,7 @@
 Design choice: everything that needs ``versemi`` or ``torch`` runs in a short subprocess of the
 predictor's Python, never in Slicer's own process. Slicer's GUI thus never imports torch (hundreds
 of MB, slow first import, DLL clashes on Windows), and a model's prompts are read through the
-checkpoint format's own loader (``versemi.checkpoint.load_checkpoint``, ``weights_only=True``).
+checkpoint format's own loader (``versemi.checkpoint.Checkpoint.load``, ``weights_only=True``).
 Results are cached per file (path, size, modification time).
 """
 
@@ -23,14 +23,14 @@ SYNTHETIC_PROMPT_NAME = "all_foreground"  # versemi.labels.SYNTHETIC_PROMPT_NAME
 _LABEL_SPACE_SNIPPET = r"""
 import json, sys
 try:
-    from versemi.checkpoint import load_checkpoint
-    payload = load_checkpoint(sys.argv[1], for_inference=True)
+    from versemi.checkpoint import Checkpoint
+    checkpoint = Checkpoint.load(sys.argv[1])
 except Exception as exc:
     print(json.dumps({"error": str(exc)}))
     sys.exit(2)
-print(json.dumps({"label_space": payload["label_space"],
-                  "versemi_version": payload.get("versemi_version"),
-                  "model_config": {k: v for k, v in payload["model_config"].items()
+print(json.dumps({"label_space": checkpoint.label_space.to_dict(),
+                  "versemi_version": checkpoint.versemi_version,
+                  "model_config": {k: v for k, v in checkpoint.model_config.items()
                                    if isinstance(v, (str, int, float, bool))}}))
 """
 

@@ -2,7 +2,10 @@
 
 Users often end up with a CPU-only torch build on a machine that has an NVIDIA GPU, then wonder why
 inference is slow; the panel says so explicitly. The torch facts are gathered in a subprocess
-(:func:`probe_torch`) so that Slicer's own process does not have to import torch.
+(:func:`probe_torch`, which asks ``versemi.devices``) so that Slicer's own process does not have to
+import torch. :func:`choose_device` applies the rule of ``versemi.devices.resolve_device`` to them
+(CUDA, else MPS where it runs 3D convolutions, else CPU) only to *say* what will happen: the module
+passes the requested value (``auto`` included) to ``versemi predict``, whose resolver decides.
 """
 
 from __future__ import annotations
@@ -13,19 +16,15 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+# The facts come from versemi's own device module (``versemi.devices.accelerator_facts``): the same
+# test ``versemi predict --device auto`` makes (MPS counts only where it runs a 3D convolution).
 _PROBE = r"""
 import json
 info = {"torch_version": None, "cuda_build": None, "cuda_available": False, "cuda_device": None,
         "mps_available": False}
 try:
-    import torch
-    info["torch_version"] = torch.__version__
-    info["cuda_build"] = torch.version.cuda
-    info["cuda_available"] = bool(torch.cuda.is_available())
-    if info["cuda_available"]:
-        info["cuda_device"] = torch.cuda.get_device_name(0)
-    mps = getattr(torch.backends, "mps", None)
-    info["mps_available"] = bool(mps is not None and mps.is_available())
+    from versemi.devices import accelerator_facts
+    info.update(accelerator_facts())
 except Exception as exc:
     info["error"] = str(exc)
 print(json.dumps(info))
@@ -46,7 +45,7 @@ class TorchInfo:
 
 @dataclass(frozen=True)
 class DeviceChoice:
-    device: str  # the --device value that will be used: cpu, cuda or mps
+    device: str  # the device the run will use: cpu, cuda or mps (the run itself is passed the request)
     reason: str
 
     def describe(self) -> str:
@@ -88,7 +87,7 @@ def choose_device(requested: str, info: TorchInfo, nvidia_present: bool) -> Devi
             silent CPU run that takes much longer than the user expects).
     """
     if info.torch_version is None:
-        return DeviceChoice("cpu", "PyTorch is not installed yet (it is installed on first run)")
+        return DeviceChoice("cpu", "VerSemi's packages (PyTorch, versemi) are not installed yet (they are installed on first run)")
     cpu_build = info.cuda_build is None
     if requested == "cpu":
         return DeviceChoice("cpu", "CPU was selected")
@@ -104,18 +103,18 @@ def choose_device(requested: str, info: TorchInfo, nvidia_present: bool) -> Devi
     if requested == "mps":
         if info.mps_available:
             return DeviceChoice("mps", "Apple GPU (MPS) was selected")
-        raise ValueError("MPS selected, but the Apple GPU backend is not available to torch")
-    # auto
+        raise ValueError("MPS selected, but the Apple GPU backend is not available to torch or cannot run 3D convolutions")
+    # auto: versemi.devices.resolve_device's order (CUDA, MPS that runs Conv3d, CPU); the rest is advice
     if info.cuda_available:
         return DeviceChoice("cuda", f"a CUDA GPU is available ({info.cuda_device or 'GPU'})")
+    if info.mps_available:
+        return DeviceChoice("mps", "an Apple GPU (MPS) is available")
     if cpu_build and nvidia_present:
         return DeviceChoice(
             "cpu",
             f"torch {info.torch_version} is a CPU-only build although an NVIDIA GPU seems present "
             "(nvidia-smi); reinstall PyTorch with CUDA in the PyTorch Utils module to use it",
         )
-    if info.mps_available:
-        return DeviceChoice("mps", "an Apple GPU (MPS) is available")
     if not cpu_build:
         return DeviceChoice("cpu", f"torch has CUDA {info.cuda_build} but no usable GPU/driver was found")
-    return DeviceChoice("cpu", "no GPU is available")
+    return DeviceChoice("cpu", "no GPU is available (and no Apple GPU that runs 3D convolutions)")

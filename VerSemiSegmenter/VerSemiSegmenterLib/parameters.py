@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-QUALITIES = ("full", "fast")
-# Panel quality -> ``versemi predict --quality`` value.
-_QUALITY_FLAG = {"full": "default", "fast": "fast"}
+# The names ``versemi predict`` uses (``--device``, ``--quality``): one name per idea in the CLI and
+# the panel (tests/slicer/test_slicer_library.py checks they stay the same).
+QUALITIES = ("default", "fast")
 OUTPUT_MODES = ("new", "replace")
 
 
@@ -19,39 +19,18 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def sidecar_path_for(labelmap_path: str | os.PathLike[str]) -> Path:
-    """The label-table sidecar that ``versemi predict`` writes beside a labelmap.
-
-    ``case.nii.gz`` -> ``case.json``; ``case.nrrd`` -> ``case.json`` (the image extension, including a
-    compression suffix, is replaced).
-    """
-    return _replace_image_extension(Path(labelmap_path), ".json")
-
-
-def color_table_path_for(labelmap_path: str | os.PathLike[str]) -> Path:
-    """The Slicer colour table (``.ctbl``) that ``versemi predict`` writes beside a labelmap."""
-    return _replace_image_extension(Path(labelmap_path), ".ctbl")
-
-
-def _replace_image_extension(path: Path, new_suffix: str) -> Path:
-    name = path.name
-    for ext in (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(ext):
-            return path.with_name(name[: -len(ext)] + new_suffix)
-    return path.with_suffix(new_suffix)
-
-
 @dataclass
 class RunSettings:
     """Everything one ``versemi predict`` run needs.
 
     Attributes:
         input_path: the image to segment (the module writes the selected volume here).
-        output_path: the labelmap to write (its sidecar ``.json`` and ``.ctbl`` go beside it).
+        output_path: the labelmap to write (``versemi predict`` writes its sidecar ``.json`` and ``.ctbl``
+            beside it and names them in its ``done`` line).
         model: a checkpoint file path, or the name of a model in the versemi catalogue.
         prompts: names of the structures to segment, in the order of the output label values 1..K.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``.
-        quality: ``full`` (the model's resolution) or ``fast`` (twice the voxel spacing: about 8x
+        quality: ``default`` (the model's resolution) or ``fast`` (twice the voxel spacing: about 8x
             faster and lighter, coarser borders).
         threads: CPU threads for the predictor; ``None`` = all cores but one, so Slicer stays usable.
         python_executable: the Python that has ``versemi`` installed (in Slicer: ``PythonSlicer``).
@@ -64,7 +43,7 @@ class RunSettings:
     model: str
     prompts: list[str] = field(default_factory=list)
     device: str = "auto"
-    quality: str = "full"
+    quality: str = "default"
     threads: int | None = None
     python_executable: str = sys.executable
     output_mode: str = "new"
@@ -118,14 +97,10 @@ class RunSettings:
             "--device",
             self.device,
             "--quality",
-            _QUALITY_FLAG[self.quality],
+            self.quality,
             "--threads",
             str(self.threads if self.threads else default_threads()),
             "--progress",
             "json",
         ]
         return command
-
-    @property
-    def sidecar_path(self) -> Path:
-        return sidecar_path_for(os.path.abspath(self.output_path))

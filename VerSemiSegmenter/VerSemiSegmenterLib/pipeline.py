@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from typing import Any, Mapping
 
-from .parameters import RunSettings, sidecar_path_for
+from .parameters import RunSettings
 from .process import ProcessRunner, RunResult, Signal
 from .segmentation_import import ImportResult, import_prediction
 from .volume_export import check_volume_node, export_volume
@@ -118,9 +118,10 @@ class SegmentationJob:
         self.run_result = result
         try:
             if result.succeeded:
-                sidecar = result.sidecar or str(sidecar_path_for(result.output))
+                if not result.sidecar:  # the done line names it (versemi's one naming rule)
+                    raise RuntimeError(f"versemi predict did not report the label table beside {result.output}")
                 self.import_result = import_prediction(
-                    result.output, sidecar, self.volume_node, self.segmentation_node
+                    result.output, result.sidecar, self.volume_node, self.segmentation_node
                 )
             else:
                 self.error = result.error_message()

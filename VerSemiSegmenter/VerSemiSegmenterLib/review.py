@@ -131,7 +131,8 @@ class ReviewController:
     def status_text(self) -> str:
         """One line: the counts per status and the case being edited."""
         counts = self.session.counts()
-        text = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pending", "refined", "rejected"))
+        shown = ("pending", "refined", "rejected") + (("failed",) if counts.get("failed") else ())
+        text = ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
         if self.current is not None:
             text = f"Editing {self.current.case_id}. " + text
         elif counts.get("pending", 0) == 0:

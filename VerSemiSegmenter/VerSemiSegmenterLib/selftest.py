@@ -25,11 +25,11 @@ TINY_PROMPTS = ("liver", "organ_x", "spleen")  # label-space order
 
 _TINY_CHECKPOINT_SNIPPET = r"""
 import sys, torch
-from versemi.checkpoint import save_checkpoint
+from versemi.checkpoint import Checkpoint
 from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.labels import LabelSpace
-from versemi.model import build_model
+from versemi.network import build_model
 
 torch.manual_seed(0)
 space = LabelSpace.from_dataset_labels({
@@ -39,12 +39,7 @@ space = LabelSpace.from_dataset_labels({
 model = build_model({"backbone": "unet", "base_filters": 4, "depth": 3, "convs_per_stage": 1,
                      "head_channels": 4, "num_prompts": len(space)})
 spec = PreprocessingSpec(target_spacing=(2.0, 2.0, 2.0), modality="MR")
-save_checkpoint({
-    "model_config": model.config,
-    "label_space": space.to_dict(),
-    "plans": Plans.single(spec, (16, 16, 16), space.datasets).to_dict(),
-    "model": model.state_dict(),
-}, sys.argv[1])
+Checkpoint(model.config, space, Plans.single(spec, (16, 16, 16), space.datasets), model.state_dict()).save(sys.argv[1])
 """
 
 
@@ -397,7 +392,7 @@ def run_review_round_trip(scene: Any, work_dir: str | os.PathLike[str] | None = 
         if rejected.status != "rejected":
             problems.append(f"status after reject is {rejected.status!r}, expected 'rejected'")
         counts = controller.session.counts()
-        if counts != {"pending": 0, "refined": 1, "rejected": 1}:
+        if counts != {"pending": 0, "refined": 1, "rejected": 1, "failed": 0}:
             problems.append(f"manifest counts {counts} != 1 refined, 1 rejected")
         if controller.current is not None:
             problems.append(f"case {controller.current.case_id!r} opened after the last reject")

@@ -142,6 +142,26 @@ def test_killed_write_leaves_no_entry(tmp_path, dataset, monkeypatch):
     assert cache.get(case_id, image, label, SPEC).labeled  # the next run builds it
 
 
+def test_rebuild_removes_temp_files_of_dead_writers_only(tmp_path, dataset):
+    """A killed writer's temporary file goes on the next rebuild (fileio's rule: its process is gone);
+    one of a live writer stays, and so does the entry."""
+    from process_helpers import leave_temp_file
+
+    from versemi.fileio import make_temp_file
+
+    cache = PreprocessedCache(tmp_path / "cache")
+    case_id, image, label = _paths(dataset, 0)
+    slot = cache.slot_dir(case_id, image, label, SPEC)
+    slot.mkdir(parents=True)
+    dead = leave_temp_file(slot / "image-0123456789abcdef.npy")
+    live = make_temp_file(slot / "label-0123456789abcdef.npy")  # this process is alive
+    old_key = slot / "image-fedcba9876543210.npy"
+    old_key.write_bytes(b"an array of an older key")
+    assert cache.get(case_id, image, label, SPEC).labeled
+    assert not dead.exists() and not old_key.exists()
+    assert live.exists() and (slot / "meta.json").is_file()
+
+
 def test_cached_case_pickles_paths_not_data(tmp_path, dataset):
     cache = PreprocessedCache(tmp_path / "cache")
     case = cache.get(*_paths(dataset, 0), SPEC)
@@ -208,16 +228,21 @@ def test_preprocess_cli_fills_and_reuses_cache(tmp_path, synthetic_datasets, cap
 
 
 def test_remove_stale_spares_fresh_temp_files_of_other_writers(tmp_path):
+    """The cache follows fileio's rule for temporary files (:func:`versemi.fileio.is_stale_temp_file`)."""
+    from process_helpers import leave_temp_file
+
+    from versemi.fileio import LEGACY_TEMP_MAX_AGE_S, make_temp_file
+
     slot = tmp_path / "slot"
     slot.mkdir()
-    fresh = slot / ".image-other.npy.abc123.tmp"  # another process is writing this right now
-    old = slot / ".meta.json.def456.tmp"  # abandoned by a killed run
+    fresh = make_temp_file(slot / "image-other.npy")  # a live process is writing this right now
+    old = leave_temp_file(slot / "meta.json")  # abandoned by a killed run
     legacy = slot / ".tmp-42-deadbeef-image-old.npy"  # temp name of older versions, abandoned
+    legacy_fresh = slot / ".tmp-43-cafebabe-image-old.npy"  # ... still young: may be in use
     stale_array = slot / "image-old.npy"
-    for path in (fresh, old, legacy, stale_array):
+    for path in (legacy, legacy_fresh, stale_array):
         path.write_bytes(b"x")
-    long_ago = os.path.getmtime(fresh) - 2 * cache_module._STALE_TMP_SECONDS
-    for path in (old, legacy):
-        os.utime(path, (long_ago, long_ago))
+    long_ago = os.path.getmtime(fresh) - 2 * LEGACY_TEMP_MAX_AGE_S
+    os.utime(legacy, (long_ago, long_ago))
     PreprocessedCache._remove_stale(slot, keep="new")
-    assert sorted(p.name for p in slot.iterdir()) == [fresh.name]
+    assert sorted(p.name for p in slot.iterdir()) == sorted([fresh.name, legacy_fresh.name])

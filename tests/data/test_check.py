@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from versemi.cli import main
-from versemi.data.check import ERROR, WARNING, GeometryTolerance, Problem, check_dataset, summarize
+from versemi.data.check import ERROR, WARNING, Problem, check_dataset, summarize
 from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
 
 TINY = (6, 8, 8)  # (z, y, x)
@@ -196,8 +196,13 @@ def test_warnings_only_exit_zero_and_tolerance(tmp_path: Path, capsys: pytest.Ca
     assert main(["check-dataset", str(root)]) == 0
     out = capsys.readouterr().out
     assert "WARNING" in out and "check_000.nii.gz: label is empty" in out
-    assert check_dataset(root, tolerance=GeometryTolerance(origin=1e-6))[-1].message.startswith(
-        "label geometry differs")
+
+    def shift_origin(im: sitk.Image) -> sitk.Image:
+        im.SetOrigin((0.05 * im.GetSpacing()[0], 0.0, 0.0))  # 0.05 voxel: a different grid, not round-off
+        return im
+
+    _rewrite(root / "labelsTr" / "check_001.nii.gz", shift_origin)
+    assert check_dataset(root)[-1].message.startswith("label geometry differs")
 
 
 def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

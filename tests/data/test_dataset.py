@@ -104,13 +104,13 @@ def test_read_image_errors_name_the_file(tmp_path: Path) -> None:
     empty.write_bytes(b"")
     corrupt = tmp_path / "corrupt.nii.gz"
     corrupt.write_bytes(b"\x00garbage" * 50)
-    with pytest.raises(DatasetError, match=r"empty\.nii\.gz: file is empty"):
+    with pytest.raises(DatasetError, match=r"empty\.nii\.gz: image file is empty"):
         read_image(empty)
     with pytest.raises(DatasetError, match=r"corrupt\.nii\.gz: cannot read image"):
         read_image(corrupt)
     with pytest.raises(DatasetError, match=r"corrupt\.nii\.gz: cannot read image header"):
         read_image_header(corrupt)
-    with pytest.raises(DatasetError, match=r"missing\.nii\.gz: file not found"):
+    with pytest.raises(DatasetError, match=r"missing\.nii\.gz: image file not found"):
         read_image(tmp_path / "missing.nii.gz")
     with pytest.raises(DatasetError, match="unsupported file type"):
         bad = tmp_path / "x.png"

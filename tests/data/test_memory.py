@@ -81,7 +81,7 @@ def test_preprocess_case_refuses_before_allocating(monkeypatch: pytest.MonkeyPat
 
 
 _MEASURE = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import numpy as np, SimpleITK as sitk, psutil
     from versemi.data.memory import check_preprocessing_memory
     from versemi.data.preprocessing import PreprocessingSpec, preprocess_case
@@ -95,12 +95,15 @@ _MEASURE = textwrap.dedent("""
     from versemi.data.memory import preprocessing_bytes
     estimate = preprocessing_bytes(grid)
     preprocess_case(image, spec)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: this process image's own peak. ru_maxrss would also count the parent's RSS at fork
+    # (Linux carries it across exec), so a large pytest process inflated "used".
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) * 1024
     print(json.dumps({"estimate": estimate, "used": peak - base}))
 """)
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss in KiB")
+@pytest.mark.skipif(sys.platform != "linux", reason="reads VmHWM from /proc/self/status")
 @pytest.mark.parametrize(("modality", "side", "target"), [("MR", 64, 0.25), ("CT", 64, 0.25), ("MR", 256, 3.0)])
 def test_estimate_covers_the_measured_peak(modality: str, side: int, target: float) -> None:
     """In a fresh process under a 3 GB cap: a 64^3 scan resampled to 256^3 (16.8 M voxels, ~0.35 GiB:

@@ -15,7 +15,7 @@ from versemi.checkpoint import save_checkpoint
 from versemi.data.plans import DatasetPlan, Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.labels import LabelSpace
-from versemi.model import build_model
+from versemi.network import build_model
 
 TINY_MODEL = {"backbone": "unet", "base_filters": 4, "depth": 3, "convs_per_stage": 1, "head_channels": 4}
 

@@ -87,4 +87,4 @@ def test_predictor_applies_the_checkpoint_postprocessing(monkeypatch: pytest.Mon
     both = {**tiny_payload(), "postprocessing": {"spleen": "largest_component", "liver": "largest_component"}}
     predictor = Predictor(both, device="cpu")
     labels = [e for e in predictor.label_table(predictor.resolve_prompts("spleen,liver,organ_a"))]
-    assert predictor._postprocessing_groups(labels, both["postprocessing"]) == {1: [1, 2], 2: [1, 2]}
+    assert predictor.planner.postprocessing_groups(labels, both["postprocessing"]) == {1: [1, 2], 2: [1, 2]}

@@ -228,7 +228,7 @@ def test_predict_file_writes_contract_outputs(predictor: Predictor, tmp_path: Pa
 def test_box_restore_equals_full_restore(trained_payload: dict, crop_to_nonzero: bool,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Restoring only where a prompt can reach 0.5, slab by slab, gives the labels of restoring everything."""
-    import versemi.inference.predictor as predictor_module
+    import versemi.inference.export as predictor_module
 
     monkeypatch.setattr(predictor_module, "_RESTORE_SLAB", 3)  # several slabs even on a small scan
     payload = with_spec_changes(trained_payload, crop_to_nonzero=crop_to_nonzero)

@@ -1,5 +1,6 @@
-"""``versemi pseudolabel``: every scan of a folder, manifest.jsonl, resume, failures, extra fields, and the
-review folder it makes (scores from the synthetic prompt, which is never written as a label)."""
+"""``versemi pseudolabel``: every scan of a folder, its one manifest, resume, failures, extra fields, the
+review folder it makes (scores from the synthetic prompt, which is never written as a label), and the
+migration of a folder that still has the old ``manifest.jsonl``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from versemi.checkpoint import save_checkpoint
 from versemi.cli import main
 from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
 from versemi.inference import Predictor
-from versemi.inference.pseudolabel import MANIFEST_NAME, pseudolabel_folder, read_manifest
+from versemi.inference.pseudolabel import pseudolabel_folder
 from versemi.review import ReviewManifest
+from versemi.review.legacy import LEGACY_RUN_LOG
+from versemi.review.manifest import MANIFEST_NAME
 from versemi.review.uncertainty import model_space_uncertainty
 
 from .helpers import tiny_payload
@@ -50,8 +53,10 @@ def _counting_predictor(checkpoint: Path, done: list[str]) -> Predictor:
     return predictor
 
 
-def _manifest_lines(out: Path) -> list[dict]:
-    return [json.loads(ln) for ln in (out / MANIFEST_NAME).read_text().splitlines()]
+def _manifest_rows(out: Path) -> list[dict]:
+    """The folder's manifest rows (as stored), by case id."""
+    assert not (out / LEGACY_RUN_LOG).exists()  # one manifest per folder
+    return sorted(json.loads((out / MANIFEST_NAME).read_text())["cases"], key=lambda r: r["case"])
 
 
 def test_folder_manifest_and_resume(dataset: Path, checkpoints: tuple[Path, Path], tmp_path: Path,
@@ -65,17 +70,17 @@ def test_folder_manifest_and_resume(dataset: Path, checkpoints: tuple[Path, Path
     assert messages[-1]["type"] == "done" and messages[-1]["cases"] == 3
     fractions = [m["fraction"] for m in messages if m["type"] == "progress"]
     assert fractions == sorted(fractions)
-    lines = _manifest_lines(out)
-    assert [ln["case"] for ln in lines] == ["unlabeled_000", "unlabeled_001", "unlabeled_002"]
+    rows = _manifest_rows(out)
+    assert [r["case"] for r in rows] == ["unlabeled_000", "unlabeled_001", "unlabeled_002"]
     sha = Predictor(checkpoints[0], device="cpu").sha256
-    for ln in lines:
-        assert ln["status"] == "done" and ln["model"]["sha256"] == sha
-        assert ln["prompts"] == ["organ_a", "spleen", "liver"]
-        assert Path(ln["pseudo_label"]).is_file() and Path(ln["sidecar"]).is_file()
-        assert Path(ln["pseudo_label"]).name == f"{ln['case']}.nii.gz"
-        assert ln["image"].endswith(f"{ln['case']}_0000.nii.gz") and ln["seconds"] > 0 and ln["time"]
-        image = sitk.ReadImage(ln["image"])
-        assert sitk.ReadImage(ln["pseudo_label"]).GetSize() == image.GetSize()
+    for r in rows:
+        assert r["status"] == "pending" and r["error"] is None and r["model"]["sha256"] == sha
+        assert r["extra"]["prompts"] == ["organ_a", "spleen", "liver"]
+        assert r["pseudo_label"] == f"{r['case']}.nii.gz"  # inside the folder: relative
+        assert (out / r["pseudo_label"]).is_file() and Path(r["extra"]["sidecar"]).is_file()
+        assert r["image"].endswith(f"{r['case']}_0000.nii.gz") and r["extra"]["seconds"] > 0 and r["updated_at"]
+        image = sitk.ReadImage(r["image"])
+        assert sitk.ReadImage(str(out / r["pseudo_label"])).GetSize() == image.GetSize()
     assert (out / "unlabeled_000.ctbl").is_file()
 
     # Resume: same model and prompts -> nothing redone, the manifest keeps one line per case.
@@ -86,12 +91,12 @@ def test_folder_manifest_and_resume(dataset: Path, checkpoints: tuple[Path, Path
     assert done == ["unlabeled_001_0000.nii.gz"]
     assert [r.status for r in records] == ["done"] * 3
     assert (out / "unlabeled_000.nii.gz").stat().st_mtime_ns == mtimes["unlabeled_000.nii.gz"]
-    assert len(_manifest_lines(out)) == 3
+    assert len(_manifest_rows(out)) == 3
 
     # Another model (different SHA-256) redoes every case.
     records = pseudolabel_folder(Predictor(checkpoints[1], device="cpu"), dataset, out, "all")
     other_sha = Predictor(checkpoints[1], device="cpu").sha256
-    assert {ln["model"]["sha256"] for ln in _manifest_lines(out)} == {other_sha}
+    assert {r["model"]["sha256"] for r in _manifest_rows(out)} == {other_sha}
     assert all(json.loads(Path(r.sidecar).read_text())["model"]["sha256"] == other_sha for r in records)
 
 
@@ -101,12 +106,30 @@ def test_bad_scan_is_recorded_and_run_goes_on(dataset: Path, checkpoints: tuple[
     out = tmp_path / "pseudo"
     assert main(["pseudolabel", "-m", str(checkpoints[0]), "-i", str(dataset / "imagesTr"), "-o", str(out),
                  "--progress", "none", "-p", "spleen"]) == 1
-    lines = {ln["case"]: ln for ln in _manifest_lines(out)}
-    assert lines["unlabeled_001"]["status"] == "failed"
-    assert str(broken) in lines["unlabeled_001"]["error"]
-    assert lines["unlabeled_001"]["pseudo_label"] is None
+    rows = {r["case"]: r for r in _manifest_rows(out)}
+    assert rows["unlabeled_001"]["status"] == "failed"
+    assert str(broken) in rows["unlabeled_001"]["error"]
+    assert rows["unlabeled_001"]["pseudo_label"] is None
     assert not list(out.glob("unlabeled_001*"))  # no partial output for the bad scan
-    assert lines["unlabeled_000"]["status"] == lines["unlabeled_002"]["status"] == "done"
+    assert rows["unlabeled_000"]["status"] == rows["unlabeled_002"]["status"] == "pending"
+    # A failed case is listed, but neither reviewed nor trained on.
+    from versemi.review import ReviewSession, unrefined_cases
+
+    session = ReviewSession(out)
+    assert {c.case_id for c in session.cases()} == {"unlabeled_000", "unlabeled_002"}
+    assert [c.case_id for c in session.cases("failed")] == ["unlabeled_001"]
+    assert session.counts()["failed"] == 1
+    assert "unlabeled_001" not in {c.case_id for c in unrefined_cases(out)}
+    with pytest.raises(ValueError, match="pseudo-labelling failed"):
+        session.reject("unlabeled_001")
+
+    # Once the scan is fixed, the next run pseudo-labels it and the case becomes pending.
+    sitk.WriteImage(sitk.ReadImage(str(dataset / "imagesTr" / "unlabeled_000_0000.nii.gz")), str(broken))
+    assert main(["pseudolabel", "-m", str(checkpoints[0]), "-i", str(dataset / "imagesTr"), "-o", str(out),
+                 "--progress", "none", "-p", "spleen"]) == 0
+    fixed = ReviewManifest(out).row("unlabeled_001")
+    assert fixed.status == "pending" and fixed.error is None and fixed.pseudo_label.is_file()
+    assert [e["action"] for e in fixed.history] == ["failed", "pseudolabel"]
 
 
 def test_extra_fields_from_model_space_hook(dataset: Path, checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
@@ -121,13 +144,13 @@ def test_extra_fields_from_model_space_hook(dataset: Path, checkpoints: tuple[Pa
     records = pseudolabel_folder(Predictor(checkpoints[0], device="cpu"), dataset, out, "spleen,liver",
                                  model_space_hook=mean_probability)
     assert all(0 <= r.extra["mean_probability"]["value"] <= 1 for r in records)
-    line = _manifest_lines(out)[0]
-    assert line["mean_probability"]["prompts"] == ["spleen", "liver"]
-    assert 0 <= line["uncertainty"]["score"] <= 1
-    assert read_manifest(out)[line["case"]].extra["mean_probability"] == line["mean_probability"]
-    prediction = json.loads(Path(line["sidecar"]).read_text())["prediction"]
-    assert prediction["mean_probability"] == line["mean_probability"]
-    assert prediction["uncertainty"] == line["uncertainty"]
+    row = ReviewManifest(out).row(records[0].case)
+    assert row.extra["mean_probability"]["prompts"] == ["spleen", "liver"]
+    assert row.extra["mean_probability"] == records[0].extra["mean_probability"]
+    assert 0 <= row.score <= 1 and row.score == records[0].extra["uncertainty"]["score"]
+    prediction = json.loads(Path(row.extra["sidecar"]).read_text())["prediction"]
+    assert prediction["mean_probability"] == row.extra["mean_probability"]
+    assert prediction["uncertainty"]["score"] == row.score
 
 
 def test_unknown_prompt_and_empty_folder(checkpoints: tuple[Path, Path], dataset: Path, tmp_path: Path,
@@ -153,28 +176,25 @@ def test_review_manifest_scores_without_labelling_the_synthetic_prompt(
     real, synthetic = space.real_prompt_ids, space.synthetic_id
     manifest = ReviewManifest(out)
     rows = manifest.rows()
-    lines = {ln["case"]: ln for ln in _manifest_lines(out)}  # manifest.jsonl is kept as it was
-    assert sorted(r.case for r in rows) == sorted(lines) == ["unlabeled_000", "unlabeled_001", "unlabeled_002"]
+    assert sorted(r.case for r in rows) == ["unlabeled_000", "unlabeled_001", "unlabeled_002"]
     assert [r.score for r in rows] == sorted((r.score for r in rows), reverse=True)  # review order
     assert [e["name"] for e in manifest.load().labels] == ["organ_a", "spleen", "liver"]
     for row in rows:
-        line = lines[row.case]
         assert row.status == "pending" and row.model["sha256"] == predictor.sha256
-        assert row.pseudo_label == Path(line["pseudo_label"]) and row.image == Path(line["image"])
-        assert row.extra["sidecar"] == line["sidecar"]
-        image = sitk.ReadImage(line["image"])
+        assert row.pseudo_label == out / f"{row.case}.nii.gz" and row.image.name == f"{row.case}_0000.nii.gz"
+        assert row.extra["sidecar"] == str(out / f"{row.case}.json")
+        image = sitk.ReadImage(str(row.image))
         # The score is VerSemi's own signal: the real prompts against the synthetic one, at the model
         # spacing (the same numbers as the library hook on the same prediction).
         expected = predictor.predict(image, real + [synthetic], model_space_hook=model_space_uncertainty)
         assert row.score == pytest.approx(expected.info["uncertainty"]["score"], abs=1e-6)
         assert set(row.uncertainty) >= {"disagreement", "entropy"} and 0 <= row.score <= 1
-        assert line["uncertainty"]["score"] == row.score
-        sidecar = json.loads(Path(line["sidecar"]).read_text())
+        sidecar = json.loads(Path(row.extra["sidecar"]).read_text())
         assert sidecar["prediction"]["uncertainty"]["score"] == row.score
         # The synthetic prompt is nowhere in the outputs: labels, colour table, labelmap values...
-        assert [e["name"] for e in sidecar["labels"]] == line["prompts"] == ["organ_a", "spleen", "liver"]
+        assert [e["name"] for e in sidecar["labels"]] == row.extra["prompts"] == ["organ_a", "spleen", "liver"]
         assert "all_foreground" not in (out / f"{row.case}.ctbl").read_text()
-        written = sitk.GetArrayFromImage(sitk.ReadImage(line["pseudo_label"]))
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(row.pseudo_label)))
         with_synthetic = sitk.GetArrayFromImage(expected.labelmap)
         assert (with_synthetic == 4).any()  # ...though this model's synthetic prompt would win voxels
         # ...and the labelmap is exactly the one of the real prompts alone.
@@ -190,8 +210,8 @@ def test_resume_keeps_review_manifest_and_files_consistent(
     manifest = ReviewManifest(out)
     scores = {r.case: r.score for r in manifest.rows()}
 
-    # Stopped after the files and manifest.jsonl but before the review manifest: nothing is
-    # predicted again, the rows come back from the sidecars.
+    # Stopped after the files but before the manifest: nothing is predicted again, the rows come
+    # back from the sidecars.
     (out / "manifest.json").unlink()
     done: list[str] = []
     pseudolabel_folder(_counting_predictor(checkpoints[2], done), dataset, out, "all")
@@ -226,3 +246,40 @@ def test_resume_keeps_review_manifest_and_files_consistent(
     with pytest.raises(ValueError, match="label table would change"):
         pseudolabel_folder(_counting_predictor(checkpoints[2], done), dataset, out, "spleen")
     assert done == ["unlabeled_002_0000.nii.gz"]
+
+
+def test_folder_with_the_old_run_log_is_migrated(dataset: Path, checkpoints: tuple[Path, Path, Path],
+                                                 tmp_path: Path) -> None:
+    """A folder from when pseudolabel kept its own manifest.jsonl: the failed cases and per-case fields
+    it held move into manifest.json, and the old file goes (also when only a review opens the folder)."""
+    out = tmp_path / "old"
+    pseudolabel_folder(Predictor(checkpoints[0], device="cpu"), dataset, out, "spleen")
+    rows = ReviewManifest(out).load().rows
+    for row in rows.values():  # as the old versemi wrote it: the run log held these, the rows did not
+        row.extra.pop("prompts")
+    with ReviewManifest(out).transaction() as state:
+        state.rows = {case: row for case, row in rows.items() if case != "unlabeled_002"}
+    old_lines = [
+        {"case": "unlabeled_000", "image": str(rows["unlabeled_000"].image), "status": "done",
+         "pseudo_label": str(rows["unlabeled_000"].pseudo_label), "prompts": ["spleen"], "seconds": 1.5,
+         "time": "2026-11-25T23:10:00+00:00", "mean_probability": 0.25},
+        {"case": "scan_x", "image": str(tmp_path / "scan_x.nii.gz"), "status": "failed", "pseudo_label": None,
+         "error": "scan_x.nii.gz: cannot read image: truncated", "model": {"sha256": "ab" * 32},
+         "time": "2026-11-25T23:11:00+00:00"},
+        "not json",
+    ]
+    (out / LEGACY_RUN_LOG).write_text("".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n"
+                                              for ln in old_lines))
+    from versemi.review import ReviewSession
+
+    ReviewSession(out)  # opening the folder for review migrates it
+    assert not (out / LEGACY_RUN_LOG).exists()
+    migrated = ReviewManifest(out).load().rows
+    assert migrated["unlabeled_000"].extra["prompts"] == ["spleen"]
+    assert migrated["unlabeled_000"].extra["mean_probability"] == 0.25
+    assert migrated["unlabeled_000"].extra["seconds"] > 0  # the row's own value wins
+    assert migrated["scan_x"].status == "failed" and "truncated" in migrated["scan_x"].error
+    # The run that resumes the folder re-registers the case the old pair had lost from its sidecar.
+    done: list[str] = []
+    pseudolabel_folder(_counting_predictor(checkpoints[0], done), dataset, out, "spleen")
+    assert done == [] and ReviewManifest(out).row("unlabeled_002").status == "pending"

@@ -23,6 +23,7 @@ from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec
 
 from versemi.checkpoint import CheckpointError, save_checkpoint
+from versemi.labels import LabelSpace
 from versemi.cli import main as cli_main
 from versemi.models import (
     CatalogueEntry,
@@ -150,7 +151,8 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _inference_checkpoint(path: Path) -> Path:
     payload = {
         "model_config": {"backbone": "tiny"},
-        "label_space": {"prompts": [{"name": "organ_a"}, {"name": "all_foreground", "synthetic": True}]},
+        # A valid label space (import reads it as predict does); the weights need not fit a network.
+        "label_space": LabelSpace.from_dataset_labels({"Dataset901_Alpha": {"labels": {"background": 0, "organ_a": 1}}}).to_dict(),
         "plans": Plans.single(PreprocessingSpec(target_spacing=(1.0, 1.0, 1.0)), (16, 16, 16), ["Dataset901_Alpha"]).to_dict(),
         "model": {"weight": torch.linspace(-1, 1, 4096)},
     }

@@ -13,6 +13,7 @@ from versemi.data.plans import Plans
 from versemi.data.preprocessing import PreprocessingSpec
 
 from versemi.checkpoint import save_checkpoint
+from versemi.labels import LabelSpace
 from versemi.cli import main as cli_main
 from versemi.models import CatalogueError, catalogue_document, import_model, parse_catalogue, read_manifest
 from versemi.models.catalogue import Catalogue, CatalogueEntry
@@ -29,7 +30,7 @@ def _checkpoint(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     payload = {
         "model_config": {"backbone": "tiny"},
-        "label_space": {"prompts": [{"name": "organ_a"}]},
+        "label_space": LabelSpace.from_dataset_labels({"D": {"labels": {"background": 0, "organ_a": 1}}}).to_dict(),
         "plans": Plans.single(PreprocessingSpec(target_spacing=(1.0, 1.0, 1.0)), (16, 16, 16), ["D"]).to_dict(),
         "model": {"weight": torch.randn(64)},
     }

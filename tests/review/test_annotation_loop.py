@@ -7,7 +7,7 @@ reject one -> retrain from the previous model with the review folder in the conf
 log lists the refined cases as labeled and the others as unlabeled.
 
 Pseudo-labelling is ``versemi pseudolabel`` itself: its output folder is the review folder
-(labelmaps, sidecars, ``manifest.jsonl`` and the scored review ``manifest.json``). The retraining
+(labelmaps, sidecars and the folder's scored ``manifest.json``). The retraining
 part is ``versemi train --resume-from`` with the config's ``review_dirs`` key (skipped where either is
 missing).
 """

@@ -1,7 +1,7 @@
 """Killing a process in the middle of ``save_refined`` leaves the old state or the new, never a mix.
 
 Real processes, real SIGKILL: (1) a save paused at each step between writing the label and
-committing the manifest (``$VERSEMI_REVIEW_PAUSE_AT``), killed there; (2) a process saving in a
+committing the manifest (the worker gives the session an ``on_step`` hook that stops there), killed there; (2) a process saving in a
 tight loop, killed at random moments. After every kill the manifest must parse, every file it names
 must be a complete image on the case's grid holding exactly one of the written labelmaps, the state
 must be the one before or after the interrupted save, and the folder must accept the next save.
@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from versemi.fileio import is_temp_file_name
 from versemi.review import ReviewManifest, ReviewSession
-from versemi.review.manifest import PAUSE_ENV
+from versemi.review.session import SAVE_STEPS
 
 from .conftest import box_label, on_grid
 
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL semantics")
 _WORKER = textwrap.dedent(
     """
     import sys
+    import time
     import numpy as np
     import SimpleITK as sitk
     from versemi.review import ReviewSession
@@ -49,8 +51,14 @@ _WORKER = textwrap.dedent(
         sys.stdout.write(line + "\\n")
         sys.stdout.flush()
 
-    review, case, start, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    session = ReviewSession(review, user="worker")
+    review, case, start, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+
+    def on_step(step):
+        if step == pause:  # wait here to be killed
+            say(f"PAUSED {step}")
+            time.sleep(3600)
+
+    session = ReviewSession(review, user="worker", on_step=on_step)
     image = sitk.ReadImage(str(session.case(case).image))
     say("ready")
     for i in range(start, start + count):
@@ -61,17 +69,14 @@ _WORKER = textwrap.dedent(
     """
 )
 
-STEPS_BEFORE_COMMIT = ["before_label_write", "label_temp_written", "label_renamed", "manifest_temp_written"]
+STEPS_BEFORE_COMMIT = list(SAVE_STEPS[:-1])
+assert SAVE_STEPS[-1] == "committed"
 
 
 def _start(review: Path, case: str, start: int, count: int, pause: str | None = None) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.pop(PAUSE_ENV, None)
-    if pause:
-        env[PAUSE_ENV] = pause
     return subprocess.Popen(
-        [sys.executable, "-c", _WORKER, str(review), case, str(start), str(count)],
-        stdout=subprocess.PIPE, text=True, env=env,
+        [sys.executable, "-c", _WORKER, str(review), case, str(start), str(count), pause or ""],
+        stdout=subprocess.PIPE, text=True,
     )
 
 
@@ -164,7 +169,7 @@ def test_random_kills_during_a_save_loop(review_dir: Path) -> None:
             assert np.array_equal(content, box_label(last_i + 1))
         ReviewSession(review_dir).cleanup()
         labels = review_dir / "labelsTr"
-        assert not any(p.name.startswith(".tmp-") for p in labels.iterdir())
+        assert not any(is_temp_file_name(p.name) for p in labels.iterdir())
         print(f"killed after save {last_i}; manifest at {path.name}")
         start = last_i + 2
     assert ReviewManifest(review_dir).row("case02").status == "refined"

@@ -43,7 +43,7 @@ def test_upsert_sorts_by_score_and_stores_relative_paths(tmp_path: Path) -> None
     _add(m, "d", None, tmp_path)
     assert [r.case for r in m.rows()] == ["c", "a", "b", "d"]  # score desc, ties by id, unscored last
     raw = json.loads(m.path.read_text())
-    assert raw["format"] == "versemi-review-manifest" and raw["format_version"] == 1
+    assert raw["format"] == "versemi-review-manifest" and raw["format_version"] == 2
     assert [r["case"] for r in raw["cases"]] == ["c", "a", "b", "d"]
     row = raw["cases"][0]
     assert row["pseudo_label"] == "pseudo/c.nii.gz"  # inside the folder: relative (movable)
@@ -53,7 +53,7 @@ def test_upsert_sorts_by_score_and_stores_relative_paths(tmp_path: Path) -> None
     assert row["history"][0]["action"] == "pseudolabel" and row["model"] == MODEL
     assert m.row("c").pseudo_label == m.root / "pseudo" / "c.nii.gz"
     assert [r.case for r in m.pending()] == ["c", "a", "b", "d"]
-    assert m.counts() == {"pending": 4, "refined": 0, "rejected": 0}
+    assert m.counts() == {"pending": 4, "refined": 0, "rejected": 0, "failed": 0}
 
 
 def test_uncertainty_components_and_extra_are_kept(tmp_path: Path) -> None:
@@ -237,3 +237,22 @@ def test_lock_blocks_a_second_process(tmp_path: Path) -> None:
     # The kernel drops the lock of a killed process: writing works again at once.
     ReviewManifest(tmp_path, lock_timeout=5).set_status("a", "rejected")
     assert m.row("a").status == "rejected"
+
+
+def test_failures_never_discard_a_pseudo_label_or_review_work(tmp_path: Path) -> None:
+    m = ReviewManifest(tmp_path / "review")
+    _add(m, "a", 0.5, tmp_path)
+    m.set_status("a", "rejected", user="alice")
+    new = m.record_failure("b", image=tmp_path / "scans" / "b.nii.gz", error="b.nii.gz: truncated", model=MODEL)
+    assert new.status == "failed" and new.pseudo_label is None and new.error == "b.nii.gz: truncated"
+    kept = m.record_failure("a", image=tmp_path / "scans" / "a.nii.gz", error="out of memory", model=MODEL)
+    assert kept.status == "rejected" and kept.pseudo_label is not None and kept.error == "out of memory"
+    assert [e["action"] for e in kept.history] == ["pseudolabel", "rejected", "failed"]
+    with pytest.raises(ManifestError, match="pseudo-labelling failed"):
+        m.set_status("b", "pending")
+    with pytest.raises(ManifestError, match="unknown status 'failed'"):
+        m.set_status("a", "failed")
+    assert m.counts() == {"pending": 0, "refined": 0, "rejected": 1, "failed": 1}
+    _add(m, "b", 0.7, tmp_path)  # a later run succeeds
+    assert m.row("b").status == "pending" and m.row("b").error is None
+    assert list(csv.DictReader(io.StringIO(m.export_csv())))[1]["error"] == "out of memory"

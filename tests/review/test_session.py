@@ -52,7 +52,7 @@ def test_review_flow(review_dir: Path) -> None:
     assert (review_dir / "labelsTr" / "case03.r1.nii.gz").is_file()
     s.reopen("case03")
     assert s.case("case03").status == "pending" and s.case("case03").label_to_edit == again.refined_label
-    assert s.counts() == {"pending": 3, "refined": 0, "rejected": 1}
+    assert s.counts() == {"pending": 3, "refined": 0, "rejected": 1, "failed": 0}
     s.save_refined("case03", on_grid(box_label(3)))
 
     assert [c.case_id for c in refined_cases(review_dir)] == ["case03"]

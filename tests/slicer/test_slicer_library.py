@@ -49,7 +49,22 @@ def test_command_line_has_absolute_paths_and_every_setting(tmp_path: Path, monke
         "--threads": "3",
         "--progress": "json",
     }
-    assert settings.sidecar_path == tmp_path / "out" / "seg 東京.json"
+
+
+def test_one_name_per_idea_in_the_cli_the_library_and_the_panel() -> None:
+    """Devices and qualities are offered under the names ``versemi predict`` takes and the library checks."""
+    import argparse
+
+    from versemi.cli import _inference_args
+    from versemi.devices import DEVICES
+    from versemi.inference.planning import QUALITIES
+
+    parser = argparse.ArgumentParser()
+    _inference_args.add_model_arguments(parser)
+    cli = {a.dest: tuple(a.choices) for a in parser._actions if a.dest in ("device", "quality")}  # noqa: SLF001
+    assert set(cli["device"]) == set(DEVICES) == set(parameters.DEVICES)
+    assert cli["quality"] == QUALITIES == parameters.QUALITIES
+    assert parameters.RunSettings("a", "b", "m.pt", ["x"]).quality == "default"
 
 
 def test_catalogue_model_name_is_passed_unchanged() -> None:
@@ -78,15 +93,6 @@ def test_bad_settings_are_refused(change: dict, message: str) -> None:
         setattr(settings, key, value)
     with pytest.raises(ValueError, match=message):
         settings.to_command()
-
-
-@pytest.mark.parametrize(
-    "name, sidecar",
-    [("case.nii.gz", "case.json"), ("case.nrrd", "case.json"), ("a.b.mha", "a.b.json"), ("x.NII.GZ", "x.json")],
-)
-def test_sidecar_name(name: str, sidecar: str) -> None:
-    assert parameters.sidecar_path_for(Path("/d") / name) == Path("/d") / sidecar
-    assert parameters.color_table_path_for(Path("/d") / name) == Path("/d") / sidecar.replace(".json", ".ctbl")
 
 
 # --- progress lines --------------------------------------------------------------------------------
@@ -282,6 +288,28 @@ def test_impossible_device_requests_are_errors() -> None:
         device.choose_device("cuda", CPU_TORCH, False)
     with pytest.raises(ValueError, match="MPS"):
         device.choose_device("mps", CPU_TORCH, False)
+
+
+@pytest.mark.parametrize("conv3d", [False, True])
+def test_slicer_choice_and_cli_auto_agree_where_conv3d_fails_on_mps(monkeypatch, conv3d: bool) -> None:
+    """On a Mac whose MPS cannot run Conv3d the panel says CPU, the run (which gets ``--device auto``)
+    uses the CPU, and an explicit MPS request is refused by both; where Conv3d runs, both take MPS."""
+    from test_devices import fake_accelerators  # tests/ is on the path (rootdir conftest)
+
+    from versemi import devices
+
+    fake_accelerators(monkeypatch, mps=True, conv3d=conv3d)
+    facts = devices.accelerator_facts()  # what the module's probe process prints (see device._PROBE)
+    panel = device.choose_device("auto", device.TorchInfo(**facts), nvidia_present=False)
+    run, _ = devices.resolve_device("auto")
+    assert panel.device == run.type == ("mps" if conv3d else "cpu")
+    if not conv3d:
+        with pytest.raises(ValueError, match="MPS"):
+            device.choose_device("mps", device.TorchInfo(**facts), nvidia_present=False)
+        with pytest.raises(devices.DeviceError, match="MPS"):
+            devices.resolve_device("mps")
+    command = parameters.RunSettings("a.nrrd", "b.nrrd", "m.pt", ["liver"], device="auto").to_command()
+    assert command[command.index("--device") + 1] == "auto"  # passed through: versemi decides
 
 
 def test_torch_probe_runs_in_a_subprocess() -> None:

@@ -165,7 +165,7 @@ def test_save_refined_stores_the_edit_and_moves_on(controller, mrml_scene) -> No
     assert after["vtkMRMLSegmentationNode"] == before["vtkMRMLSegmentationNode"] + 1
     for temporary in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLColorTableNode", "vtkMRMLVolumeArchetypeStorageNode"):
         assert after[temporary] == before[temporary], f"temporary {temporary} left in the scene"
-    assert controller.session.counts() == {"pending": 2, "refined": 1, "rejected": 0}
+    assert controller.session.counts() == {"pending": 2, "refined": 1, "rejected": 0, "failed": 0}
     assert [r.status for r in controller.rows() if r.case_id == "case01"] == ["refined"]
 
 
@@ -181,7 +181,7 @@ def test_reject_then_next_until_done_leaves_an_empty_scene(controller, mrml_scen
     case00 = controller.current
     controller.reject(move_on=False)  # the panel's way: close, then load the next on its own
     assert controller.current is None and case00.volume_node.GetScene() is None
-    assert controller.session.counts() == {"pending": 0, "refined": 0, "rejected": 3}
+    assert controller.session.counts() == {"pending": 0, "refined": 0, "rejected": 3, "failed": 0}
     assert controller.status_text().endswith("Nothing left to review.")
     assert controller.next_case() is None
     assert _counts(mrml_scene) == before  # every case's nodes removed

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from versemi.labels import LabelSpace
-from versemi.model.network import build_model
+from versemi.network.segmenter import build_model
 from versemi.training.cutmix import prompt_targets
 from versemi.training.losses import SegmentationLossConfig
 from versemi.training.methods import StepContext, TrainingBatch, build_method

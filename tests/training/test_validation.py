@@ -13,7 +13,7 @@ from versemi.data.plans import Plans
 from versemi.data.synthetic import SyntheticStructure, make_volume
 from versemi.inference import Predictor
 from versemi.labels import LabelSpace
-from versemi.model import build_model
+from versemi.network import build_model
 from versemi.training.data import validation_cases
 from versemi.training.validation import predict_volume, validate
 

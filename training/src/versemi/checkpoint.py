@@ -1,16 +1,24 @@
 """Self-describing checkpoints: one file that carries everything needed to resume or to predict.
 
-A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
+:class:`Checkpoint` is the typed, versioned form every reader and writer uses: what predicts
+(``model_config``, the :class:`~versemi.labels.LabelSpace`, the :class:`~versemi.data.plans.Plans`,
+the weights, the model's name/version) and, separately, the :class:`TrainingState` a training
+checkpoint adds to resume. The trainer builds one, ``versemi predict`` / the model cache / the
+Slicer module read one; nobody picks keys out of the file by hand.
+
+On disk it is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)`` (no pickled code). Keys:
 
 - ``format`` ("versemi-checkpoint"), ``format_version`` (int), ``versemi_version`` (str)
-- ``model_config``: the architecture (``versemi.model.build_model`` input)
+- ``model_config``: the architecture (``versemi.network.build_model`` input)
 - ``label_space``: ``LabelSpace.to_dict()``
 - ``plans``: ``Plans.to_dict()`` (:mod:`versemi.data.plans`): each training dataset's preprocessing
   and patch/window, and which dataset's plan the extra (unlabeled, review) folders used
-- ``model``: the weights to predict with (state dict)
-- training state, present in training checkpoints: ``config``, ``optimizer``, ``scaler``, ``ema``,
-  ``schedule``, ``rng``, ``step``, ``stage``, ``best_metric``...
+- ``model``: the weights to predict with (state dict); optional ``model_name``, ``model_version``,
+  ``postprocessing`` (prompt name -> labelmap post-processing)
+- training state, present in training checkpoints: ``config``, ``training``, ``method``, ``stage``,
+  ``step``, ``max_steps``, ``optimizer``, ``scaler``, ``ema``, ``schedule``, ``rng``,
+  ``best_metric``, ``best_step``, ``stale_validations``
 
 Files are written to a temporary file in the same folder, flushed to disk and renamed over the
 target, so a crash leaves either the old or the new checkpoint, never a truncated one.
@@ -25,7 +33,6 @@ by plain ``torch.save``) is checked against an ``expected_sha256`` where the cal
 installed catalogue model), else it loads with a :class:`CheckpointIntegrityWarning` that says damage
 cannot be detected. ``sha256sum`` of the whole file (what catalogues list) is unaffected.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -33,18 +40,25 @@ import pickle
 import re
 import struct
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Mapping
 
 import torch
 
 from versemi import __version__
 from versemi.fileio import atomic_write, sha256_file, sha256_prefix
 
+if TYPE_CHECKING:
+    from versemi.data.plans import Plans
+    from versemi.labels import LabelSpace
+    from versemi.network.segmenter import PromptedSegmenter
+
 FORMAT = "versemi-checkpoint"
 # 2: per-dataset plans (``plans``) replace the single ``preprocessing`` spec and its ``patch_size``.
 FORMAT_VERSION = 2
 REQUIRED_FOR_INFERENCE = ("model_config", "label_space", "plans", "model")
+IN_MEMORY = "<checkpoint dict>"  # how an in-memory checkpoint is named in messages
 
 CHECKSUM_PREFIX = b"versemi-sha256:"
 _COMMENT_LEN = len(CHECKSUM_PREFIX) + 64
@@ -106,12 +120,17 @@ def _save_with_checksum(payload: dict[str, Any], f: BinaryIO) -> None:
     writer.finish()
 
 
-def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
-    """Write ``payload`` atomically to ``path`` (temp file + fsync + rename) with its SHA-256 inside.
+def save_checkpoint(payload: "Checkpoint | Mapping[str, Any]", path: str | Path) -> Path:
+    """Write a checkpoint atomically to ``path`` (temp file + fsync + rename) with its SHA-256 inside.
+
+    Args:
+        payload: a :class:`Checkpoint`, or its dict form (tests and tools that build one by hand).
 
     Returns:
         ``path``.
     """
+    if isinstance(payload, Checkpoint):
+        payload = payload.to_payload()
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "versemi_version": __version__, **payload}
     return atomic_write(path, lambda f: _save_with_checksum(payload, f))
 
@@ -201,6 +220,30 @@ def _load_failure_reason(exc: BaseException) -> str:
     return f"truncated or corrupt file ({type(exc).__name__}: {text[:120]})"
 
 
+def check_payload(payload: Mapping[str, Any], source: str, for_inference: bool = False) -> None:
+    """The one check of a checkpoint's format version (and, ``for_inference``, its prediction keys).
+
+    Args:
+        payload: the checkpoint dict (from a file, or built in memory: no version = the current one).
+        source: how to name it in messages (its path).
+        for_inference: also require :data:`REQUIRED_FOR_INFERENCE`.
+
+    Raises:
+        CheckpointError: another format version, or keys missing for prediction.
+    """
+    version = payload.get("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{source}: checkpoint format version {version} is incompatible with this versemi "
+            f"{__version__} (reads format version {FORMAT_VERSION}); it was written by versemi "
+            f"{payload.get('versemi_version', '?')}"
+        )
+    if for_inference:
+        missing = [k for k in REQUIRED_FOR_INFERENCE if k not in payload]
+        if missing:
+            raise CheckpointError(f"{source}: checkpoint lacks {', '.join(missing)} needed for prediction")
+
+
 def load_checkpoint(
     path: str | Path,
     map_location: str | torch.device = "cpu",
@@ -236,17 +279,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: cannot read checkpoint: {_load_failure_reason(exc)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a VerSemi checkpoint (no '{FORMAT}' format marker)")
-    version = payload.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {version} is incompatible with this versemi "
-            f"{__version__} (reads format version {FORMAT_VERSION}); it was written by versemi "
-            f"{payload.get('versemi_version', '?')}"
-        )
-    if for_inference:
-        missing = [k for k in REQUIRED_FOR_INFERENCE if k not in payload]
-        if missing:
-            raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)} needed for prediction")
+    check_payload(payload, str(path), for_inference)
     if not verified:
         warnings.warn(
             f"{path}: checkpoint carries no checksum (written by an older versemi or by plain torch.save), "
@@ -256,3 +289,194 @@ def load_checkpoint(
             stacklevel=2,
         )
     return payload
+
+
+# --- the typed checkpoint --------------------------------------------------------------------------
+_TRAINING_KEYS = ("config", "training", "method", "stage", "step", "max_steps", "optimizer", "scaler", "ema",
+                  "schedule", "rng", "best_metric", "best_step", "stale_validations")
+# Without these a file cannot resume a run (the others have defaults).
+_RESUME_KEYS = ("optimizer", "schedule", "step", "stage", "method")
+
+
+@dataclass
+class TrainingState:
+    """What a training checkpoint adds to resume its run exactly (never needed to predict).
+
+    Attributes:
+        config: the training config (``TrainConfig.to_dict()``).
+        options: the resolved ``training`` section (file key ``training``).
+        method, stage, step, max_steps: where the run is.
+        optimizer, scaler, ema, schedule: their ``state_dict()`` (``{}`` when unused).
+        rng: the RNG states (:func:`versemi.training.state.capture_rng_state`).
+        best_metric, best_step, stale_validations: model selection and early stopping.
+    """
+
+    config: dict[str, Any]
+    options: dict[str, Any]
+    method: str
+    stage: int
+    step: int
+    max_steps: int
+    optimizer: dict[str, Any]
+    schedule: dict[str, Any]
+    rng: dict[str, Any]
+    scaler: dict[str, Any] = field(default_factory=dict)
+    ema: dict[str, Any] = field(default_factory=dict)
+    best_metric: float | None = None
+    best_step: int | None = None
+    stale_validations: int = 0
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "config": self.config, "training": self.options, "method": self.method, "stage": self.stage,
+            "step": self.step, "max_steps": self.max_steps, "optimizer": self.optimizer, "scaler": self.scaler,
+            "ema": self.ema, "schedule": self.schedule, "rng": self.rng, "best_metric": self.best_metric,
+            "best_step": self.best_step, "stale_validations": self.stale_validations,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], source: str) -> "TrainingState | None":
+        """The training state of a checkpoint dict; None when it has none (an inference checkpoint).
+
+        Raises:
+            CheckpointError: a partial training state (it could not resume), naming ``source``.
+        """
+        if not any(k in payload for k in _RESUME_KEYS):
+            return None
+        missing = [k for k in _RESUME_KEYS if k not in payload]
+        if missing:
+            raise CheckpointError(f"{source}: not a training checkpoint (no {missing[0]!r}); cannot resume from it")
+        return cls(
+            config=dict(payload.get("config") or {}), options=dict(payload.get("training") or {}),
+            method=str(payload["method"]), stage=int(payload["stage"]), step=int(payload["step"]),
+            max_steps=int(payload.get("max_steps", payload["step"])), optimizer=payload["optimizer"],
+            schedule=payload["schedule"], rng=dict(payload.get("rng") or {}), scaler=payload.get("scaler") or {},
+            ema=payload.get("ema") or {}, best_metric=payload.get("best_metric"), best_step=payload.get("best_step"),
+            stale_validations=int(payload.get("stale_validations", 0)),
+        )
+
+
+@dataclass
+class Checkpoint:
+    """A VerSemi checkpoint: what predicts, and (training checkpoints) the state to resume.
+
+    Attributes:
+        model_config: the architecture (:func:`versemi.network.build_model` input).
+        label_space: the prompts (prompt id = index).
+        plans: each training dataset's preprocessing and window.
+        weights: the state dict to predict with.
+        training: the training state, or None (a checkpoint for prediction only).
+        postprocessing: prompt name -> the labelmap post-processing predict applies to it (key
+            ``postprocessing``; empty: none).
+        model_name, model_version: the model's identity when it was published under one.
+        versemi_version: the versemi that wrote the file (None for one built in memory).
+        source: how messages name it (its path, or ``<checkpoint dict>``); not saved.
+    """
+
+    model_config: dict[str, Any]
+    label_space: "LabelSpace"
+    plans: "Plans"
+    weights: dict[str, Any]
+    training: TrainingState | None = None
+    postprocessing: dict[str, str] = field(default_factory=dict)
+    model_name: str | None = None
+    model_version: str | None = None
+    versemi_version: str | None = None
+    source: str = IN_MEMORY
+
+    def to_payload(self) -> dict[str, Any]:
+        """The dict that is saved (``format`` and ``format_version`` are added by :func:`save_checkpoint`)."""
+        payload: dict[str, Any] = {
+            "model_config": dict(self.model_config),
+            "label_space": self.label_space.to_dict(),
+            "plans": self.plans.to_dict(),
+            "postprocessing": dict(self.postprocessing),
+            "model": self.weights,
+        }
+        payload.update({k: v for k, v in (("model_name", self.model_name), ("model_version", self.model_version))
+                        if v is not None})
+        if self.training is not None:
+            payload.update(self.training.to_payload())
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: "Checkpoint | Mapping[str, Any]", source: str = IN_MEMORY) -> "Checkpoint":
+        """Check and type a checkpoint dict (a loaded file's, or one built in memory).
+
+        Raises:
+            CheckpointError: another format version, keys missing for prediction, an unreadable label
+                space, plans or training state; one line naming ``source``.
+        """
+        if isinstance(payload, Checkpoint):
+            return payload
+        from versemi.data.plans import Plans
+        from versemi.labels import LabelSpace
+
+        check_payload(payload, source, for_inference=True)
+        try:
+            label_space = LabelSpace.from_dict(payload["label_space"])
+            plans = Plans.from_dict(payload["plans"])
+            model_config = dict(payload["model_config"])
+            weights = dict(payload["model"])
+            postprocessing = {str(k): str(v) for k, v in dict(payload.get("postprocessing") or {}).items()}
+        except (KeyError, ValueError, TypeError) as exc:  # PlansError is a ValueError
+            raise CheckpointError(f"{source}: checkpoint content is not usable for prediction: {exc}") from None
+        return cls(
+            model_config=model_config, label_space=label_space, plans=plans, weights=weights,
+            training=TrainingState.from_payload(payload, source), postprocessing=postprocessing,
+            model_name=payload.get("model_name"), model_version=payload.get("model_version"),
+            versemi_version=payload.get("versemi_version"), source=source,
+        )
+
+    @classmethod
+    def load(
+        cls, path: str | Path, map_location: str | Any = "cpu", expected_sha256: str | None = None
+    ) -> "Checkpoint":
+        """:func:`load_checkpoint` (integrity, ``weights_only=True``) then :meth:`from_payload`.
+
+        Raises:
+            CheckpointError: see both.
+        """
+        payload = load_checkpoint(path, map_location=map_location, for_inference=True, expected_sha256=expected_sha256)
+        return cls.from_payload(payload, str(path))
+
+    def save(self, path: str | Path) -> Path:
+        """:func:`save_checkpoint` (atomic, its SHA-256 inside)."""
+        return save_checkpoint(self, path)
+
+    def require_training(self) -> TrainingState:
+        """The training state, for resuming.
+
+        Raises:
+            CheckpointError: a checkpoint for prediction only.
+        """
+        if self.training is None:
+            raise CheckpointError(f"{self.source}: not a training checkpoint (no 'optimizer'); cannot resume from it")
+        return self.training
+
+    def build_model(self) -> "PromptedSegmenter":
+        """The network with these weights, in eval mode, checked against the label space and plans.
+
+        Raises:
+            CheckpointError: weights that do not fit the architecture, a prompt count other than the
+                label space's, or a planned window the network cannot take.
+        """
+        from versemi.network import build_model
+
+        try:
+            model = build_model(self.model_config)
+            model.load_state_dict(self.weights)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{self.source}: checkpoint content is not usable for prediction: {exc}") from None
+        divisor = model.size_divisor
+        for plan in self.plans.datasets.values():
+            if any(p % divisor for p in plan.patch_size):
+                raise CheckpointError(
+                    f"{self.source}: {plan.dataset}: patch size {list(plan.patch_size)} is not divisible by {divisor}"
+                )
+        if model.num_prompts != len(self.label_space):
+            raise CheckpointError(
+                f"{self.source}: model has {model.num_prompts} prompts but the label space has "
+                f"{len(self.label_space)}"
+            )
+        return model.eval()

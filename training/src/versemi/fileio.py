@@ -33,8 +33,12 @@ HASH_CHUNK_BYTES = 1024 * 1024
 LEGACY_TEMP_MAX_AGE_S = 3600.0
 # ".<target name>.<pid>-<random>.tmp[<ext>]"; the random part is tempfile's (8 of [a-z0-9_]).
 _TEMP_RE = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)-[a-z0-9_]{8}\.tmp(?P<ext>(\.[A-Za-z0-9]+){0,2})$")
-# The names atomic_write used before the process id was added: ".<target name>.<random>.tmp".
-_LEGACY_TEMP_RE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(?P<ext>(\.[A-Za-z0-9]+){0,2})$")
+# The names atomic_write used before the process id was added: ".<target name>.<random>.tmp"; and
+# ".tmp-<random>~<target name>" / ".tmp-<random>", which the preprocessing cache and the review's
+# label writer used before they wrote through this module.
+_LEGACY_TEMP_RE = re.compile(
+    r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(?P<ext>(\.[A-Za-z0-9]+){0,2})$|^\.tmp-[^~]*(~(?P<old_target>.+))?$"
+)
 
 
 def fsync_directory(path: str | Path) -> None:
@@ -197,9 +201,15 @@ class AtomicGroup:
     Subclasses add writers for other kinds of files through :meth:`temp_for`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, before_replace: Callable[[], None] | None = None) -> None:
+        """
+        Args:
+            before_replace: called in :meth:`commit` once every temporary file is on disk, before the
+                first rename (as :func:`atomic_write`'s; tests stop a process there).
+        """
         self._pending: list[tuple[Path, Path]] = []
         self._created_dirs: list[Path] = []
+        self._before_replace = before_replace
 
     def make_folder(self, folder: str | Path) -> Path:
         """Create ``folder`` (and its parents) if missing, remembering them for :meth:`discard`.
@@ -259,6 +269,8 @@ class AtomicGroup:
                 _fsync_file(tmp)
         except OSError as exc:
             raise retarget_error(exc, target) from None
+        if self._before_replace is not None and self._pending:
+            self._before_replace()
         done = []
         for tmp, target in self._pending:
             try:
@@ -339,6 +351,26 @@ def is_stale_temp_file(path: str | Path, now: float | None = None) -> bool:
     return False
 
 
+def is_temp_file_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file name of this module (or of an older versemi)."""
+    return _TEMP_RE.match(name) is not None or _LEGACY_TEMP_RE.match(name) is not None
+
+
+def temp_file_target(name: str) -> str | None:
+    """The name of the file a temporary file of this module (or of an older versemi) was to become;
+    None for any other name, or for an old temporary name that does not say.
+
+    Example: ``".case.r2.nii.gz.4711-ab12cd34.tmp.nii.gz"`` -> ``"case.r2.nii.gz"``.
+    """
+    match = _TEMP_RE.match(name)
+    if match is not None:
+        return match["target"]
+    match = _LEGACY_TEMP_RE.match(name)
+    if match is not None:
+        return match["target"] or match["old_target"]
+    return None
+
+
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """Delete the temporary files that killed writers left in ``folder`` (not recursive).
 
@@ -357,7 +389,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
         return removed
     now = time.time()
     for path in entries:
-        if path.name.startswith(".") and ".tmp" in path.name and is_stale_temp_file(path, now):
+        if is_temp_file_name(path.name) and is_stale_temp_file(path, now):
             try:
                 if path.is_file():
                     path.unlink()
@@ -387,6 +419,14 @@ def sha256_prefix(
         length: how many bytes to hash from the start.
         progress_callback: called with ``(bytes hashed, bytes to hash)`` after each chunk.
     """
+    return sha256_digest(path, length, progress_callback).hexdigest()
+
+
+def sha256_digest(
+    path: str | Path, length: int | None = None, progress_callback: Callable[[int, int], None] | None = None
+) -> "hashlib._Hash":
+    """The SHA-256 object of the first ``length`` bytes of a file (None: the whole file), to go on
+    hashing more bytes (a resumed download) or to read its digest; reads 1 MiB at a time."""
     digest = hashlib.sha256()
     path = Path(path)
     total = path.stat().st_size if length is None else length
@@ -397,7 +437,7 @@ def sha256_prefix(
             done += len(chunk)
             if progress_callback is not None:
                 progress_callback(done, total)
-    return digest.hexdigest()
+    return digest
 
 
 __all__ = [
@@ -409,10 +449,13 @@ __all__ = [
     "atomic_write_text",
     "fsync_directory",
     "is_stale_temp_file",
+    "is_temp_file_name",
     "make_folder",
     "make_temp_file",
     "remove_stale_temp_files",
     "retarget_error",
+    "sha256_digest",
     "sha256_file",
     "sha256_prefix",
+    "temp_file_target",
 ]

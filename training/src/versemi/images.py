@@ -1,4 +1,4 @@
-"""The one image reader that refuses damaged files, and the checks every image output passes.
+"""The one image reader that refuses damaged files, the registry of image file endings, the grid rule.
 
 Every command reads scans and labels through :func:`read_image` (``predict``, ``pseudolabel``,
 ``check-dataset``, ``evaluate``, ``train``'s preprocessing, ``review``), so a bad file is refused the
@@ -17,17 +17,15 @@ same way everywhere, with one line that names the file and the problem:
   normal must be evenly spaced; otherwise the series is refused with the positions of the gap,
   unless the caller passes ``allow_gaps=True`` (``--allow-gaps``).
 
-Outputs (:func:`check_output_paths`, :func:`check_output_geometry`) are refused before any work when
-the format cannot hold a 3D labelmap with its geometry (PNG and other 2D formats; header + data file
-pairs such as ``.mhd`` that cannot be replaced atomically; a sheared direction matrix, which NIfTI
-cannot store), or when an output would overwrite an input (the same path, a symbolic or a hard link).
+Here too: the one registry of image file endings and the one grid rule (:func:`grid_differences`:
+when two images share a voxel grid). Writing images, and the checks every output passes before any
+work, are in :mod:`versemi.outputs`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
-import math
 import os
 import re
 import struct
@@ -40,18 +38,21 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-# Image file endings, longest first (".nii.gz" before ".nii").
+
+# --- the one registry of image file endings (every module and the CLI take them from here) ------
+# What the reader takes as an image file (a folder is a DICOM series), longest first.
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-# Single-file formats that keep a 3D labelmap and its geometry, and can be replaced atomically.
+# Single-file formats that keep a 3D labelmap and its geometry and can be replaced atomically: the
+# labelmap outputs, a dataset's ``file_ending``, the files ``evaluate`` pairs.
 LABELMAP_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+# Endings of two dots that os.path.splitext would cut in the middle.
 _DOUBLE_EXTENSIONS = (".nii.gz", ".nrrd.gz", ".mha.gz")
-_TWO_D_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
-_PAIRED_EXTENSIONS = (".mhd", ".nhdr", ".hdr", ".img")
+# Formats an output cannot be: 2D only, or a header whose voxels go to a second file.
+TWO_D_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+PAIRED_EXTENSIONS = (".mhd", ".nhdr", ".hdr", ".img")
 # Relative tolerance on the distance between neighbouring DICOM slices.
 SLICE_SPACING_RTOL = 0.05
-# |D^T D - I| above this: a sheared (non-orthonormal) direction matrix.
-ORTHONORMAL_ATOL = 1e-4
 _READ_CHUNK = 4 * 1024 * 1024
 # NIfTI datatype codes of floating-point voxels -> numpy type (NIfTI-1 and NIfTI-2 share them).
 _NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
@@ -60,10 +61,6 @@ _FLOAT_PIXEL_IDS = (sitk.sitkFloat32, sitk.sitkFloat64)
 
 class ImageFileError(ValueError):
     """An image file (or DICOM folder) that cannot be used; the message names it and the problem."""
-
-
-class OutputPathError(ValueError):
-    """An output path that would lose data or geometry; the message names it and says what to do."""
 
 
 def split_image_extension(path: str | Path) -> tuple[str, str]:
@@ -224,7 +221,12 @@ def _truncated(path: Path, need: int, got: int) -> ImageFileError:
 
 
 # --- reading --------------------------------------------------------------------------------------
-def _check_file(path: Path) -> None:
+def check_image_file(path: Path) -> None:
+    """Refuse a missing path, a folder or an empty file before a reader opens it (one line naming it).
+
+    Raises:
+        ImageFileError: not found, not a file, or empty.
+    """
     if not path.exists():
         raise ImageFileError(f"{path}: image file not found")
     if not path.is_file():
@@ -259,7 +261,7 @@ def read_image_counting(path: str | Path) -> tuple[sitk.Image, int]:
         ImageFileError: missing, empty, truncated, corrupt or unreadable file.
     """
     path = Path(path)
-    _check_file(path)
+    check_image_file(path)
     nifti_bad = scan_nifti(path) if path.name.lower().endswith(NIFTI_EXTENSIONS) else None
     try:
         with quiet_itk():
@@ -454,100 +456,75 @@ def read_image(
     return read_image_file(path, allow_nonfinite=allow_nonfinite)
 
 
-# --- outputs --------------------------------------------------------------------------------------
-def is_orthonormal(direction: Sequence[float], atol: float = ORTHONORMAL_ATOL) -> bool:
-    """Whether a flattened 3x3 (or 2x2) direction matrix is a rotation/reflection (no shear)."""
-    d = np.asarray(direction, dtype=float)
-    n = int(round(math.sqrt(d.size)))
-    d = d.reshape(n, n)
-    return bool(np.allclose(d.T @ d, np.eye(n), atol=atol))
+# --- grids ----------------------------------------------------------------------------------------
+# THE grid-equality rule of versemi (check-dataset, training's preprocessing, evaluate, review): two
+# images share one voxel grid when they have the same size and, within header float noise (NIfTI
+# stores geometry as float32; Slicer converts RAS <-> LPS), the same spacing, origin and direction.
+# Anything larger is a different grid, refused with the differences named: a label even 0.05 voxel
+# off is a mismatched file, not rounding.
+GRID_SPACING_RTOL = 1e-4  # relative difference of each voxel side
+GRID_ORIGIN_VOXELS = 1e-3  # distance between the origins, as a fraction of the smallest voxel side
+GRID_DIRECTION_ATOL = 1e-4  # absolute difference of each direction cosine
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
+def _grid(image: object) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """Size, spacing, origin and direction of a ``sitk.Image`` or a header-read ``sitk.ImageFileReader``."""
+    return (
+        tuple(int(n) for n in image.GetSize()),  # type: ignore[attr-defined]
+        np.asarray(image.GetSpacing(), dtype=float),  # type: ignore[attr-defined]
+        np.asarray(image.GetOrigin(), dtype=float),  # type: ignore[attr-defined]
+        np.asarray(image.GetDirection(), dtype=float),  # type: ignore[attr-defined]
+    )
 
 
-def check_output_paths(
-    image_targets: Sequence[str | Path],
-    other_targets: Sequence[str | Path] = (),
-    inputs: Sequence[str | Path | None] = (),
-) -> None:
-    """Refuse, before any work, outputs that cannot hold a 3D labelmap or would overwrite an input.
-
-    Args:
-        image_targets: image files to be written (their extension picks the format).
-        other_targets: other files to be written (sidecars, colour tables).
-        inputs: files or folders that are read (scan, DICOM folder, checkpoint); None entries skipped.
-
-    Raises:
-        OutputPathError: a 2D or two-file format, an unknown extension, or a target that is an input
-            (same path, or a symbolic or hard link to it) or a file inside an input DICOM folder.
-    """
-    for target in image_targets:
-        target = Path(target)
-        _, ext = split_image_extension(target.name)
-        ext = ext.lower()
-        if ext in LABELMAP_EXTENSIONS:
-            continue
-        use = "use .nii.gz, .nii, .nrrd or .mha"
-        if ext in _TWO_D_EXTENSIONS:
-            why = f"{ext} is a 2D image format: it cannot hold a 3D labelmap (only one slice would be kept)"
-        elif ext in _PAIRED_EXTENSIONS:
-            why = f"{ext} writes its voxels to a second file beside the header, which cannot be written atomically"
-        else:
-            why = f"unsupported labelmap format {ext or '(no extension)'!r}"
-        raise OutputPathError(f"{target}: {why}; {use}")
-    sources = [Path(p) for p in inputs if p is not None]
-    for target in [Path(t) for t in (*image_targets, *other_targets)]:
-        for source in sources:
-            if source.is_dir():
-                inside = target.parent.resolve() == source.resolve() and target.exists()
-                if inside:
-                    raise OutputPathError(
-                        f"{target}: refusing to overwrite a file inside the input DICOM folder {source}; "
-                        "choose another output path"
-                    )
-            elif _same_file(target, source) or target.resolve() == source.resolve():
-                raise OutputPathError(
-                    f"{target}: is the input {source} itself (same file); refusing to overwrite an input - "
-                    "choose another output path"
-                )
+def _fmt_grid(values: Iterable[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
 
 
-def check_output_geometry(image_targets: Sequence[str | Path], reference: sitk.Image) -> None:
-    """Refuse NIfTI outputs for an image whose direction matrix NIfTI cannot store (sheared).
+def grid_differences(a: sitk.Image | sitk.ImageFileReader, b: sitk.Image | sitk.ImageFileReader) -> list[str]:
+    """How the voxel grids of ``a`` and ``b`` differ: empty when they are the same grid.
+
+    The one rule (module constants): same size (and dimension); each spacing within
+    :data:`GRID_SPACING_RTOL` relative; the origins within :data:`GRID_ORIGIN_VOXELS` of the smallest
+    voxel side of either image (a physical distance, so oblique grids are judged alike); each
+    direction cosine within :data:`GRID_DIRECTION_ATOL`.
 
     Args:
-        image_targets: image files to be written on ``reference``'s grid.
-        reference: the input image whose geometry the outputs copy.
+        a, b: images, or readers after ``ReadImageInformation()`` (only the headers are needed).
 
-    Raises:
-        OutputPathError: naming the target and the formats that keep the geometry.
+    Returns:
+        One phrase per difference, e.g. ``"origin (0, 0, 0) vs (0.05, 0, 0)"`` (values of ``a`` first).
     """
-    if is_orthonormal(reference.GetDirection()):
-        return
-    for target in image_targets:
-        _, ext = split_image_extension(Path(target).name)
-        if ext.lower() in NIFTI_EXTENSIONS:
-            raise OutputPathError(
-                f"{target}: the input's direction matrix {_fmt(reference.GetDirection())} is sheared (not "
-                "orthonormal), which NIfTI cannot store: the labelmap would not lie on the input grid; "
-                "write .nrrd or .mha, which keep it"
-            )
+    size_a, spacing_a, origin_a, direction_a = _grid(a)
+    size_b, spacing_b, origin_b, direction_b = _grid(b)
+    if len(size_a) != len(size_b):
+        return [f"dimension {len(size_a)} vs {len(size_b)}"]
+    out = []
+    if size_a != size_b:
+        out.append(f"size {_fmt_grid(size_a)} vs {_fmt_grid(size_b)}")
+    if np.any(np.abs(spacing_a - spacing_b) > GRID_SPACING_RTOL * np.maximum(np.abs(spacing_a), np.abs(spacing_b))):
+        out.append(f"spacing {_fmt_grid(spacing_a)} vs {_fmt_grid(spacing_b)}")
+    voxel = float(min(spacing_a.min(), spacing_b.min()))
+    if float(np.linalg.norm(origin_a - origin_b)) > GRID_ORIGIN_VOXELS * voxel:
+        out.append(f"origin {_fmt_grid(origin_a)} vs {_fmt_grid(origin_b)}")
+    if np.any(np.abs(direction_a - direction_b) > GRID_DIRECTION_ATOL):
+        out.append(f"direction {_fmt_grid(direction_a)} vs {_fmt_grid(direction_b)}")
+    return out
 
 
 __all__ = [
+    "GRID_DIRECTION_ATOL",
+    "GRID_ORIGIN_VOXELS",
+    "GRID_SPACING_RTOL",
     "IMAGE_EXTENSIONS",
     "LABELMAP_EXTENSIONS",
+    "NIFTI_EXTENSIONS",
+    "PAIRED_EXTENSIONS",
+    "TWO_D_EXTENSIONS",
     "ImageFileError",
-    "OutputPathError",
     "check_dicom_slices",
-    "check_output_geometry",
-    "check_output_paths",
-    "is_orthonormal",
+    "check_image_file",
+    "grid_differences",
     "itk_reason",
     "list_dicom_series",
     "nonfinite_count",

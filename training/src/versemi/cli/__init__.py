@@ -6,7 +6,7 @@ line), ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int`` (
 Start-up stays fast (``versemi --help`` well under a second): sub-command modules import heavy packages
 (torch, MONAI, SimpleITK, ``versemi.training``, ``versemi.inference``...) inside ``run`` (or, for what a
 default needs, inside ``add_arguments``), and :func:`main` calls ``add_arguments`` only for the
-sub-command being run. ``tests/test_cli_startup.py`` checks that torch stays out.
+sub-command being run. ``tests/cli/test_startup.py`` checks that torch stays out.
 
 Signals: SIGTERM is handled like Ctrl-C (SIGINT): it raises :class:`Terminated`, a
 ``KeyboardInterrupt``, so every cleanup path runs (temporary files and folders a command created

@@ -30,8 +30,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", "-p", default="all",
                         help="comma-separated target names, 'all' (every real target) or "
                              "'all_foreground' (the synthetic union prompt); default: all")
-    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
-                        help="auto = CUDA if available, else Apple MPS where it works, else CPU")
+    from versemi.devices import DEVICES
+
+    parser.add_argument("--device", default="auto", choices=DEVICES,
+                        help="auto = CUDA if available, else Apple MPS where it runs 3D convolutions, else CPU")
     parser.add_argument("--quality", default="default", choices=["default", "fast"],
                         help="fast = twice the model's voxel spacing (about 8x faster, coarser borders)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x slower)")

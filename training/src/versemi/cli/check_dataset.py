@@ -1,7 +1,8 @@
 """``versemi check-dataset DIR [DIR ...] [--json]``: validate nnU-Net v2 raw dataset folders.
 
 Prints every problem (errors first, then warnings; one per line with the file path) and a summary
-line per folder. Exit status 0 when no folder has errors (warnings allowed), 1 otherwise.
+line per folder. Exit status 0 when no folder has errors (warnings allowed), 1 otherwise. Grids are
+compared with the one rule training and ``evaluate`` use (:func:`versemi.images.grid_differences`).
 """
 
 from __future__ import annotations
@@ -21,20 +22,10 @@ HELP = "Check nnU-Net v2 raw dataset folders (files, geometry, labels) and list 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # Here, not at the top: versemi.data.check loads numpy and SimpleITK, which `versemi --help` does not need.
-    from versemi.data.check import GeometryTolerance
-
     parser.add_argument(
         "dirs", nargs="+", type=Path, metavar="DIR", help="dataset folder(s) (DatasetNNN_Name)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON report on stdout instead of text")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=GeometryTolerance().spacing,
-        help="geometry tolerance: relative for spacing, fraction of a voxel for origin, absolute for "
-        "direction cosines (default %(default)g)",
-    )
     parser.add_argument("--workers", type=int, default=None, help="threads reading files (default: up to 4)")
 
 
@@ -46,15 +37,14 @@ def _count_cases(root: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from versemi.data.check import GeometryTolerance, check_dataset, summarize
+    from versemi.data.check import check_dataset, summarize
 
-    tol = GeometryTolerance(args.tolerance, args.tolerance, args.tolerance)
     reports = []
     any_errors = False
     for folder in args.dirs:
         root = folder.expanduser().resolve()
         start = time.perf_counter()
-        problems = check_dataset(root, tolerance=tol, workers=args.workers)
+        problems = check_dataset(root, workers=args.workers)
         seconds = time.perf_counter() - start
         errors, warnings = summarize(problems)
         any_errors |= errors > 0

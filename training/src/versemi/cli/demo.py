@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for everything the demo writes (default: demo_output)")
     parser.add_argument("--steps", type=int, default=None,
                         help="training iterations, both stages together (default: 300)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    from versemi.devices import DEVICES
+
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="training and prediction device")
 
 
 def demo_config(data: Path, output: Path, steps: int) -> dict:

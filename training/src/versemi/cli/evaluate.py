@@ -21,7 +21,7 @@ COMMAND = "evaluate"
 HELP = "Score predicted label maps against reference labels (Dice, HD95 and NSD in mm) per case and label."
 
 # versemi.evaluation.metrics.DEFAULT_NSD_TOLERANCE_MM, written out because that module imports torch
-# and the parser must build without it (tests/test_cli_startup.py checks the two agree).
+# and the parser must build without it (tests/cli/test_startup.py checks the two agree).
 DEFAULT_NSD_TOLERANCE_MM = 2.0
 
 

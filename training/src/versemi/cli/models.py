@@ -169,12 +169,9 @@ def _progress(mode: str, description: str) -> tuple[Callable[[int, int], None] |
 
 
 def _human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+    from versemi.data.memory import format_bytes  # the one byte formatter
+
+    return format_bytes(size)
 
 
 # --- actions -------------------------------------------------------------------------------------
@@ -313,20 +310,19 @@ def _remove(args: argparse.Namespace) -> int:
 def _entry(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from versemi.checkpoint import load_checkpoint
+    from versemi.checkpoint import Checkpoint
     from versemi.models import parse_catalogue, sha256_file
     from versemi.models.catalogue import catalogue_document
 
     path = Path(args.file)
-    payload = load_checkpoint(path, for_inference=True)  # publish only what predict can load
-    prompts = payload["label_space"].get("prompts", []) if isinstance(payload["label_space"], dict) else []
+    checkpoint = Checkpoint.load(path)  # publish only what predict can load
     raw = {
         "name": args.name,
         "version": args.version,
         "url": args.url,
         "sha256": sha256_file(path),
         "size": path.stat().st_size,
-        "label_space": [p.get("name") for p in prompts if isinstance(p, dict)],
+        "label_space": list(checkpoint.label_space.names),
         "licence": args.licence,
         "description": args.description,
     }

@@ -19,9 +19,9 @@ HELP = "pseudo-label every scan of a folder (or an nnU-Net imagesTr) with a trai
 EPILOG = """\
 outputs in the --output folder:
   <case>.nii.gz, <case>.json, <case>.ctbl   labelmap, sidecar and colour table per case
-  manifest.jsonl   one line per case (status, model, prompts, uncertainty); resume state
-  manifest.json    the review manifest: every finished case with its uncertainty score (most
-                   uncertain first), for the annotation loop (see docs/REVIEW.md)
+  manifest.json    the folder's one manifest: every case with its model, uncertainty score (most
+                   uncertain first) and review status, or the error of a case that failed; the
+                   annotation loop reviews from it (see docs/REVIEW.md)
 The score compares the chosen prompts with the synthetic all_foreground prompt, which is computed
 but never written as a label. Run the same command again to resume an interrupted run."""
 
@@ -33,11 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of scans (NIfTI/NRRD/MHA files or DICOM series sub-folders), "
                              "or an nnU-Net raw dataset folder (its imagesTr is used)")
     parser.add_argument("--output", "-o", required=True,
-                        help="folder for <case>.nii.gz + <case>.json + <case>.ctbl, manifest.jsonl and "
-                             "the review manifest manifest.json (uncertainty scores, see docs/REVIEW.md)")
+                        help="folder for <case>.nii.gz + <case>.json + <case>.ctbl and the folder's "
+                             "manifest.json (uncertainty scores, review status; see docs/REVIEW.md)")
     add_model_arguments(parser)
-    parser.add_argument("--output-extension", default=".nii.gz",
-                        choices=[".nii.gz", ".nii", ".nrrd", ".mha"], help="labelmap format")
+    from versemi.images import LABELMAP_EXTENSIONS
+
+    parser.add_argument("--output-extension", default=LABELMAP_EXTENSIONS[0], choices=LABELMAP_EXTENSIONS,
+                        help="labelmap format")
     parser.add_argument("--no-resume", action="store_true",
                         help="redo cases that an earlier run already finished with the same model")
 
@@ -45,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from versemi.data.memory import memory_limit_set
     from versemi.inference.progress import JsonLinesProgress
-    from versemi.inference.pseudolabel import MANIFEST_NAME, pseudolabel_folder
-    from versemi.review.manifest import MANIFEST_NAME as REVIEW_MANIFEST_NAME
+    from versemi.inference.pseudolabel import pseudolabel_folder
+    from versemi.review.manifest import MANIFEST_NAME
 
     progress = start_inference(args)
     with reporting_errors(progress), memory_limit_set(args.memory_limit):
@@ -58,13 +60,11 @@ def run(args: argparse.Namespace) -> int:
         )
     failed = [r for r in records if r.status == "failed"]
     manifest = f"{args.output.rstrip('/')}/{MANIFEST_NAME}"
-    review_manifest = f"{args.output.rstrip('/')}/{REVIEW_MANIFEST_NAME}"
     if isinstance(progress, JsonLinesProgress):
-        progress.done(output=args.output, manifest=manifest, review_manifest=review_manifest, cases=len(records),
-                      failed=len(failed))
+        progress.done(output=args.output, manifest=manifest, cases=len(records), failed=len(failed))
     if args.progress != "json":
-        print(f"{len(records) - len(failed)} of {len(records)} cases pseudo-labelled; manifest: {manifest}; "
-              f"review manifest (uncertainty scores): {review_manifest}", file=sys.stderr)
+        print(f"{len(records) - len(failed)} of {len(records)} cases pseudo-labelled; manifest (uncertainty "
+              f"scores, review status): {manifest}", file=sys.stderr)
     for r in failed:
         print(f"versemi pseudolabel: {r.case}: {r.error}", file=sys.stderr)
     return 1 if failed else 0

@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"counts": counts, "next": nxt.case_id if nxt else None}))
             else:
-                print(", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({sum(counts.values())} cases)")
+                shown = {s: n for s, n in counts.items() if n or s != "failed"}  # failed: only when there are some
+                print(", ".join(f"{n} {s}" for s, n in shown.items()) + f" ({sum(counts.values())} cases)")
                 print(f"next: {nxt.case_id} (score {_num(nxt.score)})" if nxt else "next: none (no pending case)")
         elif action == "next":
             nxt = session.next_case()

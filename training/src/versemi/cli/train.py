@@ -35,8 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start from this checkpoint's weights (retrain / fine-tune, e.g. after reviewing pseudo-labels); "
         "optimizer and step counter start fresh; overrides training.init_checkpoint",
     )
+    from versemi.devices import DEVICES
+
     parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="training device (default: auto)"
+        "--device", choices=DEVICES, default="auto",
+        help="training device (default: auto = CUDA, else Apple MPS where it runs 3D convolutions, else CPU)",
     )
     parser.add_argument("--max-steps", type=int, help="total step budget (overrides training.max_steps)")
     parser.add_argument("--num-workers", type=int, help="DataLoader workers (overrides training.num_workers)")
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from versemi.data.config import ConfigError, load_config
     from versemi.training import distributed as dist_utils
     from versemi.training.options import TrainingOptionsError, training_options
-    from versemi.training.trainer import TrainingError, resolve_device, run_training, stage_folder
+    from versemi.devices import resolve_device
+    from versemi.training.trainer import TrainingError, run_training, stage_folder
 
     try:
         config = load_config(args.config)
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         local_rank = int(__import__("os").environ.get("LOCAL_RANK", 0))
-        device = resolve_device(args.device, local_rank)
+        device, _ = resolve_device(args.device, local_rank)
         ctx = dist_utils.init_distributed(device)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
@@ -126,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 def _check_model_section(model: dict, source: Path) -> None:
     """Refuse a ``model:`` section the model builder would refuse, naming the config file (a typo in
     a key must not surface later, after the data is preprocessed, without saying where it is)."""
-    from versemi.model.network import resolve_config
+    from versemi.network.segmenter import resolve_config
 
     try:
         resolve_config({"num_prompts": 1, **dict(model)})  # the real prompt count comes from the label space

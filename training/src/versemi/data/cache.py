@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -37,7 +36,8 @@ import numpy as np
 
 from versemi.data.dataset import read_image
 from versemi.data.preprocessing import PREPROCESSING_VERSION, PreprocessingSpec, preprocess_case
-from versemi.fileio import atomic_write, atomic_write_bytes
+from versemi.fileio import atomic_write, atomic_write_bytes, is_temp_file_name, remove_stale_temp_files
+from versemi.timestamps import utc_now
 
 if TYPE_CHECKING:
     from versemi.data.config import TrainConfig
@@ -47,13 +47,6 @@ CACHE_FORMAT = 1
 # How many foreground voxel coordinates are kept per label value: plenty for oversampling, and
 # small enough (<= 120 kB per value) to load eagerly.
 MAX_FOREGROUND_LOCATIONS = 10_000
-_STALE_TMP_SECONDS = 3600
-
-
-def _is_temp_name(name: str) -> bool:
-    """Whether ``name`` is an in-progress write: ``fileio.atomic_write``'s ``.<name>.<random>.tmp``,
-    or the ``.tmp-...`` names older versions used (killed runs may have left some behind)."""
-    return name.startswith(".tmp-") or (name.startswith(".") and name.endswith(".tmp"))
 
 
 @dataclass
@@ -331,7 +324,7 @@ class PreprocessedCache:
             "case_id": case_id,
             "image_path": str(image_path),
             "label_path": str(label_path) if label_path is not None else None,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created": utc_now(),
             "record": case.record,
             "image_file": f"image-{short}.npy",
             "label_file": None,
@@ -358,17 +351,16 @@ class PreprocessedCache:
 
     @staticmethod
     def _remove_stale(slot: Path, keep: str) -> None:
-        """Delete arrays of older keys and temp files abandoned by killed runs (mapped files stay
-        readable by processes that have them open)."""
-        now = time.time()
+        """Delete arrays of older keys, and temporary files whose writer is gone
+        (:func:`versemi.fileio.remove_stale_temp_files`); mapped files stay readable by processes
+        that have them open."""
+        remove_stale_temp_files(slot)
         for f in slot.iterdir():
             name = f.name
+            if name == "meta.json" or keep in name or is_temp_file_name(name):
+                continue  # the entry itself, or a write another process is still doing
             try:
-                if _is_temp_name(name):
-                    if now - f.stat().st_mtime > _STALE_TMP_SECONDS:
-                        f.unlink(missing_ok=True)
-                elif name != "meta.json" and keep not in name:
-                    f.unlink(missing_ok=True)
+                f.unlink(missing_ok=True)
             except OSError:
                 pass  # another process cleaned it first
 

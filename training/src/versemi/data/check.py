@@ -25,7 +25,15 @@ from versemi.data.dataset import (
     read_image_header,
     split_ending,
 )
-from versemi.images import ImageFileError, nonfinite_count, read_image_counting, read_image_file, scan_nifti
+from versemi.images import (
+    NIFTI_EXTENSIONS,
+    ImageFileError,
+    grid_differences,
+    nonfinite_count,
+    read_image_counting,
+    read_image_file,
+    scan_nifti,
+)
 
 Severity = Literal["error", "warning"]
 ERROR: Severity = "error"
@@ -46,23 +54,11 @@ class Problem:
         return {"severity": self.severity, "path": str(self.path), "message": self.message}
 
 
-@dataclass(frozen=True)
-class GeometryTolerance:
-    """How far two grids may differ and still count as the same.
-
-    Attributes:
-        spacing: relative difference per axis (1e-3 = 0.1 %).
-        origin: difference per axis as a fraction of the smaller spacing on that axis.
-        direction: absolute difference per direction-cosine entry.
-    """
-
-    spacing: float = 1e-3
-    origin: float = 1e-3
-    direction: float = 1e-3
-
-
 @dataclass
 class _Geometry:
+    """What the checks need of an image or a header; its grid is compared with
+    :func:`versemi.images.grid_differences` (through the ``Get*`` accessors below)."""
+
     dimension: int
     components: int
     size: tuple[int, ...]
@@ -81,24 +77,21 @@ class _Geometry:
         return cls(im.GetDimension(), im.GetNumberOfComponentsPerPixel(), im.GetSize(), im.GetSpacing(),
                    im.GetOrigin(), im.GetDirection(), im.GetPixelID())
 
+    def GetSize(self) -> tuple[int, ...]:  # noqa: N802 - the SimpleITK accessor names
+        return self.size
+
+    def GetSpacing(self) -> tuple[float, ...]:  # noqa: N802
+        return self.spacing
+
+    def GetOrigin(self) -> tuple[float, ...]:  # noqa: N802
+        return self.origin
+
+    def GetDirection(self) -> tuple[float, ...]:  # noqa: N802
+        return self.direction
+
 
 def _fmt(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
-
-
-def geometry_differences(a: _Geometry, b: _Geometry, tol: GeometryTolerance) -> list[str]:
-    """Human-readable differences between two 3D grids (empty when they match)."""
-    out = []
-    if tuple(a.size) != tuple(b.size):
-        out.append(f"size {_fmt(a.size)} vs {_fmt(b.size)}")
-    if any(abs(x - y) > tol.spacing * max(abs(x), abs(y)) for x, y in zip(a.spacing, b.spacing)):
-        out.append(f"spacing {_fmt(a.spacing)} vs {_fmt(b.spacing)}")
-    voxel = [min(x, y) for x, y in zip(a.spacing, b.spacing)]
-    if any(abs(x - y) > tol.origin * v for x, y, v in zip(a.origin, b.origin, voxel)):
-        out.append(f"origin {_fmt(a.origin)} vs {_fmt(b.origin)}")
-    if any(abs(x - y) > tol.direction for x, y in zip(a.direction, b.direction)):
-        out.append(f"direction {_fmt(a.direction)} vs {_fmt(b.direction)}")
-    return out
 
 
 # --- dataset.json ----------------------------------------------------------------------------------
@@ -204,7 +197,7 @@ def _nonfinite_count(path: Path) -> int:
         DatasetError: the voxels cannot be read (truncated, corrupt or unreadable file).
     """
     try:
-        if path.name.lower().endswith((".nii", ".nii.gz")):
+        if path.name.lower().endswith(NIFTI_EXTENSIONS):
             raw = scan_nifti(path)
             if raw is not None:
                 return raw
@@ -240,7 +233,6 @@ def _check_case(
     image_paths: Sequence[Path],
     label_path: Path | None,
     label_values: set[int] | None,
-    tol: GeometryTolerance,
 ) -> list[Problem]:
     problems: list[Problem] = []
     reference: tuple[Path, _Geometry] | None = None  # channel 0 when usable
@@ -265,7 +257,7 @@ def _check_case(
         if reference is None and channel == 0:
             reference = (path, header)
         elif reference is not None:
-            diffs = geometry_differences(reference[1], header, tol)
+            diffs = grid_differences(reference[1], header)
             if diffs:
                 problems.append(Problem(ERROR, path, f"geometry differs from channel 0 {reference[0].name}: "
                                                      + "; ".join(diffs)))
@@ -282,7 +274,7 @@ def _check_case(
     if header_problems:
         return problems
     if reference is not None:
-        diffs = geometry_differences(reference[1], geom, tol)
+        diffs = grid_differences(reference[1], geom)
         if diffs:
             problems.append(Problem(ERROR, label_path, f"label geometry differs from image "
                                                        f"{reference[0].name}: " + "; ".join(diffs)))
@@ -310,7 +302,6 @@ def _check_case(
 # --- the whole folder -----------------------------------------------------------------------------
 def check_dataset(
     root: str | Path,
-    tolerance: GeometryTolerance | None = None,
     workers: int | None = None,
 ) -> list[Problem]:
     """Check an nnU-Net v2 raw dataset folder and return every problem found.
@@ -318,20 +309,18 @@ def check_dataset(
     Checked: ``dataset.json`` (present, valid JSON, required keys, label values, file ending);
     ``imagesTr``/``labelsTr`` present; every image has a label and every label an image; every
     channel file in ``channel_names`` exists; images and labels are 3D with one component per voxel;
-    channels and labels share the channel-0 grid (size, spacing, origin, direction within
-    ``tolerance``); no NaN/Inf voxels; label values are declared in ``dataset.json``; labels are not
+    channels and labels share the channel-0 grid (:func:`versemi.images.grid_differences`: the
+    rule training's preprocessing and ``evaluate`` apply too); no NaN/Inf voxels; label values are declared in ``dataset.json``; labels are not
     empty (warning); ``numTraining`` matches the number of cases (warning); stray files (warning).
 
     Args:
         root: the dataset folder.
-        tolerance: geometry tolerance (default :class:`GeometryTolerance`).
         workers: threads reading files (default: up to 4, bounded by the CPU count).
 
     Returns:
         The problems, dataset-level first, then per case in case-id order; empty when all is well.
     """
     root = Path(root).expanduser().resolve()
-    tol = tolerance or GeometryTolerance()
     if not root.is_dir():
         return [Problem(ERROR, root, "dataset folder not found")]
     problems: list[Problem] = []
@@ -403,7 +392,7 @@ def check_dataset(
 
     n_workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=max(1, n_workers)) as pool:
-        per_case = pool.map(lambda c: _check_case(c[0], c[1], c[2], facts.label_values, tol), cases)
+        per_case = pool.map(lambda c: _check_case(c[0], c[1], c[2], facts.label_values), cases)
         for found in per_case:
             problems.extend(found)
     return problems

@@ -13,8 +13,13 @@ fingerprint); the ``plans`` section tunes or overrides them, and the optional to
 ``target_spacing`` / ``patch_size`` override them for every dataset at once. Both are in ``(x, y, z)``
 order, as SimpleITK uses (not nnU-Net's plans order).
 
-The ``model`` and ``training`` sections are free-form dicts owned by :mod:`versemi.model` and
+The ``model`` and ``training`` sections are free-form dicts owned by :mod:`versemi.network` and
 :mod:`versemi.training`; they are passed through untouched.
+
+Why one module of about 800 lines: every key is read and checked here through one context, so that
+each error names the file and the key path (``datasets[1].labeled``) the same way, and the checks
+that cross sections (labeled cases against each dataset's cases, ``plans`` overrides against the
+dataset names, review folders against their manifests) stay next to each other.
 """
 
 from __future__ import annotations
@@ -298,7 +303,7 @@ class TrainConfig:
         target_spacing: resampling spacing in mm, (x, y, z), for EVERY dataset (overrides the
             plans); ``None`` = each dataset's planned spacing.
         patch_size: training patch size in voxels, (x, y, z), for every dataset; ``None`` = planned.
-        model: free-form model section (``versemi.model.build_model``).
+        model: free-form model section (``versemi.network.build_model``).
         training: free-form trainer section.
         cache_dir: preprocessed cache folder.
         output_dir: checkpoints, logs and reports.
@@ -726,7 +731,8 @@ def _parse_unlabeled_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> Unlabeled
 
 def _parse_review_dir(ctx: _Ctx, key: str, raw: Any, base: Path) -> ReviewDirConfig:
     # Imported here: versemi.review imports versemi.data.dataset, and config must stay importable alone.
-    from versemi.review.manifest import MANIFEST_NAME, ManifestError, training_view
+    from versemi.review.manifest import MANIFEST_NAME, ManifestError
+    from versemi.review.training import training_view
 
     entry, path, modality = _folder_entry(ctx, key, raw, base, REVIEW_DIR_KEYS)
     dataset = _string(ctx, f"{key}.dataset", entry["dataset"]) if entry.get("dataset") else None

@@ -23,10 +23,18 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from versemi.images import ImageFileError, itk_reason, quiet_itk, read_image_file
+from versemi.images import (
+    LABELMAP_EXTENSIONS,
+    ImageFileError,
+    check_image_file,
+    itk_reason,
+    quiet_itk,
+    read_image_file,
+    split_image_extension,
+)
 
-# Longest first so ".nii.gz" wins over ".gz"-less ".nii" when matching names.
-SUPPORTED_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha")
+# A dataset's images and labels: single-file formats (the registry is versemi.images').
+SUPPORTED_ENDINGS: tuple[str, ...] = LABELMAP_EXTENSIONS
 REQUIRED_DATASET_JSON_KEYS: tuple[str, ...] = ("channel_names", "labels", "numTraining", "file_ending")
 
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -42,12 +50,8 @@ def split_ending(path: str | Path) -> tuple[str, str] | None:
     ``"case_0000.nii.gz"`` -> ``("case_0000", ".nii.gz")``; the match is case-insensitive but the
     returned stem keeps its case.
     """
-    name = Path(path).name
-    lower = name.lower()
-    for ending in SUPPORTED_ENDINGS:
-        if lower.endswith(ending) and len(name) > len(ending):
-            return name[: -len(ending)], name[-len(ending):]
-    return None
+    stem, ending = split_image_extension(Path(path).name)
+    return (stem, ending) if stem and ending.lower() in SUPPORTED_ENDINGS else None
 
 
 @dataclass(frozen=True)
@@ -129,12 +133,11 @@ def read_image_header(path: str | Path) -> sitk.ImageFileReader:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DatasetError(f"{path}: file not found")
-    if not path.is_file():
-        raise DatasetError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise DatasetError(f"{path}: file is empty (0 bytes)")
+    """The reader's file checks (:func:`versemi.images.check_image_file`), then a supported ending."""
+    try:
+        check_image_file(path)
+    except ImageFileError as exc:
+        raise DatasetError(str(exc)) from None
     if split_ending(path) is None:
         raise DatasetError(
             f"{path}: unsupported file type; use one of {', '.join(SUPPORTED_ENDINGS)}"

@@ -33,6 +33,10 @@ was trained from, with that dataset's window size.
 (``plans: {overrides: {<dataset>: {target_spacing, patch_size}}}``) or every dataset at once with the
 top-level ``target_spacing`` / ``patch_size`` keys. Spacings and patch sizes are ``(x, y, z)``, as
 SimpleITK orders them.
+
+Why one module of about 600 lines: fingerprint -> plan -> plans is one derivation whose rules refer
+to each other's numbers, and the typed, versioned :class:`Plans` lives with it so that what is
+planned is exactly what checkpoints store.
 """
 
 from __future__ import annotations
@@ -523,7 +527,7 @@ def plan_dataset(
 
 def size_divisor_of(model_config: Mapping[str, Any]) -> int:
     """The network's size divisor (``2**(depth - 1)``) for a config's ``model:`` section."""
-    from versemi.model.network import resolve_config
+    from versemi.network.segmenter import resolve_config
 
     resolved = resolve_config({**dict(model_config), "num_prompts": 1})
     return 2 ** (int(resolved["depth"]) - 1)

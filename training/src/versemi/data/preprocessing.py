@@ -46,6 +46,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from versemi.data.memory import check_preprocessing_memory
+from versemi.images import grid_differences
 
 # Bump whenever the algorithm's output changes: cache entries made by another version are rebuilt.
 PREPROCESSING_VERSION = 2
@@ -210,23 +211,6 @@ def _check_3d_scalar(image: sitk.Image, what: str) -> None:
         )
 
 
-def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    """Same size and, within header float noise, the same spacing, origin and direction.
-
-    Tolerances: 1e-3 relative spacing, a tenth of the smallest voxel side for the origin, 1e-3 for
-    direction cosines. The label is resampled in physical space anyway, so tiny header differences
-    (common in NIfTI pairs) are harmless; larger ones point at mismatched files.
-    """
-    if a.GetSize() != b.GetSize():
-        return False
-    spacing = np.asarray(a.GetSpacing(), dtype=float)
-    return (
-        np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-3, atol=0)
-        and float(np.max(np.abs(np.subtract(a.GetOrigin(), b.GetOrigin())))) <= 0.1 * float(spacing.min())
-        and np.allclose(a.GetDirection(), b.GetDirection(), rtol=0, atol=1e-3)
-    )
-
-
 def resampled_grid(image: sitk.Image, target_spacing: Sequence[float]) -> dict[str, Any]:
     """The grid an image is resampled onto: target spacing, same direction, same physical extent.
 
@@ -350,12 +334,9 @@ def preprocess_case(
     check_preprocessing_memory(image, spec.target_spacing, spec.orientation, with_label=label is not None)
     if label is not None:
         _check_3d_scalar(label, "label")
-        if not _same_grid(image, label):
-            raise ValueError(
-                f"label grid differs from the image grid (image size {image.GetSize()}, spacing "
-                f"{image.GetSpacing()}, origin {image.GetOrigin()}; label size {label.GetSize()}, "
-                f"spacing {label.GetSpacing()}, origin {label.GetOrigin()})"
-            )
+        differences = grid_differences(image, label)
+        if differences:
+            raise ValueError("label grid differs from the image grid (image vs label): " + "; ".join(differences))
     original = _geometry(image)
     original["pixel_type"] = image.GetPixelIDTypeAsString()
     original["orientation"] = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())

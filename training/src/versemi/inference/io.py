@@ -1,4 +1,4 @@
-"""Reading scans for prediction and writing its outputs atomically.
+"""Reading scans for prediction, and the small helpers of its outputs.
 
 Input: one file SimpleITK reads (NIfTI ``.nii``/``.nii.gz``, NRRD ``.nrrd``/``.nhdr``, MetaImage
 ``.mha``/``.mhd``, ...) or a folder holding a DICOM series, read by :func:`versemi.images.read_image`
@@ -7,10 +7,9 @@ missing slices). Each input is then checked: it must be a scalar 3D image with m
 along every axis.
 
 Outputs (see "Prediction outputs" in ``docs/DEVELOPMENT.md``): the labelmap, a JSON sidecar, a Slicer
-colour table (``.ctbl``) and optional probability maps. :class:`AtomicOutputs` writes each to a
-hidden temporary name in its target folder and renames all of them only when every one was written,
-so a failure leaves no partial output behind; the targets are checked before any work
-(:func:`versemi.images.check_output_paths`: format, geometry, not an input, writable).
+colour table (:func:`colour_table_text`) and optional probability maps, written together by
+:class:`versemi.outputs.AtomicOutputs` (re-exported here) after the checks of
+:func:`versemi.outputs.check_output_paths` (format, geometry, not an input, writable).
 """
 
 from __future__ import annotations
@@ -21,26 +20,19 @@ from typing import Any, Iterable, Sequence
 
 import SimpleITK as sitk
 
-from versemi.fileio import AtomicGroup, retarget_error
 from versemi.images import (
     IMAGE_EXTENSIONS,
     ImageFileError,
-    itk_reason,
     list_dicom_series,
     nonfinite_count,
     read_image,
     split_image_extension,
 )
+from versemi.outputs import AtomicOutputs, sidecar_paths  # noqa: F401 - re-exported (io.AtomicOutputs, io.sidecar_paths)
 
 
 class InputImageError(ImageFileError):
     """A scan that cannot be used for prediction; the message names the file and the problem."""
-
-
-def sidecar_paths(output: str | Path) -> tuple[Path, Path]:
-    """The JSON sidecar and ``.ctbl`` colour table that belong beside a labelmap path."""
-    root, _ = split_image_extension(output)
-    return Path(root + ".json"), Path(root + ".ctbl")
 
 
 def read_input_image(path: str | Path, series_uid: str | None = None, allow_gaps: bool = False) -> sitk.Image:
@@ -117,38 +109,6 @@ def colour_table_text(labels: Sequence[dict[str, Any]]) -> str:
         name = str(entry["name"]).replace(" ", "_")
         lines.append(f"{int(entry['value'])} {name} {r} {g} {b} 255")
     return "\n".join(lines) + "\n"
-
-
-class AtomicOutputs(AtomicGroup):
-    """Writes a group of output files under temporary names and publishes them together.
-
-    Usage::
-
-        with AtomicOutputs() as out:
-            out.check_writable([labelmap_path, sidecar_path])  # before the long work
-            out.write_image(labelmap, "case.nii.gz")
-            out.write_text(text, "case.json")
-        # all renamed here; on an exception every temporary file is removed
-
-    Temporary files are hidden (``.name.<pid>-XXXX.tmp<ext>``, see :mod:`versemi.fileio`) and live
-    in the target's folder so the final rename is atomic on one file system. Files are renamed in the
-    order they were written; writers put the sidecar last, so a reader that sees the sidecar sees a
-    complete prediction. Errors name the target, never the temporary file.
-    """
-
-    def write_image(self, image: sitk.Image, target: str | Path, compress: bool = True) -> Path:
-        """Write an image (format from the target's extension) to a temporary name."""
-        target = Path(target)
-        _, ext = split_image_extension(target.name)
-        tmp = self.temp_for(target, suffix=ext)
-        try:
-            sitk.WriteImage(image, str(tmp), useCompression=compress)
-        except RuntimeError as exc:
-            reason = itk_reason(exc).replace(str(tmp), str(target)).replace(tmp.name, target.name)
-            raise OSError(f"{target}: cannot write image: {reason}") from None
-        except OSError as exc:
-            raise retarget_error(exc, target) from None
-        return target
 
 
 def find_images(folder: str | Path) -> list[tuple[str, Path]]:

@@ -2,7 +2,8 @@
 
 - :func:`import_model` copies a checkpoint obtained elsewhere (USB stick, hospital file share) into
   the cache, verified against its catalogue entry, or, for a checkpoint no catalogue lists, checked
-  with :func:`versemi.checkpoint.load_checkpoint` and recorded with its SHA-256 in ``installed.json``.
+  with :meth:`versemi.checkpoint.Checkpoint.load` (as predict loads it) and recorded with its SHA-256 in
+  ``installed.json``.
 - :func:`verify_model` re-hashes an installed file against the catalogue (or the manifest).
 - :func:`resolve_model` turns what a user typed (a path, or ``NAME[@VERSION]``) into a verified path.
 """
@@ -36,8 +37,8 @@ from versemi.models.store import (
     read_manifest,
     record_installed,
     sha256_file,
-    utc_now,
 )
+from versemi.timestamps import utc_now
 
 LOCAL_VERSION = "local"  # version given to imported checkpoints when none is named
 
@@ -129,7 +130,7 @@ def import_model(
 
     - ``name`` (and ``version``) given and listed in the catalogue, or no name and the file's hash
       equals a catalogue entry's: the file must match that entry's size and SHA-256.
-    - otherwise a local model: the file must load with ``load_checkpoint(for_inference=True)``; it is
+    - otherwise a local model: the file must load with ``Checkpoint.load`` (as predict loads it); it is
       installed as ``name`` (default: the file name without extension) and ``version`` (default
       ``"local"``) and its SHA-256 is recorded in ``installed.json``.
 
@@ -175,17 +176,7 @@ def import_model(
                     f"{source}: does not match catalogue entry {entry.spec}: expected SHA-256 "
                     f"{entry.sha256} ({entry.size} bytes), got {actual} ({size} bytes); nothing imported"
                 )
-            record = InstalledModel(
-                name=entry.name,
-                version=entry.version,
-                file=entry.file_name,
-                sha256=entry.sha256,
-                size=entry.size,
-                source="catalogue",
-                origin=str(source.resolve()),
-                installed_at=utc_now(),
-                label_space=list(entry.label_space),
-            )
+            record = InstalledModel.from_catalogue(entry, str(source.resolve()))
         else:
             record = _local_record(source, tmp, actual, name, version)
         with file_lock(cache / f".{record.file}.lock"):
@@ -203,13 +194,13 @@ def _local_record(
     """Check a non-catalogue checkpoint loads for inference and describe it for the manifest."""
     import warnings
 
-    from versemi.checkpoint import CheckpointError, CheckpointIntegrityWarning, load_checkpoint
+    from versemi.checkpoint import Checkpoint, CheckpointError, CheckpointIntegrityWarning
 
     try:
         with warnings.catch_warnings():
             # Installing records the file's SHA-256, which then verifies every load by name.
             warnings.simplefilter("ignore", CheckpointIntegrityWarning)
-            payload = load_checkpoint(copied, for_inference=True)
+            checkpoint = Checkpoint.load(copied)
     except CheckpointError as exc:
         # The message should name the user's file, not our temporary copy.
         raise CheckpointError(str(exc).replace(str(copied), str(source))) from None
@@ -217,7 +208,6 @@ def _local_record(
         stem = source.name.split(".")[0]
         name = "".join(c if c.isalnum() or c in "._+-" else "_" for c in stem).lstrip("._+-") or "model"
     version = version or LOCAL_VERSION
-    labels = payload.get("label_space", {}).get("prompts", []) if isinstance(payload.get("label_space"), dict) else []
     return InstalledModel(
         name=name,
         version=version,
@@ -227,7 +217,7 @@ def _local_record(
         source="local",
         origin=str(source.resolve()),
         installed_at=utc_now(),
-        label_space=[str(p.get("name")) for p in labels if isinstance(p, dict)],
+        label_space=list(checkpoint.label_space.names),
     )
 
 

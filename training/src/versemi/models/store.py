@@ -18,14 +18,16 @@ import contextlib
 import json
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from filelock import FileLock
+
 from versemi.fileio import atomic_write_json
 from versemi.fileio import sha256_file  # noqa: F401 - re-exported: versemi.models and download import it from here
-from versemi.models.catalogue import ModelError, validate_identifier, version_key
+from versemi.models.catalogue import CatalogueEntry, ModelError, validate_identifier, version_key
+from versemi.timestamps import utc_now
 
 MODELS_DIR_ENV = "VERSEMI_MODELS_DIR"
 MANIFEST_NAME = "installed.json"
@@ -67,30 +69,8 @@ def file_lock(lock_path: Path) -> Iterator[None]:
     append to the same ``.part`` file. The OS drops the lock when a process dies, so no stale locks.
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as handle:
-        if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-            import msvcrt
-
-            handle.seek(0)
-            while True:
-                try:
-                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with FileLock(str(lock_path)):  # the inter-process lock the review manifest uses too
+        yield
 
 
 @dataclass
@@ -103,7 +83,7 @@ class InstalledModel:
         sha256: the hash the file was verified against when installed.
         size: file size in bytes.
         source: ``"catalogue"`` (downloaded, or imported and matched to a catalogue entry) or
-            ``"local"`` (a checkpoint imported from elsewhere, checked with ``load_checkpoint``).
+            ``"local"`` (a checkpoint imported from elsewhere, checked with ``Checkpoint.load``).
         origin: URL or original path it came from.
         installed_at: UTC time stamp (ISO 8601).
         label_space: prompt names, when known.
@@ -125,6 +105,21 @@ class InstalledModel:
 
     def path(self, cache_dir: str | Path | None = None) -> Path:
         return models_dir(cache_dir) / self.file
+
+    @classmethod
+    def from_catalogue(cls, entry: CatalogueEntry, origin: str) -> "InstalledModel":
+        """The record of a catalogue entry's verified file, installed now from ``origin`` (URL or path)."""
+        return cls(
+            name=entry.name,
+            version=entry.version,
+            file=entry.file_name,
+            sha256=entry.sha256,
+            size=entry.size,
+            source="catalogue",
+            origin=origin,
+            installed_at=utc_now(),
+            label_space=list(entry.label_space),
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InstalledModel":
@@ -232,10 +227,6 @@ def installed_for_path(path: str | Path, cache_dir: str | Path | None = None) ->
         if (cache / model.file).resolve() == target:
             return model
     return None
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class ChecksumError(ModelError):

@@ -2,18 +2,19 @@
 
 - :mod:`versemi.review.uncertainty`: the per-case review score (real-vs-synthetic prompt disagreement
   plus predictive entropy), computable slab by slab;
-- :mod:`versemi.review.manifest`: ``<review_dir>/manifest.json``, updated atomically under a lock;
-  :func:`refined_cases` / :func:`unrefined_cases` for the training config;
+- :mod:`versemi.review.manifest`: ``<review_dir>/manifest.json``, the folder's one manifest (what
+  ``versemi pseudolabel`` did per case, every review decision), updated atomically under a lock;
+- :mod:`versemi.review.training`: :func:`refined_cases` / :func:`unrefined_cases` for the training
+  config;
 - :mod:`versemi.review.session`: :class:`ReviewSession` (next case, save refined, reject), the calls
   the Slicer review panel and ``versemi review`` make.
 
 See ``docs/REVIEW.md``.
 """
 
-from versemi.review.manifest import (
-    ManifestError,
-    ManifestRow,
-    ReviewManifest,
+from versemi.review.manifest import ManifestError, ManifestRow, ReviewManifest
+from versemi.review.session import ReviewCase, ReviewError, ReviewSession, check_on_grid
+from versemi.review.training import (
     ReviewTrainingView,
     refined_cases,
     review_dataset_name,
@@ -21,7 +22,6 @@ from versemi.review.manifest import (
     training_view,
     unrefined_cases,
 )
-from versemi.review.session import ReviewCase, ReviewError, ReviewSession, check_on_grid
 from versemi.review.uncertainty import (
     UncertaintyAccumulator,
     UncertaintyScore,

@@ -1,21 +1,30 @@
-"""The review manifest: one JSON file per review folder, the single source of truth of its state.
+"""The folder manifest: ONE JSON file per pseudo-label / review folder, the single source of its state.
 
-``<review_dir>/manifest.json``::
+``versemi pseudolabel`` records every case it handles here (a pseudo-label with its review score,
+or the error of a case that failed), the review (Slicer panel, ``versemi review``) records every
+decision, and training reads the refined cases from it. ``<review_dir>/manifest.json``::
 
     {
-      "format": "versemi-review-manifest", "format_version": 1,
+      "format": "versemi-review-manifest", "format_version": 2,
       "name": "<name the cases carry as dataset>",
       "labels": [{"value": 1, "name": "spleen", "prompt_id": 0, ...}] | null,
       "cases": [
-        {"case": "s01", "image": "/data/scans/s01.nii.gz", "pseudo_label": "pseudo/s01.nii.gz",
+        {"case": "s01", "image": "/data/scans/s01.nii.gz", "pseudo_label": "s01.nii.gz" | null,
          "model": {"name": ..., "version": ..., "sha256": ...},
          "score": 0.42, "uncertainty": {"disagreement": ..., "entropy": ..., ...},
-         "status": "pending" | "refined" | "rejected", "refined_label": "labelsTr/s01.r1.nii.gz" | null,
+         "status": "pending" | "refined" | "rejected" | "failed",
+         "refined_label": "labelsTr/s01.r1.nii.gz" | null, "error": null | "<why pseudo-labelling failed>",
          "updated_by": "alice", "updated_at": "2026-11-25T22:00:00+00:00",
-         "history": [{"action": "pseudolabel" | "refined" | "rejected" | "pending", "by", "at", ...}],
-         "extra": {...}}
+         "history": [{"action": "pseudolabel" | "failed" | "refined" | "rejected" | "pending", "by", "at", ...}],
+         "extra": {"sidecar": "/out/s01.json", "prompts": [...], "seconds": 12.3, ...}}
       ]
     }
+
+``failed``: pseudo-labelling failed for a case that has no pseudo-label yet (the scan is neither
+reviewed nor trained on); a failure of a case that already has one is recorded in its ``error`` and
+history and changes nothing else. Version 1 (no ``failed``, no ``error``) is read as is. A folder
+from before version 2 also held ``manifest.jsonl`` (pseudolabel's own run log):
+:func:`versemi.review.legacy.migrate_run_log` folds it in (failed cases, per-case fields) and removes it.
 
 Paths inside the review folder are stored relative to it (the folder can be moved); others absolute.
 Rows are kept sorted by score (highest first), then case id.
@@ -26,48 +35,40 @@ never interleave), a fresh read, the change, then the new content written to a t
 ``fsync``-ed and renamed over ``manifest.json`` (``os.replace`` is atomic), then the folder is
 ``fsync``-ed. The rename is the commit point: a crash before it leaves the old manifest, after it the
 new one; readers never need the lock.
-"""
 
+Close to 600 lines in one module on purpose: the format, the rows and every change to them (with the lock
+and the single commit point) are one contract, read and written nowhere else.
+"""
 from __future__ import annotations
 
 import contextlib
 import csv
 import io
 import json
-import os
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 
-from versemi.data.dataset import Case, DatasetError
-from versemi.fileio import atomic_write_bytes as _atomic_write_bytes
-from versemi.fileio import fsync_directory  # noqa: F401 - re-exported: review.session imports it from here
+from versemi.fileio import atomic_write_bytes
+from versemi.timestamps import utc_now
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".manifest.lock"
 FORMAT = "versemi-review-manifest"
-FORMAT_VERSION = 1
-STATUSES = ("pending", "refined", "rejected")
+FORMAT_VERSION = 2  # 2: status "failed" and "error" (pseudolabel's run log folded in)
+REVIEW_STATUSES = ("pending", "refined", "rejected")  # what a review decision sets
+STATUSES = (*REVIEW_STATUSES, "failed")
 CSV_COLUMNS = (
     "case", "image", "pseudo_label", "refined_label", "model_name", "model_version", "model_sha256",
-    "score", "disagreement", "entropy", "status", "updated_by", "updated_at",
+    "score", "disagreement", "entropy", "status", "updated_by", "updated_at", "error",
 )
 DEFAULT_LOCK_TIMEOUT_S = 60.0
-# Environment variable naming a step at which to stop (tests kill the process there; see _pause_point).
-PAUSE_ENV = "VERSEMI_REVIEW_PAUSE_AT"
 
 
 class ManifestError(ValueError):
     """A manifest that cannot be read or a change that cannot be made; the message names the file."""
-
-
-def now_iso() -> str:
-    """The current UTC time, ISO 8601 with seconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def default_user() -> str:
@@ -78,22 +79,6 @@ def default_user() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no login name (some containers): still record something
         return "unknown"
-
-
-def _pause_point(step: str) -> None:
-    """Test hook: when ``$VERSEMI_REVIEW_PAUSE_AT`` names this step, say so and wait to be killed.
-
-    The kill tests run a real process, wait for ``PAUSED <step>`` on stdout and SIGKILL it, to show
-    that a crash at exactly that point leaves a consistent folder. A no-op otherwise.
-    """
-    if os.environ.get(PAUSE_ENV) == step:
-        print(f"PAUSED {step}", flush=True)
-        time.sleep(3600)
-
-
-def atomic_write_bytes(path: Path, data: bytes, pause_step: str | None = None) -> None:
-    """Write ``data`` to ``path`` atomically (``versemi.fileio``), pausing at ``pause_step`` before the rename."""
-    _atomic_write_bytes(path, data, before_replace=(lambda: _pause_point(pause_step)) if pause_step else None)
 
 
 # --- rows ------------------------------------------------------------------------------------------
@@ -112,6 +97,7 @@ class ManifestRow:
     uncertainty: dict[str, Any] = field(default_factory=dict)
     status: str = "pending"
     refined_label: Path | None = None
+    error: str | None = None
     updated_by: str | None = None
     updated_at: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -127,6 +113,7 @@ class ManifestRow:
             "uncertainty": dict(self.uncertainty),
             "status": self.status,
             "refined_label": _store_path(self.refined_label, root),
+            "error": self.error,
             "updated_by": self.updated_by,
             "updated_at": self.updated_at,
             "history": list(self.history),
@@ -157,6 +144,7 @@ class ManifestRow:
             uncertainty=dict(d.get("uncertainty") or {}),
             status=status,
             refined_label=_load_path(d.get("refined_label"), root),
+            error=d.get("error"),
             updated_by=d.get("updated_by"),
             updated_at=d.get("updated_at"),
             history=list(d.get("history") or []),
@@ -205,11 +193,19 @@ class ReviewManifest:
     Args:
         review_dir: the review folder (created on the first write).
         lock_timeout: seconds to wait for another process holding the lock.
+        before_replace: called when a new manifest is on disk under its temporary name, before the
+            rename that commits it (:func:`versemi.fileio.atomic_write`'s hook; tests stop there).
 
     Reads (:meth:`load`, :meth:`rows`, ...) need no lock: the file is only ever replaced whole.
     """
 
-    def __init__(self, review_dir: str | Path, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        review_dir: str | Path,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+        before_replace: Callable[[], None] | None = None,
+    ) -> None:
+        self.before_replace = before_replace
         self.root = Path(review_dir).expanduser().resolve()
         self.path = self.root / MANIFEST_NAME
         self.lock_path = self.root / LOCK_NAME
@@ -335,7 +331,7 @@ class ReviewManifest:
             "cases": [r.to_json(self.root) for r in state.sorted_rows()],
         }
         text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
-        atomic_write_bytes(self.path, text.encode("utf-8"), pause_step="manifest_temp_written")
+        atomic_write_bytes(self.path, text.encode("utf-8"), before_replace=self.before_replace)
 
     def upsert(
         self,
@@ -377,7 +373,7 @@ class ReviewManifest:
         if score is not None:
             score = float(score)
         user = user or default_user()
-        stamp = now_iso()
+        stamp = utc_now()
         with self.transaction() as state:
             if table is not None:
                 self._apply_label_table(state, table)
@@ -395,10 +391,54 @@ class ReviewManifest:
             row.uncertainty = uncertainty
             if extra:
                 row.extra.update(dict(extra))
-            if reset_status:
+            if reset_status or row.status == "failed":
                 row.status = "pending"
+            row.error = None
             row.updated_by, row.updated_at = user, stamp
             row.history.append(event)
+        return row
+
+    def record_failure(
+        self,
+        case: str,
+        *,
+        image: str | Path,
+        error: str,
+        model: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        user: str | None = None,
+    ) -> ManifestRow:
+        """Record that pseudo-labelling failed for a case (what ``versemi pseudolabel`` calls).
+
+        A case without a pseudo-label becomes (or stays) ``failed``: listed, never reviewed or trained
+        on, until a later run succeeds. A case that has one keeps it, its status and any refined label;
+        the failure goes into its ``error`` and history.
+
+        Args:
+            case: the case id.
+            image: the scan.
+            error: the one-line error.
+            model: ``{"name", "version", "sha256"}`` of the model that was run.
+            extra: free-form fields kept with the row (e.g. the seconds spent).
+            user: who ran it (default: the login name).
+        """
+        user = user or default_user()
+        stamp = utc_now()
+        with self.transaction() as state:
+            row = state.rows.get(case)
+            if row is None:
+                row = ManifestRow(case=case, image=Path(image).expanduser().resolve(), pseudo_label=None,
+                                  model=dict(model or {}), status="failed")
+                state.rows[case] = row
+            if row.status == "failed":
+                row.image = Path(image).expanduser().resolve()
+                row.model = dict(model or {})
+            if extra:
+                row.extra.update(dict(extra))
+            row.error = str(error)
+            row.updated_by, row.updated_at = user, stamp
+            row.history.append({"action": "failed", "by": user, "at": stamp, "error": str(error),
+                                "model": dict(model or {})})
         return row
 
     def set_status(
@@ -414,18 +454,24 @@ class ReviewManifest:
 
         Raises:
             KeyError: no such case.
-            ManifestError: unknown status, or ``refined`` without a label file.
+            ManifestError: unknown status, ``refined`` without a label file, or a case whose
+                pseudo-labelling failed (there is nothing to review; run ``versemi pseudolabel`` again).
         """
-        if status not in STATUSES:
-            raise ManifestError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        if status not in REVIEW_STATUSES:
+            raise ManifestError(f"unknown status {status!r}; expected one of {', '.join(REVIEW_STATUSES)}")
         if status == "refined" and refined_label is None:
             raise ManifestError(f"{case}: status 'refined' needs the refined label file")
         user = user or default_user()
-        stamp = now_iso()
+        stamp = utc_now()
         with self.transaction() as state:
             if case not in state.rows:
                 raise KeyError(f"{self.path}: no case {case!r} in the review manifest")
             row = state.rows[case]
+            if row.status == "failed":
+                raise ManifestError(
+                    f"{self.path}: {case}: pseudo-labelling failed ({row.error}); there is nothing to review - "
+                    "run versemi pseudolabel again"
+                )
             event: dict[str, Any] = {"action": status, "by": user, "at": stamp}
             if reason:
                 event["reason"] = reason
@@ -471,7 +517,7 @@ class ReviewManifest:
                 r.model.get("version") or "", r.model.get("sha256") or "",
                 "" if r.score is None else f"{r.score:.6f}",
                 _fmt(r.uncertainty.get("disagreement")), _fmt(r.uncertainty.get("entropy")),
-                r.status, r.updated_by or "", r.updated_at or "",
+                r.status, r.updated_by or "", r.updated_at or "", r.error or "",
             ])
         text = buf.getvalue()
         if path is not None:
@@ -513,108 +559,6 @@ def _fmt(x: Any) -> str:
     return "" if x is None else f"{float(x):.6f}"
 
 
-# --- training-config view --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ReviewTrainingView:
-    """What training takes from a review folder, read from ONE load of the manifest (a snapshot).
-
-    Attributes:
-        name: the name the cases carry as ``dataset`` (:func:`review_dataset_name`).
-        labels: label name -> value of the refined labels, background included, or ``None`` when the
-            manifest has no label table.
-        refined: the refined cases as LABELED cases (image + refined label), by case id.
-        unrefined: the pending and rejected cases as UNLABELED cases (``label_path=None``), by case id.
-    """
-
-    name: str
-    labels: dict[str, int] | None
-    refined: tuple[Case, ...]
-    unrefined: tuple[Case, ...]
-
-
-def training_view(review_dir: str | Path, require_labels: bool = True) -> ReviewTrainingView:
-    """The review folder as training data (what the training config's ``review_dirs`` reads).
-
-    Args:
-        review_dir: the review folder.
-        require_labels: raise when a refined case's label file is missing (else the case is left out
-            of ``refined``).
-
-    Raises:
-        DatasetError: no manifest, or (``require_labels``) a refined case's label file is missing.
-        ManifestError: an unreadable manifest.
-    """
-    manifest = ReviewManifest(review_dir)
-    if not manifest.exists:
-        raise DatasetError(f"{manifest.path}: review manifest not found (run versemi pseudolabel first)")
-    state = manifest.load()
-    refined: list[Case] = []
-    unrefined: list[Case] = []
-    missing: list[str] = []
-    for r in sorted(state.rows.values(), key=lambda r: r.case):
-        if r.status == "refined":
-            if r.refined_label is None or not r.refined_label.is_file():
-                missing.append(f"case {r.case!r} is refined but its label {r.refined_label} is missing")
-            else:
-                refined.append(Case(r.case, (r.image,), r.refined_label, state.name))
-        else:  # pending or rejected: the scan is used, its pseudo-label never
-            unrefined.append(Case(r.case, (r.image,), None, state.name))
-    if missing and require_labels:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise DatasetError(f"{manifest.path}: {missing[0]}{more}")
-    labels = _label_table_dict(state.labels) if state.labels else None
-    return ReviewTrainingView(state.name, labels, tuple(refined), tuple(unrefined))
-
-
-def _label_table_dict(labels: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    table = {"background": 0}
-    table.update({str(e["name"]): int(e["value"]) for e in labels})
-    return table
-
-
-def refined_cases(review_dir: str | Path) -> list[Case]:
-    """The refined cases of a review folder as LABELED cases (image + refined label), by case id.
-
-    The cases carry ``dataset = <the manifest's name>`` (default: the review folder's name); their
-    label values follow :func:`review_label_table`.
-
-    Raises:
-        DatasetError: no manifest, or a refined label file is missing.
-        ManifestError: an unreadable manifest.
-    """
-    return list(training_view(review_dir).refined)
-
-
-def unrefined_cases(review_dir: str | Path) -> list[Case]:
-    """The pending and rejected cases as UNLABELED cases (``label_path=None``), by case id.
-
-    Their pseudo-labels are never exposed to training.
-    """
-    return list(training_view(review_dir, require_labels=False).unrefined)
-
-
-def review_label_table(review_dir: str | Path) -> dict[str, int]:
-    """Label name -> value of the refined labels (like ``dataset.json``'s ``labels``, background included).
-
-    Feed it to :meth:`versemi.labels.LabelSpace.from_dataset_labels` as
-    ``{name: {"labels": review_label_table(dir)}}``: the names are the model's prompt names, so refined
-    cases train the same prompts as the datasets the model learned them from.
-
-    Raises:
-        DatasetError: the manifest has no label table (the pseudo-labels were not registered with one).
-    """
-    manifest = ReviewManifest(review_dir)
-    state = manifest.load()
-    if not state.labels:
-        raise DatasetError(f"{manifest.path}: the review manifest has no label table ('labels')")
-    return _label_table_dict(state.labels)
-
-
-def review_dataset_name(review_dir: str | Path) -> str:
-    """The name refined/unrefined cases carry as ``dataset``."""
-    return ReviewManifest(review_dir).load().name
-
-
 __all__ = [
     "CSV_COLUMNS",
     "LOCK_NAME",
@@ -622,14 +566,7 @@ __all__ = [
     "ManifestError",
     "ManifestRow",
     "ManifestState",
-    "PAUSE_ENV",
     "ReviewManifest",
-    "ReviewTrainingView",
+    "REVIEW_STATUSES",
     "STATUSES",
-    "atomic_write_bytes",
-    "refined_cases",
-    "review_dataset_name",
-    "review_label_table",
-    "training_view",
-    "unrefined_cases",
 ]

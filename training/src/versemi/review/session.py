@@ -7,7 +7,8 @@ marks the case as not worth fixing.
 
 Where refined labels go, and why it is crash-safe: a refined label is written to
 ``<review_dir>/labelsTr/<case>.r<N>.nii.gz`` (``N`` = 1, 2, ... one new file per save, never an
-existing name) through a temporary file that is ``fsync``-ed and renamed; only THEN is the manifest
+existing name) through a temporary file that is ``fsync``-ed and renamed (the image writer
+:class:`versemi.outputs.AtomicOutputs`); only THEN is the manifest
 updated (itself temp + ``fsync`` + rename) to point at it. The manifest rename is the single commit
 point: killed before it, the manifest still describes the old state and every file it names is
 untouched (the new label file, if it got that far, is an unreferenced orphan that
@@ -22,35 +23,26 @@ revisions are never trained on.
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import SimpleITK as sitk
 
 from versemi.data.dataset import DatasetError, read_image, read_image_header
-from versemi.review.manifest import (
-    ManifestError,
-    ManifestRow,
-    ReviewManifest,
-    _pause_point,
-    default_user,
-    fsync_directory,
-)
+from versemi.fileio import is_temp_file_name, temp_file_target
+from versemi.images import grid_differences
+from versemi.outputs import AtomicOutputs, sidecar_paths
+from versemi.review.legacy import migrate_run_log
+from versemi.review.manifest import ManifestError, ManifestRow, ReviewManifest, default_user
 
 LABELS_DIR = "labelsTr"
 LABEL_ENDING = ".nii.gz"
 _REVISION_RE = re.compile(r"^(?P<case>.+)\.r(?P<rev>\d+)\.nii\.gz$")
-_TEMP_PREFIX = ".tmp-"
-# Grid tolerances: label files written by Slicer (NRRD, RAS->LPS) or stored as NIfTI (float32
-# geometry) differ from the image header in the last digits; anything larger is a different grid.
-SPACING_RTOL = 1e-4
-ORIGIN_ATOL_FRACTION = 1e-3  # of the smallest voxel spacing, in mm
-DIRECTION_ATOL = 1e-4
+# The steps of a save, in order, as :class:`ReviewSession`'s ``on_step`` hook sees them.
+SAVE_STEPS = ("before_label_write", "label_temp_written", "label_renamed", "manifest_temp_written", "committed")
 
 
 class ReviewError(ValueError):
@@ -66,7 +58,7 @@ class ReviewCase:
         image: the scan.
         pseudo_label: the model's pseudo-label (never modified).
         refined_label: the latest refined label, or ``None``.
-        status: ``pending``, ``refined`` or ``rejected``.
+        status: ``pending``, ``refined``, ``rejected`` (or ``failed``: pseudo-labelling failed).
         score: the review score (higher = review first), ``None`` if unscored.
         disagreement: the score's disagreement component, if known.
         entropy: the score's entropy component, if known.
@@ -103,7 +95,7 @@ class ReviewCase:
         if recorded and Path(str(recorded)).is_absolute():
             sidecar: Path | None = Path(str(recorded))
         else:
-            sidecar = _sidecar_of(row.pseudo_label) if row.pseudo_label else None
+            sidecar = sidecar_paths(row.pseudo_label)[0] if row.pseudo_label else None
         return cls(
             case_id=row.case,
             image=row.image,
@@ -124,15 +116,6 @@ def _opt_float(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
-def _sidecar_of(label: Path) -> Path:
-    """``pseudo/s01.nii.gz`` -> ``pseudo/s01.json`` (the ``versemi predict`` sidecar contract)."""
-    name = label.name
-    for ending in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".seg.nrrd"):
-        if name.lower().endswith(ending):
-            return label.with_name(name[: -len(ending)] + ".json")
-    return label.with_suffix(".json")
-
-
 # --- grid check ------------------------------------------------------------------------------------
 def check_on_grid(labelmap: sitk.Image, image_path: Path, what: str = "labelmap") -> None:
     """Refuse a labelmap that is not on exactly the image's voxel grid.
@@ -151,27 +134,12 @@ def check_on_grid(labelmap: sitk.Image, image_path: Path, what: str = "labelmap"
         )
     if labelmap.GetNumberOfComponentsPerPixel() != 1:
         raise ReviewError(f"{what} has {labelmap.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar labelmap")
-    problems = []
-    if tuple(labelmap.GetSize()) != tuple(ref.GetSize()):
-        problems.append(f"size {list(labelmap.GetSize())} vs {list(ref.GetSize())}")
-    spacing, ref_spacing = np.array(labelmap.GetSpacing()), np.array(ref.GetSpacing())
-    if not np.allclose(spacing, ref_spacing, rtol=SPACING_RTOL, atol=0):
-        problems.append(f"spacing {_r(spacing)} vs {_r(ref_spacing)} mm")
-    origin, ref_origin = np.array(labelmap.GetOrigin()), np.array(ref.GetOrigin())
-    if np.abs(origin - ref_origin).max() > ORIGIN_ATOL_FRACTION * float(ref_spacing.min()):
-        problems.append(f"origin {_r(origin)} vs {_r(ref_origin)} mm")
-    direction, ref_direction = np.array(labelmap.GetDirection()), np.array(ref.GetDirection())
-    if np.abs(direction - ref_direction).max() > DIRECTION_ATOL:
-        problems.append(f"direction {_r(direction)} vs {_r(ref_direction)}")
+    problems = grid_differences(labelmap, ref)  # the rule of check-dataset, training and evaluate
     if problems:
         raise ReviewError(
             f"{what} is not on the voxel grid of {image_path}: " + "; ".join(problems)
             + " (export the segmentation with the image as reference geometry)"
         )
-
-
-def _r(a: np.ndarray) -> list[float]:
-    return [round(float(v), 4) for v in a]
 
 
 def _label_array(labelmap: sitk.Image, what: str, allowed: set[int] | None) -> np.ndarray:
@@ -201,17 +169,28 @@ class ReviewSession:
     Args:
         review_dir: the review folder (holds ``manifest.json``; refined labels go to ``labelsTr/``).
         user: the name recorded with every change (default: the login name).
+        on_step: called with the name of each step of a save as it is reached (:data:`SAVE_STEPS`:
+            the label's temporary file is on disk, renamed, the new manifest on disk, committed; the
+            manifest step also on reject/reopen). Tests stop a process there to show that a crash at
+            any step leaves a consistent folder.
 
     Raises:
         ReviewError: the folder has no manifest, or it cannot be read.
     """
 
-    def __init__(self, review_dir: str | Path, user: str | None = None) -> None:
-        self.manifest = ReviewManifest(review_dir)
+    def __init__(
+        self, review_dir: str | Path, user: str | None = None, on_step: Callable[[str], None] | None = None
+    ) -> None:
+        self._on_step = on_step
+        self.manifest = ReviewManifest(review_dir, before_replace=lambda: self._step("manifest_temp_written"))
         self.root = self.manifest.root
         self.user = user or default_user()
         if not self.manifest.exists:
             raise ReviewError(f"{self.manifest.path}: no review manifest (run versemi pseudolabel into this folder)")
+        try:
+            migrate_run_log(self.manifest)  # a folder made before one manifest per folder
+        except (ManifestError, OSError) as exc:
+            raise ReviewError(f"{self.manifest.path}: {exc}") from exc
         self._load()  # fail early on a broken manifest
 
     def __repr__(self) -> str:
@@ -235,8 +214,10 @@ class ReviewSession:
 
     # --- queries ---------------------------------------------------------------------------------
     def cases(self, status: str | None = None) -> list[ReviewCase]:
-        """Every case (or those with ``status``), highest score first."""
-        return [ReviewCase.from_row(r) for r in self._load().sorted_rows() if status in (None, r.status)]
+        """Every case to review (or those with ``status``), highest score first; cases whose
+        pseudo-labelling failed only when asked for (``status="failed"``)."""
+        rows = self._load().sorted_rows()
+        return [ReviewCase.from_row(r) for r in rows if status == r.status or (status is None and r.status != "failed")]
 
     def case(self, case_id: str) -> ReviewCase:
         """One case.
@@ -283,6 +264,9 @@ class ReviewSession:
                 values, or a manifest that cannot be written; nothing is committed then.
         """
         row = self._row(case_id)
+        if row.status == "failed":
+            raise ReviewError(f"{self.manifest.path}: {case_id}: pseudo-labelling failed ({row.error}); "
+                              "run versemi pseudolabel again before reviewing it")
         if "/" in case_id or "\\" in case_id or case_id in ("", ".", ".."):
             raise ReviewError(f"case id {case_id!r} cannot be used as a file name")
         what = f"refined label for {case_id}"
@@ -310,11 +294,12 @@ class ReviewSession:
                 protected = {p.resolve() for p in (row.image, row.pseudo_label) if p is not None}
                 if target.resolve() in protected:  # cannot happen with fresh names; never risk it
                     raise ReviewError(f"{target}: refusing to overwrite the case's image or pseudo-label")
-                _pause_point("before_label_write")
-                _write_label_atomically(out, target)
-                _pause_point("label_renamed")
+                self._step("before_label_write")
+                with AtomicOutputs(before_replace=lambda: self._step("label_temp_written")) as group:
+                    group.write_image(out, target)
+                self._step("label_renamed")
                 self.manifest.set_status(case_id, "refined", user=self.user, refined_label=target)
-                _pause_point("committed")
+                self._step("committed")
         except ManifestError as exc:
             raise ReviewError(str(exc)) from exc
         except (OSError, RuntimeError) as exc:  # disk full, permissions, ITK writer errors
@@ -353,30 +338,34 @@ class ReviewSession:
         removed: list[Path] = []
         with self.manifest.locked():
             # Temporary manifests of a write killed before its rename.
-            for path in sorted(self.root.glob(f".{self.manifest.path.name}.*.tmp")):
-                removed.append(path)
-                if not dry_run:
-                    path.unlink()
+            for path in sorted(self.root.iterdir()):
+                if temp_file_target(path.name) == self.manifest.path.name:
+                    removed.append(path)
+                    if not dry_run:
+                        path.unlink()
             if not self.labels_dir.is_dir():
                 return removed
             keep = {p.resolve() for p in self.manifest.referenced_files()}
             for path in sorted(self.labels_dir.iterdir()):
                 if not path.is_file() or path.resolve() in keep:
                     continue
-                if path.name.startswith(_TEMP_PREFIX) or _REVISION_RE.match(path.name):
+                if is_temp_file_name(path.name) or _REVISION_RE.match(path.name):
                     removed.append(path)
                     if not dry_run:
                         path.unlink()
         return removed
 
     # --- helpers ---------------------------------------------------------------------------------
+    def _step(self, name: str) -> None:
+        if self._on_step is not None:
+            self._on_step(name)
+
     def _new_label_path(self, case_id: str) -> Path:
         """``labelsTr/<case>.r<N>.nii.gz`` with N above every revision on disk or in the history."""
         highest = 0
         if self.labels_dir.is_dir():
             for path in self.labels_dir.iterdir():
-                name = path.name[len(_TEMP_PREFIX):] if path.name.startswith(_TEMP_PREFIX) else path.name
-                m = _REVISION_RE.match(name.split("~", 1)[-1])
+                m = _REVISION_RE.match(temp_file_target(path.name) or path.name)
                 if m and m["case"] == case_id:
                     highest = max(highest, int(m["rev"]))
         for event in self._row(case_id).history:
@@ -386,29 +375,9 @@ class ReviewSession:
         return self.labels_dir / f"{case_id}.r{highest + 1}{LABEL_ENDING}"
 
 
-def _write_label_atomically(image: sitk.Image, target: Path) -> None:
-    """Write ``image`` to a hidden temporary file in ``target``'s folder, fsync, rename to ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name keeps the .nii.gz ending (SimpleITK picks the writer by it) and is hidden
-    # (dataset listings skip dot files).
-    tmp = target.parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex[:8]}~{target.name}"
-    try:
-        sitk.WriteImage(image, str(tmp), True)
-        with open(tmp, "r+b") as f:  # write access: Windows cannot flush a read-only handle
-            os.fsync(f.fileno())
-        _pause_point("label_temp_written")
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    fsync_directory(target.parent)
-
-
 __all__ = [
     "LABELS_DIR",
+    "SAVE_STEPS",
     "ReviewCase",
     "ReviewError",
     "ReviewSession",

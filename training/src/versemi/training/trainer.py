@@ -13,6 +13,9 @@ method's losses batch by batch under autocast and back-propagates each (their me
 loss; gradients accumulate, so only one batch's graph is alive at a time), then clips, steps, updates
 the schedule and the EMA. Under DDP (``torchrun``) every rank draws its own patches; gradients are
 averaged by DDP once per step; rank 0 validates, writes logs and checkpoints.
+
+Why one module of about 700 lines: the loop, what a checkpoint saves and what resume restores must
+change together (a state saved but not restored, or the reverse, breaks an exact resume).
 """
 
 from __future__ import annotations
@@ -30,14 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from versemi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from versemi.checkpoint import Checkpoint, CheckpointError, TrainingState
 from versemi.data.config import TrainConfig
-from versemi.data.plans import DatasetPlan, Plans, PlansError, plans_for_config
+from versemi.data.plans import DatasetPlan, Plans, plans_for_config
 from versemi.devices import cpu_has_native_bf16
 from versemi.fileio import atomic_write_json, remove_stale_temp_files
 from versemi.inference.sliding import inference_autocast_dtype
 from versemi.labels import LabelSpace
-from versemi.model.network import build_model
+from versemi.network.segmenter import build_model
 from versemi.training import distributed as dist_utils
 from versemi.training.cutmix import prompt_targets
 from versemi.training.data import (
@@ -59,28 +62,6 @@ from versemi.training.validation import postprocessing_from_validation, validate
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says where and why."""
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` = CUDA if available, else Apple MPS, else CPU; explicit names are checked."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available (this torch build or machine)")
-        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    if name == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise ValueError("--device mps: Apple MPS is not available on this machine")
-        return torch.device("mps")
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or mps")
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -307,78 +288,78 @@ class Trainer:
         random.seed(int(s[1]))
 
     def _load_init_weights(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, map_location="cpu", for_inference=True)
+        ckpt = Checkpoint.load(path)
         # Prompt ids are indices into the label space: the names and their order must match (the
         # sources may differ, e.g. a new dataset that annotates an existing structure).
-        names = [p["name"] for p in ckpt["label_space"].get("prompts", [])]
+        names = ckpt.label_space.names
         if names != self.label_space.names:
             raise CheckpointError(
                 f"{path}: its prompts ({', '.join(names)}) differ from this config's label space "
                 f"({', '.join(self.label_space.names)}); the weights cannot be reused"
             )
         try:
-            self.model.load_state_dict(ckpt["model"])
+            self.model.load_state_dict(ckpt.weights)
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{path}: weights do not fit this model config: {exc}") from exc
         if self.ema is not None:
             self.ema = ModelEMA(self.model, self.method.ema_decay)
 
     def _load_resume_state(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, map_location="cpu")
-        for key in ("optimizer", "schedule", "step", "stage", "method"):
-            if key not in ckpt:
-                raise CheckpointError(f"{path}: not a training checkpoint (no {key!r}); cannot resume from it")
-        if ckpt["method"] != self.method_name or int(ckpt["stage"]) != self.stage:
+        ckpt = Checkpoint.load(path)
+        state = ckpt.require_training()
+        if state.method != self.method_name or state.stage != self.stage:
             raise CheckpointError(
-                f"{path}: was written by method {ckpt['method']!r} stage {ckpt['stage']}, not "
+                f"{path}: was written by method {state.method!r} stage {state.stage}, not "
                 f"{self.method_name!r} stage {self.stage}"
             )
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["schedule"])
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
+        self.model.load_state_dict(ckpt.weights)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.schedule)
+        if state.scaler:
+            self.scaler.load_state_dict(state.scaler)
         if self.ema is not None:
-            if not ckpt.get("ema"):
+            if not state.ema:
                 raise CheckpointError(f"{path}: has no EMA teacher state but the method needs one")
-            self.ema.load_state_dict(ckpt["ema"])
-        self.step = int(ckpt["step"])
-        self.best_metric = ckpt.get("best_metric")
-        self.best_step = ckpt.get("best_step")
-        self.stale_validations = int(ckpt.get("stale_validations", 0))
-        self.postprocessing = dict(ckpt.get("postprocessing") or self.postprocessing)
+            self.ema.load_state_dict(state.ema)
+        self.step = state.step
+        self.best_metric = state.best_metric
+        self.best_step = state.best_step
+        self.stale_validations = state.stale_validations
+        self.postprocessing = dict(ckpt.postprocessing or self.postprocessing)
         self.resumed_from = self.step
         if self.dist.is_main:
-            restore_rng_state(ckpt["rng"], {"cutmix": self.generator})
+            restore_rng_state(state.rng, {"cutmix": self.generator})
 
-    def checkpoint_payload(self) -> dict[str, Any]:
+    def to_checkpoint(self) -> Checkpoint:
         """Everything needed to predict and to resume (``torch.load(weights_only=True)`` safe)."""
-        return {
-            "model_config": self.model.config,
-            "label_space": self.label_space.to_dict(),
-            "plans": self.plans.to_dict(),
-            "postprocessing": dict(self.postprocessing),
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "config": self.config.to_dict(),
-            "training": dict(self.options),
-            "method": self.method_name,
-            "stage": self.stage,
-            "step": self.step,
-            "max_steps": self.max_steps,
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "ema": self.ema.state_dict() if self.ema is not None else {},
-            "schedule": self.scheduler.state_dict(),
-            "rng": capture_rng_state({"cutmix": self.generator}),
-            "best_metric": self.best_metric,
-            "best_step": self.best_step,
-            "stale_validations": self.stale_validations,
-        }
+        return Checkpoint(
+            model_config=self.model.config,
+            label_space=self.label_space,
+            plans=self.plans,
+            weights={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            postprocessing=dict(self.postprocessing),
+            training=TrainingState(
+                config=self.config.to_dict(),
+                options=dict(self.options),
+                method=self.method_name,
+                stage=self.stage,
+                step=self.step,
+                max_steps=self.max_steps,
+                optimizer=self.optimizer.state_dict(),
+                scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
+                ema=self.ema.state_dict() if self.ema is not None else {},
+                schedule=self.scheduler.state_dict(),
+                rng=capture_rng_state({"cutmix": self.generator}),
+                best_metric=self.best_metric,
+                best_step=self.best_step,
+                stale_validations=self.stale_validations,
+            ),
+        )
 
     def save(self, name: str) -> Path | None:
         if not self.dist.is_main:
             return None
-        return save_checkpoint(self.checkpoint_payload(), self.folder / name)
+        return self.to_checkpoint().save(self.folder / name)
 
     # --- data ---------------------------------------------------------------------------------------
     def _batches(self) -> Callable[[], list[TrainingBatch]]:
@@ -647,11 +628,7 @@ def run_plans(
     for path, keep_always in ((resume_checkpoint, True), (init_checkpoint, False)):
         if path is None:
             continue
-        ckpt = load_checkpoint(path, map_location="cpu", for_inference=True)
-        try:
-            stored = Plans.from_dict(ckpt["plans"])
-        except PlansError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
+        stored = Checkpoint.load(path).plans
         if keep_always:
             return stored
         if list(stored.datasets) == [d.name for d in config.datasets]:

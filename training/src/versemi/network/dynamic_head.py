@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from versemi.model.backbones import make_norm
+from versemi.network.backbones import make_norm
 
 PROMPT_ENCODINGS = ("onehot", "embedding")
 
@@ -38,7 +38,7 @@ class DynamicHead(nn.Module):
         num_prompts: Number of prompts (tasks, including the synthetic one).
         head_channels: Width ``C`` of the dynamic layers (8 in the paper).
         num_layers: Number of dynamic layers (3 in the paper; the last outputs one logit).
-        norm: Norm of the head input (see :func:`versemi.model.backbones.make_norm`).
+        norm: Norm of the head input (see :func:`versemi.network.backbones.make_norm`).
         prompt_encoding: ``"onehot"`` (paper) or ``"embedding"`` (learned, ``embedding_dim`` wide).
         embedding_dim: Width of the learned prompt embedding.
         voxels_per_chunk: Voxels per chunk of the dynamic layers (a speed setting, not a weight).

@@ -181,10 +181,10 @@ def test_02_truncated_nifti_fails_its_case_in_pseudolabel(model: Path, tmp_path:
     code, _, err = run(["pseudolabel", "-m", str(model), "-i", str(folder), "-o", str(out), "--progress", "none"])
     assert code == 1
     assert f"versemi pseudolabel: bad: {folder / 'bad.nii.gz'}: cannot read image" in err and "truncated" in err
-    record = json.loads((out / "manifest.jsonl").read_text(encoding="utf-8"))
+    (record,) = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["cases"]
     assert record["status"] == "failed" and "truncated" in record["error"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".manifest.lock")) == [
-        "manifest.json", "manifest.jsonl"]  # no labelmap, sidecar or temporary file of the case
+        "manifest.json"]  # no labelmap, sidecar or temporary file of the case
 
 
 def test_02_truncated_nifti_fails_check_dataset_and_evaluate(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from versemi.cli import main
 from versemi.review import ReviewManifest
 
-from .conftest import box_label, on_grid
+from review.conftest import box_label, on_grid
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -30,7 +30,7 @@ def test_list_status_next(review_dir: Path, capsys: pytest.CaptureFixture[str]) 
 
     code, out, _ = _run(capsys, "list", str(review_dir), "--json")
     data = json.loads(out)
-    assert data["counts"] == {"pending": 4, "refined": 0, "rejected": 0}
+    assert data["counts"] == {"pending": 4, "refined": 0, "rejected": 0, "failed": 0}
     assert data["cases"][0]["case"] == "case03" and data["cases"][0]["score"] == pytest.approx(0.4)
 
     code, out, _ = _run(capsys, "status", str(review_dir))

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from versemi.model.backbones import BACKBONES, EncoderDecoder3d, UNet3d
-from versemi.model.dynamic_head import DynamicHead
+from versemi.network.backbones import BACKBONES, EncoderDecoder3d, UNet3d
+from versemi.network.dynamic_head import DynamicHead
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "backbone": "vnet",
@@ -39,7 +39,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 
 class PromptedSegmenter(nn.Module):
-    """A 3D backbone plus the dynamic head (see :mod:`versemi.model.dynamic_head`).
+    """A 3D backbone plus the dynamic head (see :mod:`versemi.network.dynamic_head`).
 
     Build it with :func:`build_model`. ``forward(images, prompt_ids)`` returns float32 logits
     ``(B, P, D, H, W)``; :meth:`encode` and :meth:`decode_prompts` split it so inference can run the

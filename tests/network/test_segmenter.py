@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from versemi.model import PromptedSegmenter, build_model
-from versemi.model.backbones import reference_convs_per_stage
+from versemi.network import PromptedSegmenter, build_model
+from versemi.network.backbones import reference_convs_per_stage
 
 TINY = {"base_filters": 4, "depth": 3, "num_prompts": 5}
 SIZE = (8, 16, 12)  # anisotropic on purpose, divisible by 4
@@ -181,7 +181,7 @@ def test_bf16_autocast_conv_weight_gradient_matches_float32(depth: int) -> None:
     (AVX-512-BF16 Xeon, torch 2.13: relative error ~1, often inf/NaN), which made bf16 training
     diverge; the backbone's convolution steps out of autocast there, so its gradient stays at bf16
     precision whatever the depth."""
-    from versemi.model.backbones import Conv3d
+    from versemi.network.backbones import Conv3d
 
     torch.manual_seed(depth)
     conv = Conv3d(32, 32, 3, padding=1, bias=False)

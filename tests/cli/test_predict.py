@@ -19,8 +19,8 @@ from versemi.checkpoint import save_checkpoint
 from versemi.cli import main
 from versemi.labels import LabelSpace
 
-from .helpers import make_image, tiny_payload, write_dicom_series
-from .test_predictor import oblique_case
+from inference.helpers import make_image, tiny_payload, write_dicom_series
+from inference.test_predictor import oblique_case
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` (same weights and state dict) that steps out of CPU bf16 autocast where oneDNN
     computes a wrong weight gradient.
 
-    Measured with torch 2.13 on an AVX-512-BF16 Xeon (``tests/model/test_network.py``): a 3x3x3
+    Measured with torch 2.13 on an AVX-512-BF16 Xeon (``tests/network/test_segmenter.py``): a 3x3x3
     convolution with padding 1 whose input has a depth of exactly 2 gets a bf16 weight gradient that
     is garbage (relative error ~1, often inf/NaN), whatever the other sizes and channels; every other
     depth is exact to bf16 precision. Such inputs occur in a network's deepest stages (a 32^3 patch at
