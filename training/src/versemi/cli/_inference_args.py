@@ -25,8 +25,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the sub-command's parser.
     """
-    parser.add_argument("--model", "-m", required=True,
-                        help="checkpoint file, or NAME[@VERSION] of an installed catalogue model")
+    parser.add_argument("--model", "-m", default=None,
+                        help="checkpoint file, or NAME[@VERSION] of an installed catalogue model "
+                             "(default: the catalogue's default model, e.g. the one shipped with versemi; "
+                             "see `versemi models list`)")
     parser.add_argument("--prompts", "-p", default="all",
                         help="comma-separated target names, 'all' (every real target) or "
                              "'all_foreground' (the synthetic union prompt); default: all")
@@ -70,25 +72,30 @@ def _memory_size(text: str) -> str:
     return text
 
 
-def resolve_checkpoint(model: str) -> Path:
-    """A checkpoint path from a path or an installed catalogue model name.
+def resolve_checkpoint(model: str | None) -> Path:
+    """A checkpoint path from a path, an installed catalogue model name, or (None) the default model.
 
     Args:
-        model: a checkpoint file, or ``NAME[@VERSION]`` of an installed catalogue model.
+        model: a checkpoint file, ``NAME[@VERSION]`` of an installed catalogue model, or None for the
+            catalogue's default model (:func:`versemi.models.resolve_default_model`).
 
     Returns:
-        The checkpoint file.
+        The checkpoint file (for a catalogue model: size and SHA-256 just verified).
 
     Raises:
         CliError: ``model`` is no file and the model catalogue is not available.
+        versemi.models.ModelError: no default model, or a model that is not installed or damaged.
     """
-    path = Path(model).expanduser()
-    if path.is_file():
-        return path
+    if model is not None:
+        path = Path(model).expanduser()
+        if path.is_file():
+            return path
     try:
-        from versemi.models import resolve_model
+        from versemi.models import resolve_default_model, resolve_model
     except ImportError:  # the catalogue is optional for prediction from a file
-        raise CliError(f"{model}: model file not found") from None
+        raise CliError(f"{model}: model file not found" if model else "--model is required") from None
+    if model is None:
+        return resolve_default_model()[1]
     return Path(resolve_model(model))
 
 

@@ -139,11 +139,13 @@ class Predictor:
             raise PredictionError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
         set_threads(threads)
         self.checkpoint_path: Path | None = None
+        installed = None
         if isinstance(checkpoint, (Mapping, Checkpoint)):
             ckpt = Checkpoint.from_payload(checkpoint)
         else:
             self.checkpoint_path = Path(checkpoint)
-            # An installed model's recorded SHA-256 verifies files that carry no checksum of their own.
+            # An installed (or embedded) model's recorded SHA-256 verifies files that carry no checksum
+            # of their own.
             installed = self._find_installed()
             ckpt = Checkpoint.load(self.checkpoint_path, expected_sha256=installed.sha256 if installed else None)
         self.source = ckpt.source
@@ -167,7 +169,7 @@ class Predictor:
                               "model_name": ckpt.model_name}
         self._model_name = model_name
         self._sha256: str | None = None
-        self._installed = self._find_installed()
+        self._installed = installed
         try:
             stored = check_postprocessing(ckpt.postprocessing, self.label_space.names, self.source)
         except ValueError as exc:
@@ -216,12 +218,14 @@ class Predictor:
 
     # --- model identity -------------------------------------------------------------------------
     def _find_installed(self) -> Any:
+        """The model cache's record of the checkpoint file, or the catalogue's for an embedded model
+        (:func:`versemi.models.model_record_for_path`); None for any other file."""
         if self.checkpoint_path is None:
             return None
         try:
-            from versemi.models.store import installed_for_path
+            from versemi.models import model_record_for_path
 
-            return installed_for_path(self.checkpoint_path)
+            return model_record_for_path(self.checkpoint_path)
         except Exception:  # noqa: BLE001 - the model cache is optional for prediction
             return None
 
