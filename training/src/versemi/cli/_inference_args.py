@@ -39,6 +39,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quality", default="default", choices=["default", "fast"],
                         help="fast = twice the model's voxel spacing (about 8x faster, coarser borders)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="arithmetic of the network: auto = float16 on CUDA, float32 on the CPU; bf16 = "
+                             "bfloat16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX), "
+                             "else float32 (see docs/PREDICT.md)")
     parser.add_argument("--overlap", type=float, default=None,
                         help="sliding-window overlap fraction (default 0.5; 0.25 with --quality fast)")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -118,6 +122,7 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
         batch_size=args.batch_size,
         tta=args.tta,
         threads=args.threads,
+        precision=args.precision,
         dataset=args.dataset,
         postprocess=not getattr(args, "no_postprocess", False),
     )

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.input:
             raise CliError("--input is required (an image file or a DICOM folder)")
         output = Path(args.output) if args.output else default_output_path(args.input)
-        report_info(progress, f"model {predictor.model_info['name']}: {predictor.device_reason}")
+        report_info(progress, f"model {predictor.model_info['name']}: {predictor.device_reason}, "
+                              f"{predictor.precision_name}")
         written = predictor.predict_file(
             args.input,
             output,

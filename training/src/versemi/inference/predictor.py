@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -76,7 +77,16 @@ from versemi.inference.results import (
     ProbabilitySink,
 )
 from versemi.inference.postprocess import check_postprocessing
-from versemi.inference.sliding import SlidingWindowSettings, inference_autocast_dtype, sliding_window_probabilities
+from versemi.inference.sliding import (
+    PRECISIONS,
+    SlidingWindowSettings,
+    inference_autocast_dtype,
+    sliding_window_probabilities,
+)
+
+
+class PrecisionWarning(UserWarning):
+    """bf16 was asked for on hardware without native bf16: the prediction runs in float32."""
 
 
 def set_threads(threads: int | None) -> None:
@@ -103,7 +113,10 @@ class Predictor:
         batch_size: Windows per forward pass; default 4 on CUDA, 1 elsewhere.
         tta: Mirroring test-time augmentation (8x slower).
         threads: CPU threads for torch and SimpleITK (None = library defaults).
-        amp: float16 autocast on CUDA.
+        precision: ``"auto"`` (float16 autocast on CUDA, float32 on the CPU), ``"fp32"`` or ``"bf16"``
+            (bfloat16 autocast where the hardware has native bf16, else float32 with a
+            :class:`PrecisionWarning`); the one rule is
+            :func:`versemi.inference.sliding.inference_autocast_dtype`.
         model_name: Name for the sidecar; default: the installed model's name, else the file stem.
         dataset: Preprocess every input like this training dataset (its name as stored in the
             checkpoint, e.g. ``"Dataset004_SpleenCT"``) whatever the prompts; default (None): each
@@ -126,7 +139,7 @@ class Predictor:
         batch_size: int | None = None,
         tta: bool = False,
         threads: int | None = None,
-        amp: bool = True,
+        precision: str = "auto",
         model_name: str | None = None,
         dataset: str | None = None,
         postprocess: bool = True,
@@ -137,6 +150,8 @@ class Predictor:
             raise PredictionError(f"batch size must be a whole number >= 1 (windows per forward pass), got {batch_size!r}")
         if overlap is not None and not 0.0 <= float(overlap) < 1.0:
             raise PredictionError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
+        if precision not in PRECISIONS:
+            raise PredictionError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         set_threads(threads)
         self.checkpoint_path: Path | None = None
         installed = None
@@ -163,7 +178,12 @@ class Predictor:
         self.overlap = overlap if overlap is not None else (0.25 if quality == "fast" else 0.5)
         self.batch_size = batch_size or (4 if self.device.type == "cuda" else 1)
         self.tta = tta
-        self.amp = amp
+        self.precision = precision
+        if precision == "bf16" and self.autocast_dtype != torch.bfloat16:
+            warnings.warn(
+                f"bf16 was asked for but {self.device} has no native bf16 arithmetic (CPU: AVX512-BF16 or AMX); "
+                "predicting in float32", PrecisionWarning, stacklevel=2,
+            )
         self.fell_back_to_cpu = False
         self._payload_meta = {"versemi_version": ckpt.versemi_version, "model_version": ckpt.model_version,
                               "model_name": ckpt.model_name}
@@ -376,6 +396,7 @@ class Predictor:
             "prompts": [e.name for e in labels],
             **({"hidden_prompts": [e.name for e in hidden_labels]} if hidden_labels else {}),
             "device": str(self.device),
+            "precision": self.precision_name,
             "fell_back_to_cpu": self.fell_back_to_cpu,
             "quality": self.quality,
             "spacing_mm": list(first_spec.target_spacing),
@@ -398,7 +419,13 @@ class Predictor:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         """See :func:`versemi.inference.sliding.inference_autocast_dtype` (training validation uses it too)."""
-        return inference_autocast_dtype(self.device, self.amp)
+        return inference_autocast_dtype(self.device, precision=self.precision)
+
+    @property
+    def precision_name(self) -> str:
+        """The arithmetic of the forward passes: ``"float32"``, ``"float16"`` or ``"bfloat16"``."""
+        dtype = self.autocast_dtype
+        return "float32" if dtype is None else str(dtype).replace("torch.", "")
 
     def _sliding_window(
         self, volume: np.ndarray, prompt_ids: list[int], pad_value: float, stage: StageProgress,
@@ -519,4 +546,4 @@ class Predictor:
         return PredictFileResult(output_path, sidecar_path, ctbl_path, written_probs, result)
 
 
-__all__ = ["Predictor", "set_threads"]
+__all__ = ["PrecisionWarning", "Predictor", "set_threads"]

@@ -55,8 +55,8 @@ UNCERTAINTY_KEY = "uncertainty"
 STATUSES = ("done", "failed")
 # Fields of a prediction's info that describe its settings (kept in the sidecar only); the others
 # (review score, model-space hook fields, preprocessing groups) are per-case results.
-_SETTINGS_INFO = frozenset({"prompts", "device", "fell_back_to_cpu", "quality", "spacing_mm", "patch_size", "overlap",
-                            "batch_size", "tta", "threshold", "roi", "seconds"})
+_SETTINGS_INFO = frozenset({"prompts", "device", "precision", "fell_back_to_cpu", "quality", "spacing_mm",
+                            "patch_size", "overlap", "batch_size", "tta", "threshold", "roi", "seconds"})
 
 
 @dataclass
