@@ -12,6 +12,7 @@ import pytest
 from versemi.cli import main as cli_main
 from versemi.inference import Predictor
 from versemi.models import (
+    CatalogueEntry,
     CatalogueError,
     ModelNotInstalledError,
     NoDefaultModelError,
@@ -48,7 +49,9 @@ def test_entry_fields_resolve_beside_the_catalogue(env: dict[str, Path]) -> None
     assert entry.heldout == {"Dataset901_Alpha": ("alpha_001", "alpha_002")}
     assert entry.is_heldout("Dataset901_Alpha", "alpha_001") is True
     assert entry.is_heldout("Dataset901_Alpha", "alpha_007") is False
-    assert entry.is_heldout("Dataset902_Beta", "beta_001") is None
+    assert entry.is_heldout("Dataset902_Beta", "beta_001") is None  # neither held out nor planned: unknown
+    assert CatalogueEntry(**{**entry.__dict__, "plans": {**entry.plans, "Dataset902_Beta": {}}}).is_heldout(
+        "Dataset902_Beta", "beta_001") is False  # trained on that dataset, no case of it held out
     assert entry.plans["Dataset901_Alpha"]["patch_size"] == [16, 16, 16]
     # The entry round-trips as written (relative paths, not the resolved ones).
     written = json.loads(env["catalogue"].read_text())["models"][0]

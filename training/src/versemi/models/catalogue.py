@@ -148,7 +148,8 @@ class CatalogueEntry:
         card_path: where the card is (absolute), or None.
         plans: dataset -> ``{"modality", "target_spacing" (x, y, z mm), "patch_size" (x, y, z)}``,
             a summary of the checkpoint's plans (informative; the checkpoint's own plans are used).
-        heldout: dataset -> case ids the model was never trained on.
+        heldout: dataset -> case ids the model was never trained on; a dataset in ``plans`` without
+            a ``heldout`` list was trained on whole (see :meth:`is_heldout`).
     """
 
     name: str
@@ -183,11 +184,17 @@ class CatalogueEntry:
         return self.min_versemi is None or version_key(versemi_version) >= version_key(self.min_versemi)
 
     def is_heldout(self, dataset: str, case: str) -> bool | None:
-        """Whether the model never trained on ``case`` of ``dataset``: True (listed as held out),
-        False (the entry lists held-out cases of that dataset and this is not one), None (unknown)."""
-        if dataset not in self.heldout:
-            return None
-        return case in self.heldout[dataset]
+        """Whether the model never trained on ``case`` of ``dataset``.
+
+        Returns:
+            True: listed in ``heldout``. False: the entry lists held-out cases of that dataset and this
+            is not one, or the model was trained on the dataset (it is in ``plans``) and lists none of
+            its cases as held out (e.g. a dataset of one case, trained on). None: unknown (the entry
+            says nothing about the dataset).
+        """
+        if dataset in self.heldout:
+            return case in self.heldout[dataset]
+        return False if dataset in self.plans else None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
