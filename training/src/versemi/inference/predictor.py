@@ -64,6 +64,7 @@ from versemi.inference.planning import (
     check_memory,
     check_roi,
     effective_spec,
+    field_of_view_warnings,
     parse_roi,
     sub_stage,
 )
@@ -87,6 +88,11 @@ from versemi.inference.sliding import (
 
 class PrecisionWarning(UserWarning):
     """bf16 was asked for on hardware without native bf16: the prediction runs in float32."""
+
+
+class FieldOfViewWarning(UserWarning):
+    """A scan far larger or smaller than what a prompt's dataset was trained on (see
+    :func:`versemi.inference.planning.field_of_view_warnings`); the prediction still runs."""
 
 
 def set_threads(threads: int | None) -> None:
@@ -341,6 +347,9 @@ class Predictor:
         groups = self.preprocessing_groups(prompt_ids, hidden_ids)
         # Before any allocation: a scan that cannot fit is refused in a second.
         check_memory(work, groups, self.quality, image_name)
+        notes = field_of_view_warnings(work, groups, self.plans, self.label_space, prompt_ids, image_name)
+        for note in notes:
+            warnings.warn(note, FieldOfViewWarning, stacklevel=2)
         output = LabelmapAssembler(image, work, box, len(labels), return_probabilities, probability_sink)
         hook_fields: dict[str, Any] = {}
         group_info: list[dict[str, Any]] = []
@@ -408,6 +417,7 @@ class Predictor:
             "threshold": THRESHOLD,
             "postprocessing": postprocessed,
             "roi": list(box) if box is not None else None,
+            **({"warnings": notes} if notes else {}),
             "seconds": {
                 **{k: round(v, 3) for k, v in seconds.items()},
                 "total": round(t_end - t_start, 3),
@@ -546,4 +556,4 @@ class Predictor:
         return PredictFileResult(output_path, sidecar_path, ctbl_path, written_probs, result)
 
 
-__all__ = ["PrecisionWarning", "Predictor", "set_threads"]
+__all__ = ["FieldOfViewWarning", "PrecisionWarning", "Predictor", "set_threads"]
