@@ -100,7 +100,7 @@ def test_embedded_model_is_installed_verified_and_resolved(env: dict[str, Path],
 
     assert cli_main(["models", "list", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["models"]
-    assert row["status"] == "installed (embedded)" and row["embedded"] is True and row["default"] is True
+    assert row["status"] == "installed" and row["embedded"] is True and row["default"] is True
     assert row["path"] == str(env["model"]) and row["heldout"] == HELDOUT
     assert cli_main(["models", "list"]) == 0
     table = capsys.readouterr().out
@@ -118,7 +118,7 @@ def test_models_info_prints_the_card_then_the_entry(env: dict[str, Path], capsys
     card = env["model"].with_suffix(".md").read_text()
     assert out.startswith(card.rstrip("\n"))
     entry = json.loads(out.split("```json\n", 1)[1].split("\n```", 1)[0])
-    assert entry["name"] == "tiny-default" and entry["status"] == "installed (embedded)"
+    assert entry["name"] == "tiny-default" and entry["status"] == "installed" and entry["embedded"] is True
     assert entry["plans"] == PLANS and entry["path"] == str(env["model"])
     assert cli_main(["models", "info", "nope"]) == 2
     err = capsys.readouterr().err
@@ -149,7 +149,9 @@ def test_tampered_copy_is_refused_with_one_line(env: dict[str, Path], tmp_path: 
     assert "tiny-default@1.0.0" in err and "is damaged" in err and len(err.strip().splitlines()) == 1
     assert cli_main(["models", "list", "--json", "--verify"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["models"]
-    assert row["status"] == "DAMAGED (embedded)"
+    assert row["status"] == "DAMAGED" and row["embedded"] is True
+    assert cli_main(["models", "list", "--verify"]) == 0
+    assert "tiny-default@1.0.0  DAMAGED (embedded)" in capsys.readouterr().out
 
 
 def test_a_cache_copy_is_used_before_the_embedded_file(env: dict[str, Path], capsys: pytest.CaptureFixture) -> None:

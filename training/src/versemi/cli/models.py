@@ -224,7 +224,7 @@ def _list(args: argparse.Namespace) -> int:
             {
                 **entry.to_dict(),
                 "source": "catalogue",
-                "status": f"{state} (embedded)" if embedded else state,
+                "status": state,
                 "embedded": embedded,
                 "supported": entry.is_supported(),
                 "default": entry.default,
@@ -259,15 +259,17 @@ def _list(args: argparse.Namespace) -> int:
         print("no models in the catalogue and none installed")
         return 0
     width = max(len(f"{r['name']}@{r['version']}") for r in rows)
-    status_width = max(13, *(len(r["status"]) for r in rows))
-    for r in rows:
+    # The table says where an installed file is: "(embedded)" = shipped with versemi, not in the cache.
+    statuses = [r["status"] + (" (embedded)" if r.get("embedded") else "") for r in rows]
+    status_width = max(13, *(len(text) for text in statuses))
+    for r, state in zip(rows, statuses):
         spec = f"{r['name']}@{r['version']}"
         notes = r.get("description") or (f"imported from {r['origin']}" if r.get("origin") else "")
         if r.get("supported") is False:
             notes = f"needs versemi >= {r['min_versemi']}; {notes}"
         if r.get("default"):
             notes = f"default model; {notes}" if notes else "default model"
-        print(f"{spec:<{width}}  {r['status']:<{status_width}}  {_human_size(r['size']):>10}  "
+        print(f"{spec:<{width}}  {state:<{status_width}}  {_human_size(r['size']):>10}  "
               f"{', '.join(r['label_space'])}")
         if notes:
             print(f"{'':<{width}}  {notes}")
@@ -353,9 +355,8 @@ def _info(args: argparse.Namespace) -> int:
         print(f"# {entry.spec}\n\n{entry.description or 'No model card is listed for this model.'}\n")
     path = entry_file(entry, cache)
     present = path.is_file()
-    where = {"path": str(path) if present else None,
-             "status": ("installed (embedded)" if path == entry.embedded_path else "installed")
-             if present else "not installed"}
+    where = {"path": str(path) if present else None, "status": "installed" if present else "not installed",
+             "embedded": present and path == entry.embedded_path}
     print(f"## Catalogue entry ({catalogue.source})\n\n```json")
     print(json.dumps({**entry.to_dict(), **where}, indent=2))
     print("```")
