@@ -26,7 +26,7 @@ A tiny test model (random weights), embedded beside its catalogue.
 
 def make_embedded_catalogue(
     folder: Path,
-    payload: Mapping[str, Any],
+    payload: Mapping[str, Any] | Path,
     name: str = "tiny-default",
     version: str = "1.0.0",
     *,
@@ -34,11 +34,20 @@ def make_embedded_catalogue(
     heldout: Mapping[str, list[str]] | None = None,
     plans: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``folder/catalogue.json`` whose one entry embeds ``payload`` as ``models/<name>-<version>.pt``
-    with a card ``models/<name>-<version>.md``; returns the catalogue file."""
+    """Write ``folder/catalogue.json`` whose one entry embeds ``payload`` (a checkpoint dict, or a
+    checkpoint file to copy) as ``models/<name>-<version>.pt`` with a card ``models/<name>-<version>.md``;
+    returns the catalogue file."""
     models = folder / "models"
     models.mkdir(parents=True, exist_ok=True)
-    weights = save_checkpoint(dict(payload), models / f"{name}-{version}.pt")
+    if isinstance(payload, Path):
+        import shutil
+
+        from versemi.checkpoint import load_checkpoint
+
+        weights = Path(shutil.copyfile(payload, models / f"{name}-{version}.pt"))
+        payload = load_checkpoint(weights)
+    else:
+        weights = save_checkpoint(dict(payload), models / f"{name}-{version}.pt")
     data = weights.read_bytes()
     heldout = dict(heldout or {})
     (models / f"{name}-{version}.md").write_text(
