@@ -63,7 +63,21 @@ def test_demo_segments_every_bundled_case_with_the_default_model(bundled_default
     # The summary is the mean over the held-out cases only.
     held = [r for r in results["cases"] if r["heldout"]]
     mean = np.mean([r["prompts"][0]["dice"] for r in held])
-    assert results["heldout_mean"]["hippocampus_anterior"] == {"mean_dice": round(float(mean), 4), "cases": 4}
+    summary = results["heldout_mean"]["hippocampus_anterior"]
+    assert summary["mean_dice"] == round(float(mean), 4) and summary["cases"] == 4
+    hd95 = [r["prompts"][0]["hd95_mm"] for r in held if r["prompts"][0]["hd95_mm"] is not None]
+    assert summary["hd95_undefined"] == 4 - len(hd95)
+    assert summary["mean_hd95_mm"] == (round(float(np.mean(hd95)), 2) if hd95 else None)
+
+
+def test_demo_heldout_only_segments_just_the_heldout_cases(bundled_default: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--data", str(EXAMPLES), "--output", str(out), "--threads", "1", "--heldout-only"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [r["case"] for r in results["cases"]] == ["hippocampus_011", "hippocampus_015", "hippocampus_020",
+                                                     "hippocampus_023"]
+    assert "Held-out cases (never trained on), mean per prompt:" in capsys.readouterr().out
 
 
 def test_demo_dice_is_the_dice_of_the_written_labelmaps(trained_checkpoint: Path, tmp_path: Path,

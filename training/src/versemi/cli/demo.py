@@ -6,8 +6,10 @@ the whole training pipeline.
    Dice and HD95 against the bundled label and the time taken, a labelmap + sidecar per case and an
    overlay PNG per case (:func:`versemi.visualize.save_overlay_png`; prediction above, reference
    below). Which cases the model never trained on comes from its catalogue entry's ``heldout`` list:
-   those are marked "held out" and summarised; the others are "trained on" (their Dice is printed but
-   is no test), or "not listed" when the model's entry says nothing about that dataset.
+   those are marked "held out" and summarised (mean Dice and HD95 per prompt); the others are
+   "trained on" (their Dice is printed but is no test), or "not listed" when the model's entry says
+   nothing about that dataset. ``--data ../shared/data --heldout-only`` segments only the held-out
+   cases of the full datasets: the numbers of the model card.
 2. **Train** (``--train``, or when no default model is available): check the datasets -> train a small
    VerSemi model (stage 1 then stage 2, with unlabeled scans) -> segment a held-out case with chosen
    prompts -> labelmap + sidecar + PNG overlay + metrics. Each step calls the same sub-command a user
@@ -43,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default=None,
                         help="checkpoint file or NAME[@VERSION] to segment with (default: the catalogue's "
                              "default model, shipped with versemi)")
+    parser.add_argument("--heldout-only", action="store_true",
+                        help="segment only the cases the model's catalogue entry lists as held out, e.g. "
+                             "`--data ../shared/data --heldout-only` recomputes the held-out numbers of its card")
     parser.add_argument("--train", action="store_true",
                         help="then run the short training demo (train a small model on the examples, ~1.5 min "
                              "on 2 CPU cores)")
@@ -203,6 +208,10 @@ def segment_examples(args: argparse.Namespace, checkpoint: Path, entry: Any, out
     from versemi.visualize import save_overlay_png
 
     cases = find_labeled_cases(args.data)
+    if getattr(args, "heldout_only", False):
+        if entry is None or not entry.heldout:
+            raise CliError("--heldout-only: the model's catalogue entry lists no held-out cases")
+        cases = [c for c in cases if entry.is_heldout(c.dataset, c.case)]
     if not cases:
         raise CliError(f"{args.data}: no labeled example case found")
     t0 = time.perf_counter()
@@ -248,7 +257,9 @@ def segment_examples(args: argparse.Namespace, checkpoint: Path, entry: Any, out
     if summary:
         print("\nHeld-out cases (never trained on), mean per prompt:")
         for name, item in summary.items():
-            print(f"  {name:<24} Dice {item['mean_dice']:.3f} over {item['cases']} case(s)")
+            hd95 = f"{item['mean_hd95_mm']:.2f} mm" if item["mean_hd95_mm"] is not None else "-"
+            empty = f" ({item['hd95_undefined']} case(s) without HD95: an empty mask)" if item["hd95_undefined"] else ""
+            print(f"  {name:<24} Dice {item['mean_dice']:.3f}  HD95 {hd95} over {item['cases']} case(s){empty}")
     trained = sorted({r["case"] for r in rows if r["heldout"] is False})
     if trained:
         print(f"Trained on (Dice shown, not a test): {', '.join(trained)}")
@@ -263,13 +274,19 @@ def segment_examples(args: argparse.Namespace, checkpoint: Path, entry: Any, out
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Mean Dice per prompt over the held-out cases."""
-    dice: dict[str, list[float]] = {}
+    """Mean Dice and HD95 per prompt over the held-out cases (HD95 over the cases where it is defined)."""
+    scores: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if row["heldout"] is True:
             for score in row["prompts"]:
-                dice.setdefault(score["prompt"], []).append(score["dice"])
-    return {name: {"mean_dice": round(sum(v) / len(v), 4), "cases": len(v)} for name, v in dice.items()}
+                scores.setdefault(score["prompt"], []).append(score)
+    summary = {}
+    for name, items in scores.items():
+        hd95 = [s["hd95_mm"] for s in items if s["hd95_mm"] is not None]
+        summary[name] = {"mean_dice": round(sum(s["dice"] for s in items) / len(items), 4), "cases": len(items),
+                         "mean_hd95_mm": round(sum(hd95) / len(hd95), 2) if hd95 else None,
+                         "hd95_undefined": len(items) - len(hd95)}
+    return summary
 
 
 def run(args: argparse.Namespace) -> int:
