@@ -115,3 +115,22 @@ def test_folder_run_refusals_are_one_line(model: Path, scans: Path, tmp_path: Pa
     code, lines, _ = run(capsys, "-m", str(model), "-i", str(scans), *args)
     assert code == 2 and len(lines) == 1 and expected in lines[0], lines
     assert sorted(os.listdir(scans)) == before
+
+
+def test_a_folder_of_dicom_series_is_a_folder_of_scans_and_one_series_is_one_scan(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from inference.helpers import write_dicom_series
+
+    studies = tmp_path / "studies"
+    for i, name in enumerate(("patient_1", "patient_2")):
+        image = sitk.Cast(make_image(np.random.default_rng(i).integers(0, 100, (6, 14, 12)).astype(np.int16),
+                                     spacing=(1.5, 1.5, 2.0)), sitk.sitkInt16)
+        write_dicom_series(studies / name, image, series_uid=f"1.2.826.0.1.3680043.2.1125.1.{50 + i}",
+                           uid_root=f"1.2.826.0.1.3680043.2.1125.1.{60 + i}")
+    code, lines, _ = run(capsys, "-m", str(model), "-i", str(studies), "-o", str(tmp_path / "out"), "--progress", "none")
+    assert code == 0, lines
+    assert [ln.split(":")[0] for ln in lines[:2]] == ["[1/2] patient_1", "[2/2] patient_2"]
+    code, lines, _ = run(capsys, "-m", str(model), "-i", str(studies / "patient_1"), "-o", str(tmp_path / "one.nrrd"),
+                         "--progress", "none")
+    assert code == 0 and (tmp_path / "one.nrrd").is_file()

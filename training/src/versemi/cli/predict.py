@@ -50,10 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def is_scan_folder(path: Path) -> bool:
-    """A folder of scans (batch mode), not a folder holding one DICOM series."""
-    from versemi.images import list_dicom_series
+    """A folder of scans (batch mode), not a folder holding one DICOM series: an nnU-Net dataset, a
+    folder with image files, or a folder in which no DICOM series lies directly."""
+    from versemi.images import IMAGE_EXTENSIONS, list_dicom_series, split_image_extension
 
-    return path.is_dir() and not list_dicom_series(path)
+    if not path.is_dir():
+        return False
+    if (path / "imagesTr").is_dir():
+        return True
+    if any(split_image_extension(p.name)[1].lower() in IMAGE_EXTENSIONS for p in path.iterdir() if p.is_file()):
+        return True  # decided without reading every file's header as DICOM
+    return not list_dicom_series(path)
 
 
 def run(args: argparse.Namespace) -> int:
