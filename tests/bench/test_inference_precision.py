@@ -22,6 +22,7 @@ def _load():
     return module
 
 
+@pytest.mark.filterwarnings("ignore:bf16 was asked for")  # native=False: the predictor's warning, expected
 @pytest.mark.parametrize("native", [True, False])
 def test_fp32_and_bf16_are_compared_per_dataset(trained_checkpoint: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
