@@ -394,56 +394,12 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _entry(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from versemi.models.publish import catalogue_entry, parse_heldout
 
-    from versemi.checkpoint import Checkpoint
-    from versemi.models import ModelError, parse_catalogue, sha256_file
-    from versemi.models.catalogue import catalogue_document
-
-    path = Path(args.file)
-    checkpoint = Checkpoint.load(path)  # publish only what predict can load
-    raw = {
-        "name": args.name,
-        "version": args.version,
-        "url": args.url,
-        "sha256": sha256_file(path),
-        "size": path.stat().st_size,
-        "label_space": list(checkpoint.label_space.names),
-        "licence": args.licence,
-        "description": args.description,
-    }
-    if args.min_versemi:
-        raw["min_versemi"] = args.min_versemi
-    if args.default:
-        raw["default"] = True
-    for key in ("embedded", "card"):
-        if getattr(args, key):
-            raw[key] = getattr(args, key)
-    raw["plans"] = plans_summary(checkpoint.plans)
-    heldout = {}
-    for item in args.heldout:
-        dataset, sep, cases = item.partition("=")
-        if not sep or not dataset.strip() or not cases.strip():
-            raise ModelError(f"--heldout {item!r}: expected DATASET=CASE,CASE,...")
-        heldout[dataset.strip()] = [c.strip() for c in cases.split(",") if c.strip()]
-    if heldout:
-        raw["heldout"] = heldout
-    # Validate exactly as a catalogue reader would (relative URLs resolved against a dummy base).
-    document = {**catalogue_document([]), "models": [raw]}
-    parse_catalogue(document, source=f"entry for {path}", base_url="https://example.invalid/")
+    raw = catalogue_entry(
+        args.file, args.name, args.version, args.url, args.licence, description=args.description,
+        min_versemi=args.min_versemi, embedded=args.embedded, card=args.card, default=args.default,
+        heldout=parse_heldout(args.heldout),
+    )
     print(json.dumps(raw, indent=2))
     return 0
-
-
-def plans_summary(plans: Any) -> dict[str, dict[str, Any]]:
-    """A catalogue entry's ``plans``: per training dataset, its modality, target spacing and window
-    (x, y, z), plus the median scan extent in mm when the plans have the dataset's fingerprint."""
-    summary: dict[str, dict[str, Any]] = {}
-    for name, plan in plans.datasets.items():
-        row: dict[str, Any] = {"modality": plan.spec.modality, "target_spacing": list(plan.target_spacing),
-                               "patch_size": list(plan.patch_size)}
-        fp = plan.fingerprint
-        if fp is not None:
-            row["median_extent_mm"] = [round(n * s, 1) for n, s in zip(fp.median_size, fp.median_spacing)]
-        summary[name] = row
-    return summary
