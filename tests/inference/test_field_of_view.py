@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 from versemi.checkpoint import save_checkpoint
