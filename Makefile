@@ -1,5 +1,5 @@
-# Set-up and the two entry points of the README: `make demo` (the main job on bundled example data)
-# and `make test` (the test suite). Each creates the virtual environment it needs on first use.
+# Set-up and the two entry points of the README: `make demo` (the default model on the bundled example
+# scans) and `make test` (the test suite). Each creates the virtual environment it needs on first use.
 PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/pip
@@ -17,8 +17,11 @@ $(VENV)/.installed: training/pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
+# `make demo DEMO_ARGS=--train` also runs the short training demo (see `versemi demo --help`).
+DEMO_ARGS ?=
+
 demo: $(VENV)/.installed
-	$(VENV)/bin/versemi demo --data examples/data --output demo_output
+	$(VENV)/bin/versemi demo --data examples/data --output demo_output $(DEMO_ARGS)
 
 test: $(VENV)/.installed
 	PYTHONUTF8=1 OMP_NUM_THREADS=2 $(VENV)/bin/python -m pytest -q

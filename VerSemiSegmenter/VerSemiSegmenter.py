@@ -29,7 +29,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 
 from VerSemiSegmenterLib import (
     catalogue,
@@ -40,6 +40,7 @@ from VerSemiSegmenterLib import (
     pipeline,
     process,
     review,
+    roi,
     sampledata,
     selftest,
 )
@@ -100,10 +101,12 @@ class VerSemiSegmenterParameterNode:
     model - catalogue spec (name@version) or checkpoint path.
     device - auto/cpu/cuda/mps.
     quality - default/fast (the names of versemi predict --quality).
+    roi - None: the whole volume; a markups ROI: segment only inside its box (versemi predict --roi).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
+    roi: vtkMRMLMarkupsROINode
     model: str = ""
     device: Annotated[str, Choice(list(parameters.DEVICES))] = "auto"
     quality: Annotated[str, Choice(list(parameters.QUALITIES))] = "default"
@@ -259,6 +262,28 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
         return device.choose_device(requested, self._torchInfo, bool(self._nvidiaPresent))
 
     # --- segmentation -----------------------------------------------------------------------------
+    def fitCropRoi(self, inputVolume, roiNode=None):
+        """An ROI box around the whole ``inputVolume`` (a new node unless ``roiNode`` is given) to crop with."""
+        if inputVolume is None:
+            raise ValueError("select an input volume first")
+        if roiNode is None:
+            roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", f"{inputVolume.GetName()} crop")
+            roiNode.CreateDefaultDisplayNodes()
+        roi.fit_roi_to_volume(roiNode, inputVolume)
+        return roiNode
+
+    @staticmethod
+    def cropBox(inputVolume, roiNode):
+        """The ``--roi`` voxel box of an ROI node over the volume; None for no ROI or one covering it all.
+
+        Raises:
+            roi.ROIError: an ROI outside the volume, too thin, not placed, or under a non-linear transform.
+        """
+        if roiNode is None:
+            return None
+        box = roi.voxel_box(roiNode, inputVolume)
+        return None if roi.whole_volume(box, inputVolume) else box
+
     def startSegmentation(
         self,
         inputVolume,
@@ -267,8 +292,12 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
         device: str = "auto",
         quality: str = "default",
         outputSegmentation=None,
+        roiNode=None,
     ) -> pipeline.SegmentationJob:
-        """Start a background segmentation; poll the returned job (``job.poll()``) until it ends."""
+        """Start a background segmentation; poll the returned job (``job.poll()``) until it ends.
+
+        ``roiNode``: a markups ROI; only the voxels inside its box are segmented.
+        """
         settings = parameters.RunSettings(
             input_path="",
             output_path="",
@@ -278,6 +307,7 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
             quality=quality,
             python_executable=self.pythonExecutable,
             output_mode="replace" if outputSegmentation is not None else "new",
+            roi=self.cropBox(inputVolume, roiNode),
         )
         job = pipeline.SegmentationJob(
             inputVolume, settings, segmentation_node=outputSegmentation, temp_parent=slicer.app.temporaryPath
@@ -294,9 +324,10 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
         quality: str = "default",
         outputSegmentation=None,
         timeout: Optional[float] = None,
+        roiNode=None,
     ):
         """Segment and wait (keeps the GUI painting). Returns the ``ImportResult``; raises on failure."""
-        job = self.startSegmentation(inputVolume, model, prompts, device, quality, outputSegmentation)
+        job = self.startSegmentation(inputVolume, model, prompts, device, quality, outputSegmentation, roiNode)
         deadline = None if timeout is None else time.monotonic() + timeout
         while job.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
@@ -408,6 +439,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.selectAllButton.connect("clicked(bool)", lambda: self.setVisiblePromptsChecked(True))
         self.ui.selectNoneButton.connect("clicked(bool)", lambda: self.setVisiblePromptsChecked(False))
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateDeviceInfo)
+        self.ui.roiFitButton.connect("clicked(bool)", self.onFitRoi)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
 
         self.setupCacheSection(uiWidget)
@@ -686,6 +718,17 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.promptCountLabel.text = f"{len(self.checkedPrompts())} of {self.ui.promptListWidget.count}"
         self._checkCanApply()
 
+    # --- crop (ROI) ---------------------------------------------------------------------------------
+    def onFitRoi(self) -> None:
+        """Place an ROI box around the input volume (the selected ROI, or a new one) and select it."""
+        params = self._parameterNode
+        try:
+            params.roi = self.logic.fitCropRoi(params.inputVolume if params else None, params.roi if params else None)
+        except Exception as exc:  # no volume, a volume without geometry
+            self.show_error(f"Failed to place the ROI box:\n{exc}")
+            return
+        self.ui.statusLabel.text = "Drag the ROI box's faces onto the structure, then click Apply."
+
     # --- device -----------------------------------------------------------------------------------
     def startDeviceProbe(self) -> None:
         if self._deviceThread is not None:
@@ -934,7 +977,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # The request itself (auto included) goes to versemi predict: its resolver decides.
             job = self.logic.startSegmentation(
                 params.inputVolume, params.model, self.checkedPrompts(), params.device, params.quality,
-                params.outputSegmentation,
+                params.outputSegmentation, params.roi,
             )
         except Exception as exc:  # bad settings, unusable device, predictor not startable
             self.ui.statusLabel.text = "Not started."
@@ -960,6 +1003,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.deviceComboBox,
             self.ui.qualityComboBox,
             self.ui.outputSegmentationSelector,
+            self.ui.roiSelector,
+            self.ui.roiFitButton,
         ):
             widget.enabled = not running
         if not running:
@@ -1023,6 +1068,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             message = f"Done in {seconds:.0f} s: {len(result.segment_ids)} segments in '{node.GetName()}'."
             if result.empty_segments:
                 message += f" Nothing found for: {', '.join(result.empty_segments)} (kept as empty segments)."
+            for warning in job.warnings:  # e.g. a field of view far from the model's training scans
+                message += f" Warning: {warning}"
             self.ui.statusLabel.text = message
             slicer.util.setSliceViewerLayers(background=job.volume_node)
         elif job.cancelled:

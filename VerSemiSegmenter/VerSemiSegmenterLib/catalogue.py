@@ -72,6 +72,7 @@ class ModelChoice:
     licence: str = ""
     sha256: str = ""
     removable: bool = False
+    embedded: bool = False
 
     @property
     def installed(self) -> bool:
@@ -97,7 +98,8 @@ def parse_models_list(text: str) -> list[ModelChoice]:
             continue
         spec = f"{name}@{version}" if version else name
         status = str(row.get("status", ""))
-        label = f"{spec} ({status})" if status else spec
+        embedded = row.get("embedded") is True  # the file ships with versemi: nothing to download
+        label = f"{spec} ({status}{', ships with versemi' if embedded else ''})" if status else spec
         if row.get("supported") is False:
             label += " - needs a newer versemi"
         default = row.get("default") is True
@@ -118,6 +120,7 @@ def parse_models_list(text: str) -> list[ModelChoice]:
                 size=int(size) if isinstance(size, int) else None,
                 licence=str(row.get("licence") or ""),
                 sha256=str(row.get("sha256") or ""),
+                embedded=embedded,
                 # Only files in the model cache are removed from the panel (not one shipped in the package).
                 removable=bool(path and models_dir and _same_dir(os.path.dirname(path), models_dir)),
             )
@@ -146,7 +149,9 @@ def model_card_text(choice: ModelChoice) -> str:
     if choice.sha256:
         lines.append(f"SHA-256: {choice.sha256}")
     if choice.default:
-        lines.append("Default model (ships with versemi).")
+        lines.append("Default model.")
+    if choice.embedded:
+        lines.append("Ships with versemi: no download needed.")
     return "\n".join(lines)
 
 

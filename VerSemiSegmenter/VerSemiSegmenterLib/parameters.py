@@ -36,6 +36,9 @@ class RunSettings:
         python_executable: the Python that has ``versemi`` installed (in Slicer: ``PythonSlicer``).
         output_mode: ``new`` segmentation node or ``replace`` the segments of an existing one; used by
             the module only, not passed to the predictor.
+        roi: segment only this voxel box of the input, ``(x0, y0, z0, x1, y1, z1)`` (start inclusive,
+            end exclusive; ``versemi predict --roi``), e.g. from a markups ROI (``roi.voxel_box``);
+            ``None`` = the whole volume.
     """
 
     input_path: str
@@ -47,6 +50,7 @@ class RunSettings:
     threads: int | None = None
     python_executable: str = sys.executable
     output_mode: str = "new"
+    roi: tuple[int, int, int, int, int, int] | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a message a user understands if a setting cannot work."""
@@ -66,6 +70,12 @@ class RunSettings:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.output_mode not in OUTPUT_MODES:
             raise ValueError(f"unknown output mode {self.output_mode!r}; choose one of {', '.join(OUTPUT_MODES)}")
+        if self.roi is not None:
+            box = tuple(self.roi)
+            if len(box) != 6 or not all(isinstance(v, int) and not isinstance(v, bool) for v in box) or any(
+                    not 0 <= box[i] < box[i + 3] for i in range(3)):
+                raise ValueError(f"ROI box {list(box)} must be six voxel indices x0,y0,z0,x1,y1,z1 with "
+                                 "0 <= start < end")
 
     @property
     def model_is_file(self) -> bool:
@@ -103,4 +113,6 @@ class RunSettings:
             "--progress",
             "json",
         ]
+        if self.roi is not None:
+            command += ["--roi", ",".join(str(v) for v in self.roi)]
         return command

@@ -158,3 +158,13 @@ class SegmentationJob:
     @property
     def work_dir(self) -> str | None:
         return self._work_dir
+
+    @property
+    def warnings(self) -> list[str]:
+        """The predictor's warnings of a finished run (``versemi predict: warning: <text>`` lines), e.g.
+        a field of view far from what the model was trained on; each as ``<text>``."""
+        if self.run_result is None:
+            return []
+        marker = ": warning: "
+        return [line.split(marker, 1)[1] for line in self.run_result.stderr_tail
+                if line.startswith("versemi ") and marker in line]

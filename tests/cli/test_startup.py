@@ -79,11 +79,12 @@ def test_predict_and_pseudolabel_share_the_model_options() -> None:
         }
 
     predict, pseudolabel = options("predict"), options("pseudolabel")
-    shared = ("--model", "--prompts", "--device", "--quality", "--tta", "--overlap", "--batch-size",
+    shared = ("--model", "--prompts", "--device", "--quality", "--tta", "--precision", "--overlap", "--batch-size",
               "--threads", "--progress")
     for name in shared:
         assert predict[name] == pseudolabel[name], name
-    assert predict["--model"][4] is True  # required
+    assert predict["--model"][1] is None and predict["--model"][4] is False  # default: the catalogue's default model
+    assert predict["--precision"][1] == "auto"
     assert predict["--overlap"][1] is None  # the predictor picks 0.5 or 0.25 by --quality
 
 

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from versemi.data.synthetic import SyntheticStructure, make_volume
-from versemi.inference import Predictor
+from versemi.inference import PredictionError, Predictor
 from versemi.inference.io import sidecar_paths
 from versemi.inference.progress import JsonLinesProgress
 
@@ -244,3 +244,29 @@ def test_box_restore_equals_full_restore(trained_payload: dict, crop_to_nonzero:
         full = sitk.GetArrayFromImage(predictor.predict(image, "all", roi=roi, return_probabilities=True).labelmap)
         assert fast.any()
         np.testing.assert_array_equal(fast, full)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_precision_option(trained_payload: dict, monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    import warnings
+
+    import versemi.devices
+    from versemi.inference.predictor import PrecisionWarning
+
+    monkeypatch.setattr(versemi.devices, "cpu_has_native_bf16", lambda: native)
+    image, _ = oblique_case()
+    fp32 = Predictor(trained_payload, device="cpu").predict(image, "spleen,liver")
+    assert fp32.info["precision"] == "float32"  # the CPU default (see CPU_BF16_BY_DEFAULT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor = Predictor(trained_payload, device="cpu", precision="bf16")
+    assert [w.category for w in caught] == ([] if native else [PrecisionWarning])
+    bf16 = predictor.predict(image, "spleen,liver")
+    assert bf16.info["precision"] == ("bfloat16" if native else "float32")
+    a, b = sitk.GetArrayFromImage(fp32.labelmap), sitk.GetArrayFromImage(bf16.labelmap)
+    for value in (1, 2):
+        assert dice(a == value, b == value) > 0.95
+    if not native:
+        assert np.array_equal(a, b)
+    with pytest.raises(PredictionError, match="unknown precision"):
+        Predictor(trained_payload, device="cpu", precision="fp8")

@@ -56,3 +56,43 @@ def test_tune_malloc_is_idempotent() -> None:
     first = tune_malloc()
     assert isinstance(first, bool)
     assert tune_malloc() == first
+
+
+# --- precision: the one rule of predict and training validation ------------------------------------
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_rule_on_the_cpu(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    import versemi.devices
+    from versemi.inference import sliding
+
+    monkeypatch.setattr(versemi.devices, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert sliding.inference_autocast_dtype(cpu) is None  # float32 stays the CPU default for now
+    assert sliding.inference_autocast_dtype(cpu, precision="fp32") is None
+    assert sliding.inference_autocast_dtype(cpu, precision="bf16") == (torch.bfloat16 if native else None)
+    assert sliding.inference_autocast_dtype(cpu, amp=False, precision="bf16") is None
+    monkeypatch.setattr(sliding, "CPU_BF16_BY_DEFAULT", True)  # what flipping the default does
+    assert sliding.inference_autocast_dtype(cpu) == (torch.bfloat16 if native else None)
+    assert sliding.inference_autocast_dtype(torch.device("mps"), precision="bf16") is None
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        sliding.inference_autocast_dtype(cpu, precision="half")
+
+
+def test_bf16_windows_stay_close_to_fp32() -> None:
+    from versemi.network import build_model
+    from versemi.inference.sliding import autocast_context
+
+    torch.manual_seed(0)
+    model = build_model({"backbone": "unet", "base_filters": 4, "depth": 3, "convs_per_stage": 1,
+                         "head_channels": 4, "num_prompts": 2}).eval()
+    volume = np.random.default_rng(0).normal(size=(20, 24, 18)).astype(np.float32)
+    settings = SlidingWindowSettings(patch_size_zyx=(16, 16, 16))
+    cpu = torch.device("cpu")
+    fp32 = sliding_window_probabilities(model, volume, [0, 1], settings, cpu, None)
+    bf16 = sliding_window_probabilities(model, volume, [0, 1], settings, cpu, torch.bfloat16)
+    assert fp32.dtype == bf16.dtype == torch.float32  # probabilities are accumulated in float32
+    assert not torch.equal(fp32, bf16)  # the autocast really ran
+    assert (fp32 - bf16).abs().max() < 0.05
+    with autocast_context(cpu, torch.bfloat16):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16

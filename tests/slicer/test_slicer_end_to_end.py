@@ -135,3 +135,73 @@ def test_the_in_slicer_self_test_sequence(mrml_scene, tmp_path: Path) -> None:
     node = job.import_result.segmentation_node
     assert selftest.check_segmentation(node, volume, prompts, colors, selftest.TINY_PROMPT_CODES) == []
     # (The self-test's second, replace-mode run is covered by test_slicer_mrml's replace test.)
+
+
+def _segment_voxels_ijk(segmentation_node, segment_id: str) -> np.ndarray:
+    """IJK indices (N x 3, on the segment's own grid = the volume's) of a segment's non-zero voxels."""
+    import slicer
+    from vtk.util import numpy_support
+
+    image = slicer.vtkOrientedImageData()
+    segmentation_node.GetBinaryLabelmapRepresentation(segment_id, image)
+    if image.IsEmpty():
+        return np.zeros((0, 3), dtype=int)
+    extent = image.GetExtent()
+    dims = [extent[2 * i + 1] - extent[2 * i] + 1 for i in range(3)]
+    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
+    zyx = np.argwhere(array > 0)
+    return zyx[:, ::-1] + np.array([extent[0], extent[2], extent[4]])
+
+
+def test_an_roi_box_limits_the_segmentation_to_it(mrml_scene, trained_checkpoint: str, tmp_path: Path) -> None:
+    import dataclasses
+
+    from VerSemiSegmenterLib import roi
+
+    volume = selftest.add_sample_volume(mrml_scene, "scan", array=_scan())
+    box = (0, 0, 0, 22, 32, 32)  # x < 22: the liver (x 7-12) inside, the spleen (x 19-24) cut
+    settings = dataclasses.replace(_settings(trained_checkpoint, ["spleen", "liver"]), roi=box)
+    job = SegmentationJob(volume, settings, temp_parent=str(tmp_path))
+    job.start()
+    assert job.wait(timeout=300), job.error
+    node = job.import_result.segmentation_node
+    assert selftest.check_segmentation(node, volume, ["spleen", "liver"]) == []  # the whole volume's geometry
+    segmentation = node.GetSegmentation()
+    found = 0
+    for i in range(segmentation.GetNumberOfSegments()):
+        ijk = _segment_voxels_ijk(node, segmentation.GetNthSegmentID(i))
+        found += len(ijk)
+        if len(ijk):
+            assert (ijk.min(axis=0) >= box[:3]).all() and (ijk.max(axis=0) < box[3:]).all(), (ijk.min(0), ijk.max(0))
+    assert found > 0, "nothing segmented inside the box"
+    full = SegmentationJob(volume, _settings(trained_checkpoint, ["spleen", "liver"]), temp_parent=str(tmp_path))
+    full.start()
+    assert full.wait(timeout=300), full.error
+    outside = 0
+    whole = full.import_result.segmentation_node
+    for i in range(whole.GetSegmentation().GetNumberOfSegments()):
+        ijk = _segment_voxels_ijk(whole, whole.GetSegmentation().GetNthSegmentID(i))
+        outside += int((~((ijk >= box[:3]) & (ijk < box[3:])).all(axis=1)).sum())
+    assert outside > 0, "the box must cut something off for this test to mean anything"
+    assert roi.whole_volume((0, 0, 0, 32, 32, 32), volume) and not roi.whole_volume(box, volume)
+
+
+def test_predictor_warnings_reach_the_job(mrml_scene, tmp_path: Path) -> None:
+    """A volume far larger than the model's training crops: the run succeeds and the job reports the
+    predictor's field-of-view warning (the panel shows it in its status line)."""
+    from versemi.checkpoint import save_checkpoint
+    from versemi.data.plans import DatasetFingerprint, DatasetPlan, Plans
+    from versemi.data.preprocessing import PreprocessingSpec
+
+    helpers = _inference_helpers()
+    payload = helpers.tiny_payload(spacing_xyz=(3.0, 3.0, 3.0))
+    spec = PreprocessingSpec(target_spacing=(3.0, 3.0, 3.0), modality="MR")
+    crops = DatasetFingerprint("Dataset901_Alpha", "MR", 10, (1.0, 1.0, 1.0), (8.0, 8.0, 8.0))
+    plans = Plans({"Dataset901_Alpha": DatasetPlan("Dataset901_Alpha", spec, (16, 16, 16), crops),
+                   "Dataset902_Beta": DatasetPlan("Dataset902_Beta", spec, (16, 16, 16))})
+    checkpoint = save_checkpoint({**payload, "plans": plans.to_dict()}, tmp_path / "crops.pt")
+    volume = selftest.add_sample_volume(mrml_scene, "big")  # ~40 mm across: 5x the 8 mm crops
+    job = SegmentationJob(volume, _settings(str(checkpoint), ["organ_a"]), temp_parent=str(tmp_path))
+    job.start()
+    assert job.wait(timeout=300), job.error
+    assert len(job.warnings) == 1 and "field of view" in job.warnings[0] and "--roi" in job.warnings[0]

@@ -270,3 +270,63 @@ def test_widget_install_button_runs_the_install_flow_in_the_background_then_list
     assert ui.statusLabel.text == "Installed: monai."
     assert not ui.installButton.visible and ui.installButton.enabled
     assert widget.models.loaded  # the models were listed once the install was done
+
+
+def test_widget_preselects_the_embedded_default_model_and_segments_without_a_download(
+    app, tmp_path: Path, monkeypatch
+) -> None:
+    """A catalogue whose default model ships beside it (as the packaged one does): preselected, its
+    prompts read from the shipped file, Apply works, nothing is downloaded; then a crop with an ROI."""
+    import slicer
+
+    from models.embedded import make_embedded_catalogue
+    from VerSemiSegmenterLib import selftest
+
+    module, boxes = app
+    tiny = Path(selftest.make_tiny_checkpoint(tmp_path / "tiny.pt", sys.executable))
+    monkeypatch.setenv("VERSEMI_CATALOGUE", str(make_embedded_catalogue(tmp_path / "shipped", tiny)))
+    widget = _widget(module, boxes)
+    ui = widget.ui
+    widget.enter()
+    _poll_until_idle(widget)
+    assert boxes.errors == [], boxes.errors
+    assert ui.modelComboBox.currentText == "tiny-default@1.0.0 (installed, ships with versemi) - default"
+    assert not ui.downloadModelButton.visible
+    assert [item.data(256) for item in ui.promptListWidget.items] == [*selftest.TINY_PROMPTS, "all_foreground"]
+    assert ui.modelInfoLabel.text == str(tmp_path / "shipped" / "models" / "tiny-default-1.0.0.pt")
+
+    volume = selftest.add_sample_volume(slicer.mrmlScene)
+    widget._parameterNode.inputVolume = volume
+    boxes_used = []
+    start = widget.logic.startSegmentation
+
+    def recording(*args, **kwargs):
+        job = start(*args, **kwargs)
+        boxes_used.append(job.settings.roi)
+        return job
+
+    monkeypatch.setattr(widget.logic, "startSegmentation", recording)
+    widget._checkCanApply()
+    ui.applyButton.emit("clicked(bool)", False)
+    _poll_until_idle(widget)
+    assert boxes.errors == [], boxes.errors
+    assert ui.statusLabel.text.startswith("Done in") and "3 segments" in ui.statusLabel.text
+    assert not (tmp_path / "models").exists()  # the model cache was never needed
+
+    # Crop: "Fit ROI to volume" places a box around the volume (no cropping yet); a smaller box crops.
+    ui.roiFitButton.emit("clicked(bool)", False)
+    box_node = widget._parameterNode.roi
+    assert box_node is not None and box_node.IsA("vtkMRMLMarkupsROINode")
+    assert widget.logic.cropBox(volume, box_node) is None  # covers every voxel
+    box_node.SetSize([s / 2 for s in box_node.GetSize()])
+    ui.applyButton.emit("clicked(bool)", False)
+    _poll_until_idle(widget)
+    assert boxes.errors == [], boxes.errors
+    assert boxes_used[0] is None and boxes_used[1] is not None
+    x0, y0, z0, x1, y1, z1 = boxes_used[1]
+    assert 0 < (x1 - x0) * (y1 - y0) * (z1 - z0) < 28 * 24 * 20  # a crop of the (oblique) volume
+    assert ui.statusLabel.text.startswith("Done in")
+    box_node.SetCenter([1000.0, 1000.0, 1000.0])  # moved off the volume: refused before any run
+    ui.applyButton.emit("clicked(bool)", False)
+    _poll_until_idle(widget)
+    assert len(boxes.errors) == 1 and "lies outside volume" in boxes.errors[0]

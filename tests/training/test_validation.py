@@ -12,6 +12,7 @@ from versemi.data.cache import PreprocessedCache
 from versemi.data.plans import Plans
 from versemi.data.synthetic import SyntheticStructure, make_volume
 from versemi.inference import Predictor
+from versemi.inference.sliding import inference_autocast_dtype
 from versemi.labels import LabelSpace
 from versemi.network import build_model
 from versemi.training.data import validation_cases
@@ -52,7 +53,10 @@ def test_validation_and_predict_give_identical_probabilities(tmp_path: Path) -> 
     [case] = validation_cases([cached], plans)
     assert case.window_zyx == (8, 8, 16)
     prompt = space.prompt_id("organ_a")
-    from_validation = predict_volume(model, case, [prompt], torch.device("cpu"), overlap=0.5, sw_batch_size=2)
+    # The autocast the trainer passes (the one rule of predict and validation, whatever the CPU default).
+    autocast = inference_autocast_dtype(torch.device("cpu"))
+    from_validation = predict_volume(model, case, [prompt], torch.device("cpu"), overlap=0.5, sw_batch_size=2,
+                                     autocast_dtype=autocast)
 
     seen = {}
 
@@ -66,7 +70,7 @@ def test_validation_and_predict_give_identical_probabilities(tmp_path: Path) -> 
     assert torch.equal(seen["probs"], from_validation)
 
     # And validate() scores exactly these probabilities.
-    result = validate(model, [case], space, torch.device("cpu"), overlap=0.5, sw_batch_size=2)
+    result = validate(model, [case], space, torch.device("cpu"), overlap=0.5, sw_batch_size=2, autocast_dtype=autocast)
     pred = from_validation[0].numpy() > 0.5
     truth = np.asarray(case.label) == 1
     expected = 2 * (pred & truth).sum() / max(1, pred.sum() + truth.sum())

@@ -11,7 +11,7 @@ import unittest
 import slicer
 import vtk
 
-from VerSemiSegmenterLib import segmentation_import, selftest, volume_export
+from VerSemiSegmenterLib import roi, segmentation_import, selftest, volume_export
 
 
 class VerSemiSegmenterLibTest(unittest.TestCase):
@@ -41,6 +41,17 @@ class VerSemiSegmenterLibTest(unittest.TestCase):
         for i in range(4):
             for j in range(4):
                 self.assertAlmostEqual(a.GetElement(i, j), b.GetElement(i, j), places=5)
+
+    def test_roi_box_in_slicer(self):
+        volume = selftest.add_sample_volume(slicer.mrmlScene)
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "crop")
+        node.CreateDefaultDisplayNodes()
+        roi.fit_roi_to_volume(node, volume)
+        box = roi.voxel_box(node, volume)
+        self.assertTrue(roi.whole_volume(box, volume))
+        node.SetSize([s / 2 for s in node.GetSize()])
+        smaller = roi.voxel_box(node, volume)
+        self.assertFalse(roi.whole_volume(smaller, volume))
 
 
 def runTest():

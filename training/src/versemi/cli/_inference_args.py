@@ -25,8 +25,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the sub-command's parser.
     """
-    parser.add_argument("--model", "-m", required=True,
-                        help="checkpoint file, or NAME[@VERSION] of an installed catalogue model")
+    parser.add_argument("--model", "-m", default=None,
+                        help="checkpoint file, or NAME[@VERSION] of an installed catalogue model "
+                             "(default: the catalogue's default model, e.g. the one shipped with versemi; "
+                             "see `versemi models list`)")
     parser.add_argument("--prompts", "-p", default="all",
                         help="comma-separated target names, 'all' (every real target) or "
                              "'all_foreground' (the synthetic union prompt); default: all")
@@ -37,6 +39,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quality", default="default", choices=["default", "fast"],
                         help="fast = twice the model's voxel spacing (about 8x faster, coarser borders)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="arithmetic of the network: auto = float16 on CUDA, float32 on the CPU; bf16 = "
+                             "bfloat16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX), "
+                             "else float32 (see docs/PREDICT.md)")
     parser.add_argument("--overlap", type=float, default=None,
                         help="sliding-window overlap fraction (default 0.5; 0.25 with --quality fast)")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -70,25 +76,30 @@ def _memory_size(text: str) -> str:
     return text
 
 
-def resolve_checkpoint(model: str) -> Path:
-    """A checkpoint path from a path or an installed catalogue model name.
+def resolve_checkpoint(model: str | None) -> Path:
+    """A checkpoint path from a path, an installed catalogue model name, or (None) the default model.
 
     Args:
-        model: a checkpoint file, or ``NAME[@VERSION]`` of an installed catalogue model.
+        model: a checkpoint file, ``NAME[@VERSION]`` of an installed catalogue model, or None for the
+            catalogue's default model (:func:`versemi.models.resolve_default_model`).
 
     Returns:
-        The checkpoint file.
+        The checkpoint file (for a catalogue model: size and SHA-256 just verified).
 
     Raises:
         CliError: ``model`` is no file and the model catalogue is not available.
+        versemi.models.ModelError: no default model, or a model that is not installed or damaged.
     """
-    path = Path(model).expanduser()
-    if path.is_file():
-        return path
+    if model is not None:
+        path = Path(model).expanduser()
+        if path.is_file():
+            return path
     try:
-        from versemi.models import resolve_model
+        from versemi.models import resolve_default_model, resolve_model
     except ImportError:  # the catalogue is optional for prediction from a file
-        raise CliError(f"{model}: model file not found") from None
+        raise CliError(f"{model}: model file not found" if model else "--model is required") from None
+    if model is None:
+        return resolve_default_model()[1]
     return Path(resolve_model(model))
 
 
@@ -111,6 +122,7 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
         batch_size=args.batch_size,
         tta=args.tta,
         threads=args.threads,
+        precision=args.precision,
         dataset=args.dataset,
         postprocess=not getattr(args, "no_postprocess", False),
     )

@@ -1,24 +1,40 @@
-"""``versemi demo``: the whole pipeline on the example data bundled in the repository.
+"""``versemi demo``: the default model on the example scans bundled in the repository, then (``--train``)
+the whole training pipeline.
 
-check the datasets -> train a small VerSemi model (stage 1 then stage 2, with unlabeled scans) ->
-segment a held-out case with chosen prompts -> labelmap + sidecar + PNG overlay + metrics.
-Each step calls the same sub-command a user would run, so the demo exercises the real paths.
+1. **Segment** every bundled example scan (``examples/data``: nnU-Net datasets with labels) with the
+   default model (shipped with versemi; ``--model`` for another one): per case and per prompt the
+   Dice and HD95 against the bundled label and the time taken, a labelmap + sidecar per case and an
+   overlay PNG per case (:func:`versemi.visualize.save_overlay_png`; prediction above, reference
+   below). Which cases the model never trained on comes from its catalogue entry's ``heldout`` list:
+   those are marked "held out" and summarised (mean Dice and HD95 per prompt); the others are
+   "trained on" (their Dice is printed but is no test), or "not listed" when the model's entry says
+   nothing about that dataset. ``--data ../shared/data --heldout-only`` segments only the held-out
+   cases of the full datasets: the numbers of the model card.
+2. **Train** (``--train``, or when no default model is available): check the datasets -> train a small
+   VerSemi model (stage 1 then stage 2, with unlabeled scans) -> segment a held-out case with chosen
+   prompts -> labelmap + sidecar + PNG overlay + metrics. Each step calls the same sub-command a user
+   would run, so the demo exercises the real paths.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from versemi.cli import CliError
 
 COMMAND = "demo"
-HELP = "Run the whole pipeline (check, train, predict, evaluate, overlay) on the bundled example data."
+HELP = ("segment the bundled example scans with the default model (Dice, time, overlays); "
+        "--train: then run the short training demo")
 
 HELD_OUT_CASE = "hippocampus_023"
 DEMO_PROMPTS = "hippocampus_anterior,hippocampus_posterior"
+TRAINING_DATASETS = ("Dataset001_Hippocampus", "Dataset004_SpleenCT")
+SPLITS = {True: "held out", False: "TRAINED ON", None: "not listed"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder holding the example datasets (default: examples/data)")
     parser.add_argument("--output", type=Path, default=Path("demo_output"),
                         help="folder for everything the demo writes (default: demo_output)")
+    parser.add_argument("--model", "-m", default=None,
+                        help="checkpoint file or NAME[@VERSION] to segment with (default: the catalogue's "
+                             "default model, shipped with versemi)")
+    parser.add_argument("--heldout-only", action="store_true",
+                        help="segment only the cases the model's catalogue entry lists as held out, e.g. "
+                             "`--data ../shared/data --heldout-only` recomputes the held-out numbers of its card")
+    parser.add_argument("--train", action="store_true",
+                        help="then run the short training demo (train a small model on the examples, ~1.5 min "
+                             "on 2 CPU cores)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="training iterations, both stages together (default: 300)")
+                        help="training demo: iterations, both stages together (default: 300)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and SimpleITK")
     from versemi.devices import DEVICES
 
     parser.add_argument("--device", default="auto", choices=DEVICES, help="training and prediction device")
@@ -76,10 +102,10 @@ def _run(argv: list[str]) -> None:
         raise CliError(f"step 'versemi {' '.join(argv)}' failed with exit code {code}", exit_code=code)
 
 
-def run(args: argparse.Namespace) -> int:
+def training_demo(args: argparse.Namespace, out: Path) -> int:
+    """The training demo (``--train``): check, train a small model, segment, evaluate, overlay; in ``out``."""
     data: Path = args.data
-    out: Path = args.output
-    for name in ("Dataset001_Hippocampus", "Dataset004_SpleenCT"):
+    for name in TRAINING_DATASETS:
         if not (data / name / "dataset.json").is_file():
             raise CliError(f"{data / name}: example dataset not found (run from the repository root or pass --data)")
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     _step("1/5 check the example datasets")
-    for name in ("Dataset001_Hippocampus", "Dataset004_SpleenCT"):
+    for name in TRAINING_DATASETS:
         _run(["check-dataset", str(data / name)])
 
     t = _step("2/5 train a small VerSemi model (stage 1: labeled + CutMix; stage 2: + unlabeled scans)")
@@ -130,6 +156,163 @@ def run(args: argparse.Namespace) -> int:
     png = save_overlay_png(sitk.ReadImage(str(image)), sitk.ReadImage(str(labelmap)), colors,
                            out / f"{HELD_OUT_CASE}_overlay.png", names, reference=sitk.ReadImage(str(reference)))
     print(f"overlay -> {png}")
-    print(f"\nDemo finished in {time.perf_counter() - started:.0f} s. Outputs in {out}/: "
+    print(f"\nTraining demo finished in {time.perf_counter() - started:.0f} s. Outputs in {out}/: "
           f"train/ (checkpoints, logs), predictions/, metrics/, {png.name}")
+    return 0
+
+
+# --- the default model on the bundled examples -------------------------------------------------------
+
+
+def _model(args: argparse.Namespace) -> tuple[Path, Any]:
+    """The checkpoint to segment with and its catalogue entry (None when none describes it).
+
+    Raises:
+        versemi.models.NoDefaultModelError: no ``--model`` and no default model in the catalogue.
+    """
+    from versemi.cli._inference_args import resolve_checkpoint
+    from versemi.models import lookup_catalogue, model_record_for_path
+
+    path = resolve_checkpoint(args.model)
+    catalogue = lookup_catalogue()
+    record = model_record_for_path(path, catalogue)
+    entry = catalogue.find(record.name, record.version) if record is not None else None
+    return path, entry
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if value == value and value not in (float("inf"), float("-inf")) else "-"
+
+
+def segment_examples(args: argparse.Namespace, checkpoint: Path, entry: Any, out: Path) -> dict[str, Any]:
+    """Segment every labeled example case with the model; print and return per-case, per-prompt results.
+
+    Args:
+        args: the demo's options (``data``, ``device``, ``threads``).
+        checkpoint: the model file (verified when it came from the catalogue).
+        entry: its catalogue entry (``heldout`` lists), or None.
+        out: the output folder (``predictions/<dataset>/``, ``overlays/``, ``results.json``).
+
+    Returns:
+        The results document written to ``out/results.json``.
+    """
+    import SimpleITK as sitk
+
+    from versemi.evaluation.labeled import (
+        find_labeled_cases,
+        prompt_values,
+        reference_in_prediction_values,
+        score_case,
+    )
+    from versemi.inference.predictor import Predictor
+    from versemi.visualize import save_overlay_png
+
+    cases = find_labeled_cases(args.data)
+    if getattr(args, "heldout_only", False):
+        if entry is None or not entry.heldout:
+            raise CliError("--heldout-only: the model's catalogue entry lists no held-out cases")
+        cases = [c for c in cases if entry.is_heldout(c.dataset, c.case)]
+    if not cases:
+        raise CliError(f"{args.data}: no labeled example case found")
+    t0 = time.perf_counter()
+    predictor = Predictor(checkpoint, device=args.device, threads=args.threads)
+    info = predictor.model_info
+    spec = f"{info['name']}@{info['version']}" if info.get("version") else info["name"]
+    how = "shipped with versemi" if entry is not None and entry.embedded_path is not None and \
+        checkpoint == entry.embedded_path else str(checkpoint)
+    print(f"model {spec} ({how}; SHA-256 {str(info['sha256'])[:12]}...) loaded in "
+          f"{time.perf_counter() - t0:.1f} s, {predictor.device_reason}, {predictor.precision_name}")
+    if entry is None or not entry.heldout:
+        print("  (no list of held-out cases for this model: a case's Dice may be on training data)")
+    print(f"\n{'case':<18} {'split':<11} {'prompt':<24} {'Dice':>6} {'HD95 mm':>8} {'time':>8}")
+    rows: list[dict[str, Any]] = []
+    for case in cases:
+        pairs = prompt_values(predictor.label_space, case.dataset, case.dataset_json)
+        heldout = entry.is_heldout(case.dataset, case.case) if entry is not None else None
+        split = SPLITS[heldout]
+        if not pairs:
+            print(f"{case.case:<18} {split:<11} (skipped: the model segments none of {case.dataset}'s labels)")
+            continue
+        values = dict(pairs)
+        labelmap_path = out / "predictions" / case.dataset / f"{case.case}.nii.gz"
+        t = time.perf_counter()
+        written = predictor.predict_file(case.image, labelmap_path, [pid for pid, _ in pairs])
+        seconds = round(time.perf_counter() - t, 2)
+        result = written.result
+        reference = sitk.ReadImage(str(case.label))
+        scores = score_case(result.labelmap, result.labels, reference, values, str(labelmap_path), str(case.label))
+        png = save_overlay_png(
+            sitk.ReadImage(str(case.image)), result.labelmap, {e.value: e.color for e in result.labels},
+            out / "overlays" / f"{case.case}.png", {e.value: e.name for e in result.labels},
+            reference=reference_in_prediction_values(reference, result.labels, values),
+        )
+        for i, score in enumerate(scores):
+            first = i == 0
+            print(f"{case.case if first else '':<18} {split if first else '':<11} {score.prompt:<24} "
+                  f"{_fmt(score.dice):>6} {_fmt(score.hd95, 1):>8} {f'{seconds:.1f} s' if first else '':>8}")
+        rows.append({"dataset": case.dataset, "case": case.case, "split": split, "heldout": heldout,
+                     "seconds": seconds, "labelmap": str(written.output), "overlay": str(png),
+                     "prompts": [score.to_dict() for score in scores]})
+    summary = _summary(rows)
+    if summary:
+        print("\nHeld-out cases (never trained on), mean per prompt:")
+        for name, item in summary.items():
+            hd95 = f"{item['mean_hd95_mm']:.2f} mm" if item["mean_hd95_mm"] is not None else "-"
+            empty = f" ({item['hd95_undefined']} case(s) without HD95: an empty mask)" if item["hd95_undefined"] else ""
+            print(f"  {name:<24} Dice {item['mean_dice']:.3f}  HD95 {hd95} over {item['cases']} case(s){empty}")
+    trained = sorted({r["case"] for r in rows if r["heldout"] is False})
+    if trained:
+        print(f"Trained on (Dice shown, not a test): {', '.join(trained)}")
+    document = {"model": {**info, "catalogue_entry": entry.spec if entry is not None else None},
+                "device": str(predictor.device), "precision": predictor.precision_name,
+                "cases": rows, "heldout_mean": summary}
+    from versemi.fileio import atomic_write_json
+
+    atomic_write_json(out / "results.json", document)
+    print(f"\nlabelmaps: {out / 'predictions'}/, overlays: {out / 'overlays'}/, numbers: {out / 'results.json'}")
+    return document
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean Dice and HD95 per prompt over the held-out cases (HD95 over the cases where it is defined)."""
+    scores: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["heldout"] is True:
+            for score in row["prompts"]:
+                scores.setdefault(score["prompt"], []).append(score)
+    summary = {}
+    for name, items in scores.items():
+        hd95 = [s["hd95_mm"] for s in items if s["hd95_mm"] is not None]
+        summary[name] = {"mean_dice": round(sum(s["dice"] for s in items) / len(items), 4), "cases": len(items),
+                         "mean_hd95_mm": round(sum(hd95) / len(hd95), 2) if hd95 else None,
+                         "hd95_undefined": len(items) - len(hd95)}
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    from versemi.models import NoDefaultModelError
+
+    out: Path = args.output
+    if not args.data.is_dir():
+        raise CliError(f"{args.data}: example data not found (run from the repository root or pass --data)")
+    started = time.perf_counter()
+    try:
+        checkpoint, entry = _model(args)
+    except NoDefaultModelError as exc:
+        print(f"versemi demo: {exc}\nversemi demo: no default model is available, so the demo trains a small one "
+              "instead (--train)", file=sys.stderr)
+        return training_demo(args, out / "training")
+    except ValueError as exc:  # a model that is not installed or fails verification, an unreadable file
+        raise CliError(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    _step(f"segment the bundled example scans in {args.data} with the {'given' if args.model else 'default'} model")
+    try:
+        segment_examples(args, checkpoint, entry, out)
+    except (ValueError, OSError) as exc:
+        from versemi.cli import describe_error
+
+        raise CliError(describe_error(exc)) from None
+    print(f"\nSegmented in {time.perf_counter() - started:.0f} s.")
+    if args.train:
+        return training_demo(args, out / "training")
     return 0

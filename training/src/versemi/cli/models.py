@@ -6,9 +6,13 @@
     versemi models download NAME[@VERSION] [--force] [--progress auto|tqdm|json|none]
     versemi models import FILE [--name NAME] [--version VERSION]
     versemi models verify [NAME[@VERSION]]
+    versemi models info NAME[@VERSION]
     versemi models path NAME[@VERSION]
     versemi models remove NAME[@VERSION]
     versemi models entry FILE --name N --version V --url URL --licence L   (publishing helper)
+
+A catalogue model is installed when its file is in the model cache or ships with versemi (an
+``embedded`` entry of the packaged catalogue); both are verified the same way (size, SHA-256).
 
 Every action takes ``--catalogue FILE|URL`` (default ``$VERSEMI_CATALOGUE``, else the packaged one)
 and ``--models-dir DIR`` (default ``$VERSEMI_MODELS_DIR``, else the platform user cache).
@@ -67,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = actions.add_parser("verify", parents=[common], help="re-hash installed models against catalogue/manifest")
     p.add_argument("model", metavar="NAME[@VERSION]", nargs="?", default=None, help="default: every installed model")
 
+    p = actions.add_parser("info", parents=[common], help="print a model's card (markdown) and its catalogue entry")
+    p.add_argument("model", metavar="NAME[@VERSION]", help="default version: the newest listed or installed one")
+
     p = actions.add_parser("path", parents=[common], help="print the verified local path of an installed model")
     p.add_argument("model", metavar="NAME[@VERSION]")
 
@@ -81,6 +88,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--licence", required=True, help="licence of the weights, e.g. CC-BY-4.0")
     p.add_argument("--description", default="")
     p.add_argument("--min-versemi", default=None, help="oldest versemi release that can use the model")
+    p.add_argument("--embedded", metavar="PATH", default=None,
+                   help="the file's path relative to the catalogue's folder when it ships with the catalogue "
+                        "(packaged catalogue: relative to versemi/resources/, e.g. models/NAME-VERSION.pt)")
+    p.add_argument("--card", metavar="PATH", default=None,
+                   help="the model card (markdown), relative to the catalogue's folder like --embedded")
+    p.add_argument("--default", action="store_true",
+                   help="mark it as the default model (used by `versemi predict` without --model)")
+    p.add_argument("--heldout", metavar="DATASET=CASE,CASE", action="append", default=[],
+                   help="cases of DATASET the model never trained on (repeat per dataset); `versemi demo` "
+                        "marks the other bundled cases as trained on")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         "download": _download,
         "import": _import,
         "verify": _verify,
+        "info": _info,
         "path": _path,
         "remove": _remove,
         "entry": _entry,
@@ -178,7 +196,7 @@ def _human_size(size: int) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from versemi.models import models_dir, read_manifest, verify_model
+    from versemi.models import entry_file, models_dir, read_manifest, verify_model
 
     catalogue = _catalogue(args, required=False)
     cache = models_dir(args.models_dir)
@@ -193,16 +211,21 @@ def _list(args: argparse.Namespace) -> int:
         return "verified" if verify_model(spec, catalogue, cache).ok else "DAMAGED"
 
     for entry in catalogue:
-        path = cache / entry.file_name
+        path = entry_file(entry, cache)
         record = manifest.get(entry.spec)
         present = path.is_file()
-        # Without re-hashing: trust the manifest's record of a verified install of this exact hash.
-        cheap_ok = present and record is not None and record.sha256 == entry.sha256 and path.stat().st_size == entry.size
+        embedded = present and path == entry.embedded_path
+        # Without re-hashing: trust the manifest's record of a verified install of this exact hash
+        # (an embedded file has no record: its size, as shipped).
+        trusted = embedded or (record is not None and record.sha256 == entry.sha256)
+        cheap_ok = present and trusted and path.stat().st_size == entry.size
+        state = status(entry.spec, present, cheap_ok)
         rows.append(
             {
                 **entry.to_dict(),
                 "source": "catalogue",
-                "status": status(entry.spec, present, cheap_ok),
+                "status": state,
+                "embedded": embedded,
                 "supported": entry.is_supported(),
                 "default": entry.default,
                 "path": str(path) if present else None,
@@ -236,12 +259,18 @@ def _list(args: argparse.Namespace) -> int:
         print("no models in the catalogue and none installed")
         return 0
     width = max(len(f"{r['name']}@{r['version']}") for r in rows)
-    for r in rows:
+    # The table says where an installed file is: "(embedded)" = shipped with versemi, not in the cache.
+    statuses = [r["status"] + (" (embedded)" if r.get("embedded") else "") for r in rows]
+    status_width = max(13, *(len(text) for text in statuses))
+    for r, state in zip(rows, statuses):
         spec = f"{r['name']}@{r['version']}"
         notes = r.get("description") or (f"imported from {r['origin']}" if r.get("origin") else "")
         if r.get("supported") is False:
             notes = f"needs versemi >= {r['min_versemi']}; {notes}"
-        print(f"{spec:<{width}}  {r['status']:<13}  {_human_size(r['size']):>10}  {', '.join(r['label_space'])}")
+        if r.get("default"):
+            notes = f"default model; {notes}" if notes else "default model"
+        print(f"{spec:<{width}}  {state:<{status_width}}  {_human_size(r['size']):>10}  "
+              f"{', '.join(r['label_space'])}")
         if notes:
             print(f"{'':<{width}}  {notes}")
     return 0
@@ -290,6 +319,50 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _info(args: argparse.Namespace) -> int:
+    from versemi.models import (
+        ModelNotInstalledError,
+        UnknownModelError,
+        entry_file,
+        find_installed,
+        models_dir,
+        parse_model_spec,
+    )
+
+    catalogue = _catalogue(args, required=False)
+    cache = models_dir(args.models_dir)
+    name, version = parse_model_spec(args.model)
+    entry = catalogue.find(name, version)
+    if entry is None:
+        record = find_installed(name, version, cache)
+        if record is None:
+            listed = ", ".join(e.spec for e in catalogue) or "none"
+            raise UnknownModelError(f"model {args.model!r} is neither in the catalogue ({catalogue.source}; "
+                                    f"listed: {listed}) nor installed in {cache}")
+        print(f"# {record.spec}\n\nNo model card: this model is not in the catalogue ({record.source} model, "
+              f"imported from {record.origin or '?'}).\n")
+        print("## Installed model\n\n```json")
+        print(json.dumps({**record.__dict__, "path": str(cache / record.file)}, indent=2))
+        print("```")
+        return 0
+    if entry.card_path is not None:
+        try:
+            card = entry.card_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelNotInstalledError(f"{entry.card_path}: cannot read the model card of {entry.spec}: {exc}") from None
+        print(card.rstrip("\n") + "\n")
+    else:
+        print(f"# {entry.spec}\n\n{entry.description or 'No model card is listed for this model.'}\n")
+    path = entry_file(entry, cache)
+    present = path.is_file()
+    where = {"path": str(path) if present else None, "status": "installed" if present else "not installed",
+             "embedded": present and path == entry.embedded_path}
+    print(f"## Catalogue entry ({catalogue.source})\n\n```json")
+    print(json.dumps({**entry.to_dict(), **where}, indent=2))
+    print("```")
+    return 0
+
+
 def _path(args: argparse.Namespace) -> int:
     from versemi.models import resolve_model
 
@@ -299,37 +372,34 @@ def _path(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from versemi.models import models_dir, parse_model_spec, remove_installed
+    from versemi.models import (
+        ModelError,
+        catalogue_or_empty,
+        find_installed,
+        models_dir,
+        parse_model_spec,
+        remove_installed,
+    )
 
     name, version = parse_model_spec(args.model)
+    if find_installed(name, version, args.models_dir) is None:
+        catalogue, _ = catalogue_or_empty(args.catalogue)  # only to explain a model that ships with versemi
+        entry = catalogue.find(name, version)
+        if entry is not None and entry.embedded_path is not None and entry.embedded_path.is_file():
+            raise ModelError(f"{entry.spec} ships with versemi ({entry.embedded_path}), not in the model cache "
+                             f"{models_dir(args.models_dir)}: there is nothing to remove")
     record = remove_installed(name, version, args.models_dir)
     print(f"{record.spec}: removed {models_dir(args.models_dir) / record.file} ({_human_size(record.size)} freed)")
     return 0
 
 
 def _entry(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from versemi.models.publish import catalogue_entry, parse_heldout
 
-    from versemi.checkpoint import Checkpoint
-    from versemi.models import parse_catalogue, sha256_file
-    from versemi.models.catalogue import catalogue_document
-
-    path = Path(args.file)
-    checkpoint = Checkpoint.load(path)  # publish only what predict can load
-    raw = {
-        "name": args.name,
-        "version": args.version,
-        "url": args.url,
-        "sha256": sha256_file(path),
-        "size": path.stat().st_size,
-        "label_space": list(checkpoint.label_space.names),
-        "licence": args.licence,
-        "description": args.description,
-    }
-    if args.min_versemi:
-        raw["min_versemi"] = args.min_versemi
-    # Validate exactly as a catalogue reader would (relative URLs resolved against a dummy base).
-    document = {**catalogue_document([]), "models": [raw]}
-    parse_catalogue(document, source=f"entry for {path}", base_url="https://example.invalid/")
+    raw = catalogue_entry(
+        args.file, args.name, args.version, args.url, args.licence, description=args.description,
+        min_versemi=args.min_versemi, embedded=args.embedded, card=args.card, default=args.default,
+        heldout=parse_heldout(args.heldout),
+    )
     print(json.dumps(raw, indent=2))
     return 0

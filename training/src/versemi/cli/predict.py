@@ -1,4 +1,10 @@
-"""``versemi predict``: segment one scan with a trained model (see docs/PREDICT.md)."""
+"""``versemi predict``: segment one scan, or every scan of a folder, with a trained model (docs/PREDICT.md).
+
+``-i FILE|DICOM_FOLDER -o LABELMAP`` segments one scan. ``-i FOLDER -o FOLDER`` (a folder that is not
+itself a DICOM series) segments every scan in it (:func:`versemi.inference.batch.predict_folder`):
+resumable, one line per case, a failing case reported without stopping the others, exit status 1
+when any case failed.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +21,16 @@ from versemi.cli._inference_args import (
 )
 
 COMMAND = "predict"
-HELP = "segment a scan (NIfTI, NRRD, MHA or a DICOM folder) with a trained VerSemi model"
+HELP = "segment a scan (NIfTI, NRRD, MHA or a DICOM folder), or every scan of a folder, with a VerSemi model"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", "-i", help="image file or DICOM series folder")
+    parser.add_argument("--input", "-i",
+                        help="image file or DICOM series folder; or a folder of scans (image files, nnU-Net "
+                             "<case>_0000 files or imagesTr, DICOM series in sub-folders) to segment them all")
     parser.add_argument("--output", "-o",
-                        help="labelmap to write (.nii.gz, .nrrd, .mha...); default: <input>_seg.nii.gz")
+                        help="labelmap to write (.nii.gz, .nrrd, .mha...); default: <input>_seg.nii.gz. With a "
+                             "folder of scans: the output folder (<case>.nii.gz + .json + .ctbl per case)")
     add_model_arguments(parser)
     parser.add_argument("--series-uid", help="DICOM series to read when the folder holds several")
     parser.add_argument("--roi", metavar="x0,y0,z0,x1,y1,z1",
@@ -31,6 +40,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probabilities-dtype", default="float32", choices=["float32", "uint8"],
                         help="float32 = probability 0..1; uint8 = round(255 * probability)")
     parser.add_argument("--list-prompts", action="store_true", help="print the model's prompts and exit")
+    from versemi.images import LABELMAP_EXTENSIONS
+
+    parser.add_argument("--output-extension", default=LABELMAP_EXTENSIONS[0], choices=LABELMAP_EXTENSIONS,
+                        help="folder of scans: the labelmap format (default .nii.gz)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="folder of scans: redo the cases an earlier run already did with the same model "
+                             "and prompts (default: skip them)")
+
+
+def is_scan_folder(path: Path) -> bool:
+    """A folder of scans (batch mode), not a folder holding one DICOM series: an nnU-Net dataset, a
+    folder with image files, or a folder in which no DICOM series lies directly."""
+    from versemi.images import IMAGE_EXTENSIONS, list_dicom_series, split_image_extension
+
+    if not path.is_dir():
+        return False
+    if (path / "imagesTr").is_dir():
+        return True
+    if any(split_image_extension(p.name)[1].lower() in IMAGE_EXTENSIONS for p in path.iterdir() if p.is_file()):
+        return True  # decided without reading every file's header as DICOM
+    return not list_dicom_series(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if not args.input:
             raise CliError("--input is required (an image file or a DICOM folder)")
+        if is_scan_folder(Path(args.input)):
+            return _predict_folder(args, predictor, progress)
         output = Path(args.output) if args.output else default_output_path(args.input)
-        report_info(progress, f"model {predictor.model_info['name']}: {predictor.device_reason}")
+        report_info(progress, f"model {predictor.model_info['name']}: {predictor.device_reason}, "
+                              f"{predictor.precision_name}")
         written = predictor.predict_file(
             args.input,
             output,
@@ -73,3 +106,43 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {written.output} ({len(written.result.labels)} labels) and {written.sidecar}",
               file=sys.stderr)
     return 0
+
+
+def _predict_folder(args: argparse.Namespace, predictor, progress) -> int:
+    """``-i FOLDER -o FOLDER``: every scan, one line per case; 1 when any case failed."""
+    from versemi.images import IMAGE_EXTENSIONS, split_image_extension
+    from versemi.inference.batch import predict_folder
+    from versemi.inference.progress import JsonLinesProgress, report_info
+
+    if not args.output:
+        raise CliError("--output FOLDER is required when --input is a folder of scans")
+    if split_image_extension(Path(args.output).name)[1].lower() in IMAGE_EXTENSIONS:
+        raise CliError(f"{args.output}: with a folder of scans as --input, --output must be a folder, "
+                       "not an image file")
+    for option, value in (("--roi", args.roi), ("--series-uid", args.series_uid)):
+        if value:
+            raise CliError(f"{option} applies to one scan, not to a folder of scans")
+    report_info(progress, f"model {predictor.model_info['name']}: {predictor.device_reason}, {predictor.precision_name}")
+    json_mode = isinstance(progress, JsonLinesProgress)
+
+    def on_case(outcome, index: int, total: int) -> None:
+        line = outcome.line(index, total)
+        info = getattr(progress, "info", None)  # a JSON line, or a line above the bar
+        if info is not None:
+            info(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    outcomes = predict_folder(
+        predictor, args.input, args.output, args.prompts, output_extension=args.output_extension,
+        resume=not args.no_resume, progress=progress, on_case=on_case, probabilities_dir=args.probabilities,
+        probabilities_dtype=args.probabilities_dtype, allow_gaps=args.allow_gaps,
+    )
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("done", "skipped", "failed")}
+    summary = (f"{counts['done'] + counts['skipped']} of {len(outcomes)} scans segmented into {args.output} "
+               f"({counts['skipped']} already done, skipped); {counts['failed']} failed")
+    if json_mode:
+        progress.done(output=str(args.output), cases=len(outcomes), skipped=counts["skipped"], failed=counts["failed"])
+    else:
+        print(summary, file=sys.stderr)
+    return 1 if counts["failed"] else 0

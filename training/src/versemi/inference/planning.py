@@ -13,6 +13,9 @@ the input grid and writes it. Nothing here touches the network.
   axis (8x fewer voxels and windows).
 - **ROI** (:func:`check_roi`) and the **memory** check of every group before any allocation
   (:func:`check_memory`).
+- **Field of view** (:func:`field_of_view_warnings`): a scan whose physical extent is far from the
+  scans a prompt's dataset was trained on (its fingerprint's median size x spacing), e.g. a whole-head
+  MRI for a prompt trained on 35 x 50 x 36 mm hippocampus crops, gets a warning (not an error).
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ from versemi.inference.results import LabelEntry, PredictionError
 from versemi.labels import LabelSpace, UnknownPromptError
 
 QUALITIES = ("default", "fast")
+#: A scan whose extent along some axis (axes compared longest to longest, so any orientation) differs
+#: from a training dataset's median scan by this factor or more is "far" from what that dataset's
+#: prompts were trained on: a 180 mm head for 50 mm hippocampus crops, 400 mm abdomen for a 130 mm crop.
+FIELD_OF_VIEW_FACTOR = 3.0
 FAST_SPACING_FACTOR = 2.0
 # What to do about a scan too large for memory (see versemi.data.memory).
 MEMORY_ADVICE = ("use --quality fast (twice the spacing: 8x fewer voxels) or --roi to segment a part of the "
@@ -252,6 +259,61 @@ def check_memory(image: sitk.Image, groups: Sequence[PreprocessingGroup], qualit
                                    prompts=len(group.positions) + len(group.hidden_prompt_ids), advice=MEMORY_ADVICE)
 
 
+def physical_extent_mm(image: sitk.Image) -> tuple[float, float, float]:
+    """The scan's extent along its three axes in mm (voxels x spacing)."""
+    return tuple(float(n * s) for n, s in zip(image.GetSize()[:3], image.GetSpacing()[:3]))  # type: ignore[return-value]
+
+
+def field_of_view_warnings(
+    image: sitk.Image, groups: Sequence[PreprocessingGroup], plans: Plans, label_space: LabelSpace,
+    prompt_ids: Sequence[int], name: str, factor: float = FIELD_OF_VIEW_FACTOR,
+) -> list[str]:
+    """One line per training dataset of the chosen prompts whose scans were far smaller or larger than
+    ``image`` (see :data:`FIELD_OF_VIEW_FACTOR`); empty when the extents are close or unknown (plans
+    without a fingerprint).
+
+    Args:
+        image: the scan as segmented (the ROI's box when there is one).
+        groups: the prediction's preprocessing groups (:meth:`Planner.groups`).
+        plans: the model's plans (their fingerprints hold each dataset's median size and spacing).
+        label_space: the model's prompts.
+        prompt_ids: the chosen prompts (``positions`` of the groups index into it).
+        name: how to name the scan (its path).
+        factor: the ratio from which an extent is "far".
+    """
+    extent = physical_extent_mm(image)
+    lines = []
+    for group in groups:
+        for dataset in group.datasets:
+            try:
+                fingerprint = plans.plan_for(dataset).fingerprint
+            except PlansError:
+                continue
+            if fingerprint is None:
+                continue
+            trained = tuple(n * s for n, s in zip(fingerprint.median_size, fingerprint.median_spacing))
+            ratios = [a / b for a, b in zip(sorted(extent), sorted(trained)) if b > 0 and a > 0]
+            if not ratios:
+                continue
+            largest, smallest = max(ratios), min(ratios)
+            if largest < factor and smallest > 1.0 / factor:
+                continue
+            prompts = [label_space.prompts[prompt_ids[i]].name for i in group.positions
+                       if any(src.dataset == dataset for src in label_space.prompts[prompt_ids[i]].sources)]
+            shown = " x ".join(f"{v:.0f}" for v in extent)
+            median = " x ".join(f"{v:.0f}" for v in trained)
+            if largest >= factor:
+                how = (f"{largest:.0f}x larger than the scans {dataset} was trained on (median {median} mm), so "
+                       "the model may see structures that are not there; crop around the structure "
+                       "(--roi x0,y0,z0,x1,y1,z1, or the ROI box in Slicer)")
+            else:
+                how = (f"{1 / smallest:.0f}x smaller than the scans {dataset} was trained on (median {median} mm), "
+                       "so the structure may be cut off")
+            lines.append(f"{name}: field of view {shown} mm is {how}"
+                         + (f" [prompts {', '.join(prompts)}]" if prompts else ""))
+    return lines
+
+
 def parse_roi(text: str) -> tuple[int, int, int, int, int, int]:
     """``"x0,y0,z0,x1,y1,z1"`` (voxel indices, start inclusive, end exclusive) -> six ints."""
     parts = [p.strip() for p in str(text).split(",")]
@@ -298,6 +360,7 @@ def sub_stage(progress: ProgressReporter | None, stage: str, index: int, count: 
 
 __all__ = [
     "FAST_SPACING_FACTOR",
+    "FIELD_OF_VIEW_FACTOR",
     "MEMORY_ADVICE",
     "QUALITIES",
     "Planner",
@@ -305,6 +368,8 @@ __all__ = [
     "check_memory",
     "check_roi",
     "effective_spec",
+    "field_of_view_warnings",
     "parse_roi",
+    "physical_extent_mm",
     "sub_stage",
 ]

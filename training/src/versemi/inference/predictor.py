@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -63,6 +64,7 @@ from versemi.inference.planning import (
     check_memory,
     check_roi,
     effective_spec,
+    field_of_view_warnings,
     parse_roi,
     sub_stage,
 )
@@ -76,7 +78,21 @@ from versemi.inference.results import (
     ProbabilitySink,
 )
 from versemi.inference.postprocess import check_postprocessing
-from versemi.inference.sliding import SlidingWindowSettings, inference_autocast_dtype, sliding_window_probabilities
+from versemi.inference.sliding import (
+    PRECISIONS,
+    SlidingWindowSettings,
+    inference_autocast_dtype,
+    sliding_window_probabilities,
+)
+
+
+class PrecisionWarning(UserWarning):
+    """bf16 was asked for on hardware without native bf16: the prediction runs in float32."""
+
+
+class FieldOfViewWarning(UserWarning):
+    """A scan far larger or smaller than what a prompt's dataset was trained on (see
+    :func:`versemi.inference.planning.field_of_view_warnings`); the prediction still runs."""
 
 
 def set_threads(threads: int | None) -> None:
@@ -103,7 +119,10 @@ class Predictor:
         batch_size: Windows per forward pass; default 4 on CUDA, 1 elsewhere.
         tta: Mirroring test-time augmentation (8x slower).
         threads: CPU threads for torch and SimpleITK (None = library defaults).
-        amp: float16 autocast on CUDA.
+        precision: ``"auto"`` (float16 autocast on CUDA, float32 on the CPU), ``"fp32"`` or ``"bf16"``
+            (bfloat16 autocast where the hardware has native bf16, else float32 with a
+            :class:`PrecisionWarning`); the one rule is
+            :func:`versemi.inference.sliding.inference_autocast_dtype`.
         model_name: Name for the sidecar; default: the installed model's name, else the file stem.
         dataset: Preprocess every input like this training dataset (its name as stored in the
             checkpoint, e.g. ``"Dataset004_SpleenCT"``) whatever the prompts; default (None): each
@@ -126,7 +145,7 @@ class Predictor:
         batch_size: int | None = None,
         tta: bool = False,
         threads: int | None = None,
-        amp: bool = True,
+        precision: str = "auto",
         model_name: str | None = None,
         dataset: str | None = None,
         postprocess: bool = True,
@@ -137,13 +156,17 @@ class Predictor:
             raise PredictionError(f"batch size must be a whole number >= 1 (windows per forward pass), got {batch_size!r}")
         if overlap is not None and not 0.0 <= float(overlap) < 1.0:
             raise PredictionError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
+        if precision not in PRECISIONS:
+            raise PredictionError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         set_threads(threads)
         self.checkpoint_path: Path | None = None
+        installed = None
         if isinstance(checkpoint, (Mapping, Checkpoint)):
             ckpt = Checkpoint.from_payload(checkpoint)
         else:
             self.checkpoint_path = Path(checkpoint)
-            # An installed model's recorded SHA-256 verifies files that carry no checksum of their own.
+            # An installed (or embedded) model's recorded SHA-256 verifies files that carry no checksum
+            # of their own.
             installed = self._find_installed()
             ckpt = Checkpoint.load(self.checkpoint_path, expected_sha256=installed.sha256 if installed else None)
         self.source = ckpt.source
@@ -161,13 +184,18 @@ class Predictor:
         self.overlap = overlap if overlap is not None else (0.25 if quality == "fast" else 0.5)
         self.batch_size = batch_size or (4 if self.device.type == "cuda" else 1)
         self.tta = tta
-        self.amp = amp
+        self.precision = precision
+        if precision == "bf16" and self.autocast_dtype != torch.bfloat16:
+            warnings.warn(
+                f"bf16 was asked for but {self.device} has no native bf16 arithmetic (CPU: AVX512-BF16 or AMX); "
+                "predicting in float32", PrecisionWarning, stacklevel=2,
+            )
         self.fell_back_to_cpu = False
         self._payload_meta = {"versemi_version": ckpt.versemi_version, "model_version": ckpt.model_version,
                               "model_name": ckpt.model_name}
         self._model_name = model_name
         self._sha256: str | None = None
-        self._installed = self._find_installed()
+        self._installed = installed
         try:
             stored = check_postprocessing(ckpt.postprocessing, self.label_space.names, self.source)
         except ValueError as exc:
@@ -216,12 +244,14 @@ class Predictor:
 
     # --- model identity -------------------------------------------------------------------------
     def _find_installed(self) -> Any:
+        """The model cache's record of the checkpoint file, or the catalogue's for an embedded model
+        (:func:`versemi.models.model_record_for_path`); None for any other file."""
         if self.checkpoint_path is None:
             return None
         try:
-            from versemi.models.store import installed_for_path
+            from versemi.models import model_record_for_path
 
-            return installed_for_path(self.checkpoint_path)
+            return model_record_for_path(self.checkpoint_path)
         except Exception:  # noqa: BLE001 - the model cache is optional for prediction
             return None
 
@@ -317,6 +347,9 @@ class Predictor:
         groups = self.preprocessing_groups(prompt_ids, hidden_ids)
         # Before any allocation: a scan that cannot fit is refused in a second.
         check_memory(work, groups, self.quality, image_name)
+        notes = field_of_view_warnings(work, groups, self.plans, self.label_space, prompt_ids, image_name)
+        for note in notes:
+            warnings.warn(note, FieldOfViewWarning, stacklevel=2)
         output = LabelmapAssembler(image, work, box, len(labels), return_probabilities, probability_sink)
         hook_fields: dict[str, Any] = {}
         group_info: list[dict[str, Any]] = []
@@ -372,6 +405,7 @@ class Predictor:
             "prompts": [e.name for e in labels],
             **({"hidden_prompts": [e.name for e in hidden_labels]} if hidden_labels else {}),
             "device": str(self.device),
+            "precision": self.precision_name,
             "fell_back_to_cpu": self.fell_back_to_cpu,
             "quality": self.quality,
             "spacing_mm": list(first_spec.target_spacing),
@@ -383,6 +417,7 @@ class Predictor:
             "threshold": THRESHOLD,
             "postprocessing": postprocessed,
             "roi": list(box) if box is not None else None,
+            **({"warnings": notes} if notes else {}),
             "seconds": {
                 **{k: round(v, 3) for k, v in seconds.items()},
                 "total": round(t_end - t_start, 3),
@@ -394,7 +429,13 @@ class Predictor:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         """See :func:`versemi.inference.sliding.inference_autocast_dtype` (training validation uses it too)."""
-        return inference_autocast_dtype(self.device, self.amp)
+        return inference_autocast_dtype(self.device, precision=self.precision)
+
+    @property
+    def precision_name(self) -> str:
+        """The arithmetic of the forward passes: ``"float32"``, ``"float16"`` or ``"bfloat16"``."""
+        dtype = self.autocast_dtype
+        return "float32" if dtype is None else str(dtype).replace("torch.", "")
 
     def _sliding_window(
         self, volume: np.ndarray, prompt_ids: list[int], pad_value: float, stage: StageProgress,
@@ -515,4 +556,4 @@ class Predictor:
         return PredictFileResult(output_path, sidecar_path, ctbl_path, written_probs, result)
 
 
-__all__ = ["Predictor", "set_threads"]
+__all__ = ["FieldOfViewWarning", "PrecisionWarning", "Predictor", "set_threads"]

@@ -31,7 +31,6 @@ probabilities of the chosen prompts (the synthetic prompt is not passed to it un
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 
 from versemi.fileio import remove_stale_temp_files
 from versemi.images import IMAGE_EXTENSIONS
+from versemi.inference.batch import finished_by_same_model
 from versemi.inference.io import find_images
 from versemi.inference.predictor import Predictor
 from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
@@ -55,8 +55,8 @@ UNCERTAINTY_KEY = "uncertainty"
 STATUSES = ("done", "failed")
 # Fields of a prediction's info that describe its settings (kept in the sidecar only); the others
 # (review score, model-space hook fields, preprocessing groups) are per-case results.
-_SETTINGS_INFO = frozenset({"prompts", "device", "fell_back_to_cpu", "quality", "spacing_mm", "patch_size", "overlap",
-                            "batch_size", "tta", "threshold", "roi", "seconds"})
+_SETTINGS_INFO = frozenset({"prompts", "device", "precision", "fell_back_to_cpu", "quality", "spacing_mm",
+                            "patch_size", "overlap", "batch_size", "tta", "threshold", "roi", "seconds"})
 
 
 @dataclass
@@ -103,19 +103,10 @@ def _finished_by_same_model(
     output: Path, sidecar: Path, sha256: str | None, prompts: list[str], needs_score: bool
 ) -> dict[str, Any] | None:
     """The sidecar when an earlier run wrote this case with the same model file and the same prompts
-    (and, when a review score is expected, with the score); else None (the case is redone)."""
-    if not (output.is_file() and sidecar.is_file()):
-        return None
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not (
-        isinstance(meta, dict)
-        and sha256 is not None
-        and (meta.get("model") or {}).get("sha256") == sha256
-        and [d.get("name") for d in meta.get("labels", [])] == prompts
-    ):
+    (:func:`versemi.inference.batch.finished_by_same_model`) and, when a review score is expected,
+    with the score; else None (the case is redone)."""
+    meta = finished_by_same_model(output, sidecar, sha256, prompts)
+    if meta is None:
         return None
     if needs_score and _sidecar_score(meta) is None:
         return None  # written before review scores existed: redo it to rank it

@@ -19,6 +19,25 @@ A catalogue is a JSON file (local path or HTTP(S) URL)::
 catalogue and its model files is a complete mirror. ``label_space`` is a list of prompt names or a
 ``LabelSpace.to_dict()`` dict. Unknown keys are ignored so older releases can read newer catalogues.
 
+**Embedded models.** An entry may also name a file that ships beside the catalogue (the packaged
+catalogue: inside the ``versemi`` package, ``versemi/resources/``), so a model works on the first run
+without any download::
+
+    {"name": "versemi-default", "version": "1.0.0", "default": true,
+     "embedded": "models/versemi-default-1.0.0.pt", "card": "models/versemi-default-1.0.0.md",
+     "url": "https://.../versemi-default-1.0.0.pt", "sha256": "...", "size": 123,
+     "label_space": [...], "licence": "...",
+     "plans": {"Dataset001_Hippocampus": {"modality": "MRI", "target_spacing": [1, 1, 1],
+                                          "patch_size": [40, 56, 40]}},
+     "heldout": {"Dataset001_Hippocampus": ["hippocampus_001", "hippocampus_004"]}}
+
+``embedded`` and ``card`` are relative paths resolved against the catalogue's folder (never outside
+it); a catalogue fetched over HTTP(S) has no folder, so there they are ignored and the entry is a
+plain download. An embedded file is verified exactly like a downloaded one (size and SHA-256 before
+every load, :func:`versemi.models.resolve_model`). ``plans`` summarises each training dataset's
+preprocessing (what a scan should look like for the model), ``heldout`` lists, per dataset, the case
+ids the model was never trained on (``versemi demo`` marks the others as "trained on").
+
 Which catalogue is used: ``--catalogue`` on the command line, else the ``VERSEMI_CATALOGUE`` environment
 variable, else the one shipped in the package (``versemi/resources/catalogue.json``).
 """
@@ -34,7 +53,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from versemi import __version__
 
@@ -120,7 +139,17 @@ class CatalogueEntry:
         licence: licence of the weights (e.g. ``"CC-BY-4.0"``).
         description: one line for humans.
         min_versemi: oldest versemi release that can use the model, or ``None``.
-        default: the model the Slicer panel preselects (``"default": true`` in the file).
+        default: the model ``versemi predict`` uses without ``--model`` and the Slicer panel
+            preselects (``"default": true`` in the file).
+        embedded: the ``embedded`` path as written in the catalogue (relative to its folder), or None.
+        embedded_path: where that file is (absolute), or None: not embedded, or a catalogue read over
+            HTTP(S) (which has no folder to ship files in).
+        card: the ``card`` path as written (a markdown model card), or None.
+        card_path: where the card is (absolute), or None.
+        plans: dataset -> ``{"modality", "target_spacing" (x, y, z mm), "patch_size" (x, y, z)}``,
+            a summary of the checkpoint's plans (informative; the checkpoint's own plans are used).
+        heldout: dataset -> case ids the model was never trained on; a dataset in ``plans`` without
+            a ``heldout`` list was trained on whole (see :meth:`is_heldout`).
     """
 
     name: str
@@ -133,6 +162,12 @@ class CatalogueEntry:
     description: str = ""
     min_versemi: str | None = None
     default: bool = False
+    embedded: str | None = None
+    embedded_path: Path | None = None
+    card: str | None = None
+    card_path: Path | None = None
+    plans: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    heldout: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
     @property
     def spec(self) -> str:
@@ -147,6 +182,19 @@ class CatalogueEntry:
     def is_supported(self, versemi_version: str = __version__) -> bool:
         """True when this versemi release is new enough for the model."""
         return self.min_versemi is None or version_key(versemi_version) >= version_key(self.min_versemi)
+
+    def is_heldout(self, dataset: str, case: str) -> bool | None:
+        """Whether the model never trained on ``case`` of ``dataset``.
+
+        Returns:
+            True: listed in ``heldout``. False: the entry lists held-out cases of that dataset and this
+            is not one, or the model was trained on the dataset (it is in ``plans``) and lists none of
+            its cases as held out (e.g. a dataset of one case, trained on). None: unknown (the entry
+            says nothing about the dataset).
+        """
+        if dataset in self.heldout:
+            return case in self.heldout[dataset]
+        return False if dataset in self.plans else None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -163,6 +211,13 @@ class CatalogueEntry:
             d["min_versemi"] = self.min_versemi
         if self.default:
             d["default"] = True
+        for key in ("embedded", "card"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        if self.plans:
+            d["plans"] = {k: dict(v) for k, v in self.plans.items()}
+        if self.heldout:
+            d["heldout"] = {k: list(v) for k, v in self.heldout.items()}
         return d
 
 
@@ -191,6 +246,11 @@ class Catalogue:
                 return entry
         return None
 
+    def default_entry(self) -> CatalogueEntry | None:
+        """The default model (``"default": true``; its newest such version), or None when none is."""
+        defaults = [e for e in self.entries if e.default]
+        return max(defaults, key=lambda e: version_key(e.version)) if defaults else None
+
     def get(self, spec: str) -> CatalogueEntry:
         """The entry for ``"NAME[@VERSION]"``.
 
@@ -215,7 +275,7 @@ def _is_url(source: str) -> bool:
 
 
 def _read_source(source: str) -> tuple[bytes, str]:
-    """Bytes of a catalogue and the base URL that relative model URLs resolve against."""
+    """Bytes of a catalogue and the base URL that relative model URLs (and embedded files) resolve against."""
     if _is_url(source):
         try:
             with urllib.request.urlopen(source, timeout=30) as response:
@@ -252,27 +312,47 @@ def load_catalogue(source: str | Path | None = None) -> Catalogue:
     if source is None:
         source = default_catalogue_source()
     if source is None:
-        packaged = resources.files("versemi").joinpath("resources", "catalogue.json")
-        data, base, label = packaged.read_bytes(), "", PACKAGED_CATALOGUE
+        folder = resources.files("versemi").joinpath("resources")
+        data, base, label = folder.joinpath("catalogue.json").read_bytes(), "", PACKAGED_CATALOGUE
+        # Embedded models live beside the packaged catalogue (a normal, unzipped install).
+        base_dir = Path(str(folder)) if isinstance(folder, Path) else None
     else:
         label = str(source)
         data, base = _read_source(label)
+        base_dir = _local_folder(base)
     if len(data) > _MAX_CATALOGUE_BYTES:
         raise CatalogueError(f"catalogue {label}: larger than {_MAX_CATALOGUE_BYTES} bytes; not a catalogue")
     try:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CatalogueError(f"catalogue {label}: not valid JSON: {exc}") from exc
-    return parse_catalogue(document, source=label, base_url=base)
+    return parse_catalogue(document, source=label, base_url=base, base_dir=base_dir)
 
 
-def parse_catalogue(document: Any, source: str = "<memory>", base_url: str = "") -> Catalogue:
+def _local_folder(base_url: str) -> Path | None:
+    """The folder of a catalogue read from a file (``file://`` base URL); None for HTTP(S)."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme.lower() != "file":
+        return None
+    return Path(urllib.request.url2pathname(parts.path)).parent
+
+
+def is_remote_source(source: str | None) -> bool:
+    """True for an ``http(s)://`` catalogue (reading it may need the network)."""
+    return source is not None and _is_url(source) and urllib.parse.urlsplit(source).scheme.lower() != "file"
+
+
+def parse_catalogue(
+    document: Any, source: str = "<memory>", base_url: str = "", base_dir: Path | None = None
+) -> Catalogue:
     """Validate a parsed catalogue document (see the module docstring for the format).
 
     Args:
         document: the parsed JSON.
         source: where it came from (used in messages).
         base_url: URL that relative model URLs are resolved against ("" = relative URLs are errors).
+        base_dir: the catalogue's folder, which ``embedded`` and ``card`` paths are resolved against
+            (None: a catalogue without a folder, e.g. read over HTTP; those keys are then ignored).
     """
     where = f"catalogue {source}"
     if not isinstance(document, Mapping):
@@ -291,11 +371,14 @@ def parse_catalogue(document: Any, source: str = "<memory>", base_url: str = "")
     entries: list[CatalogueEntry] = []
     seen: set[str] = set()
     for index, raw in enumerate(models):
-        entry = _parse_entry(raw, f"{where}: models[{index}]", base_url)
+        entry = _parse_entry(raw, f"{where}: models[{index}]", base_url, base_dir)
         if entry.spec in seen:
             raise CatalogueError(f"{where}: models[{index}]: duplicate entry {entry.spec}")
         seen.add(entry.spec)
         entries.append(entry)
+    defaults = sorted({e.name for e in entries if e.default})
+    if len(defaults) > 1:
+        raise CatalogueError(f"{where}: more than one default model ({', '.join(defaults)}); mark one name as default")
     return Catalogue(entries, source=source)
 
 
@@ -312,7 +395,62 @@ def _label_names(value: Any, where: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _parse_entry(raw: Any, where: str, base_url: str) -> CatalogueEntry:
+def _shipped_file(raw: Mapping[str, Any], key: str, where: str, base_dir: Path | None) -> tuple[str | None, Path | None]:
+    """``embedded`` / ``card``: the path as written and where it is (None without a catalogue folder).
+
+    Raises:
+        CatalogueError: not a relative path inside the catalogue's folder.
+    """
+    value = raw.get(key)
+    if value is None:
+        return None, None
+    if not isinstance(value, str) or not value.strip():
+        raise CatalogueError(f"{where}: {key!r} must be a non-empty relative path")
+    value = value.strip()
+    relative = Path(value)
+    if relative.is_absolute() or value.startswith(("/", "\\")) or ".." in relative.parts or "\\" in value or ":" in value:
+        raise CatalogueError(
+            f"{where}: {key!r} {value!r} must be a relative path inside the catalogue's folder, with '/' separators"
+        )
+    return value, (base_dir / relative) if base_dir is not None else None
+
+
+def _text_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise CatalogueError(f"{what} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _number_triple(value: Any, kind: type, what: str) -> list[Any]:
+    if (not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+            or (kind is int and not all(float(v).is_integer() for v in value))):
+        raise CatalogueError(f"{what} must be three positive {'integers' if kind is int else 'numbers'} (x, y, z)")
+    return [kind(v) for v in value]
+
+
+def _parse_plans(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """The ``plans`` summary: dataset -> modality, target_spacing, patch_size (other keys kept)."""
+    if not isinstance(value, Mapping):
+        raise CatalogueError(f"{where}: 'plans' must map each dataset to its modality, target_spacing and patch_size")
+    plans: dict[str, dict[str, Any]] = {}
+    for dataset, plan in value.items():
+        at = f"{where}: plans[{dataset!r}]"
+        if not isinstance(plan, Mapping):
+            raise CatalogueError(f"{at} must be an object")
+        modality = plan.get("modality")
+        if not isinstance(modality, str) or not modality:
+            raise CatalogueError(f"{at}: 'modality' must be a non-empty string")
+        plans[str(dataset)] = {
+            **dict(plan),
+            "modality": modality,
+            "target_spacing": _number_triple(plan.get("target_spacing"), float, f"{at}: 'target_spacing'"),
+            "patch_size": _number_triple(plan.get("patch_size"), int, f"{at}: 'patch_size'"),
+        }
+    return plans
+
+
+def _parse_entry(raw: Any, where: str, base_url: str, base_dir: Path | None = None) -> CatalogueEntry:
     if not isinstance(raw, Mapping):
         raise CatalogueError(f"{where}: each model must be a JSON object")
 
@@ -366,6 +504,13 @@ def _parse_entry(raw: Any, where: str, base_url: str) -> CatalogueEntry:
     default = raw.get("default", False)
     if not isinstance(default, bool):
         raise CatalogueError(f"{where}: 'default' must be true or false")
+    embedded, embedded_path = _shipped_file(raw, "embedded", where, base_dir)
+    card, card_path = _shipped_file(raw, "card", where, base_dir)
+    plans = _parse_plans(raw["plans"], where) if raw.get("plans") is not None else {}
+    heldout_raw = raw.get("heldout")
+    if heldout_raw is not None and not isinstance(heldout_raw, Mapping):
+        raise CatalogueError(f"{where}: 'heldout' must map each dataset to a list of case ids")
+    heldout = {str(k): _text_list(v, f"{where}: heldout[{k!r}]") for k, v in (heldout_raw or {}).items()}
 
     return CatalogueEntry(
         name=name,  # type: ignore[arg-type]
@@ -378,6 +523,12 @@ def _parse_entry(raw: Any, where: str, base_url: str) -> CatalogueEntry:
         description=description.strip(),
         min_versemi=min_versemi,
         default=default,
+        embedded=embedded,
+        embedded_path=embedded_path,
+        card=card,
+        card_path=card_path,
+        plans=plans,
+        heldout=heldout,
     )
 
 

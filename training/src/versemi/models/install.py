@@ -5,7 +5,14 @@
   with :meth:`versemi.checkpoint.Checkpoint.load` (as predict loads it) and recorded with its SHA-256 in
   ``installed.json``.
 - :func:`verify_model` re-hashes an installed file against the catalogue (or the manifest).
-- :func:`resolve_model` turns what a user typed (a path, or ``NAME[@VERSION]``) into a verified path.
+- :func:`resolve_model` turns what a user typed (a path, or ``NAME[@VERSION]``) into a verified path;
+  :func:`resolve_default_model` does the same for the catalogue's default model.
+
+A catalogue entry's file is "installed" when it is in the model cache, or when the entry is
+**embedded** (its file ships beside the catalogue, e.g. inside the versemi package; see
+:mod:`versemi.models.catalogue`). A copy in the cache (downloaded or imported on purpose) is used
+before the embedded one. Both are verified the same way: size and SHA-256 against the entry before
+every load.
 """
 
 from __future__ import annotations
@@ -47,6 +54,26 @@ class ModelNotInstalledError(ModelError):
     """A catalogue model that is not (or not correctly) installed in the cache."""
 
 
+class NoDefaultModelError(ModelError):
+    """The catalogue names no default model."""
+
+
+def entry_file(entry: CatalogueEntry, cache_dir: str | Path | None = None) -> Path:
+    """Where a catalogue entry's checkpoint is: the model cache's copy when there is one, else the
+    embedded file when the entry ships one, else the (missing) cache path."""
+    cached = models_dir(cache_dir) / entry.file_name
+    if cached.is_file():
+        return cached
+    if entry.embedded_path is not None and entry.embedded_path.is_file():
+        return entry.embedded_path
+    return cached
+
+
+def is_embedded_file(entry: CatalogueEntry, path: Path) -> bool:
+    """True when ``path`` is the entry's embedded file (not a cache copy)."""
+    return entry.embedded_path is not None and Path(path) == entry.embedded_path
+
+
 def catalogue_or_empty(source: str | Path | None = None) -> tuple[Catalogue, str | None]:
     """Load a catalogue; when it cannot be fetched (offline) return an empty one and the reason.
 
@@ -70,6 +97,7 @@ class VerifyResult:
         expected_sha256: from the catalogue entry when there is one, else from the manifest.
         actual_sha256: the file's hash now ("" when the file is missing).
         message: one line for humans.
+        embedded: the file is the one shipped beside the catalogue (not in the model cache).
     """
 
     name: str
@@ -79,6 +107,7 @@ class VerifyResult:
     expected_sha256: str
     actual_sha256: str
     message: str
+    embedded: bool = False
 
 
 def _copy_hashing(source: Path, dest_dir: Path, progress_callback: ProgressCallback | None) -> tuple[Path, str]:
@@ -223,22 +252,24 @@ def _local_record(
 
 def _expected(
     name: str, version: str, catalogue: Catalogue, cache: Path
-) -> tuple[str, int, str] | None:
-    """(sha256, size, file name) a model must have: from the catalogue entry, else the manifest."""
+) -> tuple[str, int, Path, bool] | None:
+    """(sha256, size, file, embedded) a model must have: from the catalogue entry, else the manifest."""
     entry = catalogue.find(name, version)
     if entry is not None:
-        return entry.sha256, entry.size, entry.file_name
+        path = entry_file(entry, cache)
+        return entry.sha256, entry.size, path, is_embedded_file(entry, path)
     record = find_installed(name, version, cache)
     if record is not None:
-        return record.sha256, record.size, record.file
+        return record.sha256, record.size, cache / record.file, False
     return None
 
 
 def installed_versions(name: str, catalogue: Catalogue, cache_dir: str | Path | None = None) -> list[str]:
-    """Versions of ``name`` present in the cache (manifest records or catalogue files), newest first."""
+    """Versions of ``name`` present in the cache (manifest records or catalogue files) or embedded,
+    newest first."""
     cache = models_dir(cache_dir)
     versions = {m.version for m in read_manifest(cache) if m.name == name and (cache / m.file).is_file()}
-    versions |= {e.version for e in catalogue.versions(name) if (cache / e.file_name).is_file()}
+    versions |= {e.version for e in catalogue.versions(name) if entry_file(e, cache).is_file()}
     return sorted(versions, key=version_key, reverse=True)
 
 
@@ -271,20 +302,24 @@ def verify_model(
     expected = _expected(name, version, catalogue, cache)
     if expected is None:
         raise ModelNotInstalledError(_not_installed_message(spec, catalogue, cache))
-    sha256, size, file_name = expected
-    path = cache / file_name
+    sha256, size, path, embedded = expected
     if not path.is_file():
-        return VerifyResult(name, version, path, False, sha256, "", f"{name}@{version}: {path} is missing")
+        hint = (f"; run `versemi models download {name}@{version}` (or `versemi models import FILE --name {name}` "
+                "offline)" if catalogue.find(name, version) is not None else "; import it again")
+        return VerifyResult(name, version, path, False, sha256, "", f"{name}@{version}: {path} is missing{hint}")
     actual = sha256_file(path, progress_callback)
     actual_size = path.stat().st_size
     ok = actual == sha256 and actual_size == size
+    where = f"{path} (shipped with versemi)" if embedded else str(path)
+    remedy = (f"reinstall versemi, or run `versemi models download {name}@{version}` for a verified copy in the "
+              "model cache" if embedded else "download or import it again")
     message = (
-        f"{name}@{version}: OK ({path})"
+        f"{name}@{version}: OK ({where})"
         if ok
-        else f"{name}@{version}: {path} is damaged: expected SHA-256 {sha256} ({size} bytes), "
-        f"got {actual} ({actual_size} bytes); download or import it again"
+        else f"{name}@{version}: {where} is damaged: expected SHA-256 {sha256} ({size} bytes), "
+        f"got {actual} ({actual_size} bytes); {remedy}"
     )
-    return VerifyResult(name, version, path, ok, sha256, actual, message)
+    return VerifyResult(name, version, path, ok, sha256, actual, message, embedded)
 
 
 def verify_all(
@@ -295,7 +330,7 @@ def verify_all(
         catalogue, _ = catalogue_or_empty()
     cache = models_dir(cache_dir)
     specs = {m.spec for m in read_manifest(cache)}
-    specs |= {e.spec for e in catalogue if (cache / e.file_name).is_file()}
+    specs |= {e.spec for e in catalogue if entry_file(e, cache).is_file()}
     ordered = sorted(specs, key=lambda s: (s.split("@")[0], version_key(s.split("@")[1])))
     return [verify_model(s, catalogue, cache) for s in ordered]
 
@@ -343,3 +378,76 @@ def resolve_model(
     if not result.ok:
         raise ModelNotInstalledError(result.message)
     return result.path
+
+
+def resolve_default_model(
+    catalogue: Catalogue | None = None, cache_dir: str | Path | None = None
+) -> tuple[CatalogueEntry, Path]:
+    """The catalogue's default model and its verified file (what ``versemi predict`` uses without ``--model``).
+
+    Args:
+        catalogue: None = the default catalogue (an unreachable one is treated as empty).
+        cache_dir: the model cache; None = the default.
+
+    Raises:
+        NoDefaultModelError: the catalogue names no default model.
+        ModelNotInstalledError: the default model is neither embedded nor installed, or its file
+            fails verification (size or SHA-256).
+    """
+    if catalogue is None:
+        catalogue, _ = catalogue_or_empty()
+    entry = catalogue.default_entry()
+    if entry is None:
+        raise NoDefaultModelError(
+            f"the model catalogue ({catalogue.source}) names no default model; pass --model FILE or "
+            "--model NAME[@VERSION] (see `versemi models list`)"
+        )
+    result = verify_model(entry.spec, catalogue, cache_dir)
+    if not result.ok:
+        raise ModelNotInstalledError(f"default model {result.message}")
+    return entry, result.path
+
+
+def lookup_catalogue() -> Catalogue:
+    """The default catalogue when reading it needs no network (packaged, or a local file), else an
+    empty one; an invalid catalogue also gives an empty one (never an error): for identifying a
+    model file, not for choosing one."""
+    from versemi.models.catalogue import CatalogueError, default_catalogue_source, is_remote_source
+
+    source = default_catalogue_source()
+    if is_remote_source(source):
+        return Catalogue([], source=str(source))
+    try:
+        return load_catalogue(source)
+    except CatalogueError:
+        return Catalogue([], source=str(source))
+
+
+def model_record_for_path(
+    path: str | Path, catalogue: Catalogue | None = None, cache_dir: str | Path | None = None
+) -> InstalledModel | None:
+    """What is known about a model file: its model-cache record, or the record of the catalogue entry
+    it is the embedded file of (``source="embedded"``); None for any other file.
+
+    Args:
+        path: the checkpoint file.
+        catalogue: where to look for embedded entries; None = :func:`lookup_catalogue` (no network).
+        cache_dir: the model cache; None = the default.
+    """
+    from versemi.models.store import installed_for_path
+
+    record = installed_for_path(path, cache_dir)
+    if record is not None:
+        return record
+    try:
+        target = Path(path).resolve()
+    except OSError:
+        return None
+    for entry in catalogue if catalogue is not None else lookup_catalogue():
+        if entry.embedded_path is not None and entry.embedded_path.resolve() == target:
+            return InstalledModel(
+                name=entry.name, version=entry.version, file=entry.embedded_path.name, sha256=entry.sha256,
+                size=entry.size, source="embedded", origin=str(entry.embedded_path),
+                label_space=list(entry.label_space),
+            )
+    return None
