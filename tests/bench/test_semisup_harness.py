@@ -52,20 +52,21 @@ def test_images_per_step_and_equal_compute_steps():
     assert presets.images_per_step("versemi", {"batch_size": 2, "unlabeled_batch_size": 2}) == 5.0
     assert presets.images_per_step("supervised", {"batch_size": 2}) == 2.0
     assert presets.images_per_step("mean_teacher", {"batch_size": 2, "unlabeled_batch_size": 2}) == 4.0
-    cpu = presets.get_preset("cpu")
-    assert presets.variant_steps(cpu, cpu.variant("supervised_equal_compute")) == round(cpu.steps * 5 / 2)
+    cpu = presets.get_preset("cpu-2ds")
+    # Single-stage VerSemi forwards a labeled patch, its CutMix and an unlabeled patch: 3 per dataset.
+    assert presets.variant_steps(cpu, cpu.variant("supervised_equal_compute")) == cpu.steps * 3
     assert presets.variant_steps(cpu, cpu.variant("supervised")) == cpu.steps
     with pytest.raises(KeyError, match="unknown preset"):
         presets.get_preset("nope")
 
 
 def test_plan_covers_settings_variants_and_seeds():
-    cpu = presets.get_preset("cpu")
+    cpu = presets.get_preset("cpu-2ds")
     runs = semisup.plan_runs(cpu)
     ids = [r.run_id for r in runs]
     assert len(ids) == len(set(ids))
     for setting in ("labeled_10pct", "labeled_5pct"):
-        for v in ("versemi", "supervised", "mean_teacher"):
+        for v in ("versemi", "supervised", "mean_teacher", "bcp"):
             assert {f"{setting}__{v}__seed{s}" for s in cpu.seeds} <= set(ids)
     # The equal-compute baseline and the ablation only in 10 %; the upper bound once per seed.
     assert not any("labeled_5pct__supervised_equal_compute" in i for i in ids)
@@ -95,10 +96,10 @@ def test_configs_validate_and_hold_out_the_split(fake_data, tmp_path):
     from versemi.training.options import training_options
 
     data, protocol_path = fake_data
-    preset = presets.get_preset("cpu")
+    preset = presets.get_preset("cpu-2ds")
     protocol = json.loads(protocol_path.read_text())
     split = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction)
-    assert all(len(v) == 2 for v in split.values())  # 20 % of 10 cases
+    assert all(len(v) == 2 for v in split.values()) and len(split) == 2  # 20 % of 10 cases, 2 datasets
     runs = {r.run_id: r for r in semisup.plan_runs(preset)}
 
     def config(run_id):
@@ -114,24 +115,27 @@ def test_configs_validate_and_hold_out_the_split(fake_data, tmp_path):
         unlabeled = {c.case_id for c in d.unlabeled_cases()}
         assert not unlabeled & set(split[d.name]) and len(unlabeled) == 10 - 1 - 2
     train, val = cfg.split_validation()
-    assert not val and len(train) == 3
+    assert not val and len(train) == 2  # one labeled case per dataset at 5 %
 
+    assert cfg.training["stage1_fraction"] == 0.0 and cfg.training["versemi"]["auxiliary_weight"] == 0.0
+    assert "target_spacing" not in raw and "patch_size" not in raw  # each dataset's plan
     _, cfg = config("labeled_10pct__versemi_no_consistency__seed0")
-    assert cfg.training["versemi"] == {"consistency_weight": 0.0}
+    assert cfg.training["versemi"]["consistency_weight"] == 0.0
+    assert cfg.training["versemi"]["consistency_target"] == "aggregate"  # the rest of the recipe kept
     training_options(cfg.training)
     _, cfg = config("labeled_10pct__mean_teacher__seed0")
     assert cfg.training["mean_teacher"]["consistency_weight"] == 10.0
     _, cfg = config("all_labels__supervised_all_labels__seed0")
-    assert cfg.training["max_steps"] == round(preset.steps * 2.5)
+    assert cfg.training["max_steps"] == preset.steps * 3
     for d in cfg.datasets:
         assert len(d.labeled_ids) == 8 and not set(d.labeled_ids) & set(split[d.name])
 
 
 def test_dry_run_prints_every_run(fake_data, capsys, tmp_path):
     data, _ = fake_data
-    assert semisup.main(["--preset", "cpu", "--data", str(data), "--results", str(tmp_path / "r"), "--dry-run"]) == 0
+    assert semisup.main(["--preset", "cpu-2ds", "--data", str(data), "--results", str(tmp_path / "r"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "18 runs" in out and "labeled_5pct__mean_teacher__seed1" in out and "750 steps" in out
+    assert "26 runs" in out and "labeled_5pct__mean_teacher__seed1" in out and "2400 steps" in out
     assert not (tmp_path / "r").exists()  # a dry run writes nothing
     assert semisup.main(["--preset", "nope", "--data", str(data), "--dry-run"]) == 2
 
@@ -231,14 +235,14 @@ def test_report_only_rebuilds_from_finished_runs(fake_data, tmp_path):
     md = (results / "results.md").read_text()
     command = md.split("```")[1]
     assert "--preset cpu-quick" in command and "--report-only" not in command
-    assert "Incomplete: 2 of 12 runs" in md and "report rebuilt" in md
+    assert "Incomplete: 2 of 18 runs" in md and "report rebuilt" in md
     assert json.loads((results / "split.json").read_text())["evaluated"]["Dataset002_LeftAtrium"]
 
 
 def test_overrides_change_only_the_named_training_keys_and_steps() -> None:
-    preset = presets.get_preset("cpu")
+    preset = presets.get_preset("cpu-2ds")
     changed = semisup.apply_overrides(preset, 150, ["versemi.synthetic_weight=0", "loss.batch_dice=true", "lr=3e-4"])
-    assert changed.steps == 150 and preset.steps == 300
+    assert changed.steps == 150 and preset.steps == 800
     assert changed.training["versemi"] == {"synthetic_weight": 0}
     assert changed.training["loss"] == {"batch_dice": True}
     assert changed.training["lr"] == 3e-4
