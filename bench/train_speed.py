@@ -7,8 +7,8 @@ start, first allocations) can be left out of the averages.
 
 Usage::
 
-    .venv/bin/python bench/train_speed.py --preset cpu                        # VerSemi stage 2, fp32 vs bf16
-    .venv/bin/python bench/train_speed.py --preset cpu --method supervised --steps 30 --amp none
+    .venv/bin/python bench/train_speed.py --preset cpu3 --method supervised  # the recipe: fp32 vs bf16
+    .venv/bin/python bench/train_speed.py --preset cpu-2ds                   # VerSemi (single stage)
     .venv/bin/python bench/train_speed.py --preset gpu-la --device cuda --amp bf16 fp16 none
 """
 
@@ -98,12 +98,15 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="cpu", help="benchmark preset (patch, batch sizes, model)")
+    p.add_argument("--preset", default="cpu3", help="benchmark preset (patch, batch sizes, model)")
     p.add_argument("--method", default="versemi", choices=("versemi", "supervised", "mean_teacher"))
     p.add_argument("--stage", type=int, default=2, choices=(1, 2), help="VerSemi stage to time (default 2)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (after the warm-up)")
     p.add_argument("--warmup", type=int, default=3, help="untimed first steps")
     p.add_argument("--amp", nargs="+", default=["none", "bf16"], help="autocast modes to compare")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="measure the modes this many times, alternating (none, bf16, none, bf16, ...), so a "
+                        "change of machine load affects every mode alike; the table pools the repeats")
     p.add_argument("--device", default=None, help="default: the preset's")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the preset's)")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: the preset's)")
@@ -119,12 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preset {preset.name}: {grid} over {len(preset.datasets)} datasets, model "
           f"{json.dumps(preset.model)}, batch {preset.training.get('batch_size')} labeled + "
           f"{preset.training.get('unlabeled_batch_size')} unlabeled, device {device}, {threads} threads", flush=True)
+    measured: dict[str, list[dict]] = {amp: [] for amp in args.amp}
+    for _ in range(max(1, args.repeats)):
+        for amp in args.amp:
+            row = measure(preset.name, args.method, stage, args.steps, args.warmup, amp, device, threads,
+                          args.data.resolve(), args.cache_dir.resolve(), args.num_workers)
+            measured[amp].append(row)
+            print(json.dumps(row), flush=True)
     rows = []
-    for amp in args.amp:
-        row = measure(preset.name, args.method, stage, args.steps, args.warmup, amp, device, threads,
-                      args.data.resolve(), args.cache_dir.resolve(), args.num_workers)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    for amp, runs in measured.items():  # pooled: total steps over total seconds
+        seconds = sum(r["steps"] * r["seconds_per_step"] for r in runs)
+        steps = sum(r["steps"] for r in runs)
+        rows.append({**runs[0], "steps": steps, "it_per_s": steps / seconds, "seconds_per_step": seconds / steps,
+                     "images_per_s": sum(r["images_per_s"] * r["steps"] for r in runs) / steps,
+                     "data_wait_share": sum(r["data_wait_share"] * r["steps"] for r in runs) / steps})
     print()
     print("| method | amp | it/s | s/step | images/s | data wait |")
     print("|---|---|---|---|---|---|")
