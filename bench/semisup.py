@@ -1011,8 +1011,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "model.base_filters=32 or --set-config "
                         "plans.overrides.Dataset002_LeftAtrium.target_spacing=[1.25,1.25,1.25] (repeatable)")
     p.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
-                   help="train and evaluate only these of the preset's datasets (recipe development on one "
-                        "dataset; use a separate --results folder)")
+                   help="train and evaluate on these datasets of --data instead of the preset's (e.g. recipe "
+                        "development on one dataset; use a separate --results folder)")
     p.add_argument("--split", choices=("heldout", "dev"), default="heldout",
                    help="evaluate on the held-out split (reports) or on the development split (recipe "
                         "choices: training-side cases after the held-out ones, both excluded from training); "
@@ -1141,13 +1141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         preset = apply_overrides(preset, args.steps, args.overrides, args.config_overrides)
         if args.datasets:
-            unknown = [d for d in args.datasets if d not in preset.datasets]
-            if unknown:
-                raise ValueError(f"--datasets: {unknown[0]} is not a dataset of preset {preset.name} "
-                                 f"({', '.join(preset.datasets)})")
             import dataclasses
 
-            preset = dataclasses.replace(preset, datasets=tuple(d for d in preset.datasets if d in args.datasets))
+            preset = dataclasses.replace(preset, datasets=tuple(args.datasets))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
