@@ -5,7 +5,8 @@ Measures, in one run:
 1. preprocessing (cache miss) vs reading an entry back (cache hit) per case;
 2. patches/s from :class:`PatchSampler` alone (memory-mapped slicing + padding);
 3. patches/s with the default MONAI augmentation (:func:`make_training_augmentation`);
-4. patches/s through a DataLoader over :class:`PatchStream` with ``--workers`` processes.
+4. patches/s through the trainer's DataLoader over :class:`~versemi.training.data.StepStream` (one
+   batch of 2 patches per step) with ``--workers`` processes.
 
 Data: ``--data DIR`` (an nnU-Net v2 raw dataset, e.g. ``../shared/data/Dataset002_LeftAtrium``)
 or, by default, a generated synthetic dataset of ``--cases`` volumes of 96 x 160 x 160 voxels.
@@ -24,13 +25,14 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from versemi.data.augmentation import make_training_augmentation
 from versemi.data.cache import CacheJob, PreprocessedCache, fill_cache
 from versemi.data.dataset import NnUNetDataset
+from versemi.data.plans import DatasetPlan, Plans
 from versemi.data.preprocessing import PreprocessingSpec
-from versemi.data.sampling import PatchSampler, PatchStream, patch_size_zyx, seed_worker
+from versemi.data.sampling import PatchSampler, patch_size_zyx
+from versemi.training.data import StepSampler, StepStream, augment_patch, make_step_loader
 from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
 
 
@@ -81,20 +83,17 @@ def main() -> None:
         patch = patch_size_zyx(args.patch)
         sampler = PatchSampler(cached, patch, foreground_oversample=0.33, rng=0)
         raw = rate(sampler.sample, args.patches)
-        stream = PatchStream(sampler, ds.name, make_training_augmentation(None), seed=0)
-        it = iter(stream)
-        augmented = rate(lambda: next(it), max(10, args.patches // 4))
-        loader = DataLoader(
-            PatchStream(sampler, ds.name, make_training_augmentation(None), seed=0, length=args.patches + 2),
-            batch_size=2, num_workers=args.workers, worker_init_fn=seed_worker, persistent_workers=False,
-        )
+        transform = make_training_augmentation(None).set_random_state(seed=0)
+        augmented = rate(lambda: augment_patch(sampler.sample(), transform), max(10, args.patches // 4))
+        plans = Plans({ds.name: DatasetPlan(ds.name, spec, tuple(args.patch))})
+        step_sampler = StepSampler(cached, [], plans, 2, 0, 0.33, donors=False)
+        loader = make_step_loader(StepStream(step_sampler, {ds.name: make_training_augmentation(None)}, seed=0),
+                                  args.workers, pin_memory=False)
+        next(loader)  # don't count worker start-up
         start = time.perf_counter()
         loaded = 0
-        for i, batch in enumerate(loader):
-            if i == 0:  # don't count worker start-up
-                start = time.perf_counter()
-                continue
-            loaded += batch["image"].shape[0]
+        for _ in range(max(1, args.patches // 2)):
+            loaded += next(loader)[0]["image"].shape[0]
         loader_rate = loaded / (time.perf_counter() - start)
         print(f"patch (z, y, x) {patch}: sampler {raw:.0f} patches/s; + augmentation {augmented:.1f} patches/s "
               f"(1 thread); DataLoader x{args.workers} workers {loader_rate:.1f} patches/s")

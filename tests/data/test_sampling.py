@@ -1,4 +1,4 @@
-"""Patch sampling, foreground oversampling, augmentation and the DataLoader stream."""
+"""Patch sampling, foreground oversampling and augmentation (the trainer's step stream: tests/training)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from versemi.data.augmentation import make_training_augmentation
-from versemi.data.cache import CachedCase, PreprocessedCache
-from versemi.data.preprocessing import PreprocessingSpec
+from versemi.data.cache import CachedCase
 from versemi.data.sampling import (
     PatchSampler,
-    PatchStream,
     crop_with_padding,
     patch_size_zyx,
-    seed_worker,
     targets_for_prompts,
 )
-from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
 
 
 def _case(tmp_path: Path, image: np.ndarray, label: np.ndarray | None, name: str = "c") -> CachedCase:
@@ -116,46 +111,6 @@ def test_augmentation_is_joint_nearest_and_deterministic():
         make_training_augmentation({"flip_prob": 1.5})
 
 
-@pytest.fixture
-def cached_cases(tmp_path) -> list[CachedCase]:
-    folder = make_nnunet_dataset(
-        tmp_path, "Dataset901_Alpha", [SyntheticStructure("organ_a", 1, 1.0)], num_cases=2, shape_zyx=(12, 16, 16)
-    )
-    cache = PreprocessedCache(tmp_path / "cache")
-    spec = PreprocessingSpec(target_spacing=(1.0, 1.0, 1.5))
-    items = [(f"alpha_{i:03d}", folder / "imagesTr" / f"alpha_{i:03d}_0000.nii.gz",
-              folder / "labelsTr" / f"alpha_{i:03d}.nii.gz") for i in range(2)]
-    return cache.get_many(items, spec, dataset="Dataset901_Alpha")
-
-
-def test_patch_stream_in_dataloader_workers(cached_cases):
-    sampler = PatchSampler(cached_cases, (8, 12, 12), foreground_oversample=0.5)
-    stream = PatchStream(sampler, "Dataset901_Alpha", make_training_augmentation(None), seed=3, length=8)
-    loader = DataLoader(stream, batch_size=2, num_workers=2, worker_init_fn=seed_worker)
-    batches = list(loader)
-    assert len(batches) == 4
-    batch = batches[0]
-    assert batch["image"].shape == (2, 1, 8, 12, 12) and batch["image"].dtype == torch.float32
-    assert batch["label"].shape == (2, 8, 12, 12) and batch["label"].dtype == torch.uint8
-    assert batch["dataset"] == ["Dataset901_Alpha"] * 2 and batch["labeled"].tolist() == [True, True]
-    assert all(cid.startswith("alpha_") for cid in batch["case_id"])
-    # Workers draw different samples; the same seed reproduces the whole epoch.
-    images = torch.cat([b["image"] for b in batches])
-    assert not torch.equal(images[0], images[1])
-    assert not torch.equal(batches[0]["image"], batches[1]["image"])  # worker 0 vs worker 1
-    again = torch.cat([b["image"] for b in DataLoader(stream, batch_size=2, num_workers=2)])
-    assert torch.equal(images, again)
-    stream.set_epoch(1)
-    assert not torch.equal(images, torch.cat([b["image"] for b in DataLoader(stream, batch_size=2, num_workers=0)]))
-
-
-def test_unlabeled_stream_items(cached_cases, tmp_path):
-    unlabeled = _case(tmp_path, np.zeros((6, 6, 6)), None, name="u")
-    item = next(iter(PatchStream(PatchSampler([unlabeled], (4, 4, 4)), "unlabeled")))
-    assert item["labeled"] is False and item["dataset"] == "unlabeled"
-    assert item["label"].shape == (4, 4, 4) and item["label"].sum() == 0
-
-
 def test_targets_for_prompts():
     label = torch.tensor([[[[0, 1, 2, 3]]]], dtype=torch.uint8)  # (B=1, D=1, H=1, W=4)
     t = targets_for_prompts(label, [2, 3])
@@ -164,14 +119,3 @@ def test_targets_for_prompts():
     assert targets_for_prompts(label, []).shape == (1, 0, 1, 1, 4)
 
 
-def test_streams_sharing_a_transform_stay_independent(cached_cases):
-    transform = make_training_augmentation({"affine_prob": 0.0})
-    sampler = PatchSampler(cached_cases, (8, 8, 8))
-    alone = [x["image"] for _, x in zip(range(3), iter(PatchStream(sampler, "a", transform, seed=1)))]
-    a = iter(PatchStream(sampler, "a", transform, seed=1))
-    b = iter(PatchStream(sampler, "b", transform, seed=2))
-    interleaved = []
-    for _ in range(3):
-        interleaved.append(next(a)["image"])
-        next(b)
-    assert all(torch.equal(x, y) for x, y in zip(alone, interleaved))

@@ -18,7 +18,7 @@ The transforms (each with its own probability, all configurable by :func:`make_t
 * additive Gaussian noise with standard deviation up to ``noise_std``.
 
 Determinism: ``transform.set_random_state(seed=...)`` makes the sequence reproducible;
-:class:`versemi.data.sampling.PatchStream` does this per DataLoader worker.
+:class:`versemi.training.data.StepStream` does this per DataLoader worker.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@
   :attr:`versemi.data.cache.CachedCase.foreground_locations`), so small structures are seen often.
   Otherwise the patch position is uniform. Volumes smaller than the patch are padded (image with the
   case's background value, label with 0).
-* :class:`PatchStream` is a torch ``IterableDataset`` that yields augmented samples as dicts, seeded
-  per DataLoader worker, so workers can prefetch.
+* The trainer's DataLoader stream, which draws and augments whole steps (one batch per dataset, with
+  CutMix donors and unlabeled patches), is :class:`versemi.training.data.StepStream`.
 * :func:`targets_for_prompts` turns raw label patches into one binary target per prompt.
 
 Axes: every array here is ``(z, y, x)``. Training configs give ``patch_size`` as ``(x, y, z)`` (like
@@ -17,13 +17,11 @@ Axes: every array here is ``(z, y, x)``. Training configs give ``patch_size`` as
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
 from versemi.data.cache import CachedCase
 
@@ -146,107 +144,10 @@ class PatchSampler:
         return Patch(image[None], label, case, start, forced_foreground)  # type: ignore[arg-type]
 
 
-def _plain(x: Any) -> torch.Tensor:
-    """A plain tensor (MONAI returns MetaTensors; their metadata only slows collation)."""
-    if hasattr(x, "as_tensor"):
-        x = x.as_tensor()
-    return torch.as_tensor(x)
-
-
-class PatchStream(IterableDataset):
-    """An endless (or fixed-length) stream of augmented patches for a DataLoader.
-
-    Each item is a dict::
-
-        {"image": float32 (1, D, H, W), "label": uint8 (D, H, W), "dataset": str,
-         "case_id": str, "labeled": bool}
-
-    For unlabeled cases ``"label"`` is all zeros and ``"labeled"`` is False (so default collation
-    works); the trainer must not use such labels.
-
-    Seeding: every worker draws from ``np.random.default_rng([seed, epoch, worker_id])`` and seeds its
-    copy of ``transform`` from the same sequence, so runs are reproducible for a given seed and number
-    of workers, and workers never repeat each other. Call :meth:`set_epoch` between epochs for fresh
-    draws when the stream is finite.
-
-    Args:
-        sampler: where patches come from.
-        dataset: name reported in ``"dataset"`` (a case's own ``dataset``, when set, wins).
-        transform: e.g. :func:`versemi.data.augmentation.make_training_augmentation`; None = no
-            augmentation.
-        seed: base seed.
-        length: samples per epoch over all workers (None = endless).
-    """
-
-    def __init__(
-        self,
-        sampler: PatchSampler,
-        dataset: str,
-        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        seed: int = 0,
-        length: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.sampler = sampler
-        self.dataset = dataset
-        self.transform = transform
-        self.seed = int(seed)
-        self.length = length
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        seq = np.random.SeedSequence([self.seed, self.epoch, worker_id])
-        rng = np.random.default_rng(seq)
-        # Each iterator augments with its own copy of the transform, so streams that share one
-        # transform object (or two iterators of one stream) never disturb each other's random state.
-        transform = copy.deepcopy(self.transform)
-        if transform is not None and hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=int(seq.generate_state(1)[0]))
-        count = None
-        if self.length is not None:  # split the epoch between workers
-            count = self.length // num_workers + (1 if worker_id < self.length % num_workers else 0)
-        produced = 0
-        while count is None or produced < count:
-            yield self.make_item(self.sampler.sample(rng), transform)
-            produced += 1
-
-    def __len__(self) -> int:
-        if self.length is None:
-            raise TypeError("an endless PatchStream has no length")
-        return self.length
-
-    def make_item(
-        self, patch: Patch, transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    ) -> dict[str, Any]:
-        """Augment one patch (with ``transform``, default: the stream's) and package it as a sample dict."""
-        transform = self.transform if transform is None else transform
-        data: dict[str, Any] = {"image": torch.from_numpy(patch.image)}
-        if patch.label is not None:
-            data["label"] = torch.from_numpy(patch.label[None])
-        if transform is not None:
-            data = transform(data)
-        image = _plain(data["image"]).to(torch.float32)
-        if patch.label is not None:
-            label = _plain(data["label"])[0].round().to(torch.uint8)
-        else:
-            label = torch.zeros(image.shape[1:], dtype=torch.uint8)
-        return {
-            "image": image.contiguous(),
-            "label": label.contiguous(),
-            "dataset": patch.case.dataset or self.dataset,
-            "case_id": patch.case.case_id,
-            "labeled": patch.label is not None,
-        }
-
-
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn`` for DataLoaders: derives NumPy's and Python's global seeds from torch's
-    per-worker seed (PatchStream seeds itself; this covers any other code that uses global RNGs)."""
+    per-worker seed (the trainer's StepStream seeds itself; this covers any other code that uses global
+    RNGs)."""
     import random
 
     seed = torch.initial_seed() % 2**32
