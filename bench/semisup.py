@@ -990,7 +990,7 @@ def prepare_cache(preset: Preset, configs: Sequence[dict[str, Any]], threads: in
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", required=True, help="cpu-quick, cpu or gpu-la (bench/semisup_presets.py)")
+    p.add_argument("--preset", required=True, help="cpu-2ds, cpu3, cpu-quick or gpu-la (bench/semisup_presets.py)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the nnU-Net datasets (default ../shared/data)")
     p.add_argument("--protocol", type=Path, default=None, help="protocol file (default DATA/protocol.json)")
     p.add_argument("--results", type=Path, default=None, help="results folder (default bench/results/<preset>)")
