@@ -741,6 +741,8 @@ def render_markdown(
 
     for setting, s in agg["settings"].items():
         variants = s["variants"]
+        if not variants:  # no finished run of this setting yet (partial runs of a preset)
+            continue
         lines += [f"## Setting `{setting}`", ""]
         for metric, title, digits, scale in (("dice", "Dice (%)", 1, 100.0), ("hd95", "HD95 (mm)", 2, 1.0)):
             lines += [f"### {title}: mean ± sd over seeds (per seed: mean over held-out cases)", ""]
