@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interpreter() -> str:
+    """The Python that runs this script, relative to the working directory when inside it (for the card)."""
+    exe = sys.executable
+    return os.path.relpath(exe) if exe.startswith(os.getcwd() + os.sep) else exe
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     split = json.loads((args.work / "heldout.json").read_text(encoding="utf-8"))
     done = json.loads((args.work / semisup.TRAIN_DONE_FILE).read_text(encoding="utf-8"))
@@ -99,7 +106,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     }
     semisup.write_json_atomic(args.work / "evaluation.json", {
         "checkpoint": str(checkpoint), "seconds": seconds, "summary": summary, "rows": rows,
-        "command": " ".join([sys.executable, "bench/default_model.py", *sys.argv[1:]]),
+        "command": " ".join([_interpreter(), "bench/default_model.py", *sys.argv[1:]]),
     })
     for key, value in summary.items():
         hd95 = "-" if value["hd95"] is None else f"{value['hd95']:.1f} mm"

@@ -96,7 +96,13 @@ def model_card(name: str, version: str, checkpoint: Any, source_training: Any, e
                   f"Method `{source_training.method}`, {source_training.step} steps; network "
                   f"`{json.dumps(checkpoint.model_config, sort_keys=True)}`; training options "
                   f"`{json.dumps(source_training.options or config.get('training', {}), sort_keys=True)}`. "
-                  "Weights stored in float16 (predicted with a float32 network)."]
+                  "Weights stored in float16 (predicted with a float32 network). Trained by "
+                  "`.venv/bin/python bench/default_model.py train` (every training case of the shared datasets "
+                  "labeled, the held-out cases excluded) on 2 CPU cores; the README gives the time."]
+        if source_training.method == "supervised":
+            lines += ["", "Why supervised-only and not VerSemi: with every training case labeled there are no "
+                          "unlabeled scans left for VerSemi's unlabeled terms, and in the 10 % comparison of the "
+                          "README VerSemi did not beat supervised-only at this CPU budget."]
     lines += ["", "## Held-out results", "",
               "| dataset / prompt | Dice (%) | HD95 (mm) | cases |", "|---|---|---|---|"]
     for key, value in (evaluation.get("summary") or {}).items():
