@@ -68,12 +68,13 @@ def test_precision_rule_on_the_cpu(monkeypatch: pytest.MonkeyPatch, native: bool
 
     monkeypatch.setattr(versemi.devices, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
-    assert sliding.inference_autocast_dtype(cpu) is None  # float32 stays the CPU default for now
+    # `auto` on the CPU: bf16 where it is native (the shipped default, CPU_BF16_BY_DEFAULT), else float32
+    assert sliding.inference_autocast_dtype(cpu) == (torch.bfloat16 if native else None)
     assert sliding.inference_autocast_dtype(cpu, precision="fp32") is None
     assert sliding.inference_autocast_dtype(cpu, precision="bf16") == (torch.bfloat16 if native else None)
     assert sliding.inference_autocast_dtype(cpu, amp=False, precision="bf16") is None
-    monkeypatch.setattr(sliding, "CPU_BF16_BY_DEFAULT", True)  # what flipping the default does
-    assert sliding.inference_autocast_dtype(cpu) == (torch.bfloat16 if native else None)
+    monkeypatch.setattr(sliding, "CPU_BF16_BY_DEFAULT", False)  # what switching the default off does
+    assert sliding.inference_autocast_dtype(cpu) is None
     assert sliding.inference_autocast_dtype(torch.device("mps"), precision="bf16") is None
     with pytest.raises(ValueError, match="unknown precision 'half'"):
         sliding.inference_autocast_dtype(cpu, precision="half")
