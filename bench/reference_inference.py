@@ -126,6 +126,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--patch", type=int, default=96, help="window size of the random model (quick checks)")
     parser.add_argument("--base-filters", type=int, default=16, help="width of the random model (quick checks)")
+    parser.add_argument("--precision", choices=("fp32", "auto"), default="fp32",
+                        help="our predictor's arithmetic: fp32 (the reference's, like for like; default) or auto "
+                             "(what `versemi predict` uses: bf16 on a CPU with native bf16)")
     args = parser.parse_args()
 
     images = args.data / DATASET / "imagesTr"
@@ -140,13 +143,14 @@ def main() -> int:
         return 0
     torch.set_num_threads(args.threads)
     print(f"machine: {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"torch {torch.__version__}, {args.threads} threads")
+          f"torch {torch.__version__}, {args.threads} threads; ours in {args.precision}, the reference in fp32")
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.model or random_checkpoint(Path(tmp) / "random.pt", args.patch, args.base_filters)
-        predictor = Predictor(ckpt, device="cpu", threads=args.threads, postprocess=False)
+        predictor = Predictor(ckpt, device="cpu", threads=args.threads, postprocess=False, precision=args.precision)
         if DATASET in predictor.plans.datasets:  # every prompt on the left atrium's plan, as the reference
-            predictor = Predictor(ckpt, device="cpu", threads=args.threads, postprocess=False, dataset=DATASET)
+            predictor = Predictor(ckpt, device="cpu", threads=args.threads, postprocess=False, dataset=DATASET,
+                                  precision=args.precision)
         prompt_ids = predictor.resolve_prompts(PROMPTS)
         image = sitk.ReadImage(str(files[0]))
         print(f"case {files[0].name}: size {image.GetSize()} (x, y, z), spacing {image.GetSpacing()} mm; "
