@@ -357,7 +357,10 @@ def test_08_sheared_nrrd_is_not_written_as_nifti_but_is_kept_by_nrrd(model: Path
 
 # --- 9. SIGTERM while writing ---------------------------------------------------------------------
 _PAUSED_PREDICT = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # Ctrl-C as in a terminal: a test run started in the background (`make test &`, nohup) starts its
+    # children with SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from versemi.inference import io
     real_commit = io.AtomicOutputs.commit
 
