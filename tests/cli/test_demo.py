@@ -64,7 +64,8 @@ def test_demo_segments_every_bundled_case_with_the_default_model(bundled_default
     held = [r for r in results["cases"] if r["heldout"]]
     mean = np.mean([r["prompts"][0]["dice"] for r in held])
     summary = results["heldout_mean"]["hippocampus_anterior"]
-    assert summary["mean_dice"] == round(float(mean), 4) and summary["cases"] == 4
+    assert summary["mean_dice"] == round(float(mean), 6) and summary["cases"] == 4
+    assert f"hippocampus_anterior     Dice {100 * mean:.1f} %" in printed  # percent, as the model card
     hd95 = [r["prompts"][0]["hd95_mm"] for r in held if r["prompts"][0]["hd95_mm"] is not None]
     assert summary["hd95_undefined"] == 4 - len(hd95)
     assert summary["mean_hd95_mm"] == (round(float(np.mean(hd95)), 2) if hd95 else None)

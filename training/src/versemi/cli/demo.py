@@ -259,7 +259,8 @@ def segment_examples(args: argparse.Namespace, checkpoint: Path, entry: Any, out
         for name, item in summary.items():
             hd95 = f"{item['mean_hd95_mm']:.2f} mm" if item["mean_hd95_mm"] is not None else "-"
             empty = f" ({item['hd95_undefined']} case(s) without HD95: an empty mask)" if item["hd95_undefined"] else ""
-            print(f"  {name:<24} Dice {item['mean_dice']:.3f}  HD95 {hd95} over {item['cases']} case(s){empty}")
+            # in percent with one decimal, as the model card prints them
+            print(f"  {name:<24} Dice {100 * item['mean_dice']:.1f} %  HD95 {hd95} over {item['cases']} case(s){empty}")
     trained = sorted({r["case"] for r in rows if r["heldout"] is False})
     if trained:
         print(f"Trained on (Dice shown, not a test): {', '.join(trained)}")
@@ -283,7 +284,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     summary = {}
     for name, items in scores.items():
         hd95 = [s["hd95_mm"] for s in items if s["hd95_mm"] is not None]
-        summary[name] = {"mean_dice": round(sum(s["dice"] for s in items) / len(items), 4), "cases": len(items),
+        summary[name] = {"mean_dice": round(sum(s["dice"] for s in items) / len(items), 6), "cases": len(items),
                          "mean_hd95_mm": round(sum(hd95) / len(hd95), 2) if hd95 else None,
                          "hd95_undefined": len(items) - len(hd95)}
     return summary
