@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
+from inference.helpers import write_tiny_model_datasets
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -32,12 +32,7 @@ def test_fp32_and_bf16_are_compared_per_dataset(trained_checkpoint: Path, tmp_pa
     monkeypatch.setattr(versemi.devices, "cpu_has_native_bf16", lambda: native)
     monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: native)
     monkeypatch.setenv("VERSEMI_CATALOGUE", str(tmp_path / "none.json"))
-    data = tmp_path / "data"
-    make_nnunet_dataset(data, "Dataset901_Alpha", [SyntheticStructure("organ_a", 1, 1.0)], num_cases=2,
-                        shape_zyx=(32, 32, 32), spacing_xyz=(1.5, 1.5, 1.5), seed=3)
-    make_nnunet_dataset(data, "Dataset902_Beta", [SyntheticStructure("spleen", 1, 1.5),
-                                                  SyntheticStructure("liver", 2, -1.0)],
-                        num_cases=1, shape_zyx=(32, 32, 32), spacing_xyz=(1.5, 1.5, 1.5), seed=4)
+    data = write_tiny_model_datasets(tmp_path / "data", alpha_cases=2)
     out = tmp_path / "precision.json"
     assert bench.main(["--model", str(trained_checkpoint), "--data", str(data), "--threads", "1",
                        "--output", str(out)]) == 0

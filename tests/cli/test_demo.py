@@ -12,10 +12,9 @@ import SimpleITK as sitk
 
 from versemi.cli import demo as demo_module
 from versemi.cli import main
-from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
 from versemi.labels import LabelSpace
 
-from inference.helpers import tiny_payload
+from inference.helpers import tiny_payload, write_tiny_model_datasets
 from models.embedded import make_embedded_catalogue
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,12 +85,7 @@ def test_demo_dice_is_the_dice_of_the_written_labelmaps(trained_checkpoint: Path
                                                          capsys: pytest.CaptureFixture) -> None:
     """A trained tiny model on labeled cases of its own datasets: real segmentations, Dice recomputed."""
     monkeypatch.setenv("VERSEMI_CATALOGUE", str(tmp_path / "none.json"))
-    data = tmp_path / "data"
-    make_nnunet_dataset(data, "Dataset901_Alpha", [SyntheticStructure("organ_a", 1, 1.0)], num_cases=1,
-                        shape_zyx=(32, 32, 32), spacing_xyz=(1.5, 1.5, 1.5), seed=3)
-    make_nnunet_dataset(data, "Dataset902_Beta", [SyntheticStructure("spleen", 1, 1.5),
-                                                  SyntheticStructure("liver", 2, -1.0)],
-                        num_cases=1, shape_zyx=(32, 32, 32), spacing_xyz=(1.5, 1.5, 1.5), seed=4)
+    data = write_tiny_model_datasets(tmp_path / "data")
     out = tmp_path / "demo"
     assert main(["demo", "--data", str(data), "--output", str(out), "--model", str(trained_checkpoint),
                  "--threads", "1"]) == 0

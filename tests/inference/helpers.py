@@ -92,6 +92,18 @@ def make_image(
     return img
 
 
+def write_tiny_model_datasets(root: Path, alpha_cases: int = 1, beta_cases: int = 1) -> Path:
+    """Labeled nnU-Net datasets of the structures ``train_tiny_model`` learns (Alpha, Beta), under ``root``."""
+    from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
+
+    make_nnunet_dataset(root, "Dataset901_Alpha", [SyntheticStructure("organ_a", 1, 1.0)], num_cases=alpha_cases,
+                        shape_zyx=(32, 32, 32), spacing_xyz=(1.5, 1.5, 1.5), seed=3)
+    make_nnunet_dataset(root, "Dataset902_Beta", [SyntheticStructure("spleen", 1, 1.5),
+                                                  SyntheticStructure("liver", 2, -1.0)],
+                        num_cases=beta_cases, shape_zyx=(32, 32, 32), spacing_xyz=(1.5, 1.5, 1.5), seed=4)
+    return root
+
+
 def train_tiny_model(
     steps: int = 100, spacing_xyz: Sequence[float] = (1.5, 1.5, 1.5), patch: int = 24, seed: int = 0,
     volume: int = 32,
