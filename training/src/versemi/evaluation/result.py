@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from versemi import __version__
-from versemi.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM, summarize
+from versemi.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM
 from versemi.fileio import AtomicGroup, remove_stale_temp_files
 
 CSV_COLUMNS = (

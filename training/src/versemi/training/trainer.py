@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from torch import nn
 
 from versemi.checkpoint import Checkpoint, CheckpointError, TrainingState
 from versemi.data.config import TrainConfig
-from versemi.data.plans import DatasetPlan, Plans, plans_for_config
+from versemi.data.plans import Plans, plans_for_config
 from versemi.devices import cpu_has_native_bf16
 from versemi.fileio import atomic_write_json, remove_stale_temp_files
 from versemi.inference.sliding import inference_autocast_dtype
