@@ -139,9 +139,9 @@ def test_one_backbone_pass_per_window_for_all_prompts(trained_payload: dict) -> 
     calls: list[tuple[int, int]] = []
     original = predictor.model.encode
 
-    def counting_encode(images: torch.Tensor):
+    def counting_encode(images: torch.Tensor, geometry=None):
         calls.append(tuple(images.shape[:2]))
-        return original(images)
+        return original(images, geometry)
 
     predictor.model.encode = counting_encode  # type: ignore[method-assign]
     image, _ = oblique_case()

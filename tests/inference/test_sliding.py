@@ -17,7 +17,7 @@ class ConstantPerPrompt(torch.nn.Module):
         super().__init__()
         self.calls: list[tuple[int, ...]] = []
 
-    def forward(self, images: torch.Tensor, prompt_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, prompt_ids: torch.Tensor, geometry: object = None) -> torch.Tensor:
         self.calls.append(tuple(images.shape))
         return images.expand(-1, len(prompt_ids), -1, -1, -1) + prompt_ids.view(1, -1, 1, 1, 1).float()
 

@@ -122,7 +122,7 @@ def test_default_model_is_the_reference_vnet() -> None:
 
 def test_non_divisible_input_is_a_clear_error() -> None:
     model = tiny_model("vnet")
-    with pytest.raises(ValueError, match=r"not divisible by the model's size_divisor 4"):
+    with pytest.raises(ValueError, match=r"not divisible by the model's size divisor 4"):
         model(torch.zeros(1, 1, 8, 10, 12), [0])
 
 

@@ -57,9 +57,12 @@ PROTOCOL_KEYS = ("protocol", "setting", "dataset")
 UNLABELED_DIR_KEYS = ("path", "name", "modality", "dataset")
 REVIEW_DIR_KEYS = ("path", "modality", "dataset")
 VALIDATION_KEYS = ("fraction", "seed")
-PLANS_KEYS = ("patch_voxels", "overrides")
+PLANS_KEYS = ("patch_voxels", "overrides", "network_geometry")
 DEFAULT_VALIDATION_FRACTION = 0.2
 DEFAULT_PATCH_VOXELS = 48 * 64 * 48  # versemi.data.plans.DEFAULT_PATCH_VOXELS (kept import-free here)
+#: ``plans.network_geometry``: per-dataset pooling and in-plane kernels from the spacing
+#: (versemi.network.geometry), or every axis pooled at every stage (plans made before geometries).
+NETWORK_GEOMETRIES = ("spacing", "isotropic")
 
 
 class ConfigError(ValueError):
@@ -280,13 +283,17 @@ class PlansConfig:
         patch_voxels: Voxel budget of one training patch (the memory budget of the plans).
         overrides: Dataset name -> plan keys set instead of derived (``target_spacing``,
             ``patch_size``, ``normalization``).
+        network_geometry: ``"spacing"`` (per-dataset pooling and in-plane kernels from the spacing) or
+            ``"isotropic"`` (every axis pooled at every stage).
     """
 
     patch_voxels: int = DEFAULT_PATCH_VOXELS
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    network_geometry: str = "spacing"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"patch_voxels": self.patch_voxels, "overrides": {k: dict(v) for k, v in self.overrides.items()}}
+        return {"patch_voxels": self.patch_voxels, "overrides": {k: dict(v) for k, v in self.overrides.items()},
+                "network_geometry": self.network_geometry}
 
 
 # --- the config ------------------------------------------------------------------------------------
@@ -781,7 +788,10 @@ def _parse_plans(ctx: _Ctx, raw: dict[str, Any], dataset_names: Sequence[str]) -
         if "normalization" in entry:
             out["normalization"] = _string(ctx, f"{key}.normalization", entry["normalization"])
         parsed[str(name)] = out
-    return PlansConfig(int(voxels), parsed)
+    geometry = raw.get("network_geometry", "spacing")
+    if geometry not in NETWORK_GEOMETRIES:
+        raise ctx.error("plans.network_geometry", f"must be one of {', '.join(NETWORK_GEOMETRIES)}, got {geometry!r}")
+    return PlansConfig(int(voxels), parsed, geometry)
 
 
 def parse_config_text(text: str, path: Path) -> Any:

@@ -53,12 +53,16 @@ from versemi.data.preprocessing import (
     PreprocessingSpec,
     default_normalization,
 )
+from versemi.data.config import NETWORK_GEOMETRIES
+from versemi.network.geometry import NetworkGeometry, plan_geometry
 
 if TYPE_CHECKING:
     from versemi.data.config import TrainConfig
 
 PLANS_FORMAT = "versemi-plans"
-PLANS_VERSION = 1
+PLANS_VERSION = 2
+#: Plans versions this versemi reads (1: before per-plan network geometries; read as isotropic).
+READABLE_PLANS_VERSIONS = (1, 2)
 
 #: Voxels of one training patch by default: 48 x 64 x 48, what two CPU cores train in about one
 #: second per step with bf16 autocast (bench/train_speed.py). Raise it on a GPU (e.g. 128**3).
@@ -255,6 +259,8 @@ class DatasetPlan:
         patch_size: Training patch and inference window, voxels, (x, y, z).
         fingerprint: What the plan was derived from (``None`` when every value was overridden).
         overridden: The plan keys set by the config instead of derived.
+        network: Per-stage pooling and kernels of the network for this dataset
+            (:mod:`versemi.network.geometry`); ``None``: isotropic (plans made before geometries).
     """
 
     dataset: str
@@ -262,6 +268,7 @@ class DatasetPlan:
     patch_size: tuple[int, int, int]
     fingerprint: DatasetFingerprint | None = None
     overridden: tuple[str, ...] = ()
+    network: NetworkGeometry | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_size", _triple(self.patch_size, int, f"{self.dataset}: patch_size"))
@@ -291,6 +298,7 @@ class DatasetPlan:
             "patch_size": list(self.patch_size),
             "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None,
             "overridden": list(self.overridden),
+            "network": self.network.to_dict() if self.network else None,
         }
 
     @classmethod
@@ -302,6 +310,7 @@ class DatasetPlan:
                 patch_size=tuple(d["patch_size"]),  # type: ignore[arg-type]
                 fingerprint=DatasetFingerprint.from_dict(d["fingerprint"]) if d.get("fingerprint") else None,
                 overridden=tuple(d.get("overridden") or ()),
+                network=NetworkGeometry.from_dict(d["network"]) if d.get("network") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlansError(f"dataset plan {d.get('dataset', '?')!r}: {exc}") from None
@@ -333,8 +342,8 @@ class Plans:
             if target not in self.datasets:
                 raise PlansError(f"source {name!r} uses the plan of {target!r}, which is not a planned dataset")
         for plan in self.datasets.values():
-            bad = [p for p in plan.patch_size if p % self.size_divisor]
-            if bad:
+            # The global divisor, not the geometry's: a geometry pools an axis only while it stays even.
+            if any(p % self.size_divisor for p in plan.patch_size):
                 raise PlansError(
                     f"{plan.dataset}: patch size {list(plan.patch_size)} (x, y, z) is not a multiple of the "
                     f"network's size divisor {self.size_divisor} along every axis"
@@ -383,8 +392,9 @@ class Plans:
         """
         if not isinstance(d, Mapping) or d.get("format") != PLANS_FORMAT:
             raise PlansError(f"not a VerSemi plans object (no '{PLANS_FORMAT}' format marker)")
-        if d.get("version") != PLANS_VERSION:
-            raise PlansError(f"plans version {d.get('version')} is not supported (this versemi reads {PLANS_VERSION})")
+        if d.get("version") not in READABLE_PLANS_VERSIONS:
+            raise PlansError(f"plans version {d.get('version')} is not supported (this versemi reads "
+                             f"{', '.join(map(str, READABLE_PLANS_VERSIONS))})")
         datasets = d.get("datasets")
         if not isinstance(datasets, Mapping) or not datasets:
             raise PlansError("plans hold no dataset")
@@ -477,13 +487,16 @@ def plan_dataset(
     patch_voxels: int = DEFAULT_PATCH_VOXELS,
     size_divisor: int = 1,
     overrides: Mapping[str, Any] | None = None,
+    network_geometry: str = "spacing",
 ) -> DatasetPlan:
     """The plan of one dataset from its fingerprint (see the module docstring).
 
     Args:
         fingerprint: The dataset's fingerprint.
         patch_voxels: Voxel budget of one patch.
-        size_divisor: Patch axes are multiples of this.
+        size_divisor: Patch axes are multiples of this (``2**(depth - 1)`` of the network).
+        network_geometry: ``"spacing"``: per-stage pooling and kernels from the target spacing
+            (:func:`versemi.network.geometry.plan_geometry`); ``"isotropic"``: none.
         overrides: ``target_spacing`` (x, y, z mm), ``patch_size`` (x, y, z voxels) and/or
             ``normalization`` (one of :data:`versemi.data.preprocessing.NORMALIZATIONS`) set by the
             config instead of derived.
@@ -522,7 +535,13 @@ def plan_dataset(
                                  normalization=normalization, **extra)
     except ValueError as exc:
         raise PlansError(f"{fingerprint.name}: {exc}") from None
-    return DatasetPlan(fingerprint.name, spec, patch, fingerprint, tuple(k for k in OVERRIDE_KEYS if k in overrides))
+    if network_geometry not in NETWORK_GEOMETRIES:
+        raise PlansError(f"network_geometry must be one of {', '.join(NETWORK_GEOMETRIES)}, got {network_geometry!r}")
+    network = None
+    if network_geometry == "spacing":
+        network = plan_geometry(spacing, patch, int(round(math.log2(size_divisor))) + 1)
+    return DatasetPlan(fingerprint.name, spec, patch, fingerprint, tuple(k for k in OVERRIDE_KEYS if k in overrides),
+                       network)
 
 
 def size_divisor_of(model_config: Mapping[str, Any]) -> int:
@@ -565,7 +584,7 @@ def plans_for_config(config: "TrainConfig", fingerprints: Mapping[str, DatasetFi
             overrides.setdefault("target_spacing", config.target_spacing)
         if config.patch_size is not None:
             overrides.setdefault("patch_size", config.patch_size)
-        datasets[d.name] = plan_dataset(fp, settings.patch_voxels, divisor, overrides)
+        datasets[d.name] = plan_dataset(fp, settings.patch_voxels, divisor, overrides, settings.network_geometry)
     aliases = {source: config.plan_source(source) for source in config.extra_sources()}
     return Plans(datasets, aliases, divisor, settings.patch_voxels)
 
@@ -593,6 +612,11 @@ def format_plans(plans: Plans) -> str:
             lo, hi = plan.spec.intensity_clip
             lines.append(f"  intensities: clip to [{lo:g}, {hi:g}], z-score with mean {plan.spec.intensity_mean:g}, "
                          f"sd {plan.spec.intensity_std:g}")
+        if plan.network is not None:
+            bottleneck = " x ".join(str(v) for v in plan.network.bottleneck_size(plan.patch_size))
+            lines.append(f"  network: {plan.network.describe()} (x, y, z); bottleneck {bottleneck} voxels")
+        else:
+            lines.append("  network: every axis pooled at every stage, 3x3x3 kernels (isotropic)")
         if plan.overridden:
             lines.append(f"  set by the config: {', '.join(plan.overridden)}")
     for source, target in plans.aliases.items():

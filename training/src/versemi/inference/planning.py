@@ -28,7 +28,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from versemi.data.memory import check_preprocessing_memory
-from versemi.data.plans import Plans, PlansError
+from versemi.data.plans import DatasetPlan, Plans, PlansError
+from versemi.network.geometry import NetworkGeometry
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.inference.progress import STAGE_SPANS, ProgressReporter, StageProgress
 from versemi.inference.results import LabelEntry, PredictionError
@@ -56,6 +57,7 @@ class PreprocessingGroup:
         positions: Indices into the chosen prompt list (label value = position + 1).
         patch_size_zyx: The sliding window: the planned patch of the group's first dataset.
         hidden_prompt_ids: Hidden prompts run in this group's pass (only in the first group).
+        geometry: The network geometry of the dataset whose window is used (``None``: isotropic).
     """
 
     spec: PreprocessingSpec
@@ -63,6 +65,7 @@ class PreprocessingGroup:
     positions: tuple[int, ...]
     patch_size_zyx: tuple[int, int, int]
     hidden_prompt_ids: tuple[int, ...] = ()
+    geometry: NetworkGeometry | None = None
 
 
 class Planner:
@@ -102,12 +105,16 @@ class Planner:
         """The default (first) dataset's window."""
         return self.plans.datasets[self.plans.default_dataset].patch_size_zyx
 
+    def dataset_plan(self, dataset: str | None) -> DatasetPlan:
+        """A dataset's plan (the default dataset's for ``None`` or unknown)."""
+        try:
+            return self.plans.plan_for(dataset) if dataset else self.plans.datasets[self.plans.default_dataset]
+        except PlansError:
+            return self.plans.datasets[self.plans.default_dataset]
+
     def dataset_patch_zyx(self, dataset: str | None) -> tuple[int, int, int]:
         """The sliding window of a dataset's plan (the default dataset's for ``None`` or unknown)."""
-        try:
-            return self.plans.plan_for(dataset).patch_size_zyx if dataset else self.default_patch_zyx
-        except PlansError:
-            return self.default_patch_zyx
+        return self.dataset_plan(dataset).patch_size_zyx
 
     def groups(self, prompt_ids: Sequence[int], hidden_prompt_ids: Sequence[int] = ()) -> list[PreprocessingGroup]:
         """Split the chosen prompts into groups that share one preprocessing.
@@ -133,8 +140,9 @@ class Planner:
         """:meth:`groups` without hidden prompts."""
         prompts = [self.label_space.prompts[pid] for pid in prompt_ids]
         if self.dataset is not None:
+            plan = self.dataset_plan(self.dataset)
             return [PreprocessingGroup(self.dataset_spec(self.dataset), (self.dataset,), tuple(range(len(prompts))),
-                                       self.dataset_patch_zyx(self.dataset))]
+                                       plan.patch_size_zyx, geometry=plan.network)]
         # Candidate specs per real prompt, in source order, each with the datasets that use it.
         candidates: list[dict[PreprocessingSpec, list[str]]] = []
         for prompt in prompts:
@@ -171,7 +179,8 @@ class Planner:
         out = []
         for spec, positions in groups.items():
             names = tuple(datasets_of.get(spec, []))
-            out.append(PreprocessingGroup(spec, names, tuple(positions), self.dataset_patch_zyx(names[0] if names else None)))
+            plan = self.dataset_plan(names[0] if names else None)
+            out.append(PreprocessingGroup(spec, names, tuple(positions), plan.patch_size_zyx, geometry=plan.network))
         return out
 
     def resolve_prompts(self, prompts: str | Iterable[str] | Iterable[int], model_name: Callable[[], str]) -> list[int]:

@@ -69,6 +69,7 @@ from versemi.inference.planning import (
     sub_stage,
 )
 from versemi.inference.progress import ProgressReporter, StageProgress, report_info
+from versemi.network.geometry import NetworkGeometry
 from versemi.inference.results import (
     LabelEntry,
     ModelSpaceHook,
@@ -372,7 +373,7 @@ class Predictor:
             # Hidden prompts ride in the same pass, as the last channels.
             probs = self._sliding_window(
                 case.image, group_ids + [e.prompt_id for e in group_hidden], case.record.get("background_value", 0.0),
-                sub_stage(progress, "inference", index, len(groups)), group.patch_size_zyx,
+                sub_stage(progress, "inference", index, len(groups)), group.patch_size_zyx, group.geometry,
             )
             del case.image  # the preprocessed volume is no longer needed
             t2 = time.perf_counter()
@@ -439,10 +440,11 @@ class Predictor:
 
     def _sliding_window(
         self, volume: np.ndarray, prompt_ids: list[int], pad_value: float, stage: StageProgress,
-        patch_size_zyx: tuple[int, int, int],
+        patch_size_zyx: tuple[int, int, int], geometry: NetworkGeometry | None = None,
     ) -> torch.Tensor:
         settings = SlidingWindowSettings(
-            patch_size_zyx=patch_size_zyx, overlap=self.overlap, batch_size=self.batch_size, tta=self.tta
+            patch_size_zyx=patch_size_zyx, overlap=self.overlap, batch_size=self.batch_size, tta=self.tta,
+            geometry=geometry,
         )
 
         def on_windows(done: int, total: int) -> None:

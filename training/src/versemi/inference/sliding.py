@@ -2,7 +2,7 @@
 
 The volume (already preprocessed: model spacing, normalised, ``(D, H, W)``) is covered by windows
 of the training patch size with a configurable overlap; each batch of windows goes through
-``model(windows, prompt_ids)`` (one backbone pass, P logit maps), is turned into probabilities with
+``model(windows, prompt_ids, geometry)`` (one backbone pass, P logit maps), is turned into probabilities with
 ``sigmoid`` and blended with Gaussian weights (MONAI's ``sliding_window_inference``, as nnU-Net
 does), so window borders, where the network sees the least context, count least.
 
@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from versemi.network.geometry import NetworkGeometry
+
 WindowProgress = Callable[[int, int], None]
 """Called after each batch of windows with ``(windows done, windows in total)``."""
 
@@ -35,6 +37,7 @@ class SlidingWindowSettings:
         batch_size: Windows per forward pass.
         tta: Mirroring test-time augmentation (8 flips per window).
         sigma_scale: Gaussian sigma as a fraction of the window size (nnU-Net uses 1/8).
+        geometry: The plan's network geometry (pooling and kernels per stage; ``None``: isotropic).
     """
 
     patch_size_zyx: tuple[int, int, int]
@@ -42,6 +45,7 @@ class SlidingWindowSettings:
     batch_size: int = 1
     tta: bool = False
     sigma_scale: float = 0.125
+    geometry: NetworkGeometry | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -169,7 +173,7 @@ def sliding_window_probabilities(
         for dims in flips:
             x = torch.flip(windows, dims) if dims else windows
             with autocast_context(device, autocast_dtype):
-                logits = model(x, ids)
+                logits = model(x, ids, settings.geometry)
             p = torch.sigmoid(logits.float())
             if dims:
                 p = torch.flip(p, dims)

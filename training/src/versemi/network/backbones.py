@@ -4,11 +4,14 @@ Both backbones return two tensors:
 
 * the full-resolution decoder features, ``(B, base_filters, D, H, W)``, which the dynamic head turns
   into one logit map per prompt;
-* the bottleneck features, ``(B, base_filters * 2**(depth-1), D/s, H/s, W/s)`` with
-  ``s = 2**(depth-1)``, which the head pools into the per-image context of the controller.
+* the bottleneck features, ``(B, base_filters * 2**(depth-1), ...)``, which the head pools into the
+  per-image context of the controller.
 
-Stage ``i`` (0-based) has ``base_filters * 2**i`` channels; spatial sizes must be divisible by
-``size_divisor = 2**(depth-1)``.
+Stage ``i`` (0-based) has ``base_filters * 2**i`` channels. Without a geometry every stage pools every
+axis by 2 and convolves 3x3x3 (sizes divisible by ``size_divisor = 2**(depth-1)``); a
+:class:`~versemi.network.geometry.NetworkGeometry` pools and convolves per axis with the SAME weights
+(a 1-wide kernel is the centre of the 3-wide one, an unpooled axis sums the down-sampling kernel and
+averages the up-sampling kernel over that axis), so one set of weights serves every plan.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from versemi.network.geometry import NetworkGeometry
 
 NORMS = ("instance", "batch", "group", "none")
 
@@ -63,11 +69,22 @@ class Conv3d(nn.Conv3d):
     convolutions run in float32 (they are the cheapest of the network: a depth of 2).
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kernel_zyx: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """Convolve; ``kernel_zyx`` with 1 on an axis uses the centre of the kernel along it (in-plane)."""
         if x.device.type == "cpu" and x.dim() == 5 and x.shape[2] == 2 and _cpu_autocast_enabled():
             with torch.autocast("cpu", enabled=False):
-                return super().forward(x.float())
-        return super().forward(x)
+                return self._conv(x.float(), kernel_zyx)
+        return self._conv(x, kernel_zyx)
+
+    def _conv(self, x: torch.Tensor, kernel_zyx: tuple[int, int, int] | None) -> torch.Tensor:
+        if kernel_zyx is None or tuple(kernel_zyx) == tuple(self.kernel_size):
+            return super().forward(x)
+        weight = self.weight
+        for axis, (k, full) in enumerate(zip(kernel_zyx, self.kernel_size)):
+            if k == 1 and full > 1:
+                weight = weight.narrow(2 + axis, full // 2, 1)
+        padding = tuple(k // 2 for k in weight.shape[2:])
+        return F.conv3d(x, weight, self.bias, 1, padding)
 
 
 def reference_convs_per_stage(depth: int) -> list[int]:
@@ -136,26 +153,46 @@ class ConvStack(nn.Module):
         )
         self.final_activation = activation() if residual else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.convs(x)
+    def forward(self, x: torch.Tensor, kernel_zyx: tuple[int, int, int] | None = None) -> torch.Tensor:
+        out = x
+        for layer in self.convs:
+            out = layer(out, kernel_zyx) if isinstance(layer, Conv3d) else layer(out)
         if self.residual:
             out = self.final_activation(out + self.shortcut(x))
         return out
 
 
-def _resample(
-    conv: type[nn.Conv3d] | type[nn.ConvTranspose3d],
-    in_channels: int,
-    out_channels: int,
-    norm: str,
-    activation: type[nn.Module],
-) -> nn.Sequential:
-    """Stride-2, kernel-2 (transposed) conv -> norm -> activation: halves / doubles the resolution."""
-    return nn.Sequential(
-        conv(in_channels, out_channels, 2, stride=2, bias=norm == "none"),
-        make_norm(norm, out_channels),
-        activation(),
-    )
+class Resample(nn.Sequential):
+    """Stride-2, kernel-2 (transposed) conv -> norm -> activation: halves / doubles the resolution.
+
+    ``factor_zyx`` with 1 on an axis leaves that axis alone with the same weights: the down-sampling
+    kernel summed over it (as if the axis were sampled twice as finely), the up-sampling kernel
+    averaged over it (its two outputs averaged).
+    """
+
+    def __init__(self, conv: type[nn.Conv3d] | type[nn.ConvTranspose3d], in_channels: int, out_channels: int,
+                 norm: str, activation: type[nn.Module]) -> None:
+        super().__init__(
+            conv(in_channels, out_channels, 2, stride=2, bias=norm == "none"),
+            make_norm(norm, out_channels),
+            activation(),
+        )
+
+    def forward(self, x: torch.Tensor, factor_zyx: tuple[int, int, int] | None = None) -> torch.Tensor:
+        conv, *rest = list(self)
+        if factor_zyx is None or all(f == 2 for f in factor_zyx):
+            x = conv(x)
+        else:
+            weight = conv.weight
+            for axis, f in enumerate(factor_zyx):
+                if f == 1:
+                    reduce = weight.mean if isinstance(conv, nn.ConvTranspose3d) else weight.sum
+                    weight = reduce(dim=2 + axis, keepdim=True)
+            op = F.conv_transpose3d if isinstance(conv, nn.ConvTranspose3d) else F.conv3d
+            x = op(x, weight, conv.bias, stride=tuple(factor_zyx))
+        for layer in rest:
+            x = layer(x)
+        return x
 
 
 class EncoderDecoder3d(nn.Module):
@@ -214,41 +251,60 @@ class EncoderDecoder3d(nn.Module):
                 stack(in_channels if stage == 0 else widths[stage], widths[stage], counts[stage])
             )
             if stage < depth - 1:
-                self.down.append(
-                    _resample(nn.Conv3d, widths[stage], widths[stage + 1], norm, activation)
-                )
+                self.down.append(Resample(nn.Conv3d, widths[stage], widths[stage + 1], norm, activation))
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for stage in reversed(range(depth - 1)):
-            self.up.append(
-                _resample(nn.ConvTranspose3d, widths[stage + 1], widths[stage], norm, activation)
-            )
+            self.up.append(Resample(nn.ConvTranspose3d, widths[stage + 1], widths[stage], norm, activation))
             merged = widths[stage] * (2 if skip == "concat" else 1)
             self.decoder.append(stack(merged, widths[stage], counts[stage]))
         self.bottleneck_dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
+        self.depth = depth
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def divisor_zyx(self, geometry: NetworkGeometry | None) -> tuple[int, int, int]:
+        """What every input size ``(D, H, W)`` must be a multiple of under ``geometry``."""
+        if geometry is None:
+            return (self.size_divisor,) * 3
+        x, y, z = geometry.divisor
+        return z, y, x
+
+    def forward(
+        self, images: torch.Tensor, geometry: NetworkGeometry | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the encoder-decoder.
 
         Args:
-            images: ``(B, in_channels, D, H, W)``, sizes divisible by ``size_divisor``.
+            images: ``(B, in_channels, D, H, W)``, sizes divisible by :meth:`divisor_zyx`.
+            geometry: Per-stage pooling and kernels of the image's plan (``None``: isotropic).
 
         Returns:
             ``(decoder_features (B, base_filters, D, H, W), bottleneck (B, C_bottleneck, ...))``.
         """
+        if geometry is not None and geometry.depth != self.depth:
+            raise ValueError(f"the plan's network geometry has {geometry.depth} stages but the network has "
+                             f"{self.depth}")
+        stages = len(self.encoder)
+
+        def kernel(stage: int) -> tuple[int, int, int] | None:
+            return None if geometry is None else geometry.kernel_zyx(stage)
+
+        def factor(stage: int) -> tuple[int, int, int] | None:
+            return None if geometry is None else geometry.pool_zyx(stage)
+
         skips: list[torch.Tensor] = []
         x = images
         for stage, block in enumerate(self.encoder):
-            x = block(x)
+            x = block(x, kernel(stage))
             if stage < len(self.down):
                 skips.append(x)
-                x = self.down[stage](x)
+                x = self.down[stage](x, factor(stage))
         bottleneck = self.bottleneck_dropout(x)
         x = bottleneck
-        for up, block, skip in zip(self.up, self.decoder, reversed(skips)):
-            x = up(x)
+        for index, (up, block, skip) in enumerate(zip(self.up, self.decoder, reversed(skips))):
+            stage = stages - 2 - index  # the resolution this decoder stage works at
+            x = up(x, factor(stage))
             x = x + skip if self.skip == "add" else torch.cat([x, skip], dim=1)
-            x = block(x)
+            x = block(x, kernel(stage))
         return x, bottleneck
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from versemi.network.backbones import BACKBONES, EncoderDecoder3d, UNet3d
 from versemi.network.dynamic_head import DynamicHead
+from versemi.network.geometry import NetworkGeometry
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "backbone": "vnet",
@@ -75,7 +76,7 @@ class PromptedSegmenter(nn.Module):
         """Every spatial size of the input must be a multiple of this (``2**(depth-1)``)."""
         return self.backbone.size_divisor
 
-    def check_images(self, images: torch.Tensor) -> None:
+    def check_images(self, images: torch.Tensor, geometry: NetworkGeometry | None = None) -> None:
         """Raise ``ValueError`` unless ``images`` is ``(B, in_channels, D, H, W)``, sizes divisible."""
         if images.ndim != 5:
             raise ValueError(
@@ -87,11 +88,12 @@ class PromptedSegmenter(nn.Module):
                 f"images have {images.shape[1]} channels but the model expects {self.in_channels}"
             )
         spatial = tuple(images.shape[2:])
-        if any(s % self.size_divisor for s in spatial):
+        divisor = self.backbone.divisor_zyx(geometry)
+        if any(s % d for s, d in zip(spatial, divisor)):
             raise ValueError(
-                f"spatial size {spatial} (D, H, W) is not divisible by the model's size_divisor "
-                f"{self.size_divisor}; pad or crop the input (e.g. a patch size that is a multiple "
-                f"of {self.size_divisor})"
+                f"spatial size {spatial} (D, H, W) is not divisible by the model's size divisor "
+                f"{divisor[0] if len(set(divisor)) == 1 else divisor}; pad or crop the input (e.g. a patch "
+                "size that is a multiple of it)"
             )
 
     def normalize_prompt_ids(self, prompt_ids: torch.Tensor | list[int], batch: int) -> torch.Tensor:
@@ -114,17 +116,20 @@ class PromptedSegmenter(nn.Module):
             )
         return ids
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, images: torch.Tensor, geometry: NetworkGeometry | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The backbone pass (once per image, shared by every prompt).
 
         Args:
             images: ``(B, in_channels, D, H, W)``, sizes divisible by :attr:`size_divisor`.
+            geometry: The images' plan's pooling and kernels (``None``: isotropic).
 
         Returns:
             ``(decoder_features (B, base_filters, D, H, W), pooled (B, C_bottleneck))``.
         """
-        self.check_images(images)
-        features, bottleneck = self.backbone(images)
+        self.check_images(images, geometry)
+        features, bottleneck = self.backbone(images, geometry)
         return features, bottleneck.mean(dim=(2, 3, 4))
 
     def decode_prompts(
@@ -147,19 +152,25 @@ class PromptedSegmenter(nn.Module):
         # float32 out, also under autocast: losses and probability maps downstream expect it.
         return self.head(decoder_features, pooled, ids).float()
 
-    def forward(self, images: torch.Tensor, prompt_ids: torch.Tensor | list[int]) -> torch.Tensor:
+    def forward(
+        self,
+        images: torch.Tensor,
+        prompt_ids: torch.Tensor | list[int],
+        geometry: NetworkGeometry | None = None,
+    ) -> torch.Tensor:
         """Logits of every requested prompt from ONE backbone pass per image.
 
         Args:
             images: ``(B, in_channels, D, H, W)``, sizes divisible by :attr:`size_divisor`.
             prompt_ids: LongTensor ``(P,)`` (same prompts for every image) or ``(B, P)``.
+            geometry: The images' plan's pooling and kernels (``None``: isotropic, every axis pooled).
 
         Returns:
             float32 foreground logits ``(B, P, D, H, W)``; ``sigmoid`` gives probabilities.
         """
         # Validate the prompts before the (expensive) backbone pass.
         self.normalize_prompt_ids(prompt_ids, images.shape[0])
-        features, pooled = self.encode(images)
+        features, pooled = self.encode(images, geometry)
         return self.decode_prompts(features, pooled, prompt_ids)
 
 

@@ -106,6 +106,7 @@ def validation_cases(cases: Sequence[CachedCase], plans: Plans) -> list[Validati
                 (float(spacing_xyz[2]), float(spacing_xyz[1]), float(spacing_xyz[0])),
                 plans.plan_for(c.dataset or "").patch_size_zyx,
                 c.background_value,
+                plans.plan_for(c.dataset or "").network,
             )
         )
     return out

@@ -21,6 +21,7 @@ change together (a state saved but not restored, or the reverse, breaks an exact
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import time
@@ -39,6 +40,7 @@ from versemi.devices import cpu_has_native_bf16
 from versemi.fileio import atomic_write_json, remove_stale_temp_files
 from versemi.inference.sliding import inference_autocast_dtype
 from versemi.labels import LabelSpace
+from versemi.network.geometry import NetworkGeometry
 from versemi.network.segmenter import build_model
 from versemi.training import distributed as dist_utils
 from versemi.training.cutmix import prompt_targets
@@ -212,6 +214,9 @@ class Trainer:
                     f"model's size divisor {self.model.size_divisor} along every axis (set plans.overrides or "
                     "remove the top-level patch_size to let the plans choose one)"
                 )
+            if plan.network is not None and plan.network.depth != self.model.backbone.depth:
+                raise ValueError(f"{plan.dataset}: the plan's network geometry has {plan.network.depth} stages "
+                                 f"but model.depth is {self.model.backbone.depth}; re-plan with this model")
         self.optimizer = build_optimizer(self.model, options)
         schedule_steps, schedule_start = self.max_steps, 0
         if self.method_name == "versemi" and stage == 2 and 1 in versemi_stages(options) \
@@ -397,24 +402,29 @@ class Trainer:
         return next_batches
 
     # --- loop ---------------------------------------------------------------------------------------
-    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+    def _forward(self, images: torch.Tensor, geometry: NetworkGeometry | None = None) -> torch.Tensor:
         ids = torch.arange(len(self.label_space), device=self.device)
-        return self.ddp_model(images, ids)
+        return self.ddp_model(images, ids, geometry)
 
-    def _teacher(self, images: torch.Tensor) -> torch.Tensor:
+    def _teacher(self, images: torch.Tensor, geometry: NetworkGeometry | None = None) -> torch.Tensor:
         assert self.ema is not None
         ids = torch.arange(len(self.label_space), device=self.device)
-        return self.ema.module(images, ids)
+        return self.ema.module(images, ids, geometry)
 
-    def train_step(self, batches: list[TrainingBatch]) -> dict[str, float]:
-        """One optimisation step over one batch per dataset; returns the mean loss terms (and total)."""
-        ctx = StepContext(
-            forward=self._forward,
-            teacher=self._teacher if self.ema is not None else None,
+    def _step_context(self, batch: TrainingBatch) -> StepContext:
+        """The forward passes of one batch: its dataset's network geometry (every image of a batch,
+        CutMix partners included, is on the host dataset's patch)."""
+        geometry = self.plans.plan_for(batch.datasets[0]).network
+        return StepContext(
+            forward=functools.partial(self._forward, geometry=geometry),
+            teacher=functools.partial(self._teacher, geometry=geometry) if self.ema is not None else None,
             step=self.step,
             max_steps=self.max_steps,
             generator=self.generator,
         )
+
+    def train_step(self, batches: list[TrainingBatch]) -> dict[str, float]:
+        """One optimisation step over one batch per dataset; returns the mean loss terms (and total)."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         totals: list[float] = []
@@ -429,7 +439,7 @@ class Trainer:
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
-                    losses = terms_method.losses(batch, ctx)
+                    losses = terms_method.losses(batch, self._step_context(batch))
                 if not dist_utils.all_ranks_true(self.dist, bool(torch.isfinite(losses.total.detach())), self.device):
                     self.optimizer.zero_grad(set_to_none=True)
                     raise TrainingError(

@@ -23,6 +23,7 @@ from torch import nn
 
 from versemi.inference.postprocess import largest_component
 from versemi.labels import LabelSpace
+from versemi.network.geometry import NetworkGeometry
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ValidationCase:
         window_zyx: The sliding window: the dataset's planned patch ``(D, H, W)``.
         background_value: What windows are padded with beyond the volume (the normalised background,
             as ``predict`` pads).
+        geometry: The dataset's network geometry (``None``: isotropic).
     """
 
     case_id: str
@@ -47,6 +49,7 @@ class ValidationCase:
     spacing_zyx: tuple[float, float, float]
     window_zyx: tuple[int, int, int]
     background_value: float = 0.0
+    geometry: NetworkGeometry | None = None
 
 
 def predict_volume(
@@ -62,7 +65,8 @@ def predict_volume(
     ``versemi predict`` computes them on the preprocessed grid."""
     from versemi.inference.sliding import SlidingWindowSettings, sliding_window_probabilities
 
-    settings = SlidingWindowSettings(tuple(case.window_zyx), overlap=overlap, batch_size=sw_batch_size)
+    settings = SlidingWindowSettings(tuple(case.window_zyx), overlap=overlap, batch_size=sw_batch_size,
+                                     geometry=case.geometry)
     return sliding_window_probabilities(
         model, np.asarray(case.image), list(prompt_ids), settings, device, autocast_dtype=autocast_dtype,
         pad_value=case.background_value,
