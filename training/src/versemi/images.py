@@ -342,15 +342,12 @@ class ImageHeaderWarning(UserWarning):
     """A header oddity the reader handles in a way the user should know about (named with the file)."""
 
 
-def check_read_memory(path: Path) -> sitk.ImageFileReader:
+def check_read_memory(path: Path) -> None:
     """Read only the header of ``path`` and refuse it, before any voxel is read, when its voxels do
-    not fit in the memory limit (:func:`versemi.data.memory.check_memory`).
-
-    Returns:
-        The reader after ``ReadImageInformation()``.
+    not fit in the memory limit (:func:`versemi.data.memory.check_memory`). A header ITK cannot
+    read is left to the reader, which says what is wrong with the file.
 
     Raises:
-        ImageFileError: the header cannot be read.
         versemi.data.memory.MemoryLimitError: the voxels need more than the limit allows.
     """
     from versemi.data.memory import check_memory
@@ -360,10 +357,8 @@ def check_read_memory(path: Path) -> sitk.ImageFileReader:
     try:
         with quiet_itk():
             reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise ImageFileError(
-            f"{path}: cannot read image (truncated, corrupt or unsupported file): {itk_reason(exc)}"
-        ) from None
+    except RuntimeError:
+        return
     size = [int(n) for n in reader.GetSize()]
     voxel_bytes = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * 2, reader.GetPixelID())).dtype).itemsize
     need = float(np.prod(np.asarray(size, dtype=np.float64))) * voxel_bytes * max(reader.GetNumberOfComponents(), 1)
