@@ -250,7 +250,7 @@ def check_overwrite(targets: Sequence[str | Path], sidecar: str | Path, overwrit
     """
     if overwrite:
         return
-    existing = [Path(t) for t in targets if os.path.lexists(t)]
+    existing = [Path(t) for t in targets if os.path.lexists(t) and not Path(t).is_dir()]  # a folder: check_writable
     if not existing or is_versemi_sidecar(Path(sidecar)):
         return
     first = Path(sidecar) if Path(sidecar) in existing else existing[0]
