@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from versemi.fileio import make_folder, remove_stale_temp_files
-from versemi.images import IMAGE_EXTENSIONS
+from versemi.images import IMAGE_EXTENSIONS, printable_path
 from versemi.inference.batch import check_folders, finished_by_same_model
 from versemi.inference.io import find_images
 from versemi.inference.predictor import Predictor
@@ -279,7 +279,8 @@ def pseudolabel_folder(
                                                allow_gaps, overwrite)
             except (ValueError, OSError, RuntimeError) as exc:
                 # One bad scan must not stop a folder of hundreds: record it and go on.
-                record = PseudoLabelRecord(case, str(image_path), None, None, model, prompt_names, "failed",
+                # printable_path: a name that is not UTF-8 cannot be stored in the UTF-8 manifest as is.
+                record = PseudoLabelRecord(case, printable_path(image_path), None, None, model, prompt_names, "failed",
                                            round(time.perf_counter() - start, 3), utc_now(), error=str(exc))
                 report_info(progress, f"{case}: failed: {exc}")
             else:
