@@ -45,6 +45,8 @@ from versemi.images import (
     split_image_extension,
 )
 
+# The first line of every colour table versemi writes (how it recognises its own).
+COLOUR_TABLE_HEADER = "# VerSemi label colours (Slicer colour table)"
 # |D^T D - I| above this: a sheared (non-orthonormal) direction matrix.
 ORTHONORMAL_ATOL = 1e-4
 
@@ -233,16 +235,30 @@ def is_versemi_sidecar(path: Path) -> bool:
     return isinstance(document, dict) and "versemi_version" in document and isinstance(document.get("labels"), list)
 
 
-def check_overwrite(targets: Sequence[str | Path], sidecar: str | Path, overwrite: bool = False) -> None:
+def is_versemi_colour_table(path: Path) -> bool:
+    """Whether ``path`` is a colour table that versemi wrote (its first line is :data:`COLOUR_TABLE_HEADER`)."""
+    try:
+        with open(path, "rb") as f:
+            return f.readline().rstrip(b"\r\n") == COLOUR_TABLE_HEADER.encode()
+    except OSError:
+        return False
+
+
+def check_overwrite(
+    targets: Sequence[str | Path], sidecar: str | Path, colour_table: str | Path, overwrite: bool = False
+) -> None:
     """Refuse to replace files versemi did not write, before any work.
 
-    Existing outputs are versemi's own when the sidecar beside the labelmap is a versemi sidecar
-    (:func:`is_versemi_sidecar`): an earlier prediction wrote them together. Any other existing
-    target (a BIDS JSON with the sidecar's name, a hand-made segmentation) is someone else's.
+    A prediction publishes its colour table first and its sidecar last, so existing outputs are
+    versemi's own when a versemi sidecar (:func:`is_versemi_sidecar`) or colour table
+    (:func:`is_versemi_colour_table`) lies beside the labelmap. An existing sidecar name must be a
+    versemi sidecar. Anything else (a BIDS JSON with the sidecar's name, a hand-made segmentation)
+    is someone else's.
 
     Args:
         targets: every file the run writes.
         sidecar: the labelmap's sidecar JSON (one of ``targets``).
+        colour_table: the labelmap's ``.ctbl`` (one of ``targets``).
         overwrite: replace them anyway (``--overwrite``).
 
     Raises:
@@ -250,14 +266,21 @@ def check_overwrite(targets: Sequence[str | Path], sidecar: str | Path, overwrit
     """
     if overwrite:
         return
+    sidecar = Path(sidecar)
     existing = [Path(t) for t in targets if os.path.lexists(t) and not Path(t).is_dir()]  # a folder: check_writable
-    if not existing or is_versemi_sidecar(Path(sidecar)):
+    if not existing:
         return
-    first = Path(sidecar) if Path(sidecar) in existing else existing[0]
-    what = ("is not a versemi sidecar (e.g. the scan's BIDS metadata)" if first == Path(sidecar)
-            else "exists and was not written by versemi (no versemi sidecar beside it)")
-    raise OutputPathError(f"{printable_path(first)}: {what}; refusing to overwrite it - choose another output path, "
-                          "or pass --overwrite to replace it")
+    sidecar_ours = is_versemi_sidecar(sidecar)
+    ours = sidecar_ours or is_versemi_colour_table(Path(colour_table))
+    for path in existing:
+        if path == sidecar and not sidecar_ours:
+            what = "is not a versemi sidecar (e.g. the scan's BIDS metadata)"
+        elif path != sidecar and not ours:
+            what = "exists and was not written by versemi (no versemi sidecar or colour table beside it)"
+        else:
+            continue
+        raise OutputPathError(f"{printable_path(path)}: {what}; refusing to overwrite it - choose another output "
+                              "path, or pass --overwrite to replace it")
 
 
 def check_output_geometry(
@@ -298,7 +321,9 @@ __all__ = [
     "OutputPathError",
     "check_output_geometry",
     "check_output_paths",
+    "COLOUR_TABLE_HEADER",
     "check_overwrite",
+    "is_versemi_colour_table",
     "check_written_image",
     "is_versemi_sidecar",
     "resolved",

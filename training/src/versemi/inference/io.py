@@ -30,6 +30,7 @@ from versemi.images import (
     read_image,
     split_image_extension,
 )
+from versemi.outputs import COLOUR_TABLE_HEADER
 from versemi.outputs import AtomicOutputs, sidecar_paths  # noqa: F401 - re-exported (io.AtomicOutputs, io.sidecar_paths)
 
 
@@ -107,7 +108,7 @@ def copy_geometry(target: sitk.Image, reference: sitk.Image) -> sitk.Image:
 
 def colour_table_text(labels: Sequence[dict[str, Any]]) -> str:
     """A Slicer colour table (``.ctbl``): ``value name r g b a`` per line, 0 = background."""
-    lines = ["# VerSemi label colours (Slicer colour table)", "0 background 0 0 0 0"]
+    lines = [COLOUR_TABLE_HEADER, "0 background 0 0 0 0"]
     for entry in labels:
         r, g, b = (int(c) for c in entry["color"])
         name = str(entry["name"]).replace(" ", "_")

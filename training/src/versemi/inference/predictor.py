@@ -537,7 +537,7 @@ class Predictor:
         prob_targets = [prob_dir / f"{e.name}.nii.gz" for e in self.label_table(prompt_ids)] if prob_dir else []
         image_targets = [output_path, *prob_targets]
         check_output_paths(image_targets, [ctbl_path, sidecar_path], inputs=[Path(input_path), self.checkpoint_path])
-        check_overwrite([*image_targets, ctbl_path, sidecar_path], sidecar_path, overwrite)
+        check_overwrite([*image_targets, ctbl_path, sidecar_path], sidecar_path, ctbl_path, overwrite)
         StageProgress(progress, "preprocess")(0.0, f"reading {input_path}")
         image = read_input_image(input_path, series_uid, allow_gaps=allow_gaps)
         check_output_geometry(image_targets, image, source=input_path)
@@ -557,8 +557,10 @@ class Predictor:
                 image, prompt_ids, roi=roi, probability_sink=sink, progress=progress, image_name=str(input_path),
                 model_space_hook=model_space_hook, hidden_prompts=hidden_ids,
             )
-            out.write_image(result.labelmap, output_path)
+            # Published in this order: the colour table first (it marks the files as versemi's, see
+            # check_overwrite), the sidecar last (it marks completion).
             out.write_text(colour_table_text([e.to_dict() for e in result.labels]), ctbl_path)
+            out.write_image(result.labelmap, output_path)
             out.write_json(sidecar_document(result, self.model_info, input_path), sidecar_path)  # last: marks completion
         return PredictFileResult(output_path, sidecar_path, ctbl_path, written_probs, result)
 
