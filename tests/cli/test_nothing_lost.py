@@ -325,3 +325,22 @@ def test_refused_models_import_leaves_no_empty_cache_folder(tmp_path: Path, monk
     code, _, err = run(["models", "import", str(junk)])
     assert code != 0 and "junk.pt" in err
     assert not (tmp_path / "cache").exists()
+
+
+def test_zero_spacing_is_a_check_dataset_warning(tmp_path: Path) -> None:
+    from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
+
+    root = make_nnunet_dataset(tmp_path, "Dataset901_Alpha", [SyntheticStructure("organ_a", 1, 1.0)], num_cases=1,
+                               seed=1)
+    (image,) = sorted((root / "imagesTr").iterdir())
+    flat = image.with_name(image.name.replace(".nii.gz", ".nii"))
+    sitk.WriteImage(sitk.ReadImage(str(image)), str(flat))
+    image.unlink()
+    patch_nifti(flat, lambda b: (struct.pack_into("<f", b, 76 + 12, 0.0), struct.pack_into("<h", b, 254, 0)))
+    (label,) = sorted((root / "labelsTr").iterdir())
+    sitk.WriteImage(sitk.ReadImage(str(label)), str(label.with_name(label.name.replace(".nii.gz", ".nii"))))
+    label.unlink()
+    document = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**document, "file_ending": ".nii"}))
+    code, out, err = run(["check-dataset", str(root)])
+    assert f"WARNING {flat}: header spacing of axis z is 0, read as 1 mm" in out, out + err

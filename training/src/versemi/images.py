@@ -373,6 +373,14 @@ FLOAT32_EXACT_INTEGER = 2**24
 _WIDE_INTEGER_IDS = (sitk.sitkUInt32, sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64)
 
 
+def zero_spacing_axes(path: Path) -> list[str]:
+    """The axes (``"x"``, ``"y"``, ``"z"``) whose NIfTI header spacing is 0 (ITK reads them as 1 mm)."""
+    header = read_nifti_header(path) if path.name.lower().endswith(NIFTI_EXTENSIONS) else None
+    if header is None or header.pixdim is None:
+        return []
+    return [axis for axis, s in zip("xyz", header.pixdim[: min(len(header.dims), 3)]) if s == 0.0]
+
+
 def header_warnings(path: Path, image: sitk.Image) -> list[str]:
     """The header oddities of a file the reader accepted, one phrase each (empty: none).
 
@@ -381,13 +389,11 @@ def header_warnings(path: Path, image: sitk.Image) -> list[str]:
       works in float32, where neighbouring values merge (uint32 values near 4e9 step by 256).
     """
     notes = []
-    header = read_nifti_header(path) if path.name.lower().endswith(NIFTI_EXTENSIONS) else None
-    if header is not None and header.pixdim is not None:
-        zero = [axis for axis, s in zip("xyz", header.pixdim[:3]) if s == 0.0]
-        if zero:
-            read_as = ", ".join(f"{image.GetSpacing()['xyz'.index(a)]:g}" for a in zero)
-            notes.append(f"header spacing of axis {', '.join(zero)} is 0, read as {read_as} mm (the image library's "
-                         "default): distances, volumes and resampling assume that; fix the header")
+    zero = zero_spacing_axes(path)
+    if zero:
+        read_as = ", ".join(f"{image.GetSpacing()['xyz'.index(a)]:g}" for a in zero)
+        notes.append(f"header spacing of axis {', '.join(zero)} is 0, read as {read_as} mm (the image library's "
+                     "default): distances, volumes and resampling assume that; fix the header")
     if image.GetPixelID() in _WIDE_INTEGER_IDS:
         stats = sitk.MinimumMaximumImageFilter()
         stats.Execute(image)
@@ -697,6 +703,7 @@ __all__ = [
     "path_problem",
     "printable_path",
     "read_nifti_header",
+    "zero_spacing_axes",
     "grid_differences",
     "itk_reason",
     "list_dicom_series",
