@@ -18,12 +18,15 @@ The file endings come from the registry in :mod:`versemi.images`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
 import os
+import sys
+import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -94,15 +97,46 @@ class AtomicOutputs(AtomicGroup):
         target = Path(target)
         _, ext = split_image_extension(target.name)
         tmp = self.temp_for(target, suffix=ext)
-        try:
-            sitk.WriteImage(image, itk_path(tmp), useCompression=compress)
-        except RuntimeError as exc:
-            reason = itk_reason(exc).replace(str(tmp), str(target)).replace(tmp.name, target.name)
-            raise OSError(f"{target}: cannot write image: {reason}") from None
-        except OSError as exc:
-            raise retarget_error(exc, target) from None
-        check_written_image(tmp, target, image)
+        with native_stderr_collected() as noise:  # the NIfTI library prints its write errors on fd 2
+            try:
+                sitk.WriteImage(image, itk_path(tmp), useCompression=compress)
+            except RuntimeError as exc:
+                reason = itk_reason(exc).replace(str(tmp), str(target)).replace(tmp.name, target.name)
+                raise OSError(f"{target}: cannot write image: {reason}") from None
+            except OSError as exc:
+                raise retarget_error(exc, target) from None
+        check_written_image(tmp, target, image)  # a failure says it in one line: the noise is dropped
+        if noise:
+            sys.stderr.write("".join(noise))
         return target
+
+
+@contextlib.contextmanager
+def native_stderr_collected() -> Iterator[list[str]]:
+    """Within the block, what C/C++ code prints on file descriptor 2 is collected, not shown: the
+    list holds it after the block (the caller decides whether it still matters). Where fd 2 cannot
+    be redirected (no spare file), nothing is collected."""
+    collected: list[str] = []
+    try:
+        sys.stderr.flush()
+        sink = tempfile.TemporaryFile()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield collected
+        return
+    try:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield collected
+        finally:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            if text:
+                collected.append(text)
+    finally:
+        os.close(saved)
+        sink.close()
 
 
 def check_written_image(written: Path, target: Path, image: sitk.Image) -> None:
