@@ -6,8 +6,8 @@
   cannot store; a NIfTI input whose sform the image library does not read), when it would overwrite
   an input (the same path, a symbolic or a hard link, a file inside an input folder), or when two
   outputs of one run are the same file;
-- :func:`check_overwrite`: versemi never replaces a file it did not write (no versemi sidecar beside
-  it, e.g. a BIDS JSON with the sidecar's name) unless asked (``--overwrite``);
+- :func:`check_overwrite`: versemi never replaces a file it did not write (no versemi sidecar or
+  colour table beside it, e.g. a BIDS JSON with the sidecar's name) unless asked (``--overwrite``);
 - :class:`AtomicOutputs` writes images (and sidecars, colour tables) under temporary names and
   publishes them together (:class:`versemi.fileio.AtomicGroup`): ``predict``, ``pseudolabel`` and
   the review's refined labels;

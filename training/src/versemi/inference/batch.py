@@ -30,7 +30,7 @@ from versemi.images import IMAGE_EXTENSIONS
 from versemi.inference.io import find_images
 from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
 from versemi.inference.results import PredictionError
-from versemi.outputs import sidecar_paths
+from versemi.outputs import resolved, sidecar_paths
 
 STATUSES = ("done", "skipped", "failed")
 
@@ -101,8 +101,6 @@ def check_folders(input_dir: Path, output_dir: Path) -> None:
     Raises:
         PredictionError: naming both folders.
     """
-    from versemi.outputs import resolved
-
     scans = (input_dir / "imagesTr") if (input_dir / "imagesTr").is_dir() else input_dir
     source, target = resolved(scans), resolved(output_dir)
     if target == source or source in target.parents:
