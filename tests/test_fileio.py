@@ -101,32 +101,55 @@ def _dead_pid() -> int:
 
 
 def test_remove_stale_temp_files_only_takes_those_of_dead_writers(tmp_path: Path) -> None:
+    """Only versemi's own temporary names, of this machine, whose process is gone; nothing by age or
+    look-alike name (issue 23: a user's ``.tmp-notes`` and ``.thesis.draft001.tmp`` were deleted)."""
     import os
     import time
 
-    from versemi.fileio import make_temp_file, remove_stale_temp_files
+    from versemi.fileio import MACHINE_TOKEN, make_temp_file, remove_stale_temp_files
 
     mine = make_temp_file(tmp_path / "last.pt")  # this process is alive: kept
-    assert mine.name.startswith(f".last.pt.{os.getpid()}-") and mine.name.endswith(".tmp")
+    assert mine.name.startswith(f".last.pt.versemi-{os.getpid()}-{MACHINE_TOKEN}-") and mine.name.endswith(".tmp")
     image = make_temp_file(tmp_path / "seg.nii.gz", suffix=".nii.gz")
     assert image.name.endswith(".tmp.nii.gz")
-    dead = tmp_path / f".manifest.json.{_dead_pid()}-abcd1234.tmp"
-    dead_image = tmp_path / f".seg.nii.gz.{_dead_pid()}-abcd_234.tmp.nii.gz"
-    legacy_old = tmp_path / ".best.pt.k2j3h4g5.tmp"
-    legacy_new = tmp_path / ".best.pt.z9y8x7w6.tmp"
-    # The names the preprocessing cache and the review's label writer used before writing through fileio.
-    legacy_label_old = tmp_path / ".tmp-1a2b3c4d~case01.r2.nii.gz"
-    legacy_label_new = tmp_path / ".tmp-9f8e7d6c~case01.r3.nii.gz"
-    others = [tmp_path / ".hidden_config", tmp_path / "notes.tmp", tmp_path / ".manifest.lock"]
-    for p in [dead, dead_image, legacy_old, legacy_new, legacy_label_old, legacy_label_new, *others]:
+    dead = tmp_path / f".manifest.json.versemi-{_dead_pid()}-{MACHINE_TOKEN}-abcd1234.tmp"
+    dead_image = tmp_path / f".seg.nii.gz.versemi-{_dead_pid()}-{MACHINE_TOKEN}-0bcd1234.tmp.nii.gz"
+    other_machine = tmp_path / f".seg.nii.gz.versemi-{_dead_pid()}-{'0' * 6 if MACHINE_TOKEN != '0' * 6 else '1' * 6}-0bcd1234.tmp"
+    # The user's own files, old, whose names look temporary (and older versemi names, not provably ours).
+    users = [tmp_path / ".tmp-notes", tmp_path / ".thesis.draft001.tmp", tmp_path / ".best.pt.k2j3h4g5.tmp",
+             tmp_path / ".tmp-1a2b3c4d~case01.r2.nii.gz", tmp_path / f".notes.{_dead_pid()}-draft001.tmp",
+             tmp_path / ".hidden_config", tmp_path / "notes.tmp", tmp_path / ".manifest.lock"]
+    for p in [dead, dead_image, other_machine, *users]:
         p.write_bytes(b"x")
-    old = time.time() - 7200
-    os.utime(legacy_old, (old, old))
-    os.utime(legacy_label_old, (old, old))
+    old = time.time() - 7 * 24 * 3600
+    for p in users:
+        os.utime(p, (old, old))
     removed = remove_stale_temp_files(tmp_path)
-    assert sorted(removed) == sorted([dead, dead_image, legacy_old, legacy_label_old])
-    assert all(p.exists() for p in [mine, image, legacy_new, legacy_label_new, *others])
+    assert sorted(removed) == sorted([dead, dead_image])
+    assert all(p.exists() for p in [mine, image, other_machine, *users])
     assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_temp_file_of_a_zombie_writer_is_stale(tmp_path: Path) -> None:
+    """A killed writer that its parent has not reaped yet (a zombie) is gone too."""
+    import subprocess
+    import sys
+    import time
+
+    from versemi.fileio import MACHINE_TOKEN, remove_stale_temp_files
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.time() + 30
+        import psutil
+
+        while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE and time.time() < deadline:
+            time.sleep(0.05)
+        left = tmp_path / f".seg.nii.gz.versemi-{proc.pid}-{MACHINE_TOKEN}-abcd1234.tmp.nii.gz"
+        left.write_bytes(b"x")
+        assert remove_stale_temp_files(tmp_path) == [left]
+    finally:
+        proc.wait()
 
 
 def test_temp_file_names_say_what_they_were_to_become(tmp_path: Path) -> None:
@@ -134,9 +157,82 @@ def test_temp_file_names_say_what_they_were_to_become(tmp_path: Path) -> None:
 
     made = make_temp_file(tmp_path / "case01.r2.nii.gz", suffix=".nii.gz")
     assert is_temp_file_name(made.name) and temp_file_target(made.name) == "case01.r2.nii.gz"
-    assert temp_file_target(".tmp-1a2b3c4d~case01.r2.nii.gz") == "case01.r2.nii.gz"
-    assert is_temp_file_name(".tmp-1a2b3c4d") and temp_file_target(".tmp-1a2b3c4d") is None
+    assert not is_temp_file_name(".tmp-1a2b3c4d~case01.r2.nii.gz") and temp_file_target(".tmp-1a2b3c4d") is None
     assert not is_temp_file_name("case01.r2.nii.gz") and temp_file_target("notes.tmp") is None
+
+
+def test_outputs_follow_the_umask(tmp_path: Path) -> None:
+    """Published files get 0o666 less the umask (mkstemp's 0600 kept other users of a study folder out)."""
+    import os
+
+    from versemi.fileio import AtomicGroup
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        with AtomicGroup() as group:
+            group.write_text("y", tmp_path / "b.txt")
+        os.umask(0o007)
+        atomic_write_bytes(tmp_path / "c.bin", b"x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "c.bin").stat().st_mode & 0o777 == 0o660
+
+
+def test_interrupt_between_creating_and_registering_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    """Names and folders are registered before they exist: an interrupt right after the file or a
+    folder is created (the race behind orphan temp files after Ctrl-C / SIGTERM) leaves nothing."""
+    import os
+
+    from versemi import fileio
+
+    real_mkdir, real_create = Path.mkdir, fileio.create_temp_file
+
+    def mkdir_then_interrupt(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if self.name == "deeper":
+            raise KeyboardInterrupt
+
+    def create_then_interrupt(path, target):
+        real_create(path, target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(tmp_path / "new" / "deeper" / "x.bin", b"x")
+    monkeypatch.setattr(Path, "mkdir", real_mkdir)
+    monkeypatch.setattr(fileio, "create_temp_file", create_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(tmp_path / "made" / "x.bin", b"x")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_short_write_fails_naming_the_target_and_keeps_the_old_file(tmp_path: Path) -> None:
+    """A writer whose bytes do not all reach the file (a full disk seen late) fails the write."""
+    from versemi.fileio import AtomicGroup
+
+    target = tmp_path / "labels.bin"
+    target.write_bytes(b"old")
+
+    def lose_bytes(f: BinaryIO) -> None:
+        f.write(b"x" * 100)
+        f.flush()
+        os.truncate(f.fileno(), 10)  # what a full disk does to a writer that ignores errors
+
+    import os
+
+    with pytest.raises(OSError) as info:
+        atomic_write(target, lose_bytes)
+    assert info.value.filename == str(target) and "short write" in info.value.strerror
+    assert "10 of 100 bytes" in info.value.strerror
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["labels.bin"]
+    with pytest.raises(KeyboardInterrupt):
+        with AtomicGroup() as group:
+            group.write_text("new", target)
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"old"
 
 
 def test_atomic_group_publishes_all_or_nothing(tmp_path: Path) -> None:

@@ -138,11 +138,13 @@ def test_no_manifest(tmp_path: Path) -> None:
 
 
 def test_cleanup_removes_only_unreferenced_leftovers(review_dir: Path) -> None:
+    from versemi.fileio import temp_path_for
+
     s = ReviewSession(review_dir)
     kept = s.save_refined("case00", on_grid(box_label(0))).refined_label
     labels = review_dir / "labelsTr"
     orphan = labels / "case01.r1.nii.gz"  # a save killed before its commit
-    temp = labels / ".tmp-1234abcd~case01.r2.nii.gz"
+    temp = temp_path_for(labels / "case01.r2.nii.gz", ".nii.gz")  # versemi's temporary name of a killed save
     other = labels / "notes.txt"  # not ours: never touched
     for p in (orphan, temp, other):
         p.write_bytes(b"partial")

@@ -1,17 +1,22 @@
 """Crash-safe file writes, leftovers of killed writers, and file hashing: one place for all of them.
 
-Every write goes to a hidden temporary file in the target's folder (``.<name>.<pid>-<random>.tmp``,
-plus the target's image extension where a writer picks its format by it), which is flushed and
-``fsync``-ed, then renamed over the target with ``os.replace`` (atomic on POSIX and Windows), then
-the folder itself is ``fsync``-ed so the rename survives a power cut. A crash at any point leaves
-either the old file or the new one, never a truncated one; on any exception (including
-``KeyboardInterrupt``, and SIGTERM, which the command line turns into one) the temporary file is
-removed and the target is untouched.
+The rules (``docs/REFUSALS.md``): every write goes to a hidden temporary file in the target's folder,
+named ``.<name>.versemi-<pid>-<host>-<random>.tmp`` (plus the target's image extension where a
+writer picks its format by it), which is filled, size-checked, ``fsync``-ed and renamed over the
+target with ``os.replace`` (atomic on POSIX and Windows); then the folder itself is ``fsync``-ed so
+the rename survives a power cut. A crash at any point leaves either the old file or the new one,
+never a truncated one; a short write (disk full, file-size limit) fails naming the target and keeps
+the old file. Temporary files are created with mode ``0o666`` less the umask, so published files
+follow the umask like any other program's.
 
-A process killed with SIGKILL (or by the kernel's OOM killer) cannot remove its temporary file.
-Its name carries the writer's process id, so :func:`remove_stale_temp_files` - called by every
-command at the start of a run, on the folders it writes to - knows it is abandoned once that
-process is gone, and deletes it. Errors name the target, never the hidden temporary file.
+Temporary names (and folders) are registered *before* they are created, so an exception at any
+point (including ``KeyboardInterrupt``, and SIGTERM, which the command line turns into one) finds
+and removes them. A process killed with SIGKILL (or by the OOM killer) cannot clean up; its
+temporary names carry the ``versemi`` marker, its process id and a token of this machine (host,
+boot and PID namespace), so :func:`remove_stale_temp_files` - called by every command at the start of
+a run, on the folders it writes to - deletes exactly those whose process is gone (or a zombie) on
+this machine. Nothing else is ever deleted: not files whose names merely look temporary, whatever
+their age. Errors name the target, never the hidden temporary file.
 """
 
 from __future__ import annotations
@@ -22,23 +27,29 @@ import hashlib
 import json
 import os
 import re
-import tempfile
-import time
+import secrets
+import socket
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 # Hashing reads this much at a time: large enough to be fast, small enough for any memory.
 HASH_CHUNK_BYTES = 1024 * 1024
-# Temporary names without a process id (written by versemi before 0.2) count as abandoned after this.
-LEGACY_TEMP_MAX_AGE_S = 3600.0
-# ".<target name>.<pid>-<random>.tmp[<ext>]"; the random part is tempfile's (8 of [a-z0-9_]).
-_TEMP_RE = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)-[a-z0-9_]{8}\.tmp(?P<ext>(\.[A-Za-z0-9]+){0,2})$")
-# The names atomic_write used before the process id was added: ".<target name>.<random>.tmp"; and
-# ".tmp-<random>~<target name>" / ".tmp-<random>", which the preprocessing cache and the review's
-# label writer used before they wrote through this module.
-_LEGACY_TEMP_RE = re.compile(
-    r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(?P<ext>(\.[A-Za-z0-9]+){0,2})$|^\.tmp-[^~]*(~(?P<old_target>.+))?$"
+# ".<target name>.versemi-<pid>-<host token>-<random>.tmp[<ext>]".
+_TEMP_RE = re.compile(
+    r"^\.(?P<target>.+)\.versemi-(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-f]{8}\.tmp(?P<ext>(\.[A-Za-z0-9]+){0,2})$"
 )
+
+
+def _machine_token() -> str:
+    """Six hex digits naming this host, boot and PID namespace: a process id means something only there."""
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        with contextlib.suppress(OSError):
+            parts.append(os.readlink(source) if source.endswith("/pid") else Path(source).read_text().strip())
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "replace")).hexdigest()[:6]
+
+
+MACHINE_TOKEN = _machine_token()
 
 
 def fsync_directory(path: str | Path) -> None:
@@ -74,30 +85,60 @@ def retarget_error(exc: OSError, target: str | Path) -> OSError:
     return OSError(f"{target}: {exc}")
 
 
-def make_temp_file(target: str | Path, suffix: str = "") -> Path:
-    """Create an empty hidden temporary file beside ``target`` that names this process.
+def temp_path_for(target: str | Path, suffix: str = "") -> Path:
+    """A new temporary name beside ``target`` that names this process (the file is not created).
 
     Args:
-        target: the file it will become; its folder must exist.
+        target: the file it will become.
         suffix: appended after ``.tmp`` (e.g. ``".nii.gz"``: SimpleITK picks a writer by extension).
 
     Returns:
-        ``<folder>/.<name>.<pid>-<random>.tmp<suffix>``.
+        ``<folder>/.<name>.versemi-<pid>-<host>-<random>.tmp<suffix>``.
+    """
+    target = Path(target)
+    return target.parent / f".{target.name}.versemi-{os.getpid()}-{MACHINE_TOKEN}-{secrets.token_hex(4)}.tmp{suffix}"
+
+
+def create_temp_file(path: Path, target: str | Path) -> None:
+    """Create the empty file ``path`` (a name from :func:`temp_path_for`), mode ``0o666`` less the umask.
+
+    Raises:
+        OSError: it cannot be created; the error names ``target``.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise retarget_error(exc, target) from None
+    os.close(fd)
+
+
+def make_temp_file(target: str | Path, suffix: str = "") -> Path:
+    """Create an empty hidden temporary file beside ``target`` that names this process.
+
+    Callers that must never leave it behind register the name first (:meth:`AtomicGroup.temp_for`).
+
+    Args:
+        target: the file it will become; its folder must exist.
+        suffix: appended after ``.tmp``.
+
+    Returns:
+        The temporary file (see :func:`temp_path_for`).
 
     Raises:
         OSError: the folder cannot be written; the error names ``target``.
     """
-    target = Path(target)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=f".tmp{suffix}", dir=target.parent)
-    except OSError as exc:
-        raise retarget_error(exc, target) from None
-    os.close(fd)
-    return Path(tmp)
+    tmp = temp_path_for(target, suffix)
+    create_temp_file(tmp, target)
+    return tmp
 
 
-def make_folder(folder: str | Path) -> list[Path]:
+def make_folder(folder: str | Path, created: list[Path] | None = None) -> list[Path]:
     """Create ``folder`` and its missing parents.
+
+    Args:
+        folder: the folder.
+        created: each folder is appended here *before* it is created, so that an interruption at any
+            point leaves a complete list for the caller's cleanup.
 
     Returns:
         The folders created, deepest first (empty when it existed).
@@ -112,16 +153,48 @@ def make_folder(folder: str | Path) -> list[Path]:
     if blocking is not None:
         raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(blocking))
     missing = [p for p in [folder, *folder.parents] if not p.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise retarget_error(exc, folder) from None
-    return missing
+    record = created if created is not None else []
+    made: list[Path] = []
+    for path in reversed(missing):  # outermost first
+        record.append(path)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            record.remove(path)  # made by someone else meanwhile: not ours to remove
+            if not path.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(path)) from None
+            continue
+        except OSError as exc:
+            record.remove(path)
+            raise retarget_error(exc, folder) from None
+        made.append(path)
+    return list(reversed(made))
 
 
 def _fsync_file(path: Path) -> None:
     with open(path, "r+b") as f:  # write access: Windows cannot flush a read-only handle
         os.fsync(f.fileno())
+
+
+def short_write_error(target: str | Path, written: int, expected: int) -> OSError:
+    """The error of a file that holds fewer bytes than were written to it (disk full, size limit)."""
+    return OSError(errno.EIO, f"short write: the file holds {written} of {expected} bytes "
+                              "(disk full or file-size limit?); the previous file is unchanged", str(target))
+
+
+def _fill(tmp: Path, target: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Run ``write`` on ``tmp`` and check that every byte it wrote is in the file."""
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            expected, size = f.tell(), os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        if _names(exc, tmp):
+            raise retarget_error(exc, target) from None
+        raise
+    if size != expected:
+        raise short_write_error(target, size, expected)
 
 
 def atomic_write(
@@ -132,7 +205,8 @@ def atomic_write(
     """Write ``path`` atomically: ``write`` fills a temporary file beside it, which then replaces it.
 
     Args:
-        path: the file to create or replace; its folder is created if missing.
+        path: the file to create or replace; its folder is created if missing (and removed again
+            on failure).
         write: called once with the temporary file, opened for binary writing; it must not close it.
         before_replace: called after the temporary file is on disk and before the rename (tests use
             it to stop a process at exactly that point).
@@ -141,26 +215,12 @@ def atomic_write(
         ``path`` as a ``Path``.
 
     Raises:
-        OSError: the file cannot be written (the error names ``path``, not the temporary file).
+        OSError: the file cannot be written, or fewer bytes reached it than were written (the error
+            names ``path``, not the temporary file).
     """
     path = Path(path)
-    make_folder(path.parent)
-    tmp = make_temp_file(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if before_replace is not None:
-            before_replace()
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and _names(exc, tmp):
-            raise retarget_error(exc, path) from None
-        raise
-    fsync_directory(path.parent)
+    with AtomicGroup(before_replace) as group:
+        _fill(group.temp_for(path), path, write)
     return path
 
 
@@ -198,7 +258,9 @@ class AtomicGroup:
 
     Files are ``fsync``-ed and renamed in the order they were added, so a writer that adds a
     completion marker last (e.g. a sidecar) has a reader that sees the marker see every file.
-    Subclasses add writers for other kinds of files through :meth:`temp_for`.
+    Every temporary file and folder is registered before it is created, so an interruption between
+    the two leaves nothing behind. Subclasses add writers for other kinds of files through
+    :meth:`temp_for`.
     """
 
     def __init__(self, before_replace: Callable[[], None] | None = None) -> None:
@@ -218,7 +280,7 @@ class AtomicGroup:
             OSError: it cannot be created (or is a file); the error names the folder.
         """
         folder = Path(folder)
-        self._created_dirs.extend(p for p in make_folder(folder) if p not in self._created_dirs)
+        make_folder(folder, self._created_dirs)
         return folder
 
     def check_writable(self, targets: list[Path]) -> None:
@@ -232,26 +294,23 @@ class AtomicGroup:
             target = Path(target)
             if target.is_dir():
                 raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(target))
-            self.make_folder(target.parent)
-            probe = make_temp_file(target)
+            probe = self.temp_for(target)
             probe.unlink()
+            self._pending.remove((probe, target))
 
     def temp_for(self, target: str | Path, suffix: str = "") -> Path:
         """A new temporary file (registered for commit/discard) that will become ``target``."""
         target = Path(target)
         self.make_folder(target.parent)
-        tmp = make_temp_file(target, suffix)
-        self._pending.append((tmp, target))
+        tmp = temp_path_for(target, suffix)
+        self._pending.append((tmp, target))  # before it exists: discard() always finds it
+        create_temp_file(tmp, target)
         return tmp
 
     def write_bytes(self, data: bytes, target: str | Path) -> Path:
         """Write ``data`` to a temporary file for ``target``; returns ``target``."""
         target = Path(target)
-        tmp = self.temp_for(target)
-        try:
-            tmp.write_bytes(data)
-        except OSError as exc:
-            raise retarget_error(exc, target) from None
+        _fill(self.temp_for(target), target, lambda f: f.write(data))
         return target
 
     def write_text(self, text: str, target: str | Path) -> Path:
@@ -264,11 +323,11 @@ class AtomicGroup:
 
     def commit(self) -> list[Path]:
         """``fsync`` every temporary file, then rename each to its target; returns the targets."""
-        try:
-            for tmp, target in self._pending:
+        for tmp, target in self._pending:
+            try:
                 _fsync_file(tmp)
-        except OSError as exc:
-            raise retarget_error(exc, target) from None
+            except OSError as exc:
+                raise retarget_error(exc, target) from None
         if self._before_replace is not None and self._pending:
             self._before_replace()
         done = []
@@ -310,7 +369,8 @@ class AtomicGroup:
 
 
 def _process_alive(pid: int) -> bool:
-    """Whether a process with this id exists (when unsure: yes, so that nothing in use is deleted)."""
+    """Whether a process with this id runs (a zombie does not; when unsure: yes, so that nothing in
+    use is deleted)."""
     if pid <= 0:
         return False
     if pid == os.getpid():
@@ -318,7 +378,12 @@ def _process_alive(pid: int) -> bool:
     try:
         import psutil
 
-        return bool(psutil.pid_exists(pid))
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.Error:
+            return True
     except ImportError:
         pass
     if os.name != "posix":
@@ -332,51 +397,33 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def is_stale_temp_file(path: str | Path, now: float | None = None) -> bool:
-    """Whether ``path`` is a temporary file of :mod:`versemi.fileio` whose writer is gone.
-
-    A name with a process id is stale when no such process exists; an older name without one when
-    it is older than :data:`LEGACY_TEMP_MAX_AGE_S`.
-    """
-    path = Path(path)
-    match = _TEMP_RE.match(path.name)
-    if match is not None:
-        return not _process_alive(int(match["pid"]))
-    if _LEGACY_TEMP_RE.match(path.name) is not None:
-        try:
-            age = (now if now is not None else time.time()) - path.stat().st_mtime
-        except OSError:
-            return False
-        return age > LEGACY_TEMP_MAX_AGE_S
-    return False
+def is_stale_temp_file(path: str | Path) -> bool:
+    """Whether ``path`` is a temporary file of :mod:`versemi.fileio` whose writer is gone: its name
+    has this machine's token and a process id that no longer runs here."""
+    match = _TEMP_RE.match(Path(path).name)
+    return match is not None and match["host"] == MACHINE_TOKEN and not _process_alive(int(match["pid"]))
 
 
 def is_temp_file_name(name: str) -> bool:
-    """Whether ``name`` is a temporary file name of this module (or of an older versemi)."""
-    return _TEMP_RE.match(name) is not None or _LEGACY_TEMP_RE.match(name) is not None
+    """Whether ``name`` is a temporary file name of this module."""
+    return _TEMP_RE.match(name) is not None
 
 
 def temp_file_target(name: str) -> str | None:
-    """The name of the file a temporary file of this module (or of an older versemi) was to become;
-    None for any other name, or for an old temporary name that does not say.
+    """The name of the file a temporary file of this module was to become; None for any other name.
 
-    Example: ``".case.r2.nii.gz.4711-ab12cd34.tmp.nii.gz"`` -> ``"case.r2.nii.gz"``.
+    Example: ``".case.r2.nii.gz.versemi-4711-3fa2c1-ab12cd34.tmp.nii.gz"`` -> ``"case.r2.nii.gz"``.
     """
     match = _TEMP_RE.match(name)
-    if match is not None:
-        return match["target"]
-    match = _LEGACY_TEMP_RE.match(name)
-    if match is not None:
-        return match["target"] or match["old_target"]
-    return None
+    return match["target"] if match is not None else None
 
 
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """Delete the temporary files that killed writers left in ``folder`` (not recursive).
 
     Only names this module makes are considered, and only when their writer process is gone, so a
-    write in progress in another process is never disturbed. Call it at the start of a run on the
-    folders the run writes to.
+    write in progress in another process is never disturbed and no file of the user's is touched.
+    Call it at the start of a run on the folders the run writes to.
 
     Returns:
         The files removed.
@@ -387,11 +434,10 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
         entries = list(folder.iterdir())
     except OSError:
         return removed
-    now = time.time()
     for path in entries:
-        if is_temp_file_name(path.name) and is_stale_temp_file(path, now):
+        if is_stale_temp_file(path):
             try:
-                if path.is_file():
+                if path.is_file() and not path.is_symlink():
                     path.unlink()
                     removed.append(path)
             except OSError:
@@ -442,11 +488,13 @@ def sha256_digest(
 
 __all__ = [
     "HASH_CHUNK_BYTES",
+    "MACHINE_TOKEN",
     "AtomicGroup",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "create_temp_file",
     "fsync_directory",
     "is_stale_temp_file",
     "is_temp_file_name",
@@ -457,5 +505,7 @@ __all__ = [
     "sha256_digest",
     "sha256_file",
     "sha256_prefix",
+    "short_write_error",
     "temp_file_target",
+    "temp_path_for",
 ]

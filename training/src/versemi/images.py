@@ -25,11 +25,13 @@ work, are in :mod:`versemi.outputs`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import os
 import re
 import struct
 import threading
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +90,42 @@ def itk_reason(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
+# --- paths handed to ITK ---------------------------------------------------------------------------
+def printable_path(path: str | Path) -> str:
+    """``path`` as text that can always be printed: bytes that are not UTF-8 shown as ``\\xff``."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def itk_path(path: str | Path) -> str:
+    """``path`` as ITK takes it; ITK aborts the process on a name that is not valid UTF-8.
+
+    Raises:
+        ImageFileError: the name is not valid UTF-8 (it names the file, printably).
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ImageFileError(f"{printable_path(path)}: file name is not valid UTF-8, which the image library "
+                             "cannot open; rename it") from None
+    return text
+
+
+def path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot even be looked at (a symbolic-link loop, no permission...), else None."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return "not found" + (" (a symbolic link to a missing file)" if os.path.islink(path) else "")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link loop (it points back to itself)"
+        return exc.strerror or str(exc)
+    except ValueError as exc:  # an embedded NUL byte
+        return str(exc)
+    return None
+
+
 # --- ITK warnings ---------------------------------------------------------------------------------
 _warnings_lock = threading.Lock()
 _warnings_depth = 0
@@ -119,6 +157,9 @@ class _NiftiHeader:
     datatype: int
     bitpix: int
     offset: int
+    pixdim: tuple[float, ...] | None = None  # voxel sizes of axes 1..7 (pixdim[1:])
+    sform_code: int = 0
+    srow: tuple[tuple[float, ...], ...] | None = None  # the sform's three rows (RAS, mm)
 
     @property
     def data_bytes(self) -> int:
@@ -138,7 +179,11 @@ def _parse_nifti_header(head: bytes) -> _NiftiHeader | None:
             dims = struct.unpack(order + "7h", head[42:56])[:ndim]
             datatype, bitpix = struct.unpack(order + "hh", head[70:74])
             offset = int(struct.unpack(order + "f", head[108:112])[0])
-            return _NiftiHeader(order, tuple(int(d) for d in dims), datatype, bitpix, max(offset, 352))
+            pixdim = struct.unpack(order + "8f", head[76:108])[1:]
+            sform_code = struct.unpack(order + "h", head[254:256])[0]
+            srow = tuple(struct.unpack(order + "4f", head[280 + 16 * i : 296 + 16 * i]) for i in range(3))
+            return _NiftiHeader(order, tuple(int(d) for d in dims), datatype, bitpix, max(offset, 352),
+                                tuple(float(v) for v in pixdim), int(sform_code), srow)
         if size == 540 and len(head) >= 540 and head[4:7] == b"n+2":
             datatype, bitpix = struct.unpack(order + "hh", head[12:16])
             ndim = struct.unpack(order + "q", head[16:24])[0]
@@ -146,8 +191,49 @@ def _parse_nifti_header(head: bytes) -> _NiftiHeader | None:
                 return None
             dims = struct.unpack(order + "7q", head[24:80])[:ndim]
             offset = struct.unpack(order + "q", head[168:176])[0]
-            return _NiftiHeader(order, tuple(int(d) for d in dims), datatype, bitpix, max(int(offset), 544))
+            pixdim = struct.unpack(order + "8d", head[104:168])[1:]
+            sform_code = struct.unpack(order + "i", head[348:352])[0]
+            srow = tuple(struct.unpack(order + "4d", head[400 + 32 * i : 432 + 32 * i]) for i in range(3))
+            return _NiftiHeader(order, tuple(int(d) for d in dims), datatype, bitpix, max(int(offset), 544),
+                                tuple(float(v) for v in pixdim), int(sform_code), srow)
     return None
+
+
+def read_nifti_header(path: str | Path) -> _NiftiHeader | None:
+    """The header of a single-file NIfTI image (None: unreadable or not NIfTI-1/2); reads 544 bytes."""
+    path = Path(path)
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
+            return _parse_nifti_header(f.read(544))
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
+def nifti_sform_problem(path: str | Path, image: sitk.Image) -> str | None:
+    """Why a NIfTI file's sform would not survive being written back from ``image`` (None: it would).
+
+    ITK ignores an sform it cannot express as rotation x voxel size (a sheared or non-orthogonal
+    one, or one with other scales than ``pixdim``) and reads the qform; a labelmap written on that
+    grid gets a different sform, so it no longer overlays the scan in sform-based viewers.
+    """
+    header = read_nifti_header(path)
+    if header is None or header.sform_code <= 0 or header.srow is None or image.GetDimension() != 3:
+        return None
+    sform = np.asarray(header.srow, dtype=float)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    itk = np.hstack([lps_to_ras @ direction @ np.diag(spacing), (lps_to_ras @ np.asarray(image.GetOrigin()))[:, None]])
+    tolerance = 1e-4 * max(float(spacing.max()), 1.0) + 1e-5 * float(np.abs(itk[:, 3]).max())
+    if np.allclose(sform, itk, rtol=0.0, atol=tolerance):
+        return None
+    columns = sform[:, :3]
+    norms = np.linalg.norm(columns, axis=0)
+    unit = columns / np.where(norms > 0, norms, 1.0)
+    why = ("sheared (its axes are not perpendicular)" if np.all(norms > 0) and not np.allclose(unit.T @ unit, np.eye(3), atol=1e-4)
+           else "not the qform's rotation and voxel sizes")
+    return (f"its NIfTI sform {_fmt(sform.ravel())} is {why}, which the image library does not read (it uses the "
+            "qform): an output would get a different sform and not overlay the scan in sform-based viewers")
 
 
 def scan_nifti(path: str | Path) -> int | None:
@@ -222,15 +308,19 @@ def _truncated(path: Path, need: int, got: int) -> ImageFileError:
 
 # --- reading --------------------------------------------------------------------------------------
 def check_image_file(path: Path) -> None:
-    """Refuse a missing path, a folder or an empty file before a reader opens it (one line naming it).
+    """Refuse a missing path, a folder, an empty file, a symbolic-link loop or a name ITK cannot open
+    before a reader opens it (one line naming it).
 
     Raises:
-        ImageFileError: not found, not a file, or empty.
+        ImageFileError: not found, not a file, empty, unreachable, or a name that is not UTF-8.
     """
-    if not path.exists():
-        raise ImageFileError(f"{path}: image file not found")
+    problem = path_problem(path)
+    if problem is not None:
+        what = "image file not found" if problem.startswith("not found") else f"cannot open: {problem}"
+        raise ImageFileError(f"{printable_path(path)}: {what}")
     if not path.is_file():
-        raise ImageFileError(f"{path}: not a file")
+        raise ImageFileError(f"{printable_path(path)}: not a file")
+    itk_path(path)
     if path.stat().st_size == 0:
         raise ImageFileError(f"{path}: image file is empty (0 bytes)")
 
@@ -248,8 +338,81 @@ def nonfinite_count(image: sitk.Image) -> int:
     return bad
 
 
+class ImageHeaderWarning(UserWarning):
+    """A header oddity the reader handles in a way the user should know about (named with the file)."""
+
+
+def check_read_memory(path: Path) -> None:
+    """Read only the header of ``path`` and refuse it, before any voxel is read, when its voxels do
+    not fit in the memory limit (:func:`versemi.data.memory.check_memory`). A header ITK cannot
+    read is left to the reader, which says what is wrong with the file.
+
+    Raises:
+        versemi.data.memory.MemoryLimitError: the voxels need more than the limit allows.
+    """
+    from versemi.data.memory import check_memory
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(itk_path(path))
+    try:
+        with quiet_itk():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        return
+    size = [int(n) for n in reader.GetSize()]
+    voxel_bytes = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * 2, reader.GetPixelID())).dtype).itemsize
+    need = float(np.prod(np.asarray(size, dtype=np.float64))) * voxel_bytes * max(reader.GetNumberOfComponents(), 1)
+    check_memory(need, f"{path}: reading its {' x '.join(map(str, size))} voxels "
+                       f"({sitk.GetPixelIDValueAsString(reader.GetPixelID())}) into memory",
+                 "crop or downsample the scan, or run on a machine with more memory")
+    return reader
+
+
+# float32 holds every integer exactly up to this magnitude; preprocessing computes in float32.
+FLOAT32_EXACT_INTEGER = 2**24
+_WIDE_INTEGER_IDS = (sitk.sitkUInt32, sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64)
+
+
+def zero_spacing_axes(path: Path) -> list[str]:
+    """The axes (``"x"``, ``"y"``, ``"z"``) whose NIfTI header spacing is 0 (ITK reads them as 1 mm)."""
+    header = read_nifti_header(path) if path.name.lower().endswith(NIFTI_EXTENSIONS) else None
+    if header is None or header.pixdim is None:
+        return []
+    return [axis for axis, s in zip("xyz", header.pixdim[: min(len(header.dims), 3)]) if s == 0.0]
+
+
+def header_warnings(path: Path, image: sitk.Image) -> list[str]:
+    """The header oddities of a file the reader accepted, one phrase each (empty: none).
+
+    - a NIfTI spacing (``pixdim``) of 0 on an axis, which ITK reads as 1 mm;
+    - integer intensities beyond float32's exact range (:data:`FLOAT32_EXACT_INTEGER`): preprocessing
+      works in float32, where neighbouring values merge (uint32 values near 4e9 step by 256).
+    """
+    notes = []
+    zero = zero_spacing_axes(path)
+    if zero:
+        read_as = ", ".join(f"{image.GetSpacing()['xyz'.index(a)]:g}" for a in zero)
+        notes.append(f"header spacing of axis {', '.join(zero)} is 0, read as {read_as} mm (the image library's "
+                     "default): distances, volumes and resampling assume that; fix the header")
+    if image.GetPixelID() in _WIDE_INTEGER_IDS:
+        stats = sitk.MinimumMaximumImageFilter()
+        stats.Execute(image)
+        low, high = stats.GetMinimum(), stats.GetMaximum()
+        largest = max(abs(low), abs(high))
+        if largest > FLOAT32_EXACT_INTEGER:
+            step = float(np.spacing(np.float32(largest)))
+            notes.append(f"integer intensities up to {largest:.4g} ({image.GetPixelIDTypeAsString()}) exceed float32's "
+                         f"exact range (2^24): preprocessing computes in float32, where values {step:g} apart merge, "
+                         f"so the range {low:.10g}..{high:.10g} keeps about {max(int((high - low) / step), 0) + 1} distinct "
+                         "levels and contrast may be lost; shift or rescale the intensities (e.g. subtract the minimum)")
+    return notes
+
+
 def read_image_counting(path: str | Path) -> tuple[sitk.Image, int]:
     """Read one image file, refusing truncated and corrupt files, and count its NaN/infinite voxels.
+
+    The header is read first and the file refused, before any voxel is read, when its voxels do not
+    fit in memory. Header oddities (:func:`header_warnings`) are issued as :class:`ImageHeaderWarning`.
 
     Args:
         path: the file (any format SimpleITK reads).
@@ -259,17 +422,24 @@ def read_image_counting(path: str | Path) -> tuple[sitk.Image, int]:
 
     Raises:
         ImageFileError: missing, empty, truncated, corrupt or unreadable file.
+        versemi.data.memory.MemoryLimitError: its voxels need more memory than the limit allows.
     """
     path = Path(path)
     check_image_file(path)
+    check_read_memory(path)
     nifti_bad = scan_nifti(path) if path.name.lower().endswith(NIFTI_EXTENSIONS) else None
     try:
         with quiet_itk():
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
+        reason = itk_reason(exc)
+        if "allocate" in reason.lower() or "bad_alloc" in reason.lower():
+            raise ImageFileError(f"{path}: not enough memory to read the image: {reason}") from None
         raise ImageFileError(
-            f"{path}: cannot read image (truncated, corrupt or unsupported file): {itk_reason(exc)}"
+            f"{path}: cannot read image (truncated, corrupt or unsupported file): {reason}"
         ) from None
+    for note in header_warnings(path, image):
+        warnings.warn(f"{path}: {note}", ImageHeaderWarning, stacklevel=2)
     return image, nifti_bad if nifti_bad is not None else nonfinite_count(image)
 
 
@@ -297,7 +467,7 @@ def _nonfinite_error(path: Path | str, count: int) -> ImageFileError:
 def list_dicom_series(folder: str | Path) -> list[str]:
     """Series instance UIDs of the DICOM series directly in ``folder``."""
     with quiet_itk():
-        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(itk_path(folder)) or [])
 
 
 def _slice_geometry(path: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -521,9 +691,19 @@ __all__ = [
     "NIFTI_EXTENSIONS",
     "PAIRED_EXTENSIONS",
     "TWO_D_EXTENSIONS",
+    "FLOAT32_EXACT_INTEGER",
     "ImageFileError",
+    "ImageHeaderWarning",
     "check_dicom_slices",
     "check_image_file",
+    "check_read_memory",
+    "header_warnings",
+    "itk_path",
+    "nifti_sform_problem",
+    "path_problem",
+    "printable_path",
+    "read_nifti_header",
+    "zero_spacing_axes",
     "grid_differences",
     "itk_reason",
     "list_dicom_series",

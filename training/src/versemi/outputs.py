@@ -3,7 +3,11 @@
 - :func:`check_output_paths` and :func:`check_output_geometry` refuse an output before any work when
   its format cannot hold a 3D labelmap with its geometry (PNG and other 2D formats; header + data file
   pairs such as ``.mhd`` that cannot be replaced atomically; a sheared direction matrix, which NIfTI
-  cannot store), or when it would overwrite an input (the same path, a symbolic or a hard link);
+  cannot store; a NIfTI input whose sform the image library does not read), when it would overwrite
+  an input (the same path, a symbolic or a hard link, a file inside an input folder), or when two
+  outputs of one run are the same file;
+- :func:`check_overwrite`: versemi never replaces a file it did not write (no versemi sidecar or
+  colour table beside it, e.g. a BIDS JSON with the sidecar's name) unless asked (``--overwrite``);
 - :class:`AtomicOutputs` writes images (and sidecars, colour tables) under temporary names and
   publishes them together (:class:`versemi.fileio.AtomicGroup`): ``predict``, ``pseudolabel`` and
   the review's refined labels;
@@ -14,10 +18,15 @@ The file endings come from the registry in :mod:`versemi.images`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import math
 import os
+import sys
+import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -28,10 +37,19 @@ from versemi.images import (
     NIFTI_EXTENSIONS,
     PAIRED_EXTENSIONS,
     TWO_D_EXTENSIONS,
+    ImageFileError,
+    itk_path,
     itk_reason,
+    nifti_sform_problem,
+    printable_path,
+    quiet_itk,
+    read_nifti_header,
+    scan_nifti,
     split_image_extension,
 )
 
+# The first line of every colour table versemi writes (how it recognises its own).
+COLOUR_TABLE_HEADER = "# VerSemi label colours (Slicer colour table)"
 # |D^T D - I| above this: a sheared (non-orthonormal) direction matrix.
 ORTHONORMAL_ATOL = 1e-4
 
@@ -69,18 +87,93 @@ class AtomicOutputs(AtomicGroup):
     """
 
     def write_image(self, image: sitk.Image, target: str | Path, compress: bool = True) -> Path:
-        """Write an image (format from the target's extension) to a temporary name."""
+        """Write an image (format from the target's extension) to a temporary name, then read the
+        file back to check that every voxel reached the disk (:func:`check_written_image`).
+
+        Raises:
+            OSError: the image cannot be written, or the written file is short (disk full, file-size
+                limit); the error names ``target``.
+        """
         target = Path(target)
         _, ext = split_image_extension(target.name)
         tmp = self.temp_for(target, suffix=ext)
-        try:
-            sitk.WriteImage(image, str(tmp), useCompression=compress)
-        except RuntimeError as exc:
-            reason = itk_reason(exc).replace(str(tmp), str(target)).replace(tmp.name, target.name)
-            raise OSError(f"{target}: cannot write image: {reason}") from None
-        except OSError as exc:
-            raise retarget_error(exc, target) from None
+        with native_stderr_collected() as noise:  # the NIfTI library prints its write errors on fd 2
+            try:
+                sitk.WriteImage(image, itk_path(tmp), useCompression=compress)
+            except RuntimeError as exc:
+                reason = itk_reason(exc).replace(str(tmp), str(target)).replace(tmp.name, target.name)
+                raise OSError(f"{target}: cannot write image: {reason}") from None
+            except OSError as exc:
+                raise retarget_error(exc, target) from None
+        check_written_image(tmp, target, image)  # a failure says it in one line: the noise is dropped
+        if noise:
+            sys.stderr.write("".join(noise))
         return target
+
+
+@contextlib.contextmanager
+def native_stderr_collected() -> Iterator[list[str]]:
+    """Within the block, what C/C++ code prints on file descriptor 2 is collected, not shown: the
+    list holds it after the block (the caller decides whether it still matters). Where fd 2 cannot
+    be redirected (no spare file), nothing is collected."""
+    collected: list[str] = []
+    try:
+        sys.stderr.flush()
+        sink = tempfile.TemporaryFile()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield collected
+        return
+    try:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield collected
+        finally:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            if text:
+                collected.append(text)
+    finally:
+        os.close(saved)
+        sink.close()
+
+
+def check_written_image(written: Path, target: Path, image: sitk.Image) -> None:
+    """Check that the file ``written`` holds all of ``image``: ITK's writers do not notice a short
+    write (disk full, file-size limit), and readers fill the missing voxels with zeros.
+
+    NIfTI is checked by streaming its voxel block (:func:`versemi.images.scan_nifti`, which also
+    checks a ``.nii.gz`` to its end); other formats are read back by ITK, whose NRRD and MetaImage
+    readers refuse a truncated file.
+
+    Raises:
+        OSError: the file is incomplete; the message names ``target``.
+    """
+    def short(detail: str) -> OSError:
+        return OSError(errno.EIO, f"cannot write image: the written file is incomplete ({detail}; disk full or "
+                                  "file-size limit?); the previous file is unchanged", str(target))
+
+    if written.name.lower().endswith(NIFTI_EXTENSIONS):
+        try:
+            found = scan_nifti(written)
+        except ImageFileError as exc:
+            raise short(str(exc).split(": ", 1)[-1].removeprefix("cannot read image: ").split(";")[0]) from None
+        header = read_nifti_header(written)
+        if found is None or header is None:
+            raise short("no complete header")
+        if tuple(header.dims[: image.GetDimension()]) != tuple(image.GetSize()):
+            raise short(f"header size {list(header.dims)} instead of {list(image.GetSize())}")
+        return
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(itk_path(written))
+    try:
+        with quiet_itk():
+            back = reader.Execute()
+    except RuntimeError as exc:
+        raise short(itk_reason(exc).replace(str(written), str(target))) from None
+    if back.GetSize() != image.GetSize():
+        raise short(f"size {list(back.GetSize())} instead of {list(image.GetSize())}")
 
 
 def is_orthonormal(direction: Sequence[float], atol: float = ORTHONORMAL_ATOL) -> bool:
@@ -128,33 +221,122 @@ def check_output_paths(
         else:
             why = f"unsupported labelmap format {ext or '(no extension)'!r}"
         raise OutputPathError(f"{target}: {why}; {use}")
+    targets = [Path(t) for t in (*image_targets, *other_targets)]
+    for target in targets:
+        try:
+            itk_path(target)
+        except ImageFileError as exc:
+            raise OutputPathError(str(exc).replace("which the image library cannot open", "which the image "
+                                                   "library cannot write")) from None
+    seen: dict[Path, Path] = {}
+    for target in targets:
+        key = resolved(target)
+        if key in seen:
+            raise OutputPathError(f"{target}: two outputs of this run are the same file ({seen[key]} and {target}); "
+                                  "one would be lost - choose different output paths")
+        seen[key] = target
     sources = [Path(p) for p in inputs if p is not None]
-    for target in [Path(t) for t in (*image_targets, *other_targets)]:
+    for target in targets:
         for source in sources:
             if source.is_dir():
-                inside = target.parent.resolve() == source.resolve() and target.exists()
-                if inside:
+                folder = resolved(source)
+                if folder == resolved(target) or folder in resolved(target).parents:
                     raise OutputPathError(
-                        f"{target}: refusing to overwrite a file inside the input DICOM folder {source}; "
-                        "choose another output path"
+                        f"{target}: is inside the input folder {source}; refusing to write into an input folder "
+                        "(the file would be read with it next time) - choose another output path"
                     )
-            elif _same_file(target, source) or target.resolve() == source.resolve():
+            elif _same_file(target, source) or resolved(target) == resolved(source):
                 raise OutputPathError(
                     f"{target}: is the input {source} itself (same file); refusing to overwrite an input - "
                     "choose another output path"
                 )
 
 
-def check_output_geometry(image_targets: Sequence[str | Path], reference: sitk.Image) -> None:
-    """Refuse NIfTI outputs for an image whose direction matrix NIfTI cannot store (sheared).
+def resolved(path: str | Path) -> Path:
+    """``path`` with its symbolic links resolved as far as they go (a link loop stays as it is)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # a symbolic-link loop: Python < 3.13 raises RuntimeError
+        return Path(os.path.abspath(path))
+
+
+def is_versemi_sidecar(path: Path) -> bool:
+    """Whether ``path`` is a JSON sidecar that versemi wrote (labels, model and versemi version)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and "versemi_version" in document and isinstance(document.get("labels"), list)
+
+
+def is_versemi_colour_table(path: Path) -> bool:
+    """Whether ``path`` is a colour table that versemi wrote (its first line is :data:`COLOUR_TABLE_HEADER`)."""
+    try:
+        with open(path, "rb") as f:
+            return f.readline().rstrip(b"\r\n") == COLOUR_TABLE_HEADER.encode()
+    except OSError:
+        return False
+
+
+def check_overwrite(
+    targets: Sequence[str | Path], sidecar: str | Path, colour_table: str | Path, overwrite: bool = False
+) -> None:
+    """Refuse to replace files versemi did not write, before any work.
+
+    A prediction publishes its colour table first and its sidecar last, so existing outputs are
+    versemi's own when a versemi sidecar (:func:`is_versemi_sidecar`) or colour table
+    (:func:`is_versemi_colour_table`) lies beside the labelmap. An existing sidecar name must be a
+    versemi sidecar. Anything else (a BIDS JSON with the sidecar's name, a hand-made segmentation)
+    is someone else's.
+
+    Args:
+        targets: every file the run writes.
+        sidecar: the labelmap's sidecar JSON (one of ``targets``).
+        colour_table: the labelmap's ``.ctbl`` (one of ``targets``).
+        overwrite: replace them anyway (``--overwrite``).
+
+    Raises:
+        OutputPathError: naming the first such file and ``--overwrite``.
+    """
+    if overwrite:
+        return
+    sidecar = Path(sidecar)
+    existing = [Path(t) for t in targets if os.path.lexists(t) and not Path(t).is_dir()]  # a folder: check_writable
+    if not existing:
+        return
+    sidecar_ours = is_versemi_sidecar(sidecar)
+    ours = sidecar_ours or is_versemi_colour_table(Path(colour_table))
+    for path in existing:
+        if path == sidecar and not sidecar_ours:
+            what = "is not a versemi sidecar (e.g. the scan's BIDS metadata)"
+        elif path != sidecar and not ours:
+            what = "exists and was not written by versemi (no versemi sidecar or colour table beside it)"
+        else:
+            continue
+        raise OutputPathError(f"{printable_path(path)}: {what}; refusing to overwrite it - choose another output "
+                              "path, or pass --overwrite to replace it")
+
+
+def check_output_geometry(
+    image_targets: Sequence[str | Path], reference: sitk.Image, source: str | Path | None = None
+) -> None:
+    """Refuse outputs that cannot carry the input's geometry exactly: NIfTI for an image whose
+    direction matrix NIfTI cannot store (sheared), and any output for a NIfTI input whose sform the
+    image library does not read (:func:`versemi.images.nifti_sform_problem`).
 
     Args:
         image_targets: image files to be written on ``reference``'s grid.
         reference: the input image whose geometry the outputs copy.
+        source: the file ``reference`` was read from (its NIfTI header is checked).
 
     Raises:
-        OutputPathError: naming the target and the formats that keep the geometry.
+        OutputPathError: naming the file and what to do.
     """
+    if source is not None and Path(source).is_file() and Path(source).name.lower().endswith(NIFTI_EXTENSIONS):
+        problem = nifti_sform_problem(source, reference)
+        if problem is not None:
+            raise OutputPathError(f"{source}: {problem}; refusing to write a labelmap with changed geometry - "
+                                  "resample the scan onto an orthogonal grid, or set its sform to its qform")
     if is_orthonormal(reference.GetDirection()):
         return
     for target in image_targets:
@@ -173,6 +355,12 @@ __all__ = [
     "OutputPathError",
     "check_output_geometry",
     "check_output_paths",
+    "COLOUR_TABLE_HEADER",
+    "check_overwrite",
+    "is_versemi_colour_table",
+    "check_written_image",
+    "is_versemi_sidecar",
+    "resolved",
     "is_orthonormal",
     "sidecar_paths",
 ]

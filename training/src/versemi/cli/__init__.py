@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import os
 import signal
 import sys
 import threading
@@ -88,6 +89,22 @@ def one_line_warnings(command: str) -> Iterator[None]:
 
         warnings.showwarning = show
         yield
+
+
+def check_environment() -> None:
+    """Name a bad ``$VERSEMI_MEMORY_LIMIT`` before any work, whether or not a scan is large enough
+    for the limit to be consulted.
+
+    Raises:
+        CliError: the variable is set to something that is not a size.
+    """
+    if os.environ.get("VERSEMI_MEMORY_LIMIT", "").strip():
+        from versemi.data.memory import MemoryLimitError, env_memory_limit
+
+        try:
+            env_memory_limit()
+        except MemoryLimitError as exc:
+            raise CliError(str(exc)) from None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -160,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with sigterm_as_interrupt(), one_line_warnings(args.command):
+            check_environment()
             return int(modules[args.command].run(args) or 0)
     except CliError as exc:
         print(f"versemi {args.command}: error: {exc}", file=sys.stderr)

@@ -59,6 +59,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-gaps", action="store_true",
                         help="read DICOM series with missing, duplicate or unevenly spaced slices anyway "
                              "(default: refused, naming the slice positions)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files that versemi did not write (e.g. a JSON with the "
+                             "sidecar's name beside a BIDS scan); default: refused, naming the file")
     parser.add_argument("--memory-limit", metavar="SIZE", type=_memory_size, default=None,
                         help="refuse scans whose preprocessing would need more memory than this, e.g. 8G "
                              "(default: $VERSEMI_MEMORY_LIMIT, else the memory available now)")

@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             roi=args.roi,
             progress=progress,
             allow_gaps=args.allow_gaps,
+            overwrite=args.overwrite,
         )
     if isinstance(progress, JsonLinesProgress):
         progress.done(
@@ -114,6 +115,10 @@ def _predict_folder(args: argparse.Namespace, predictor, progress) -> int:
     from versemi.inference.batch import predict_folder
     from versemi.inference.progress import JsonLinesProgress, report_info
 
+    from versemi.inference.io import find_images
+
+    if split_image_extension(Path(args.input).name)[1].lower() in IMAGE_EXTENSIONS and not find_images(args.input):
+        raise CliError(f"{args.input}: is a folder, not an image file (and it holds no scans and no DICOM series)")
     if not args.output:
         raise CliError("--output FOLDER is required when --input is a folder of scans")
     if split_image_extension(Path(args.output).name)[1].lower() in IMAGE_EXTENSIONS:
@@ -136,7 +141,7 @@ def _predict_folder(args: argparse.Namespace, predictor, progress) -> int:
     outcomes = predict_folder(
         predictor, args.input, args.output, args.prompts, output_extension=args.output_extension,
         resume=not args.no_resume, progress=progress, on_case=on_case, probabilities_dir=args.probabilities,
-        probabilities_dtype=args.probabilities_dtype, allow_gaps=args.allow_gaps,
+        probabilities_dtype=args.probabilities_dtype, allow_gaps=args.allow_gaps, overwrite=args.overwrite,
     )
     counts = {status: sum(o.status == status for o in outcomes) for status in ("done", "skipped", "failed")}
     summary = (f"{counts['done'] + counts['skipped']} of {len(outcomes)} scans segmented into {args.output} "

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             predictor, args.input, args.output, args.prompts,
             output_extension=args.output_extension, resume=not args.no_resume, progress=progress,
             allow_gaps=args.allow_gaps,
+            overwrite=args.overwrite,
         )
     failed = [r for r in records if r.status == "failed"]
     manifest = f"{args.output.rstrip('/')}/{MANIFEST_NAME}"

@@ -33,6 +33,7 @@ from versemi.images import (
     read_image_counting,
     read_image_file,
     scan_nifti,
+    zero_spacing_axes,
 )
 
 Severity = Literal["error", "warning"]
@@ -244,6 +245,11 @@ def _check_case(
             continue
         header_problems = _check_image_header(path, header, "image")
         problems += header_problems
+        zero = zero_spacing_axes(path)
+        if zero:
+            read_as = ", ".join(f"{header.GetSpacing()['xyz'.index(a)]:g}" for a in zero)
+            problems.append(Problem(WARNING, path, f"header spacing of axis {', '.join(zero)} is 0, read as "
+                                                   f"{read_as} mm (the image library's default); fix the header"))
         if header.components == 1:
             try:
                 bad = _nonfinite_count(path)

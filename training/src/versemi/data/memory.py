@@ -165,8 +165,14 @@ def memory_limit_set(text: str | None) -> Iterator[None]:
     """Within the block, :func:`memory_limit` is ``text`` (e.g. ``"8G"``; None: unchanged).
 
     Sets ``$VERSEMI_MEMORY_LIMIT`` (so worker processes see it too) and restores it afterwards.
+    Without ``text`` the variable is checked now, so a bad value is named before any work (even
+    when no scan would be large enough to consult it).
+
+    Raises:
+        MemoryLimitError: ``$VERSEMI_MEMORY_LIMIT`` is set to something that is not a size.
     """
     if not text:
+        env_memory_limit()
         yield
         return
     parse_size(text)
@@ -187,14 +193,23 @@ def memory_limit() -> tuple[int, str]:
     Raises:
         MemoryLimitError: the variable is set to something that is not a size.
     """
+    found = env_memory_limit()
+    return found if found is not None else available_memory()
+
+
+def env_memory_limit() -> tuple[int, str] | None:
+    """``$VERSEMI_MEMORY_LIMIT`` in bytes and as the message names it; None when it is not set.
+
+    Raises:
+        MemoryLimitError: it is set to something that is not a size (the message names the variable).
+    """
     text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
-    if text:
-        try:
-            return parse_size(text), f"the limit {MEMORY_LIMIT_ENV}={text}"
-        except ValueError as exc:
-            raise MemoryLimitError(str(exc)) from None
-    limit, source = available_memory()
-    return limit, source
+    if not text:
+        return None
+    try:
+        return parse_size(text), f"the limit {MEMORY_LIMIT_ENV}={text}"
+    except ValueError as exc:
+        raise MemoryLimitError(f"environment variable {MEMORY_LIMIT_ENV}: {exc}; unset it or set a size") from None
 
 
 @dataclass(frozen=True)
@@ -341,6 +356,7 @@ __all__ = [
     "available_memory",
     "check_memory",
     "check_preprocessing_memory",
+    "env_memory_limit",
     "format_bytes",
     "memory_limit",
     "memory_limit_set",

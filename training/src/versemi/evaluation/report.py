@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -175,6 +176,20 @@ def _read_label_map(path: Path) -> tuple[sitk.Image, np.ndarray]:
     return image, array
 
 
+class UndeclaredLabelWarning(UserWarning):
+    """A label value in a file that the reference label names do not declare (it is not scored)."""
+
+
+def _warn_undeclared(path: Path, array: np.ndarray, declared: set[int], what: str) -> None:
+    """Warn, naming ``path``, about non-zero values of ``array`` that no scored label has."""
+    present = set(np.unique(array).tolist()) - {0}
+    undeclared = sorted(int(v) for v in present - declared)
+    if undeclared:
+        warnings.warn(f"{path}: {what} label value(s) {undeclared} are not declared in the label names "
+                      f"(declared: {sorted(declared)}); they are not scored - check dataset.json or the labels",
+                      UndeclaredLabelWarning, stacklevel=3)
+
+
 def _mask(array: np.ndarray, values: Sequence[int]) -> np.ndarray:
     return array == values[0] if len(values) == 1 else np.isin(array, values)
 
@@ -230,6 +245,9 @@ def evaluate_case(
         present = sorted((set(np.unique(ref).tolist()) | set(np.unique(pred).tolist())) - {0})
         label_names = {str(v): [int(v)] for v in present}
 
+    _warn_undeclared(ref_path, ref, {v for values in label_names.values() for v in values}, "reference")
+    if sidecar is None:
+        _warn_undeclared(pred_path, pred, {v for values in label_names.values() for v in values}, "predicted")
     rows: list[dict[str, Any]] = []
     not_predicted: list[str] = []
     for name, ref_values in label_names.items():

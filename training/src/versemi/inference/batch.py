@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from versemi.fileio import remove_stale_temp_files
+from versemi.fileio import make_folder, remove_stale_temp_files
 from versemi.images import IMAGE_EXTENSIONS
 from versemi.inference.io import find_images
 from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
 from versemi.inference.results import PredictionError
-from versemi.outputs import sidecar_paths
+from versemi.outputs import resolved, sidecar_paths
 
 STATUSES = ("done", "skipped", "failed")
 
@@ -102,7 +102,7 @@ def check_folders(input_dir: Path, output_dir: Path) -> None:
         PredictionError: naming both folders.
     """
     scans = (input_dir / "imagesTr") if (input_dir / "imagesTr").is_dir() else input_dir
-    source, target = scans.resolve(), output_dir.resolve()
+    source, target = resolved(scans), resolved(output_dir)
     if target == source or source in target.parents:
         raise PredictionError(f"{output_dir}: the output folder must not be the input folder {input_dir} or inside it "
                               "(its labelmaps would be taken for scans); choose another folder")
@@ -121,6 +121,7 @@ def predict_folder(
     probabilities_dir: str | Path | None = None,
     probabilities_dtype: str = "float32",
     allow_gaps: bool = False,
+    overwrite: bool = False,
 ) -> list[CaseOutcome]:
     """Segment every scan of ``input_dir`` into ``output_dir`` (see the module docstring).
 
@@ -136,6 +137,7 @@ def predict_folder(
         probabilities_dir: also write ``<dir>/<case>/<prompt>.nii.gz``.
         probabilities_dtype: ``"float32"`` or ``"uint8"``.
         allow_gaps: read DICOM series with missing or unevenly spaced slices anyway.
+        overwrite: replace existing outputs versemi did not write (else that case fails, naming them).
 
     Returns:
         One outcome per case, in case order.
@@ -154,7 +156,7 @@ def predict_folder(
     prompt_ids = predictor.resolve_prompts(prompts)  # a bad prompt fails before any work
     names = [predictor.label_space.prompts[i].name for i in prompt_ids]
     sha256 = predictor.model_info["sha256"]
-    output_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(output_dir)
     remove_stale_temp_files(output_dir)  # left by a run that was killed
     outcomes: list[CaseOutcome] = []
     total = len(cases)
@@ -173,7 +175,7 @@ def predict_folder(
             try:
                 written = predictor.predict_file(image, output, prompt_ids, probabilities_dir=probabilities,
                                                  probabilities_dtype=probabilities_dtype, progress=sub,
-                                                 allow_gaps=allow_gaps)
+                                                 allow_gaps=allow_gaps, overwrite=overwrite)
             except (ValueError, OSError, RuntimeError) as exc:
                 # One bad scan must not stop a folder of hundreds: report it and go on.
                 from versemi.cli import describe_error

@@ -25,9 +25,12 @@ from versemi.images import (
     ImageFileError,
     list_dicom_series,
     nonfinite_count,
+    path_problem,
+    printable_path,
     read_image,
     split_image_extension,
 )
+from versemi.outputs import COLOUR_TABLE_HEADER
 from versemi.outputs import AtomicOutputs, sidecar_paths  # noqa: F401 - re-exported (io.AtomicOutputs, io.sidecar_paths)
 
 
@@ -48,8 +51,10 @@ def read_input_image(path: str | Path, series_uid: str | None = None, allow_gaps
             DICOM series with gaps; several DICOM series and no ``series_uid``.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputImageError(f"{path}: input image not found")
+    problem = path_problem(path)
+    if problem is not None:
+        raise InputImageError(f"{printable_path(path)}: " + ("input image not found" if problem.startswith("not found")
+                                                             else f"cannot open the input: {problem}"))
     if path.is_file() and path.stat().st_size == 0:
         raise InputImageError(f"{path}: input image file is empty")
     try:
@@ -103,7 +108,7 @@ def copy_geometry(target: sitk.Image, reference: sitk.Image) -> sitk.Image:
 
 def colour_table_text(labels: Sequence[dict[str, Any]]) -> str:
     """A Slicer colour table (``.ctbl``): ``value name r g b a`` per line, 0 = background."""
-    lines = ["# VerSemi label colours (Slicer colour table)", "0 background 0 0 0 0"]
+    lines = [COLOUR_TABLE_HEADER, "0 background 0 0 0 0"]
     for entry in labels:
         r, g, b = (int(c) for c in entry["color"])
         name = str(entry["name"]).replace(" ", "_")
@@ -134,8 +139,13 @@ def find_images(folder: str | Path) -> list[tuple[str, Path]]:
                     continue  # an extra channel of a multi-channel nnU-Net case
                 root = root[:-5]
             cases.setdefault(root, entry)
-        elif entry.is_dir() and list_dicom_series(entry):
-            cases.setdefault(entry.name, entry)
+        elif entry.is_dir():
+            try:
+                has_series = bool(list_dicom_series(entry))
+            except ImageFileError:
+                has_series = True  # a name ITK cannot open: listed, so that reading it fails with a line
+            if has_series:
+                cases.setdefault(entry.name, entry)
     return sorted(cases.items())
 
 

@@ -47,7 +47,7 @@ from versemi.checkpoint import Checkpoint, CheckpointError  # noqa: F401 - Check
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case
 from versemi.devices import DeviceError, resolve_device
 from versemi.fileio import remove_stale_temp_files, sha256_file
-from versemi.outputs import AtomicOutputs, check_output_geometry, check_output_paths, sidecar_paths
+from versemi.outputs import AtomicOutputs, check_output_geometry, check_output_paths, check_overwrite, sidecar_paths
 from versemi.inference.export import (
     THRESHOLD,
     LabelmapAssembler,
@@ -494,12 +494,15 @@ class Predictor:
         model_space_hook: ModelSpaceHook | None = None,
         hidden_prompts: str | Iterable[str] | Iterable[int] | None = None,
         allow_gaps: bool = False,
+        overwrite: bool = False,
     ) -> PredictFileResult:
         """Segment a file (or DICOM folder) and write the labelmap, sidecar, ``.ctbl`` and probabilities.
 
         Before any work the outputs are checked (:func:`versemi.outputs.check_output_paths`): a format
         that holds a 3D labelmap and the input's geometry, no output that is an input (scan or
-        checkpoint, also through a link), folders that can be created and written. Temporary files
+        checkpoint, also through a link; no file inside an input folder), no two outputs that are the
+        same file, no existing file versemi did not write unless ``overwrite``
+        (:func:`versemi.outputs.check_overwrite`), folders that can be created and written. Temporary files
         that killed runs left in the output folders are removed first. All outputs are written
         under temporary names and renamed together at the end; on any error nothing is left behind.
 
@@ -518,9 +521,12 @@ class Predictor:
             hidden_prompts: See :meth:`predict`: seen by ``model_space_hook`` only, never written
                 (not in the labelmap, the sidecar's labels, the colour table or ``probabilities_dir``).
             allow_gaps: Read a DICOM series with missing or unevenly spaced slices anyway.
+            overwrite: Replace existing outputs that versemi did not write (e.g. a JSON with the
+                sidecar's name).
 
         Raises:
-            versemi.outputs.OutputPathError: an output that cannot hold the labelmap or is an input.
+            versemi.outputs.OutputPathError: an output that cannot hold the labelmap, is an input, or
+                would replace a file versemi did not write.
             OSError: an output that cannot be written (naming it); found before the inference.
             InputImageError, PredictionError, CheckpointError, MemoryLimitError: see :meth:`predict`.
         """
@@ -533,9 +539,10 @@ class Predictor:
         prob_targets = [prob_dir / f"{e.name}.nii.gz" for e in self.label_table(prompt_ids)] if prob_dir else []
         image_targets = [output_path, *prob_targets]
         check_output_paths(image_targets, [ctbl_path, sidecar_path], inputs=[Path(input_path), self.checkpoint_path])
+        check_overwrite([*image_targets, ctbl_path, sidecar_path], sidecar_path, ctbl_path, overwrite)
         StageProgress(progress, "preprocess")(0.0, f"reading {input_path}")
         image = read_input_image(input_path, series_uid, allow_gaps=allow_gaps)
-        check_output_geometry(image_targets, image)
+        check_output_geometry(image_targets, image, source=input_path)
         for folder in dict.fromkeys(t.parent for t in image_targets):
             remove_stale_temp_files(folder)
         written_probs: list[Path] = []
@@ -552,8 +559,10 @@ class Predictor:
                 image, prompt_ids, roi=roi, probability_sink=sink, progress=progress, image_name=str(input_path),
                 model_space_hook=model_space_hook, hidden_prompts=hidden_ids,
             )
-            out.write_image(result.labelmap, output_path)
+            # Published in this order: the colour table first (it marks the files as versemi's, see
+            # check_overwrite), the sidecar last (it marks completion).
             out.write_text(colour_table_text([e.to_dict() for e in result.labels]), ctbl_path)
+            out.write_image(result.labelmap, output_path)
             out.write_json(sidecar_document(result, self.model_info, input_path), sidecar_path)  # last: marks completion
         return PredictFileResult(output_path, sidecar_path, ctbl_path, written_probs, result)
 

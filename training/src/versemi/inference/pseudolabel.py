@@ -38,9 +38,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from versemi.fileio import remove_stale_temp_files
-from versemi.images import IMAGE_EXTENSIONS
-from versemi.inference.batch import finished_by_same_model
+from versemi.fileio import make_folder, remove_stale_temp_files
+from versemi.images import IMAGE_EXTENSIONS, printable_path
+from versemi.inference.batch import check_folders, finished_by_same_model
 from versemi.inference.io import find_images
 from versemi.inference.predictor import Predictor
 from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
@@ -160,6 +160,7 @@ def _predict_case(
     progress: ProgressReporter | None,
     model_space_hook: ModelSpaceHook | None,
     allow_gaps: bool = False,
+    overwrite: bool = False,
 ) -> tuple[PredictFileResult, UncertaintyScore | None]:
     """:meth:`Predictor.predict_file` with the synthetic prompt as a hidden prompt for the score
     (computed in the same backbone pass, never written) unless it is chosen."""
@@ -167,7 +168,8 @@ def _predict_case(
     hidden = [synthetic_id] if synthetic_id is not None and synthetic_id not in prompt_ids else []
     hook = _ReviewScoreHook(synthetic_id, model_space_hook)
     written = predictor.predict_file(image_path, output, prompt_ids, progress=progress, model_space_hook=hook,
-                                     hidden_prompts=hidden, allow_gaps=allow_gaps)
+                                     hidden_prompts=hidden, allow_gaps=allow_gaps,
+                                     overwrite=overwrite)
     return written, hook.score
 
 
@@ -207,6 +209,7 @@ def pseudolabel_folder(
     model_space_hook: ModelSpaceHook | None = None,
     on_case: Callable[[PseudoLabelRecord], None] | None = None,
     allow_gaps: bool = False,
+    overwrite: bool = False,
 ) -> list[PseudoLabelRecord]:
     """Pseudo-label every scan of a folder and record it in the folder's manifest (see the module docstring).
 
@@ -223,17 +226,20 @@ def pseudolabel_folder(
             except an ``uncertainty`` field, which is the review score's.
         on_case: Called with each case's record as soon as the manifest has it.
         allow_gaps: Read DICOM series with missing or unevenly spaced slices anyway.
+        overwrite: Replace existing outputs versemi did not write (else that case fails, naming them).
 
     Returns:
         One record per case, in case order.
 
     Raises:
-        ValueError: the input folder does not exist or holds no scans; a prompt the model lacks; the
-            manifest is unreadable or its label table differs while cases are refined.
+        ValueError: the input folder does not exist or holds no scans; the output folder is the input
+            folder or inside it; a prompt the model lacks; the manifest is unreadable or its label
+            table differs while cases are refined.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise ValueError(f"{input_dir}: input folder not found")
+    check_folders(input_dir, output_dir)  # before anything is created in it
     cases = find_images(input_dir)
     if not cases:
         raise ValueError(f"{input_dir}: no scans found ({', '.join(IMAGE_EXTENSIONS)} or DICOM sub-folders)")
@@ -242,7 +248,7 @@ def pseudolabel_folder(
     synthetic_id = predictor.label_space.synthetic_id
     # A score needs the synthetic prompt and at least one real prompt.
     needs_score = synthetic_id is not None and any(i != synthetic_id for i in prompt_ids)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(output_dir)
     remove_stale_temp_files(output_dir)  # left by a run that was killed (SIGKILL, out of memory)
     review = ReviewManifest(output_dir)
     migrate_run_log(review)  # a folder made when pseudolabel kept its own manifest.jsonl
@@ -270,10 +276,11 @@ def pseudolabel_folder(
             score = None
             try:
                 written, score = _predict_case(predictor, image_path, output, prompt_ids, sub, model_space_hook,
-                                               allow_gaps)
+                                               allow_gaps, overwrite)
             except (ValueError, OSError, RuntimeError) as exc:
                 # One bad scan must not stop a folder of hundreds: record it and go on.
-                record = PseudoLabelRecord(case, str(image_path), None, None, model, prompt_names, "failed",
+                # printable_path: a name that is not UTF-8 cannot be stored in the UTF-8 manifest as is.
+                record = PseudoLabelRecord(case, printable_path(image_path), None, None, model, prompt_names, "failed",
                                            round(time.perf_counter() - start, 3), utc_now(), error=str(exc))
                 report_info(progress, f"{case}: failed: {exc}")
             else:

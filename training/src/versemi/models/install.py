@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from versemi.models.catalogue import (
     validate_identifier,
     version_key,
 )
+from versemi.fileio import create_temp_file, make_folder, remove_stale_temp_files, short_write_error, temp_path_for
 from versemi.models.download import ProgressCallback
 from versemi.models.store import (
     ChecksumError,
@@ -111,13 +111,18 @@ class VerifyResult:
 
 
 def _copy_hashing(source: Path, dest_dir: Path, progress_callback: ProgressCallback | None) -> tuple[Path, str]:
-    """Copy ``source`` to a temp file in ``dest_dir`` hashing the bytes written; returns (temp, sha256)."""
+    """Copy ``source`` to a temp file in ``dest_dir`` hashing the bytes written; returns (temp, sha256).
+
+    The temporary name is :mod:`versemi.fileio`'s (so a killed import's copy is recognised and
+    removed by the next run), chosen before the file exists so an interruption never orphans it.
+    """
     digest = hashlib.sha256()
     total = source.stat().st_size
     done = 0
-    fd, tmp = tempfile.mkstemp(prefix=".import-", suffix=".part", dir=dest_dir)
+    tmp = temp_path_for(dest_dir / source.name)
     try:
-        with source.open("rb") as src, os.fdopen(fd, "wb") as out:
+        create_temp_file(tmp, dest_dir / source.name)
+        with source.open("rb") as src, open(tmp, "wb") as out:
             while chunk := src.read(1024 * 1024):
                 out.write(chunk)
                 digest.update(chunk)
@@ -125,6 +130,8 @@ def _copy_hashing(source: Path, dest_dir: Path, progress_callback: ProgressCallb
                 if progress_callback is not None:
                     progress_callback(done, total)
             out.flush()
+            if os.fstat(out.fileno()).st_size != done:
+                raise short_write_error(dest_dir / source.name, os.fstat(out.fileno()).st_size, done)
             os.fsync(out.fileno())
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -193,9 +200,14 @@ def import_model(
     if catalogue is None:
         catalogue, _ = catalogue_or_empty()
     cache = models_dir(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-
-    tmp, actual = _copy_hashing(source, cache, progress_callback)
+    created: list[Path] = []
+    try:
+        make_folder(cache, created)
+        remove_stale_temp_files(cache)
+        tmp, actual = _copy_hashing(source, cache, progress_callback)
+    except BaseException:
+        _remove_empty(created)  # a refused import leaves no empty cache folder behind
+        raise
     try:
         entry = _entry_for_import(actual, name, version, catalogue)
         if entry is not None:
@@ -212,9 +224,19 @@ def import_model(
             os.replace(tmp, cache / record.file)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        _remove_empty(created)
         raise
     record_installed(record, cache)
     return record
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this import created (deepest first) where they are still empty."""
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty (another process installed something meanwhile), or gone
 
 
 def _local_record(

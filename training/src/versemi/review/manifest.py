@@ -331,7 +331,11 @@ class ReviewManifest:
             "cases": [r.to_json(self.root) for r in state.sorted_rows()],
         }
         text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
-        atomic_write_bytes(self.path, text.encode("utf-8"), before_replace=self.before_replace)
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:  # a file name that is not UTF-8: kept exactly, as JSON \u escapes
+            encoded = (json.dumps(data, indent=1, ensure_ascii=True) + "\n").encode("ascii")
+        atomic_write_bytes(self.path, encoded, before_replace=self.before_replace)
 
     def upsert(
         self,
