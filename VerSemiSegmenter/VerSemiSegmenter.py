@@ -28,6 +28,8 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.util import VTKObservationMixin
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 
@@ -863,10 +865,18 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.reviewRejectButton.toolTip = "Mark the case as not worth fixing (stays unlabeled for training), then load the next case."
         self.reviewReasonEdit = qt.QLineEdit()
         self.reviewReasonEdit.placeholderText = "reason for rejecting (optional)"
+        self.reviewUndoButton = qt.QPushButton(_("Undo"))
+        self.reviewUndoButton.toolTip = _("Take back the last rejection: the case's previous status and refined label come back.")
+        self.reviewReopenButton = qt.QPushButton(_("Reopen"))
+        self.reviewReopenButton.toolTip = _("Set the selected rejected or refined case back to pending (a refined label stays the label to edit).")
         buttons = qt.QHBoxLayout()
         for button in (self.reviewNextButton, self.reviewEditorButton, self.reviewSaveButton, self.reviewRejectButton):
             buttons.addWidget(button)
         form.addRow(buttons)
+        historyButtons = qt.QHBoxLayout()
+        historyButtons.addWidget(self.reviewUndoButton)
+        historyButtons.addWidget(self.reviewReopenButton)
+        form.addRow(historyButtons)
         form.addRow("Reject reason:", self.reviewReasonEdit)
         self.reviewStatusLabel = qt.QLabel("Choose a review folder and click Open.")
         self.reviewStatusLabel.wordWrap = True
@@ -877,6 +887,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.reviewEditorButton.connect("clicked(bool)", self.onReviewSegmentEditor)
         self.reviewSaveButton.connect("clicked(bool)", self.reviewPanel.save)
         self.reviewRejectButton.connect("clicked(bool)", self.onReviewReject)
+        self.reviewUndoButton.connect("clicked(bool)", self.reviewPanel.undo)
+        self.reviewReopenButton.connect("clicked(bool)", self.onReviewReopen)
         self.reviewTable.connect("cellDoubleClicked(int,int)", self.onReviewCaseDoubleClicked)
         self.refresh_review()
 
@@ -889,6 +901,20 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onReviewReject(self) -> None:
         self.reviewPanel.reject(self.reviewReasonEdit.text)
         self.reviewReasonEdit.text = ""
+
+    def onReviewReopen(self) -> None:
+        item = self.reviewTable.item(self.reviewTable.currentRow(), 0)
+        if item is not None:
+            self.reviewPanel.reopen(item.text())
+
+    def choose(self, text: str, choices: list[str]) -> Optional[int]:
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setWindowTitle(_("VerSemi Segmenter"))
+        box.setText(text)
+        buttons = [box.addButton(choice, qt.QMessageBox.ActionRole) for choice in choices]
+        box.exec_()
+        clicked = box.clickedButton()
+        return next((i for i, button in enumerate(buttons) if button is clicked), None)
 
     def onReviewCaseDoubleClicked(self, row: int, column: int) -> None:
         item = self.reviewTable.item(row, 0)
@@ -937,6 +963,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.reviewNextButton.enabled = controller is not None
         for button in (self.reviewEditorButton, self.reviewSaveButton, self.reviewRejectButton):
             button.enabled = isOpen
+        self.reviewUndoButton.enabled = self.reviewPanel.undoable is not None
+        self.reviewReopenButton.enabled = controller is not None
 
     # --- run --------------------------------------------------------------------------------------
     def onApplyButton(self) -> None:

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
+from .i18n import _
 from .catalogue import ModelChoice, PromptInfo, local_checkpoint_choice, model_card_text
 from .process import BackgroundCall
 
@@ -430,6 +431,10 @@ class CachePanel:
 class ReviewView(Protocol):
     def confirm(self, text: str) -> bool: ...
 
+    def choose(self, text: str, choices: list[str]) -> Optional[int]:
+        """Ask the user to pick one of ``choices`` (buttons); ``None`` when the dialog is closed."""
+        ...
+
     def show_error(self, message: str) -> None: ...
 
     def show_status(self, text: str) -> None: ...
@@ -443,8 +448,20 @@ class ReviewView(Protocol):
         ...
 
 
+def saved_work_text(case: Any) -> str:
+    """Whose saved work a case holds, in words (for questions that could affect it)."""
+    if case is not None and getattr(case, "refined_label", None) is not None:
+        return _("the refined label saved by {user} at {time}").format(
+            user=case.refined_by or _("unknown"), time=case.refined_at or "?")
+    return _("the model's pseudo-label")
+
+
 class ReviewPanel:
     """The Review section's actions: each one ends with the panel redrawn, also after a failure.
+
+    Nothing an annotator did is lost without a question: leaving a case with unsaved edits and
+    rejecting ask first and say whose work is affected; a rejection can be undone; a save on a case
+    someone changed meanwhile keeps both labels and lets the user choose (:meth:`save`).
 
     Args:
         view: :class:`ReviewView`.
@@ -452,6 +469,8 @@ class ReviewPanel:
         ensure_backend: installs ``versemi``/``filelock`` when missing, then calls back.
         missing_packages: the review packages not installed (``review.missing_review_packages``).
     """
+
+    CONFLICT_CHOICES = ("keep", "load", "cancel")
 
     def __init__(
         self,
@@ -465,36 +484,40 @@ class ReviewPanel:
         self.ensure_backend = ensure_backend
         self.missing_packages = missing_packages
         self.controller: Any = None
+        # The last decision that Undo takes back: (case id, the case's revision right after it).
+        self.undoable: Optional[tuple[str, int]] = None
 
     def _attempt(self, what: str, action: Callable[[], Any]) -> tuple[bool, Any]:
         try:
             return True, action()
         except Exception as exc:  # shown to the user; the panel is redrawn by the caller
-            self.view.show_error(f"{what}:\n{exc}")
+            self.view.show_error(_("{what}:\n{error}").format(what=what, error=exc))
             return False, None
 
     def _confirm_leave(self) -> bool:
         if self.controller is None or self.controller.current is None:
             return True
+        loaded = self.controller.current
         return self.view.confirm(
-            f"Leave case {self.controller.current.case_id} without saving? "
-            "Its edits are discarded; it stays pending."
+            _("Leave case {case} without saving? Your unsaved edits are discarded; {work} stays as it is.").format(
+                case=loaded.case_id, work=saved_work_text(loaded.case))
         )
 
     def open(self, folder: str) -> None:
         if not folder:
-            self.view.show_error("Failed to open the review folder:\nchoose a review folder first.")
+            self.view.show_error(_("Failed to open the review folder:\nchoose a review folder first."))
             return
         if self.missing_packages():
-            self.ensure_backend("to review pseudo-labels", lambda: self.open(folder))
+            self.ensure_backend(_("to review pseudo-labels"), lambda: self.open(folder))
             return
         if not self._confirm_leave():
             return
         if self.controller is not None:
-            self._attempt("Failed to close the open case", self.controller.close_case)
+            self._attempt(_("Failed to close the open case"), self.controller.close_case)
             self.controller = None
-        ok, controller = self._attempt("Failed to open the review folder", lambda: self.open_review(folder))
+        ok, controller = self._attempt(_("Failed to open the review folder"), lambda: self.open_review(folder))
         self.controller = controller if ok else None
+        self.undoable = None
         self.view.refresh_review()
 
     def next(self) -> None:
@@ -509,37 +532,106 @@ class ReviewPanel:
             return
         if not self._confirm_leave():
             return
-        self._attempt(f"Failed to open case {case_id}", lambda: self.controller.open_case(case_id))
+        self._attempt(_("Failed to open case {case}").format(case=case_id), lambda: self.controller.open_case(case_id))
         self._show()
 
     def save(self) -> None:
+        """Save the open case; if someone changed it since it was opened, both labels are kept and
+        the user chooses: keep theirs (the user's) on top, load the newer label, or cancel."""
         if self.controller is None:
             return
-        ok, saved = self._attempt("Failed to save the refined label",
-                                  lambda: self.controller.save_refined(move_on=False))
-        if ok:
-            self.view.show_status(f"Saved {saved.case_id} as {saved.refined_label}")
-            self._load_next()
-        else:
+        from versemi.review import ReviewConflict  # installed once a review is open
+
+        try:
+            saved = self.controller.save_refined(move_on=False)
+        except ReviewConflict as conflict:
+            self._resolve_conflict(conflict)
+            return
+        except Exception as exc:
+            self.view.show_error(_("Failed to save the refined label:\n{error}").format(error=exc))
             self.view.refresh_review()  # the case stays open with its edits: save again or reject
+            return
+        self.undoable = None
+        self.view.show_status(_("Saved {case} as {path}").format(case=saved.case_id, path=saved.refined_label))
+        self._load_next()
+
+    def _resolve_conflict(self, conflict: Any) -> None:
+        newer = "; ".join(
+            _("{action} by {user} at {time}").format(action=e.get("action"), user=e.get("by") or _("unknown"),
+                                                     time=e.get("at") or "?")
+            for e in conflict.newer
+        )
+        question = _(
+            "Case {case} changed after you opened it: {changes}.\n\nYour label was saved as revision {revision} "
+            "without replacing the newer one, so nothing is lost. What now?"
+        ).format(case=conflict.case.case_id, changes=newer, revision=conflict.kept.number)
+        choice = self.view.choose(question, [
+            _("Keep mine on top"), _("Load the newer label"), _("Cancel (keep editing)")])
+        action = self.CONFLICT_CHOICES[choice] if choice is not None else "cancel"
+        if action == "keep":
+            ok, saved = self._attempt(_("Failed to keep your label"), lambda: self.controller.keep_mine(conflict))
+            if ok:
+                self.view.show_status(_("Saved {case} as {path} (on top of the newer label)").format(
+                    case=saved.case_id, path=saved.refined_label))
+                self._load_next()
+                return
+        elif action == "load":
+            self._attempt(_("Failed to load the newer label"), self.controller.load_newer)
+            self.view.show_status(_("Loaded the newer label of {case}; your edits are revision {revision}.").format(
+                case=conflict.case.case_id, revision=conflict.kept.number))
+            self._show()
+            return
+        self.view.refresh_review()
 
     def reject(self, reason: str) -> None:
-        if self.controller is None:
+        """Reject the open case after asking (the question names whose saved work it sets aside)."""
+        if self.controller is None or self.controller.current is None:
             return
-        ok, rejected = self._attempt("Failed to reject the case",
+        loaded = self.controller.current
+        question = _("Reject case {case}? It will not be used for training. Your unsaved edits are discarded.").format(
+            case=loaded.case_id)
+        if loaded.case is not None and loaded.case.refined_label is not None:
+            question += "\n\n" + _(
+                "Training will no longer use {work}. The file stays on disk and Undo brings it back.").format(
+                work=saved_work_text(loaded.case))
+        if not self.view.confirm(question):
+            return
+        ok, rejected = self._attempt(_("Failed to reject the case"),
                                      lambda: self.controller.reject((reason or "").strip() or None, move_on=False))
         if ok:
-            self.view.show_status(f"Rejected {rejected.case_id}")
+            self.undoable = (rejected.case_id, rejected.revision)
+            self.view.show_status(_("Rejected {case}. Undo takes it back.").format(case=rejected.case_id))
             self._load_next()
         else:
             self.view.refresh_review()
 
+    def undo(self) -> None:
+        """Take back the last rejection (its previous status and refined label come back)."""
+        if self.controller is None or self.undoable is None:
+            return
+        case_id, revision = self.undoable
+        ok, case = self._attempt(_("Failed to undo"), lambda: self.controller.undo(case_id, revision))
+        if ok:
+            self.undoable = None
+            self.view.show_status(_("Undone: {case} is {status} again.").format(case=case_id, status=case.status))
+        self.view.refresh_review()
+
+    def reopen(self, case_id: str) -> None:
+        """Set a rejected or refined case back to pending (its refined label stays the label to edit)."""
+        if self.controller is None:
+            return
+        ok, case = self._attempt(_("Failed to reopen case {case}").format(case=case_id),
+                                 lambda: self.controller.reopen(case_id))
+        if ok:
+            self.view.show_status(_("Reopened {case}: it is pending again.").format(case=case_id))
+        self.view.refresh_review()
+
     def _load_next(self) -> None:
-        self._attempt("Failed to load the next case", self.controller.next_case)
+        self._attempt(_("Failed to load the next case"), self.controller.next_case)
         self._show()
 
     def _show(self) -> None:
         loaded = self.controller.current if self.controller is not None else None
         if loaded is not None:
-            self._attempt("Failed to show the case", lambda: self.view.show_case(loaded))
+            self._attempt(_("Failed to show the case"), lambda: self.view.show_case(loaded))
         self.view.refresh_review()

@@ -68,6 +68,8 @@ class LoadedCase:
     entries: list[LabelEntry]
     segment_ids: list[str]
     edited_label: Path | None  # the file that was loaded for editing (pseudo-label or refined label)
+    revision: int = 0  # the case's revision when opened: saves and decisions are compare-and-swap on it
+    case: Any = None  # the ``ReviewCase`` as opened (status, who refined it)
 
 
 class ReviewScene(Protocol):
@@ -183,12 +185,15 @@ class ReviewController:
 
         Raises:
             ReviewPanelError: no case is open, or a segment is not in the label table.
+            versemi.review.ReviewConflict: someone changed the case since it was opened; the label
+                was kept as a revision that is not current (see :meth:`keep_mine`,
+                :meth:`load_newer`) and the case stays open.
             versemi.review.ReviewError: the library refused the label (grid, values); nothing was
                 saved and the case stays open.
         """
         loaded = self._require_open("save")
         labelmap = self.scene.export(loaded)
-        saved = self.session.save_refined(loaded.case_id, labelmap)
+        saved = self.session.save_refined(loaded.case_id, labelmap, expected_revision=loaded.revision)
         self._forget(loaded.case_id)
         self.close_case()
         if move_on:
@@ -206,12 +211,42 @@ class ReviewController:
             The case as now recorded (``ReviewCase``, status ``rejected``).
         """
         loaded = self._require_open("reject")
-        rejected = self.session.reject(loaded.case_id, reason=reason or None)
+        rejected = self.session.reject(loaded.case_id, reason=reason or None, expected_revision=loaded.revision)
         self._forget(loaded.case_id)
         self.close_case()
         if move_on:
             self.next_case()
         return rejected
+
+    def keep_mine(self, conflict: Any) -> Any:
+        """After a save conflict: make the kept label the current one, on top of the newer save.
+
+        Returns:
+            The case as now recorded (status ``refined``).
+
+        Raises:
+            versemi.review.ReviewConflict: the case changed again meanwhile.
+        """
+        restored = self.session.restore(conflict.case.case_id, conflict.kept.number,
+                                        expected_revision=conflict.case.revision)
+        if self.current is not None and self.current.case_id == restored.case_id:
+            self._forget(restored.case_id)
+            self.close_case()
+        return restored
+
+    def load_newer(self) -> LoadedCase:
+        """After a save conflict: open the case again with its newer label (the open edits were
+        kept on disk as a revision)."""
+        loaded = self._require_open("reload")
+        return self.open_case(loaded.case_id)
+
+    def undo(self, case_id: str, revision: int) -> Any:
+        """Undo the last decision on a case, if it is still the case's last change (``revision``)."""
+        return self.session.undo(case_id, expected_revision=revision)
+
+    def reopen(self, case_id: str) -> Any:
+        """Set a rejected or refined case back to pending (a refined label stays the label to edit)."""
+        return self.session.reopen(case_id)
 
     def close_case(self) -> None:
         """Remove the open case's nodes from the scene (nothing is saved)."""
@@ -228,6 +263,8 @@ class ReviewController:
         try:
             entries = label_entries(case.sidecar, self.session.label_table(), f"{self.review_dir} case {case.case_id}")
             self.current = self.scene.load(case.case_id, Path(case.image), case.label_to_edit, entries)
+            self.current.revision = int(getattr(case, "revision", 0))
+            self.current.case = case
         except Exception:
             # A case that cannot be loaded must not block the queue: the next "Next case" passes it.
             if case.case_id not in self.skipped:
