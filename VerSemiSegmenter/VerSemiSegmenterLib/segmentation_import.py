@@ -235,7 +235,9 @@ def import_labelmap(
             label (e.g. a review case without a pseudo-label).
         entries: the label table (value -> name, colour, terminology); must not be empty.
         input_volume_node: reference geometry, parent transform and subject-hierarchy location.
-        segmentation_node: ``None`` creates a new node; an existing node has ALL its segments replaced.
+        segmentation_node: ``None`` creates a new node; an existing node has ALL its segments replaced,
+            all or nothing: if the import fails, its old segments (ids, names, voxels, terminology)
+            and transform are put back.
         name: name of a new segmentation node (default: ``"<volume name> VerSemi"``).
 
     Returns:
@@ -249,6 +251,11 @@ def import_labelmap(
     labelmap_node = load_labelmap_node(labelmap_path, scene) if labelmap_path is not None else None
     color_node = make_color_table_node(entries, scene)
     created = segmentation_node is None
+    backup = old_transform = None
+    if not created:
+        backup = slicer.vtkSegmentation()
+        backup.DeepCopy(segmentation_node.GetSegmentation())
+        old_transform = segmentation_node.GetTransformNodeID()
     try:
         if labelmap_node is not None:
             _check_labels(labelmap_node, entries, labelmap_path)
@@ -274,6 +281,9 @@ def import_labelmap(
     except BaseException:
         if created and segmentation_node is not None:
             scene.RemoveNode(segmentation_node)
+        elif backup is not None:  # replace mode: the user's segments come back as they were
+            segmentation_node.GetSegmentation().DeepCopy(backup)
+            segmentation_node.SetAndObserveTransformNodeID(old_transform)
         raise
     finally:
         if segmentation_node is not None:

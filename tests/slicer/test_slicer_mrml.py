@@ -163,6 +163,55 @@ def test_replace_existing_segmentation_keeps_the_node(mrml_scene, tmp_path: Path
     assert selftest.check_segmentation(existing, volume, ["spleen"], {"spleen": (157, 108, 162)}) == []
 
 
+def test_replace_with_a_failing_import_leaves_the_original_segments(mrml_scene, tmp_path: Path, monkeypatch) -> None:
+    """All or nothing: the import fails after the old segments were removed -> they come back."""
+    volume = selftest.add_sample_volume(mrml_scene)
+    first, first_sidecar, _ = _prediction(tmp_path / "first", volume)
+    existing = import_prediction(first, first_sidecar, volume).segmentation_node
+    segmentation = existing.GetSegmentation()
+    before_ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    before = {i: (segmentation.GetSegment(i).GetName(), _terminology(segmentation.GetSegment(i)),
+                  _segment_voxels(existing, i)) for i in before_ids}
+    transform = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "t")
+    volume.SetAndObserveTransformNodeID(transform.GetID())  # the import would move the node under it
+    labelmap, sidecar, _ = _prediction(tmp_path / "second", volume, labels=LABELS[2:], values=(3,))
+
+    def failing(*args, **kwargs):
+        assert existing.GetSegmentation().GetNumberOfSegments() == 1  # the old ones are gone by now
+        raise RuntimeError("simulated failure half-way through the import")
+
+    monkeypatch.setattr(segmentation_import, "_apply_label_table", failing)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        import_prediction(labelmap, sidecar, volume, segmentation_node=existing)
+    segmentation = existing.GetSegmentation()
+    assert [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())] == before_ids
+    for segment_id, (name, tag, voxels) in before.items():
+        segment = segmentation.GetSegment(segment_id)
+        assert segment.GetName() == name and _terminology(segment) == tag
+        assert _segment_voxels(existing, segment_id) == voxels
+    assert not existing.GetTransformNodeID()
+
+
+def _terminology(segment) -> str:
+    import vtk
+
+    tag = vtk.reference("")
+    segment.GetTag(segment.GetTerminologyEntryTagName(), tag)
+    return str(tag)
+
+
+def _segment_voxels(segmentation_node, segment_id: str) -> tuple[tuple[int, ...], int]:
+    """A segment's binary labelmap as (extent, number of voxels inside)."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    image = segment.GetRepresentation("Binary labelmap")
+    if image is None or image.GetPointData().GetScalars() is None:
+        return (), 0
+    inside = vtk_to_numpy(image.GetPointData().GetScalars()) == segment.GetLabelValue()
+    return tuple(image.GetExtent()), int(inside.sum())
+
+
 def test_nothing_found_still_gives_one_empty_segment_per_prompt(mrml_scene, tmp_path: Path) -> None:
     volume = selftest.add_sample_volume(mrml_scene)
     labelmap, sidecar, _ = _prediction(tmp_path, volume, values=())
