@@ -45,6 +45,7 @@ from VerSemiSegmenterLib import (
     roi,
     sampledata,
     selftest,
+    volume_export,
 )
 
 SETTINGS_PREFIX = "VerSemiSegmenter"
@@ -513,8 +514,11 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = True
             return
         reasons = []
-        if not (self._parameterNode and self._parameterNode.inputVolume):
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        if not volume:
             reasons.append("select an input volume")
+        elif problem := volume_export.volume_problem(volume):  # e.g. a single slice: refused before anything starts
+            reasons.append(problem)
         if not self.models.current:
             reasons.append("select a model")
         if not self.checkedPrompts():
@@ -1017,6 +1021,11 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._startTime = time.monotonic()
         self.setRunningState(True)
         self.ui.statusLabel.text = f"Starting ({choice.describe()})..."
+        frame = volume_export.sequence_frame(params.inputVolume)
+        if frame is not None:  # a Sequence: say that only the frame shown is segmented
+            note = frame.note(params.inputVolume.GetName())
+            self.ui.statusLabel.text += " " + note
+            slicer.util.showStatusMessage(note, 10000)
         self.pollTimer.start()
 
     def setRunningState(self, running: bool) -> None:

@@ -263,3 +263,41 @@ def test_terminology_tags_are_understood_by_slicer_terminology_logic(mrml_scene)
         assert terminology.GetTypeObject().GetCodingSchemeDesignator() == "SCT"
         assert terminology.GetCategoryObject().GetCodeValue() == raw["snomed"]["category_code"]
         assert logic.SerializeTerminologyEntry(terminology) == entry.terminology_tag
+
+
+def test_a_single_slice_volume_is_refused_before_any_process_starts(mrml_scene, tmp_path: Path, monkeypatch) -> None:
+    from VerSemiSegmenterLib import parameters, pipeline
+
+    volume = selftest.add_sample_volume(mrml_scene, "one slice", np.zeros((1, 32, 24), np.int16))
+    problem = volume_export.volume_problem(volume)
+    assert problem == "'one slice' is a single slice (24 x 32 x 1 voxels); VerSemi segments 3D volumes"
+    assert volume_export.volume_problem(selftest.add_sample_volume(mrml_scene)) is None
+
+    def no_process(*args, **kwargs):
+        raise AssertionError("a process was started for a single-slice volume")
+
+    monkeypatch.setattr(pipeline, "ProcessRunner", no_process)
+    monkeypatch.setattr(pipeline.tempfile, "mkdtemp", no_process)
+    settings = parameters.RunSettings(input_path="", output_path="", model="m.pt", prompts=["liver"])
+    with pytest.raises(volume_export.VolumeExportError, match="single slice"):
+        pipeline.SegmentationJob(volume, settings)
+
+
+def test_a_sequence_frame_is_named_so_the_panel_can_say_only_it_is_segmented(mrml_scene) -> None:
+    volume = selftest.add_sample_volume(mrml_scene, "cine")
+    assert volume_export.sequence_frame(volume) is None
+    import slicer
+
+    sequence = slicer.vtkMRMLSequenceNode()
+    mrml_scene.AddNode(sequence)
+    for t in range(4):
+        sequence.SetDataNodeAtValue(volume, str(t))
+    browser = slicer.vtkMRMLSequenceBrowserNode()  # (Slicer's Sequences module registers the class)
+    browser.SetName("cine browser")
+    mrml_scene.AddNode(browser)
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    browser.AddProxyNode(volume, sequence, False)
+    browser.SetSelectedItemNumber(2)
+    frame = volume_export.sequence_frame(volume)
+    assert frame is not None and (frame.index, frame.count) == (2, 4)
+    assert frame.note("cine") == "'cine' is frame 3 of 4 of sequence 'cine browser': only this frame is segmented."
