@@ -33,12 +33,17 @@ class LabelTableError(ValueError):
 
 @dataclass(frozen=True)
 class SnomedTerm:
-    """SNOMED CT type and category of a label (as written by ``versemi predict``)."""
+    """SNOMED CT type, category, type modifier and anatomic region of a label (as written by
+    ``versemi predict``; the modifier and region may be empty)."""
 
     code: str
     meaning: str
     category_code: str
     category_meaning: str
+    modifier_code: str = ""
+    modifier_meaning: str = ""
+    region_code: str = ""
+    region_meaning: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,16 +75,21 @@ def terminology_tag(snomed: SnomedTerm | None) -> str | None:
     """
     if snomed is None:
         return None
-    parts = [snomed.code, snomed.meaning, snomed.category_code, snomed.category_meaning]
+    parts = [snomed.code, snomed.meaning, snomed.category_code, snomed.category_meaning, snomed.modifier_code,
+             snomed.modifier_meaning, snomed.region_code, snomed.region_meaning]
     if any(("~" in p or "^" in p) for p in parts):
         raise LabelTableError(f"terminology code contains a reserved character (~ or ^): {parts}")
+
+    def coded(code: str, meaning: str) -> str:
+        return f"{CODING_SCHEME}^{code}^{meaning}" if code else "^^"
+
     return (
         f"{TERMINOLOGY_CONTEXT}"
-        f"~{CODING_SCHEME}^{snomed.category_code}^{snomed.category_meaning}"
-        f"~{CODING_SCHEME}^{snomed.code}^{snomed.meaning}"
-        f"~^^"
+        f"~{coded(snomed.category_code, snomed.category_meaning)}"
+        f"~{coded(snomed.code, snomed.meaning)}"
+        f"~{coded(snomed.modifier_code, snomed.modifier_meaning)}"
         f"~{ANATOMIC_CONTEXT}"
-        f"~^^"
+        f"~{coded(snomed.region_code, snomed.region_meaning)}"
         f"~^^"
     )
 
@@ -128,6 +138,8 @@ def parse_label_table(data: Mapping[str, Any], source: str = "label table") -> l
                     meaning=str(raw["meaning"]),
                     category_code=str(raw.get("category_code") or "123037004"),
                     category_meaning=str(raw.get("category_meaning") or "Anatomical Structure"),
+                    **{k: str(raw.get(k) or "") for k in ("modifier_code", "modifier_meaning", "region_code",
+                                                          "region_meaning")},
                 )
             except (KeyError, TypeError) as exc:
                 raise LabelTableError(f"{where}: 'snomed' needs 'code' and 'meaning'") from exc

@@ -301,3 +301,21 @@ def test_a_sequence_frame_is_named_so_the_panel_can_say_only_it_is_segmented(mrm
     frame = volume_export.sequence_frame(volume)
     assert frame is not None and (frame.index, frame.count) == (2, 4)
     assert frame.note("cine") == "'cine' is frame 3 of 4 of sequence 'cine browser': only this frame is segmented."
+
+
+def test_modifier_and_region_tags_are_understood_by_slicer_terminology_logic(mrml_scene) -> None:
+    """Hippocampus + Anterior and Muscle in the region Heart: Slicer reads back each code."""
+    import slicer
+    from versemi.labels import KNOWN_STRUCTURES
+
+    logic = slicer.vtkSlicerTerminologiesModuleLogic
+    for name in ("hippocampus_anterior", "hippocampus_posterior", "myocardium", "left_kidney"):
+        snomed = KNOWN_STRUCTURES[name][0]
+        entry = segmentation_import.parse_label_table(
+            {"labels": [{"value": 1, "name": name, "color": [1, 2, 3], "snomed": snomed.to_dict()}]})[0]
+        terminology = slicer.vtkSlicerTerminologyEntry()
+        assert logic.DeserializeTerminologyEntry(entry.terminology_tag, terminology)
+        assert terminology.GetTypeObject().GetCodeValue() == snomed.code
+        assert (terminology.GetTypeModifierObject().GetCodeValue() or "") == snomed.modifier_code
+        assert (terminology.GetAnatomicRegionObject().GetCodeValue() or "") == snomed.region_code
+        assert logic.SerializeTerminologyEntry(terminology) == entry.terminology_tag
