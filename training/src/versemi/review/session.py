@@ -199,6 +199,23 @@ def row_revisions(row: ManifestRow, root: Path) -> list[Revision]:
 
 
 # --- grid check ------------------------------------------------------------------------------------
+def image_grid(image_path: Path) -> Any:
+    """The case image's grid (size, spacing, origin, direction): the header of an image file, or
+    the DICOM series of a folder (which has no header of its own).
+
+    Raises:
+        ReviewError: the image cannot be read.
+    """
+    from versemi.images import ImageFileError, read_dicom_series
+
+    try:
+        if Path(image_path).is_dir():
+            return read_dicom_series(image_path, allow_gaps=True)
+        return read_image_header(image_path)
+    except (DatasetError, ImageFileError) as exc:
+        raise ReviewError(str(exc)) from exc
+
+
 def check_on_grid(labelmap: sitk.Image, image_path: Path, what: str = "labelmap") -> None:
     """Refuse a labelmap that is not on exactly the image's voxel grid.
 
@@ -206,10 +223,7 @@ def check_on_grid(labelmap: sitk.Image, image_path: Path, what: str = "labelmap"
         ReviewError: dimension, size, spacing, origin or direction differ (beyond float rounding);
             the message names the image and both values.
     """
-    try:
-        ref = read_image_header(image_path)
-    except DatasetError as exc:
-        raise ReviewError(str(exc)) from exc
+    ref = image_grid(image_path)
     if labelmap.GetDimension() != 3 or ref.GetDimension() != 3:
         raise ReviewError(
             f"{what} is {labelmap.GetDimension()}D and {image_path} is {ref.GetDimension()}D; both must be 3D"
@@ -369,7 +383,7 @@ class ReviewSession:
         allowed = {int(e["value"]) for e in table} if table else None
         array = _label_array(labelmap, what, allowed)
         # The image header's geometry, copied verbatim: the stored label is on EXACTLY its grid.
-        ref = read_image_header(row.image)
+        ref = image_grid(row.image)
         out = sitk.GetImageFromArray(array)
         out.SetSpacing(ref.GetSpacing())
         out.SetOrigin(ref.GetOrigin())
@@ -491,7 +505,21 @@ class ReviewSession:
         return ReviewConflict(message, ReviewCase.from_row(row, self.root), expected, newer, kept)
 
     def _read_label_file(self, path: Path, row: ManifestRow) -> sitk.Image:
-        """A label file as a SimpleITK image (DICOM SEG: on the case image's grid)."""
+        """A label file as a SimpleITK image; a DICOM SEG (``.dcm``) of the case's DICOM series gives
+        the label table's values on the series' grid (segments matched by name)."""
+        from versemi.dicomseg import is_dicom_seg_path
+
+        if is_dicom_seg_path(path):
+            if not row.image.is_dir():
+                raise ReviewError(f"{path}: a DICOM SEG needs the case image to be a DICOM series; {row.image} is not")
+            from versemi.dicomseg import DicomSegError, read_dicom_seg, segments_to_label_values
+            from versemi.images import ImageFileError
+
+            try:
+                numbers, segments = read_dicom_seg(path, row.image)
+                return segments_to_label_values(numbers, segments, self._load().labels, str(path))
+            except (DicomSegError, ImageFileError) as exc:
+                raise ReviewError(str(exc)) from exc
         try:
             return read_image(path)
         except DatasetError as exc:
