@@ -36,6 +36,7 @@ from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmen
 from VerSemiSegmenterLib import (
     catalogue,
     dependencies,
+    dicom_export,
     device,
     panel,
     parameters,
@@ -390,6 +391,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._lastResult = None  # (segmentation node, input volume) of the last successful run
         self._downloadRunner = None
         self._deviceThread = None
         self._applyPending = False
@@ -444,6 +446,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateDeviceInfo)
         self.ui.roiFitButton.connect("clicked(bool)", self.onFitRoi)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.exportDicomSegButton.connect("clicked(bool)", self.onExportDicomSeg)
 
         self.setupCacheSection(uiWidget)
         self.setupReviewSection(uiWidget)
@@ -1109,11 +1112,26 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 message += f" Warning: {warning}"
             self.ui.statusLabel.text = message
             slicer.util.setSliceViewerLayers(background=job.volume_node)
+            self._lastResult = (node, job.volume_node)
+            self.ui.exportDicomSegButton.enabled = True
         elif job.cancelled:
             self.ui.statusLabel.text = "Cancelled; nothing was added to the scene."
         else:
             self.ui.statusLabel.text = "Failed (see the error message)."
             self.show_error(f"Segmentation failed:\n{job.error}")
+
+    def onExportDicomSeg(self) -> None:
+        """Open Slicer's DICOM export dialog on the result (it writes the DICOM SEG)."""
+        node, volume = self._lastResult or (None, None)
+        plugins = getattr(slicer.modules, "dicomPlugins", {}) or {}
+        problem = dicom_export.dicom_seg_export_problem(node, volume, plugins.keys())
+        if problem:
+            self.show_error(problem)
+            return
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        dialog = slicer.qSlicerDICOMExportDialog()
+        dialog.setMRMLScene(slicer.mrmlScene)
+        dialog.execDialog(shNode.GetItemByDataNode(node))
 
 
 #

@@ -319,3 +319,19 @@ def test_modifier_and_region_tags_are_understood_by_slicer_terminology_logic(mrm
         assert (terminology.GetTypeModifierObject().GetCodeValue() or "") == snomed.modifier_code
         assert (terminology.GetAnatomicRegionObject().GetCodeValue() or "") == snomed.region_code
         assert logic.SerializeTerminologyEntry(terminology) == entry.terminology_tag
+
+
+def test_dicom_seg_export_says_what_is_missing_before_the_dialog(mrml_scene, tmp_path: Path) -> None:
+    import slicer
+    from VerSemiSegmenterLib.dicom_export import SEG_PLUGIN, dicom_seg_export_problem
+
+    volume = selftest.add_sample_volume(mrml_scene)
+    labelmap, sidecar, _ = _prediction(tmp_path, volume)
+    node = import_prediction(labelmap, sidecar, volume).segmentation_node
+    assert "Segment a volume first" in dicom_seg_export_problem(None, volume, [SEG_PLUGIN])
+    assert "QuantitativeReporting" in dicom_seg_export_problem(node, volume, ["DICOMScalarVolumePlugin"])
+    assert "was not loaded from DICOM" in dicom_seg_export_problem(node, volume, [SEG_PLUGIN])
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml_scene)
+    item = sh.GetItemByDataNode(volume) or sh.CreateItem(sh.GetSceneItemID(), volume)
+    sh.SetItemUID(item, "DICOM", "1.2.826.0.1.3680043.2.1125.1.42")
+    assert dicom_seg_export_problem(node, volume, [SEG_PLUGIN, "DICOMScalarVolumePlugin"]) is None
