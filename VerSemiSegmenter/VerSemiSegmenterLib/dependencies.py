@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence
+from .i18n import _
 
 # Distribution names Slicer ships itself; replacing them breaks Slicer (compiled against them).
 PROTECTED_PACKAGES = frozenset({"numpy", "simpleitk", "vtk"})
@@ -113,7 +114,7 @@ def parse_requirements(text: str, source: str = "requirements") -> list[Requirem
             continue
         match = _REQ_RE.match(line)
         if not match:
-            raise ValueError(f"{source}:{number}: unsupported requirement {line!r} (use name or name>=version)")
+            raise ValueError(_("{source}:{number}: unsupported requirement {line!r} (use name or name>=version)").format(source=source, number=number, line=line))
         requirements.append(Requirement(match.group(1), match.group(2)))
     return requirements
 
@@ -153,7 +154,7 @@ def bundled_versemi_version(source_dir: str | os.PathLike[str]) -> str:
     project = text.split("[project]", 1)[-1]
     match = re.search(r'^version\s*=\s*"([^"]+)"', project, flags=re.MULTILINE)
     if not match:
-        raise DependencyError(f"{pyproject}: no version in [project]")
+        raise DependencyError(_("{pyproject}: no version in [project]").format(pyproject=pyproject))
     return match.group(1)
 
 
@@ -279,7 +280,7 @@ def parse_install_report(
             name, version = str(meta["name"]), str(meta["version"])
             changes.append(PackageChange(name, version, version_of(name)))
     except (KeyError, TypeError) as exc:
-        raise DependencyError(f"unexpected pip installation report (missing {exc})") from exc
+        raise DependencyError(_("unexpected pip installation report (missing {exc})").format(exc=exc)) from exc
     return changes
 
 
@@ -293,9 +294,9 @@ def check_no_protected_changes(changes: list[PackageChange]) -> None:
     touched = protected_changes(changes)
     if touched:
         raise DependencyError(
-            "installing VerSemi's packages would change packages that Slicer or the PyTorch extension "
-            f"provide ({', '.join(str(c) for c in touched)}); nothing was installed. Update Slicer (and "
-            "PyTorch in the PyTorch Utils module), or install a matching versemi release."
+            _("installing VerSemi's packages would change packages that Slicer or the PyTorch "
+               "extension provide ({value}); nothing was installed. Update Slicer (and PyTorch in the "
+               "PyTorch Utils module), or install a matching versemi release.").format(value=', '.join(str(c) for c in touched))
         )
 
 
@@ -490,7 +491,7 @@ class InstallFlow:
             return
         if self.env.testing:
             raise DependencyError(
-                "the VerSemi backend is not installed and testing mode installs nothing; missing:\n"
+                _("the VerSemi backend is not installed and testing mode installs nothing; missing:\n")
                 + plan.describe()
             )
         self._steps = self._flow(plan)
@@ -549,11 +550,10 @@ class InstallFlow:
         python = self.env.python_executable
         if plan.torch:
             if not self.env.confirm(
-                "VerSemi Segmenter needs PyTorch:\n\n" + plan.describe().splitlines()[0] + "\n\n"
-                "Install it now? This downloads several hundred MB and can take a few minutes; Slicer "
-                "stays usable meanwhile."
+                _("VerSemi Segmenter needs PyTorch:\n\n") + plan.describe().splitlines()[0] + _("\n\nInstall it now? This downloads several hundred MB and can take a few minutes; Slicer "
+                                                                                              "stays usable meanwhile.")
             ):
-                raise DependencyError(f"PyTorch is not installed:\n{plan.describe()}")
+                raise DependencyError(_("PyTorch is not installed:\n{describe}").format(describe=plan.describe()))
             args = self.env.torch_install_args(str(plan.torch_requirement))
             if self.version_of("light-the-torch") is None:
                 yield _Step("Installing light-the-torch (the PyTorch extension's installer)",
@@ -565,8 +565,8 @@ class InstallFlow:
             plan = self.plan()
             if plan.torch:
                 raise DependencyError(
-                    f"PyTorch {plan.installed_torch or 'is missing'} after the install, but versemi needs "
-                    f"{plan.torch_requirement}: install it in the PyTorch Utils module, restart Slicer and try again."
+                    _("PyTorch {value} after the install, but versemi needs {torch_requirement}: install it in "
+                       "the PyTorch Utils module, restart Slicer and try again.").format(value=plan.installed_torch or 'is missing', torch_requirement=plan.torch_requirement)
                 )
         with tempfile.TemporaryDirectory(prefix="versemi-install-") as tmp:
             changes: list[PackageChange] = []
@@ -578,17 +578,17 @@ class InstallFlow:
                 try:
                     document = json.loads(Path(report).read_text(encoding="utf-8"))
                 except (OSError, ValueError) as exc:
-                    raise DependencyError(f"{report}: pip wrote no installation report ({exc})") from exc
+                    raise DependencyError(_("{report}: pip wrote no installation report ({exc})").format(report=report, exc=exc)) from exc
                 changes = parse_install_report(document, self.version_of)
                 check_no_protected_changes(changes)
             summary = [f"- {change}" for change in changes]
             if plan.versemi_source is not None:
                 summary.append(f"- versemi {plan.versemi_version} (bundled with this extension, no download)")
             if summary and not self.env.confirm(
-                "VerSemi Segmenter will install these Python packages into Slicer:\n\n" + "\n".join(summary)
-                + "\n\nSlicer's own packages (numpy, SimpleITK, VTK) and PyTorch are not changed. Install now?"
+                _("VerSemi Segmenter will install these Python packages into Slicer:\n\n") + "\n".join(summary)
+                + _("\n\nSlicer's own packages (numpy, SimpleITK, VTK) and PyTorch are not changed. Install now?")
             ):
-                raise DependencyError("required packages are not installed:\n" + "\n".join(summary))
+                raise DependencyError(_("required packages are not installed:\n") + "\n".join(summary))
             if changes:
                 yield _Step(f"Installing {', '.join(c.name for c in changes)}",
                             install_command(python, plan.packages, constraints))

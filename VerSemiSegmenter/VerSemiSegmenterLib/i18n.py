@@ -4,8 +4,8 @@ Slicer's scripted modules mark every user-visible string with ``_("...")`` (``sl
 context = the calling file) or ``translate("Context", "...")``, with ``{name}`` placeholders filled
 by ``.format`` afterwards (never an f-string: Qt's ``lupdate`` and translators need the literal).
 ``slicer-core`` and plain Python have no ``slicer.i18n``: the text is then returned unchanged.
-``Resources/Translations/VerSemiSegmenter.ts`` is the source file for translators
-(``Utilities/update_translations.py`` writes it).
+``translations/VerSemiSegmenter.ts`` (repository root) is the source file for translators
+(``translations/update_translations.py`` writes it).
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ class ModelPanel:
         if not self.backend.backend_ready():
             self._apply_listing([], None)
             return
-        self.view.set_model_info("Listing VerSemi models...")
+        self.view.set_model_info(_("Listing VerSemi models..."))
         self._listing = self.start_call(self.backend.list_models)
 
     def poll(self) -> bool:
@@ -171,8 +171,8 @@ class ModelPanel:
         self._select(choice)
         if error is not None:
             self.view.show_error(
-                f"{self.list_error}\n\nLocal checkpoints can still be used ('{BROWSE_ITEM_TEXT}'); the list is "
-                "read again the next time you open the module."
+                _("{list_error}\n\nLocal checkpoints can still be used ('{bROWSE_ITEM_TEXT}'); the list is "
+                   "read again the next time you open the module.").format(list_error=self.list_error, bROWSE_ITEM_TEXT=BROWSE_ITEM_TEXT)
             )
 
     def _find(self, key: Optional[str]) -> Optional[ModelChoice]:
@@ -228,17 +228,18 @@ class ModelPanel:
         )
         prompts = list(choice.prompts) if choice else []
         if not installed:
-            info = ("VerSemi's Python packages are not installed yet: click Install (asks first, then lists "
-                    "the models), or choose a checkpoint file." if choice is None
-                    else "VerSemi's Python packages are needed to use this model: installing them asks first.")
+            info = (_("VerSemi's Python packages are not installed yet: click Install (asks first, then lists "
+                       "the models), or choose a checkpoint file.") if choice is None
+                    else _("VerSemi's Python packages are needed to use this model: installing them asks first."))
         elif self.list_error and choice is None:
             info = self.list_error
         elif choice is None:
-            info = f"No model found: choose '{BROWSE_ITEM_TEXT}' or install one (see the documentation)."
+            info = _("No model found: choose '{bROWSE_ITEM_TEXT}' or install one (see the documentation).").format(bROWSE_ITEM_TEXT=BROWSE_ITEM_TEXT)
         elif choice.source != "local" and not choice.installed:
-            info = "Not installed yet: click Download (SHA-256 verified), or import a file with 'versemi models import'."
+            info = _("Not installed yet: click Download (SHA-256 verified), or import a file with 'versemi "
+                      "models import'.")
         else:
-            info = f"Reading {choice.path}..."
+            info = _("Reading {path}...").format(path=choice.path)
             prompts = []
             self._reading_key = choice.key
             self._reading = self.start_call(self.backend.model_prompts, choice)
@@ -253,10 +254,10 @@ class ModelPanel:
         self._reading_key = None
         if call.error is not None:
             self.prompts = []
-            self.view.set_model_info(f"Cannot use {choice.label}: {call.error}")
+            self.view.set_model_info(_("Cannot use {label}: {error}").format(label=choice.label, error=call.error))
             self.view.set_prompts([])
             self.view.show_error(
-                f"Failed to read model {choice.key}:\n{call.error}\n\nChoose another model or checkpoint file."
+                _("Failed to read model {key}:\n{error}\n\nChoose another model or checkpoint file.").format(key=choice.key, error=call.error)
             )
             return
         self.prompts = list(call.result or [])
@@ -361,9 +362,9 @@ class CachePanel:
     def refresh(self) -> None:
         if not self.backend.backend_ready():
             self._set_rows([])
-            self.view.set_cache_status("VerSemi's Python packages are not installed yet.")
+            self.view.set_cache_status(_("VerSemi's Python packages are not installed yet."))
             return
-        self.view.set_cache_status("Reading the model cache...")
+        self.view.set_cache_status(_("Reading the model cache..."))
         self._calls.append(("list", self.start_call(self.backend.list_models), None))
 
     def show_card(self, index: int) -> None:
@@ -382,14 +383,13 @@ class CachePanel:
         row = self.rows[index]
         if not row.removable:
             self.view.show_error(
-                f"{row.key} is not in the model cache (it ships with versemi or was chosen as a local file), "
-                "so it is not removed from here."
+                _("{key} is not in the model cache (it ships with versemi or was chosen as a local file), "
+                   "so it is not removed from here.").format(key=row.key)
             )
             return
-        if not self.view.confirm(f"Remove {row.key} ({row.size_text}) from the model cache? "
-                                 "It can be downloaded or imported again later."):
+        if not self.view.confirm(_("Remove {key} ({size_text}) from the model cache? It can be downloaded or imported again later.").format(key=row.key, size_text=row.size_text)):
             return
-        self.view.set_cache_status(f"Removing {row.key}...")
+        self.view.set_cache_status(_("Removing {key}...").format(key=row.key))
         self._calls.append(("remove", self.start_call(self.backend.remove_model, row.key), row.key))
 
     def poll(self) -> bool:
@@ -399,20 +399,20 @@ class CachePanel:
             if kind == "list":
                 if call.error is not None:
                     self._set_rows([])
-                    self.view.set_cache_status(f"Could not read the model cache: {call.error}")
-                    self.view.show_error(f"Could not read the model cache:\n{call.error}")
+                    self.view.set_cache_status(_("Could not read the model cache: {error}").format(error=call.error))
+                    self.view.show_error(_("Could not read the model cache:\n{error}").format(error=call.error))
                 else:
                     self.models = list(call.result or [])
                     self._set_rows(cache_rows(self.models))
                     total = len(self.rows)
-                    self.view.set_cache_status(f"{total} model{'s' if total != 1 else ''} installed.")
+                    self.view.set_cache_status(_("{total} model{value} installed.").format(total=total, value='s' if total != 1 else ''))
             elif kind == "card":
                 if call.error is None and call.result:
                     self.view.set_cache_card(str(call.result))
             elif kind == "remove":
                 if call.error is not None:
-                    self.view.set_cache_status(f"{key} was not removed.")
-                    self.view.show_error(f"Could not remove {key}:\n{call.error}")
+                    self.view.set_cache_status(_("{key} was not removed.").format(key=key))
+                    self.view.show_error(_("Could not remove {key}:\n{error}").format(key=key, error=call.error))
                 else:
                     self.view.set_cache_status(str(call.result or f"Removed {key}."))
                     self.on_removed(key)

@@ -28,6 +28,7 @@ from VerSemiSegmenterLib.segmentation_import import (
     parse_label_table,
     read_label_table,
 )
+from .i18n import _
 
 # Colours for manifest label tables that carry none (the sidecar of ``versemi predict`` always has them).
 DEFAULT_COLORS = (
@@ -96,7 +97,7 @@ def label_entries(sidecar: Path | None, manifest_table: Sequence[Mapping[str, An
     if sidecar is not None:
         return read_label_table(sidecar)
     if not manifest_table:
-        raise LabelTableError(f"{where}: no label table (neither a pseudo-label sidecar nor manifest 'labels')")
+        raise LabelTableError(_("{where}: no label table (neither a pseudo-label sidecar nor manifest 'labels')").format(where=where))
     table = []
     for i, entry in enumerate(manifest_table):
         entry = dict(entry)
@@ -136,9 +137,9 @@ class ReviewController:
         shown = ("pending", "refined", "rejected") + (("failed",) if counts.get("failed") else ())
         text = ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
         if self.current is not None:
-            text = f"Editing {self.current.case_id}. " + text
+            text = _("Editing {case_id}. ").format(case_id=self.current.case_id) + text
         elif counts.get("pending", 0) == 0:
-            text += ". Nothing left to review."
+            text += _(". Nothing left to review.")
         return text
 
     # --- actions ---------------------------------------------------------------------------------
@@ -274,7 +275,7 @@ class ReviewController:
 
     def _require_open(self, action: str) -> LoadedCase:
         if self.current is None:
-            raise ReviewPanelError(f"no case is open to {action}: click 'Next case' first")
+            raise ReviewPanelError(_("no case is open to {action}: click 'Next case' first").format(action=action))
         return self.current
 
     def _forget(self, case_id: str) -> None:
@@ -347,7 +348,7 @@ def load_volume_node(path: str | os.PathLike[str], scene: Any, name: str) -> Any
         storage.SetFileName(os.fspath(path))
         storage.SetSingleFile(True)  # only this file, not a series globbed from its siblings
         if not storage.ReadData(node) or node.GetImageData() is None:
-            raise ReviewPanelError(f"{path}: cannot read the case image")
+            raise ReviewPanelError(_("{path}: cannot read the case image").format(path=path))
         node.CreateDefaultDisplayNodes()
     except BaseException:
         remove_nodes(scene, [node])
@@ -385,13 +386,13 @@ def export_segmentation(segmentation_node: Any, reference_volume: Any, entries: 
         if name not in value_by_name:
             unknown.append(name)
         elif value_by_name[name] in by_value:
-            raise ReviewPanelError(f"two segments are named {name!r}: merge them or rename one")
+            raise ReviewPanelError(_("two segments are named {name!r}: merge them or rename one").format(name=name))
         else:
             by_value[value_by_name[name]] = segment_id
     if unknown:
         raise ReviewPanelError(
-            f"segments {unknown} are not in the review's label table {sorted(value_by_name)}: "
-            "rename them to a label name or delete them"
+            _("segments {unknown} are not in the review's label table {value_by_name}: rename them to "
+               "a label name or delete them").format(unknown=unknown, value_by_name=sorted(value_by_name))
         )
     ordered = [(value, by_value[value]) for value in sorted(by_value)]
     scene = segmentation_node.GetScene()
@@ -400,7 +401,7 @@ def export_segmentation(segmentation_node: Any, reference_volume: Any, entries: 
     labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "VerSemi review export")
     try:
         ids = vtk.vtkStringArray()
-        for _, segment_id in ordered:
+        for _value, segment_id in ordered:
             ids.InsertNextValue(segment_id)
         array = None
         if ordered:
@@ -408,7 +409,7 @@ def export_segmentation(segmentation_node: Any, reference_volume: Any, entries: 
             if not logic.ExportSegmentsToLabelmapNode(
                 segmentation_node, ids, labelmap_node, reference_volume, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
             ):
-                raise ReviewPanelError(f"Slicer could not export '{segmentation_node.GetName()}' to a labelmap")
+                raise ReviewPanelError(_("Slicer could not export '{name}' to a labelmap").format(name=segmentation_node.GetName()))
             # The export numbers segments 1..N in the order given: map them to the table's values.
             exported = slicer.util.arrayFromVolume(labelmap_node)
             lookup = np.zeros(len(ordered) + 1, np.uint16)
@@ -419,7 +420,7 @@ def export_segmentation(segmentation_node: Any, reference_volume: Any, entries: 
             array = np.zeros(dims[::-1], np.uint16)
         if tuple(array.shape) != tuple(dims[::-1]):
             raise ReviewPanelError(
-                f"exported labelmap has shape {array.shape}, the image {tuple(dims[::-1])}"
+                _("exported labelmap has shape {shape}, the image {dims}").format(shape=array.shape, dims=tuple(dims[::-1]))
             )
         image = sitk.GetImageFromArray(array.astype(np.uint8 if array.max(initial=0) <= 255 else np.uint16))
         _set_lps_geometry(image, reference_volume)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+from .i18n import _
 
 # Prompts of the tiny model: two with SNOMED CT codes (terminology tags), one without.
 TINY_PROMPTS = ("liver", "organ_x", "spleen")  # label-space order
@@ -54,7 +55,7 @@ def make_tiny_checkpoint(path: str | os.PathLike[str], python_executable: str = 
         env=subprocess_environment(),
     )
     if completed.returncode != 0 or not os.path.isfile(path):
-        raise RuntimeError(f"cannot create the test checkpoint {path}:\n{completed.stderr[-2000:]}")
+        raise RuntimeError(_("cannot create the test checkpoint {path}:\n{stderr}").format(path=path, stderr=completed.stderr[-2000:]))
     return path
 
 
@@ -304,7 +305,7 @@ def _volume_matrix_problem(volume_node: Any, image: Any, tolerance: float) -> st
 
 def _raise_if(problems: list[str], step: str) -> None:
     if problems:
-        raise SelfTestError(f"review round trip, {step}: " + "; ".join(problems))
+        raise SelfTestError(_("review round trip, {step}: ").format(step=step) + "; ".join(problems))
 
 
 def _digest(path: Path) -> str:

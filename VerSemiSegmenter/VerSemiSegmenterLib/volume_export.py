@@ -16,16 +16,16 @@ class VolumeExportError(ValueError):
 def check_volume_node(volume_node: Any) -> None:
     """Refuse what the predictor cannot use: no node, no voxels, label maps, multi-component images."""
     if volume_node is None:
-        raise VolumeExportError("no input volume selected")
+        raise VolumeExportError(_("no input volume selected"))
     if volume_node.IsA("vtkMRMLLabelMapVolumeNode") or volume_node.IsA("vtkMRMLSegmentationNode"):
-        raise VolumeExportError(f"'{volume_node.GetName()}' is a label map; select an image volume")
+        raise VolumeExportError(_("'{name}' is a label map; select an image volume").format(name=volume_node.GetName()))
     image = volume_node.GetImageData()
     if image is None or image.GetNumberOfPoints() == 0:
-        raise VolumeExportError(f"'{volume_node.GetName()}' has no image data")
+        raise VolumeExportError(_("'{name}' has no image data").format(name=volume_node.GetName()))
     if image.GetNumberOfScalarComponents() != 1:
         raise VolumeExportError(
-            f"'{volume_node.GetName()}' has {image.GetNumberOfScalarComponents()} components per voxel; "
-            "select a single-channel (scalar) volume"
+            _("'{name}' has {numberOfScalarComponents} components per voxel; select a single-channel "
+               "(scalar) volume").format(name=volume_node.GetName(), numberOfScalarComponents=image.GetNumberOfScalarComponents())
         )
     dims = image.GetDimensions()
     if min(dims) < 2:
@@ -92,7 +92,7 @@ def export_volume(volume_node: Any, path: str | os.PathLike[str]) -> str:
         storage.SetFileName(path)
         storage.SetUseCompression(False)  # a temporary file: speed over size
         if not storage.WriteData(volume_node) or not os.path.isfile(path):
-            raise VolumeExportError(f"{path}: cannot write volume '{volume_node.GetName()}'")
+            raise VolumeExportError(_("{path}: cannot write volume '{name}'").format(path=path, name=volume_node.GetName()))
     finally:
         scene.RemoveNode(storage)
     return path
