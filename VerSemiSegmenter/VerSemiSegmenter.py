@@ -64,7 +64,7 @@ class VerSemiSegmenter(ScriptedLoadableModule):
         self.parent.title = _("VerSemi Segmenter")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["VerSemi developers"]
+        self.parent.contributors = ["The VerSemi project (https://github.com/versemi)"]
         self.parent.helpText = _("\nSegment many anatomical structures with ONE task-prompted 3D model trained with "
                                   "VerSemi\n(semi-supervised learning over several partially labeled datasets plus "
                                   "unlabeled scans).\nChoose a volume and a model, tick the structures, and click Apply. "
@@ -445,6 +445,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.roiFitButton.connect("clicked(bool)", self.onFitRoi)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.exportDicomSegButton.connect("clicked(bool)", self.onExportDicomSeg)
+        self.ui.cancelTaskButton.connect("clicked(bool)", self.onCancelTask)
 
         self.setupCacheSection(uiWidget)
         self.setupReviewSection(uiWidget)
@@ -791,8 +792,12 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.cacheRefreshButton = qt.QPushButton(_("Refresh"))
         self.cacheRemoveButton = qt.QPushButton(_("Remove"))
         self.cacheRemoveButton.toolTip = _("Delete the selected model file from the VerSemi model cache.")
-        buttons.addWidget(self.cacheRefreshButton)
-        buttons.addWidget(self.cacheRemoveButton)
+        self.cacheOpenFolderButton = qt.QPushButton(_("Open folder"))
+        self.cacheOpenFolderButton.toolTip = _("Show the model cache folder in the file manager.")
+        self.cacheClearButton = qt.QPushButton(_("Clear all"))
+        self.cacheClearButton.toolTip = _("Delete every model of the model cache (asks first; models shipped with versemi stay).")
+        for button in (self.cacheRefreshButton, self.cacheRemoveButton, self.cacheOpenFolderButton, self.cacheClearButton):
+            buttons.addWidget(button)
         form.addLayout(buttons)
         self.cacheStatusLabel = qt.QLabel("")
         self.cacheStatusLabel.wordWrap = True
@@ -800,7 +805,18 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         section.connect("contentsCollapsed(bool)", lambda collapsed: None if collapsed else self.refreshCache())
         self.cacheRefreshButton.connect("clicked(bool)", self.refreshCache)
         self.cacheRemoveButton.connect("clicked(bool)", self.onCacheRemove)
+        self.cacheOpenFolderButton.connect("clicked(bool)", self.onCacheOpenFolder)
+        self.cacheClearButton.connect("clicked(bool)", self.onCacheClearAll)
         self.cacheTable.connect("currentCellChanged(int,int,int,int)", self.onCacheRowChanged)
+
+    def onCacheOpenFolder(self) -> None:
+        folder = self.cache.folder()
+        if folder:
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(folder))
+
+    def onCacheClearAll(self) -> None:
+        self.cache.clear_all()
+        self.pollTimer.start()
 
     def refreshCache(self) -> None:
         self.cache.refresh()
@@ -1061,7 +1077,16 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._downloadRunner is not None:
             self._downloadRunner.cancel()
             self.onPoll()
-        # A running package install is not cancelled: stopping pip half-way can break packages.
+        # A package install is cancelled with its own button (onCancelTask): pip is never killed half-way.
+
+    def onCancelTask(self) -> None:
+        """Cancel the download or the package install (the install stops after its running pip step)."""
+        if self._downloadRunner is not None:
+            self._downloadRunner.cancel()
+        if self._installFlow is not None:
+            self._installFlow.cancel()
+            self.ui.statusLabel.text = self._installFlow.status or _("Cancelling...")
+        self.onPoll()
 
     def onPoll(self) -> None:
         self.onInstallPoll()
@@ -1092,6 +1117,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             (self._job is not None and self._job.is_running) or self._downloadRunner or self._deviceThread
             or self._installFlow or self.models.busy or self.cache.busy  # after the handlers above
         )
+        self.ui.cancelTaskButton.visible = bool(self._downloadRunner or self._installFlow)
         if not busy:
             self.pollTimer.stop()
 

@@ -96,6 +96,11 @@ SNOMED CT terminology. The Review section walks a pseudo-label review folder cas
     </message>
     <message>
         <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
+        <source>Clear all</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
         <source>Could not install VerSemi's Python packages:
 {error}</source>
         <translation type="unfinished"></translation>
@@ -108,6 +113,11 @@ SNOMED CT terminology. The Review section walks a pseudo-label review folder cas
     <message>
         <location filename="../VerSemiSegmenter/VerSemiSegmenter.ui"/>
         <source>Crop (ROI):</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
+        <source>Delete every model of the model cache (asks first; models shipped with versemi stay).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -302,6 +312,11 @@ could not check PyTorch and the GPU (see the log).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
+        <source>Open folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../VerSemiSegmenter/VerSemiSegmenter.ui"/>
         <source>Options</source>
         <translation type="unfinished"></translation>
@@ -460,6 +475,11 @@ could not check PyTorch and the GPU (see the log).</source>
     </message>
     <message>
         <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
+        <source>Show the model cache folder in the file manager.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
         <source>Size</source>
         <translation type="unfinished"></translation>
     </message>
@@ -471,6 +491,11 @@ could not check PyTorch and the GPU (see the log).</source>
     <message>
         <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
         <source>Status</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/VerSemiSegmenter.ui"/>
+        <source>Stop the download or the package installation (a pip step that is installing finishes first, so no package is left half-installed).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -669,14 +694,52 @@ could not check PyTorch and the GPU (see the log).</source>
         <location filename="../VerSemiSegmenter/dependencies.py"/>
         <source>
 
-Install it now? This downloads several hundred MB and can take a few minutes; Slicer stays usable meanwhile.</source>
+Slicer's own packages (numpy, SimpleITK, VTK, pip) and PyTorch are not changed. Install now?</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
         <location filename="../VerSemiSegmenter/dependencies.py"/>
-        <source>
-
-Slicer's own packages (numpy, SimpleITK, VTK) and PyTorch are not changed. Install now?</source>
+        <source>- versemi {version} (bundled with this extension, no download)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/dependencies.py"/>
+        <source>Cancelling after this step: {step}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/dependencies.py"/>
+        <source>Checking what pip would install</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/dependencies.py"/>
+        <source>Install now? This downloads several hundred MB and can take a few minutes; Slicer stays usable meanwhile.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/dependencies.py"/>
+        <source>Installing PyTorch ({requirement})</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/dependencies.py"/>
+        <source>Installing light-the-torch (the PyTorch extension's installer)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/dependencies.py"/>
+        <source>Installing versemi {version}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/dependencies.py"/>
+        <source>Installing {names}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/dependencies.py"/>
+        <source>It is installed by the PyTorch extension's installer, which needs first:</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -687,7 +750,7 @@ Slicer's own packages (numpy, SimpleITK, VTK) and PyTorch are not changed. Insta
     </message>
     <message>
         <location filename="../VerSemiSegmenter/dependencies.py"/>
-        <source>PyTorch {value} after the install, but versemi needs {torch_requirement}: install it in the PyTorch Utils module, restart Slicer and try again.</source>
+        <source>PyTorch {value} after the install, but versemi needs {requirement}: install it in the PyTorch Utils module, restart Slicer and try again.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -706,7 +769,17 @@ Slicer's own packages (numpy, SimpleITK, VTK) and PyTorch are not changed. Insta
     </message>
     <message>
         <location filename="../VerSemiSegmenter/dependencies.py"/>
+        <source>installation cancelled</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/dependencies.py"/>
         <source>installing VerSemi's packages would change packages that Slicer or the PyTorch extension provide ({value}); nothing was installed. Update Slicer (and PyTorch in the PyTorch Utils module), or install a matching versemi release.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/dependencies.py"/>
+        <source>is missing</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -782,6 +855,11 @@ Slicer's own packages (numpy, SimpleITK, VTK) and PyTorch are not changed. Insta
     <name>VerSemiSegmenterLib.panel</name>
     <message>
         <location filename="../VerSemiSegmenter/panel.py"/>
+        <source>1 model installed</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/panel.py"/>
         <source>Cancel (keep editing)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -806,6 +884,12 @@ Your label was saved as revision {revision} without replacing the newer one, so 
     <message>
         <location filename="../VerSemiSegmenter/panel.py"/>
         <source>Could not read the model cache: {error}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/panel.py"/>
+        <source>Could not remove every model:
+{error}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -916,6 +1000,11 @@ Choose another model or checkpoint file.</source>
     </message>
     <message>
         <location filename="../VerSemiSegmenter/panel.py"/>
+        <source>No model has been downloaded or imported into the model cache yet.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/panel.py"/>
         <source>Not installed yet: click Download (SHA-256 verified), or import a file with 'versemi models import'.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -941,7 +1030,26 @@ Choose another model or checkpoint file.</source>
     </message>
     <message>
         <location filename="../VerSemiSegmenter/panel.py"/>
+        <source>Remove every model from the model cache ({size})?
+
+{models}
+
+They can be downloaded or imported again later.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/panel.py"/>
         <source>Remove {key} ({size_text}) from the model cache? It can be downloaded or imported again later.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/panel.py"/>
+        <source>Removed {keys}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/panel.py"/>
+        <source>Removing {count} models...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -962,6 +1070,11 @@ Choose another model or checkpoint file.</source>
     <message>
         <location filename="../VerSemiSegmenter/panel.py"/>
         <source>Saved {case} as {path} (on top of the newer label)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/panel.py"/>
+        <source>The model cache holds no model to remove (models shipped with versemi stay).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -1016,6 +1129,16 @@ Choose another model or checkpoint file.</source>
     </message>
     <message>
         <location filename="../VerSemiSegmenter/panel.py"/>
+        <source>{count} models installed</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/panel.py"/>
+        <source>{installed}, {size} in the model cache.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/panel.py"/>
         <source>{key} is not in the model cache (it ships with versemi or was chosen as a local file), so it is not removed from here.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -1029,11 +1152,6 @@ Choose another model or checkpoint file.</source>
         <source>{list_error}
 
 Local checkpoints can still be used ('{bROWSE_ITEM_TEXT}'); the list is read again the next time you open the module.</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../VerSemiSegmenter/panel.py"/>
-        <source>{total} model{value} installed.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -1146,7 +1264,7 @@ Local checkpoints can still be used ('{bROWSE_ITEM_TEXT}'); the list is read aga
     </message>
     <message>
         <location filename="../VerSemiSegmenter/review.py"/>
-        <source>segments {unknown} are not in the review's label table {value_by_name}: rename them to a label name or delete them</source>
+        <source>segments {unknown} are not in the review's label table {value}: rename them to a label name or delete them</source>
         <translation type="unfinished"></translation>
     </message>
     <message>

@@ -278,6 +278,8 @@ class CacheRow:
     status: str
     removable: bool
     card: str
+    size: Optional[int] = None
+    path: str = ""
 
 
 def human_size(size: Optional[int]) -> str:
@@ -302,8 +304,25 @@ def cache_rows(models: list[ModelChoice]) -> list[CacheRow]:
         except OSError:
             size = choice.size
         rows.append(CacheRow(choice.key, choice.key, human_size(size), choice.status or "installed",
-                             choice.removable, model_card_text(choice)))
+                             choice.removable, model_card_text(choice), size, choice.path or ""))
     return rows
+
+
+def cache_summary(rows: list[CacheRow]) -> str:
+    """``"3 models installed, 1.2 GiB in the model cache."`` (bundled models are not in the cache)."""
+    cached = [r for r in rows if r.removable]
+    total = sum(r.size or 0 for r in cached)
+    if len(rows) == 1:
+        text = _("1 model installed")
+    else:
+        text = _("{count} models installed").format(count=len(rows))
+    return _("{installed}, {size} in the model cache.").format(installed=text, size=human_size(total))
+
+
+def cache_folder(rows: list[CacheRow]) -> Optional[str]:
+    """The model cache folder (where the removable models lie), or ``None`` while it holds none."""
+    folders = sorted({os.path.dirname(r.path) for r in rows if r.removable and r.path})
+    return folders[0] if folders else None
 
 
 class CacheView(Protocol):
@@ -392,6 +411,32 @@ class CachePanel:
         self.view.set_cache_status(_("Removing {key}...").format(key=row.key))
         self._calls.append(("remove", self.start_call(self.backend.remove_model, row.key), row.key))
 
+    def folder(self) -> Optional[str]:
+        """The model cache folder to open, or ``None`` (shown as an error) while it holds no model."""
+        folder = cache_folder(self.rows)
+        if folder is None:
+            self.view.show_error(_("No model has been downloaded or imported into the model cache yet."))
+        return folder
+
+    def clear_all(self) -> None:
+        """Remove every model of the cache after one question listing them and their total size."""
+        removable = [r for r in self.rows if r.removable]
+        if not removable:
+            self.view.show_error(_("The model cache holds no model to remove (models shipped with versemi stay)."))
+            return
+        listing = "\n".join(f"- {r.key} ({r.size_text})" for r in removable)
+        total = human_size(sum(r.size or 0 for r in removable))
+        if not self.view.confirm(_("Remove every model from the model cache ({size})?\n\n{models}\n\nThey can be "
+                                   "downloaded or imported again later.").format(size=total, models=listing)):
+            return
+        keys = [r.key for r in removable]
+        self.view.set_cache_status(_("Removing {count} models...").format(count=len(keys)))
+
+        def remove_all() -> str:
+            return "\n".join(self.backend.remove_model(key) for key in keys)
+
+        self._calls.append(("clear", self.start_call(remove_all), ", ".join(keys)))
+
     def poll(self) -> bool:
         for entry in [e for e in self._calls if e[1].poll()]:
             self._calls.remove(entry)
@@ -404,11 +449,18 @@ class CachePanel:
                 else:
                     self.models = list(call.result or [])
                     self._set_rows(cache_rows(self.models))
-                    total = len(self.rows)
-                    self.view.set_cache_status(_("{total} model{value} installed.").format(total=total, value='s' if total != 1 else ''))
+                    self.view.set_cache_status(cache_summary(self.rows))
             elif kind == "card":
                 if call.error is None and call.result:
                     self.view.set_cache_card(str(call.result))
+            elif kind == "clear":
+                if call.error is not None:
+                    self.view.show_error(_("Could not remove every model:\n{error}").format(error=call.error))
+                else:
+                    self.view.set_cache_status(_("Removed {keys}.").format(keys=key))
+                for removed in key.split(", "):
+                    self.on_removed(removed)
+                self.refresh()
             elif kind == "remove":
                 if call.error is not None:
                     self.view.set_cache_status(_("{key} was not removed.").format(key=key))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from VerSemiSegmenterLib.segmentation_import import (
+    PROMPT_TAG,
     LabelEntry,
     LabelTableError,
     import_labelmap,
@@ -378,21 +379,26 @@ def export_segmentation(segmentation_node: Any, reference_volume: Any, entries: 
 
     segmentation = segmentation_node.GetSegmentation()
     value_by_name = {e.name: e.value for e in entries}
+    value_by_name.update({e.segment_name: e.value for e in entries})
     by_value: dict[int, str] = {}
     unknown = []
     for i in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(i)
-        name = segmentation.GetSegment(segment_id).GetName()
+        segment = segmentation.GetSegment(segment_id)
+        prompt = vtk.reference("")
+        segment.GetTag(PROMPT_TAG, prompt)
+        # The prompt tag the import set; else the (possibly renamed or new) segment's name.
+        name = str(prompt) if str(prompt) in value_by_name else segment.GetName()
         if name not in value_by_name:
-            unknown.append(name)
+            unknown.append(segment.GetName())
         elif value_by_name[name] in by_value:
-            raise ReviewPanelError(_("two segments are named {name!r}: merge them or rename one").format(name=name))
+            raise ReviewPanelError(_("two segments are named {name!r}: merge them or rename one").format(name=segment.GetName()))
         else:
             by_value[value_by_name[name]] = segment_id
     if unknown:
         raise ReviewPanelError(
-            _("segments {unknown} are not in the review's label table {value_by_name}: rename them to "
-               "a label name or delete them").format(unknown=unknown, value_by_name=sorted(value_by_name))
+            _("segments {unknown} are not in the review's label table {value}: rename them to a label name or delete "
+              "them").format(unknown=unknown, value=sorted(e.segment_name for e in entries))
         )
     ordered = [(value, by_value[value]) for value in sorted(by_value)]
     scene = segmentation_node.GetScene()

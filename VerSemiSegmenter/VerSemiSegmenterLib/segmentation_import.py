@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from .i18n import _
 
+# Segment tag holding the prompt name (the segment's own name is the human-readable title).
+PROMPT_TAG = "VerSemi.prompt"
 # Slicer's terminology contexts for DICOM/SNOMED CT coded anatomy (loaded by default in Slicer).
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
@@ -56,6 +58,12 @@ class LabelEntry:
     color: tuple[int, int, int]
     snomed: SnomedTerm | None = None
     prompt_id: int | None = None
+    title: str = ""  # the human-readable name (sidecar "title"); the segment's name
+
+    @property
+    def segment_name(self) -> str:
+        """What the segment is called in Slicer: the title, else the prompt name."""
+        return self.title or self.name
 
     @property
     def color_float(self) -> tuple[float, float, float]:
@@ -145,8 +153,9 @@ def parse_label_table(data: Mapping[str, Any], source: str = "label table") -> l
             except (KeyError, TypeError) as exc:
                 raise LabelTableError(_("{where}: 'snomed' needs 'code' and 'meaning'").format(where=where)) from exc
         prompt_id = item.get("prompt_id")
+        title = str(item.get("title") or "").strip()
         entries.append(
-            LabelEntry(value, name, color, snomed, int(prompt_id) if prompt_id is not None else None)
+            LabelEntry(value, name, color, snomed, int(prompt_id) if prompt_id is not None else None, title)
         )
     return sorted(entries, key=lambda e: e.value)
 
@@ -347,9 +356,10 @@ def _apply_label_table(segmentation_node: Any, entries: list[LabelEntry]) -> tup
         segment_id = by_value.get(entry.value)
         if segment_id is None:
             segment_id = _add_empty_segment(segmentation, entry, labelmap_name)
-            empty.append(entry.name)
+            empty.append(entry.segment_name)
         segment = segmentation.GetSegment(segment_id)
-        segment.SetName(entry.name)
+        segment.SetName(entry.segment_name)
+        segment.SetTag(PROMPT_TAG, entry.name)
         segment.SetColor(*entry.color_float)
         tag = entry.terminology_tag
         if tag:

@@ -124,6 +124,17 @@ def pick_sample(model_prompts: list[str]) -> tuple[Any, list[str]]:
 TINY_PROMPT_CODES = {"liver": "10200004", "spleen": "78961009", "organ_x": None}
 
 
+def _prompt_name(segment: Any) -> str:
+    """The prompt a segment was imported for (its tag), else its name."""
+    import vtk
+
+    from .segmentation_import import PROMPT_TAG
+
+    tag = vtk.reference("")
+    segment.GetTag(PROMPT_TAG, tag)
+    return str(tag) or segment.GetName()
+
+
 def check_segmentation(
     segmentation_node: Any,
     volume_node: Any,
@@ -134,7 +145,8 @@ def check_segmentation(
 ) -> list[str]:
     """Problems (empty list = fine) of an imported segmentation against what was asked for.
 
-    Checks: one segment per prompt, in order, with the prompt's name, colour and SNOMED CT code in its
+    Checks: one segment per prompt, in order, with the prompt's name (its tag; the segment is named
+    with the human-readable title), colour and SNOMED CT code in its
     terminology tag; the reference geometry and every non-empty segment's grid equal the volume's.
     """
     import slicer
@@ -143,7 +155,7 @@ def check_segmentation(
     problems: list[str] = []
     segmentation = segmentation_node.GetSegmentation()
     ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-    names = [segmentation.GetSegment(i).GetName() for i in ids]
+    names = [_prompt_name(segmentation.GetSegment(i)) for i in ids]
     if names != list(expected_names):
         problems.append(f"segment names {names} != expected {list(expected_names)}")
     tag_name = slicer.vtkSegment.GetTerminologyEntryTagName()

@@ -335,3 +335,28 @@ def test_dicom_seg_export_says_what_is_missing_before_the_dialog(mrml_scene, tmp
     item = sh.GetItemByDataNode(volume) or sh.CreateItem(sh.GetSceneItemID(), volume)
     sh.SetItemUID(item, "DICOM", "1.2.826.0.1.3680043.2.1125.1.42")
     assert dicom_seg_export_problem(node, volume, [SEG_PLUGIN, "DICOMScalarVolumePlugin"]) is None
+
+
+def test_segments_get_human_readable_names_and_keep_their_prompt(mrml_scene, tmp_path: Path) -> None:
+    """A sidecar from versemi predict names segments "Hippocampus, anterior"; the prompt stays in a tag,
+    so the review's export still finds each segment's label value."""
+    from versemi.inference.results import LabelEntry as VersemiEntry
+    from versemi.labels import KNOWN_STRUCTURES
+    from VerSemiSegmenterLib import review
+
+    labels = [VersemiEntry(v, n, KNOWN_STRUCTURES[n][1], KNOWN_STRUCTURES[n][0].to_dict(), v - 1).to_dict()
+              for v, n in ((1, "hippocampus_anterior"), (3, "hippocampus_posterior"))]
+    assert [e["title"] for e in labels] == ["Hippocampus, anterior", "Hippocampus, posterior"]
+    volume = selftest.add_sample_volume(mrml_scene)
+    labelmap, sidecar, array = _prediction(tmp_path, volume, labels=labels, values=(1, 3))
+    result = import_prediction(labelmap, sidecar, volume)
+    segmentation = result.segmentation_node.GetSegmentation()
+    names = [segmentation.GetSegment(i).GetName() for i in result.segment_ids]
+    assert names == ["Hippocampus, anterior", "Hippocampus, posterior"]
+    assert selftest.check_segmentation(result.segmentation_node, volume,
+                                       ["hippocampus_anterior", "hippocampus_posterior"]) == []
+    entries = segmentation_import.read_label_table(sidecar)
+    exported = review.export_segmentation(result.segmentation_node, volume, entries)
+    np.testing.assert_array_equal(SimpleITK.GetArrayFromImage(exported), array)
+    tags = [segmentation_import.terminology_tag(e.snomed) for e in entries]
+    assert tags[0] != tags[1] and "~SCT^255549009^Anterior~" in tags[0]

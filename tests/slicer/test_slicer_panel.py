@@ -386,7 +386,7 @@ def test_cache_lists_installed_models_with_size_and_card_and_removes_one(tmp_pat
     settle(cache)
     assert [(r.key, r.size_text, r.removable) for r in view.cache_rows] == [("a@1", "16 B", True),
                                                                            ("default@1", "16 B", False)]
-    assert view.cache_status == "2 models installed."
+    assert view.cache_status == "2 models installed, 16 B in the model cache."  # the bundled one is not in it
     cache.show_card(1)
     assert "Shipped with versemi" in view.cache_card and "Default model" in view.cache_card
     settle(cache)
@@ -407,6 +407,35 @@ def test_cache_lists_installed_models_with_size_and_card_and_removes_one(tmp_pat
     settle(cache)
     assert "Could not remove default@1" in view.errors[-1]
     assert [r.key for r in view.cache_rows] == ["default@1"]  # listed again after the failure
+
+
+def test_cache_total_size_folder_and_clear_all(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    a, b = checkpoint(cache_dir, "a.pt"), checkpoint(cache_dir, "b.pt")
+    bundled = ModelChoice(key="default@1", label="default@1", source="catalogue", path=checkpoint(tmp_path, "d.pt"),
+                          default=True, description="Shipped with versemi", removable=False, status="installed")
+    backend = FakeBackend(models=[catalogue_model("a@1", a), catalogue_model("b@1", b), bundled])
+    view = RecordingView(confirm=False)
+    removed: list[str] = []
+    cache = panel.CachePanel(view, backend, on_removed=removed.append)
+    assert cache.folder() is None and "no model" in view.errors[-1].lower()
+    cache.refresh()
+    settle(cache)
+    assert view.cache_status == "3 models installed, 32 B in the model cache."
+    assert cache.folder() == str(cache_dir)
+    cache.clear_all()  # declined: nothing removed
+    assert "Remove every model from the model cache (32 B)?" in view.questions[-1]
+    assert "- a@1 (16 B)" in view.questions[-1] and "default@1" not in view.questions[-1]
+    assert backend.removed == []
+    view.confirm_answer = True
+    cache.clear_all()
+    settle(cache)
+    assert backend.removed == ["a@1", "b@1"] and removed == ["a@1", "b@1"]
+    assert view.cache_status == "1 model installed, 0 B in the model cache."
+    errors = len(view.errors)
+    cache.clear_all()
+    assert len(view.errors) == errors + 1 and "holds no model to remove" in view.errors[-1]
 
 
 # --- review ---------------------------------------------------------------------------------------------
