@@ -16,6 +16,13 @@ untouched (the new label file, if it got that far, is an unreferenced orphan tha
 the pseudo-label are never written. The whole save holds the manifest lock, so a CLI and the panel
 cannot interleave and ``cleanup`` never deletes a file another save is about to commit.
 
+Nothing an annotator did is lost: every save writes a new revision file; a case's
+:attr:`ReviewCase.revision` makes saves and decisions compare-and-swap (``expected_revision``): a
+save on a case someone changed meanwhile is still written, as a revision recorded as ``conflict``
+(not current), and :class:`ReviewConflict` says who changed what; :meth:`ReviewSession.restore`
+makes any revision current, :meth:`ReviewSession.undo` takes the last decision back (e.g. the
+rejection of a refined case: refined again, same file), :meth:`ReviewSession.revisions` lists them.
+
 The refined labels ARE the review folder's "dataset labels": training reads them through the
 manifest (:func:`versemi.review.refined_cases`), never by listing ``labelsTr``, so orphans and older
 revisions are never trained on.
