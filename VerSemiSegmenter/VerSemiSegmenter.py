@@ -28,12 +28,15 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.util import VTKObservationMixin
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 
 from VerSemiSegmenterLib import (
     catalogue,
     dependencies,
+    dicom_export,
     device,
     panel,
     parameters,
@@ -43,6 +46,7 @@ from VerSemiSegmenterLib import (
     roi,
     sampledata,
     selftest,
+    volume_export,
 )
 
 SETTINGS_PREFIX = "VerSemiSegmenter"
@@ -57,23 +61,21 @@ MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 class VerSemiSegmenter(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "VerSemi Segmenter"
-        self.parent.categories = ["Segmentation"]
+        self.parent.title = _("VerSemi Segmenter")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["VerSemi developers"]
-        self.parent.helpText = """
-Segment many anatomical structures with ONE task-prompted 3D model trained with VerSemi
-(semi-supervised learning over several partially labeled datasets plus unlabeled scans).
-Choose a volume and a model, tick the structures, and click Apply. The model runs in a background
-process (progress, Cancel); the result is a segmentation with named, coloured segments carrying
-SNOMED CT terminology. The Review section walks a pseudo-label review folder case by case
-(highest review score first): edit, then save the refined label or reject the case. See the
-<a href="https://github.com/versemi/SlicerVerSemiSegmenter/blob/main/docs/SLICER.md">documentation</a>.
-"""
-        self.parent.acknowledgementText = """
-Based on the VerSemi method (<a href="https://arxiv.org/abs/2311.11686">arXiv:2311.11686</a>).
-Uses PyTorch, MONAI and SimpleITK. Sample data: Medical Segmentation Decathlon (CC BY-SA 4.0).
-"""
+        self.parent.contributors = ["The VerSemi project (https://github.com/versemi)"]
+        self.parent.helpText = _("\nSegment many anatomical structures with ONE task-prompted 3D model trained with "
+                                  "VerSemi\n(semi-supervised learning over several partially labeled datasets plus "
+                                  "unlabeled scans).\nChoose a volume and a model, tick the structures, and click Apply. "
+                                  "The model runs in a background\nprocess (progress, Cancel); the result is a segmentation "
+                                  "with named, coloured segments carrying\nSNOMED CT terminology. The Review section walks "
+                                  "a pseudo-label review folder case by case\n(highest review score first): edit, then save "
+                                  "the refined label or reject the case. See the\n<a "
+                                  'href="https://github.com/versemi/SlicerVerSemiSegmenter/blob/main/docs/SLICER.md">documentation</a>.\n')
+        self.parent.acknowledgementText = _("\nBased on the VerSemi method (<a "
+                                             'href="https://arxiv.org/abs/2311.11686">arXiv:2311.11686</a>).\nUses PyTorch, MONAI and '
+                                             "SimpleITK. Sample data: Medical Segmentation Decathlon (CC BY-SA 4.0).\n")
         # Sample Data module entries (real scans bundled with the extension), once Slicer has started.
         slicer.app.connect("startupCompleted()", registerSampleData)
 
@@ -140,8 +142,8 @@ class SlicerInstallEnvironment:
             import PyTorchUtils
         except ModuleNotFoundError:
             raise dependencies.DependencyError(
-                "PyTorch is needed: install the 'PyTorch' extension from the Extensions Manager, restart Slicer, "
-                "and try again."
+                _("PyTorch is needed: install the 'PyTorch' extension from the Extensions Manager, restart "
+                   "Slicer, and try again.")
             ) from None
         # The extension's own light-the-torch arguments (CUDA build for the driver, or CPU).
         arguments = getattr(PyTorchUtils.PyTorchUtilsLogic, "_getPipInstallArguments", None)
@@ -189,7 +191,7 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
         source = dependencies.bundled_versemi_source(resources)
         if source is None and dependencies.installed_version("versemi") is None:
             raise dependencies.DependencyError(
-                f"the versemi package is neither installed nor bundled in {resources}/versemi-package"
+                _("the versemi package is neither installed nor bundled in {resources}/versemi-package").format(resources=resources)
             )
         return dependencies.InstallFlow(SlicerInstallEnvironment(self.pythonExecutable), requirements, source)
 
@@ -265,7 +267,7 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
     def fitCropRoi(self, inputVolume, roiNode=None):
         """An ROI box around the whole ``inputVolume`` (a new node unless ``roiNode`` is given) to crop with."""
         if inputVolume is None:
-            raise ValueError("select an input volume first")
+            raise ValueError(_("select an input volume first"))
         if roiNode is None:
             roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", f"{inputVolume.GetName()} crop")
             roiNode.CreateDefaultDisplayNodes()
@@ -332,7 +334,7 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
         while job.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
                 job.cancel()
-                raise TimeoutError(f"segmentation did not finish within {timeout} s")
+                raise TimeoutError(_("segmentation did not finish within {timeout} s").format(timeout=timeout))
             slicer.app.processEvents()
             time.sleep(0.05)
         if not job.succeeded:
@@ -387,6 +389,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._lastResult = None  # (segmentation node, input volume) of the last successful run
         self._downloadRunner = None
         self._deviceThread = None
         self._applyPending = False
@@ -441,6 +444,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateDeviceInfo)
         self.ui.roiFitButton.connect("clicked(bool)", self.onFitRoi)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.exportDicomSegButton.connect("clicked(bool)", self.onExportDicomSeg)
+        self.ui.cancelTaskButton.connect("clicked(bool)", self.onCancelTask)
 
         self.setupCacheSection(uiWidget)
         self.setupReviewSection(uiWidget)
@@ -511,25 +516,28 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = True
             return
         reasons = []
-        if not (self._parameterNode and self._parameterNode.inputVolume):
-            reasons.append("select an input volume")
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        if not volume:
+            reasons.append(_("select an input volume"))
+        elif problem := volume_export.volume_problem(volume):  # e.g. a single slice: refused before anything starts
+            reasons.append(problem)
         if not self.models.current:
-            reasons.append("select a model")
+            reasons.append(_("select a model"))
         if not self.checkedPrompts():
-            reasons.append("tick at least one structure")
+            reasons.append(_("tick at least one structure"))
         busy = self._downloadRunner is not None or self._installFlow is not None or self._applyPending
         self.ui.installButton.enabled = self._installFlow is None
         self.ui.applyButton.enabled = not reasons and not busy
         self.ui.applyButton.toolTip = (
-            "Run the segmentation in the background." if not reasons else "To segment: " + ", ".join(reasons) + "."
+            _("Run the segmentation in the background.") if not reasons else _("To segment: ") + ", ".join(reasons) + "."
         )
 
     # --- views shared by the controllers ----------------------------------------------------------
     def show_error(self, message: str) -> None:
-        slicer.util.errorDisplay(message, windowTitle="VerSemi Segmenter")
+        slicer.util.errorDisplay(message, windowTitle=_("VerSemi Segmenter"))
 
     def confirm(self, text: str) -> bool:
-        return slicer.util.confirmOkCancelDisplay(text, windowTitle="VerSemi Segmenter")
+        return slicer.util.confirmOkCancelDisplay(text, windowTitle=_("VerSemi Segmenter"))
 
     # --- installing (background) --------------------------------------------------------------------
     def ensureBackend(self, reason: str, then) -> None:
@@ -545,7 +553,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             flow.start()
         except Exception as exc:  # DependencyError (testing mode, platform) or an unreadable requirements file
             self._afterInstall = []
-            self.show_error(f"VerSemi's Python packages are needed {reason}:\n{exc}")
+            self.show_error(_("VerSemi's Python packages are needed {reason}:\n{exc}").format(reason=reason, exc=exc))
             return
         self._installFlow = flow
         self.ui.progressBar.visible = True
@@ -559,7 +567,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         result = flow.poll()
         if result is None:
-            self.ui.statusLabel.text = f"{flow.status}... (Slicer stays usable)"
+            self.ui.statusLabel.text = _("{status}... (Slicer stays usable)").format(status=flow.status)
             self._checkCanApply()
             return
         self._installFlow = None
@@ -568,18 +576,18 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.visible = False
         self.logic.forgetInstallState()
         if not result.succeeded:
-            self.ui.statusLabel.text = "Packages not installed." if not result.cancelled else "Installation cancelled."
+            self.ui.statusLabel.text = _("Packages not installed.") if not result.cancelled else _("Installation cancelled.")
             if not result.cancelled:
-                self.show_error(f"Could not install VerSemi's Python packages:\n{result.error}")
+                self.show_error(_("Could not install VerSemi's Python packages:\n{error}").format(error=result.error))
             self._checkCanApply()
             return
         self.ui.statusLabel.text = (
-            f"Installed: {', '.join(result.installed)}." if result.installed else "VerSemi's packages are ready."
+            _("Installed: {installed}.").format(installed=', '.join(result.installed)) if result.installed else _("VerSemi's packages are ready.")
         )
         if result.restart_needed:
             if slicer.util.confirmYesNoDisplay(
-                "Packages that Slicer had already loaded were updated. Restart Slicer now to use them?",
-                windowTitle="VerSemi Segmenter",
+                _("Packages that Slicer had already loaded were updated. Restart Slicer now to use them?"),
+                windowTitle=_("VerSemi Segmenter"),
             ):
                 slicer.util.restart()
             return
@@ -652,11 +660,11 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             runner.start()
         except OSError as exc:
-            self.show_error(f"Failed to start the model download:\n{exc}")
+            self.show_error(_("Failed to start the model download:\n{exc}").format(exc=exc))
             return
         self._downloadRunner = runner
         self.ui.progressBar.visible = True
-        self.ui.statusLabel.text = f"Downloading {choice.key}..."
+        self.ui.statusLabel.text = _("Downloading {key}...").format(key=choice.key)
         self.pollTimer.start()
         self._checkCanApply()
 
@@ -673,7 +681,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         widget = self.ui.promptListWidget
         widget.clear()
         for prompt in prompts:
-            text = f"{prompt.name}  (union of all targets)" if prompt.synthetic else prompt.name
+            text = _("{name}  (union of all targets)").format(name=prompt.name) if prompt.synthetic else prompt.name
             item = qt.QListWidgetItem(text)
             item.setData(qt.Qt.UserRole, prompt.name)
             item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
@@ -715,7 +723,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updatePromptCount()
 
     def updatePromptCount(self) -> None:
-        self.ui.promptCountLabel.text = f"{len(self.checkedPrompts())} of {self.ui.promptListWidget.count}"
+        self.ui.promptCountLabel.text = _("{count} of {count2}").format(count=len(self.checkedPrompts()), count2=self.ui.promptListWidget.count)
         self._checkCanApply()
 
     # --- crop (ROI) ---------------------------------------------------------------------------------
@@ -725,15 +733,15 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             params.roi = self.logic.fitCropRoi(params.inputVolume if params else None, params.roi if params else None)
         except Exception as exc:  # no volume, a volume without geometry
-            self.show_error(f"Failed to place the ROI box:\n{exc}")
+            self.show_error(_("Failed to place the ROI box:\n{exc}").format(exc=exc))
             return
-        self.ui.statusLabel.text = "Drag the ROI box's faces onto the structure, then click Apply."
+        self.ui.statusLabel.text = _("Drag the ROI box's faces onto the structure, then click Apply.")
 
     # --- device -----------------------------------------------------------------------------------
     def startDeviceProbe(self) -> None:
         if self._deviceThread is not None:
             return
-        self.ui.deviceInfoLabel.text = "will use: (checking PyTorch and GPU...)"
+        self.ui.deviceInfoLabel.text = _("will use: (checking PyTorch and GPU...)")
         self._deviceThread = threading.Thread(target=self._probeDevice, daemon=True)
         self._deviceThread.start()
         self.pollTimer.start()
@@ -747,14 +755,14 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateDeviceInfo(self, *args) -> None:
         if not self.logic.deviceProbed:
             self.ui.deviceInfoLabel.text = (
-                "will use: (checking PyTorch and GPU...)" if self._deviceThread is not None
-                else "will use: (known once VerSemi's packages are installed)"
+                _("will use: (checking PyTorch and GPU...)") if self._deviceThread is not None
+                else _("will use: (known once VerSemi's packages are installed)")
             )
             return
         try:
             self.ui.deviceInfoLabel.text = self.logic.deviceChoice(self.ui.deviceComboBox.currentText).describe()
         except ValueError as exc:
-            self.ui.deviceInfoLabel.text = f"cannot run: {exc}"
+            self.ui.deviceInfoLabel.text = _("cannot run: {exc}").format(exc=exc)
 
     # --- model cache (panel.CacheView) --------------------------------------------------------------
     def setupCacheSection(self, uiWidget) -> None:
@@ -762,13 +770,13 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         import ctk
 
         section = ctk.ctkCollapsibleButton()
-        section.text = "Model cache"
+        section.text = _("Model cache")
         section.collapsed = True
         layout = uiWidget.layout()
         layout.insertWidget(max(layout.count() - 1, 0), section)
         form = qt.QVBoxLayout(section)
         self.cacheTable = qt.QTableWidget(0, 3)
-        self.cacheTable.setHorizontalHeaderLabels(["Model", "Size", "Status"])
+        self.cacheTable.setHorizontalHeaderLabels([_("Model"), _("Size"), _("Status")])
         self.cacheTable.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
         self.cacheTable.setSelectionMode(qt.QAbstractItemView.SingleSelection)
         self.cacheTable.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
@@ -777,15 +785,19 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         form.addWidget(self.cacheTable)
         self.cacheCard = qt.QPlainTextEdit()
         self.cacheCard.readOnly = True
-        self.cacheCard.placeholderText = "Select a model to see its card."
+        self.cacheCard.placeholderText = _("Select a model to see its card.")
         self.cacheCard.setMaximumHeight(120)
         form.addWidget(self.cacheCard)
         buttons = qt.QHBoxLayout()
-        self.cacheRefreshButton = qt.QPushButton("Refresh")
-        self.cacheRemoveButton = qt.QPushButton("Remove")
-        self.cacheRemoveButton.toolTip = "Delete the selected model file from the VerSemi model cache."
-        buttons.addWidget(self.cacheRefreshButton)
-        buttons.addWidget(self.cacheRemoveButton)
+        self.cacheRefreshButton = qt.QPushButton(_("Refresh"))
+        self.cacheRemoveButton = qt.QPushButton(_("Remove"))
+        self.cacheRemoveButton.toolTip = _("Delete the selected model file from the VerSemi model cache.")
+        self.cacheOpenFolderButton = qt.QPushButton(_("Open folder"))
+        self.cacheOpenFolderButton.toolTip = _("Show the model cache folder in the file manager.")
+        self.cacheClearButton = qt.QPushButton(_("Clear all"))
+        self.cacheClearButton.toolTip = _("Delete every model of the model cache (asks first; models shipped with versemi stay).")
+        for button in (self.cacheRefreshButton, self.cacheRemoveButton, self.cacheOpenFolderButton, self.cacheClearButton):
+            buttons.addWidget(button)
         form.addLayout(buttons)
         self.cacheStatusLabel = qt.QLabel("")
         self.cacheStatusLabel.wordWrap = True
@@ -793,7 +805,18 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         section.connect("contentsCollapsed(bool)", lambda collapsed: None if collapsed else self.refreshCache())
         self.cacheRefreshButton.connect("clicked(bool)", self.refreshCache)
         self.cacheRemoveButton.connect("clicked(bool)", self.onCacheRemove)
+        self.cacheOpenFolderButton.connect("clicked(bool)", self.onCacheOpenFolder)
+        self.cacheClearButton.connect("clicked(bool)", self.onCacheClearAll)
         self.cacheTable.connect("currentCellChanged(int,int,int,int)", self.onCacheRowChanged)
+
+    def onCacheOpenFolder(self) -> None:
+        folder = self.cache.folder()
+        if folder:
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(folder))
+
+    def onCacheClearAll(self) -> None:
+        self.cache.clear_all()
+        self.pollTimer.start()
 
     def refreshCache(self) -> None:
         self.cache.refresh()
@@ -826,7 +849,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         import ctk
 
         section = ctk.ctkCollapsibleButton()
-        section.text = "Review"
+        section.text = _("Review")
         section.collapsed = True
         layout = uiWidget.layout()
         # Above the .ui's bottom spacer, so the section sits right under the others.
@@ -836,39 +859,47 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.reviewFolderSelector = ctk.ctkPathLineEdit()
         self.reviewFolderSelector.filters = ctk.ctkPathLineEdit.Dirs
         self.reviewFolderSelector.settingKey = f"{SETTINGS_PREFIX}/reviewFolder"
-        self.reviewFolderSelector.toolTip = "A folder made by 'versemi pseudolabel' (it holds manifest.json)."
-        self.reviewOpenButton = qt.QPushButton("Open")
+        self.reviewFolderSelector.toolTip = _("A folder made by 'versemi pseudolabel' (it holds manifest.json).")
+        self.reviewOpenButton = qt.QPushButton(_("Open"))
         folderRow = qt.QHBoxLayout()
         folderRow.addWidget(self.reviewFolderSelector, 1)
         folderRow.addWidget(self.reviewOpenButton)
-        form.addRow("Review folder:", folderRow)
+        form.addRow(_("Review folder:"), folderRow)
 
         self.reviewTable = qt.QTableWidget(0, 4)
-        self.reviewTable.setHorizontalHeaderLabels(["Case", "Status", "Score", "Updated by"])
+        self.reviewTable.setHorizontalHeaderLabels([_("Case"), _("Status"), _("Score"), _("Updated by")])
         self.reviewTable.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
         self.reviewTable.setSelectionMode(qt.QAbstractItemView.SingleSelection)
         self.reviewTable.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
         self.reviewTable.horizontalHeader().setStretchLastSection(True)
         self.reviewTable.verticalHeader().visible = False
-        self.reviewTable.toolTip = "Highest review score first. Double-click a case to open it."
+        self.reviewTable.toolTip = _("Highest review score first. Double-click a case to open it.")
         form.addRow(self.reviewTable)
 
-        self.reviewNextButton = qt.QPushButton("Next case")
-        self.reviewNextButton.toolTip = "Load the highest-scored pending case (an open case is skipped and stays pending)."
-        self.reviewEditorButton = qt.QPushButton("Segment Editor")
-        self.reviewEditorButton.toolTip = "Edit the open case's segmentation in the Segment Editor."
-        self.reviewSaveButton = qt.QPushButton("Save refined label")
-        self.reviewSaveButton.toolTip = "Store the segments as the case's refined label (a new file), then load the next case."
-        self.reviewRejectButton = qt.QPushButton("Reject")
-        self.reviewRejectButton.toolTip = "Mark the case as not worth fixing (stays unlabeled for training), then load the next case."
+        self.reviewNextButton = qt.QPushButton(_("Next case"))
+        self.reviewNextButton.toolTip = _("Load the highest-scored pending case (an open case is skipped and stays pending).")
+        self.reviewEditorButton = qt.QPushButton(_("Segment Editor"))
+        self.reviewEditorButton.toolTip = _("Edit the open case's segmentation in the Segment Editor.")
+        self.reviewSaveButton = qt.QPushButton(_("Save refined label"))
+        self.reviewSaveButton.toolTip = _("Store the segments as the case's refined label (a new file), then load the next case.")
+        self.reviewRejectButton = qt.QPushButton(_("Reject"))
+        self.reviewRejectButton.toolTip = _("Mark the case as not worth fixing (stays unlabeled for training), then load the next case.")
         self.reviewReasonEdit = qt.QLineEdit()
-        self.reviewReasonEdit.placeholderText = "reason for rejecting (optional)"
+        self.reviewReasonEdit.placeholderText = _("reason for rejecting (optional)")
+        self.reviewUndoButton = qt.QPushButton(_("Undo"))
+        self.reviewUndoButton.toolTip = _("Take back the last rejection: the case's previous status and refined label come back.")
+        self.reviewReopenButton = qt.QPushButton(_("Reopen"))
+        self.reviewReopenButton.toolTip = _("Set the selected rejected or refined case back to pending (a refined label stays the label to edit).")
         buttons = qt.QHBoxLayout()
         for button in (self.reviewNextButton, self.reviewEditorButton, self.reviewSaveButton, self.reviewRejectButton):
             buttons.addWidget(button)
         form.addRow(buttons)
-        form.addRow("Reject reason:", self.reviewReasonEdit)
-        self.reviewStatusLabel = qt.QLabel("Choose a review folder and click Open.")
+        historyButtons = qt.QHBoxLayout()
+        historyButtons.addWidget(self.reviewUndoButton)
+        historyButtons.addWidget(self.reviewReopenButton)
+        form.addRow(historyButtons)
+        form.addRow(_("Reject reason:"), self.reviewReasonEdit)
+        self.reviewStatusLabel = qt.QLabel(_("Choose a review folder and click Open."))
         self.reviewStatusLabel.wordWrap = True
         form.addRow(self.reviewStatusLabel)
 
@@ -877,6 +908,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.reviewEditorButton.connect("clicked(bool)", self.onReviewSegmentEditor)
         self.reviewSaveButton.connect("clicked(bool)", self.reviewPanel.save)
         self.reviewRejectButton.connect("clicked(bool)", self.onReviewReject)
+        self.reviewUndoButton.connect("clicked(bool)", self.reviewPanel.undo)
+        self.reviewReopenButton.connect("clicked(bool)", self.onReviewReopen)
         self.reviewTable.connect("cellDoubleClicked(int,int)", self.onReviewCaseDoubleClicked)
         self.refresh_review()
 
@@ -889,6 +922,20 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onReviewReject(self) -> None:
         self.reviewPanel.reject(self.reviewReasonEdit.text)
         self.reviewReasonEdit.text = ""
+
+    def onReviewReopen(self) -> None:
+        item = self.reviewTable.item(self.reviewTable.currentRow(), 0)
+        if item is not None:
+            self.reviewPanel.reopen(item.text())
+
+    def choose(self, text: str, choices: list[str]) -> Optional[int]:
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setWindowTitle(_("VerSemi Segmenter"))
+        box.setText(text)
+        buttons = [box.addButton(choice, qt.QMessageBox.ActionRole) for choice in choices]
+        box.exec_()
+        clicked = box.clickedButton()
+        return next((i for i, button in enumerate(buttons) if button is clicked), None)
 
     def onReviewCaseDoubleClicked(self, row: int, column: int) -> None:
         item = self.reviewTable.item(row, 0)
@@ -906,7 +953,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             editor.setSegmentationNode(loaded.segmentation_node)
             editor.setSourceVolumeNode(loaded.volume_node)
         except Exception as exc:
-            self.show_error(f"Failed to open the Segment Editor:\n{exc}")
+            self.show_error(_("Failed to open the Segment Editor:\n{exc}").format(exc=exc))
 
     def show_status(self, text: str) -> None:
         slicer.util.showStatusMessage(text, 5000)
@@ -922,9 +969,9 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 rows = controller.rows()
                 self.reviewStatusLabel.text = f"{controller.review_dir}: {controller.status_text()}"
             except ValueError as exc:  # the manifest became unreadable (ReviewError)
-                self.reviewStatusLabel.text = f"Cannot read the review: {exc}"
+                self.reviewStatusLabel.text = _("Cannot read the review: {exc}").format(exc=exc)
         else:
-            self.reviewStatusLabel.text = "Choose a review folder and click Open."
+            self.reviewStatusLabel.text = _("Choose a review folder and click Open.")
         table = self.reviewTable
         table.setRowCount(len(rows))
         current = controller.current.case_id if controller is not None and controller.current else None
@@ -937,6 +984,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.reviewNextButton.enabled = controller is not None
         for button in (self.reviewEditorButton, self.reviewSaveButton, self.reviewRejectButton):
             button.enabled = isOpen
+        self.reviewUndoButton.enabled = self.reviewPanel.undoable is not None
+        self.reviewReopenButton.enabled = controller is not None
 
     # --- run --------------------------------------------------------------------------------------
     def onApplyButton(self) -> None:
@@ -950,14 +999,14 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def applyWhenReady(self) -> None:
         output = self._parameterNode.outputSegmentation if self._parameterNode else None
         if output is not None and not slicer.util.confirmYesNoDisplay(
-            f"Replace ALL segments of '{output.GetName()}' with the new result?\n"
-            "(Choose 'Create new segmentation' to keep them.)",
-            windowTitle="VerSemi Segmenter",
+            _("Replace ALL segments of '{name}' with the new result?\n(Choose 'Create new segmentation' "
+               "to keep them.)").format(name=output.GetName()),
+            windowTitle=_("VerSemi Segmenter"),
         ):
             return
         self._applyPending = True
         if not self.logic.deviceProbed:
-            self.ui.statusLabel.text = "Checking PyTorch and GPU..."
+            self.ui.statusLabel.text = _("Checking PyTorch and GPU...")
             self.startDeviceProbe()  # the poll starts the run when the probe is done
             self._checkCanApply()
             return
@@ -967,9 +1016,9 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._applyPending = False
         params = self._parameterNode
         if not self.logic.deviceProbed:  # the probe thread failed: never probe on the GUI thread
-            self.ui.statusLabel.text = "Not started."
+            self.ui.statusLabel.text = _("Not started.")
             self._checkCanApply()
-            self.show_error("Failed to start the segmentation:\ncould not check PyTorch and the GPU (see the log).")
+            self.show_error(_("Failed to start the segmentation:\ncould not check PyTorch and the GPU (see the log)."))
             return
         try:
             choice = self.logic.deviceChoice(params.device)  # refuses an unusable explicit device now
@@ -980,19 +1029,24 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 params.outputSegmentation, params.roi,
             )
         except Exception as exc:  # bad settings, unusable device, predictor not startable
-            self.ui.statusLabel.text = "Not started."
+            self.ui.statusLabel.text = _("Not started.")
             self.setRunningState(False)
-            self.show_error(f"Failed to start the segmentation:\n{exc}")
+            self.show_error(_("Failed to start the segmentation:\n{exc}").format(exc=exc))
             return
         self._job = job
         job.progress.connect(self.onProgress)
         self._startTime = time.monotonic()
         self.setRunningState(True)
-        self.ui.statusLabel.text = f"Starting ({choice.describe()})..."
+        self.ui.statusLabel.text = _("Starting ({describe})...").format(describe=choice.describe())
+        frame = volume_export.sequence_frame(params.inputVolume)
+        if frame is not None:  # a Sequence: say that only the frame shown is segmented
+            note = frame.note(params.inputVolume.GetName())
+            self.ui.statusLabel.text += " " + note
+            slicer.util.showStatusMessage(note, 10000)
         self.pollTimer.start()
 
     def setRunningState(self, running: bool) -> None:
-        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        self.ui.applyButton.text = _("Cancel") if running else _("Apply")
         self.ui.applyButton.enabled = True
         self.ui.progressBar.visible = running
         self.ui.progressBar.value = 0
@@ -1017,13 +1071,22 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cancelRunning(self) -> None:
         if self._job is not None and self._job.is_running:
-            self.ui.statusLabel.text = "Cancelling..."
+            self.ui.statusLabel.text = _("Cancelling...")
             self._job.cancel()
             self.onPoll()
         if self._downloadRunner is not None:
             self._downloadRunner.cancel()
             self.onPoll()
-        # A running package install is not cancelled: stopping pip half-way can break packages.
+        # A package install is cancelled with its own button (onCancelTask): pip is never killed half-way.
+
+    def onCancelTask(self) -> None:
+        """Cancel the download or the package install (the install stops after its running pip step)."""
+        if self._downloadRunner is not None:
+            self._downloadRunner.cancel()
+        if self._installFlow is not None:
+            self._installFlow.cancel()
+            self.ui.statusLabel.text = self._installFlow.status or _("Cancelling...")
+        self.onPoll()
 
     def onPoll(self) -> None:
         self.onInstallPoll()
@@ -1042,18 +1105,19 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._downloadRunner = None
                 self.ui.progressBar.visible = False
                 if result.succeeded:
-                    self.ui.statusLabel.text = "Model downloaded and verified."
+                    self.ui.statusLabel.text = _("Model downloaded and verified.")
                     self.models.refresh(select_key=self.models.current.key if self.models.current else None)
                 elif result.cancelled:
-                    self.ui.statusLabel.text = "Download cancelled."
+                    self.ui.statusLabel.text = _("Download cancelled.")
                 else:
-                    self.ui.statusLabel.text = "Download failed."
-                    self.show_error(f"Download failed:\n{result.error_message()}")
+                    self.ui.statusLabel.text = _("Download failed.")
+                    self.show_error(_("Download failed:\n{error_message}").format(error_message=result.error_message()))
                 self._checkCanApply()
         busy = (
             (self._job is not None and self._job.is_running) or self._downloadRunner or self._deviceThread
             or self._installFlow or self.models.busy or self.cache.busy  # after the handlers above
         )
+        self.ui.cancelTaskButton.visible = bool(self._downloadRunner or self._installFlow)
         if not busy:
             self.pollTimer.stop()
 
@@ -1065,18 +1129,33 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             result = job.import_result
             node = result.segmentation_node
             node.CreateClosedSurfaceRepresentation()
-            message = f"Done in {seconds:.0f} s: {len(result.segment_ids)} segments in '{node.GetName()}'."
+            message = _("Done in {seconds:.0f} s: {count} segments in '{name}'.").format(seconds=seconds, count=len(result.segment_ids), name=node.GetName())
             if result.empty_segments:
-                message += f" Nothing found for: {', '.join(result.empty_segments)} (kept as empty segments)."
+                message += _(" Nothing found for: {empty_segments} (kept as empty segments).").format(empty_segments=', '.join(result.empty_segments))
             for warning in job.warnings:  # e.g. a field of view far from the model's training scans
-                message += f" Warning: {warning}"
+                message += _(" Warning: {warning}").format(warning=warning)
             self.ui.statusLabel.text = message
             slicer.util.setSliceViewerLayers(background=job.volume_node)
+            self._lastResult = (node, job.volume_node)
+            self.ui.exportDicomSegButton.enabled = True
         elif job.cancelled:
-            self.ui.statusLabel.text = "Cancelled; nothing was added to the scene."
+            self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
         else:
-            self.ui.statusLabel.text = "Failed (see the error message)."
-            self.show_error(f"Segmentation failed:\n{job.error}")
+            self.ui.statusLabel.text = _("Failed (see the error message).")
+            self.show_error(_("Segmentation failed:\n{error}").format(error=job.error))
+
+    def onExportDicomSeg(self) -> None:
+        """Open Slicer's DICOM export dialog on the result (it writes the DICOM SEG)."""
+        node, volume = self._lastResult or (None, None)
+        plugins = getattr(slicer.modules, "dicomPlugins", {}) or {}
+        problem = dicom_export.dicom_seg_export_problem(node, volume, plugins.keys())
+        if problem:
+            self.show_error(problem)
+            return
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        dialog = slicer.qSlicerDICOMExportDialog()
+        dialog.setMRMLScene(slicer.mrmlScene)
+        dialog.execDialog(shNode.GetItemByDataNode(node))
 
 
 #
@@ -1106,7 +1185,7 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
             try:
                 getattr(self, name)()
             except unittest.SkipTest as skipped:
-                self.delayDisplay(f"{name} skipped: {skipped}")
+                self.delayDisplay(_("{name} skipped: {skipped}").format(name=name, skipped=skipped))
             finally:
                 self.tearDown()
 
@@ -1124,7 +1203,7 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
         return checkpoint
 
     def test_segment_with_tiny_model(self):
-        self.delayDisplay("Segmenting a small volume with a tiny VerSemi model")
+        self.delayDisplay(_("Segmenting a small volume with a tiny VerSemi model"))
         logic = self._logicWithBackend()
         checkpoint = self._tinyCheckpoint(logic)
         volume = selftest.add_sample_volume(slicer.mrmlScene)
@@ -1139,10 +1218,10 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
         again = logic.process(volume, checkpoint, ["spleen"], device="cpu", outputSegmentation=result.segmentation_node)
         self.assertIs(again.segmentation_node, result.segmentation_node)
         self.assertEqual(result.segmentation_node.GetSegmentation().GetNumberOfSegments(), 1)
-        self.delayDisplay("Test passed")
+        self.delayDisplay(_("Test passed"))
 
     def test_cancel_adds_nothing(self):
-        self.delayDisplay("Cancelling a running segmentation")
+        self.delayDisplay(_("Cancelling a running segmentation"))
         logic = self._logicWithBackend()
         checkpoint = self._tinyCheckpoint(logic)
         volume = selftest.add_sample_volume(slicer.mrmlScene)
@@ -1158,10 +1237,10 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
 
         self.assertFalse(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), before)
-        self.delayDisplay("Test passed")
+        self.delayDisplay(_("Test passed"))
 
     def test_default_model_on_sample_data(self):
-        self.delayDisplay("Segmenting the bundled sample data with the default model")
+        self.delayDisplay(_("Segmenting the bundled sample data with the default model"))
         logic = self._logicWithBackend()
         default = next((m for m in logic.listModels() if m.default and m.installed), None)
         if default is None:
@@ -1175,12 +1254,12 @@ class VerSemiSegmenterTest(ScriptedLoadableModuleTest):
         result = logic.process(volume, default.key, prompts, device="cpu", quality="default", timeout=1800)
         self.assertEqual(selftest.check_segmentation(result.segmentation_node, volume, prompts), [])
         self.assertLess(len(result.empty_segments), len(prompts), f"nothing found in {sample.name}")
-        self.delayDisplay("Test passed")
+        self.delayDisplay(_("Test passed"))
 
     def test_ReviewRoundTrip(self):
-        self.delayDisplay("Reviewing a tiny folder: next case, save refined, reject")
+        self.delayDisplay(_("Reviewing a tiny folder: next case, save refined, reject"))
         if review.missing_review_packages():
             self._logicWithBackend()
         # Raises selftest.SelfTestError listing the problems; removes its nodes and folder either way.
         selftest.run_review_round_trip(slicer.mrmlScene, self.workDir)
-        self.delayDisplay("Test passed")
+        self.delayDisplay(_("Test passed"))

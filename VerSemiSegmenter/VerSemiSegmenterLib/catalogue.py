@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from .i18n import _
 
 SYNTHETIC_PROMPT_NAME = "all_foreground"  # versemi.labels.SYNTHETIC_PROMPT_NAME
 
@@ -89,7 +90,7 @@ def parse_models_list(text: str) -> list[ModelChoice]:
         document = json.loads(text)
         rows = document["models"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ModelInfoError(f"unexpected output of 'versemi models list --json': {exc}") from exc
+        raise ModelInfoError(_("unexpected output of 'versemi models list --json': {exc}").format(exc=exc)) from exc
     models_dir = str(document.get("models_dir") or "") if isinstance(document, dict) else ""
     choices = []
     for row in rows:
@@ -171,7 +172,7 @@ def remove_model(spec: str, python_executable: str = sys.executable, timeout: fl
     """
     completed = _run([python_executable, "-m", "versemi.cli", "models", "remove", spec], timeout)
     if completed.returncode != 0:
-        raise ModelInfoError(f"'versemi models remove {spec}' failed: {_last_line(completed.stderr)}")
+        raise ModelInfoError(_("'versemi models remove {spec}' failed: {last_line}").format(spec=spec, last_line=_last_line(completed.stderr)))
     return _last_line(completed.stdout) or f"Removed {spec}."
 
 
@@ -179,7 +180,7 @@ def list_catalogue_models(python_executable: str = sys.executable, timeout: floa
     """Catalogue and installed models, from ``versemi models list --json`` (no network needed)."""
     completed = _run([python_executable, "-m", "versemi.cli", "models", "list", "--json"], timeout)
     if completed.returncode != 0:
-        raise ModelInfoError(f"'versemi models list' failed: {_last_line(completed.stderr)}")
+        raise ModelInfoError(_("'versemi models list' failed: {last_line}").format(last_line=_last_line(completed.stderr)))
     return parse_models_list(completed.stdout)
 
 
@@ -209,7 +210,7 @@ def read_checkpoint_prompts(
     try:
         stat = os.stat(path)
     except OSError as exc:
-        raise ModelInfoError(f"{path}: checkpoint file not found") from exc
+        raise ModelInfoError(_("{path}: checkpoint file not found").format(path=path)) from exc
     key = (path, stat.st_size, stat.st_mtime_ns)
     if key not in _label_space_cache:
         completed = _run([python_executable, "-c", _LABEL_SPACE_SNIPPET, path], timeout)
@@ -245,7 +246,7 @@ def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]
             timeout=timeout, check=False, env=env,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ModelInfoError(f"cannot run {command[0]}: {exc}") from exc
+        raise ModelInfoError(_("cannot run {command}: {exc}").format(command=command[0], exc=exc)) from exc
 
 
 def _last_line(text: str) -> str:

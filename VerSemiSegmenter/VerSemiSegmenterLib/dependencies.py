@@ -12,7 +12,9 @@ Rules (from users' reports about AI extensions breaking Slicer):
   file, and a ``pip install --dry-run --report`` before the real install proves that none of them
   would change (otherwise nothing is installed and the message says why);
 - torch comes through the PyTorch extension's installer (light-the-torch: the CUDA build matching
-  the machine's driver), with versemi's minimum torch version, before anything else;
+  the machine's driver), with versemi's minimum torch version, before anything else; installing
+  light-the-torch itself goes through the same dry run and constraints (pip is pinned too: it must
+  never change Slicer's pip) and is listed in the question;
 - ``versemi`` itself is installed ``--no-deps`` from the source shipped inside the extension (no
   network), after copying it to a temporary folder (the install tree may be read-only); its other
   requirements are those of ``Resources/requirements.txt`` (kept equal to ``training/pyproject.toml``
@@ -37,13 +39,13 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence
+from .i18n import _
 
 # Distribution names Slicer ships itself; replacing them breaks Slicer (compiled against them).
 PROTECTED_PACKAGES = frozenset({"numpy", "simpleitk", "vtk"})
 TORCH_DISTRIBUTION = "torch"
+PIP_DISTRIBUTION = "pip"  # Slicer's own pip: light-the-torch requires a pip range, never let it move
 VERSEMI_DISTRIBUTION = "versemi"
-LIGHT_THE_TORCH = "light-the-torch>=0.5"  # what the PyTorch extension installs torch with
-# Import names for distributions whose import name differs (to detect "already imported").
 _IMPORT_NAMES = {"pyyaml": "yaml", "scikit-image": "skimage", "simpleitk": "SimpleITK"}
 
 # The supported range (docs/SLICER.md "Supported Slicer versions"; training/pyproject.toml
@@ -93,6 +95,9 @@ class Requirement:
         return canonical_name(self.name)
 
 
+LIGHT_THE_TORCH = Requirement("light-the-torch", "0.5")  # what the PyTorch extension installs torch with
+
+
 def canonical_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -113,7 +118,7 @@ def parse_requirements(text: str, source: str = "requirements") -> list[Requirem
             continue
         match = _REQ_RE.match(line)
         if not match:
-            raise ValueError(f"{source}:{number}: unsupported requirement {line!r} (use name or name>=version)")
+            raise ValueError(_("{source}:{number}: unsupported requirement {line!r} (use name or name>=version)").format(source=source, number=number, line=line))
         requirements.append(Requirement(match.group(1), match.group(2)))
     return requirements
 
@@ -153,7 +158,7 @@ def bundled_versemi_version(source_dir: str | os.PathLike[str]) -> str:
     project = text.split("[project]", 1)[-1]
     match = re.search(r'^version\s*=\s*"([^"]+)"', project, flags=re.MULTILINE)
     if not match:
-        raise DependencyError(f"{pyproject}: no version in [project]")
+        raise DependencyError(_("{pyproject}: no version in [project]").format(pyproject=pyproject))
     return match.group(1)
 
 
@@ -232,12 +237,12 @@ def plan_dependencies(
 def constraint_lines(version_of: Optional[Callable[[str], Optional[str]]] = None) -> list[str]:
     """pip constraints pinning what Slicer (and the PyTorch extension) already provide.
 
-    Protected distributions and torch that are installed are pinned to their exact version, so
-    pip must find a solution that keeps them (or fail) instead of replacing them.
+    Protected distributions, pip and torch that are installed are pinned to their exact version,
+    so pip must find a solution that keeps them (or fail) instead of replacing them.
     """
     version_of = version_of or _installed
     lines = []
-    for name in sorted(PROTECTED_PACKAGES | {TORCH_DISTRIBUTION}):
+    for name in sorted(PROTECTED_PACKAGES | {TORCH_DISTRIBUTION, PIP_DISTRIBUTION}):
         version = version_of(name)
         if version:
             lines.append(f"{name}=={version}")
@@ -279,13 +284,13 @@ def parse_install_report(
             name, version = str(meta["name"]), str(meta["version"])
             changes.append(PackageChange(name, version, version_of(name)))
     except (KeyError, TypeError) as exc:
-        raise DependencyError(f"unexpected pip installation report (missing {exc})") from exc
+        raise DependencyError(_("unexpected pip installation report (missing {exc})").format(exc=exc)) from exc
     return changes
 
 
 def protected_changes(changes: list[PackageChange]) -> list[PackageChange]:
-    """The changes that would touch Slicer's own packages or the installed torch."""
-    return [c for c in changes if c.key in PROTECTED_PACKAGES or c.key == TORCH_DISTRIBUTION]
+    """The changes that would touch Slicer's own packages, its pip or the installed torch."""
+    return [c for c in changes if c.key in PROTECTED_PACKAGES or c.key in (TORCH_DISTRIBUTION, PIP_DISTRIBUTION)]
 
 
 def check_no_protected_changes(changes: list[PackageChange]) -> None:
@@ -293,9 +298,9 @@ def check_no_protected_changes(changes: list[PackageChange]) -> None:
     touched = protected_changes(changes)
     if touched:
         raise DependencyError(
-            "installing VerSemi's packages would change packages that Slicer or the PyTorch extension "
-            f"provide ({', '.join(str(c) for c in touched)}); nothing was installed. Update Slicer (and "
-            "PyTorch in the PyTorch Utils module), or install a matching versemi release."
+            _("installing VerSemi's packages would change packages that Slicer or the PyTorch "
+               "extension provide ({value}); nothing was installed. Update Slicer (and PyTorch in the "
+               "PyTorch Utils module), or install a matching versemi release.").format(value=', '.join(str(c) for c in touched))
         )
 
 
@@ -466,6 +471,7 @@ class InstallFlow:
         self._running: Optional[CommandRun] = None
         self._step: Optional[_Step] = None
         self._result: Optional[InstallResult] = None
+        self._cancel_requested = False
 
     def plan(self) -> DependencyPlan:
         return plan_dependencies(self.requirements, self.versemi_source, self.version_of)
@@ -490,7 +496,7 @@ class InstallFlow:
             return
         if self.env.testing:
             raise DependencyError(
-                "the VerSemi backend is not installed and testing mode installs nothing; missing:\n"
+                _("the VerSemi backend is not installed and testing mode installs nothing; missing:\n")
                 + plan.describe()
             )
         self._steps = self._flow(plan)
@@ -505,7 +511,7 @@ class InstallFlow:
             return None
         self._running = None
         if getattr(outcome, "cancelled", False):
-            self._finish(InstallResult(False, list(self.installed), error="installation cancelled", cancelled=True))
+            self._finish(InstallResult(False, list(self.installed), error=_("installation cancelled"), cancelled=True))
         elif getattr(outcome, "returncode", 1) != 0:
             message = "\n".join(line for line in getattr(outcome, "stderr_tail", [])[-15:] if line.strip())
             message = message or f"exit status {getattr(outcome, 'returncode', None)}"
@@ -516,12 +522,23 @@ class InstallFlow:
             self._advance(outcome)
         return self._result
 
-    def cancel(self) -> None:
-        if self._running is not None:
+    def cancel(self) -> bool:
+        """Stop the install safely: a step that changes nothing (a dry run, the PyTorch download by
+        light-the-torch is NOT one) is stopped at once; a pip step that installs is left to finish
+        (killing pip half-way can leave broken packages) and nothing after it starts.
+
+        Returns:
+            True if the flow is over now; False if it stops after the running step (see :attr:`status`).
+        """
+        self._cancel_requested = True
+        if self._running is not None and self._step is not None and "--dry-run" in self._step.command:
             self._running.cancel()
             self.poll()
-        if self._result is None and self._steps is not None:
-            self._finish(InstallResult(False, list(self.installed), error="installation cancelled", cancelled=True))
+        if self._running is None and self._result is None and self._steps is not None:
+            self._finish(InstallResult(False, list(self.installed), error=_("installation cancelled"), cancelled=True))
+        if self._result is None:
+            self.status = _("Cancelling after this step: {step}").format(step=self._step.message if self._step else "")
+        return self._result is not None
 
     def _advance(self, outcome: Any) -> None:
         try:
@@ -531,6 +548,10 @@ class InstallFlow:
             return
         except DependencyError as exc:
             self._finish(InstallResult(False, list(self.installed), error=str(exc)))
+            return
+        if self._cancel_requested:  # asked while the previous step ran: start nothing more
+            self._finish(InstallResult(False, list(self.installed), error=_("installation cancelled"),
+                                       cancelled=True, restart_needed=self.restart_needed))
             return
         self._step = step
         self.status = step.message
@@ -547,50 +568,26 @@ class InstallFlow:
 
     def _flow(self, plan: DependencyPlan):
         python = self.env.python_executable
-        if plan.torch:
-            if not self.env.confirm(
-                "VerSemi Segmenter needs PyTorch:\n\n" + plan.describe().splitlines()[0] + "\n\n"
-                "Install it now? This downloads several hundred MB and can take a few minutes; Slicer "
-                "stays usable meanwhile."
-            ):
-                raise DependencyError(f"PyTorch is not installed:\n{plan.describe()}")
-            args = self.env.torch_install_args(str(plan.torch_requirement))
-            if self.version_of("light-the-torch") is None:
-                yield _Step("Installing light-the-torch (the PyTorch extension's installer)",
-                            pip_command(python, ["install", LIGHT_THE_TORCH]))
-            yield _Step(f"Installing PyTorch ({plan.torch_requirement})",
-                        [python, "-m", "light_the_torch", *args])
-            self.installed.append(TORCH_DISTRIBUTION)
-            self.restart_needed |= TORCH_DISTRIBUTION in self._loaded()
-            plan = self.plan()
-            if plan.torch:
-                raise DependencyError(
-                    f"PyTorch {plan.installed_torch or 'is missing'} after the install, but versemi needs "
-                    f"{plan.torch_requirement}: install it in the PyTorch Utils module, restart Slicer and try again."
-                )
         with tempfile.TemporaryDirectory(prefix="versemi-install-") as tmp:
-            changes: list[PackageChange] = []
             constraints = os.path.join(tmp, "constraints.txt")
-            Path(constraints).write_text("\n".join(constraint_lines(self.version_of)) + "\n", encoding="utf-8")
+            if plan.torch:
+                yield from self._torch_steps(plan, python, tmp, constraints)
+                plan = self.plan()
+            changes: list[PackageChange] = []
+            self._write_constraints(constraints)  # now with the torch just installed
             if plan.packages:
-                report = os.path.join(tmp, "report.json")
-                yield _Step("Checking what pip would install", dry_run_command(python, plan.packages, constraints, report))
-                try:
-                    document = json.loads(Path(report).read_text(encoding="utf-8"))
-                except (OSError, ValueError) as exc:
-                    raise DependencyError(f"{report}: pip wrote no installation report ({exc})") from exc
-                changes = parse_install_report(document, self.version_of)
-                check_no_protected_changes(changes)
+                changes = yield from self._dry_run(python, plan.packages, constraints, tmp)
             summary = [f"- {change}" for change in changes]
             if plan.versemi_source is not None:
-                summary.append(f"- versemi {plan.versemi_version} (bundled with this extension, no download)")
+                summary.append(_("- versemi {version} (bundled with this extension, no download)").format(
+                    version=plan.versemi_version))
             if summary and not self.env.confirm(
-                "VerSemi Segmenter will install these Python packages into Slicer:\n\n" + "\n".join(summary)
-                + "\n\nSlicer's own packages (numpy, SimpleITK, VTK) and PyTorch are not changed. Install now?"
+                _("VerSemi Segmenter will install these Python packages into Slicer:\n\n") + "\n".join(summary)
+                + _("\n\nSlicer's own packages (numpy, SimpleITK, VTK, pip) and PyTorch are not changed. Install now?")
             ):
-                raise DependencyError("required packages are not installed:\n" + "\n".join(summary))
+                raise DependencyError(_("required packages are not installed:\n") + "\n".join(summary))
             if changes:
-                yield _Step(f"Installing {', '.join(c.name for c in changes)}",
+                yield _Step(_("Installing {names}").format(names=", ".join(c.name for c in changes)),
                             install_command(python, plan.packages, constraints))
                 self.installed.extend(c.name for c in changes)
                 loaded = self._loaded()
@@ -600,9 +597,57 @@ class InstallFlow:
                 )
             if plan.versemi_source is not None:
                 project = copy_versemi_project(plan.versemi_source, tmp)
-                yield _Step(f"Installing versemi {plan.versemi_version}", versemi_install_command(python, project))
+                yield _Step(_("Installing versemi {version}").format(version=plan.versemi_version),
+                            versemi_install_command(python, project))
                 self.installed.append(f"versemi {plan.versemi_version}")
                 self.restart_needed |= VERSEMI_DISTRIBUTION in self._loaded()
+
+    def _torch_steps(self, plan: DependencyPlan, python: str, tmp: str, constraints: str):
+        """PyTorch through the PyTorch extension's installer; light-the-torch itself dry-run first
+        (pip pinned: it must not move Slicer's pip) and listed in the one question."""
+        ltt_changes: list[PackageChange] = []
+        if self.version_of("light-the-torch") is None:
+            self._write_constraints(constraints)
+            ltt_changes = yield from self._dry_run(python, [LIGHT_THE_TORCH], constraints, tmp)
+        question = _("VerSemi Segmenter needs PyTorch:\n\n") + plan.describe().splitlines()[0]
+        if ltt_changes:
+            question += "\n\n" + _("It is installed by the PyTorch extension's installer, which needs first:") + "\n"
+            question += "\n".join(f"- {change}" for change in ltt_changes)
+        question += "\n\n" + _("Install now? This downloads several hundred MB and can take a few minutes; "
+                                "Slicer stays usable meanwhile.")
+        if not self.env.confirm(question):
+            raise DependencyError(_("PyTorch is not installed:\n{describe}").format(describe=plan.describe()))
+        if ltt_changes:
+            yield _Step(_("Installing light-the-torch (the PyTorch extension's installer)"),
+                        install_command(python, [LIGHT_THE_TORCH], constraints))
+            self.installed.extend(c.name for c in ltt_changes)
+        args = self.env.torch_install_args(str(plan.torch_requirement))
+        yield _Step(_("Installing PyTorch ({requirement})").format(requirement=plan.torch_requirement),
+                    [python, "-m", "light_the_torch", *args])
+        self.installed.append(TORCH_DISTRIBUTION)
+        self.restart_needed |= TORCH_DISTRIBUTION in self._loaded()
+        after = self.plan()
+        if after.torch:
+            raise DependencyError(
+                _("PyTorch {value} after the install, but versemi needs {requirement}: install it in the PyTorch "
+                  "Utils module, restart Slicer and try again.").format(
+                    value=after.installed_torch or _("is missing"), requirement=after.torch_requirement)
+            )
+
+    def _dry_run(self, python: str, requirements: Sequence[Requirement], constraints: str, tmp: str):
+        """``pip install --dry-run --report`` (a step); returns what would change, refusing Slicer's packages."""
+        report = os.path.join(tmp, "report.json")
+        yield _Step(_("Checking what pip would install"), dry_run_command(python, requirements, constraints, report))
+        try:
+            document = json.loads(Path(report).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DependencyError(_("{report}: pip wrote no installation report ({exc})").format(report=report, exc=exc)) from exc
+        changes = parse_install_report(document, self.version_of)
+        check_no_protected_changes(changes)
+        return changes
+
+    def _write_constraints(self, path: str) -> None:
+        Path(path).write_text("\n".join(constraint_lines(self.version_of)) + "\n", encoding="utf-8")
 
     def _loaded(self) -> set[str]:
         return set(sys.modules) if self.loaded_modules is None else self.loaded_modules

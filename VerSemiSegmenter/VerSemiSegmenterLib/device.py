@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from .i18n import _
 
 # The facts come from versemi's own device module (``versemi.devices.accelerator_facts``): the same
 # test ``versemi predict --device auto`` makes (MPS counts only where it runs a 3D convolution).
@@ -96,14 +97,15 @@ def choose_device(requested: str, info: TorchInfo, nvidia_present: bool) -> Devi
             return DeviceChoice("cuda", f"CUDA was selected ({info.cuda_device or 'GPU'})")
         if cpu_build and nvidia_present:
             raise ValueError(
-                f"CUDA selected, but torch {info.torch_version} is a CPU-only build although an NVIDIA GPU "
-                "is present: reinstall PyTorch with CUDA (PyTorch Utils module)"
+                _("CUDA selected, but torch {torch_version} is a CPU-only build although an NVIDIA GPU is "
+                   "present: reinstall PyTorch with CUDA (PyTorch Utils module)").format(torch_version=info.torch_version)
             )
-        raise ValueError("CUDA selected, but no CUDA GPU is available to torch")
+        raise ValueError(_("CUDA selected, but no CUDA GPU is available to torch"))
     if requested == "mps":
         if info.mps_available:
             return DeviceChoice("mps", "Apple GPU (MPS) was selected")
-        raise ValueError("MPS selected, but the Apple GPU backend is not available to torch or cannot run 3D convolutions")
+        raise ValueError(_("MPS selected, but the Apple GPU backend is not available to torch or cannot run 3D "
+                            "convolutions"))
     # auto: versemi.devices.resolve_device's order (CUDA, MPS that runs Conv3d, CPU); the rest is advice
     if info.cuda_available:
         return DeviceChoice("cuda", f"a CUDA GPU is available ({info.cuda_device or 'GPU'})")

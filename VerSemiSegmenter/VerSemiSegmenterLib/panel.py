@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
+from .i18n import _
 from .catalogue import ModelChoice, PromptInfo, local_checkpoint_choice, model_card_text
 from .process import BackgroundCall
 
@@ -136,7 +137,7 @@ class ModelPanel:
         if not self.backend.backend_ready():
             self._apply_listing([], None)
             return
-        self.view.set_model_info("Listing VerSemi models...")
+        self.view.set_model_info(_("Listing VerSemi models..."))
         self._listing = self.start_call(self.backend.list_models)
 
     def poll(self) -> bool:
@@ -170,8 +171,8 @@ class ModelPanel:
         self._select(choice)
         if error is not None:
             self.view.show_error(
-                f"{self.list_error}\n\nLocal checkpoints can still be used ('{BROWSE_ITEM_TEXT}'); the list is "
-                "read again the next time you open the module."
+                _("{list_error}\n\nLocal checkpoints can still be used ('{bROWSE_ITEM_TEXT}'); the list is "
+                   "read again the next time you open the module.").format(list_error=self.list_error, bROWSE_ITEM_TEXT=BROWSE_ITEM_TEXT)
             )
 
     def _find(self, key: Optional[str]) -> Optional[ModelChoice]:
@@ -227,17 +228,18 @@ class ModelPanel:
         )
         prompts = list(choice.prompts) if choice else []
         if not installed:
-            info = ("VerSemi's Python packages are not installed yet: click Install (asks first, then lists "
-                    "the models), or choose a checkpoint file." if choice is None
-                    else "VerSemi's Python packages are needed to use this model: installing them asks first.")
+            info = (_("VerSemi's Python packages are not installed yet: click Install (asks first, then lists "
+                       "the models), or choose a checkpoint file.") if choice is None
+                    else _("VerSemi's Python packages are needed to use this model: installing them asks first."))
         elif self.list_error and choice is None:
             info = self.list_error
         elif choice is None:
-            info = f"No model found: choose '{BROWSE_ITEM_TEXT}' or install one (see the documentation)."
+            info = _("No model found: choose '{bROWSE_ITEM_TEXT}' or install one (see the documentation).").format(bROWSE_ITEM_TEXT=BROWSE_ITEM_TEXT)
         elif choice.source != "local" and not choice.installed:
-            info = "Not installed yet: click Download (SHA-256 verified), or import a file with 'versemi models import'."
+            info = _("Not installed yet: click Download (SHA-256 verified), or import a file with 'versemi "
+                      "models import'.")
         else:
-            info = f"Reading {choice.path}..."
+            info = _("Reading {path}...").format(path=choice.path)
             prompts = []
             self._reading_key = choice.key
             self._reading = self.start_call(self.backend.model_prompts, choice)
@@ -252,10 +254,10 @@ class ModelPanel:
         self._reading_key = None
         if call.error is not None:
             self.prompts = []
-            self.view.set_model_info(f"Cannot use {choice.label}: {call.error}")
+            self.view.set_model_info(_("Cannot use {label}: {error}").format(label=choice.label, error=call.error))
             self.view.set_prompts([])
             self.view.show_error(
-                f"Failed to read model {choice.key}:\n{call.error}\n\nChoose another model or checkpoint file."
+                _("Failed to read model {key}:\n{error}\n\nChoose another model or checkpoint file.").format(key=choice.key, error=call.error)
             )
             return
         self.prompts = list(call.result or [])
@@ -276,6 +278,8 @@ class CacheRow:
     status: str
     removable: bool
     card: str
+    size: Optional[int] = None
+    path: str = ""
 
 
 def human_size(size: Optional[int]) -> str:
@@ -300,8 +304,25 @@ def cache_rows(models: list[ModelChoice]) -> list[CacheRow]:
         except OSError:
             size = choice.size
         rows.append(CacheRow(choice.key, choice.key, human_size(size), choice.status or "installed",
-                             choice.removable, model_card_text(choice)))
+                             choice.removable, model_card_text(choice), size, choice.path or ""))
     return rows
+
+
+def cache_summary(rows: list[CacheRow]) -> str:
+    """``"3 models installed, 1.2 GiB in the model cache."`` (bundled models are not in the cache)."""
+    cached = [r for r in rows if r.removable]
+    total = sum(r.size or 0 for r in cached)
+    if len(rows) == 1:
+        text = _("1 model installed")
+    else:
+        text = _("{count} models installed").format(count=len(rows))
+    return _("{installed}, {size} in the model cache.").format(installed=text, size=human_size(total))
+
+
+def cache_folder(rows: list[CacheRow]) -> Optional[str]:
+    """The model cache folder (where the removable models lie), or ``None`` while it holds none."""
+    folders = sorted({os.path.dirname(r.path) for r in rows if r.removable and r.path})
+    return folders[0] if folders else None
 
 
 class CacheView(Protocol):
@@ -360,9 +381,9 @@ class CachePanel:
     def refresh(self) -> None:
         if not self.backend.backend_ready():
             self._set_rows([])
-            self.view.set_cache_status("VerSemi's Python packages are not installed yet.")
+            self.view.set_cache_status(_("VerSemi's Python packages are not installed yet."))
             return
-        self.view.set_cache_status("Reading the model cache...")
+        self.view.set_cache_status(_("Reading the model cache..."))
         self._calls.append(("list", self.start_call(self.backend.list_models), None))
 
     def show_card(self, index: int) -> None:
@@ -381,15 +402,40 @@ class CachePanel:
         row = self.rows[index]
         if not row.removable:
             self.view.show_error(
-                f"{row.key} is not in the model cache (it ships with versemi or was chosen as a local file), "
-                "so it is not removed from here."
+                _("{key} is not in the model cache (it ships with versemi or was chosen as a local file), "
+                   "so it is not removed from here.").format(key=row.key)
             )
             return
-        if not self.view.confirm(f"Remove {row.key} ({row.size_text}) from the model cache? "
-                                 "It can be downloaded or imported again later."):
+        if not self.view.confirm(_("Remove {key} ({size_text}) from the model cache? It can be downloaded or imported again later.").format(key=row.key, size_text=row.size_text)):
             return
-        self.view.set_cache_status(f"Removing {row.key}...")
+        self.view.set_cache_status(_("Removing {key}...").format(key=row.key))
         self._calls.append(("remove", self.start_call(self.backend.remove_model, row.key), row.key))
+
+    def folder(self) -> Optional[str]:
+        """The model cache folder to open, or ``None`` (shown as an error) while it holds no model."""
+        folder = cache_folder(self.rows)
+        if folder is None:
+            self.view.show_error(_("No model has been downloaded or imported into the model cache yet."))
+        return folder
+
+    def clear_all(self) -> None:
+        """Remove every model of the cache after one question listing them and their total size."""
+        removable = [r for r in self.rows if r.removable]
+        if not removable:
+            self.view.show_error(_("The model cache holds no model to remove (models shipped with versemi stay)."))
+            return
+        listing = "\n".join(f"- {r.key} ({r.size_text})" for r in removable)
+        total = human_size(sum(r.size or 0 for r in removable))
+        if not self.view.confirm(_("Remove every model from the model cache ({size})?\n\n{models}\n\nThey can be "
+                                   "downloaded or imported again later.").format(size=total, models=listing)):
+            return
+        keys = [r.key for r in removable]
+        self.view.set_cache_status(_("Removing {count} models...").format(count=len(keys)))
+
+        def remove_all() -> str:
+            return "\n".join(self.backend.remove_model(key) for key in keys)
+
+        self._calls.append(("clear", self.start_call(remove_all), ", ".join(keys)))
 
     def poll(self) -> bool:
         for entry in [e for e in self._calls if e[1].poll()]:
@@ -398,20 +444,27 @@ class CachePanel:
             if kind == "list":
                 if call.error is not None:
                     self._set_rows([])
-                    self.view.set_cache_status(f"Could not read the model cache: {call.error}")
-                    self.view.show_error(f"Could not read the model cache:\n{call.error}")
+                    self.view.set_cache_status(_("Could not read the model cache: {error}").format(error=call.error))
+                    self.view.show_error(_("Could not read the model cache:\n{error}").format(error=call.error))
                 else:
                     self.models = list(call.result or [])
                     self._set_rows(cache_rows(self.models))
-                    total = len(self.rows)
-                    self.view.set_cache_status(f"{total} model{'s' if total != 1 else ''} installed.")
+                    self.view.set_cache_status(cache_summary(self.rows))
             elif kind == "card":
                 if call.error is None and call.result:
                     self.view.set_cache_card(str(call.result))
+            elif kind == "clear":
+                if call.error is not None:
+                    self.view.show_error(_("Could not remove every model:\n{error}").format(error=call.error))
+                else:
+                    self.view.set_cache_status(_("Removed {keys}.").format(keys=key))
+                for removed in key.split(", "):
+                    self.on_removed(removed)
+                self.refresh()
             elif kind == "remove":
                 if call.error is not None:
-                    self.view.set_cache_status(f"{key} was not removed.")
-                    self.view.show_error(f"Could not remove {key}:\n{call.error}")
+                    self.view.set_cache_status(_("{key} was not removed.").format(key=key))
+                    self.view.show_error(_("Could not remove {key}:\n{error}").format(key=key, error=call.error))
                 else:
                     self.view.set_cache_status(str(call.result or f"Removed {key}."))
                     self.on_removed(key)
@@ -430,6 +483,10 @@ class CachePanel:
 class ReviewView(Protocol):
     def confirm(self, text: str) -> bool: ...
 
+    def choose(self, text: str, choices: list[str]) -> Optional[int]:
+        """Ask the user to pick one of ``choices`` (buttons); ``None`` when the dialog is closed."""
+        ...
+
     def show_error(self, message: str) -> None: ...
 
     def show_status(self, text: str) -> None: ...
@@ -443,8 +500,20 @@ class ReviewView(Protocol):
         ...
 
 
+def saved_work_text(case: Any) -> str:
+    """Whose saved work a case holds, in words (for questions that could affect it)."""
+    if case is not None and getattr(case, "refined_label", None) is not None:
+        return _("the refined label saved by {user} at {time}").format(
+            user=case.refined_by or _("unknown"), time=case.refined_at or "?")
+    return _("the model's pseudo-label")
+
+
 class ReviewPanel:
     """The Review section's actions: each one ends with the panel redrawn, also after a failure.
+
+    Nothing an annotator did is lost without a question: leaving a case with unsaved edits and
+    rejecting ask first and say whose work is affected; a rejection can be undone; a save on a case
+    someone changed meanwhile keeps both labels and lets the user choose (:meth:`save`).
 
     Args:
         view: :class:`ReviewView`.
@@ -452,6 +521,8 @@ class ReviewPanel:
         ensure_backend: installs ``versemi``/``filelock`` when missing, then calls back.
         missing_packages: the review packages not installed (``review.missing_review_packages``).
     """
+
+    CONFLICT_CHOICES = ("keep", "load", "cancel")
 
     def __init__(
         self,
@@ -465,36 +536,40 @@ class ReviewPanel:
         self.ensure_backend = ensure_backend
         self.missing_packages = missing_packages
         self.controller: Any = None
+        # The last decision that Undo takes back: (case id, the case's revision right after it).
+        self.undoable: Optional[tuple[str, int]] = None
 
     def _attempt(self, what: str, action: Callable[[], Any]) -> tuple[bool, Any]:
         try:
             return True, action()
         except Exception as exc:  # shown to the user; the panel is redrawn by the caller
-            self.view.show_error(f"{what}:\n{exc}")
+            self.view.show_error(_("{what}:\n{error}").format(what=what, error=exc))
             return False, None
 
     def _confirm_leave(self) -> bool:
         if self.controller is None or self.controller.current is None:
             return True
+        loaded = self.controller.current
         return self.view.confirm(
-            f"Leave case {self.controller.current.case_id} without saving? "
-            "Its edits are discarded; it stays pending."
+            _("Leave case {case} without saving? Your unsaved edits are discarded; {work} stays as it is.").format(
+                case=loaded.case_id, work=saved_work_text(loaded.case))
         )
 
     def open(self, folder: str) -> None:
         if not folder:
-            self.view.show_error("Failed to open the review folder:\nchoose a review folder first.")
+            self.view.show_error(_("Failed to open the review folder:\nchoose a review folder first."))
             return
         if self.missing_packages():
-            self.ensure_backend("to review pseudo-labels", lambda: self.open(folder))
+            self.ensure_backend(_("to review pseudo-labels"), lambda: self.open(folder))
             return
         if not self._confirm_leave():
             return
         if self.controller is not None:
-            self._attempt("Failed to close the open case", self.controller.close_case)
+            self._attempt(_("Failed to close the open case"), self.controller.close_case)
             self.controller = None
-        ok, controller = self._attempt("Failed to open the review folder", lambda: self.open_review(folder))
+        ok, controller = self._attempt(_("Failed to open the review folder"), lambda: self.open_review(folder))
         self.controller = controller if ok else None
+        self.undoable = None
         self.view.refresh_review()
 
     def next(self) -> None:
@@ -509,37 +584,106 @@ class ReviewPanel:
             return
         if not self._confirm_leave():
             return
-        self._attempt(f"Failed to open case {case_id}", lambda: self.controller.open_case(case_id))
+        self._attempt(_("Failed to open case {case}").format(case=case_id), lambda: self.controller.open_case(case_id))
         self._show()
 
     def save(self) -> None:
+        """Save the open case; if someone changed it since it was opened, both labels are kept and
+        the user chooses: keep theirs (the user's) on top, load the newer label, or cancel."""
         if self.controller is None:
             return
-        ok, saved = self._attempt("Failed to save the refined label",
-                                  lambda: self.controller.save_refined(move_on=False))
-        if ok:
-            self.view.show_status(f"Saved {saved.case_id} as {saved.refined_label}")
-            self._load_next()
-        else:
+        from versemi.review import ReviewConflict  # installed once a review is open
+
+        try:
+            saved = self.controller.save_refined(move_on=False)
+        except ReviewConflict as conflict:
+            self._resolve_conflict(conflict)
+            return
+        except Exception as exc:
+            self.view.show_error(_("Failed to save the refined label:\n{error}").format(error=exc))
             self.view.refresh_review()  # the case stays open with its edits: save again or reject
+            return
+        self.undoable = None
+        self.view.show_status(_("Saved {case} as {path}").format(case=saved.case_id, path=saved.refined_label))
+        self._load_next()
+
+    def _resolve_conflict(self, conflict: Any) -> None:
+        newer = "; ".join(
+            _("{action} by {user} at {time}").format(action=e.get("action"), user=e.get("by") or _("unknown"),
+                                                     time=e.get("at") or "?")
+            for e in conflict.newer
+        )
+        question = _(
+            "Case {case} changed after you opened it: {changes}.\n\nYour label was saved as revision {revision} "
+            "without replacing the newer one, so nothing is lost. What now?"
+        ).format(case=conflict.case.case_id, changes=newer, revision=conflict.kept.number)
+        choice = self.view.choose(question, [
+            _("Keep mine on top"), _("Load the newer label"), _("Cancel (keep editing)")])
+        action = self.CONFLICT_CHOICES[choice] if choice is not None else "cancel"
+        if action == "keep":
+            ok, saved = self._attempt(_("Failed to keep your label"), lambda: self.controller.keep_mine(conflict))
+            if ok:
+                self.view.show_status(_("Saved {case} as {path} (on top of the newer label)").format(
+                    case=saved.case_id, path=saved.refined_label))
+                self._load_next()
+                return
+        elif action == "load":
+            self._attempt(_("Failed to load the newer label"), self.controller.load_newer)
+            self.view.show_status(_("Loaded the newer label of {case}; your edits are revision {revision}.").format(
+                case=conflict.case.case_id, revision=conflict.kept.number))
+            self._show()
+            return
+        self.view.refresh_review()
 
     def reject(self, reason: str) -> None:
-        if self.controller is None:
+        """Reject the open case after asking (the question names whose saved work it sets aside)."""
+        if self.controller is None or self.controller.current is None:
             return
-        ok, rejected = self._attempt("Failed to reject the case",
+        loaded = self.controller.current
+        question = _("Reject case {case}? It will not be used for training. Your unsaved edits are discarded.").format(
+            case=loaded.case_id)
+        if loaded.case is not None and loaded.case.refined_label is not None:
+            question += "\n\n" + _(
+                "Training will no longer use {work}. The file stays on disk and Undo brings it back.").format(
+                work=saved_work_text(loaded.case))
+        if not self.view.confirm(question):
+            return
+        ok, rejected = self._attempt(_("Failed to reject the case"),
                                      lambda: self.controller.reject((reason or "").strip() or None, move_on=False))
         if ok:
-            self.view.show_status(f"Rejected {rejected.case_id}")
+            self.undoable = (rejected.case_id, rejected.revision)
+            self.view.show_status(_("Rejected {case}. Undo takes it back.").format(case=rejected.case_id))
             self._load_next()
         else:
             self.view.refresh_review()
 
+    def undo(self) -> None:
+        """Take back the last rejection (its previous status and refined label come back)."""
+        if self.controller is None or self.undoable is None:
+            return
+        case_id, revision = self.undoable
+        ok, case = self._attempt(_("Failed to undo"), lambda: self.controller.undo(case_id, revision))
+        if ok:
+            self.undoable = None
+            self.view.show_status(_("Undone: {case} is {status} again.").format(case=case_id, status=case.status))
+        self.view.refresh_review()
+
+    def reopen(self, case_id: str) -> None:
+        """Set a rejected or refined case back to pending (its refined label stays the label to edit)."""
+        if self.controller is None:
+            return
+        ok, case = self._attempt(_("Failed to reopen case {case}").format(case=case_id),
+                                 lambda: self.controller.reopen(case_id))
+        if ok:
+            self.view.show_status(_("Reopened {case}: it is pending again.").format(case=case_id))
+        self.view.refresh_review()
+
     def _load_next(self) -> None:
-        self._attempt("Failed to load the next case", self.controller.next_case)
+        self._attempt(_("Failed to load the next case"), self.controller.next_case)
         self._show()
 
     def _show(self) -> None:
         loaded = self.controller.current if self.controller is not None else None
         if loaded is not None:
-            self._attempt("Failed to show the case", lambda: self.view.show_case(loaded))
+            self._attempt(_("Failed to show the case"), lambda: self.view.show_case(loaded))
         self.view.refresh_review()

@@ -6,6 +6,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from .i18n import _
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # The names ``versemi predict`` uses (``--device``, ``--quality``): one name per idea in the CLI and
@@ -55,27 +56,26 @@ class RunSettings:
     def validate(self) -> None:
         """Raise ``ValueError`` with a message a user understands if a setting cannot work."""
         if not self.input_path:
-            raise ValueError("no input volume selected")
+            raise ValueError(_("no input volume selected"))
         if not self.model:
-            raise ValueError("no model selected")
+            raise ValueError(_("no model selected"))
         if not [p for p in self.prompts if p.strip()]:
-            raise ValueError("no structure (prompt) selected; tick at least one")
+            raise ValueError(_("no structure (prompt) selected; tick at least one"))
         if any("," in p for p in self.prompts):
-            raise ValueError(f"prompt names cannot contain commas: {self.prompts}")
+            raise ValueError(_("prompt names cannot contain commas: {prompts}").format(prompts=self.prompts))
         if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+            raise ValueError(_("unknown device {device!r}; choose one of {dEVICES}").format(device=self.device, dEVICES=', '.join(DEVICES)))
         if self.quality not in QUALITIES:
-            raise ValueError(f"unknown quality {self.quality!r}; choose one of {', '.join(QUALITIES)}")
+            raise ValueError(_("unknown quality {quality!r}; choose one of {qUALITIES}").format(quality=self.quality, qUALITIES=', '.join(QUALITIES)))
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be at least 1, got {self.threads}")
+            raise ValueError(_("threads must be at least 1, got {threads}").format(threads=self.threads))
         if self.output_mode not in OUTPUT_MODES:
-            raise ValueError(f"unknown output mode {self.output_mode!r}; choose one of {', '.join(OUTPUT_MODES)}")
+            raise ValueError(_("unknown output mode {output_mode!r}; choose one of {oUTPUT_MODES}").format(output_mode=self.output_mode, oUTPUT_MODES=', '.join(OUTPUT_MODES)))
         if self.roi is not None:
             box = tuple(self.roi)
             if len(box) != 6 or not all(isinstance(v, int) and not isinstance(v, bool) for v in box) or any(
                     not 0 <= box[i] < box[i + 3] for i in range(3)):
-                raise ValueError(f"ROI box {list(box)} must be six voxel indices x0,y0,z0,x1,y1,z1 with "
-                                 "0 <= start < end")
+                raise ValueError(_("ROI box {box} must be six voxel indices x0,y0,z0,x1,y1,z1 with 0 <= start < end").format(box=list(box)))
 
     @property
     def model_is_file(self) -> bool:

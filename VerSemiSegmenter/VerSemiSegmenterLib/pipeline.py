@@ -24,6 +24,7 @@ from .parameters import RunSettings
 from .process import ProcessRunner, RunResult, Signal
 from .segmentation_import import ImportResult, import_prediction
 from .volume_export import check_volume_node, export_volume
+from .i18n import _
 
 
 class PredictionError(RuntimeError):
@@ -111,7 +112,7 @@ class SegmentationJob:
         if self._done:
             return self.succeeded
         if self._runner is None:
-            raise RuntimeError("the job was not started")
+            raise RuntimeError(_("the job was not started"))
         result = self._runner.poll()
         if result is None:
             return None
@@ -119,7 +120,7 @@ class SegmentationJob:
         try:
             if result.succeeded:
                 if not result.sidecar:  # the done line names it (versemi's one naming rule)
-                    raise RuntimeError(f"versemi predict did not report the label table beside {result.output}")
+                    raise RuntimeError(_("versemi predict did not report the label table beside {output}").format(output=result.output))
                 self.import_result = import_prediction(
                     result.output, result.sidecar, self.volume_node, self.segmentation_node
                 )

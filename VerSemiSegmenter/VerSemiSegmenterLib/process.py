@@ -23,6 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, Union
+from .i18n import _
 
 KILL_TIMEOUT_S = 2.0
 _STDERR_TAIL_LINES = 200
@@ -205,7 +206,7 @@ class ProcessRunner:
     def start(self) -> None:
         """Start the process (once). Raises ``OSError`` if the program cannot be started."""
         if self._process is not None:
-            raise RuntimeError("this runner was already started")
+            raise RuntimeError(_("this runner was already started"))
         env = subprocess_environment(self.env)
         kwargs: dict[str, Any] = {}
         if sys.platform == "win32":
@@ -391,7 +392,7 @@ class BackgroundCall:
 
     def start(self) -> "BackgroundCall":
         if self._thread is not None:
-            raise RuntimeError("this call was already started")
+            raise RuntimeError(_("this call was already started"))
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from VerSemiSegmenterLib.segmentation_import import (
+    PROMPT_TAG,
     LabelEntry,
     LabelTableError,
     import_labelmap,
     parse_label_table,
     read_label_table,
 )
+from .i18n import _
 
 # Colours for manifest label tables that carry none (the sidecar of ``versemi predict`` always has them).
 DEFAULT_COLORS = (
@@ -68,6 +70,8 @@ class LoadedCase:
     entries: list[LabelEntry]
     segment_ids: list[str]
     edited_label: Path | None  # the file that was loaded for editing (pseudo-label or refined label)
+    revision: int = 0  # the case's revision when opened: saves and decisions are compare-and-swap on it
+    case: Any = None  # the ``ReviewCase`` as opened (status, who refined it)
 
 
 class ReviewScene(Protocol):
@@ -94,7 +98,7 @@ def label_entries(sidecar: Path | None, manifest_table: Sequence[Mapping[str, An
     if sidecar is not None:
         return read_label_table(sidecar)
     if not manifest_table:
-        raise LabelTableError(f"{where}: no label table (neither a pseudo-label sidecar nor manifest 'labels')")
+        raise LabelTableError(_("{where}: no label table (neither a pseudo-label sidecar nor manifest 'labels')").format(where=where))
     table = []
     for i, entry in enumerate(manifest_table):
         entry = dict(entry)
@@ -134,9 +138,9 @@ class ReviewController:
         shown = ("pending", "refined", "rejected") + (("failed",) if counts.get("failed") else ())
         text = ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
         if self.current is not None:
-            text = f"Editing {self.current.case_id}. " + text
+            text = _("Editing {case_id}. ").format(case_id=self.current.case_id) + text
         elif counts.get("pending", 0) == 0:
-            text += ". Nothing left to review."
+            text += _(". Nothing left to review.")
         return text
 
     # --- actions ---------------------------------------------------------------------------------
@@ -183,12 +187,15 @@ class ReviewController:
 
         Raises:
             ReviewPanelError: no case is open, or a segment is not in the label table.
+            versemi.review.ReviewConflict: someone changed the case since it was opened; the label
+                was kept as a revision that is not current (see :meth:`keep_mine`,
+                :meth:`load_newer`) and the case stays open.
             versemi.review.ReviewError: the library refused the label (grid, values); nothing was
                 saved and the case stays open.
         """
         loaded = self._require_open("save")
         labelmap = self.scene.export(loaded)
-        saved = self.session.save_refined(loaded.case_id, labelmap)
+        saved = self.session.save_refined(loaded.case_id, labelmap, expected_revision=loaded.revision)
         self._forget(loaded.case_id)
         self.close_case()
         if move_on:
@@ -206,12 +213,42 @@ class ReviewController:
             The case as now recorded (``ReviewCase``, status ``rejected``).
         """
         loaded = self._require_open("reject")
-        rejected = self.session.reject(loaded.case_id, reason=reason or None)
+        rejected = self.session.reject(loaded.case_id, reason=reason or None, expected_revision=loaded.revision)
         self._forget(loaded.case_id)
         self.close_case()
         if move_on:
             self.next_case()
         return rejected
+
+    def keep_mine(self, conflict: Any) -> Any:
+        """After a save conflict: make the kept label the current one, on top of the newer save.
+
+        Returns:
+            The case as now recorded (status ``refined``).
+
+        Raises:
+            versemi.review.ReviewConflict: the case changed again meanwhile.
+        """
+        restored = self.session.restore(conflict.case.case_id, conflict.kept.number,
+                                        expected_revision=conflict.case.revision)
+        if self.current is not None and self.current.case_id == restored.case_id:
+            self._forget(restored.case_id)
+            self.close_case()
+        return restored
+
+    def load_newer(self) -> LoadedCase:
+        """After a save conflict: open the case again with its newer label (the open edits were
+        kept on disk as a revision)."""
+        loaded = self._require_open("reload")
+        return self.open_case(loaded.case_id)
+
+    def undo(self, case_id: str, revision: int) -> Any:
+        """Undo the last decision on a case, if it is still the case's last change (``revision``)."""
+        return self.session.undo(case_id, expected_revision=revision)
+
+    def reopen(self, case_id: str) -> Any:
+        """Set a rejected or refined case back to pending (a refined label stays the label to edit)."""
+        return self.session.reopen(case_id)
 
     def close_case(self) -> None:
         """Remove the open case's nodes from the scene (nothing is saved)."""
@@ -228,6 +265,8 @@ class ReviewController:
         try:
             entries = label_entries(case.sidecar, self.session.label_table(), f"{self.review_dir} case {case.case_id}")
             self.current = self.scene.load(case.case_id, Path(case.image), case.label_to_edit, entries)
+            self.current.revision = int(getattr(case, "revision", 0))
+            self.current.case = case
         except Exception:
             # A case that cannot be loaded must not block the queue: the next "Next case" passes it.
             if case.case_id not in self.skipped:
@@ -237,7 +276,7 @@ class ReviewController:
 
     def _require_open(self, action: str) -> LoadedCase:
         if self.current is None:
-            raise ReviewPanelError(f"no case is open to {action}: click 'Next case' first")
+            raise ReviewPanelError(_("no case is open to {action}: click 'Next case' first").format(action=action))
         return self.current
 
     def _forget(self, case_id: str) -> None:
@@ -310,7 +349,7 @@ def load_volume_node(path: str | os.PathLike[str], scene: Any, name: str) -> Any
         storage.SetFileName(os.fspath(path))
         storage.SetSingleFile(True)  # only this file, not a series globbed from its siblings
         if not storage.ReadData(node) or node.GetImageData() is None:
-            raise ReviewPanelError(f"{path}: cannot read the case image")
+            raise ReviewPanelError(_("{path}: cannot read the case image").format(path=path))
         node.CreateDefaultDisplayNodes()
     except BaseException:
         remove_nodes(scene, [node])
@@ -340,21 +379,26 @@ def export_segmentation(segmentation_node: Any, reference_volume: Any, entries: 
 
     segmentation = segmentation_node.GetSegmentation()
     value_by_name = {e.name: e.value for e in entries}
+    value_by_name.update({e.segment_name: e.value for e in entries})
     by_value: dict[int, str] = {}
     unknown = []
     for i in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(i)
-        name = segmentation.GetSegment(segment_id).GetName()
+        segment = segmentation.GetSegment(segment_id)
+        prompt = vtk.reference("")
+        segment.GetTag(PROMPT_TAG, prompt)
+        # The prompt tag the import set; else the (possibly renamed or new) segment's name.
+        name = str(prompt) if str(prompt) in value_by_name else segment.GetName()
         if name not in value_by_name:
-            unknown.append(name)
+            unknown.append(segment.GetName())
         elif value_by_name[name] in by_value:
-            raise ReviewPanelError(f"two segments are named {name!r}: merge them or rename one")
+            raise ReviewPanelError(_("two segments are named {name!r}: merge them or rename one").format(name=segment.GetName()))
         else:
             by_value[value_by_name[name]] = segment_id
     if unknown:
         raise ReviewPanelError(
-            f"segments {unknown} are not in the review's label table {sorted(value_by_name)}: "
-            "rename them to a label name or delete them"
+            _("segments {unknown} are not in the review's label table {value}: rename them to a label name or delete "
+              "them").format(unknown=unknown, value=sorted(e.segment_name for e in entries))
         )
     ordered = [(value, by_value[value]) for value in sorted(by_value)]
     scene = segmentation_node.GetScene()
@@ -363,7 +407,7 @@ def export_segmentation(segmentation_node: Any, reference_volume: Any, entries: 
     labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "VerSemi review export")
     try:
         ids = vtk.vtkStringArray()
-        for _, segment_id in ordered:
+        for _value, segment_id in ordered:
             ids.InsertNextValue(segment_id)
         array = None
         if ordered:
@@ -371,7 +415,7 @@ def export_segmentation(segmentation_node: Any, reference_volume: Any, entries: 
             if not logic.ExportSegmentsToLabelmapNode(
                 segmentation_node, ids, labelmap_node, reference_volume, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
             ):
-                raise ReviewPanelError(f"Slicer could not export '{segmentation_node.GetName()}' to a labelmap")
+                raise ReviewPanelError(_("Slicer could not export '{name}' to a labelmap").format(name=segmentation_node.GetName()))
             # The export numbers segments 1..N in the order given: map them to the table's values.
             exported = slicer.util.arrayFromVolume(labelmap_node)
             lookup = np.zeros(len(ordered) + 1, np.uint16)
@@ -382,7 +426,7 @@ def export_segmentation(segmentation_node: Any, reference_volume: Any, entries: 
             array = np.zeros(dims[::-1], np.uint16)
         if tuple(array.shape) != tuple(dims[::-1]):
             raise ReviewPanelError(
-                f"exported labelmap has shape {array.shape}, the image {tuple(dims[::-1])}"
+                _("exported labelmap has shape {shape}, the image {dims}").format(shape=array.shape, dims=tuple(dims[::-1]))
             )
         image = sitk.GetImageFromArray(array.astype(np.uint8 if array.max(initial=0) <= 255 else np.uint16))
         _set_lps_geometry(image, reference_volume)

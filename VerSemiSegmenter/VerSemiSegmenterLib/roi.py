@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from .i18n import _
 
 MIN_VOXELS = 2  # versemi predict refuses a box thinner than this (planning.check_roi)
 
@@ -39,7 +40,7 @@ def _matrix_to_world(node: Any) -> Any:
     parent = node.GetParentTransformNode()
     if parent is not None:
         if not parent.IsTransformToWorldLinear():
-            raise ROIError(f"'{node.GetName()}' is under a non-linear transform; harden it (Transforms module) first")
+            raise ROIError(_("'{name}' is under a non-linear transform; harden it (Transforms module) first").format(name=node.GetName()))
         parent.GetMatrixTransformToWorld(matrix)
     return matrix
 
@@ -75,10 +76,10 @@ def voxel_box(roi_node: Any, volume_node: Any) -> tuple[int, int, int, int, int,
 
     name, volume = roi_node.GetName(), volume_node.GetName()
     if any(float(s) <= 0 for s in roi_node.GetSize()):
-        raise ROIError(f"ROI '{name}' has no size yet: place it (or click 'Fit ROI to volume') before Apply")
+        raise ROIError(_("ROI '{name}' has no size yet: place it (or click 'Fit ROI to volume') before Apply").format(name=name))
     image = volume_node.GetImageData()
     if image is None:
-        raise ROIError(f"volume '{volume}' has no image data")
+        raise ROIError(_("volume '{volume}' has no image data").format(volume=volume))
     dims = image.GetDimensions()
     world_to_local = vtk.vtkMatrix4x4()
     vtk.vtkMatrix4x4.Invert(_matrix_to_world(volume_node), world_to_local)
@@ -95,11 +96,10 @@ def voxel_box(roi_node: Any, volume_node: Any) -> tuple[int, int, int, int, int,
         start = max(0, math.ceil(lo - 1e-6))
         end = min(dims[axis], math.floor(hi + 1e-6) + 1)
         if end <= 0 or start >= dims[axis] or end <= start:
-            raise ROIError(f"ROI '{name}' lies outside volume '{volume}': move it over the volume, or choose "
-                           "'Whole volume'")
+            raise ROIError(_("ROI '{name}' lies outside volume '{volume}': move it over the volume, or choose 'Whole volume'").format(name=name, volume=volume))
         if end - start < MIN_VOXELS:
-            raise ROIError(f"ROI '{name}' covers {end - start} voxel(s) of volume '{volume}' along axis "
-                           f"{'IJK'[axis]}; make it at least {MIN_VOXELS} voxels thick")
+            raise ROIError(_("ROI '{name}' covers {value} voxel(s) of volume '{volume}' along axis {value2}; make it "
+                              "at least {mIN_VOXELS} voxels thick").format(name=name, value=end - start, volume=volume, value2='IJK'[axis], mIN_VOXELS=MIN_VOXELS))
         box_start.append(start)
         box_end.append(end)
     return (*box_start, *box_end)  # type: ignore[return-value]

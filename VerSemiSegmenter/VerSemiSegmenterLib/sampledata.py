@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+from .i18n import _
 
 CATEGORY = "VerSemi"
 
@@ -110,9 +111,9 @@ def sample_path(resources_dir: str | os.PathLike[str], node_name: str) -> Path:
     root = data_root(resources_dir)
     sample = next((s for s in SAMPLES if s.node_name == node_name), None)
     if sample is None:
-        raise KeyError(f"unknown sample {node_name!r}; known: {', '.join(s.node_name for s in SAMPLES)}")
+        raise KeyError(_("unknown sample {node_name!r}; known: {value}").format(node_name=node_name, value=', '.join(s.node_name for s in SAMPLES)))
     if root is None:
         raise FileNotFoundError(
-            f"sample data not found in {Path(resources_dir) / 'SampleData'} nor in the checkout's examples/data"
+            _("sample data not found in {value} nor in the checkout's examples/data").format(value=Path(resources_dir) / 'SampleData')
         )
     return root / sample.path

@@ -20,7 +20,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+from .i18n import _
 
+# Segment tag holding the prompt name (the segment's own name is the human-readable title).
+PROMPT_TAG = "VerSemi.prompt"
 # Slicer's terminology contexts for DICOM/SNOMED CT coded anatomy (loaded by default in Slicer).
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
@@ -33,12 +36,17 @@ class LabelTableError(ValueError):
 
 @dataclass(frozen=True)
 class SnomedTerm:
-    """SNOMED CT type and category of a label (as written by ``versemi predict``)."""
+    """SNOMED CT type, category, type modifier and anatomic region of a label (as written by
+    ``versemi predict``; the modifier and region may be empty)."""
 
     code: str
     meaning: str
     category_code: str
     category_meaning: str
+    modifier_code: str = ""
+    modifier_meaning: str = ""
+    region_code: str = ""
+    region_meaning: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,12 @@ class LabelEntry:
     color: tuple[int, int, int]
     snomed: SnomedTerm | None = None
     prompt_id: int | None = None
+    title: str = ""  # the human-readable name (sidecar "title"); the segment's name
+
+    @property
+    def segment_name(self) -> str:
+        """What the segment is called in Slicer: the title, else the prompt name."""
+        return self.title or self.name
 
     @property
     def color_float(self) -> tuple[float, float, float]:
@@ -70,16 +84,21 @@ def terminology_tag(snomed: SnomedTerm | None) -> str | None:
     """
     if snomed is None:
         return None
-    parts = [snomed.code, snomed.meaning, snomed.category_code, snomed.category_meaning]
+    parts = [snomed.code, snomed.meaning, snomed.category_code, snomed.category_meaning, snomed.modifier_code,
+             snomed.modifier_meaning, snomed.region_code, snomed.region_meaning]
     if any(("~" in p or "^" in p) for p in parts):
-        raise LabelTableError(f"terminology code contains a reserved character (~ or ^): {parts}")
+        raise LabelTableError(_("terminology code contains a reserved character (~ or ^): {parts}").format(parts=parts))
+
+    def coded(code: str, meaning: str) -> str:
+        return f"{CODING_SCHEME}^{code}^{meaning}" if code else "^^"
+
     return (
         f"{TERMINOLOGY_CONTEXT}"
-        f"~{CODING_SCHEME}^{snomed.category_code}^{snomed.category_meaning}"
-        f"~{CODING_SCHEME}^{snomed.code}^{snomed.meaning}"
-        f"~^^"
+        f"~{coded(snomed.category_code, snomed.category_meaning)}"
+        f"~{coded(snomed.code, snomed.meaning)}"
+        f"~{coded(snomed.modifier_code, snomed.modifier_meaning)}"
         f"~{ANATOMIC_CONTEXT}"
-        f"~^^"
+        f"~{coded(snomed.region_code, snomed.region_meaning)}"
         f"~^^"
     )
 
@@ -92,32 +111,32 @@ def parse_label_table(data: Mapping[str, Any], source: str = "label table") -> l
     """
     labels = data.get("labels") if isinstance(data, Mapping) else None
     if not isinstance(labels, list):
-        raise LabelTableError(f"{source}: no 'labels' list")
+        raise LabelTableError(_("{source}: no 'labels' list").format(source=source))
     entries: list[LabelEntry] = []
     seen: set[int] = set()
     for i, item in enumerate(labels):
         where = f"{source}: labels[{i}]"
         if not isinstance(item, Mapping):
-            raise LabelTableError(f"{where} is not an object")
+            raise LabelTableError(_("{where} is not an object").format(where=where))
         try:
             value = int(item["value"])
             name = str(item["name"]).strip()
             color_raw = item["color"]
         except (KeyError, TypeError, ValueError) as exc:
-            raise LabelTableError(f"{where}: needs 'value' (int), 'name' and 'color' ({exc})") from exc
+            raise LabelTableError(_("{where}: needs 'value' (int), 'name' and 'color' ({exc})").format(where=where, exc=exc)) from exc
         if value <= 0:
-            raise LabelTableError(f"{where}: label value must be positive, got {value}")
+            raise LabelTableError(_("{where}: label value must be positive, got {value}").format(where=where, value=value))
         if value in seen:
-            raise LabelTableError(f"{where}: duplicate label value {value}")
+            raise LabelTableError(_("{where}: duplicate label value {value}").format(where=where, value=value))
         seen.add(value)
         if not name:
-            raise LabelTableError(f"{where}: empty name")
+            raise LabelTableError(_("{where}: empty name").format(where=where))
         if (
             not isinstance(color_raw, (list, tuple))
             or len(color_raw) != 3
             or not all(isinstance(c, (int, float)) and 0 <= c <= 255 for c in color_raw)
         ):
-            raise LabelTableError(f"{where}: 'color' must be [r, g, b] in 0-255, got {color_raw!r}")
+            raise LabelTableError(_("{where}: 'color' must be [r, g, b] in 0-255, got {color_raw!r}").format(where=where, color_raw=color_raw))
         color = (int(round(color_raw[0])), int(round(color_raw[1])), int(round(color_raw[2])))
         snomed = None
         raw = item.get("snomed")
@@ -128,12 +147,15 @@ def parse_label_table(data: Mapping[str, Any], source: str = "label table") -> l
                     meaning=str(raw["meaning"]),
                     category_code=str(raw.get("category_code") or "123037004"),
                     category_meaning=str(raw.get("category_meaning") or "Anatomical Structure"),
+                    **{k: str(raw.get(k) or "") for k in ("modifier_code", "modifier_meaning", "region_code",
+                                                          "region_meaning")},
                 )
             except (KeyError, TypeError) as exc:
-                raise LabelTableError(f"{where}: 'snomed' needs 'code' and 'meaning'") from exc
+                raise LabelTableError(_("{where}: 'snomed' needs 'code' and 'meaning'").format(where=where)) from exc
         prompt_id = item.get("prompt_id")
+        title = str(item.get("title") or "").strip()
         entries.append(
-            LabelEntry(value, name, color, snomed, int(prompt_id) if prompt_id is not None else None)
+            LabelEntry(value, name, color, snomed, int(prompt_id) if prompt_id is not None else None, title)
         )
     return sorted(entries, key=lambda e: e.value)
 
@@ -144,9 +166,9 @@ def read_label_table(path: str | os.PathLike[str]) -> list[LabelEntry]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise LabelTableError(f"{path}: label table not found") from exc
+        raise LabelTableError(_("{path}: label table not found").format(path=path)) from exc
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LabelTableError(f"{path}: cannot read label table: {exc}") from exc
+        raise LabelTableError(_("{path}: cannot read label table: {exc}").format(path=path, exc=exc)) from exc
     return parse_label_table(data, str(path))
 
 
@@ -165,7 +187,7 @@ def load_labelmap_node(path: str | os.PathLike[str], scene: Any, name: str = "Ve
         # Only this file: without it the reader may glob sibling files into a series.
         storage.SetSingleFile(True)
         if not storage.ReadData(node) or node.GetImageData() is None:
-            raise LabelTableError(f"{path}: cannot read labelmap")
+            raise LabelTableError(_("{path}: cannot read labelmap").format(path=path))
     except BaseException:
         scene.RemoveNode(node)
         raise
@@ -217,7 +239,7 @@ def import_prediction(
     """
     entries = read_label_table(sidecar_path)
     if not entries:
-        raise LabelTableError(f"{sidecar_path}: the label table lists no labels")
+        raise LabelTableError(_("{sidecar_path}: the label table lists no labels").format(sidecar_path=sidecar_path))
     return import_labelmap(labelmap_path, entries, input_volume_node, segmentation_node, name)
 
 
@@ -235,7 +257,9 @@ def import_labelmap(
             label (e.g. a review case without a pseudo-label).
         entries: the label table (value -> name, colour, terminology); must not be empty.
         input_volume_node: reference geometry, parent transform and subject-hierarchy location.
-        segmentation_node: ``None`` creates a new node; an existing node has ALL its segments replaced.
+        segmentation_node: ``None`` creates a new node; an existing node has ALL its segments replaced,
+            all or nothing: if the import fails, its old segments (ids, names, voxels, terminology)
+            and transform are put back.
         name: name of a new segmentation node (default: ``"<volume name> VerSemi"``).
 
     Returns:
@@ -244,11 +268,16 @@ def import_labelmap(
     import slicer
 
     if not entries:
-        raise LabelTableError(f"{labelmap_path}: the label table lists no labels")
+        raise LabelTableError(_("{labelmap_path}: the label table lists no labels").format(labelmap_path=labelmap_path))
     scene = input_volume_node.GetScene()
     labelmap_node = load_labelmap_node(labelmap_path, scene) if labelmap_path is not None else None
     color_node = make_color_table_node(entries, scene)
     created = segmentation_node is None
+    backup = old_transform = None
+    if not created:
+        backup = slicer.vtkSegmentation()
+        backup.DeepCopy(segmentation_node.GetSegmentation())
+        old_transform = segmentation_node.GetTransformNodeID()
     try:
         if labelmap_node is not None:
             _check_labels(labelmap_node, entries, labelmap_path)
@@ -267,13 +296,16 @@ def import_labelmap(
             segmentation_node.SetLabelmapConversionColorTableNodeID(color_node.GetID())
             logic = slicer.vtkSlicerSegmentationsModuleLogic
             if not logic.ImportLabelmapToSegmentationNode(labelmap_node, segmentation_node):
-                raise RuntimeError(f"{labelmap_path}: Slicer could not import the labelmap as segments")
+                raise RuntimeError(_("{labelmap_path}: Slicer could not import the labelmap as segments").format(labelmap_path=labelmap_path))
         segment_ids, empty = _apply_label_table(segmentation_node, entries)
         if created:
             place_next_to(segmentation_node, input_volume_node)
     except BaseException:
         if created and segmentation_node is not None:
             scene.RemoveNode(segmentation_node)
+        elif backup is not None:  # replace mode: the user's segments come back as they were
+            segmentation_node.GetSegmentation().DeepCopy(backup)
+            segmentation_node.SetAndObserveTransformNodeID(old_transform)
         raise
     finally:
         if segmentation_node is not None:
@@ -293,7 +325,7 @@ def _check_labels(labelmap_node: Any, entries: list[LabelEntry], path: Any) -> N
     values = set(int(v) for v in np.unique(vtk_to_numpy(scalars))) - {0}
     unknown = values - {e.value for e in entries}
     if unknown:
-        raise LabelTableError(f"{path}: label values {sorted(unknown)} are not in the label table")
+        raise LabelTableError(_("{path}: label values {unknown} are not in the label table").format(path=path, unknown=sorted(unknown)))
 
 
 def _apply_label_table(segmentation_node: Any, entries: list[LabelEntry]) -> tuple[list[str], list[str]]:
@@ -324,9 +356,10 @@ def _apply_label_table(segmentation_node: Any, entries: list[LabelEntry]) -> tup
         segment_id = by_value.get(entry.value)
         if segment_id is None:
             segment_id = _add_empty_segment(segmentation, entry, labelmap_name)
-            empty.append(entry.name)
+            empty.append(entry.segment_name)
         segment = segmentation.GetSegment(segment_id)
-        segment.SetName(entry.name)
+        segment.SetName(entry.segment_name)
+        segment.SetTag(PROMPT_TAG, entry.name)
         segment.SetColor(*entry.color_float)
         tag = entry.terminology_tag
         if tag:
@@ -349,7 +382,7 @@ def _add_empty_segment(segmentation: Any, entry: LabelEntry, labelmap_name: str)
         segment.SetColor(*entry.color_float)
         segment.AddRepresentation(labelmap_name, slicer.vtkOrientedImageData())
         if not segmentation.AddSegment(segment):
-            raise RuntimeError(f"cannot add an empty segment for {entry.name!r}")
+            raise RuntimeError(_("cannot add an empty segment for {name!r}").format(name=entry.name))
         segment_id = segmentation.GetSegmentIdBySegment(segment)
     return segment_id
 

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+from .i18n import _
 
 # Prompts of the tiny model: two with SNOMED CT codes (terminology tags), one without.
 TINY_PROMPTS = ("liver", "organ_x", "spleen")  # label-space order
@@ -54,7 +55,7 @@ def make_tiny_checkpoint(path: str | os.PathLike[str], python_executable: str = 
         env=subprocess_environment(),
     )
     if completed.returncode != 0 or not os.path.isfile(path):
-        raise RuntimeError(f"cannot create the test checkpoint {path}:\n{completed.stderr[-2000:]}")
+        raise RuntimeError(_("cannot create the test checkpoint {path}:\n{stderr}").format(path=path, stderr=completed.stderr[-2000:]))
     return path
 
 
@@ -123,6 +124,17 @@ def pick_sample(model_prompts: list[str]) -> tuple[Any, list[str]]:
 TINY_PROMPT_CODES = {"liver": "10200004", "spleen": "78961009", "organ_x": None}
 
 
+def _prompt_name(segment: Any) -> str:
+    """The prompt a segment was imported for (its tag), else its name."""
+    import vtk
+
+    from .segmentation_import import PROMPT_TAG
+
+    tag = vtk.reference("")
+    segment.GetTag(PROMPT_TAG, tag)
+    return str(tag) or segment.GetName()
+
+
 def check_segmentation(
     segmentation_node: Any,
     volume_node: Any,
@@ -133,7 +145,8 @@ def check_segmentation(
 ) -> list[str]:
     """Problems (empty list = fine) of an imported segmentation against what was asked for.
 
-    Checks: one segment per prompt, in order, with the prompt's name, colour and SNOMED CT code in its
+    Checks: one segment per prompt, in order, with the prompt's name (its tag; the segment is named
+    with the human-readable title), colour and SNOMED CT code in its
     terminology tag; the reference geometry and every non-empty segment's grid equal the volume's.
     """
     import slicer
@@ -142,7 +155,7 @@ def check_segmentation(
     problems: list[str] = []
     segmentation = segmentation_node.GetSegmentation()
     ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-    names = [segmentation.GetSegment(i).GetName() for i in ids]
+    names = [_prompt_name(segmentation.GetSegment(i)) for i in ids]
     if names != list(expected_names):
         problems.append(f"segment names {names} != expected {list(expected_names)}")
     tag_name = slicer.vtkSegment.GetTerminologyEntryTagName()
@@ -304,7 +317,7 @@ def _volume_matrix_problem(volume_node: Any, image: Any, tolerance: float) -> st
 
 def _raise_if(problems: list[str], step: str) -> None:
     if problems:
-        raise SelfTestError(f"review round trip, {step}: " + "; ".join(problems))
+        raise SelfTestError(_("review round trip, {step}: ").format(step=step) + "; ".join(problems))
 
 
 def _digest(path: Path) -> str:

@@ -81,3 +81,26 @@ def test_errors_are_one_line(tmp_path: Path, review_dir: Path, capsys: pytest.Ca
         _run(capsys, "reject", str(review_dir), case)
     code, out, _ = _run(capsys, "next", str(review_dir))
     assert code == 1 and out.strip() == "no pending case"
+
+
+def test_reject_of_refined_needs_yes_then_undo_revisions_restore(review_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from versemi.review import ReviewSession
+
+    alice = ReviewSession(review_dir, user="alice")
+    first = alice.save_refined("case02", on_grid(box_label(1)))
+    second = alice.save_refined("case02", on_grid(box_label(2)))
+    code, _, err = _run(capsys, "reject", str(review_dir), "case02")
+    assert code != 0 and "refined label saved by alice" in err and "--yes" in err
+    assert alice.case("case02").status == "refined"
+    assert _run(capsys, "reject", str(review_dir), "case02", "--yes", "--user", "bob")[0] == 0
+    assert alice.case("case02").status == "rejected"
+    code, out, _ = _run(capsys, "undo", str(review_dir), "case02")
+    assert code == 0 and out.startswith("case02: refined") and alice.case("case02").refined_label == second.refined_label
+    code, out, _ = _run(capsys, "revisions", str(review_dir), "case02")
+    assert code == 0 and out.splitlines()[0].startswith("r1  alice") and "(current)" in out.splitlines()[1]
+    code, out, _ = _run(capsys, "restore", str(review_dir), "case02", "1")
+    assert code == 0 and alice.case("case02").refined_label == first.refined_label
+    code, out, _ = _run(capsys, "revisions", str(review_dir), "case02", "--json")
+    assert [(r["revision"], r["current"]) for r in json.loads(out)] == [(1, True), (2, False)]
+    code, _, err = _run(capsys, "restore", str(review_dir), "case02", "7")
+    assert code != 0 and "no revision 7" in err

@@ -190,6 +190,7 @@ def write_dicom_series(
                 "0020|0032": "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, z))),
                 "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0013": str(z + 1),
                 "0028|0030": f"{spacing[1]}\\{spacing[0]}", "0008|0018": f"{uid_root}.{z + 1}",
+                "0020|0052": f"{series_uid}.1",  # frame of reference (every scanner writes one)
             }.items():
                 slice_.SetMetaData(tag, value)
             path = folder / f"{name}{z:03d}.dcm"

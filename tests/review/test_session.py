@@ -43,7 +43,8 @@ def test_review_flow(review_dir: Path) -> None:
     s.reject("case02", reason="wrong anatomy")
     assert s.case("case02").status == "rejected"
     assert s.manifest.row("case02").history[-1] == {
-        "action": "rejected", "by": "alice", "at": s.case("case02").updated_at, "reason": "wrong anatomy"
+        "action": "rejected", "by": "alice", "at": s.case("case02").updated_at, "reason": "wrong anatomy",
+        "from": "pending", "previous_refined_label": None,
     }
 
     # A second save makes a new revision; the first stays (the history names it).

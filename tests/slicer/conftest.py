@@ -23,7 +23,23 @@ def mrml_scene():
     slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
     if not hasattr(slicer, "vtkMRMLScene"):
         pytest.skip("the 'slicer' module found is not slicer-core")
+    _register_segmentation_converters(slicer)
     scene = slicer.vtkMRMLScene()
     slicer.mrmlScene = scene
     yield scene
     scene.Clear(True)
+
+
+def _register_segmentation_converters(slicer) -> None:
+    """Register the converter rules Slicer's Segmentations module registers at startup.
+
+    Without them ``slicer-core`` cannot construct a segment representation by class name (e.g. in
+    ``vtkSegmentation.DeepCopy``), which real Slicer always can.
+    """
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if factory.GetConverterRules():
+        return
+    for rule in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule, slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule,
+                 slicer.vtkClosedSurfaceToFractionalLabelmapConversionRule,
+                 slicer.vtkFractionalLabelmapToClosedSurfaceConversionRule):
+        factory.RegisterConverterRule(rule())

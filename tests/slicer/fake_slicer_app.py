@@ -395,6 +395,14 @@ def _parameter_node_wrapper_module() -> types.ModuleType:
     return module
 
 
+def _i18n_module() -> types.ModuleType:
+    """``slicer.i18n`` with no translation loaded: the text comes back unchanged."""
+    module = types.ModuleType("slicer.i18n")
+    module.tr = lambda text: text
+    module.translate = lambda context, text: text
+    return module
+
+
 def load_module(monkeypatch: Any, temporary_path: str, version: str = "5.10.0") -> types.ModuleType:
     """Import ``VerSemiSegmenter.py`` with the fakes in place (undone by ``monkeypatch``)."""
     import slicer
@@ -412,6 +420,9 @@ def load_module(monkeypatch: Any, temporary_path: str, version: str = "5.10.0") 
     monkeypatch.setitem(sys.modules, "ctk", _ctk_module())
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
     monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", wrapper)
+    i18n = _i18n_module()
+    monkeypatch.setitem(sys.modules, "slicer.i18n", i18n)
+    monkeypatch.setattr(slicer, "i18n", i18n, raising=False)
     monkeypatch.setattr(slicer, "ScriptedLoadableModule", scripted, raising=False)
     monkeypatch.setattr(slicer, "parameterNodeWrapper", wrapper, raising=False)
     if str(MODULE_DIR) not in sys.path:

@@ -133,8 +133,10 @@ def test_torch_is_checked_against_the_minimum(tmp_path: Path, torch: str | None,
 
 
 def test_constraints_pin_what_slicer_and_the_pytorch_extension_provide() -> None:
-    versions = {"numpy": "1.26.4", "SimpleITK": "2.4.1", "simpleitk": "2.4.1", "torch": "2.5.1+cu121", "vtk": None}
-    assert dependencies.constraint_lines(versions.get) == ["numpy==1.26.4", "simpleitk==2.4.1", "torch==2.5.1+cu121"]
+    versions = {"numpy": "1.26.4", "SimpleITK": "2.4.1", "simpleitk": "2.4.1", "torch": "2.5.1+cu121", "vtk": None,
+                "pip": "24.0"}
+    assert dependencies.constraint_lines(versions.get) == [
+        "numpy==1.26.4", "pip==24.0", "simpleitk==2.4.1", "torch==2.5.1+cu121"]
 
 
 # --- the install flow (commands recorded, not run) ------------------------------------------------
@@ -159,9 +161,11 @@ class FakeEnvironment:
 class FakeCommands:
     """Starts nothing: records commands, writes the dry-run report, "installs" by editing versions."""
 
-    def __init__(self, versions: dict, report: list[tuple[str, str]], fail: str | None = None) -> None:
+    def __init__(self, versions: dict, report: list[tuple[str, str]], fail: str | None = None,
+                 ltt_report: list[tuple[str, str]] = (("light-the-torch", "0.8.0"),)) -> None:
         self.versions = versions
         self.report = report
+        self.ltt_report = list(ltt_report)
         self.fail = fail
         self.commands: list[list[str]] = []
         self.files_seen: dict[str, str] = {}
@@ -172,10 +176,13 @@ class FakeCommands:
         if "--dry-run" in command and not failed:
             constraints = command[command.index("-c") + 1]
             self.files_seen["constraints"] = Path(constraints).read_text(encoding="utf-8")
-            report = {"version": "1", "install": [{"metadata": {"name": n, "version": v}} for n, v in self.report]}
+            listed = self.ltt_report if "light-the-torch>=0.5" in command else self.report
+            report = {"version": "1", "install": [{"metadata": {"name": n, "version": v}} for n, v in listed]}
             Path(command[command.index("--report") + 1]).write_text(json.dumps(report), encoding="utf-8")
         elif "light_the_torch" in command and not failed:
             self.versions["torch"] = "2.5.1+cu121"
+        elif "light-the-torch>=0.5" in command and not failed:
+            self.versions["light-the-torch"] = "0.8.0"
         elif "--no-deps" in command:
             self.files_seen["versemi_project"] = command[command.index("--upgrade") + 1]
             assert Path(self.files_seen["versemi_project"], "pyproject.toml").is_file()
@@ -201,7 +208,7 @@ def _run(flow: dependencies.InstallFlow) -> dependencies.InstallResult:
 
 def test_first_install_asks_installs_torch_first_then_exactly_what_the_dry_run_reported(tmp_path: Path) -> None:
     versions = {"numpy": "1.26.4", "torch": None, "monai": None, "PyYAML": "6.0.1", "versemi": None,
-                "light-the-torch": None}
+                "light-the-torch": None, "pip": "24.0"}
     commands = FakeCommands(versions, report=[("monai", "1.4.0")])
     env = FakeEnvironment()
     flow = dependencies.InstallFlow(env, REQS, _bundle(tmp_path), versions.get, loaded_modules={"monai"},
@@ -211,7 +218,8 @@ def test_first_install_asks_installs_torch_first_then_exactly_what_the_dry_run_r
     python = env.python_executable
     kinds = [c[1:5] for c in commands.commands]
     assert kinds == [
-        ["-m", "pip", "install", "light-the-torch>=0.5"],
+        ["-m", "pip", "install", "--dry-run"],  # light-the-torch: what would it change? (pip pinned)
+        ["-m", "pip", "install", "-c"],
         ["-m", "light_the_torch", "install", "torch>=2.2"],
         ["-m", "pip", "install", "--dry-run"],
         ["-m", "pip", "install", "-c"],
@@ -219,15 +227,29 @@ def test_first_install_asks_installs_torch_first_then_exactly_what_the_dry_run_r
     ]
     assert all(c[0] == python for c in commands.commands)
     # Only what is missing (PyYAML is new enough; never numpy/SimpleITK/vtk/torch).
-    assert [a for a in commands.commands[3] if ">=" in a] == ["monai>=1.3"]
-    # The torch that was just installed is pinned, like Slicer's numpy.
-    assert commands.files_seen["constraints"].split() == ["numpy==1.26.4", "torch==2.5.1+cu121"]
+    assert "light-the-torch>=0.5" in commands.commands[1] and "-c" in commands.commands[1]
+    assert [a for a in commands.commands[4] if ">=" in a] == ["monai>=1.3"]
+    # The torch that was just installed is pinned, like Slicer's numpy and pip.
+    assert commands.files_seen["constraints"].split() == ["numpy==1.26.4", "pip==24.0", "torch==2.5.1+cu121"]
     assert len(env.questions) == 2
     assert "torch>=2.2" in env.questions[0] and "PyTorch extension" in env.questions[0]
+    assert "- light-the-torch 0.8.0 (new)" in env.questions[0]  # listed, not installed silently
     assert "- monai 1.4.0 (new)" in env.questions[1] and "versemi 0.1.0" in env.questions[1]
-    assert result.installed == ["torch", "monai", "versemi 0.1.0"]
+    assert result.installed == ["light-the-torch", "torch", "monai", "versemi 0.1.0"]
     assert not result.restart_needed  # monai was imported but is new, not replaced
     assert not Path(commands.files_seen["versemi_project"]).exists()  # temporary copy removed
+
+
+def test_light_the_torch_that_would_change_slicers_pip_installs_nothing(tmp_path: Path) -> None:
+    versions = {"numpy": "1.26.4", "torch": None, "monai": None, "versemi": None, "light-the-torch": None,
+                "pip": "25.1"}
+    commands = FakeCommands(versions, report=[], ltt_report=[("light-the-torch", "0.8.0"), ("pip", "24.0")])
+    env = FakeEnvironment()
+    result = _run(dependencies.InstallFlow(env, REQS, _bundle(tmp_path), versions.get, start_command=commands))
+    assert not result.succeeded and "pip 25.1 -> 24.0" in result.error
+    assert env.questions == []  # refused before asking
+    assert [c[3] for c in commands.commands] == ["install"] and "--dry-run" in commands.commands[0]
+    assert "pip==25.1" in commands.files_seen["constraints"].split()
 
 
 def test_upgrading_an_imported_package_asks_for_a_restart(tmp_path: Path) -> None:
@@ -378,3 +400,51 @@ def test_bundled_versemi_really_installs_offline(tmp_path: Path) -> None:
 
 def test_source_checkout_is_found_when_there_is_no_bundle() -> None:
     assert dependencies.bundled_versemi_source(MODULE_DIR / "Resources") == ROOT / "training"
+
+
+class _Pending:
+    """A command that runs until told: poll() is None until finish() or cancel()."""
+
+    def __init__(self, command: list[str], log: list) -> None:
+        self.command, self.outcome = command, None
+        log.append(self)
+
+    def finish(self) -> None:
+        self.outcome = RunResult(returncode=0)
+
+    def poll(self):
+        return self.outcome
+
+    def cancel(self) -> None:
+        self.outcome = RunResult(returncode=-9, cancelled=True)
+
+
+def test_cancel_stops_a_dry_run_at_once_and_an_install_after_its_step(tmp_path: Path) -> None:
+    versions = {"torch": "2.4.0", "monai": None, "versemi": None}
+    runs: list[_Pending] = []
+
+    def start(command):
+        if "--dry-run" in command:
+            report = {"version": "1", "install": [{"metadata": {"name": "monai", "version": "1.4.0"}}]}
+            Path(command[command.index("--report") + 1]).write_text(json.dumps(report), encoding="utf-8")
+        return _Pending(command, runs)
+
+    # Cancel during the dry run (nothing changes yet): over at once, nothing installed.
+    flow = dependencies.InstallFlow(FakeEnvironment(), REQS, _bundle(tmp_path), versions.get, start_command=start)
+    flow.start()
+    assert "--dry-run" in runs[-1].command
+    assert flow.cancel() is True and flow.result.cancelled and flow.result.installed == []
+
+    # Cancel during the pip install: pip is left to finish, versemi is not installed afterwards.
+    flow = dependencies.InstallFlow(FakeEnvironment(), REQS, _bundle(tmp_path), versions.get, start_command=start)
+    flow.start()
+    runs[-1].finish()
+    flow.poll()
+    install = runs[-1]
+    assert "-c" in install.command and "--dry-run" not in install.command
+    assert flow.cancel() is False and "Cancelling after this step: Installing monai" in flow.status
+    assert install.outcome is None  # not killed
+    install.finish()
+    result = flow.poll()
+    assert result.cancelled and result.installed == ["monai"]
+    assert not any("--no-deps" in r.command for r in runs)  # versemi never started

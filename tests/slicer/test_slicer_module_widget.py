@@ -198,7 +198,8 @@ def test_widget_downloads_a_catalogue_model_then_lists_and_removes_it_in_the_cac
     widget.refreshCache()
     _poll_until_idle(widget)
     assert widget.cacheTable.rows == 1 and widget.cacheTable.item(0, 0).text() == "tiny@1"
-    assert widget.cacheStatusLabel.text == "1 model installed."
+    status = widget.cacheStatusLabel.text  # with the cache's total size (the tiny checkpoint's)
+    assert status.startswith("1 model installed, ") and status.endswith(" KiB in the model cache."), status
     widget.cacheTable.emit("currentCellChanged(int,int,int,int)", 0, 0, -1, -1)
     _poll_until_idle(widget)
     assert "a tiny random model" in widget.cacheCard.plainText
@@ -206,7 +207,7 @@ def test_widget_downloads_a_catalogue_model_then_lists_and_removes_it_in_the_cac
     widget.cacheRemoveButton.emit("clicked(bool)", False)
     _poll_until_idle(widget)
     assert boxes.errors == [] and any("Remove tiny@1" in q for q in boxes.questions)
-    assert widget.cacheStatusLabel.text == "0 models installed."
+    assert widget.cacheStatusLabel.text == "0 models installed, 0 B in the model cache."
     assert widget.cacheTable.rows == 0 and not (tmp_path / "models" / "tiny-1.pt").exists()
     assert ui.modelComboBox.currentText == "tiny@1 (not installed)"  # the selector was refreshed too
 

@@ -163,6 +163,55 @@ def test_replace_existing_segmentation_keeps_the_node(mrml_scene, tmp_path: Path
     assert selftest.check_segmentation(existing, volume, ["spleen"], {"spleen": (157, 108, 162)}) == []
 
 
+def test_replace_with_a_failing_import_leaves_the_original_segments(mrml_scene, tmp_path: Path, monkeypatch) -> None:
+    """All or nothing: the import fails after the old segments were removed -> they come back."""
+    volume = selftest.add_sample_volume(mrml_scene)
+    first, first_sidecar, _ = _prediction(tmp_path / "first", volume)
+    existing = import_prediction(first, first_sidecar, volume).segmentation_node
+    segmentation = existing.GetSegmentation()
+    before_ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    before = {i: (segmentation.GetSegment(i).GetName(), _terminology(segmentation.GetSegment(i)),
+                  _segment_voxels(existing, i)) for i in before_ids}
+    transform = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "t")
+    volume.SetAndObserveTransformNodeID(transform.GetID())  # the import would move the node under it
+    labelmap, sidecar, _ = _prediction(tmp_path / "second", volume, labels=LABELS[2:], values=(3,))
+
+    def failing(*args, **kwargs):
+        assert existing.GetSegmentation().GetNumberOfSegments() == 1  # the old ones are gone by now
+        raise RuntimeError("simulated failure half-way through the import")
+
+    monkeypatch.setattr(segmentation_import, "_apply_label_table", failing)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        import_prediction(labelmap, sidecar, volume, segmentation_node=existing)
+    segmentation = existing.GetSegmentation()
+    assert [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())] == before_ids
+    for segment_id, (name, tag, voxels) in before.items():
+        segment = segmentation.GetSegment(segment_id)
+        assert segment.GetName() == name and _terminology(segment) == tag
+        assert _segment_voxels(existing, segment_id) == voxels
+    assert not existing.GetTransformNodeID()
+
+
+def _terminology(segment) -> str:
+    import vtk
+
+    tag = vtk.reference("")
+    segment.GetTag(segment.GetTerminologyEntryTagName(), tag)
+    return str(tag)
+
+
+def _segment_voxels(segmentation_node, segment_id: str) -> tuple[tuple[int, ...], int]:
+    """A segment's binary labelmap as (extent, number of voxels inside)."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    image = segment.GetRepresentation("Binary labelmap")
+    if image is None or image.GetPointData().GetScalars() is None:
+        return (), 0
+    inside = vtk_to_numpy(image.GetPointData().GetScalars()) == segment.GetLabelValue()
+    return tuple(image.GetExtent()), int(inside.sum())
+
+
 def test_nothing_found_still_gives_one_empty_segment_per_prompt(mrml_scene, tmp_path: Path) -> None:
     volume = selftest.add_sample_volume(mrml_scene)
     labelmap, sidecar, _ = _prediction(tmp_path, volume, values=())
@@ -214,3 +263,100 @@ def test_terminology_tags_are_understood_by_slicer_terminology_logic(mrml_scene)
         assert terminology.GetTypeObject().GetCodingSchemeDesignator() == "SCT"
         assert terminology.GetCategoryObject().GetCodeValue() == raw["snomed"]["category_code"]
         assert logic.SerializeTerminologyEntry(terminology) == entry.terminology_tag
+
+
+def test_a_single_slice_volume_is_refused_before_any_process_starts(mrml_scene, tmp_path: Path, monkeypatch) -> None:
+    from VerSemiSegmenterLib import parameters, pipeline
+
+    volume = selftest.add_sample_volume(mrml_scene, "one slice", np.zeros((1, 32, 24), np.int16))
+    problem = volume_export.volume_problem(volume)
+    assert problem == "'one slice' is a single slice (24 x 32 x 1 voxels); VerSemi segments 3D volumes"
+    assert volume_export.volume_problem(selftest.add_sample_volume(mrml_scene)) is None
+
+    def no_process(*args, **kwargs):
+        raise AssertionError("a process was started for a single-slice volume")
+
+    monkeypatch.setattr(pipeline, "ProcessRunner", no_process)
+    monkeypatch.setattr(pipeline.tempfile, "mkdtemp", no_process)
+    settings = parameters.RunSettings(input_path="", output_path="", model="m.pt", prompts=["liver"])
+    with pytest.raises(volume_export.VolumeExportError, match="single slice"):
+        pipeline.SegmentationJob(volume, settings)
+
+
+def test_a_sequence_frame_is_named_so_the_panel_can_say_only_it_is_segmented(mrml_scene) -> None:
+    volume = selftest.add_sample_volume(mrml_scene, "cine")
+    assert volume_export.sequence_frame(volume) is None
+    import slicer
+
+    sequence = slicer.vtkMRMLSequenceNode()
+    mrml_scene.AddNode(sequence)
+    for t in range(4):
+        sequence.SetDataNodeAtValue(volume, str(t))
+    browser = slicer.vtkMRMLSequenceBrowserNode()  # (Slicer's Sequences module registers the class)
+    browser.SetName("cine browser")
+    mrml_scene.AddNode(browser)
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    browser.AddProxyNode(volume, sequence, False)
+    browser.SetSelectedItemNumber(2)
+    frame = volume_export.sequence_frame(volume)
+    assert frame is not None and (frame.index, frame.count) == (2, 4)
+    assert frame.note("cine") == "'cine' is frame 3 of 4 of sequence 'cine browser': only this frame is segmented."
+
+
+def test_modifier_and_region_tags_are_understood_by_slicer_terminology_logic(mrml_scene) -> None:
+    """Hippocampus + Anterior and Muscle in the region Heart: Slicer reads back each code."""
+    import slicer
+    from versemi.labels import KNOWN_STRUCTURES
+
+    logic = slicer.vtkSlicerTerminologiesModuleLogic
+    for name in ("hippocampus_anterior", "hippocampus_posterior", "myocardium", "left_kidney"):
+        snomed = KNOWN_STRUCTURES[name][0]
+        entry = segmentation_import.parse_label_table(
+            {"labels": [{"value": 1, "name": name, "color": [1, 2, 3], "snomed": snomed.to_dict()}]})[0]
+        terminology = slicer.vtkSlicerTerminologyEntry()
+        assert logic.DeserializeTerminologyEntry(entry.terminology_tag, terminology)
+        assert terminology.GetTypeObject().GetCodeValue() == snomed.code
+        assert (terminology.GetTypeModifierObject().GetCodeValue() or "") == snomed.modifier_code
+        assert (terminology.GetAnatomicRegionObject().GetCodeValue() or "") == snomed.region_code
+        assert logic.SerializeTerminologyEntry(terminology) == entry.terminology_tag
+
+
+def test_dicom_seg_export_says_what_is_missing_before_the_dialog(mrml_scene, tmp_path: Path) -> None:
+    import slicer
+    from VerSemiSegmenterLib.dicom_export import SEG_PLUGIN, dicom_seg_export_problem
+
+    volume = selftest.add_sample_volume(mrml_scene)
+    labelmap, sidecar, _ = _prediction(tmp_path, volume)
+    node = import_prediction(labelmap, sidecar, volume).segmentation_node
+    assert "Segment a volume first" in dicom_seg_export_problem(None, volume, [SEG_PLUGIN])
+    assert "QuantitativeReporting" in dicom_seg_export_problem(node, volume, ["DICOMScalarVolumePlugin"])
+    assert "was not loaded from DICOM" in dicom_seg_export_problem(node, volume, [SEG_PLUGIN])
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml_scene)
+    item = sh.GetItemByDataNode(volume) or sh.CreateItem(sh.GetSceneItemID(), volume)
+    sh.SetItemUID(item, "DICOM", "1.2.826.0.1.3680043.2.1125.1.42")
+    assert dicom_seg_export_problem(node, volume, [SEG_PLUGIN, "DICOMScalarVolumePlugin"]) is None
+
+
+def test_segments_get_human_readable_names_and_keep_their_prompt(mrml_scene, tmp_path: Path) -> None:
+    """A sidecar from versemi predict names segments "Hippocampus, anterior"; the prompt stays in a tag,
+    so the review's export still finds each segment's label value."""
+    from versemi.inference.results import LabelEntry as VersemiEntry
+    from versemi.labels import KNOWN_STRUCTURES
+    from VerSemiSegmenterLib import review
+
+    labels = [VersemiEntry(v, n, KNOWN_STRUCTURES[n][1], KNOWN_STRUCTURES[n][0].to_dict(), v - 1).to_dict()
+              for v, n in ((1, "hippocampus_anterior"), (3, "hippocampus_posterior"))]
+    assert [e["title"] for e in labels] == ["Hippocampus, anterior", "Hippocampus, posterior"]
+    volume = selftest.add_sample_volume(mrml_scene)
+    labelmap, sidecar, array = _prediction(tmp_path, volume, labels=labels, values=(1, 3))
+    result = import_prediction(labelmap, sidecar, volume)
+    segmentation = result.segmentation_node.GetSegmentation()
+    names = [segmentation.GetSegment(i).GetName() for i in result.segment_ids]
+    assert names == ["Hippocampus, anterior", "Hippocampus, posterior"]
+    assert selftest.check_segmentation(result.segmentation_node, volume,
+                                       ["hippocampus_anterior", "hippocampus_posterior"]) == []
+    entries = segmentation_import.read_label_table(sidecar)
+    exported = review.export_segmentation(result.segmentation_node, volume, entries)
+    np.testing.assert_array_equal(SimpleITK.GetArrayFromImage(exported), array)
+    tags = [segmentation_import.terminology_tag(e.snomed) for e in entries]
+    assert tags[0] != tags[1] and "~SCT^255549009^Anterior~" in tags[0]

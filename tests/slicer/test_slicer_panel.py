@@ -40,6 +40,8 @@ class RecordingView:
         self.statuses: list[str] = []
         self.review_refreshes = 0
         self.shown_cases: list[str] = []
+        self.choice_answer: Optional[int] = None
+        self.choices: list[tuple[str, list[str]]] = []
 
     # ModelView
     def set_model_items(self, items, current):
@@ -79,6 +81,10 @@ class RecordingView:
     def confirm(self, text):
         self.questions.append(text)
         return self.confirm_answer
+
+    def choose(self, text, choices):
+        self.choices.append((text, list(choices)))
+        return self.choice_answer
 
     def set_cache_rows(self, rows):
         self.cache_rows = list(rows)
@@ -380,7 +386,7 @@ def test_cache_lists_installed_models_with_size_and_card_and_removes_one(tmp_pat
     settle(cache)
     assert [(r.key, r.size_text, r.removable) for r in view.cache_rows] == [("a@1", "16 B", True),
                                                                            ("default@1", "16 B", False)]
-    assert view.cache_status == "2 models installed."
+    assert view.cache_status == "2 models installed, 16 B in the model cache."  # the bundled one is not in it
     cache.show_card(1)
     assert "Shipped with versemi" in view.cache_card and "Default model" in view.cache_card
     settle(cache)
@@ -401,6 +407,35 @@ def test_cache_lists_installed_models_with_size_and_card_and_removes_one(tmp_pat
     settle(cache)
     assert "Could not remove default@1" in view.errors[-1]
     assert [r.key for r in view.cache_rows] == ["default@1"]  # listed again after the failure
+
+
+def test_cache_total_size_folder_and_clear_all(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    a, b = checkpoint(cache_dir, "a.pt"), checkpoint(cache_dir, "b.pt")
+    bundled = ModelChoice(key="default@1", label="default@1", source="catalogue", path=checkpoint(tmp_path, "d.pt"),
+                          default=True, description="Shipped with versemi", removable=False, status="installed")
+    backend = FakeBackend(models=[catalogue_model("a@1", a), catalogue_model("b@1", b), bundled])
+    view = RecordingView(confirm=False)
+    removed: list[str] = []
+    cache = panel.CachePanel(view, backend, on_removed=removed.append)
+    assert cache.folder() is None and "no model" in view.errors[-1].lower()
+    cache.refresh()
+    settle(cache)
+    assert view.cache_status == "3 models installed, 32 B in the model cache."
+    assert cache.folder() == str(cache_dir)
+    cache.clear_all()  # declined: nothing removed
+    assert "Remove every model from the model cache (32 B)?" in view.questions[-1]
+    assert "- a@1 (16 B)" in view.questions[-1] and "default@1" not in view.questions[-1]
+    assert backend.removed == []
+    view.confirm_answer = True
+    cache.clear_all()
+    settle(cache)
+    assert backend.removed == ["a@1", "b@1"] and removed == ["a@1", "b@1"]
+    assert view.cache_status == "1 model installed, 0 B in the model cache."
+    errors = len(view.errors)
+    cache.clear_all()
+    assert len(view.errors) == errors + 1 and "holds no model to remove" in view.errors[-1]
 
 
 # --- review ---------------------------------------------------------------------------------------------
@@ -465,3 +500,107 @@ def test_review_open_failures_leave_no_controller(tmp_path: Path, review_folder:
                                 lambda: ["filelock"])
     missing.open(str(review_folder))
     assert missing.controller is None  # waits for the install; nothing opened yet
+
+
+def _review_panel(mrml_scene, folder: Path, user: str, view: RecordingView) -> panel.ReviewPanel:
+    from VerSemiSegmenterLib import review
+
+    return panel.ReviewPanel(
+        view, lambda f: review.open_review(f, review.MrmlReviewScene(mrml_scene), user=user),
+        DeferredInstaller(FakeBackend(), []), lambda: [],
+    )
+
+
+def test_rejecting_a_refined_case_asks_names_whose_work_and_can_be_undone(mrml_scene, review_folder: Path) -> None:
+    from versemi.review import ReviewSession
+    import SimpleITK as sitk
+
+    view = RecordingView()
+    reviews = _review_panel(mrml_scene, review_folder, "bob", view)
+    reviews.open(str(review_folder))
+    case = reviews.controller.session.next_case().case_id
+    # Alice refined this case earlier (e.g. with the CLI); bob opens it.
+    alice = ReviewSession(review_folder, user="alice")
+    image = sitk.ReadImage(str(alice.case(case).pseudo_label))
+    refined = alice.save_refined(case, image)
+    reviews.open_case(case)
+    assert reviews.controller.current.case_id == case
+
+    view.confirm_answer = False  # bob says no: nothing changes
+    reviews.reject("looks wrong")
+    assert "refined label saved by alice" in view.questions[-1] and f"Reject case {case}?" in view.questions[-1]
+    assert "Undo brings it back" in view.questions[-1]
+    assert alice.case(case).status == "refined" and reviews.controller.current.case_id == case
+
+    view.confirm_answer = True
+    reviews.reject("looks wrong")
+    assert alice.case(case).status == "rejected" and "Undo" in view.statuses[-1]
+    reviews.undo()
+    now = alice.case(case)
+    assert now.status == "refined" and now.refined_label == refined.refined_label and now.refined_by == "alice"
+    assert view.statuses[-1] == f"Undone: {case} is refined again."
+    reviews.controller.close_case()
+
+
+def test_leaving_a_case_asks_and_names_the_saved_work(mrml_scene, review_folder: Path) -> None:
+    view = RecordingView(confirm=False)
+    reviews = _review_panel(mrml_scene, review_folder, "bob", view)
+    reviews.open(str(review_folder))
+    reviews.next()
+    opened = reviews.controller.current
+    reviews.next()
+    assert reviews.controller.current is opened  # the user said no: the case and its edits stay
+    assert "unsaved edits are discarded" in view.questions[-1] and "the model's pseudo-label" in view.questions[-1]
+    reviews.controller.close_case()
+
+
+@pytest.mark.parametrize("answer", [0, 1, 2])
+def test_two_annotators_save_the_same_case_both_kept_and_the_second_chooses(
+    mrml_scene, review_folder: Path, answer: int
+) -> None:
+    import SimpleITK as sitk
+    import numpy as np
+
+    alice_view, bob_view = RecordingView(), RecordingView()
+    alice = _review_panel(mrml_scene, review_folder, "alice", alice_view)
+    bob = _review_panel(mrml_scene, review_folder, "bob", bob_view)
+    alice.open(str(review_folder))
+    bob.open(str(review_folder))
+    alice.next()
+    bob.next()
+    case = alice.controller.current.case_id
+    assert bob.controller.current.case_id == case
+    # Bob erases a segment, alice saves first.
+    segmentation = bob.controller.current.segmentation_node.GetSegmentation()
+    removed = segmentation.GetNthSegmentID(0)
+    segmentation.RemoveSegment(removed)
+    alice.save()
+    first = alice.controller.session.case(case)
+    assert first.status == "refined" and first.refined_by == "alice"
+
+    bob_view.choice_answer = answer
+    bob.save()
+    text, options = bob_view.choices[-1]
+    assert f"Case {case} changed after you opened it" in text and "refined by alice" in text
+    assert "nothing is lost" in text and options[0] == "Keep mine on top"
+    session = bob.controller.session
+    revisions = session.revisions(case)
+    assert [(r.by, r.action) for r in revisions] == [("alice", "refined"), ("bob", "conflict")]
+    assert all(r.exists for r in revisions)  # both labels on disk
+    bobs = sitk.GetArrayFromImage(sitk.ReadImage(str(revisions[1].path)))
+    alices = sitk.GetArrayFromImage(sitk.ReadImage(str(revisions[0].path)))
+    assert not np.array_equal(bobs, alices)
+    now = session.case(case)
+    if answer == 0:  # keep mine on top
+        assert now.refined_label == revisions[1].path and now.refined_by == "bob"
+        assert bob.controller.current is None or bob.controller.current.case_id != case
+    elif answer == 1:  # load the newer label (alice's); bob's edits stay as a revision
+        assert now.refined_label == revisions[0].path
+        assert bob.controller.current.case_id == case and bob.controller.current.edited_label == revisions[0].path
+        assert "your edits are revision 2" in bob_view.statuses[-1]
+    else:  # cancel: still open with the edits
+        assert now.refined_label == revisions[0].path
+        assert bob.controller.current.case_id == case
+        assert bob.controller.current.segmentation_node.GetSegmentation().GetSegment(removed) is None
+    for reviews in (alice, bob):
+        reviews.controller.close_case()

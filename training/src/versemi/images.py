@@ -560,18 +560,11 @@ def _fmt(values: Iterable[float]) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
-def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, allow_gaps: bool = False) -> sitk.Image:
-    """Read one DICOM series of a folder after checking its slices (see :func:`check_dicom_slices`).
-
-    Args:
-        folder: the folder holding the series files.
-        series_uid: the series to read when the folder holds several.
-        allow_gaps: read a series with missing/duplicate slices or uneven spacing anyway (ITK then
-            averages the spacing).
+def dicom_series_files(folder: str | Path, series_uid: str | None = None) -> tuple[str, list[str]]:
+    """The series UID and its files in slice order (the order :func:`read_dicom_series` stacks them).
 
     Raises:
-        ImageFileError: no series, several series and no ``series_uid``, an unknown UID, a series
-            whose slices are not evenly spaced, unreadable files, or NaN voxels.
+        ImageFileError: no series, several series and no ``series_uid``, or an unknown UID.
     """
     folder = Path(folder)
     uids = list_dicom_series(folder)
@@ -587,7 +580,25 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, allo
     elif series_uid not in uids:
         raise ImageFileError(f"{folder}: no DICOM series with UID {series_uid}; available: {', '.join(uids)}")
     with quiet_itk():
-        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
+        return series_uid, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
+
+
+def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, allow_gaps: bool = False) -> sitk.Image:
+    """Read one DICOM series of a folder after checking its slices (see :func:`check_dicom_slices`).
+
+    Args:
+        folder: the folder holding the series files.
+        series_uid: the series to read when the folder holds several.
+        allow_gaps: read a series with missing/duplicate slices or uneven spacing anyway (ITK then
+            averages the spacing).
+
+    Raises:
+        ImageFileError: no series, several series and no ``series_uid``, an unknown UID, a series
+            whose slices are not evenly spaced, unreadable files, or NaN voxels.
+    """
+    folder = Path(folder)
+    series_uid, files = dicom_series_files(folder, series_uid)
+    with quiet_itk():
         if not allow_gaps:
             check_dicom_slices(folder, files, series_uid)
         reader = sitk.ImageSeriesReader()
@@ -687,6 +698,7 @@ __all__ = [
     "GRID_ORIGIN_VOXELS",
     "GRID_SPACING_RTOL",
     "IMAGE_EXTENSIONS",
+    "dicom_series_files",
     "LABELMAP_EXTENSIONS",
     "NIFTI_EXTENSIONS",
     "PAIRED_EXTENSIONS",

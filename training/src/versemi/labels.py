@@ -32,24 +32,46 @@ SYNTHETIC_PROMPT_NAME = "all_foreground"
 # SNOMED CT categories used for the Slicer terminology tags.
 ANATOMICAL_STRUCTURE = ("123037004", "Anatomical Structure")
 MORPHOLOGICALLY_ALTERED = ("49755003", "Morphologically Altered Structure")
+TISSUE = ("85756007", "Tissue")
+# Type modifiers: laterality as in Slicer's terminology files; anterior/posterior from DICOM PS3.16
+# CID 2 "Anatomic Modifier" (Slicer's files have no such modifier for any type).
+LEFT = ("7771000", "Left")
+RIGHT = ("24028007", "Right")
+ANTERIOR = ("255549009", "Anterior")
+POSTERIOR = ("255551008", "Posterior")
 
 
 @dataclass(frozen=True)
 class SnomedCode:
-    """A SNOMED CT concept and the category it belongs to (DICOM / Slicer terminology)."""
+    """A structure's terminology as Slicer and DICOM SEG code it (all SNOMED CT, scheme ``SCT``).
+
+    Attributes:
+        code, meaning: the segmented property type (e.g. ``5366008`` Hippocampus).
+        category_code, category_meaning: its category (e.g. Anatomical Structure).
+        modifier_code, modifier_meaning: a type modifier (e.g. Left, Anterior), or empty.
+        region_code, region_meaning: an anatomic region (e.g. Heart for the heart's muscle), or empty.
+    """
 
     code: str
     meaning: str
     category_code: str = ANATOMICAL_STRUCTURE[0]
     category_meaning: str = ANATOMICAL_STRUCTURE[1]
+    modifier_code: str = ""
+    modifier_meaning: str = ""
+    region_code: str = ""
+    region_meaning: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {
+        out = {
             "code": self.code,
             "meaning": self.meaning,
             "category_code": self.category_code,
             "category_meaning": self.category_meaning,
         }
+        for key in ("modifier_code", "modifier_meaning", "region_code", "region_meaning"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SnomedCode":
@@ -58,23 +80,28 @@ class SnomedCode:
             meaning=str(d["meaning"]),
             category_code=str(d.get("category_code", ANATOMICAL_STRUCTURE[0])),
             category_meaning=str(d.get("category_meaning", ANATOMICAL_STRUCTURE[1])),
+            **{k: str(d.get(k) or "") for k in ("modifier_code", "modifier_meaning", "region_code", "region_meaning")},
         )
 
 
-def _sct(code: str, meaning: str, altered: bool = False) -> SnomedCode:
-    cat = MORPHOLOGICALLY_ALTERED if altered else ANATOMICAL_STRUCTURE
-    return SnomedCode(code, meaning, cat[0], cat[1])
+def _sct(code: str, meaning: str, altered: bool = False, modifier: tuple[str, str] = ("", ""),
+         region: tuple[str, str] = ("", ""), category: tuple[str, str] | None = None) -> SnomedCode:
+    cat = category or (MORPHOLOGICALLY_ALTERED if altered else ANATOMICAL_STRUCTURE)
+    return SnomedCode(code, meaning, cat[0], cat[1], modifier[0], modifier[1], region[0], region[1])
 
 
-# Known structures: normalised name -> (SNOMED CT concept, RGB colour). Colours follow Slicer's
-# GenericAnatomyColors where it has the structure. Hippocampus parts have no SNOMED concept of their
-# own; they carry the hippocampal structure concept and keep their own names.
+# Known structures: normalised name -> (terminology, RGB colour). Every code is an entry of Slicer's
+# terminology files ("Segmentation category and type - DICOM master list", anatomic regions from
+# "Anatomic codes - DICOM master list"; tests/test_terminology.py checks them against a copy).
+# Colours follow Slicer's GenericAnatomyColors where it has the structure. Sides are Slicer's
+# laterality modifiers; the hippocampus parts are Hippocampus with the DICOM anterior/posterior
+# modifiers; the myocardium is Slicer's "Muscle" (Tissue) in the anatomic region Heart.
 KNOWN_STRUCTURES: dict[str, tuple[SnomedCode, tuple[int, int, int]]] = {
     "liver": (_sct("10200004", "Liver"), (221, 130, 101)),
     "spleen": (_sct("78961009", "Spleen"), (157, 108, 162)),
     "kidney": (_sct("64033007", "Kidney"), (185, 102, 83)),
-    "left_kidney": (_sct("18639004", "Left kidney"), (185, 102, 83)),
-    "right_kidney": (_sct("9846003", "Right kidney"), (185, 102, 83)),
+    "left_kidney": (_sct("64033007", "Kidney", modifier=LEFT), (185, 102, 83)),
+    "right_kidney": (_sct("64033007", "Kidney", modifier=RIGHT), (185, 102, 83)),
     "pancreas": (_sct("15776009", "Pancreas"), (249, 180, 111)),
     "stomach": (_sct("69695003", "Stomach"), (216, 132, 105)),
     "gallbladder": (_sct("28231008", "Gallbladder"), (139, 150, 98)),
@@ -85,15 +112,15 @@ KNOWN_STRUCTURES: dict[str, tuple[SnomedCode, tuple[int, int, int]]] = {
     "right_atrium": (_sct("73829009", "Right atrium"), (176, 120, 120)),
     "left_ventricle": (_sct("87878005", "Left ventricle"), (145, 60, 66)),
     "right_ventricle": (_sct("53085002", "Right ventricle"), (111, 184, 210)),
-    "myocardium": (_sct("74281007", "Myocardium"), (206, 110, 84)),
+    "myocardium": (_sct("71616004", "Muscle", category=TISSUE, region=("80891009", "Heart")), (206, 110, 84)),
     "brain": (_sct("12738006", "Brain"), (250, 250, 225)),
     "prostate": (_sct("41216001", "Prostate"), (230, 158, 140)),
-    "urinary_bladder": (_sct("89837001", "Urinary bladder"), (222, 154, 132)),
-    "hippocampus": (_sct("5300001", "Hippocampus"), (220, 216, 20)),
-    "hippocampus_anterior": (_sct("5300001", "Hippocampus"), (220, 216, 20)),
-    "hippocampus_posterior": (_sct("5300001", "Hippocampus"), (96, 160, 220)),
+    "urinary_bladder": (_sct("89837001", "Bladder"), (222, 154, 132)),
+    "hippocampus": (_sct("5366008", "Hippocampus"), (220, 216, 20)),
+    "hippocampus_anterior": (_sct("5366008", "Hippocampus", modifier=ANTERIOR), (220, 216, 20)),
+    "hippocampus_posterior": (_sct("5366008", "Hippocampus", modifier=POSTERIOR), (96, 160, 220)),
     "tumor": (_sct("108369006", "Neoplasm", altered=True), (253, 232, 158)),
-    "lesion": (_sct("52988006", "Lesion", altered=True), (253, 232, 158)),
+    "lesion": (_sct("4147007", "Mass", altered=True), (253, 232, 158)),  # Slicer has no "Lesion" type
 }
 _ALIASES = {
     "tumour": "tumor",
@@ -119,6 +146,16 @@ _PALETTE = [
 def normalize_name(name: str) -> str:
     """Lower-case, spaces/dashes to underscores: ``"Left Atrium"`` -> ``"left_atrium"``."""
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def display_name(name: str) -> str:
+    """A prompt name as a Slicer user reads it: ``hippocampus_anterior`` -> ``"Hippocampus, anterior"``,
+    ``left_atrium`` -> ``"Left atrium"``."""
+    snomed, _ = lookup_structure(name)
+    if snomed is not None and snomed.modifier_meaning:
+        return f"{snomed.meaning}, {snomed.modifier_meaning.lower()}"
+    words = normalize_name(name).replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
 
 
 def lookup_structure(name: str) -> tuple[SnomedCode | None, tuple[int, int, int] | None]:
@@ -174,9 +211,18 @@ class Prompt:
             name=str(d["name"]),
             sources=tuple(LabelSource(str(s["dataset"]), int(s["value"])) for s in d.get("sources", [])),
             color=tuple(int(c) for c in d["color"]),  # type: ignore[arg-type]
-            snomed=SnomedCode.from_dict(d["snomed"]) if d.get("snomed") else None,
+            snomed=_current_terminology(str(d["name"]), d.get("snomed")),
             synthetic=bool(d.get("synthetic", False)),
         )
+
+
+def _current_terminology(name: str, stored: Mapping[str, Any] | None) -> SnomedCode | None:
+    """A known structure's terminology from today's table (codes corrected since a checkpoint was
+    written reach it: e.g. the hippocampus, 5300001 -> 5366008); any other prompt keeps its stored code."""
+    known, _ = lookup_structure(name)
+    if known is not None and stored:
+        return known
+    return SnomedCode.from_dict(stored) if stored else None
 
 
 class UnknownPromptError(ValueError):

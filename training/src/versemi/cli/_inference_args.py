@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from versemi.inference.progress import ProgressReporter
 
 
+# What predict/pseudolabel write: the labelmap (+ sidecar), or also a DICOM SEG (versemi.dicomseg).
+OUTPUT_FORMATS = ("labelmap", "dicom-seg")
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options shared by ``predict`` and ``pseudolabel``: model, device and inference settings.
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from versemi.cli import CliError
 from versemi.cli._inference_args import (
+    OUTPUT_FORMATS,
     add_model_arguments,
     predictor_from_args,
     reporting_errors,
@@ -47,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true",
                         help="folder of scans: redo the cases an earlier run already did with the same model "
                              "and prompts (default: skip them)")
+    parser.add_argument("--output-format", default="labelmap", choices=OUTPUT_FORMATS,
+                        help="dicom-seg (input: a DICOM series): --output is a DICOM SEG (.dcm, default "
+                             "<input>_seg.dcm) referencing the series; the same labelmap is written beside it as "
+                             "<name>.nii.gz with its sidecar (needs versemi[dicom])")
 
 
 def is_scan_folder(path: Path) -> bool:
@@ -79,8 +84,13 @@ def run(args: argparse.Namespace) -> int:
         if not args.input:
             raise CliError("--input is required (an image file or a DICOM folder)")
         if is_scan_folder(Path(args.input)):
+            if args.output_format == "dicom-seg":
+                raise CliError("--output-format dicom-seg segments one DICOM series (a folder holding one); "
+                               "for a folder of series use versemi pseudolabel --output-format dicom-seg")
             return _predict_folder(args, predictor, progress)
-        output = Path(args.output) if args.output else default_output_path(args.input)
+        seg_output = _dicom_seg_output(args) if args.output_format == "dicom-seg" else None
+        output = (seg_output.with_suffix(".nii.gz") if seg_output is not None
+                  else Path(args.output) if args.output else default_output_path(args.input))
         report_info(progress, f"model {predictor.model_info['name']}: {predictor.device_reason}, "
                               f"{predictor.precision_name}")
         written = predictor.predict_file(
@@ -95,18 +105,44 @@ def run(args: argparse.Namespace) -> int:
             allow_gaps=args.allow_gaps,
             overwrite=args.overwrite,
         )
+        if seg_output is not None:
+            from versemi.dicomseg import write_dicom_seg
+
+            write_dicom_seg(written.result.labelmap, written.result.labels, args.input, seg_output,
+                            series_uid=args.series_uid, model_name=str(predictor.model_info.get("name") or "VerSemi"))
     if isinstance(progress, JsonLinesProgress):
         progress.done(
             output=str(written.output),
+            **({"dicom_seg": str(seg_output)} if seg_output is not None else {}),
             sidecar=str(written.sidecar),
             colour_table=str(written.colour_table),
             probabilities=[str(p) for p in written.probabilities],
             seconds=written.result.info["seconds"]["total"],
         )
     elif args.progress != "none":
-        print(f"wrote {written.output} ({len(written.result.labels)} labels) and {written.sidecar}",
+        also = f"{seg_output} (DICOM SEG), " if seg_output is not None else ""
+        print(f"wrote {also}{written.output} ({len(written.result.labels)} labels) and {written.sidecar}",
               file=sys.stderr)
     return 0
+
+
+def _dicom_seg_output(args: argparse.Namespace) -> Path:
+    """Where ``--output-format dicom-seg`` writes the SEG; refuses an input that is not a DICOM series."""
+    from versemi.dicomseg import DICOM_SEG_EXTENSION, is_dicom_seg_path
+
+    source = Path(args.input)
+    if not source.is_dir():
+        raise CliError(f"{source}: --output-format dicom-seg needs a DICOM series folder as --input "
+                       "(a DICOM SEG references the series' slices)")
+    try:
+        import highdicom  # noqa: F401 - fail before the inference, not after
+    except ImportError:
+        raise CliError("--output-format dicom-seg needs highdicom: pip install 'versemi[dicom]'") from None
+    if not args.output:
+        return source.parent / f"{source.name}_seg{DICOM_SEG_EXTENSION}"
+    if not is_dicom_seg_path(args.output):
+        raise CliError(f"{args.output}: with --output-format dicom-seg the output is a {DICOM_SEG_EXTENSION} file")
+    return Path(args.output)
 
 
 def _predict_folder(args: argparse.Namespace, predictor, progress) -> int:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from versemi.cli._inference_args import (
+    OUTPUT_FORMATS,
     add_model_arguments,
     predictor_from_args,
     reporting_errors,
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="labelmap format")
     parser.add_argument("--no-resume", action="store_true",
                         help="redo cases that an earlier run already finished with the same model")
+    parser.add_argument("--output-format", default="labelmap", choices=OUTPUT_FORMATS,
+                        help="dicom-seg: also write <case>.dcm, a DICOM SEG referencing the case's series, for "
+                             "every case that is a DICOM series (needs versemi[dicom])")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
         records = pseudolabel_folder(
             predictor, args.input, args.output, args.prompts,
             output_extension=args.output_extension, resume=not args.no_resume, progress=progress,
-            allow_gaps=args.allow_gaps,
-            overwrite=args.overwrite,
+            allow_gaps=args.allow_gaps, overwrite=args.overwrite, dicom_seg=args.output_format == "dicom-seg",
         )
     failed = [r for r in records if r.status == "failed"]
     manifest = f"{args.output.rstrip('/')}/{MANIFEST_NAME}"

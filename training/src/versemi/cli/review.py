@@ -8,7 +8,10 @@ Examples::
     versemi review next reviews/batch1            # the next case to review
     versemi review import-labels reviews/batch1 s017 s017_fixed.nrrd   # a label edited elsewhere
     versemi review reject reviews/batch1 s023 --reason "motion artefact"
-    versemi review mark reviews/batch1 s023 pending                    # undo a rejection
+    versemi review mark reviews/batch1 s023 pending                    # reopen a case
+    versemi review undo reviews/batch1 s023                            # undo the last decision
+    versemi review revisions reviews/batch1 s017  # every refined label saved for the case
+    versemi review restore reviews/batch1 s017 2  # make revision 2 the current refined label
     versemi review export-csv reviews/batch1 batch1.csv
     versemi review cleanup reviews/batch1         # delete leftovers of interrupted saves
 """
@@ -49,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("case", help="case id")
     p.add_argument("--reason", help="why (kept in the case history)")
     p.add_argument("--user", help="name recorded with the change (default: login name)")
+    p.add_argument("--yes", action="store_true",
+                   help="reject even a refined case (its label file stays; 'undo' brings it back)")
 
     p = with_dir("mark", "set a case's status to pending or rejected")
     p.add_argument("case", help="case id")
@@ -56,10 +61,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="new status (use import-labels to mark a case refined)")
     p.add_argument("--reason", help="why (kept in the case history)")
     p.add_argument("--user", help="name recorded with the change (default: login name)")
+    p.add_argument("--yes", action="store_true", help="reject even a refined case (see 'reject')")
+
+    p = with_dir("undo", "undo the case's last review decision (its previous status and refined label come back)")
+    p.add_argument("case", help="case id")
+    p.add_argument("--user", help="name recorded with the change (default: login name)")
+
+    p = with_dir("revisions", "list every refined label saved for a case (none is ever deleted)")
+    p.add_argument("case", help="case id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = with_dir("restore", "make a revision the case's current refined label (nothing is deleted)")
+    p.add_argument("case", help="case id")
+    p.add_argument("revision", type=int, help="revision number (see 'revisions')")
+    p.add_argument("--user", help="name recorded with the change (default: login name)")
 
     p = with_dir("import-labels", "save a label file edited elsewhere as the case's refined label")
     p.add_argument("case", help="case id")
-    p.add_argument("label_file", type=Path, help="labelmap on the case image's grid (.nii.gz, .nrrd, .mha)")
+    p.add_argument("label_file", type=Path,
+                   help="labelmap on the case image's grid (.nii.gz, .nrrd, .mha) or a DICOM SEG (.dcm) of its series")
     p.add_argument("--user", help="name recorded with the change (default: login name)")
 
     p = with_dir("export-csv", "write the manifest as CSV (review order)")
@@ -102,6 +122,19 @@ def _print_table(cases: list[Any]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 
 
+def _reject(session: Any, args: argparse.Namespace) -> None:
+    """Reject a case; a refined one only with ``--yes`` (the message names whose work it drops)."""
+    case = session.case(args.case)
+    if case.status == "refined" and not getattr(args, "yes", False):
+        raise CliError(
+            f"{args.case} has a refined label saved by {case.refined_by or 'unknown'} at {case.refined_at or '?'} "
+            f"({case.refined_label}); rejecting it stops training from using that work. The file stays and "
+            f"'versemi review undo' brings it back. Pass --yes to reject anyway."
+        )
+    session.reject(args.case, reason=args.reason, expected_revision=case.revision)
+    print(f"{args.case}: rejected")
+
+
 def run(args: argparse.Namespace) -> int:
     from versemi.review import ReviewError, ReviewSession
 
@@ -133,15 +166,28 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             print(json.dumps(_case_dict(nxt)) if args.json else
                   f"{nxt.case_id}  score {_num(nxt.score)}  image {nxt.image}  label {nxt.label_to_edit}")
-        elif action == "reject":
-            session.reject(args.case, reason=args.reason)
-            print(f"{args.case}: rejected")
-        elif action == "mark":
-            if args.status == "rejected":
-                session.reject(args.case, reason=args.reason)
-            else:
-                session.reopen(args.case, reason=args.reason)
-            print(f"{args.case}: {args.status}")
+        elif action == "reject" or (action == "mark" and args.status == "rejected"):
+            _reject(session, args)
+        elif action == "mark":  # pending: reopen a rejected or refined case
+            session.reopen(args.case, reason=args.reason)
+            print(f"{args.case}: pending")
+        elif action == "undo":
+            case = session.undo(args.case)
+            print(f"{args.case}: {case.status}" + (f" ({case.refined_label})" if case.refined_label else ""))
+        elif action == "revisions":
+            revisions = session.revisions(args.case)
+            if args.json:
+                print(json.dumps([{"revision": r.number, "path": str(r.path), "action": r.action, "by": r.by,
+                                   "at": r.at, "current": r.current, "exists": r.exists} for r in revisions], indent=1))
+            elif not revisions:
+                print(f"{args.case}: no refined label saved yet")
+            for r in [] if args.json else revisions:
+                note = " (current)" if r.current else (" (kept after a conflict)" if r.action == "conflict" else "")
+                gone = "" if r.exists else " [file missing]"
+                print(f"r{r.number}  {r.by or '-'}  {r.at or '-'}  {r.path}{note}{gone}")
+        elif action == "restore":
+            case = session.restore(args.case, args.revision)
+            print(f"{args.case}: refined -> {case.refined_label} (revision {args.revision})")
         elif action == "import-labels":
             case = session.save_refined(args.case, args.label_file)
             print(f"{args.case}: refined -> {case.refined_label}")

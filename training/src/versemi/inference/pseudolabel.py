@@ -210,6 +210,7 @@ def pseudolabel_folder(
     on_case: Callable[[PseudoLabelRecord], None] | None = None,
     allow_gaps: bool = False,
     overwrite: bool = False,
+    dicom_seg: bool = False,
 ) -> list[PseudoLabelRecord]:
     """Pseudo-label every scan of a folder and record it in the folder's manifest (see the module docstring).
 
@@ -227,6 +228,8 @@ def pseudolabel_folder(
         on_case: Called with each case's record as soon as the manifest has it.
         allow_gaps: Read DICOM series with missing or unevenly spaced slices anyway.
         overwrite: Replace existing outputs versemi did not write (else that case fails, naming them).
+        dicom_seg: Also write ``<case>.dcm``, a DICOM SEG referencing the case's series, for every
+            case that is a DICOM series (its path goes into the row's ``extra["dicom_seg"]``).
 
     Returns:
         One record per case, in case order.
@@ -277,6 +280,14 @@ def pseudolabel_folder(
             try:
                 written, score = _predict_case(predictor, image_path, output, prompt_ids, sub, model_space_hook,
                                                allow_gaps, overwrite)
+                seg_path = None
+                if dicom_seg and Path(image_path).is_dir():
+                    from versemi.dicomseg import write_dicom_seg
+
+                    seg_path = write_dicom_seg(written.result.labelmap, written.result.labels, image_path,
+                                               output_dir / f"{case}.dcm", model_name=str(model.get("name") or "VerSemi"))
+                elif dicom_seg:
+                    report_info(progress, f"{case}: not a DICOM series, so no DICOM SEG (the labelmap is written)")
             except (ValueError, OSError, RuntimeError) as exc:
                 # One bad scan must not stop a folder of hundreds: record it and go on.
                 # printable_path: a name that is not UTF-8 cannot be stored in the UTF-8 manifest as is.
@@ -285,6 +296,8 @@ def pseudolabel_folder(
                 report_info(progress, f"{case}: failed: {exc}")
             else:
                 results = {k: v for k, v in written.result.info.items() if k not in _SETTINGS_INFO}
+                if seg_path is not None:
+                    results["dicom_seg"] = str(seg_path)
                 record = PseudoLabelRecord(case, str(image_path), str(written.output), str(written.sidecar), model,
                                            prompt_names, "done", round(time.perf_counter() - start, 3), utc_now(),
                                            extra=results)

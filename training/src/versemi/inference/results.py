@@ -40,8 +40,15 @@ class LabelEntry:
     prompt_id: int
     hidden: bool = False
 
+    @property
+    def title(self) -> str:
+        """The human-readable name Slicer shows (``"Hippocampus, anterior"``)."""
+        from versemi.labels import display_name
+
+        return display_name(self.name)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "name": self.name, "color": list(self.color),
+        return {"value": self.value, "name": self.name, "title": self.title, "color": list(self.color),
                 "snomed": self.snomed, "prompt_id": self.prompt_id}
 
 

@@ -6,14 +6,15 @@
   ``versemi pseudolabel`` did per case, every review decision), updated atomically under a lock;
 - :mod:`versemi.review.training`: :func:`refined_cases` / :func:`unrefined_cases` for the training
   config;
-- :mod:`versemi.review.session`: :class:`ReviewSession` (next case, save refined, reject), the calls
+- :mod:`versemi.review.session`: :class:`ReviewSession` (next case, save refined with compare-and-swap, reject,
+  reopen, undo, revisions, restore), the calls
   the Slicer review panel and ``versemi review`` make.
 
 See ``docs/REVIEW.md``.
 """
 
 from versemi.review.manifest import ManifestError, ManifestRow, ReviewManifest
-from versemi.review.session import ReviewCase, ReviewError, ReviewSession, check_on_grid
+from versemi.review.session import ReviewCase, ReviewConflict, ReviewError, ReviewSession, Revision, check_on_grid
 from versemi.review.training import (
     ReviewTrainingView,
     refined_cases,
@@ -33,10 +34,12 @@ __all__ = [
     "ManifestError",
     "ManifestRow",
     "ReviewCase",
+    "ReviewConflict",
     "ReviewError",
     "ReviewManifest",
     "ReviewSession",
     "ReviewTrainingView",
+    "Revision",
     "UncertaintyAccumulator",
     "UncertaintyScore",
     "check_on_grid",

@@ -15,7 +15,8 @@ decision, and training reads the refined cases from it. ``<review_dir>/manifest.
          "status": "pending" | "refined" | "rejected" | "failed",
          "refined_label": "labelsTr/s01.r1.nii.gz" | null, "error": null | "<why pseudo-labelling failed>",
          "updated_by": "alice", "updated_at": "2026-11-25T22:00:00+00:00",
-         "history": [{"action": "pseudolabel" | "failed" | "refined" | "rejected" | "pending", "by", "at", ...}],
+         "history": [{"action": "pseudolabel" | "failed" | "refined" | "rejected" | "pending" | "conflict",
+                      "by", "at", "from", "previous_refined_label", ...}],
          "extra": {"sidecar": "/out/s01.json", "prompts": [...], "seconds": 12.3, ...}}
       ]
     }
@@ -25,6 +26,12 @@ reviewed nor trained on); a failure of a case that already has one is recorded i
 history and changes nothing else. Version 1 (no ``failed``, no ``error``) is read as is. A folder
 from before version 2 also held ``manifest.jsonl`` (pseudolabel's own run log):
 :func:`versemi.review.legacy.migrate_run_log` folds it in (failed cases, per-case fields) and removes it.
+
+Every review decision records the status and refined label it replaced (``from``,
+``previous_refined_label``: what an undo puts back). A case's *revision* is the number of history
+events that changed it; decisions and saves can be made conditional on it (compare-and-swap,
+:class:`RevisionConflict`). A ``conflict`` event names a refined label saved on an outdated revision:
+kept on disk, not current, restorable.
 
 Paths inside the review folder are stored relative to it (the folder can be moved); others absolute.
 Rows are kept sorted by score (highest first), then case id.
@@ -60,6 +67,8 @@ FORMAT = "versemi-review-manifest"
 FORMAT_VERSION = 2  # 2: status "failed" and "error" (pseudolabel's run log folded in)
 REVIEW_STATUSES = ("pending", "refined", "rejected")  # what a review decision sets
 STATUSES = (*REVIEW_STATUSES, "failed")
+# History actions that record a file without changing the case (a save that lost a compare-and-swap).
+NON_STATE_ACTIONS = ("conflict",)
 CSV_COLUMNS = (
     "case", "image", "pseudo_label", "refined_label", "model_name", "model_version", "model_sha256",
     "score", "disagreement", "entropy", "status", "updated_by", "updated_at", "error",
@@ -69,6 +78,35 @@ DEFAULT_LOCK_TIMEOUT_S = 60.0
 
 class ManifestError(ValueError):
     """A manifest that cannot be read or a change that cannot be made; the message names the file."""
+
+
+class RevisionConflict(ManifestError):
+    """A change made on a revision of a case that is no longer its current one (compare-and-swap).
+
+    Attributes:
+        case: the case id.
+        expected: the revision the change was based on.
+        row: the case as it is now.
+        newer: the history events after ``expected`` (who changed what, when).
+    """
+
+    def __init__(self, path: Path, row: "ManifestRow", expected: int) -> None:
+        self.case = row.case
+        self.expected = expected
+        self.row = row
+        self.newer = row.events_since(expected)
+        super().__init__(
+            f"{path}: case {row.case!r} changed since revision {expected} was opened (now revision {row.revision}): "
+            + "; ".join(describe_event(e) for e in self.newer)
+        )
+
+
+def describe_event(event: Mapping[str, Any]) -> str:
+    """One history event in words: ``"refined by alice at 2026-...: labelsTr/s01.r2.nii.gz"``."""
+    text = f"{event.get('action')} by {event.get('by') or 'unknown'} at {event.get('at') or '?'}"
+    if event.get("refined_label"):
+        text += f": {event['refined_label']}"
+    return text
 
 
 def default_user() -> str:
@@ -102,6 +140,20 @@ class ManifestRow:
     updated_at: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def revision(self) -> int:
+        """The case's state counter: the number of history events that changed it.
+
+        A save or decision based on revision ``n`` is refused (:class:`RevisionConflict`) once it
+        is no longer ``n``; files kept after such a conflict do not count.
+        """
+        return sum(1 for e in self.history if e.get("action") not in NON_STATE_ACTIONS)
+
+    def events_since(self, revision: int) -> list[dict[str, Any]]:
+        """The state-changing history events after ``revision``."""
+        changes = [e for e in self.history if e.get("action") not in NON_STATE_ACTIONS]
+        return changes[revision:]
 
     def to_json(self, root: Path) -> dict[str, Any]:
         return {
@@ -163,10 +215,14 @@ def _store_path(path: Path | None, root: Path) -> str | None:
 
 
 def _load_path(value: Any, root: Path) -> Path | None:
+    """A path as stored in the manifest, made absolute (relative paths are inside ``root``)."""
     if value is None:
         return None
     path = Path(str(value))
     return path if path.is_absolute() else root / path
+
+
+stored_path = _load_path  # public name: history events hold paths in the stored form
 
 
 def _sort_key(row: ManifestRow) -> tuple[float, str]:
@@ -453,18 +509,31 @@ class ReviewManifest:
         user: str | None = None,
         reason: str | None = None,
         refined_label: str | Path | None = None,
+        clear_refined_label: bool = False,
+        expected_revision: int | None = None,
+        extra_event: Mapping[str, Any] | None = None,
     ) -> ManifestRow:
         """Mark a case ``pending``, ``refined`` (with its label file) or ``rejected``.
 
+        The event records the status and refined label it replaced (``from``,
+        ``previous_refined_label``), so :meth:`undo_target` can put them back.
+
+        Args:
+            refined_label: the refined label file; ``refined`` without one keeps the case's current
+                refined label (e.g. undoing the rejection of a refined case).
+            clear_refined_label: the case has no refined label afterwards (undoing its first save).
+            expected_revision: the case's revision the change is based on; a newer one raises
+                :class:`RevisionConflict` and changes nothing (checked under the lock).
+            extra_event: more fields for the history event (e.g. ``{"restored": 2}``).
+
         Raises:
             KeyError: no such case.
+            RevisionConflict: the case changed since ``expected_revision``.
             ManifestError: unknown status, ``refined`` without a label file, or a case whose
                 pseudo-labelling failed (there is nothing to review; run ``versemi pseudolabel`` again).
         """
         if status not in REVIEW_STATUSES:
             raise ManifestError(f"unknown status {status!r}; expected one of {', '.join(REVIEW_STATUSES)}")
-        if status == "refined" and refined_label is None:
-            raise ManifestError(f"{case}: status 'refined' needs the refined label file")
         user = user or default_user()
         stamp = utc_now()
         with self.transaction() as state:
@@ -476,15 +545,40 @@ class ReviewManifest:
                     f"{self.path}: {case}: pseudo-labelling failed ({row.error}); there is nothing to review - "
                     "run versemi pseudolabel again"
                 )
-            event: dict[str, Any] = {"action": status, "by": user, "at": stamp}
+            if expected_revision is not None and row.revision != expected_revision:
+                raise RevisionConflict(self.path, row, expected_revision)
+            if status == "refined" and refined_label is None and row.refined_label is None:
+                raise ManifestError(f"{case}: status 'refined' needs the refined label file")
+            event: dict[str, Any] = {"action": status, "by": user, "at": stamp, "from": row.status,
+                                     "previous_refined_label": _store_path(row.refined_label, self.root)}
             if reason:
                 event["reason"] = reason
+            event.update(dict(extra_event or {}))
+            if clear_refined_label:
+                row.refined_label = None
             if refined_label is not None:
                 row.refined_label = Path(refined_label).expanduser().resolve()
+            if status == "refined":
                 event["refined_label"] = _store_path(row.refined_label, self.root)
             row.status = status
             row.updated_by, row.updated_at = user, stamp
             row.history.append(event)
+        return row
+
+    def record_conflict(self, case: str, refined_label: str | Path, *, based_on: int, user: str | None = None) -> ManifestRow:
+        """Record a label saved on an outdated revision: kept on disk and in the history, not current.
+
+        The case's status and current label do not change (nor its revision), so the file is
+        listed by the revisions and can be restored, and ``cleanup`` keeps it.
+        """
+        user = user or default_user()
+        stamp = utc_now()
+        with self.transaction() as state:
+            if case not in state.rows:
+                raise KeyError(f"{self.path}: no case {case!r} in the review manifest")
+            row = state.rows[case]
+            row.history.append({"action": "conflict", "by": user, "at": stamp, "based_on": based_on,
+                                "refined_label": _store_path(Path(refined_label).expanduser().resolve(), self.root)})
         return row
 
     def set_label_table(self, labels: Sequence[Mapping[str, Any]]) -> None:
@@ -570,7 +664,11 @@ __all__ = [
     "ManifestError",
     "ManifestRow",
     "ManifestState",
+    "NON_STATE_ACTIONS",
     "ReviewManifest",
     "REVIEW_STATUSES",
+    "RevisionConflict",
+    "describe_event",
+    "stored_path",
     "STATUSES",
 ]

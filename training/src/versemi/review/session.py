@@ -16,6 +16,13 @@ untouched (the new label file, if it got that far, is an unreferenced orphan tha
 the pseudo-label are never written. The whole save holds the manifest lock, so a CLI and the panel
 cannot interleave and ``cleanup`` never deletes a file another save is about to commit.
 
+Nothing an annotator did is lost: every save writes a new revision file; a case's
+:attr:`ReviewCase.revision` makes saves and decisions compare-and-swap (``expected_revision``): a
+save on a case someone changed meanwhile is still written, as a revision recorded as ``conflict``
+(not current), and :class:`ReviewConflict` says who changed what; :meth:`ReviewSession.restore`
+makes any revision current, :meth:`ReviewSession.undo` takes the last decision back (e.g. the
+rejection of a refined case: refined again, same file), :meth:`ReviewSession.revisions` lists them.
+
 The refined labels ARE the review folder's "dataset labels": training reads them through the
 manifest (:func:`versemi.review.refined_cases`), never by listing ``labelsTr``, so orphans and older
 revisions are never trained on.
@@ -36,7 +43,16 @@ from versemi.fileio import is_temp_file_name, temp_file_target
 from versemi.images import grid_differences
 from versemi.outputs import AtomicOutputs, sidecar_paths
 from versemi.review.legacy import migrate_run_log
-from versemi.review.manifest import ManifestError, ManifestRow, ReviewManifest, default_user
+from versemi.review.manifest import (
+    REVIEW_STATUSES,
+    ManifestError,
+    ManifestRow,
+    ReviewManifest,
+    RevisionConflict,
+    default_user,
+    describe_event,
+    stored_path,
+)
 
 LABELS_DIR = "labelsTr"
 LABEL_ENDING = ".nii.gz"
@@ -47,6 +63,53 @@ SAVE_STEPS = ("before_label_write", "label_temp_written", "label_renamed", "mani
 
 class ReviewError(ValueError):
     """A review action that cannot be done; the message names the case/file and the problem."""
+
+
+class ReviewConflict(ReviewError):
+    """The case changed since the annotator opened it (another save or decision came first).
+
+    Nothing was lost: a refused save still wrote its label as a new revision file, recorded in the
+    history but not current (``kept``); :meth:`ReviewSession.restore` makes it current ("keep mine on
+    top"), or the annotator loads the newer label instead.
+
+    Attributes:
+        case: the case as it is now (with the newer revision).
+        expected: the revision the annotator opened.
+        newer: the history events since then (``action``, ``by``, ``at``, ``refined_label``).
+        kept: the revision holding the refused save's label, or ``None`` (a refused decision).
+    """
+
+    def __init__(self, message: str, case: "ReviewCase", expected: int, newer: list[dict[str, Any]],
+                 kept: "Revision | None" = None) -> None:
+        super().__init__(message)
+        self.case = case
+        self.expected = expected
+        self.newer = newer
+        self.kept = kept
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One refined label file of a case (every save writes one; none is ever overwritten).
+
+    Attributes:
+        number: ``N`` of ``<case>.r<N>.nii.gz``.
+        path: the file.
+        action: ``refined`` (was current when saved) or ``conflict`` (saved on an outdated
+            revision, kept without becoming current).
+        by: who saved it.
+        at: when (UTC, ISO 8601).
+        current: it is the case's refined label now (and the case is refined).
+        exists: the file is on disk.
+    """
+
+    number: int
+    path: Path
+    action: str
+    by: str | None
+    at: str | None
+    current: bool
+    exists: bool
 
 
 @dataclass(frozen=True)
@@ -67,6 +130,10 @@ class ReviewCase:
         updated_at: when (UTC, ISO 8601).
         sidecar: the pseudo-label's label-table sidecar (``.json`` beside it) if it exists; it also
             names the values of refined labels.
+        revision: the case's state counter (:attr:`ManifestRow.revision`); pass it back as
+            ``expected_revision`` so a save or decision never silently supersedes a newer one.
+        refined_by: who saved the current refined label (``None``: none).
+        refined_at: when.
     """
 
     case_id: str
@@ -81,6 +148,9 @@ class ReviewCase:
     updated_by: str | None
     updated_at: str | None
     sidecar: Path | None
+    revision: int = 0
+    refined_by: str | None = None
+    refined_at: str | None = None
 
     @property
     def label_to_edit(self) -> Path | None:
@@ -88,9 +158,10 @@ class ReviewCase:
         return self.refined_label or self.pseudo_label
 
     @classmethod
-    def from_row(cls, row: ManifestRow) -> "ReviewCase":
+    def from_row(cls, row: ManifestRow, root: Path) -> "ReviewCase":
         # The sidecar pseudolabel recorded (an absolute path in ``extra``), else the
         # ``versemi predict`` naming rule (``<label stem>.json`` beside the label).
+        current = next((r for r in row_revisions(row, root) if r.path == row.refined_label), None)
         recorded = row.extra.get("sidecar")
         if recorded and Path(str(recorded)).is_absolute():
             sidecar: Path | None = Path(str(recorded))
@@ -109,6 +180,9 @@ class ReviewCase:
             updated_by=row.updated_by,
             updated_at=row.updated_at,
             sidecar=sidecar if sidecar is not None and sidecar.is_file() else None,
+            revision=row.revision,
+            refined_by=current.by if current else None,
+            refined_at=current.at if current else None,
         )
 
 
@@ -116,7 +190,39 @@ def _opt_float(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
+def row_revisions(row: ManifestRow, root: Path) -> list[Revision]:
+    """Every refined label file a case's history names, oldest first (see :class:`Revision`)."""
+    seen: dict[Path, Revision] = {}
+    for event in row.history:
+        path = stored_path(event.get("refined_label"), root)
+        if path is None or path in seen or event.get("action") not in ("refined", "conflict"):
+            continue
+        m = _REVISION_RE.match(path.name)
+        number = int(m["rev"]) if m else len(seen) + 1
+        seen[path] = Revision(number, path, str(event["action"]), event.get("by"), event.get("at"),
+                              current=row.status == "refined" and path == row.refined_label,
+                              exists=path.is_file())
+    return sorted(seen.values(), key=lambda r: r.number)
+
+
 # --- grid check ------------------------------------------------------------------------------------
+def image_grid(image_path: Path) -> Any:
+    """The case image's grid (size, spacing, origin, direction): the header of an image file, or
+    the DICOM series of a folder (which has no header of its own).
+
+    Raises:
+        ReviewError: the image cannot be read.
+    """
+    from versemi.images import ImageFileError, read_dicom_series
+
+    try:
+        if Path(image_path).is_dir():
+            return read_dicom_series(image_path, allow_gaps=True)
+        return read_image_header(image_path)
+    except (DatasetError, ImageFileError) as exc:
+        raise ReviewError(str(exc)) from exc
+
+
 def check_on_grid(labelmap: sitk.Image, image_path: Path, what: str = "labelmap") -> None:
     """Refuse a labelmap that is not on exactly the image's voxel grid.
 
@@ -124,10 +230,7 @@ def check_on_grid(labelmap: sitk.Image, image_path: Path, what: str = "labelmap"
         ReviewError: dimension, size, spacing, origin or direction differ (beyond float rounding);
             the message names the image and both values.
     """
-    try:
-        ref = read_image_header(image_path)
-    except DatasetError as exc:
-        raise ReviewError(str(exc)) from exc
+    ref = image_grid(image_path)
     if labelmap.GetDimension() != 3 or ref.GetDimension() != 3:
         raise ReviewError(
             f"{what} is {labelmap.GetDimension()}D and {image_path} is {ref.GetDimension()}D; both must be 3D"
@@ -217,7 +320,7 @@ class ReviewSession:
         """Every case to review (or those with ``status``), highest score first; cases whose
         pseudo-labelling failed only when asked for (``status="failed"``)."""
         rows = self._load().sorted_rows()
-        return [ReviewCase.from_row(r) for r in rows if status == r.status or (status is None and r.status != "failed")]
+        return [ReviewCase.from_row(r, self.root) for r in rows if status == r.status or (status is None and r.status != "failed")]
 
     def case(self, case_id: str) -> ReviewCase:
         """One case.
@@ -225,7 +328,7 @@ class ReviewSession:
         Raises:
             ReviewError: no such case.
         """
-        return ReviewCase.from_row(self._row(case_id))
+        return ReviewCase.from_row(self._row(case_id), self.root)
 
     def next_case(self, skip: Iterable[str] = ()) -> ReviewCase | None:
         """The pending case with the highest score (ties: case id), or ``None`` when none is left.
@@ -236,7 +339,7 @@ class ReviewSession:
         skipped = set(skip)
         for row in self._load().sorted_rows():
             if row.status == "pending" and row.case not in skipped:
-                return ReviewCase.from_row(row)
+                return ReviewCase.from_row(row, self.root)
         return None
 
     def counts(self) -> dict[str, int]:
@@ -248,18 +351,27 @@ class ReviewSession:
         return self._load().labels
 
     # --- actions ---------------------------------------------------------------------------------
-    def save_refined(self, case_id: str, labelmap: sitk.Image | str | Path) -> ReviewCase:
+    def save_refined(
+        self, case_id: str, labelmap: sitk.Image | str | Path, expected_revision: int | None = None
+    ) -> ReviewCase:
         """Store an edited labelmap as the case's refined label and mark the case refined.
 
         Args:
             case_id: the case.
             labelmap: the edited labelmap (a SimpleITK image, or a label file e.g. exported from
-                Slicer) on exactly the case image's grid; values must be in the label table.
+                Slicer, or a DICOM Segmentation of the case's DICOM series) on exactly the case
+                image's grid; values must be in the label table.
+            expected_revision: the case's :attr:`ReviewCase.revision` when the annotator opened it
+                (compare-and-swap). If the case changed since, the label is still written, as a new
+                revision that is not current, and :class:`ReviewConflict` says who changed what.
+                ``None``: save on top of whatever is current.
 
         Returns:
             The case as now recorded (status ``refined``, ``refined_label`` = the new file).
 
         Raises:
+            ReviewConflict: the case changed since ``expected_revision`` (the label is kept as
+                ``kept``; nothing else changed).
             ReviewError: unknown case, unreadable file, labelmap off the image grid, unknown label
                 values, or a manifest that cannot be written; nothing is committed then.
         """
@@ -272,16 +384,13 @@ class ReviewSession:
         what = f"refined label for {case_id}"
         if not isinstance(labelmap, sitk.Image):
             what = f"{labelmap}"
-            try:
-                labelmap = read_image(labelmap)
-            except DatasetError as exc:
-                raise ReviewError(str(exc)) from exc
+            labelmap = self._read_label_file(Path(labelmap), row)
         check_on_grid(labelmap, row.image, what)
         table = self._load().labels
         allowed = {int(e["value"]) for e in table} if table else None
         array = _label_array(labelmap, what, allowed)
         # The image header's geometry, copied verbatim: the stored label is on EXACTLY its grid.
-        ref = read_image_header(row.image)
+        ref = image_grid(row.image)
         out = sitk.GetImageFromArray(array)
         out.SetSpacing(ref.GetSpacing())
         out.SetOrigin(ref.GetOrigin())
@@ -290,6 +399,8 @@ class ReviewSession:
 
         try:
             with self.manifest.locked():
+                row = self._row(case_id)  # under the lock: the compare of the compare-and-swap
+                stale = expected_revision is not None and row.revision != expected_revision
                 target = self._new_label_path(case_id)
                 protected = {p.resolve() for p in (row.image, row.pseudo_label) if p is not None}
                 if target.resolve() in protected:  # cannot happen with fresh names; never risk it
@@ -298,33 +409,128 @@ class ReviewSession:
                 with AtomicOutputs(before_replace=lambda: self._step("label_temp_written")) as group:
                     group.write_image(out, target)
                 self._step("label_renamed")
-                self.manifest.set_status(case_id, "refined", user=self.user, refined_label=target)
+                if stale:
+                    assert expected_revision is not None
+                    self.manifest.record_conflict(case_id, target, based_on=expected_revision, user=self.user)
+                else:
+                    self.manifest.set_status(case_id, "refined", user=self.user, refined_label=target,
+                                             expected_revision=expected_revision)
                 self._step("committed")
         except ManifestError as exc:
             raise ReviewError(str(exc)) from exc
         except (OSError, RuntimeError) as exc:  # disk full, permissions, ITK writer errors
             raise ReviewError(f"{self.labels_dir}: cannot write the refined label of {case_id}: {exc}") from exc
+        if stale:
+            assert expected_revision is not None
+            kept = next(r for r in self.revisions(case_id) if r.path == target)
+            raise self._conflict(case_id, expected_revision, kept)
         return self.case(case_id)
 
-    def reject(self, case_id: str, reason: str | None = None) -> ReviewCase:
-        """Mark a case rejected (it stays unlabeled for training).
+    def reject(self, case_id: str, reason: str | None = None, expected_revision: int | None = None) -> ReviewCase:
+        """Mark a case rejected (it stays unlabeled for training; a refined label stays on disk).
 
         Raises:
+            ReviewConflict: the case changed since ``expected_revision``; nothing changed.
             ReviewError: unknown case or the manifest cannot be written.
         """
-        return self._mark(case_id, "rejected", reason)
+        return self._mark(case_id, "rejected", reason, expected_revision)
 
-    def reopen(self, case_id: str, reason: str | None = None) -> ReviewCase:
-        """Set a case back to pending (its refined label, if any, stays as the label to edit)."""
-        return self._mark(case_id, "pending", reason)
+    def reopen(self, case_id: str, reason: str | None = None, expected_revision: int | None = None) -> ReviewCase:
+        """Set a rejected or refined case back to pending (its refined label stays the label to edit).
 
-    def _mark(self, case_id: str, status: str, reason: str | None) -> ReviewCase:
+        Raises:
+            ReviewConflict: the case changed since ``expected_revision``; nothing changed.
+        """
+        return self._mark(case_id, "pending", reason, expected_revision)
+
+    def undo(self, case_id: str, expected_revision: int | None = None) -> ReviewCase:
+        """Undo the case's last review decision: its previous status and refined label come back.
+
+        E.g. rejecting a refined case, then ``undo``: refined again, with the same label file.
+
+        Raises:
+            ReviewConflict: the case changed since ``expected_revision`` (the decision to undo is
+                no longer the last one); nothing changed.
+            ReviewError: the last change is not a review decision (e.g. a new pseudo-label).
+        """
+        row = self._row(case_id)
+        changes = row.events_since(0)
+        last = changes[-1] if changes else {}
+        previous = last.get("from")
+        if last.get("action") not in REVIEW_STATUSES or previous not in REVIEW_STATUSES:
+            raise ReviewError(f"{case_id}: the last change ({describe_event(last) if last else 'none'}) "
+                              "is not a review decision that can be undone")
+        label = stored_path(last.get("previous_refined_label"), self.root)
+        return self._mark(case_id, str(previous), f"undo: {last['action']}", expected_revision,
+                          refined_label=label, clear_refined_label=label is None, extra_event={"undo": True})
+
+    def revisions(self, case_id: str) -> list[Revision]:
+        """Every refined label the case ever had (saved or kept after a conflict), oldest first.
+
+        Raises:
+            ReviewError: no such case.
+        """
+        return row_revisions(self._row(case_id), self.root)
+
+    def restore(self, case_id: str, number: int, expected_revision: int | None = None) -> ReviewCase:
+        """Make revision ``number`` the case's refined label (status ``refined``); nothing is deleted.
+
+        Also "keep mine on top" after a :class:`ReviewConflict` (its ``kept`` revision).
+
+        Raises:
+            ReviewConflict: the case changed since ``expected_revision``; nothing changed.
+            ReviewError: no such revision, or its file is gone.
+        """
+        found = [r for r in self.revisions(case_id) if r.number == number]
+        if not found:
+            numbers = [r.number for r in self.revisions(case_id)]
+            raise ReviewError(f"{case_id}: no revision {number} (revisions: {numbers or 'none'})")
+        if not found[0].exists:
+            raise ReviewError(f"{case_id}: revision {number} is gone from disk ({found[0].path})")
+        return self._mark(case_id, "refined", f"restore revision {number}", expected_revision,
+                          refined_label=found[0].path, extra_event={"restored": number})
+
+    def _mark(self, case_id: str, status: str, reason: str | None, expected_revision: int | None,
+              **change: Any) -> ReviewCase:
         self._row(case_id)
         try:
-            self.manifest.set_status(case_id, status, user=self.user, reason=reason)
+            self.manifest.set_status(case_id, status, user=self.user, reason=reason,
+                                     expected_revision=expected_revision, **change)
+        except RevisionConflict as exc:
+            raise self._conflict(case_id, exc.expected, None) from exc
         except (ManifestError, KeyError) as exc:
             raise ReviewError(str(exc)) from exc
         return self.case(case_id)
+
+    def _conflict(self, case_id: str, expected: int, kept: Revision | None) -> ReviewConflict:
+        row = self._row(case_id)
+        newer = row.events_since(expected)
+        message = (f"{case_id} changed since you opened it: "
+                   + "; ".join(describe_event(e) for e in newer))
+        if kept is not None:
+            message += f". Your label was kept as revision {kept.number} ({kept.path}), not current"
+        return ReviewConflict(message, ReviewCase.from_row(row, self.root), expected, newer, kept)
+
+    def _read_label_file(self, path: Path, row: ManifestRow) -> sitk.Image:
+        """A label file as a SimpleITK image; a DICOM SEG (``.dcm``) of the case's DICOM series gives
+        the label table's values on the series' grid (segments matched by name)."""
+        from versemi.dicomseg import is_dicom_seg_path
+
+        if is_dicom_seg_path(path):
+            if not row.image.is_dir():
+                raise ReviewError(f"{path}: a DICOM SEG needs the case image to be a DICOM series; {row.image} is not")
+            from versemi.dicomseg import DicomSegError, read_dicom_seg, segments_to_label_values
+            from versemi.images import ImageFileError
+
+            try:
+                numbers, segments = read_dicom_seg(path, row.image)
+                return segments_to_label_values(numbers, segments, self._load().labels, str(path))
+            except (DicomSegError, ImageFileError) as exc:
+                raise ReviewError(str(exc)) from exc
+        try:
+            return read_image(path)
+        except DatasetError as exc:
+            raise ReviewError(str(exc)) from exc
 
     def cleanup(self, dry_run: bool = False) -> list[Path]:
         """Delete crash leftovers: files in ``labelsTr/`` the manifest does not reference, temp manifests.
@@ -379,7 +585,9 @@ __all__ = [
     "LABELS_DIR",
     "SAVE_STEPS",
     "ReviewCase",
+    "ReviewConflict",
     "ReviewError",
+    "Revision",
     "ReviewSession",
     "check_on_grid",
 ]
