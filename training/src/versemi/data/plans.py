@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from versemi.data.intensity import IntensityProfile
 from versemi.data.preprocessing import (
     NORMALIZATIONS,
     PreprocessingSpec,
@@ -70,6 +71,8 @@ LOWRES_RATIO = 4.0
 SPACING_STEP = 0.05
 #: Foreground voxels sampled per labeled case for the CT intensity statistics.
 INTENSITY_SAMPLES_PER_CASE = 10_000
+#: Scans read (evenly chosen) for a dataset's intensity profile.
+PROFILE_SCANS = 20
 
 
 class PlansError(ValueError):
@@ -117,6 +120,8 @@ class DatasetFingerprint:
         foreground_extent: Median extent of the labeled foreground's bounding box, mm, (x, y, z)
             (``None`` without labeled cases).
         intensity: Foreground intensity statistics of the labeled cases (``None`` unless CT).
+        intensity_profile: Body-intensity percentiles of the scans (:mod:`versemi.data.intensity`);
+            ``None`` in plans made before profiles existed.
     """
 
     name: str
@@ -126,6 +131,7 @@ class DatasetFingerprint:
     median_size: tuple[float, float, float]
     foreground_extent: tuple[float, float, float] | None = None
     intensity: IntensityStats | None = None
+    intensity_profile: IntensityProfile | None = None
 
     @property
     def is_ct(self) -> bool:
@@ -144,6 +150,7 @@ class DatasetFingerprint:
             "median_size": list(self.median_size),
             "foreground_extent": list(self.foreground_extent) if self.foreground_extent else None,
             "intensity": self.intensity.to_dict() if self.intensity else None,
+            **({"intensity_profile": self.intensity_profile.to_dict()} if self.intensity_profile else {}),
         }
 
     @classmethod
@@ -157,6 +164,7 @@ class DatasetFingerprint:
             foreground_extent=_triple(d["foreground_extent"], float, "foreground_extent")
             if d.get("foreground_extent") else None,
             intensity=IntensityStats.from_dict(d["intensity"]) if d.get("intensity") else None,
+            intensity_profile=IntensityProfile.from_dict(d["intensity_profile"]) if d.get("intensity_profile") else None,
         )
 
 
@@ -222,6 +230,9 @@ def fingerprint_dataset(
                 if fg.size:
                     take = min(fg.size, INTENSITY_SAMPLES_PER_CASE)
                     samples.append(rng.choice(fg.astype(np.float64), take, replace=False))
+        picks = np.unique(np.linspace(0, len(image_paths) - 1, min(PROFILE_SCANS, len(image_paths))).astype(int))
+        profile = IntensityProfile.from_scans(
+            modality, [sitk.GetArrayFromImage(read_image(image_paths[i])) for i in picks])
     except DatasetError as exc:
         raise PlansError(f"{name}: {exc}") from None
     intensity = None
@@ -238,6 +249,7 @@ def fingerprint_dataset(
         median_size=tuple(float(x) for x in np.median(np.asarray(sizes, dtype=float), axis=0)),  # type: ignore[arg-type]
         foreground_extent=tuple(float(x) for x in np.median(np.asarray(extents), axis=0)) if extents else None,  # type: ignore[arg-type]
         intensity=intensity,
+        intensity_profile=profile,
     )
 
 

@@ -56,6 +56,7 @@ from versemi.inference.export import (
     probability_image,
     sidecar_document,
 )
+from versemi.inference.guard import guard_prompts, is_default_request, skipped_message
 from versemi.inference.io import colour_table_text, read_input_image, validate_input_image
 from versemi.inference.planning import (
     QUALITIES,
@@ -88,6 +89,12 @@ from versemi.inference.sliding import (
 
 class PrecisionWarning(UserWarning):
     """bf16 was asked for on hardware without native bf16: the prediction runs in float32."""
+
+
+class ModalityWarning(UserWarning):
+    """Prompts skipped because they were trained on another modality than the scan's, a named prompt
+    run on another modality, or a scan whose intensities are far from a prompt's training scans
+    (:mod:`versemi.inference.guard`)."""
 
 
 class FieldOfViewWarning(UserWarning):
@@ -129,6 +136,9 @@ class Predictor:
             prompt uses the preprocessing of the dataset(s) it was trained from.
         postprocess: Apply the checkpoint's labelmap post-processing (keep the largest connected
             component of the prompts it names; :mod:`versemi.inference.postprocess`).
+        modality_guard: With the default prompts (``"all"``) run only the prompts trained on the
+            scan's modality and warn about named ones that were not, or whose training scans'
+            intensities are far from the scan's (:mod:`versemi.inference.guard`); False checks nothing.
 
     Raises:
         CheckpointError: unreadable / incompatible checkpoint, or one lacking inference keys.
@@ -149,6 +159,7 @@ class Predictor:
         model_name: str | None = None,
         dataset: str | None = None,
         postprocess: bool = True,
+        modality_guard: bool = True,
     ) -> None:
         if quality not in QUALITIES:
             raise PredictionError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES)}")
@@ -201,6 +212,7 @@ class Predictor:
         except ValueError as exc:
             raise CheckpointError(str(exc)) from None
         self.postprocessing = stored if postprocess else {}
+        self.modality_guard = modality_guard
 
     # --- planning (versemi.inference.planning) ----------------------------------------------------
     @property
@@ -337,12 +349,16 @@ class Predictor:
         """
         t_start = time.perf_counter()
         prompt_ids = self.resolve_prompts(prompts)
-        hidden_ids = self.resolve_hidden_prompts(hidden_prompts, prompt_ids)
-        labels = self.label_table(prompt_ids)
-        hidden_labels = self.planner.hidden_entries(hidden_ids)
         validate_input_image(image, image_name)
         box = check_roi(roi, image, image_name)
         work = image if box is None else image[box[0]:box[3], box[1]:box[4], box[2]:box[5]]
+        # Label values stay those of the prompts asked for (one label table for a folder of scans),
+        # also when the guard skips some of them on this scan.
+        table = {e.prompt_id: e for e in self.label_table(prompt_ids)}
+        prompt_ids, guard_notes, guard_info = self._guard(work, prompts, prompt_ids, image_name)
+        hidden_ids = self.resolve_hidden_prompts(hidden_prompts, prompt_ids)
+        labels = [table[pid] for pid in prompt_ids]
+        hidden_labels = self.planner.hidden_entries(hidden_ids)
 
         groups = self.preprocessing_groups(prompt_ids, hidden_ids)
         # Before any allocation: a scan that cannot fit is refused in a second.
@@ -350,7 +366,9 @@ class Predictor:
         notes = field_of_view_warnings(work, groups, self.plans, self.label_space, prompt_ids, image_name)
         for note in notes:
             warnings.warn(note, FieldOfViewWarning, stacklevel=2)
-        output = LabelmapAssembler(image, work, box, len(labels), return_probabilities, probability_sink)
+        notes = guard_notes + notes
+        output = LabelmapAssembler(image, work, box, max(e.value for e in labels), return_probabilities,
+                                   probability_sink)
         hook_fields: dict[str, Any] = {}
         group_info: list[dict[str, Any]] = []
         seconds = {"preprocess": 0.0, "inference": 0.0, "export": 0.0}
@@ -417,6 +435,7 @@ class Predictor:
             "threshold": THRESHOLD,
             "postprocessing": postprocessed,
             "roi": list(box) if box is not None else None,
+            "modality": guard_info,
             **({"warnings": notes} if notes else {}),
             "seconds": {
                 **{k: round(v, 3) for k, v in seconds.items()},
@@ -425,6 +444,25 @@ class Predictor:
             **hook_fields,
         }
         return PredictionResult(labelmap=labelmap, labels=labels, probabilities=kept, info=info)
+
+    def _guard(self, work: sitk.Image, prompts: Any, prompt_ids: list[int],
+               image_name: str) -> tuple[list[int], list[str], dict[str, Any]]:
+        """The prompts that run on ``work`` (:func:`~versemi.inference.guard.guard_prompts`), the
+        warnings given (as :class:`ModalityWarning`) and the ``info["modality"]`` record.
+
+        Raises:
+            PredictionError: none of the default prompts fits the scan.
+        """
+        decision = guard_prompts(work, self.plans, self.label_space, prompt_ids, not is_default_request(prompts),
+                                 image_name, self.modality_guard)
+        notes = [skipped_message(decision, image_name)] if decision.skipped else []
+        notes += decision.warnings
+        if not decision.prompt_ids:
+            raise PredictionError(f"{notes[0]}; no prompt of model {self.model_info['name']} is left to run")
+        for note in notes:
+            warnings.warn(note, ModalityWarning, stacklevel=3)
+        info = {"scan": decision.scan_modality, "reason": decision.reason, "skipped": dict(decision.skipped)}
+        return decision.prompt_ids, notes, info
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -547,7 +585,7 @@ class Predictor:
                     written_probs.append(out.write_image(image, prob_dir / f"{entry.name}.nii.gz"))
 
             result = self.predict(
-                image, prompt_ids, roi=roi, probability_sink=sink, progress=progress, image_name=str(input_path),
+                image, prompts, roi=roi, probability_sink=sink, progress=progress, image_name=str(input_path),
                 model_space_hook=model_space_hook, hidden_prompts=hidden_ids,
             )
             out.write_image(result.labelmap, output_path)
@@ -556,4 +594,4 @@ class Predictor:
         return PredictFileResult(output_path, sidecar_path, ctbl_path, written_probs, result)
 
 
-__all__ = ["FieldOfViewWarning", "PrecisionWarning", "Predictor", "set_threads"]
+__all__ = ["FieldOfViewWarning", "ModalityWarning", "PrecisionWarning", "Predictor", "set_threads"]
