@@ -101,20 +101,29 @@ class LabelmapAssembler:
                 for region, values, _image in restore_above_threshold(channel, record, work, THRESHOLD):
                     merge_above_threshold(label[region], maxprob[region], values, entry.value)
 
-    def labelmap(self, keep_largest: Mapping[int, Sequence[int]] | None = None) -> sitk.Image:
+    def labelmap(self, keep_largest: Mapping[int, Sequence[int]] | None = None,
+                 kinds: Mapping[int, str] | None = None) -> sitk.Image:
         """The labelmap on exactly the input grid (an ROI result pasted into zeros).
 
         Args:
-            keep_largest: label value -> the values of its group: keep only the largest connected
-                component of each (:func:`versemi.inference.postprocess.keep_largest_components`).
+            keep_largest: label value -> the values of its group: keep only the components of each
+                that its kind keeps (:func:`versemi.inference.postprocess.keep_largest_components`).
+            kinds: label value -> post-processing kind (default ``largest_component``).
         """
         if keep_largest:
-            keep_largest_components(self.label, keep_largest)
+            axis_xyz = left_right_axis(self.work)
+            keep_largest_components(self.label, keep_largest, kinds, 2 - axis_xyz, self.work.GetSpacing()[axis_xyz])
         return on_input_grid(self.label, self.image, self.box)
 
     def probabilities(self, labels: Sequence[LabelEntry]) -> dict[str, sitk.Image] | None:
         """The kept probability images in ``labels`` order (None unless ``keep_probabilities``)."""
         return None if self.kept is None else {e.name: self.kept[e.name] for e in labels}
+
+
+def left_right_axis(image: sitk.Image) -> int:
+    """The index axis (0 = x, 1 = y, 2 = z) of ``image`` closest to the patient's left-right axis."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    return int(np.argmax(np.abs(direction[0])))
 
 
 def on_input_grid(array: np.ndarray, image: sitk.Image, box: tuple[int, ...] | None) -> sitk.Image:

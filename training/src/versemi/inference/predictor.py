@@ -134,8 +134,9 @@ class Predictor:
         dataset: Preprocess every input like this training dataset (its name as stored in the
             checkpoint, e.g. ``"Dataset004_SpleenCT"``) whatever the prompts; default (None): each
             prompt uses the preprocessing of the dataset(s) it was trained from.
-        postprocess: Apply the checkpoint's labelmap post-processing (keep the largest connected
-            component of the prompts it names; :mod:`versemi.inference.postprocess`).
+        postprocess: Apply the checkpoint's labelmap post-processing (per prompt it names: keep the
+            largest connected component, one per side, or every large one;
+            :mod:`versemi.inference.postprocess`).
         modality_guard: With the default prompts (``"all"``) run only the prompts trained on the
             scan's modality and warn about named ones that were not, or whose training scans'
             intensities are far from the scan's (:mod:`versemi.inference.guard`); False checks nothing.
@@ -414,7 +415,8 @@ class Predictor:
             })
         kept = output.probabilities(labels)  # prompt order, whatever the group order
         postprocessed = {e.name: self.postprocessing[e.name] for e in labels if e.name in self.postprocessing}
-        labelmap = output.labelmap(keep_largest=self.planner.postprocessing_groups(labels, postprocessed))
+        labelmap = output.labelmap(keep_largest=self.planner.postprocessing_groups(labels, postprocessed),
+                                   kinds={e.value: postprocessed[e.name] for e in labels if e.name in postprocessed})
         StageProgress(progress, "export")(1.0, "labelmap ready")
         t_end = time.perf_counter()
         assert first_spec is not None  # resolve_prompts never returns an empty list
