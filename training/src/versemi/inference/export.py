@@ -79,27 +79,53 @@ class LabelmapAssembler:
         :func:`restore_above_threshold`): exact, with a cost proportional to the size of the
         structures and memory bounded by the slab instead of the scan.
         """
-        label, maxprob, work, kept, sink = self.label, self.maxprob, self.work, self.kept, self.sink
-        keep = kept is not None
+        self.add_parts([(probs, record, None)], labels, stage)
+
+    def add_parts(self, parts: Sequence[tuple["torch.Tensor", Mapping[str, Any], tuple[int, ...] | None]],
+                  labels: Sequence[LabelEntry], stage: StageProgress) -> None:
+        """:meth:`add` for a group segmented in parts: ``(probs, record, box)`` per part, ``box`` the
+        ``(x0, y0, z0, x1, y1, z1)`` of the segmented image that was preprocessed (None: all of it).
+        The boxes do not overlap (coarse-to-fine merges overlapping ones); outside them the
+        probability is 0."""
+        label, maxprob, kept, sink = self.label, self.maxprob, self.kept, self.sink
+        whole = len(parts) == 1 and parts[0][2] is None
         for k, entry in enumerate(labels):
             stage(k / len(labels), f"restoring {entry.name} to the input grid")
-            channel = probs[k].numpy()
-            if keep or sink is not None:
-                restored = restore_to_input_grid(channel, record, is_label=False)
+            if kept is None and sink is None:
+                for probs, record, box in parts:
+                    target, offset = self._part(box)
+                    # Nothing is yielded for a prompt that reaches the threshold nowhere.
+                    for region, values, _image in restore_above_threshold(probs[k].numpy(), record, target, THRESHOLD):
+                        region = tuple(slice(r.start + o, r.stop + o) for r, o in zip(region, offset))
+                        merge_above_threshold(label[region], maxprob[region], values, entry.value)
+                continue
+            if whole:
+                restored = restore_to_input_grid(parts[0][0][k].numpy(), parts[0][1], is_label=False)
                 merge_above_threshold(label, maxprob, sitk.GetArrayViewFromImage(restored), entry.value)
                 full = (
                     copy_geometry(restored, self.image)  # already the whole input grid: no copy
                     if self.box is None
                     else on_input_grid(sitk.GetArrayFromImage(restored), self.image, self.box)
                 )
-                if sink is not None:
-                    sink(entry, full)
-                if kept is not None:
-                    kept[entry.name] = full
             else:
-                # Nothing is yielded for a prompt that reaches the threshold nowhere.
-                for region, values, _image in restore_above_threshold(channel, record, work, THRESHOLD):
+                canvas = np.zeros(label.shape, dtype=np.float32)
+                for probs, record, box in parts:
+                    _, offset = self._part(box)
+                    values = sitk.GetArrayFromImage(restore_to_input_grid(probs[k].numpy(), record, is_label=False))
+                    region = tuple(slice(o, o + n) for o, n in zip(offset, values.shape))
+                    canvas[region] = values
                     merge_above_threshold(label[region], maxprob[region], values, entry.value)
+                full = on_input_grid(canvas, self.image, self.box)
+            if sink is not None:
+                sink(entry, full)
+            if kept is not None:
+                kept[entry.name] = full
+
+    def _part(self, box: tuple[int, ...] | None) -> tuple[sitk.Image, tuple[int, int, int]]:
+        """The part of ``work`` a box covers and its ``(z, y, x)`` offset in ``work``'s arrays."""
+        if box is None:
+            return self.work, (0, 0, 0)
+        return self.work[box[0]:box[3], box[1]:box[4], box[2]:box[5]], (box[2], box[1], box[0])
 
     def labelmap(self, keep_largest: Mapping[int, Sequence[int]] | None = None,
                  kinds: Mapping[int, str] | None = None) -> sitk.Image:

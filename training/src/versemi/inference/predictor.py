@@ -56,6 +56,7 @@ from versemi.inference.export import (
     probability_image,
     sidecar_document,
 )
+from versemi.inference.coarse_to_fine import Localisers, box_slices, catalogue_localisers
 from versemi.inference.guard import guard_prompts, is_default_request, skipped_message
 from versemi.inference.io import colour_table_text, read_input_image, validate_input_image
 from versemi.inference.planning import (
@@ -137,6 +138,11 @@ class Predictor:
         postprocess: Apply the checkpoint's labelmap post-processing (per prompt it names: keep the
             largest connected component, one per side, or every large one;
             :mod:`versemi.inference.postprocess`).
+        localisers: Dataset -> localiser file (or loaded :class:`~versemi.inference.localiser.Localiser`)
+            for coarse-to-fine prediction of whole scans (:mod:`versemi.inference.coarse_to_fine`);
+            default (None): those of the model's catalogue entry, if any.
+        coarse_to_fine: Locate first, then segment inside the located boxes, where a localiser and a
+            scan much larger than the training scans allow it; False: always the full sweep.
         modality_guard: With the default prompts (``"all"``) run only the prompts trained on the
             scan's modality and warn about named ones that were not, or whose training scans'
             intensities are far from the scan's (:mod:`versemi.inference.guard`); False checks nothing.
@@ -160,6 +166,8 @@ class Predictor:
         model_name: str | None = None,
         dataset: str | None = None,
         postprocess: bool = True,
+        localisers: Mapping[str, Any] | None = None,
+        coarse_to_fine: bool = True,
         modality_guard: bool = True,
     ) -> None:
         if quality not in QUALITIES:
@@ -214,6 +222,8 @@ class Predictor:
             raise CheckpointError(str(exc)) from None
         self.postprocessing = stored if postprocess else {}
         self.modality_guard = modality_guard
+        self.coarse_to_fine = coarse_to_fine
+        self.localisers = Localisers(localisers if localisers is not None else self._catalogue_localisers())
 
     # --- planning (versemi.inference.planning) ----------------------------------------------------
     @property
@@ -267,6 +277,18 @@ class Predictor:
             return model_record_for_path(self.checkpoint_path)
         except Exception:  # noqa: BLE001 - the model cache is optional for prediction
             return None
+
+    def _catalogue_localisers(self) -> dict[str, Any]:
+        """The localisers of the installed or embedded model's catalogue entry (none for other files)."""
+        if self._installed is None:
+            return {}
+        try:
+            from versemi.models import lookup_catalogue
+
+            entry = lookup_catalogue().find(self._installed.name, self._installed.version)
+        except Exception:  # noqa: BLE001 - the catalogue is optional for prediction
+            return {}
+        return catalogue_localisers(entry) if entry is not None else {}
 
     @property
     def sha256(self) -> str | None:
@@ -381,28 +403,36 @@ class Predictor:
             pre(0.0, "preprocessing")
             spec = self.effective_spec(spec=group.spec)
             first_spec = first_spec or spec
-            case = preprocess_case(work, spec)
-            pre(1.0, f"preprocessed to {list(case.image.shape)} voxels (z, y, x) at {list(spec.target_spacing)} mm"
-                     + (f" ({', '.join(group.datasets)})" if len(groups) > 1 else ""))
-            t1 = time.perf_counter()
+            # Coarse-to-fine (not for a model-space hook, which needs the whole scan's probabilities).
+            boxes, located = (self.localisers.boxes(work, group, self.plans)
+                              if self.coarse_to_fine and model_space_hook is None else (None, {}))
             group_ids = [prompt_ids[i] for i in group.positions]
             group_labels = [labels[i] for i in group.positions]
             group_hidden = [e for e in hidden_labels if e.prompt_id in group.hidden_prompt_ids]
-            # Hidden prompts ride in the same pass, as the last channels.
-            probs = self._sliding_window(
-                case.image, group_ids + [e.prompt_id for e in group_hidden], case.record.get("background_value", 0.0),
-                sub_stage(progress, "inference", index, len(groups)), group.patch_size_zyx,
-            )
-            del case.image  # the preprocessed volume is no longer needed
-            t2 = time.perf_counter()
+            parts: list[tuple[torch.Tensor, dict[str, Any], tuple[int, ...] | None]] = []
+            t2 = t0  # the localisation counts as preprocessing
+            for box in boxes or [None]:
+                case = preprocess_case(work if box is None else work[box_slices(box)], spec)
+                pre(1.0, f"preprocessed to {list(case.image.shape)} voxels (z, y, x) at {list(spec.target_spacing)} mm"
+                         + (f" ({', '.join(group.datasets)})" if len(groups) > 1 else "")
+                         + (f" inside the located box {list(box)}" if box is not None else ""))
+                t1 = time.perf_counter()
+                seconds["preprocess"] += t1 - t2
+                # Hidden prompts ride in the same pass, as the last channels.
+                probs = self._sliding_window(
+                    case.image, group_ids + [e.prompt_id for e in group_hidden], case.record.get("background_value", 0.0),
+                    sub_stage(progress, "inference", index, len(groups)), group.patch_size_zyx,
+                )
+                del case.image  # the preprocessed volume is no longer needed
+                parts.append((probs, case.record, box))
+                t2 = time.perf_counter()
+                seconds["inference"] += t2 - t1
             if model_space_hook is not None and index == 0:
-                hook_fields = dict(model_space_hook(probs, group_labels + group_hidden, case.record) or {})
+                hook_fields = dict(model_space_hook(parts[0][0], group_labels + group_hidden, parts[0][1]) or {})
             # Only the visible channels (the first len(group_labels)) are restored and merged.
-            output.add(probs, case.record, group_labels, sub_stage(progress, "export", index, len(groups)))
-            del probs
+            output.add_parts(parts, group_labels, sub_stage(progress, "export", index, len(groups)))
+            del parts, probs
             t3 = time.perf_counter()
-            seconds["preprocess"] += t1 - t0
-            seconds["inference"] += t2 - t1
             seconds["export"] += t3 - t2
             group_info.append({
                 "datasets": list(group.datasets),
@@ -410,6 +440,7 @@ class Predictor:
                 "spacing_mm": list(spec.target_spacing),
                 "patch_size": list(reversed(group.patch_size_zyx)),
                 "normalization": case.record.get("normalization", {}).get("kind"),
+                **located,
                 "prompts": [e.name for e in group_labels],
                 **({"hidden_prompts": [e.name for e in group_hidden]} if group_hidden else {}),
             })
