@@ -126,11 +126,36 @@ def model_card(name: str, version: str, checkpoint: Any, source_training: Any, e
               "- **ACDC** scans have a nominal 1.5 x 1.5 x 10 mm grid (the source stores none): cardiac cine MRI "
               "with other slice thickness may be segmented poorly.",
               "- Pathology, children, implants and scanners unlike the training data were not evaluated.", "",
+              "## Post-processing per prompt", "",
+              "Applied by `versemi predict` to the labelmap (`largest_component`: one connected component; "
+              "`paired`: one per side, e.g. left and right hippocampus; `above_fraction:F`: every component "
+              "at least F times the largest; rules chosen on the development split, never on held-out "
+              "cases, by `bench/postprocessing_rules.py`):", "",
+              "| prompt | rule |", "|---|---|",
+              *[f"| {p.name} | {checkpoint.postprocessing.get(p.name, 'none')} |" for p in space.prompts if not p.synthetic],
+              "",
               "## File", "",
               f"`models/{name}-{version}.pt` in the versemi package: {size} bytes, SHA-256 `{sha256}` "
               "(checked before every load; `versemi models verify`). Licence of the weights: "
               f"{licence} (the most restrictive terms of the training data).", ""]
     return "\n".join(lines)
+
+
+def heldout_dice(evaluation: Mapping[str, Any]) -> dict[str, float]:
+    """Prompt -> held-out mean Dice from ``evaluation.json``'s ``summary`` (``dataset/prompt`` keys)."""
+    out = {}
+    for key, value in (evaluation.get("summary") or {}).items():
+        prompt = key.split("/", 1)[-1]
+        if not prompt.startswith("(") and value.get("dice") is not None:
+            out[prompt] = float(value["dice"])
+    return out
+
+
+def shipped_localisers(package: Path, datasets: Any) -> dict[str, Path]:
+    """Dataset -> the localiser shipped in the package (``models/localiser-<dataset>.pt``, trained by
+    ``bench/localiser.py``, independent of the model's weights) for the model's datasets."""
+    return {d: package / "models" / f"localiser-{d}.pt" for d in datasets
+            if (package / "models" / f"localiser-{d}.pt").is_file()}
 
 
 def export(args: argparse.Namespace) -> int:
@@ -185,7 +210,8 @@ def export(args: argparse.Namespace) -> int:
         target, name, version, getattr(args, "url", None) or f"{RELEASES}/{stem}/{stem}.pt", licence,
         description="VerSemi default model: hippocampus, left atrium, cardiac (ACDC) and spleen prompts; "
                     "research use only", embedded=f"models/{stem}.pt", card=f"models/{stem}.md", default=True,
-        heldout=heldout,
+        heldout=heldout, heldout_dice=heldout_dice(evaluation),
+        localisers={d: (f"models/{f.name}", f) for d, f in shipped_localisers(package, plans.datasets).items()},
     )
     write_catalogue_entry(package / "catalogue.json", entry)
     # As users meet it: the catalogue's default entry, verified (size, SHA-256) and loaded.

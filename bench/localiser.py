@@ -41,7 +41,10 @@ from versemi.data.synthetic import mosaic_canvas  # noqa: E402
 from versemi.inference.localiser import Localiser, LocaliserNet  # noqa: E402
 
 MODALITY = {"Dataset001_Hippocampus": "MRI", "Dataset002_LeftAtrium": "MRI"}
-MIN_BOX_MM = {"Dataset001_Hippocampus": (40.0, 56.0, 40.0), "Dataset002_LeftAtrium": (70.0, 60.0, 60.0)}
+#: The fine stage's box is at least the median training scan (what the segmentation model saw around the
+#: structure) and grows the located component by MARGIN_MM: more mosaic context costs Dice (docs/PREDICT.md).
+MIN_BOX_MM = {"Dataset001_Hippocampus": (35.0, 50.0, 36.0), "Dataset002_LeftAtrium": (119.0, 89.0, 55.0)}
+MARGIN_MM = 5.0
 SAVE_EVERY = 50
 
 
@@ -154,7 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{time.strftime('%H:%M:%S')} step {step} loss {np.mean(running):.4f}", file=log, flush=True)
             running = []
     torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step}, state_path)
-    localiser = Localiser(args.dataset, net, spacing=(args.spacing,) * 3, min_box_mm=MIN_BOX_MM[args.dataset],
+    localiser = Localiser(args.dataset, net, spacing=(args.spacing,) * 3, margin_mm=MARGIN_MM,
+                          min_box_mm=MIN_BOX_MM[args.dataset],
                           info={"trained_steps": step, "training_cases": len(train_ids), "spacing_mm": args.spacing,
                                 "data": "training-side cases of ../shared/data (no held-out, bundled or dev case)"})
     localiser.save(args.work / f"localiser-{args.dataset}.pt")

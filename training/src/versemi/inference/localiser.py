@@ -92,8 +92,8 @@ class Localiser:
     net: LocaliserNet
     spacing: tuple[float, float, float] = (3.0, 3.0, 3.0)
     threshold: float = 0.5
-    margin_mm: float = 12.0
-    min_box_mm: tuple[float, float, float] = (40.0, 56.0, 40.0)
+    margin_mm: float = 5.0
+    min_box_mm: tuple[float, float, float] = (35.0, 50.0, 36.0)
     min_fraction: float = 0.1
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -141,16 +141,20 @@ class Localiser:
 
     @classmethod
     def load(cls, path: str | Path, expected_sha256: str | None = None) -> "Localiser":
-        """Read a localiser file (verified, ``weights_only=True``).
+        """Read a localiser file: its SHA-256 checked against ``expected_sha256`` (the catalogue's) and
+        its own checksum trailer, then ``torch.load(weights_only=True)``.
 
         Raises:
             LocaliserError: damaged, not a localiser, or an unknown version.
         """
         from versemi.checkpoint import CheckpointError, verify_checkpoint_file
+        from versemi.fileio import sha256_file
 
         path = Path(path)
         try:
-            verify_checkpoint_file(path, expected_sha256)
+            if expected_sha256 is not None and sha256_file(path) != expected_sha256.lower():
+                raise LocaliserError(f"{path}: localiser file does not match its recorded SHA-256; reinstall it")
+            verify_checkpoint_file(path)
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except (CheckpointError, OSError, RuntimeError, ValueError) as exc:
             raise LocaliserError(f"{path}: cannot read localiser: {exc}") from None
