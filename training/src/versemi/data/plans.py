@@ -582,36 +582,6 @@ def plans_for_config(config: "TrainConfig", fingerprints: Mapping[str, DatasetFi
     return Plans(datasets, aliases, divisor, settings.patch_voxels)
 
 
-def format_plans(plans: Plans) -> str:
-    """A human-readable table of the plans (``versemi plan``)."""
-    lines = [f"plans v{plans.version}: patch budget {plans.patch_voxels} voxels, size divisor {plans.size_divisor}"]
-    for plan in plans.datasets.values():
-        fp = plan.fingerprint
-        spacing = " x ".join(f"{s:g}" for s in plan.target_spacing)
-        patch = " x ".join(str(p) for p in plan.patch_size)
-        lines.append(f"{plan.dataset} ({plan.spec.modality}, {plan.spec.normalization})")
-        if fp is not None:
-            lines.append(f"  fingerprint: {fp.num_cases} scans, median spacing "
-                         f"{' x '.join(f'{s:g}' for s in fp.median_spacing)} mm, median size "
-                         f"{' x '.join(f'{s:g}' for s in fp.median_size)} voxels")
-            shape = " x ".join(f"{s:.0f}" for s in fp.median_size_at(plan.target_spacing))
-            lines.append(f"  median scan on the target grid: {shape} voxels")
-        lines.append(f"  target spacing: {spacing} mm (x, y, z)")
-        covers = plan.covers_foreground()
-        note = "" if covers is None else (" (covers the median labeled structure)" if covers
-                                          else " (smaller than the median labeled structure)")
-        lines.append(f"  patch size: {patch} voxels (x, y, z){note}")
-        if plan.spec.normalization == "ct_zscore":
-            lo, hi = plan.spec.intensity_clip
-            lines.append(f"  intensities: clip to [{lo:g}, {hi:g}], z-score with mean {plan.spec.intensity_mean:g}, "
-                         f"sd {plan.spec.intensity_std:g}")
-        if plan.overridden:
-            lines.append(f"  set by the config: {', '.join(plan.overridden)}")
-    for source, target in plans.aliases.items():
-        lines.append(f"{source}: uses the plan of {target}")
-    return "\n".join(lines)
-
-
 __all__ = [
     "DEFAULT_PATCH_VOXELS",
     "DatasetFingerprint",
@@ -621,7 +591,6 @@ __all__ = [
     "Plans",
     "PlansError",
     "fingerprint_dataset",
-    "format_plans",
     "plan_dataset",
     "plan_patch_size",
     "plan_target_spacing",

@@ -113,10 +113,24 @@ def catalogue_localisers(entry: Any) -> dict[str, LocaliserRef]:
             if paths.get(dataset) is not None}
 
 
+def installed_localisers(installed: Any) -> dict[str, LocaliserRef]:
+    """The localisers of an installed or embedded model's catalogue entry (``installed``: its
+    :class:`~versemi.models.InstalledModel` record, or None for any other file: none)."""
+    if installed is None:
+        return {}
+    try:
+        from versemi.models import lookup_catalogue
+
+        entry = lookup_catalogue().find(installed.name, installed.version)
+    except Exception:  # noqa: BLE001 - the catalogue is optional for prediction
+        return {}
+    return catalogue_localisers(entry) if entry is not None else {}
+
+
 def box_slices(box: Sequence[int]) -> tuple[slice, slice, slice]:
     """``(x0, y0, z0, x1, y1, z1)`` -> SimpleITK image slices ``(x, y, z)``."""
     return slice(box[0], box[3]), slice(box[1], box[4]), slice(box[2], box[5])
 
 
 __all__ = ["COARSE_TO_FINE_VOLUME_FACTOR", "LocaliserRef", "Localisers", "box_slices", "catalogue_localisers",
-           "is_much_larger"]
+           "installed_localisers", "is_much_larger"]

@@ -153,5 +153,26 @@ def skipped_message(decision: GuardDecision, name: str) -> str:
             f"another modality: {parts}; name them with --prompts, or use --any-modality, to run them anyway")
 
 
+def run_guard(
+    image: sitk.Image, plans: Plans, label_space: LabelSpace, prompts: str | Iterable[str] | Iterable[int],
+    prompt_ids: list[int], name: str, enabled: bool, model_name: str,
+) -> tuple[list[int], list[str], dict[str, object]]:
+    """The predictor's use of :func:`guard_prompts`: the prompts that run, the warning lines (skipped
+    prompts first) and the sidecar's ``prediction.modality`` record.
+
+    Raises:
+        PredictionError: none of the chosen prompts is left to run.
+    """
+    from versemi.inference.results import PredictionError
+
+    decision = guard_prompts(image, plans, label_space, prompt_ids, not is_default_request(prompts), name, enabled)
+    notes = [skipped_message(decision, name)] if decision.skipped else []
+    notes += decision.warnings
+    if not decision.prompt_ids:
+        raise PredictionError(f"{notes[0]}; no prompt of model {model_name} is left to run")
+    info = {"scan": decision.scan_modality, "reason": decision.reason, "skipped": dict(decision.skipped)}
+    return decision.prompt_ids, notes, info
+
+
 __all__ = ["CT_HU_BELOW", "GuardDecision", "guard_prompts", "is_default_request", "prompt_modalities",
-           "scan_modality", "skipped_message"]
+           "run_guard", "scan_modality", "skipped_message"]

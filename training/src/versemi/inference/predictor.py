@@ -56,8 +56,8 @@ from versemi.inference.export import (
     probability_image,
     sidecar_document,
 )
-from versemi.inference.coarse_to_fine import Localisers, box_slices, catalogue_localisers
-from versemi.inference.guard import guard_prompts, is_default_request, skipped_message
+from versemi.inference.coarse_to_fine import Localisers, box_slices, installed_localisers
+from versemi.inference.guard import run_guard
 from versemi.inference.io import colour_table_text, read_input_image, validate_input_image
 from versemi.inference.planning import (
     QUALITIES,
@@ -93,9 +93,7 @@ class PrecisionWarning(UserWarning):
 
 
 class ModalityWarning(UserWarning):
-    """Prompts skipped because they were trained on another modality than the scan's, a named prompt
-    run on another modality, or a scan whose intensities are far from a prompt's training scans
-    (:mod:`versemi.inference.guard`)."""
+    """Prompts skipped or run on another modality, or far intensities (:mod:`versemi.inference.guard`)."""
 
 
 class FieldOfViewWarning(UserWarning):
@@ -135,17 +133,13 @@ class Predictor:
         dataset: Preprocess every input like this training dataset (its name as stored in the
             checkpoint, e.g. ``"Dataset004_SpleenCT"``) whatever the prompts; default (None): each
             prompt uses the preprocessing of the dataset(s) it was trained from.
-        postprocess: Apply the checkpoint's labelmap post-processing (per prompt it names: keep the
-            largest connected component, one per side, or every large one;
-            :mod:`versemi.inference.postprocess`).
-        localisers: Dataset -> localiser file (or loaded :class:`~versemi.inference.localiser.Localiser`)
-            for coarse-to-fine prediction of whole scans (:mod:`versemi.inference.coarse_to_fine`);
-            default (None): those of the model's catalogue entry, if any.
-        coarse_to_fine: Locate first, then segment inside the located boxes, where a localiser and a
-            scan much larger than the training scans allow it; False: always the full sweep.
-        modality_guard: With the default prompts (``"all"``) run only the prompts trained on the
-            scan's modality and warn about named ones that were not, or whose training scans'
-            intensities are far from the scan's (:mod:`versemi.inference.guard`); False checks nothing.
+        postprocess: Apply the checkpoint's per-prompt labelmap post-processing
+            (:mod:`versemi.inference.postprocess`).
+        localisers: Dataset -> localiser file or :class:`~versemi.inference.localiser.Localiser` for
+            coarse-to-fine (:mod:`versemi.inference.coarse_to_fine`); None: the catalogue entry's.
+        coarse_to_fine: Locate, then segment inside the located boxes where possible; False: full sweep.
+        modality_guard: ``"all"`` runs only the prompts of the scan's modality; warn about named ones
+            and far intensities (:mod:`versemi.inference.guard`); False checks nothing.
 
     Raises:
         CheckpointError: unreadable / incompatible checkpoint, or one lacking inference keys.
@@ -223,7 +217,7 @@ class Predictor:
         self.postprocessing = stored if postprocess else {}
         self.modality_guard = modality_guard
         self.coarse_to_fine = coarse_to_fine
-        self.localisers = Localisers(localisers if localisers is not None else self._catalogue_localisers())
+        self.localisers = Localisers(localisers if localisers is not None else installed_localisers(self._installed))
 
     # --- planning (versemi.inference.planning) ----------------------------------------------------
     @property
@@ -277,18 +271,6 @@ class Predictor:
             return model_record_for_path(self.checkpoint_path)
         except Exception:  # noqa: BLE001 - the model cache is optional for prediction
             return None
-
-    def _catalogue_localisers(self) -> dict[str, Any]:
-        """The localisers of the installed or embedded model's catalogue entry (none for other files)."""
-        if self._installed is None:
-            return {}
-        try:
-            from versemi.models import lookup_catalogue
-
-            entry = lookup_catalogue().find(self._installed.name, self._installed.version)
-        except Exception:  # noqa: BLE001 - the catalogue is optional for prediction
-            return {}
-        return catalogue_localisers(entry) if entry is not None else {}
 
     @property
     def sha256(self) -> str | None:
@@ -375,8 +357,7 @@ class Predictor:
         validate_input_image(image, image_name)
         box = check_roi(roi, image, image_name)
         work = image if box is None else image[box[0]:box[3], box[1]:box[4], box[2]:box[5]]
-        # Label values stay those of the prompts asked for (one label table for a folder of scans),
-        # also when the guard skips some of them on this scan.
+        # Label values are those of the prompts asked for, also when the guard skips some.
         table = {e.prompt_id: e for e in self.label_table(prompt_ids)}
         prompt_ids, guard_notes, guard_info = self._guard(work, prompts, prompt_ids, image_name)
         hidden_ids = self.resolve_hidden_prompts(hidden_prompts, prompt_ids)
@@ -390,8 +371,7 @@ class Predictor:
         for note in notes:
             warnings.warn(note, FieldOfViewWarning, stacklevel=2)
         notes = guard_notes + notes
-        output = LabelmapAssembler(image, work, box, max(e.value for e in labels), return_probabilities,
-                                   probability_sink)
+        output = LabelmapAssembler(image, work, box, max(e.value for e in labels), return_probabilities, probability_sink)
         hook_fields: dict[str, Any] = {}
         group_info: list[dict[str, Any]] = []
         seconds = {"preprocess": 0.0, "inference": 0.0, "export": 0.0}
@@ -478,24 +458,13 @@ class Predictor:
         }
         return PredictionResult(labelmap=labelmap, labels=labels, probabilities=kept, info=info)
 
-    def _guard(self, work: sitk.Image, prompts: Any, prompt_ids: list[int],
-               image_name: str) -> tuple[list[int], list[str], dict[str, Any]]:
-        """The prompts that run on ``work`` (:func:`~versemi.inference.guard.guard_prompts`), the
-        warnings given (as :class:`ModalityWarning`) and the ``info["modality"]`` record.
-
-        Raises:
-            PredictionError: none of the default prompts fits the scan.
-        """
-        decision = guard_prompts(work, self.plans, self.label_space, prompt_ids, not is_default_request(prompts),
-                                 image_name, self.modality_guard)
-        notes = [skipped_message(decision, image_name)] if decision.skipped else []
-        notes += decision.warnings
-        if not decision.prompt_ids:
-            raise PredictionError(f"{notes[0]}; no prompt of model {self.model_info['name']} is left to run")
+    def _guard(self, work: sitk.Image, prompts: Any, prompt_ids: list[int], image_name: str) -> tuple[list[int], list[str], dict[str, Any]]:
+        """:func:`~versemi.inference.guard.run_guard`, its notes warned as :class:`ModalityWarning`."""
+        kept, notes, info = run_guard(work, self.plans, self.label_space, prompts, prompt_ids, image_name,
+                                      self.modality_guard, self.model_info["name"])
         for note in notes:
             warnings.warn(note, ModalityWarning, stacklevel=3)
-        info = {"scan": decision.scan_modality, "reason": decision.reason, "skipped": dict(decision.skipped)}
-        return decision.prompt_ids, notes, info
+        return kept, notes, info
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
