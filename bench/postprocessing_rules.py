@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=semisup.DEFAULT_RESULTS / "postprocessing-rules")
     p.add_argument("--write", type=Path, default=None, help="checkpoint copy with the chosen rules")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--datasets", nargs="*", default=None, help="only these datasets (default: all of the model's)")
     args = p.parse_args(argv)
     from versemi.checkpoint import Checkpoint
     from versemi.inference import Predictor
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = Checkpoint.load(args.model)
     predictor = Predictor(checkpoint, device="cpu", threads=args.threads, postprocess=False, coarse_to_fine=False)
     table: dict[str, dict[str, list[float]]] = {}
-    for dataset in checkpoint.plans.datasets:
+    for dataset in args.datasets or checkpoint.plans.datasets:
         if not (args.data / dataset).is_dir():
             continue
         prompts = {name: value for name, value in
