@@ -73,10 +73,12 @@ def test_nothing_located_or_a_small_scan_means_the_full_sweep() -> None:
     nothing = Predictor(payload, device="cpu", localisers={ALPHA: constant_localiser(ALPHA, -20.0)})
     result = nothing.predict(head, "organ_a")
     assert result.info["preprocessing"][0]["localised"] == "nothing located: full sweep"
+    assert "field of view" in result.info["warnings"][0]
     assert (sitk.GetArrayFromImage(result.labelmap) == sitk.GetArrayFromImage(full.labelmap)).all()
     everything = Predictor(payload, device="cpu", localisers={ALPHA: constant_localiser(ALPHA, 20.0)})
     result = everything.predict(head, "organ_a")
     assert result.info["preprocessing"][0]["localised"] == [[0, 0, 0, 36, 44, 36]]  # one box: the whole scan
+    assert "warnings" not in result.info  # located: no field-of-view warning (the full sweeps above keep it)
     assert result.labelmap.GetSize() == head.GetSize() and result.labelmap.GetOrigin() == head.GetOrigin()
     crop = make_image(np.zeros((8, 10, 8), dtype=np.float32), spacing=(5.0, 5.0, 5.0))  # 40 x 50 x 40 mm
     assert not is_much_larger(crop, everything.plans, ALPHA) and is_much_larger(head, everything.plans, ALPHA)

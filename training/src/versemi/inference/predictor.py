@@ -367,10 +367,6 @@ class Predictor:
         groups = self.preprocessing_groups(prompt_ids, hidden_ids)
         # Before any allocation: a scan that cannot fit is refused in a second.
         check_memory(work, groups, self.quality, image_name)
-        notes = field_of_view_warnings(work, groups, self.plans, self.label_space, prompt_ids, image_name)
-        for note in notes:
-            warnings.warn(note, FieldOfViewWarning, stacklevel=2)
-        notes = guard_notes + notes
         output = LabelmapAssembler(image, work, box, max(e.value for e in labels), return_probabilities, probability_sink)
         hook_fields: dict[str, Any] = {}
         group_info: list[dict[str, Any]] = []
@@ -424,6 +420,12 @@ class Predictor:
                 "prompts": [e.name for e in group_labels],
                 **({"hidden_prompts": [e.name for e in group_hidden]} if group_hidden else {}),
             })
+        # After the sweeps: a group segmented inside located boxes needs no field-of-view warning.
+        swept = [g for g, info in zip(groups, group_info) if not isinstance(info.get("localised"), list)]
+        notes = field_of_view_warnings(work, swept, self.plans, self.label_space, prompt_ids, image_name)
+        for note in notes:
+            warnings.warn(note, FieldOfViewWarning, stacklevel=2)
+        notes = guard_notes + notes
         kept = output.probabilities(labels)  # prompt order, whatever the group order
         postprocessed = {e.name: self.postprocessing[e.name] for e in labels if e.name in self.postprocessing}
         labelmap = output.labelmap(keep_largest=self.planner.postprocessing_groups(labels, postprocessed),
