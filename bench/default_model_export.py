@@ -158,6 +158,39 @@ def shipped_localisers(package: Path, datasets: Any) -> dict[str, Path]:
             if (package / "models" / f"localiser-{d}.pt").is_file()}
 
 
+def add_intensity_profiles(target: Path, data: Path, heldout: Mapping[str, list[str]]) -> list[str]:
+    """Give each dataset plan of the checkpoint ``target`` that lacks one (plans made before profiles
+    existed) the intensity profile of its training images in ``data`` (held-out cases excluded), so the
+    modality guard can warn about far scans; rewrites ``target``. Returns the datasets changed."""
+    import dataclasses
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from versemi.checkpoint import Checkpoint
+    from versemi.data.intensity import IntensityProfile
+    from versemi.data.plans import PROFILE_SCANS
+
+    checkpoint = Checkpoint.load(target)
+    changed = {}
+    for name, plan in checkpoint.plans.datasets.items():
+        fingerprint, folder = plan.fingerprint, data / name / "imagesTr"
+        if fingerprint is None or fingerprint.intensity_profile is not None or not folder.is_dir():
+            continue
+        images = [p for p in sorted(folder.glob("*_0000.nii.gz"))
+                  if p.name[: -len("_0000.nii.gz")] not in set(heldout.get(name, []))]
+        if not images:
+            continue
+        picks = np.unique(np.linspace(0, len(images) - 1, min(PROFILE_SCANS, len(images))).astype(int))
+        profile = IntensityProfile.from_scans(
+            fingerprint.modality, [sitk.GetArrayFromImage(sitk.ReadImage(str(images[i]))) for i in picks])
+        changed[name] = dataclasses.replace(plan, fingerprint=dataclasses.replace(fingerprint, intensity_profile=profile))
+    if changed:
+        plans = dataclasses.replace(checkpoint.plans, datasets={**checkpoint.plans.datasets, **changed})
+        dataclasses.replace(checkpoint, plans=plans).save(target)
+    return sorted(changed)
+
+
 def export(args: argparse.Namespace) -> int:
     """Write the default model, its card and catalogue entry into the package (module docstring).
 
@@ -188,6 +221,10 @@ def export(args: argparse.Namespace) -> int:
 
     stem = f"{name}-{version}"
     target = inference_checkpoint(source, package / "models" / f"{stem}.pt", model_name=name, model_version=version)
+    heldout_split = json.loads((work / "heldout.json").read_text(encoding="utf-8"))
+    profiled = add_intensity_profiles(target, args.data, heldout_split)
+    if profiled:
+        print(f"intensity profiles added from the training images: {', '.join(profiled)}")
     size = target.stat().st_size
     if size > MAX_BYTES:
         raise SystemExit(f"{target}: {size} bytes, more than the {MAX_BYTES} bytes the package may carry")
