@@ -46,6 +46,7 @@ from VerSemiSegmenterLib import (
     roi,
     sampledata,
     selftest,
+    terms,
     volume_export,
 )
 
@@ -71,7 +72,10 @@ class VerSemiSegmenter(ScriptedLoadableModule):
                                   "The model runs in a background\nprocess (progress, Cancel); the result is a segmentation "
                                   "with named, coloured segments carrying\nSNOMED CT terminology. The Review section walks "
                                   "a pseudo-label review folder case by case\n(highest review score first): edit, then save "
-                                  "the refined label or reject the case. See the\n<a "
+                                  "the refined label or reject the case.\n<b>Research use only: not for clinical use</b> "
+                                  "(the default model's weights are CC BY-NC-SA 4.0; the\nlicence, intended use and model "
+                                  "card are shown once, for acceptance, before a model's first\nsegmentation). With every "
+                                  "structure ticked, only those trained on the scan's modality run. See the\n<a "
                                   'href="https://github.com/versemi/SlicerVerSemiSegmenter/blob/main/docs/SLICER.md">documentation</a>.\n')
         self.parent.acknowledgementText = _("\nBased on the VerSemi method (<a "
                                              'href="https://arxiv.org/abs/2311.11686">arXiv:2311.11686</a>).\nUses PyTorch, MONAI and '
@@ -238,7 +242,8 @@ class VerSemiSegmenterLogic(ScriptedLoadableModuleLogic):
     def modelPrompts(self, choice: catalogue.ModelChoice) -> list:
         """Prompts of a model: read from the checkpoint when it is on disk, else from the catalogue."""
         if choice.installed:
-            return catalogue.read_checkpoint_prompts(choice.path, self.pythonExecutable)
+            return catalogue.with_heldout_dice(
+                catalogue.read_checkpoint_prompts(choice.path, self.pythonExecutable), choice)
         return list(choice.prompts)
 
     def modelCard(self, choice: catalogue.ModelChoice) -> str:
@@ -681,8 +686,7 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         widget = self.ui.promptListWidget
         widget.clear()
         for prompt in prompts:
-            text = _("{name}  (union of all targets)").format(name=prompt.name) if prompt.synthetic else prompt.name
-            item = qt.QListWidgetItem(text)
+            item = qt.QListWidgetItem(prompt.label)
             item.setData(qt.Qt.UserRole, prompt.name)
             item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
             checked = (prompt.name in selected) if selected is not None else not prompt.synthetic
@@ -723,7 +727,10 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updatePromptCount()
 
     def updatePromptCount(self) -> None:
-        self.ui.promptCountLabel.text = _("{count} of {count2}").format(count=len(self.checkedPrompts()), count2=self.ui.promptListWidget.count)
+        count = _("{count} of {count2}").format(count=len(self.checkedPrompts()), count2=self.ui.promptListWidget.count)
+        if catalogue.requested_prompts(self.checkedPrompts(), self.models.prompts) == [catalogue.ALL_PROMPTS]:
+            count += _(" (all: those that fit the scan)")
+        self.ui.promptCountLabel.text = count
         self._checkCanApply()
 
     # --- crop (ROI) ---------------------------------------------------------------------------------
@@ -1004,6 +1011,12 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             windowTitle=_("VerSemi Segmenter"),
         ):
             return
+        choice = self.models.current
+        gate = terms.TermsGate(lambda key: qt.QSettings().value(f"{SETTINGS_PREFIX}/{key}"),
+                               lambda key, value: qt.QSettings().setValue(f"{SETTINGS_PREFIX}/{key}", value))
+        if choice is not None and not gate.ask(choice, lambda: catalogue.model_card_text(choice), self.confirm):
+            self.ui.statusLabel.text = _("Not started: the model's licence and intended use were not accepted.")
+            return
         self._applyPending = True
         if not self.logic.deviceProbed:
             self.ui.statusLabel.text = _("Checking PyTorch and GPU...")
@@ -1025,7 +1038,8 @@ class VerSemiSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.deviceInfoLabel.text = choice.describe()
             # The request itself (auto included) goes to versemi predict: its resolver decides.
             job = self.logic.startSegmentation(
-                params.inputVolume, params.model, self.checkedPrompts(), params.device, params.quality,
+                params.inputVolume, params.model, catalogue.requested_prompts(self.checkedPrompts(), self.models.prompts),
+                params.device, params.quality,
                 params.outputSegmentation, params.roi,
             )
         except Exception as exc:  # bad settings, unusable device, predictor not startable

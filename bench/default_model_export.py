@@ -126,11 +126,69 @@ def model_card(name: str, version: str, checkpoint: Any, source_training: Any, e
               "- **ACDC** scans have a nominal 1.5 x 1.5 x 10 mm grid (the source stores none): cardiac cine MRI "
               "with other slice thickness may be segmented poorly.",
               "- Pathology, children, implants and scanners unlike the training data were not evaluated.", "",
+              "## Post-processing per prompt", "",
+              "Applied by `versemi predict` to the labelmap (`largest_component`: one connected component; "
+              "`paired`: one per side, e.g. left and right hippocampus; `above_fraction:F`: every component "
+              "at least F times the largest; rules chosen on the development split, never on held-out "
+              "cases, by `bench/postprocessing_rules.py`):", "",
+              "| prompt | rule |", "|---|---|",
+              *[f"| {p.name} | {checkpoint.postprocessing.get(p.name, 'none')} |" for p in space.prompts if not p.synthetic],
+              "",
               "## File", "",
               f"`models/{name}-{version}.pt` in the versemi package: {size} bytes, SHA-256 `{sha256}` "
               "(checked before every load; `versemi models verify`). Licence of the weights: "
               f"{licence} (the most restrictive terms of the training data).", ""]
     return "\n".join(lines)
+
+
+def heldout_dice(evaluation: Mapping[str, Any]) -> dict[str, float]:
+    """Prompt -> held-out mean Dice from ``evaluation.json``'s ``summary`` (``dataset/prompt`` keys)."""
+    out = {}
+    for key, value in (evaluation.get("summary") or {}).items():
+        prompt = key.split("/", 1)[-1]
+        if not prompt.startswith("(") and value.get("dice") is not None:
+            out[prompt] = float(value["dice"])
+    return out
+
+
+def shipped_localisers(package: Path, datasets: Any) -> dict[str, Path]:
+    """Dataset -> the localiser shipped in the package (``models/localiser-<dataset>.pt``, trained by
+    ``bench/localiser.py``, independent of the model's weights) for the model's datasets."""
+    return {d: package / "models" / f"localiser-{d}.pt" for d in datasets
+            if (package / "models" / f"localiser-{d}.pt").is_file()}
+
+
+def add_intensity_profiles(target: Path, data: Path, heldout: Mapping[str, list[str]]) -> list[str]:
+    """Give each dataset plan of the checkpoint ``target`` that lacks one (plans made before profiles
+    existed) the intensity profile of its training images in ``data`` (held-out cases excluded), so the
+    modality guard can warn about far scans; rewrites ``target``. Returns the datasets changed."""
+    import dataclasses
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from versemi.checkpoint import Checkpoint
+    from versemi.data.intensity import IntensityProfile
+    from versemi.data.plans import PROFILE_SCANS
+
+    checkpoint = Checkpoint.load(target)
+    changed = {}
+    for name, plan in checkpoint.plans.datasets.items():
+        fingerprint, folder = plan.fingerprint, data / name / "imagesTr"
+        if fingerprint is None or fingerprint.intensity_profile is not None or not folder.is_dir():
+            continue
+        images = [p for p in sorted(folder.glob("*_0000.nii.gz"))
+                  if p.name[: -len("_0000.nii.gz")] not in set(heldout.get(name, []))]
+        if not images:
+            continue
+        picks = np.unique(np.linspace(0, len(images) - 1, min(PROFILE_SCANS, len(images))).astype(int))
+        profile = IntensityProfile.from_scans(
+            fingerprint.modality, [sitk.GetArrayFromImage(sitk.ReadImage(str(images[i]))) for i in picks])
+        changed[name] = dataclasses.replace(plan, fingerprint=dataclasses.replace(fingerprint, intensity_profile=profile))
+    if changed:
+        plans = dataclasses.replace(checkpoint.plans, datasets={**checkpoint.plans.datasets, **changed})
+        dataclasses.replace(checkpoint, plans=plans).save(target)
+    return sorted(changed)
 
 
 def export(args: argparse.Namespace) -> int:
@@ -163,6 +221,10 @@ def export(args: argparse.Namespace) -> int:
 
     stem = f"{name}-{version}"
     target = inference_checkpoint(source, package / "models" / f"{stem}.pt", model_name=name, model_version=version)
+    heldout_split = json.loads((work / "heldout.json").read_text(encoding="utf-8"))
+    profiled = add_intensity_profiles(target, args.data, heldout_split)
+    if profiled:
+        print(f"intensity profiles added from the training images: {', '.join(profiled)}")
     size = target.stat().st_size
     if size > MAX_BYTES:
         raise SystemExit(f"{target}: {size} bytes, more than the {MAX_BYTES} bytes the package may carry")
@@ -185,7 +247,8 @@ def export(args: argparse.Namespace) -> int:
         target, name, version, getattr(args, "url", None) or f"{RELEASES}/{stem}/{stem}.pt", licence,
         description="VerSemi default model: hippocampus, left atrium, cardiac (ACDC) and spleen prompts; "
                     "research use only", embedded=f"models/{stem}.pt", card=f"models/{stem}.md", default=True,
-        heldout=heldout,
+        heldout=heldout, heldout_dice=heldout_dice(evaluation),
+        localisers={d: (f"models/{f.name}", f) for d, f in shipped_localisers(package, plans.datasets).items()},
     )
     write_catalogue_entry(package / "catalogue.json", entry)
     # As users meet it: the catalogue's default entry, verified (size, SHA-256) and loaded.

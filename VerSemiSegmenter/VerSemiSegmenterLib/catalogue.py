@@ -9,6 +9,7 @@ Results are cached per file (path, size, modification time).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -42,11 +43,42 @@ class ModelInfoError(RuntimeError):
 
 @dataclass(frozen=True)
 class PromptInfo:
-    """One structure a model can segment."""
+    """One structure a model can segment; ``heldout_dice`` from the model's catalogue entry (None:
+    not evaluated on held-out cases, or not a catalogue model)."""
 
     name: str
     synthetic: bool = False
     color: tuple[int, int, int] | None = None
+    heldout_dice: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The prompt as the panel lists it: name and held-out Dice."""
+        if self.synthetic:
+            return _("{name}  (union of all targets)").format(name=self.name)
+        if self.heldout_dice is None:
+            return _("{name}  (no held-out Dice)").format(name=self.name)
+        return _("{name}  (held-out Dice {dice:.1f} %)").format(name=self.name, dice=100 * self.heldout_dice)
+
+
+#: What the panel sends when every structure is ticked: ``versemi predict`` then runs only the
+#: prompts whose modality fits the scan and names the others (its modality guard).
+ALL_PROMPTS = "all"
+
+
+def requested_prompts(checked: list[str], prompts: list[PromptInfo]) -> list[str]:
+    """``[ALL_PROMPTS]`` when every real prompt (and no synthetic one) is ticked, else the ticked names:
+    "all" means all that fit this scan."""
+    real = [p.name for p in prompts if not p.synthetic]
+    if real and set(checked) == set(real):
+        return [ALL_PROMPTS]
+    return list(checked)
+
+
+def with_heldout_dice(prompts: list[PromptInfo], choice: "ModelChoice") -> list[PromptInfo]:
+    """``prompts`` (e.g. read from the checkpoint, with colours) with the held-out Dice of ``choice``."""
+    dice = {p.name: p.heldout_dice for p in choice.prompts}
+    return [dataclasses.replace(p, heldout_dice=dice.get(p.name, p.heldout_dice)) for p in prompts]
 
 
 @dataclass
@@ -80,8 +112,9 @@ class ModelChoice:
         return self.path is not None and os.path.isfile(self.path)
 
 
-def prompts_from_names(names: list[str]) -> list[PromptInfo]:
-    return [PromptInfo(str(n), synthetic=str(n) == SYNTHETIC_PROMPT_NAME) for n in names]
+def prompts_from_names(names: list[str], heldout_dice: dict[str, Any] | None = None) -> list[PromptInfo]:
+    dice = {str(k): float(v) for k, v in (heldout_dice or {}).items() if isinstance(v, (int, float))}
+    return [PromptInfo(str(n), synthetic=str(n) == SYNTHETIC_PROMPT_NAME, heldout_dice=dice.get(str(n))) for n in names]
 
 
 def parse_models_list(text: str) -> list[ModelChoice]:
@@ -114,7 +147,7 @@ def parse_models_list(text: str) -> list[ModelChoice]:
                 label=label,
                 source="catalogue" if row.get("source") == "catalogue" else "imported",
                 path=path,
-                prompts=prompts_from_names(list(row.get("label_space") or [])),
+                prompts=prompts_from_names(list(row.get("label_space") or []), row.get("heldout_dice")),
                 description=str(row.get("description") or ""),
                 status=status,
                 default=default,
@@ -142,7 +175,8 @@ def model_card_text(choice: ModelChoice) -> str:
     if choice.description:
         lines.append(choice.description)
     if choice.prompts:
-        lines.append("Structures: " + ", ".join(p.name for p in choice.prompts))
+        lines.append("Structures (held-out Dice): " + ", ".join(
+            p.name + ("" if p.heldout_dice is None else f" {100 * p.heldout_dice:.1f} %") for p in choice.prompts))
     if choice.licence:
         lines.append(f"Licence of the weights: {choice.licence}")
     if choice.path:

@@ -61,6 +61,10 @@ def test_export_packages_a_verified_default_model(trained_checkpoint: Path, tmp_
     package = tmp_path / "resources"
     package.mkdir()
     shutil.copy(REPO / "training" / "src" / "versemi" / "resources" / "catalogue.json", package / "catalogue.json")
+    from versemi.inference.localiser import Localiser, LocaliserNet
+
+    # A localiser shipped in the package for one of the model's datasets: the entry references it.
+    localiser = Localiser("Dataset901_Alpha", LocaliserNet(2)).save(package / "models" / "localiser-Dataset901_Alpha.pt")
     args = argparse.Namespace(work=work, data=data, checkpoint=None, name="tiny-default", version="2.0.0",
                               package=package, docs=tmp_path / "docs" / "models")
     assert export.export(args) == 0
@@ -77,6 +81,7 @@ def test_export_packages_a_verified_default_model(trained_checkpoint: Path, tmp_
     assert "| Dataset901_Alpha | 2 | 1 | Alpha challenge, CC BY-SA 4.0 |" in card
     assert 'Attribution: Someone et al., "Alpha" (2020); Other et al., "Beta" (2021).' in card
     assert "`versemi demo --data ../shared/data --heldout-only`" in card and "Field of view" in card
+    assert "| organ_a | " in card.split("## Post-processing per prompt", 1)[1]  # each prompt's rule
 
     monkeypatch.setenv("VERSEMI_CATALOGUE", str(package / "catalogue.json"))
     monkeypatch.setenv("VERSEMI_MODELS_DIR", str(tmp_path / "cache"))
@@ -86,6 +91,9 @@ def test_export_packages_a_verified_default_model(trained_checkpoint: Path, tmp_
     assert entry.url.endswith("/tiny-default-2.0.0/tiny-default-2.0.0.pt") and entry.licence == "CC-BY-NC-SA-4.0"
     assert entry.card_path.read_text() == card
     assert set(entry.plans) == {"Dataset901_Alpha", "Dataset902_Beta"}
+    assert entry.heldout_dice == {"organ_a": 0.8766}
+    assert entry.localisers["Dataset901_Alpha"]["file"] == "models/localiser-Dataset901_Alpha.pt"
+    assert entry.localiser_paths["Dataset901_Alpha"] == localiser
     predictor = Predictor(path, device="cpu")
     assert predictor.model_info["name"] == "tiny-default" and predictor.model_info["version"] == "2.0.0"
     # Exported again (e.g. after a new evaluation): the entry is replaced, not duplicated.

@@ -198,3 +198,9 @@ def write_dicom_series(
             writer.Execute(slice_)
             files.append(path)
     return files
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks (1.0 when both are empty)."""
+    total = int(prediction.sum()) + int(truth.sum())
+    return 1.0 if total == 0 else 2.0 * int((prediction & truth).sum()) / total

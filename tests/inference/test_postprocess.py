@@ -88,3 +88,32 @@ def test_predictor_applies_the_checkpoint_postprocessing(monkeypatch: pytest.Mon
     predictor = Predictor(both, device="cpu")
     labels = [e for e in predictor.label_table(predictor.resolve_prompts("spleen,liver,organ_a"))]
     assert predictor.planner.postprocessing_groups(labels, both["postprocessing"]) == {1: [1, 2], 2: [1, 2]}
+
+
+def two_sides() -> np.ndarray:
+    """Label 1: a big blob on the left, a smaller one 30 voxels to the right, a small stray blob."""
+    labels = np.zeros((12, 12, 50), dtype=np.uint8)
+    labels[2:8, 2:8, 2:8] = 1  # 216 voxels
+    labels[2:7, 2:7, 32:37] = 1  # 125 voxels, the other side
+    labels[9:11, 9:11, 20:22] = 1  # 8 voxels between them
+    return labels
+
+
+def test_paired_keeps_one_component_per_side() -> None:
+    out = keep_largest_components(two_sides(), {1: [1]}, {1: "paired"}, side_axis=2, side_spacing=1.0)
+    assert (out == 1).sum() == 216 + 125 and out[9, 9, 20] == 0
+    assert (keep_largest_components(two_sides(), {1: [1]}) == 1).sum() == 216  # the default loses a side
+    # Along another axis the two blobs are not apart: one side only.
+    assert (keep_largest_components(two_sides(), {1: [1]}, {1: "paired"}, side_axis=0) == 1).sum() == 216
+
+
+def test_above_fraction_keeps_every_large_part() -> None:
+    out = keep_largest_components(two_sides(), {1: [1]}, {1: "above_fraction:0.5"})
+    assert (out == 1).sum() == 216 + 125
+    out = keep_largest_components(two_sides(), {1: [1]}, {1: "above_fraction:0.01"})
+    assert (out == 1).sum() == 216 + 125 + 8
+    assert check_postprocessing({"liver": "above_fraction:0.3", "kidney": "paired"}, ["liver", "kidney"], "x") == {
+        "liver": "above_fraction:0.3", "kidney": "paired"}
+    for bad in ("above_fraction:0", "above_fraction:1.5", "above_fraction:x", "paired:1"):
+        with pytest.raises(ValueError, match="unknown"):
+            check_postprocessing({"liver": bad}, ["liver"], "x")

@@ -188,3 +188,30 @@ def test_models_dir_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert default_models_dir() == tmp_path / "home" / ".cache" / "versemi" / "models"
     monkeypatch.setattr(sys, "platform", "darwin")
     assert default_models_dir() == tmp_path / "home" / "Library" / "Caches" / "versemi" / "models"
+
+
+def test_localisers_and_heldout_dice_round_trip_and_are_checked(tmp_path: Path) -> None:
+    raw = entry(localisers={"Dataset001_Hippocampus": {"file": "models/loc.pt", "sha256": SHA}},
+                heldout_dice={"liver": 0.91})
+    catalogue = write(tmp_path, document(raw))
+    parsed = load_catalogue(str(catalogue)).get("abdomen-ct")
+    assert parsed.localisers == {"Dataset001_Hippocampus": {"file": "models/loc.pt", "sha256": SHA}}
+    assert parsed.localiser_paths["Dataset001_Hippocampus"] == tmp_path / "models" / "loc.pt"
+    assert parsed.heldout_dice == {"liver": 0.91} and parsed.to_dict()["heldout_dice"] == {"liver": 0.91}
+    for bad, problem in (({"localisers": {"D": {"file": "../x.pt", "sha256": SHA}}}, "inside the catalogue"),
+                         ({"localisers": {"D": {"file": "x.pt"}}}, "64 hexadecimal"),
+                         ({"heldout_dice": {"liver": 91}}, "between 0 and 1")):
+        with pytest.raises(CatalogueError, match=problem):
+            parse_catalogue({**catalogue_document([]), "models": [entry(**bad)]}, source="x", base_url="")
+
+
+def test_models_info_prints_every_prompts_heldout_dice(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VERSEMI_CATALOGUE", raising=False)
+    from versemi.cli import main as cli_main
+
+    assert cli_main(["models", "info", "versemi-default"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("## Held-out Dice per prompt", 1)[1].split("## Catalogue entry", 1)[0]
+    assert "| hippocampus_anterior | 88.4 |" in table and "all_foreground" not in table
+    for name in load_catalogue().default_entry().label_space:
+        assert name == "all_foreground" or f"| {name} |" in table

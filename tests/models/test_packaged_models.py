@@ -132,3 +132,17 @@ def test_a_tampered_copy_of_the_shipped_model_is_refused(embedded: list[Catalogu
         flip_byte(copy / entry.embedded)
         result = verify_model(entry.spec)
         assert not result.ok and "is damaged" in result.message
+
+
+def test_shipped_localisers_are_package_data_verify_and_fit_their_model(embedded: list[CatalogueEntry]) -> None:
+    from versemi.inference.coarse_to_fine import Localisers, catalogue_localisers
+
+    patterns = _package_data_patterns()
+    for entry in embedded:
+        refs = catalogue_localisers(entry)
+        assert set(refs) == set(entry.localisers), f"{entry.spec}: a localiser file is missing"
+        for dataset, ref in refs.items():
+            relative = entry.localisers[dataset]["file"]
+            assert any(fnmatch.fnmatch(f"resources/{relative}", p) for p in patterns), f"{relative} not package data"
+            assert dataset in entry.plans, f"{entry.spec}: localiser of {dataset}, which the model was not trained on"
+            assert ref.path.stat().st_size < 2**20 and Localisers(refs).get(dataset).dataset == dataset

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from versemi.data.plans import DEFAULT_PATCH_VOXELS, DatasetPlan, Plans, PlansError, format_plans, plan_dataset
+from versemi.cli.plan import format_plans
+from versemi.data.plans import DEFAULT_PATCH_VOXELS, DatasetPlan, Plans, PlansError, plan_dataset
 from versemi.network import build_model
 from versemi.network.backbones import Conv3d, Resample
 from versemi.network.geometry import NetworkGeometry, plan_geometry

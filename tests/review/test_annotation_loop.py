@@ -133,7 +133,7 @@ def _edit_in_slicer(scene: Any, case: Any, edit: Any, out: Path) -> np.ndarray:
     import slicer
     import vtk
     from vtk.util.numpy_support import vtk_to_numpy
-    from VerSemiSegmenterLib.segmentation_import import import_prediction
+    from VerSemiSegmenterLib.segmentation_import import import_prediction, read_label_table
 
     volume = _load_volume(scene, case.image)
     imported = import_prediction(case.label_to_edit, case.sidecar, volume)
@@ -147,6 +147,10 @@ def _edit_in_slicer(scene: Any, case: Any, edit: Any, out: Path) -> np.ndarray:
     assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, volume)
     dims = labelmap.GetImageData().GetDimensions()
     voxels = vtk_to_numpy(labelmap.GetImageData().GetPointData().GetScalars()).reshape(dims[::-1])
+    # The export numbers segments 1..N: back to the label values (the modality guard may have skipped a
+    # prompt, e.g. the MR organ_a on these CT scans, so the values need not be 1..N), as the panel does.
+    values = np.array([0, *(e.value for e in read_label_table(case.sidecar))], dtype=voxels.dtype)
+    voxels[...] = values[voxels]
     edit(voxels)  # in place: the vtkImageData is edited
     labelmap.GetImageData().Modified()
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()

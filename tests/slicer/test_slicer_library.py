@@ -319,3 +319,52 @@ def test_torch_probe_runs_in_a_subprocess() -> None:
     assert info.torch_version == torch.__version__
     assert info.cuda_available == torch.cuda.is_available()
     assert device.probe_torch("/nonexistent/python").error
+
+
+# --- held-out Dice, "all", licence and intended use -----------------------------------------------------
+
+
+def test_prompts_carry_their_heldout_dice_and_all_means_every_fitting_prompt() -> None:
+    text = json.dumps({"models_dir": "/cache", "models": [
+        {"name": "versemi-default", "version": "1.1.0", "status": "installed", "source": "catalogue",
+         "path": "/x.pt", "label_space": ["hippocampus_anterior", "spleen", "all_foreground"],
+         "heldout_dice": {"hippocampus_anterior": 0.884}, "licence": "CC-BY-NC-SA-4.0"}]})
+    (choice,) = catalogue.parse_models_list(text)
+    labels = [p.label for p in choice.prompts]
+    assert labels == ["hippocampus_anterior  (held-out Dice 88.4 %)", "spleen  (no held-out Dice)",
+                      "all_foreground  (union of all targets)"]
+    assert "hippocampus_anterior 88.4 %" in catalogue.model_card_text(choice)
+    read = [catalogue.PromptInfo("hippocampus_anterior", color=(1, 2, 3)), catalogue.PromptInfo("spleen")]
+    merged = catalogue.with_heldout_dice(read, choice)
+    assert merged[0].color == (1, 2, 3) and merged[0].heldout_dice == 0.884 and merged[1].heldout_dice is None
+    prompts = choice.prompts
+    assert catalogue.requested_prompts(["hippocampus_anterior", "spleen"], prompts) == ["all"]
+    assert catalogue.requested_prompts(["spleen"], prompts) == ["spleen"]
+    assert catalogue.requested_prompts(["hippocampus_anterior", "spleen", "all_foreground"], prompts) == [
+        "hippocampus_anterior", "spleen", "all_foreground"]
+
+
+def test_licence_and_intended_use_are_accepted_once_per_model_and_licence() -> None:
+    from VerSemiSegmenterLib import terms
+
+    store: dict = {}
+    gate = terms.TermsGate(store.get, store.__setitem__)
+    choice = catalogue.ModelChoice("versemi-default@1.1.0", "default", "catalogue", licence="CC-BY-NC-SA-4.0")
+    shown: list = []
+    cards: list = []
+
+    def card() -> str:
+        cards.append(1)
+        return "# versemi-default 1.1.0"
+
+    assert not gate.ask(choice, card, lambda text: shown.append(text) or False)  # declined: asked again
+    assert not gate.accepted(choice) and store == {}
+    assert gate.ask(choice, card, lambda text: shown.append(text) or True)
+    assert gate.ask(choice, card, lambda text: pytest.fail("asked twice"))  # remembered
+    assert len(cards) == 2 and len(shown) == 2
+    text = shown[0]
+    assert "CC-BY-NC-SA-4.0 (non-commercial: research use only" in text and "not for clinical use" in text
+    assert text.index("Licence") < text.index("--- Model card ---") < text.index("# versemi-default 1.1.0")
+    relicensed = catalogue.ModelChoice(choice.key, "default", "catalogue", licence="CC-BY-4.0")
+    assert not gate.accepted(relicensed)  # another licence: asked again
+    assert list(store) == [f"acceptedTerms/{terms.acceptance_key(choice)}"]

@@ -76,3 +76,12 @@ def test_widget_never_runs_slow_logic_calls_on_the_gui_thread() -> None:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SLOW_LOGIC_CALLS:
                 offenders.append(f"{method.name}: {node.func.attr}()")
     assert offenders == []
+
+
+def test_module_help_says_not_for_clinical_use_and_the_gui_asks_for_the_terms() -> None:
+    source = (MODULE_DIR / "VerSemiSegmenter.py").read_text(encoding="utf-8")
+    help_text = source.split("self.parent.helpText = \"\"\"", 1)[1].split("\"\"\"", 1)[0]
+    assert "not for clinical use" in help_text and "CC BY-NC-SA" in help_text
+    apply = source.split("def applyWhenReady", 1)[1].split("\n    def ", 1)[0]
+    assert "terms.TermsGate(" in apply and "gate.ask(" in apply  # before the run starts
+    assert apply.index("gate.ask(") < apply.index("self.startSegmentation()")

@@ -93,7 +93,7 @@ def test_widget_lists_models_browses_a_checkpoint_and_segments(app, tmp_path: Pa
     assert ui.modelComboBox.currentText == "tiny model.pt (local file)"
     prompts = [(item.data(256), item.checkState()) for item in ui.promptListWidget.items]
     assert prompts == [("liver", 2), ("organ_x", 2), ("spleen", 2), ("all_foreground", 0)]
-    assert ui.promptCountLabel.text == "3 of 4"
+    assert ui.promptCountLabel.text == "3 of 4 (all: those that fit the scan)"
 
     volume = selftest.add_sample_volume(slicer.mrmlScene)
     widget._parameterNode.inputVolume = volume

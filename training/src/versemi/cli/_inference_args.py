@@ -54,6 +54,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", metavar="NAME", default=None,
                         help="preprocess like this training dataset, e.g. Dataset004_SpleenCT "
                              "(default: each prompt's own dataset); an unknown name lists the model's datasets")
+    parser.add_argument("--any-modality", action="store_true",
+                        help="run the default prompts (all) whatever the scan's modality (default: only the "
+                             "prompts trained on the scan's modality, CT or MR, run; the others are skipped "
+                             "and named)")
     parser.add_argument("--no-postprocess", action="store_true",
                         help="keep every predicted component (default: the model's post-processing, e.g. keep "
                              "each structure's largest connected component where its training validation chose it)")
@@ -131,6 +135,7 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
         precision=args.precision,
         dataset=args.dataset,
         postprocess=not getattr(args, "no_postprocess", False),
+        modality_guard=not getattr(args, "any_modality", False),
     )
 
 

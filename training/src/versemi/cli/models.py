@@ -319,6 +319,17 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def heldout_dice_table(entry) -> str:  # noqa: ANN001 - a CatalogueEntry
+    """Markdown: each prompt's held-out Dice from the catalogue entry, or that it has none."""
+    lines = ["## Held-out Dice per prompt", "", "| prompt | held-out Dice (%) |", "|---|---|"]
+    for name in entry.label_space:
+        if name == "all_foreground":
+            continue
+        dice = entry.heldout_dice.get(name)
+        lines.append(f"| {name} | {'-- (no held-out evaluation)' if dice is None else f'{100 * dice:.1f}'} |")
+    return "\n".join(lines) + "\n"
+
+
 def _info(args: argparse.Namespace) -> int:
     from versemi.models import (
         ModelNotInstalledError,
@@ -353,6 +364,7 @@ def _info(args: argparse.Namespace) -> int:
         print(card.rstrip("\n") + "\n")
     else:
         print(f"# {entry.spec}\n\n{entry.description or 'No model card is listed for this model.'}\n")
+    print(heldout_dice_table(entry))
     path = entry_file(entry, cache)
     present = path.is_file()
     where = {"path": str(path) if present else None, "status": "installed" if present else "not installed",

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from versemi.data.intensity import IntensityProfile
 from versemi.data.preprocessing import (
     NORMALIZATIONS,
     PreprocessingSpec,
@@ -74,6 +75,8 @@ LOWRES_RATIO = 4.0
 SPACING_STEP = 0.05
 #: Foreground voxels sampled per labeled case for the CT intensity statistics.
 INTENSITY_SAMPLES_PER_CASE = 10_000
+#: Scans read (evenly chosen) for a dataset's intensity profile.
+PROFILE_SCANS = 20
 
 
 class PlansError(ValueError):
@@ -121,6 +124,8 @@ class DatasetFingerprint:
         foreground_extent: Median extent of the labeled foreground's bounding box, mm, (x, y, z)
             (``None`` without labeled cases).
         intensity: Foreground intensity statistics of the labeled cases (``None`` unless CT).
+        intensity_profile: Body-intensity percentiles of the scans (:mod:`versemi.data.intensity`);
+            ``None`` in plans made before profiles existed.
     """
 
     name: str
@@ -130,6 +135,7 @@ class DatasetFingerprint:
     median_size: tuple[float, float, float]
     foreground_extent: tuple[float, float, float] | None = None
     intensity: IntensityStats | None = None
+    intensity_profile: IntensityProfile | None = None
 
     @property
     def is_ct(self) -> bool:
@@ -148,6 +154,7 @@ class DatasetFingerprint:
             "median_size": list(self.median_size),
             "foreground_extent": list(self.foreground_extent) if self.foreground_extent else None,
             "intensity": self.intensity.to_dict() if self.intensity else None,
+            **({"intensity_profile": self.intensity_profile.to_dict()} if self.intensity_profile else {}),
         }
 
     @classmethod
@@ -161,6 +168,7 @@ class DatasetFingerprint:
             foreground_extent=_triple(d["foreground_extent"], float, "foreground_extent")
             if d.get("foreground_extent") else None,
             intensity=IntensityStats.from_dict(d["intensity"]) if d.get("intensity") else None,
+            intensity_profile=IntensityProfile.from_dict(d["intensity_profile"]) if d.get("intensity_profile") else None,
         )
 
 
@@ -226,6 +234,9 @@ def fingerprint_dataset(
                 if fg.size:
                     take = min(fg.size, INTENSITY_SAMPLES_PER_CASE)
                     samples.append(rng.choice(fg.astype(np.float64), take, replace=False))
+        picks = np.unique(np.linspace(0, len(image_paths) - 1, min(PROFILE_SCANS, len(image_paths))).astype(int))
+        profile = IntensityProfile.from_scans(
+            modality, [sitk.GetArrayFromImage(read_image(image_paths[i])) for i in picks])
     except DatasetError as exc:
         raise PlansError(f"{name}: {exc}") from None
     intensity = None
@@ -242,6 +253,7 @@ def fingerprint_dataset(
         median_size=tuple(float(x) for x in np.median(np.asarray(sizes, dtype=float), axis=0)),  # type: ignore[arg-type]
         foreground_extent=tuple(float(x) for x in np.median(np.asarray(extents), axis=0)) if extents else None,  # type: ignore[arg-type]
         intensity=intensity,
+        intensity_profile=profile,
     )
 
 
@@ -589,41 +601,6 @@ def plans_for_config(config: "TrainConfig", fingerprints: Mapping[str, DatasetFi
     return Plans(datasets, aliases, divisor, settings.patch_voxels)
 
 
-def format_plans(plans: Plans) -> str:
-    """A human-readable table of the plans (``versemi plan``)."""
-    lines = [f"plans v{plans.version}: patch budget {plans.patch_voxels} voxels, size divisor {plans.size_divisor}"]
-    for plan in plans.datasets.values():
-        fp = plan.fingerprint
-        spacing = " x ".join(f"{s:g}" for s in plan.target_spacing)
-        patch = " x ".join(str(p) for p in plan.patch_size)
-        lines.append(f"{plan.dataset} ({plan.spec.modality}, {plan.spec.normalization})")
-        if fp is not None:
-            lines.append(f"  fingerprint: {fp.num_cases} scans, median spacing "
-                         f"{' x '.join(f'{s:g}' for s in fp.median_spacing)} mm, median size "
-                         f"{' x '.join(f'{s:g}' for s in fp.median_size)} voxels")
-            shape = " x ".join(f"{s:.0f}" for s in fp.median_size_at(plan.target_spacing))
-            lines.append(f"  median scan on the target grid: {shape} voxels")
-        lines.append(f"  target spacing: {spacing} mm (x, y, z)")
-        covers = plan.covers_foreground()
-        note = "" if covers is None else (" (covers the median labeled structure)" if covers
-                                          else " (smaller than the median labeled structure)")
-        lines.append(f"  patch size: {patch} voxels (x, y, z){note}")
-        if plan.spec.normalization == "ct_zscore":
-            lo, hi = plan.spec.intensity_clip
-            lines.append(f"  intensities: clip to [{lo:g}, {hi:g}], z-score with mean {plan.spec.intensity_mean:g}, "
-                         f"sd {plan.spec.intensity_std:g}")
-        if plan.network is not None:
-            bottleneck = " x ".join(str(v) for v in plan.network.bottleneck_size(plan.patch_size))
-            lines.append(f"  network: {plan.network.describe()} (x, y, z); bottleneck {bottleneck} voxels")
-        else:
-            lines.append("  network: every axis pooled at every stage, 3x3x3 kernels (isotropic)")
-        if plan.overridden:
-            lines.append(f"  set by the config: {', '.join(plan.overridden)}")
-    for source, target in plans.aliases.items():
-        lines.append(f"{source}: uses the plan of {target}")
-    return "\n".join(lines)
-
-
 __all__ = [
     "DEFAULT_PATCH_VOXELS",
     "DatasetFingerprint",
@@ -633,7 +610,6 @@ __all__ = [
     "Plans",
     "PlansError",
     "fingerprint_dataset",
-    "format_plans",
     "plan_dataset",
     "plan_patch_size",
     "plan_target_spacing",

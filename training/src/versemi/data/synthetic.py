@@ -1,8 +1,13 @@
-"""Small generated datasets in the nnU-Net v2 raw format, for tests, demos and benchmarks.
+"""Small generated datasets in the nnU-Net v2 raw format, and mosaic canvases, for tests, demos and
+benchmarks.
 
 Each case is a noisy volume with a few ellipsoid "organs" whose intensities differ from the
 background, so a tiny model can learn them in a few iterations. Geometry (spacing, origin,
 direction) is configurable so tests can exercise oblique, anisotropic, non-RAS grids.
+
+:func:`mosaic_canvas` builds a large scan-like volume from real crops: a background of shuffled
+blocks of crops (MRI texture, no whole structure) with labeled crops pasted at random positions; it
+trains localisers (``bench/localiser.py``) and tests coarse-to-fine prediction on large fields of view.
 """
 
 from __future__ import annotations
@@ -102,3 +107,87 @@ def make_nnunet_dataset(
     }
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     return folder
+
+
+def _unit_mean(array: np.ndarray) -> np.ndarray:
+    """``array`` divided by the mean of its non-zero voxels (crops of one modality on one scale)."""
+    values = array[array != 0]
+    mean = float(values.mean()) if values.size else 1.0
+    return (array / (mean if mean > 0 else 1.0)).astype(np.float32)
+
+
+def mosaic_canvas(
+    rng: np.random.Generator,
+    shape_zyx: Sequence[int],
+    background: Sequence[np.ndarray],
+    targets: Sequence[tuple[np.ndarray, np.ndarray]],
+    block: int = 8,
+    jitter: float = 0.0,
+    noise_fraction: float = 0.0,
+    positions: Sequence[Sequence[int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
+    """A canvas of shuffled crop blocks with labeled crops pasted in it.
+
+    Every crop is first scaled to a mean of 1 over its non-zero voxels (real crops come on very
+    different intensity scales), times a random factor in ``[1 - jitter, 1 + jitter]``.
+
+    Args:
+        rng: Random generator (block choice, flips, positions).
+        shape_zyx: Canvas shape (voxels, the crops' spacing).
+        background: Image crops ``(d, h, w)`` cut into ``block``-sized cubes, each taken from a random
+            crop at a random place with random flips.
+        targets: ``(image, label)`` crops pasted whole (the label into the label canvas).
+        block: Edge of the background cubes, voxels.
+        jitter: Relative intensity jitter per crop and per block.
+        noise_fraction: Fraction of background blocks replaced by Gaussian noise (mean 1, sd 0.3).
+        positions: Corner ``(z, y, x)`` of each target; default random, not overlapping when possible.
+
+    Returns:
+        The image (float32), the label (uint8) and the corner of each pasted target.
+    """
+    shape = tuple(int(n) for n in shape_zyx)
+    image = np.zeros(shape, dtype=np.float32)
+    label = np.zeros(shape, dtype=np.uint8)
+    scaled = [_unit_mean(b) for b in background]
+    b = int(block)
+    for z in range(0, shape[0], b):
+        for y in range(0, shape[1], b):
+            for x in range(0, shape[2], b):
+                region = (slice(z, z + b), slice(y, y + b), slice(x, x + b))
+                size = image[region].shape
+                if noise_fraction and rng.random() < noise_fraction:
+                    image[region] = rng.normal(1.0, 0.3, size)
+                    continue
+                src = scaled[int(rng.integers(len(scaled)))]
+                if any(s < n for s, n in zip(src.shape, size)):
+                    continue
+                start = [int(rng.integers(0, s - n + 1)) for s, n in zip(src.shape, size)]
+                piece = src[tuple(slice(a, a + n) for a, n in zip(start, size))]
+                for axis in range(3):
+                    if rng.random() < 0.5:
+                        piece = np.flip(piece, axis)
+                image[region] = piece * (1.0 + jitter * rng.uniform(-1, 1))
+    corners: list[tuple[int, int, int]] = []
+    for k, (crop, crop_label) in enumerate(targets):
+        if positions is not None:
+            corner = tuple(int(v) for v in positions[k])
+        else:
+            corner = _free_corner(rng, shape, crop.shape, corners, [t[0].shape for t in targets])
+        region = tuple(slice(c, c + n) for c, n in zip(corner, crop.shape))
+        image[region] = _unit_mean(crop) * (1.0 + jitter * rng.uniform(-1, 1))
+        label[region] = np.where(crop_label > 0, crop_label, label[region])
+        corners.append(corner)  # type: ignore[arg-type]
+    return image, label, corners
+
+
+def _free_corner(rng: np.random.Generator, shape: Sequence[int], size: Sequence[int],
+                 placed: Sequence[Sequence[int]], sizes: Sequence[Sequence[int]]) -> tuple[int, int, int]:
+    """A random corner for a crop of ``size`` inside ``shape``, not overlapping the ``placed`` ones
+    (after 200 tries, any corner)."""
+    corner: tuple[int, ...] = ()
+    for _ in range(200):
+        corner = tuple(int(rng.integers(0, max(1, s - n + 1))) for s, n in zip(shape, size))
+        if all(any(corner[a] >= p[a] + q[a] or p[a] >= corner[a] + size[a] for a in range(3))
+               for p, q in zip(placed, sizes)):
+            break
+    return corner  # type: ignore[return-value]

@@ -23,7 +23,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from versemi.fileio import make_folder, remove_stale_temp_files
 from versemi.images import IMAGE_EXTENSIONS
@@ -35,6 +35,12 @@ from versemi.outputs import resolved, sidecar_paths
 STATUSES = ("done", "skipped", "failed")
 
 
+def skipped_prompts(meta: Mapping[str, Any]) -> list[str]:
+    """The prompts a sidecar's prediction skipped (:mod:`versemi.inference.guard`)."""
+    modality = (meta.get("prediction") or {}).get("modality") or {}
+    return list(modality.get("skipped") or {}) if isinstance(modality, Mapping) else []
+
+
 def finished_by_same_model(output: Path, sidecar: Path, sha256: str | None, prompts: list[str]) -> dict[str, Any] | None:
     """The sidecar of ``output`` when an earlier run wrote it with the same model file (SHA-256) and
     the same prompts in the same order; else None (the case must be (re)done).
@@ -43,7 +49,8 @@ def finished_by_same_model(output: Path, sidecar: Path, sha256: str | None, prom
         output: the case's labelmap.
         sidecar: its sidecar JSON.
         sha256: the model's SHA-256 (None: unknown, never "the same").
-        prompts: the prompt names, in label-value order.
+        prompts: the prompt names asked for, in label-value order (the sidecar lacks those the modality
+            guard skipped on that scan).
     """
     if not (output.is_file() and sidecar.is_file()):
         return None
@@ -55,7 +62,7 @@ def finished_by_same_model(output: Path, sidecar: Path, sha256: str | None, prom
         isinstance(meta, dict)
         and sha256 is not None
         and (meta.get("model") or {}).get("sha256") == sha256
-        and [d.get("name") for d in meta.get("labels", [])] == prompts
+        and [d.get("name") for d in meta.get("labels", [])] == [p for p in prompts if p not in skipped_prompts(meta)]
     ):
         return None
     return meta
@@ -153,6 +160,7 @@ def predict_folder(
     cases = find_images(input_dir)
     if not cases:
         raise PredictionError(f"{input_dir}: no scans found ({', '.join(IMAGE_EXTENSIONS)} or DICOM sub-folders)")
+    prompts = prompts if isinstance(prompts, str) else list(prompts)
     prompt_ids = predictor.resolve_prompts(prompts)  # a bad prompt fails before any work
     names = [predictor.label_space.prompts[i].name for i in prompt_ids]
     sha256 = predictor.model_info["sha256"]
@@ -173,7 +181,7 @@ def predict_folder(
             start = time.perf_counter()
             probabilities = Path(probabilities_dir) / case if probabilities_dir is not None else None
             try:
-                written = predictor.predict_file(image, output, prompt_ids, probabilities_dir=probabilities,
+                written = predictor.predict_file(image, output, prompts, probabilities_dir=probabilities,
                                                  probabilities_dtype=probabilities_dtype, progress=sub,
                                                  allow_gaps=allow_gaps, overwrite=overwrite)
             except (ValueError, OSError, RuntimeError) as exc:

@@ -79,42 +79,77 @@ class LabelmapAssembler:
         :func:`restore_above_threshold`): exact, with a cost proportional to the size of the
         structures and memory bounded by the slab instead of the scan.
         """
-        label, maxprob, work, kept, sink = self.label, self.maxprob, self.work, self.kept, self.sink
-        keep = kept is not None
+        self.add_parts([(probs, record, None)], labels, stage)
+
+    def add_parts(self, parts: Sequence[tuple["torch.Tensor", Mapping[str, Any], tuple[int, ...] | None]],
+                  labels: Sequence[LabelEntry], stage: StageProgress) -> None:
+        """:meth:`add` for a group segmented in parts: ``(probs, record, box)`` per part, ``box`` the
+        ``(x0, y0, z0, x1, y1, z1)`` of the segmented image that was preprocessed (None: all of it).
+        The boxes do not overlap (coarse-to-fine merges overlapping ones); outside them the
+        probability is 0."""
+        label, maxprob, kept, sink = self.label, self.maxprob, self.kept, self.sink
+        whole = len(parts) == 1 and parts[0][2] is None
         for k, entry in enumerate(labels):
             stage(k / len(labels), f"restoring {entry.name} to the input grid")
-            channel = probs[k].numpy()
-            if keep or sink is not None:
-                restored = restore_to_input_grid(channel, record, is_label=False)
+            if kept is None and sink is None:
+                for probs, record, box in parts:
+                    target, offset = self._part(box)
+                    # Nothing is yielded for a prompt that reaches the threshold nowhere.
+                    for region, values, _image in restore_above_threshold(probs[k].numpy(), record, target, THRESHOLD):
+                        region = tuple(slice(r.start + o, r.stop + o) for r, o in zip(region, offset))
+                        merge_above_threshold(label[region], maxprob[region], values, entry.value)
+                continue
+            if whole:
+                restored = restore_to_input_grid(parts[0][0][k].numpy(), parts[0][1], is_label=False)
                 merge_above_threshold(label, maxprob, sitk.GetArrayViewFromImage(restored), entry.value)
                 full = (
                     copy_geometry(restored, self.image)  # already the whole input grid: no copy
                     if self.box is None
                     else on_input_grid(sitk.GetArrayFromImage(restored), self.image, self.box)
                 )
-                if sink is not None:
-                    sink(entry, full)
-                if kept is not None:
-                    kept[entry.name] = full
             else:
-                # Nothing is yielded for a prompt that reaches the threshold nowhere.
-                for region, values, _image in restore_above_threshold(channel, record, work, THRESHOLD):
+                canvas = np.zeros(label.shape, dtype=np.float32)
+                for probs, record, box in parts:
+                    _, offset = self._part(box)
+                    values = sitk.GetArrayFromImage(restore_to_input_grid(probs[k].numpy(), record, is_label=False))
+                    region = tuple(slice(o, o + n) for o, n in zip(offset, values.shape))
+                    canvas[region] = values
                     merge_above_threshold(label[region], maxprob[region], values, entry.value)
+                full = on_input_grid(canvas, self.image, self.box)
+            if sink is not None:
+                sink(entry, full)
+            if kept is not None:
+                kept[entry.name] = full
 
-    def labelmap(self, keep_largest: Mapping[int, Sequence[int]] | None = None) -> sitk.Image:
+    def _part(self, box: tuple[int, ...] | None) -> tuple[sitk.Image, tuple[int, int, int]]:
+        """The part of ``work`` a box covers and its ``(z, y, x)`` offset in ``work``'s arrays."""
+        if box is None:
+            return self.work, (0, 0, 0)
+        return self.work[box[0]:box[3], box[1]:box[4], box[2]:box[5]], (box[2], box[1], box[0])
+
+    def labelmap(self, keep_largest: Mapping[int, Sequence[int]] | None = None,
+                 kinds: Mapping[int, str] | None = None) -> sitk.Image:
         """The labelmap on exactly the input grid (an ROI result pasted into zeros).
 
         Args:
-            keep_largest: label value -> the values of its group: keep only the largest connected
-                component of each (:func:`versemi.inference.postprocess.keep_largest_components`).
+            keep_largest: label value -> the values of its group: keep only the components of each
+                that its kind keeps (:func:`versemi.inference.postprocess.keep_largest_components`).
+            kinds: label value -> post-processing kind (default ``largest_component``).
         """
         if keep_largest:
-            keep_largest_components(self.label, keep_largest)
+            axis_xyz = left_right_axis(self.work)
+            keep_largest_components(self.label, keep_largest, kinds, 2 - axis_xyz, self.work.GetSpacing()[axis_xyz])
         return on_input_grid(self.label, self.image, self.box)
 
     def probabilities(self, labels: Sequence[LabelEntry]) -> dict[str, sitk.Image] | None:
         """The kept probability images in ``labels`` order (None unless ``keep_probabilities``)."""
         return None if self.kept is None else {e.name: self.kept[e.name] for e in labels}
+
+
+def left_right_axis(image: sitk.Image) -> int:
+    """The index axis (0 = x, 1 = y, 2 = z) of ``image`` closest to the patient's left-right axis."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    return int(np.argmax(np.abs(direction[0])))
 
 
 def on_input_grid(array: np.ndarray, image: sitk.Image, box: tuple[int, ...] | None) -> sitk.Image:

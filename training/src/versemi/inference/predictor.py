@@ -56,6 +56,8 @@ from versemi.inference.export import (
     probability_image,
     sidecar_document,
 )
+from versemi.inference.coarse_to_fine import Localisers, box_slices, installed_localisers
+from versemi.inference.guard import run_guard
 from versemi.inference.io import colour_table_text, read_input_image, validate_input_image
 from versemi.inference.planning import (
     QUALITIES,
@@ -89,6 +91,10 @@ from versemi.inference.sliding import (
 
 class PrecisionWarning(UserWarning):
     """bf16 was asked for on hardware without native bf16: the prediction runs in float32."""
+
+
+class ModalityWarning(UserWarning):
+    """Prompts skipped or run on another modality, or far intensities (:mod:`versemi.inference.guard`)."""
 
 
 class FieldOfViewWarning(UserWarning):
@@ -128,8 +134,13 @@ class Predictor:
         dataset: Preprocess every input like this training dataset (its name as stored in the
             checkpoint, e.g. ``"Dataset004_SpleenCT"``) whatever the prompts; default (None): each
             prompt uses the preprocessing of the dataset(s) it was trained from.
-        postprocess: Apply the checkpoint's labelmap post-processing (keep the largest connected
-            component of the prompts it names; :mod:`versemi.inference.postprocess`).
+        postprocess: Apply the checkpoint's per-prompt labelmap post-processing
+            (:mod:`versemi.inference.postprocess`).
+        localisers: Dataset -> localiser file or :class:`~versemi.inference.localiser.Localiser` for
+            coarse-to-fine (:mod:`versemi.inference.coarse_to_fine`); None: the catalogue entry's.
+        coarse_to_fine: Locate, then segment inside the located boxes where possible; False: full sweep.
+        modality_guard: ``"all"`` runs only the prompts of the scan's modality; warn about named ones
+            and far intensities (:mod:`versemi.inference.guard`); False checks nothing.
 
     Raises:
         CheckpointError: unreadable / incompatible checkpoint, or one lacking inference keys.
@@ -150,6 +161,9 @@ class Predictor:
         model_name: str | None = None,
         dataset: str | None = None,
         postprocess: bool = True,
+        localisers: Mapping[str, Any] | None = None,
+        coarse_to_fine: bool = True,
+        modality_guard: bool = True,
     ) -> None:
         if quality not in QUALITIES:
             raise PredictionError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES)}")
@@ -202,6 +216,9 @@ class Predictor:
         except ValueError as exc:
             raise CheckpointError(str(exc)) from None
         self.postprocessing = stored if postprocess else {}
+        self.modality_guard = modality_guard
+        self.coarse_to_fine = coarse_to_fine
+        self.localisers = Localisers(localisers if localisers is not None else installed_localisers(self._installed))
 
     # --- planning (versemi.inference.planning) ----------------------------------------------------
     @property
@@ -338,20 +355,20 @@ class Predictor:
         """
         t_start = time.perf_counter()
         prompt_ids = self.resolve_prompts(prompts)
-        hidden_ids = self.resolve_hidden_prompts(hidden_prompts, prompt_ids)
-        labels = self.label_table(prompt_ids)
-        hidden_labels = self.planner.hidden_entries(hidden_ids)
         validate_input_image(image, image_name)
         box = check_roi(roi, image, image_name)
         work = image if box is None else image[box[0]:box[3], box[1]:box[4], box[2]:box[5]]
+        # Label values are those of the prompts asked for, also when the guard skips some.
+        table = {e.prompt_id: e for e in self.label_table(prompt_ids)}
+        prompt_ids, guard_notes, guard_info = self._guard(work, prompts, prompt_ids, image_name)
+        hidden_ids = self.resolve_hidden_prompts(hidden_prompts, prompt_ids)
+        labels = [table[pid] for pid in prompt_ids]
+        hidden_labels = self.planner.hidden_entries(hidden_ids)
 
         groups = self.preprocessing_groups(prompt_ids, hidden_ids)
         # Before any allocation: a scan that cannot fit is refused in a second.
         check_memory(work, groups, self.quality, image_name)
-        notes = field_of_view_warnings(work, groups, self.plans, self.label_space, prompt_ids, image_name)
-        for note in notes:
-            warnings.warn(note, FieldOfViewWarning, stacklevel=2)
-        output = LabelmapAssembler(image, work, box, len(labels), return_probabilities, probability_sink)
+        output = LabelmapAssembler(image, work, box, max(e.value for e in labels), return_probabilities, probability_sink)
         hook_fields: dict[str, Any] = {}
         group_info: list[dict[str, Any]] = []
         seconds = {"preprocess": 0.0, "inference": 0.0, "export": 0.0}
@@ -363,28 +380,36 @@ class Predictor:
             pre(0.0, "preprocessing")
             spec = self.effective_spec(spec=group.spec)
             first_spec = first_spec or spec
-            case = preprocess_case(work, spec)
-            pre(1.0, f"preprocessed to {list(case.image.shape)} voxels (z, y, x) at {list(spec.target_spacing)} mm"
-                     + (f" ({', '.join(group.datasets)})" if len(groups) > 1 else ""))
-            t1 = time.perf_counter()
+            # Coarse-to-fine (not for a model-space hook, which needs the whole scan's probabilities).
+            boxes, located = (self.localisers.boxes(work, group, self.plans)
+                              if self.coarse_to_fine and model_space_hook is None else (None, {}))
             group_ids = [prompt_ids[i] for i in group.positions]
             group_labels = [labels[i] for i in group.positions]
             group_hidden = [e for e in hidden_labels if e.prompt_id in group.hidden_prompt_ids]
-            # Hidden prompts ride in the same pass, as the last channels.
-            probs = self._sliding_window(
-                case.image, group_ids + [e.prompt_id for e in group_hidden], case.record.get("background_value", 0.0),
-                sub_stage(progress, "inference", index, len(groups)), group.patch_size_zyx, group.geometry,
-            )
-            del case.image  # the preprocessed volume is no longer needed
-            t2 = time.perf_counter()
+            parts: list[tuple[torch.Tensor, dict[str, Any], tuple[int, ...] | None]] = []
+            t2 = t0  # the localisation counts as preprocessing
+            for box in boxes or [None]:
+                case = preprocess_case(work if box is None else work[box_slices(box)], spec)
+                pre(1.0, f"preprocessed to {list(case.image.shape)} voxels (z, y, x) at {list(spec.target_spacing)} mm"
+                         + (f" ({', '.join(group.datasets)})" if len(groups) > 1 else "")
+                         + (f" inside the located box {list(box)}" if box is not None else ""))
+                t1 = time.perf_counter()
+                seconds["preprocess"] += t1 - t2
+                # Hidden prompts ride in the same pass, as the last channels.
+                probs = self._sliding_window(
+                    case.image, group_ids + [e.prompt_id for e in group_hidden], case.record.get("background_value", 0.0),
+                    sub_stage(progress, "inference", index, len(groups)), group.patch_size_zyx, group.geometry,
+                )
+                del case.image  # the preprocessed volume is no longer needed
+                parts.append((probs, case.record, box))
+                t2 = time.perf_counter()
+                seconds["inference"] += t2 - t1
             if model_space_hook is not None and index == 0:
-                hook_fields = dict(model_space_hook(probs, group_labels + group_hidden, case.record) or {})
+                hook_fields = dict(model_space_hook(parts[0][0], group_labels + group_hidden, parts[0][1]) or {})
             # Only the visible channels (the first len(group_labels)) are restored and merged.
-            output.add(probs, case.record, group_labels, sub_stage(progress, "export", index, len(groups)))
-            del probs
+            output.add_parts(parts, group_labels, sub_stage(progress, "export", index, len(groups)))
+            del parts, probs
             t3 = time.perf_counter()
-            seconds["preprocess"] += t1 - t0
-            seconds["inference"] += t2 - t1
             seconds["export"] += t3 - t2
             group_info.append({
                 "datasets": list(group.datasets),
@@ -392,12 +417,20 @@ class Predictor:
                 "spacing_mm": list(spec.target_spacing),
                 "patch_size": list(reversed(group.patch_size_zyx)),
                 "normalization": case.record.get("normalization", {}).get("kind"),
+                **located,
                 "prompts": [e.name for e in group_labels],
                 **({"hidden_prompts": [e.name for e in group_hidden]} if group_hidden else {}),
             })
+        # After the sweeps: a group segmented inside located boxes needs no field-of-view warning.
+        swept = [g for g, info in zip(groups, group_info) if not isinstance(info.get("localised"), list)]
+        notes = field_of_view_warnings(work, swept, self.plans, self.label_space, prompt_ids, image_name)
+        for note in notes:
+            warnings.warn(note, FieldOfViewWarning, stacklevel=2)
+        notes = guard_notes + notes
         kept = output.probabilities(labels)  # prompt order, whatever the group order
         postprocessed = {e.name: self.postprocessing[e.name] for e in labels if e.name in self.postprocessing}
-        labelmap = output.labelmap(keep_largest=self.planner.postprocessing_groups(labels, postprocessed))
+        labelmap = output.labelmap(keep_largest=self.planner.postprocessing_groups(labels, postprocessed),
+                                   kinds={e.value: postprocessed[e.name] for e in labels if e.name in postprocessed})
         StageProgress(progress, "export")(1.0, "labelmap ready")
         t_end = time.perf_counter()
         assert first_spec is not None  # resolve_prompts never returns an empty list
@@ -418,6 +451,7 @@ class Predictor:
             "threshold": THRESHOLD,
             "postprocessing": postprocessed,
             "roi": list(box) if box is not None else None,
+            "modality": guard_info,
             **({"warnings": notes} if notes else {}),
             "seconds": {
                 **{k: round(v, 3) for k, v in seconds.items()},
@@ -426,6 +460,14 @@ class Predictor:
             **hook_fields,
         }
         return PredictionResult(labelmap=labelmap, labels=labels, probabilities=kept, info=info)
+
+    def _guard(self, work: sitk.Image, prompts: Any, prompt_ids: list[int], image_name: str) -> tuple[list[int], list[str], dict[str, Any]]:
+        """:func:`~versemi.inference.guard.run_guard`, its notes warned as :class:`ModalityWarning`."""
+        kept, notes, info = run_guard(work, self.plans, self.label_space, prompts, prompt_ids, image_name,
+                                      self.modality_guard, self.model_info["name"])
+        for note in notes:
+            warnings.warn(note, ModalityWarning, stacklevel=3)
+        return kept, notes, info
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -556,7 +598,7 @@ class Predictor:
                     written_probs.append(out.write_image(image, prob_dir / f"{entry.name}.nii.gz"))
 
             result = self.predict(
-                image, prompt_ids, roi=roi, probability_sink=sink, progress=progress, image_name=str(input_path),
+                image, prompts, roi=roi, probability_sink=sink, progress=progress, image_name=str(input_path),
                 model_space_hook=model_space_hook, hidden_prompts=hidden_ids,
             )
             # Published in this order: the colour table first (it marks the files as versemi's, see
@@ -567,4 +609,4 @@ class Predictor:
         return PredictFileResult(output_path, sidecar_path, ctbl_path, written_probs, result)
 
 
-__all__ = ["FieldOfViewWarning", "PrecisionWarning", "Predictor", "set_threads"]
+__all__ = ["FieldOfViewWarning", "ModalityWarning", "PrecisionWarning", "Predictor", "set_threads"]

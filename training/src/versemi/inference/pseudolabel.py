@@ -156,6 +156,7 @@ def _predict_case(
     predictor: Predictor,
     image_path: Path,
     output: Path,
+    prompts: str | list[str] | list[int],
     prompt_ids: list[int],
     progress: ProgressReporter | None,
     model_space_hook: ModelSpaceHook | None,
@@ -167,9 +168,8 @@ def _predict_case(
     synthetic_id = predictor.label_space.synthetic_id
     hidden = [synthetic_id] if synthetic_id is not None and synthetic_id not in prompt_ids else []
     hook = _ReviewScoreHook(synthetic_id, model_space_hook)
-    written = predictor.predict_file(image_path, output, prompt_ids, progress=progress, model_space_hook=hook,
-                                     hidden_prompts=hidden, allow_gaps=allow_gaps,
-                                     overwrite=overwrite)
+    written = predictor.predict_file(image_path, output, prompts, progress=progress, model_space_hook=hook,
+                                     hidden_prompts=hidden, allow_gaps=allow_gaps, overwrite=overwrite)
     return written, hook.score
 
 
@@ -246,6 +246,7 @@ def pseudolabel_folder(
     cases = find_images(input_dir)
     if not cases:
         raise ValueError(f"{input_dir}: no scans found ({', '.join(IMAGE_EXTENSIONS)} or DICOM sub-folders)")
+    prompts = prompts if isinstance(prompts, str) else list(prompts)
     prompt_ids = predictor.resolve_prompts(prompts)  # a bad prompt fails before any work
     prompt_names = [predictor.label_space.prompts[i].name for i in prompt_ids]
     synthetic_id = predictor.label_space.synthetic_id
@@ -278,7 +279,7 @@ def pseudolabel_folder(
             start = time.perf_counter()
             score = None
             try:
-                written, score = _predict_case(predictor, image_path, output, prompt_ids, sub, model_space_hook,
+                written, score = _predict_case(predictor, image_path, output, prompts, prompt_ids, sub, model_space_hook,
                                                allow_gaps, overwrite)
                 seg_path = None
                 if dicom_seg and Path(image_path).is_dir():

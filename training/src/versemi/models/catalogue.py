@@ -150,6 +150,12 @@ class CatalogueEntry:
             a summary of the checkpoint's plans (informative; the checkpoint's own plans are used).
         heldout: dataset -> case ids the model was never trained on; a dataset in ``plans`` without
             a ``heldout`` list was trained on whole (see :meth:`is_heldout`).
+        localisers: dataset -> ``{"file", "sha256"}``: the localiser of that dataset's structures
+            (coarse-to-fine prediction, :mod:`versemi.inference.coarse_to_fine`), a file beside the
+            catalogue like ``embedded``.
+        localiser_paths: dataset -> where that file is (absolute), or None without a catalogue folder.
+        heldout_dice: prompt -> its mean Dice on the held-out cases (the card's number), shown by
+            ``versemi models info`` and the Slicer panel.
     """
 
     name: str
@@ -168,6 +174,9 @@ class CatalogueEntry:
     card_path: Path | None = None
     plans: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
     heldout: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    localisers: Mapping[str, Mapping[str, str]] = field(default_factory=dict, hash=False)
+    localiser_paths: Mapping[str, Path | None] = field(default_factory=dict, hash=False)
+    heldout_dice: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     @property
     def spec(self) -> str:
@@ -218,6 +227,10 @@ class CatalogueEntry:
             d["plans"] = {k: dict(v) for k, v in self.plans.items()}
         if self.heldout:
             d["heldout"] = {k: list(v) for k, v in self.heldout.items()}
+        if self.localisers:
+            d["localisers"] = {k: dict(v) for k, v in self.localisers.items()}
+        if self.heldout_dice:
+            d["heldout_dice"] = dict(self.heldout_dice)
         return d
 
 
@@ -511,6 +524,8 @@ def _parse_entry(raw: Any, where: str, base_url: str, base_dir: Path | None = No
     if heldout_raw is not None and not isinstance(heldout_raw, Mapping):
         raise CatalogueError(f"{where}: 'heldout' must map each dataset to a list of case ids")
     heldout = {str(k): _text_list(v, f"{where}: heldout[{k!r}]") for k, v in (heldout_raw or {}).items()}
+    localisers, localiser_paths = _parse_localisers(raw.get("localisers"), where, base_dir)
+    heldout_dice = _parse_dice(raw.get("heldout_dice"), where)
 
     return CatalogueEntry(
         name=name,  # type: ignore[arg-type]
@@ -529,7 +544,40 @@ def _parse_entry(raw: Any, where: str, base_url: str, base_dir: Path | None = No
         card_path=card_path,
         plans=plans,
         heldout=heldout,
+        localisers=localisers,
+        localiser_paths=localiser_paths,
+        heldout_dice=heldout_dice,
     )
+
+
+def _parse_localisers(value: Any, where: str, base_dir: Path | None) -> tuple[dict[str, dict[str, str]], dict[str, Path | None]]:
+    """``localisers``: dataset -> ``{"file": relative path, "sha256": hex}`` and where each file is."""
+    if value is None:
+        return {}, {}
+    if not isinstance(value, Mapping):
+        raise CatalogueError(f"{where}: 'localisers' must map each dataset to {{'file', 'sha256'}}")
+    out: dict[str, dict[str, str]] = {}
+    paths: dict[str, Path | None] = {}
+    for dataset, item in value.items():
+        at = f"{where}: localisers[{dataset!r}]"
+        if not isinstance(item, Mapping) or not _SHA256_RE.match(str(item.get("sha256", "")).lower()):
+            raise CatalogueError(f"{at} must be {{'file': relative path, 'sha256': 64 hexadecimal digits}}")
+        file, path = _shipped_file(item, "file", at, base_dir)
+        if file is None:
+            raise CatalogueError(f"{at}: 'file' is missing")
+        out[str(dataset)] = {"file": file, "sha256": str(item["sha256"]).lower()}
+        paths[str(dataset)] = path
+    return out, paths
+
+
+def _parse_dice(value: Any, where: str) -> dict[str, float]:
+    """``heldout_dice``: prompt -> a Dice in [0, 1]."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in value.values()):
+        raise CatalogueError(f"{where}: 'heldout_dice' must map each prompt to a Dice between 0 and 1")
+    return {str(k): float(v) for k, v in value.items()}
 
 
 def catalogue_document(entries: Iterable[CatalogueEntry]) -> dict[str, Any]:

@@ -44,6 +44,8 @@ def catalogue_entry(
     card: str | None = None,
     default: bool = False,
     heldout: Mapping[str, list[str]] | None = None,
+    heldout_dice: Mapping[str, float] | None = None,
+    localisers: Mapping[str, tuple[str, Path]] | None = None,
 ) -> dict[str, Any]:
     """The catalogue entry (JSON-ready dict) of a checkpoint file, validated as readers will read it.
 
@@ -54,6 +56,10 @@ def catalogue_entry(
             beside it (the packaged catalogue: relative to ``versemi/resources/``).
         default: the default model.
         heldout: dataset -> case ids the model never trained on.
+        heldout_dice: prompt -> its mean Dice on the held-out cases (``versemi models info``, Slicer).
+        localisers: dataset -> ``(path relative to the catalogue's folder, the file)`` of its
+            localiser (:mod:`versemi.inference.localiser`); the entry records the path and the
+            file's SHA-256.
 
     Raises:
         versemi.checkpoint.CheckpointError: a file ``versemi predict`` could not load.
@@ -84,6 +90,10 @@ def catalogue_entry(
     raw["plans"] = plans_summary(checkpoint.plans)
     if heldout:
         raw["heldout"] = {str(k): list(v) for k, v in heldout.items()}
+    if heldout_dice:
+        raw["heldout_dice"] = {str(k): round(float(v), 4) for k, v in heldout_dice.items()}
+    if localisers:
+        raw["localisers"] = {str(k): {"file": rel, "sha256": sha256_file(file)} for k, (rel, file) in localisers.items()}
     # Validate exactly as a catalogue reader would (relative URLs resolved against a dummy base).
     document = {**catalogue_document([]), "models": [raw]}
     parse_catalogue(document, source=f"entry for {path}", base_url="https://example.invalid/")
