@@ -79,6 +79,10 @@ def model_card(name: str, version: str, checkpoint: Any, source_training: Any, e
             extent = _fmt_triple([n * s for n, s in zip(fp.median_size, fp.median_spacing)]) if fp else "?"
             lines.append(f"| `{prompt.name}` | {src.dataset} (label {src.value}) | {plan.spec.modality} | "
                          f"{_fmt_triple(plan.target_spacing)} | {' x '.join(str(p) for p in plan.patch_size)} | {extent} |")
+    geometries = [f"{d}: {p.network.describe()}" for d, p in plans.datasets.items() if p.network is not None]
+    if geometries:
+        lines += ["", "Network geometry per dataset (x, y, z; per stage, from the plan's spacing: thick-slice scans "
+                      "are pooled and convolved in-plane until their slices catch up): " + "; ".join(geometries) + "."]
     lines += ["", "## Training data", "",
               "| dataset | cases trained on | held out | source and licence |", "|---|---|---|---|"]
     for dataset in plans.datasets:
@@ -87,9 +91,11 @@ def model_card(name: str, version: str, checkpoint: Any, source_training: Any, e
     if attribution:
         lines += ["", attribution]
     lines += ["", "Every case bundled in `examples/data` of a dataset with held-out cases is held out, so "
-              "`versemi demo` scores it on scans it never saw. The spleen CT is the only spleen case there is: "
-              "the model trained on it (an extra labeled task) and has no held-out spleen number; `versemi demo` "
-              "marks it \"TRAINED ON\"."]
+              "`versemi demo` scores it on scans it never saw."]
+    unevaluated = [d for d in plans.datasets if not heldout.get(d)]
+    if unevaluated:
+        lines += ["", f"{', '.join(unevaluated)}: no held-out case (too few cases to hold one out), so its prompts "
+                      "have no held-out number; `versemi demo` marks such cases \"TRAINED ON\"."]
     if source_training is not None:
         config = source_training.config or {}
         lines += ["", "## Recipe", "",
@@ -116,13 +122,14 @@ def model_card(name: str, version: str, checkpoint: Any, source_training: Any, e
               "shipped file.", "",
               "## Known failure modes", "",
               "- **Field of view.** The hippocampus and left-atrium training scans are crops around the structure "
-              "(see the median extents above). A whole-head MRI or a whole chest is far from that: the model may "
-              "find the structure elsewhere. `versemi predict` warns (\"field of view ... crop around the "
-              "structure\"); crop with `--roi` or the Slicer panel's ROI box.",
+              "(see the median extents above). In a scan much larger than those crops `versemi predict` first "
+              "locates the structure with the dataset's shipped localiser where there is one (coarse-to-fine; "
+              "validated on mosaics of crops, not on real whole heads) and otherwise warns (\"field of view ... "
+              "crop around the structure\"); crop with `--roi` or the Slicer panel's ROI box.",
               "- **Modality.** Each prompt knows only its dataset's modality and contrast (T1 MRI for the "
-              "hippocampus, LGE-MRI for the left atrium, cine MRI for the ACDC structures, CT for the spleen). "
-              "Other sequences or CT for an MRI prompt are out of distribution.",
-              "- **The spleen** was learned from ONE CT case: expect it to fail on other scanners and anatomies.",
+              "hippocampus, LGE-MRI for the left atrium, cine MRI for the ACDC structures). By default a prompt "
+              "runs only on scans of its modality (the modality guard); other MR sequences are out of "
+              "distribution and a scan whose intensities are far from the training data's gets a warning.",
               "- **ACDC** scans have a nominal 1.5 x 1.5 x 10 mm grid (the source stores none): cardiac cine MRI "
               "with other slice thickness may be segmented poorly.",
               "- Pathology, children, implants and scanners unlike the training data were not evaluated.", "",
@@ -130,7 +137,8 @@ def model_card(name: str, version: str, checkpoint: Any, source_training: Any, e
               "Applied by `versemi predict` to the labelmap (`largest_component`: one connected component; "
               "`paired`: one per side, e.g. left and right hippocampus; `above_fraction:F`: every component "
               "at least F times the largest; rules chosen on the development split, never on held-out "
-              "cases, by `bench/postprocessing_rules.py`):", "",
+              "cases, by `bench/postprocessing_rules.py`; hippocampus crops are also scored side by side with "
+              "a mirrored crop, as in a head):", "",
               "| prompt | rule |", "|---|---|",
               *[f"| {p.name} | {checkpoint.postprocessing.get(p.name, 'none')} |" for p in space.prompts if not p.synthetic],
               "",
@@ -245,7 +253,7 @@ def export(args: argparse.Namespace) -> int:
     atomic_write_text(docs / f"{name}.md", card)
     entry = catalogue_entry(
         target, name, version, getattr(args, "url", None) or f"{RELEASES}/{stem}/{stem}.pt", licence,
-        description="VerSemi default model: hippocampus, left atrium, cardiac (ACDC) and spleen prompts; "
+        description="VerSemi default model: hippocampus, left atrium and cardiac (ACDC) prompts; "
                     "research use only", embedded=f"models/{stem}.pt", card=f"models/{stem}.md", default=True,
         heldout=heldout, heldout_dice=heldout_dice(evaluation),
         localisers={d: (f"models/{f.name}", f) for d, f in shipped_localisers(package, plans.datasets).items()},

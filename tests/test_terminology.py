@@ -19,7 +19,6 @@ CONTEXT = "Segmentation category and type - DICOM master list"  # what VerSemi's
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 # DICOM PS3.16 CID 2 "Anatomic Modifier" codes used where Slicer's files have no modifier.
 DICOM_CID2 = {ANTERIOR, POSTERIOR}
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "training/src/versemi/resources/models/versemi-default-1.0.0.pt"
 
 
 def _entries() -> dict[tuple[str, str], dict]:
@@ -52,10 +51,11 @@ def test_every_known_structure_code_is_in_slicers_terminology(name: str) -> None
 
 def test_every_prompt_of_the_shipped_model_is_in_slicers_terminology() -> None:
     """The default model's checkpoint stores codes from when it was trained; loading gives today's."""
-    import torch
+    from versemi.checkpoint import Checkpoint
+    from versemi.models import resolve_default_model
 
-    payload = torch.load(DEFAULT_MODEL, map_location="cpu", weights_only=False)
-    prompts = [Prompt.from_dict(p) for p in payload["label_space"]["prompts"]]
+    _, path = resolve_default_model()
+    prompts = list(Checkpoint.load(path).label_space.prompts)
     real = [p for p in prompts if not p.synthetic]
     assert real and all(p.snomed is not None for p in real)
     for prompt in real:

@@ -19,9 +19,17 @@ Segment many anatomical structures with ONE task-prompted 3D model trained with 
 Choose a volume and a model, tick the structures, and click Apply. The model runs in a background
 process (progress, Cancel); the result is a segmentation with named, coloured segments carrying
 SNOMED CT terminology. The Review section walks a pseudo-label review folder case by case
-(highest review score first): edit, then save the refined label or reject the case. See the
+(highest review score first): edit, then save the refined label or reject the case.
+&lt;b&gt;Research use only: not for clinical use&lt;/b&gt; (the default model's weights are CC BY-NC-SA 4.0; the
+licence, intended use and model card are shown once, for acceptance, before a model's first
+segmentation). With every structure ticked, only those trained on the scan's modality run. See the
 &lt;a href="https://github.com/versemi/SlicerVerSemiSegmenter/blob/main/docs/SLICER.md"&gt;documentation&lt;/a&gt;.
 </source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
+        <source> (all: those that fit the scan)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -304,6 +312,11 @@ could not check PyTorch and the GPU (see the log).</source>
     <message>
         <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
         <source>Not started.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
+        <source>Not started: the model's licence and intended use were not accepted.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -646,11 +659,6 @@ could not check PyTorch and the GPU (see the log).</source>
     </message>
     <message>
         <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
-        <source>{name}  (union of all targets)</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../VerSemiSegmenter/VerSemiSegmenter.py"/>
         <source>{name} skipped: {skipped}</source>
         <translation type="unfinished"></translation>
     </message>
@@ -680,6 +688,21 @@ could not check PyTorch and the GPU (see the log).</source>
     <message>
         <location filename="../VerSemiSegmenter/catalogue.py"/>
         <source>unexpected output of 'versemi models list --json': {exc}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/catalogue.py"/>
+        <source>{name}  (held-out Dice {dice:.1f} %)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/catalogue.py"/>
+        <source>{name}  (no held-out Dice)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../VerSemiSegmenter/catalogue.py"/>
+        <source>{name}  (union of all targets)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>

@@ -142,3 +142,18 @@ def test_demo_with_a_damaged_default_model_fails_in_one_line(bundled_default: Pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("versemi demo: error: default model tiny-default@1.0.0:")
     assert not (tmp_path / "demo" / "results.json").exists()
+
+
+def test_demo_prints_every_prompts_heldout_dice_of_the_shipped_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    from versemi.models import load_catalogue
+
+    monkeypatch.delenv("VERSEMI_CATALOGUE", raising=False)
+    monkeypatch.setenv("VERSEMI_MODELS_DIR", str(tmp_path / "cache"))
+    entry = load_catalogue().default_entry()
+    assert main(["demo", "--data", str(EXAMPLES), "--output", str(tmp_path / "demo"), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out.split("Every prompt's held-out Dice", 1)[1]
+    real = [name for name in entry.label_space if name != "all_foreground"]
+    assert real and set(entry.heldout_dice) == set(real)  # no prompt ships without a held-out number
+    for name in real:
+        assert f"{name:<24} Dice {100 * entry.heldout_dice[name]:.1f} %" in printed

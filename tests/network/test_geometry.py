@@ -134,13 +134,31 @@ def test_dataset_plan_round_trip_keeps_geometry() -> None:
     assert DatasetPlan.from_dict(plan.to_dict()) == plan
 
 
-def test_checkpoints_planned_before_geometries_load_as_isotropic() -> None:
+def test_checkpoints_planned_before_geometries_load_as_isotropic(tmp_path) -> None:
     from versemi.checkpoint import Checkpoint
     from versemi.models import resolve_default_model
 
-    _, path = resolve_default_model()  # versemi-default 1.0.0: plans version 1
-    ckpt = Checkpoint.load(path)
+    _, path = resolve_default_model()
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    plans = payload["plans"]  # made version 1, as checkpoints were before plan geometries existed
+    plans["version"] = 1
+    for plan in plans["datasets"].values():
+        del plan["network"]
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    ckpt = Checkpoint.load(old)
     assert all(plan.network is None for plan in ckpt.plans.datasets.values())
     model = ckpt.build_model().eval()
     with torch.no_grad():
         assert model(torch.zeros(1, 1, 8, 104, 104), [0], None).shape == (1, 1, 8, 104, 104)
+
+
+def test_the_shipped_default_model_carries_each_plans_geometry() -> None:
+    from versemi.checkpoint import Checkpoint
+    from versemi.models import resolve_default_model
+
+    _, path = resolve_default_model()
+    plans = Checkpoint.load(path).plans
+    acdc = plans.datasets["Dataset003_ACDC"]
+    assert acdc.network is not None and acdc.network.bottleneck_size(acdc.patch_size)[2] >= 2
+    assert plans.datasets["Dataset001_Hippocampus"].network.is_isotropic

@@ -80,7 +80,7 @@ def test_widget_never_runs_slow_logic_calls_on_the_gui_thread() -> None:
 
 def test_module_help_says_not_for_clinical_use_and_the_gui_asks_for_the_terms() -> None:
     source = (MODULE_DIR / "VerSemiSegmenter.py").read_text(encoding="utf-8")
-    help_text = source.split("self.parent.helpText = \"\"\"", 1)[1].split("\"\"\"", 1)[0]
+    help_text = source.split("self.parent.helpText = _(", 1)[1].split("self.parent.acknowledgementText", 1)[0]
     assert "not for clinical use" in help_text and "CC BY-NC-SA" in help_text
     apply = source.split("def applyWhenReady", 1)[1].split("\n    def ", 1)[0]
     assert "terms.TermsGate(" in apply and "gate.ask(" in apply  # before the run starts

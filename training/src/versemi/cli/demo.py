@@ -264,9 +264,15 @@ def segment_examples(args: argparse.Namespace, checkpoint: Path, entry: Any, out
     trained = sorted({r["case"] for r in rows if r["heldout"] is False})
     if trained:
         print(f"Trained on (Dice shown, not a test): {', '.join(trained)}")
+    card_dice = dict(entry.heldout_dice) if entry is not None else {}
+    if card_dice:
+        # Every prompt's number, also those the bundled examples cannot show (their data may not be copied).
+        print("\nEvery prompt's held-out Dice (the model card; `versemi models info` prints it):")
+        for name, dice in card_dice.items():
+            print(f"  {name:<24} Dice {100 * dice:.1f} %")
     document = {"model": {**info, "catalogue_entry": entry.spec if entry is not None else None},
                 "device": str(predictor.device), "precision": predictor.precision_name,
-                "cases": rows, "heldout_mean": summary}
+                "cases": rows, "heldout_mean": summary, "card_heldout_dice": card_dice}
     from versemi.fileio import atomic_write_json
 
     atomic_write_json(out / "results.json", document)
