@@ -19,6 +19,7 @@ Run in a throwaway environment (never the project's), under Xvfb::
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
@@ -29,12 +30,22 @@ UI_FILE = ROOT / "VerSemiSegmenter" / "Resources" / "UI" / "VerSemiSegmenter.ui"
 OUTPUT = ROOT / "docs" / "panel.png"
 STAND_INS = {"ctkCollapsibleButton": "QGroupBox", "qMRMLNodeComboBox": "QComboBox", "ctkSearchBox": "QLineEdit",
              "qMRMLWidget": "QWidget"}
-# What a real session shows (the default model's prompts, as `versemi models list` reports them).
-PROMPTS = ["hippocampus_anterior", "hippocampus_posterior", "left_atrium", "right_ventricle", "myocardium",
-           "left_ventricle", "spleen", "all_foreground  (union of all targets)"]
-CHECKED = {"spleen"}
-NODES = {"inputVolumeSelector": "VerSemi spleen CT", "outputSegmentationSelector": "Create new segmentation",
+CATALOGUE = ROOT / "training" / "src" / "versemi" / "resources" / "catalogue.json"
+NODES = {"inputVolumeSelector": "VerSemi hippocampus MRI", "outputSegmentationSelector": "Create new segmentation",
          "roiSelector": "None (whole volume)"}
+
+
+def default_model() -> tuple[str, list[str], set[str]]:
+    """What a real session shows: the packaged default model, its prompts as the panel lists them (with
+    their held-out Dice, ``PromptInfo.label``) and the hippocampus prompts ticked."""
+    models = json.loads(CATALOGUE.read_text(encoding="utf-8"))["models"]
+    entry = max((m for m in models if m.get("default")), key=lambda m: [int(v) for v in m["version"].split(".")])
+    dice = entry.get("heldout_dice", {})
+    labels = [f"{name}  (union of all targets)" if name == "all_foreground" else
+              f"{name}  (held-out Dice {100 * dice[name]:.1f} %)" if name in dice else f"{name}  (no held-out Dice)"
+              for name in entry["label_space"]]
+    checked = {label for label in labels if label.startswith("hippocampus_")}
+    return f"{entry['name']}@{entry['version']}", labels, checked
 
 
 def plain_qt_ui(ui_file: Path) -> str:
@@ -77,24 +88,25 @@ def main() -> int:
     find = lambda cls, name: panel.findChild(cls, name)  # noqa: E731
     for name, text in NODES.items():
         find(QtWidgets.QComboBox, name).addItem(text)
-    find(QtWidgets.QComboBox, "modelComboBox").addItem("versemi-default@1.0.0 (installed)")
+    spec, prompt_labels, checked = default_model()
+    find(QtWidgets.QComboBox, "modelComboBox").addItem(f"{spec} (installed)")
     find(QtWidgets.QComboBox, "deviceComboBox").addItem("auto")  # the module adds parameters.DEVICES
     find(QtWidgets.QComboBox, "qualityComboBox").addItem("default")
-    find(QtWidgets.QLabel, "modelInfoLabel").setText("versemi-default 1.0.0, shipped with versemi")
+    find(QtWidgets.QLabel, "modelInfoLabel").setText(f"{spec.replace('@', ' ')}, shipped with versemi")
     prompts = find(QtWidgets.QListWidget, "promptListWidget")
-    for prompt in PROMPTS:
+    for prompt in prompt_labels:
         item = QtWidgets.QListWidgetItem(prompt)
         item.setFlags(item.flags() | QtCore.Qt.ItemIsUserCheckable)
-        item.setCheckState(QtCore.Qt.Checked if prompt in CHECKED else QtCore.Qt.Unchecked)
+        item.setCheckState(QtCore.Qt.Checked if prompt in checked else QtCore.Qt.Unchecked)
         prompts.addItem(item)
-    find(QtWidgets.QLabel, "promptCountLabel").setText(f"{len(CHECKED)} of {len(PROMPTS)}")
+    find(QtWidgets.QLabel, "promptCountLabel").setText(f"{len(checked)} of {len(prompt_labels)}")
     find(QtWidgets.QLabel, "deviceInfoLabel").setText("will use: CPU (this torch is a CPU-only build)")
     for name in ("installButton", "downloadModelButton", "cancelTaskButton"):
         find(QtWidgets.QPushButton, name).setVisible(False)
     find(QtWidgets.QPushButton, "applyButton").setEnabled(True)
     find(QtWidgets.QPushButton, "exportDicomSegButton").setEnabled(True)
     find(QtWidgets.QProgressBar, "progressBar").setValue(1000)
-    find(QtWidgets.QLabel, "statusLabel").setText("Done in 41 s: 1 segments in 'VerSemi spleen CT VerSemi'.")
+    find(QtWidgets.QLabel, "statusLabel").setText("Done in 3 s: 2 segments in 'VerSemi hippocampus MRI VerSemi'.")
     layout = panel.layout()
     header = None
     for title in ("Model cache", "Review"):  # built in Python by the module; collapsed by default
