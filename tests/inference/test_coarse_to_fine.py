@@ -107,7 +107,7 @@ def mean_dice(labelmap: sitk.Image, truth: np.ndarray) -> float:
 def test_a_bundled_crop_in_a_much_larger_canvas_is_located_and_segmented_like_the_crop_alone() -> None:
     """Each bundled crop at a random place in a 96 x 112 x 96 mm mosaic of the other bundled crops
     (16x the training crops' volume): Dice within 1 point of the crop alone on average over the eight
-    crops (no crop more than 3 points worse), and faster than the full sweep."""
+    crops (no crop more than 2 points worse), and faster than the full sweep."""
     models = sorted(MODELS.glob("versemi-default-*.pt"))[-1]
     predictor = Predictor(models, device="cpu", threads=1)  # localisers from its catalogue entry
     full_sweep = Predictor(default_payload(), device="cpu", threads=1, coarse_to_fine=False)
@@ -130,4 +130,5 @@ def test_a_bundled_crop_in_a_much_larger_canvas_is_located_and_segmented_like_th
             start = time.process_time()
             full_sweep.predict(scan, ",".join(PROMPTS))
             assert located_seconds < time.process_time() - start
-    assert np.mean(differences) >= -0.01 and min(differences) >= -0.03, np.round(differences, 4)
+    # versemi-default 1.1.0: -1.1 to +1.0 points per crop, mean -0.1 (7 of 8 crops within 1 point).
+    assert np.mean(differences) >= -0.01 and min(differences) >= -0.02, np.round(differences, 4)
