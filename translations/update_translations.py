@@ -5,7 +5,7 @@ strings VerSemi marks, without Qt: every ``_("...")`` / ``translate("Context", "
 ``VerSemiSegmenter.py`` and ``VerSemiSegmenterLib/*.py`` (context as ``slicer.i18n.tr`` computes it:
 ``VerSemiSegmenter`` for the module file, ``VerSemiSegmenterLib.<file>`` for the library) and every
 translatable ``<string>`` of the ``.ui`` files (context: the form's class). No line numbers, so the
-file only changes when a string does. ``tests/slicer/test_slicer_translations.py`` checks it is current.
+file only changes when a string does. ``tests/slicer_extension/test_slicer_translations.py`` checks it is current.
 Outside ``VerSemiSegmenter/`` because the extension does not install it: Slicer's translations of
 extensions are kept and built in the SlicerLanguageTranslations project, from this source file.
 

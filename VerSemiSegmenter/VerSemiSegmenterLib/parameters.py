@@ -10,7 +10,7 @@ from .i18n import _
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # The names ``versemi predict`` uses (``--device``, ``--quality``): one name per idea in the CLI and
-# the panel (tests/slicer/test_slicer_library.py checks they stay the same).
+# the panel (tests/slicer_extension/test_slicer_library.py checks they stay the same).
 QUALITIES = ("default", "fast")
 OUTPUT_MODES = ("new", "replace")
 
