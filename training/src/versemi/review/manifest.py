@@ -321,7 +321,10 @@ class ReviewManifest:
         Raises:
             KeyError: no such case (the message names the manifest).
         """
-        state = self.load()
+        return self._case_row(self.load(), case)
+
+    def _case_row(self, state: Any, case: str) -> ManifestRow:
+        """``state.rows[case]``, or a KeyError naming the manifest."""
         if case not in state.rows:
             raise KeyError(f"{self.path}: no case {case!r} in the review manifest")
         return state.rows[case]
@@ -537,9 +540,7 @@ class ReviewManifest:
         user = user or default_user()
         stamp = utc_now()
         with self.transaction() as state:
-            if case not in state.rows:
-                raise KeyError(f"{self.path}: no case {case!r} in the review manifest")
-            row = state.rows[case]
+            row = self._case_row(state, case)
             if row.status == "failed":
                 raise ManifestError(
                     f"{self.path}: {case}: pseudo-labelling failed ({row.error}); there is nothing to review - "
@@ -574,9 +575,7 @@ class ReviewManifest:
         user = user or default_user()
         stamp = utc_now()
         with self.transaction() as state:
-            if case not in state.rows:
-                raise KeyError(f"{self.path}: no case {case!r} in the review manifest")
-            row = state.rows[case]
+            row = self._case_row(state, case)
             row.history.append({"action": "conflict", "by": user, "at": stamp, "based_on": based_on,
                                 "refined_label": _store_path(Path(refined_label).expanduser().resolve(), self.root)})
         return row
