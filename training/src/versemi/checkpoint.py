@@ -1,37 +1,18 @@
-"""Self-describing checkpoints: one file that carries everything needed to resume or to predict.
+"""Self-describing checkpoints: one file with everything needed to predict, or to resume training.
 
-:class:`Checkpoint` is the typed, versioned form every reader and writer uses: what predicts
-(``model_config``, the :class:`~versemi.labels.LabelSpace`, the :class:`~versemi.data.plans.Plans`,
-the weights, the model's name/version) and, separately, the :class:`TrainingState` a training
-checkpoint adds to resume. The trainer builds one, ``versemi predict`` / the model cache / the
-Slicer module read one; nobody picks keys out of the file by hand.
+:class:`Checkpoint` is the typed, versioned form every reader and writer uses; on disk it stays a plain
+dict that loads with ``torch.load(weights_only=True)``. Keys:
 
-On disk it is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
-``torch.load(weights_only=True)`` (no pickled code). Keys:
+- ``format``, ``format_version``, ``versemi_version``, ``model_config``, ``label_space``, ``plans``,
+  ``model`` (the weights); optional ``model_name``, ``model_version``, ``postprocessing``;
+- training checkpoints add (:class:`TrainingState`) ``config``, ``training``, ``method``, ``stage``,
+  ``step``, ``max_steps``, ``optimizer``, ``scaler``, ``ema``, ``schedule``, ``rng``, ``best_metric``,
+  ``best_step``, ``stale_validations``.
 
-- ``format`` ("versemi-checkpoint"), ``format_version`` (int), ``versemi_version`` (str)
-- ``model_config``: the architecture (``versemi.network.build_model`` input)
-- ``label_space``: ``LabelSpace.to_dict()``
-- ``plans``: ``Plans.to_dict()`` (:mod:`versemi.data.plans`): each training dataset's preprocessing
-  and patch/window, and which dataset's plan the extra (unlabeled, review) folders used
-- ``model``: the weights to predict with (state dict); optional ``model_name``, ``model_version``,
-  ``postprocessing`` (prompt name -> labelmap post-processing)
-- training state, present in training checkpoints: ``config``, ``training``, ``method``, ``stage``,
-  ``step``, ``max_steps``, ``optimizer``, ``scaler``, ``ema``, ``schedule``, ``rng``,
-  ``best_metric``, ``best_step``, ``stale_validations``
-
-Files are written to a temporary file in the same folder, flushed to disk and renamed over the
-target, so a crash leaves either the old or the new checkpoint, never a truncated one.
-
-**Integrity.** ``torch.load`` does not notice damage inside a tensor (a flipped byte loads and
-predicts). So every file :func:`save_checkpoint` writes carries its own SHA-256: torch writes a zip
-archive, and the archive's comment (the last bytes of the file, part of the zip format, ignored by
-``torch.load`` and every zip reader) holds ``versemi-sha256:<64 hex digits>``, the hash of every byte
-before the comment. :func:`load_checkpoint` checks it before anything is unpickled, whatever the
-file is called or wherever it came from. A checkpoint without one (written by an older versemi or
-by plain ``torch.save``) is checked against an ``expected_sha256`` where the caller has one (an
-installed catalogue model), else it loads with a :class:`CheckpointIntegrityWarning` that says damage
-cannot be detected. ``sha256sum`` of the whole file (what catalogues list) is unaffected.
+Writes are atomic. ``torch.load`` does not notice a damaged tensor, so every saved file carries its
+SHA-256 in the zip comment (``versemi-sha256:<hex>``, the hash of every byte before it), checked before
+anything is unpickled; a file without one is checked against ``expected_sha256`` where the caller has
+one, else loads with a :class:`CheckpointIntegrityWarning`.
 """
 from __future__ import annotations
 

@@ -1,16 +1,11 @@
 """DICOM Segmentation (SEG) objects: a labelmap out as a SEG of its DICOM series, a SEG back in.
 
-Hospitals exchange segmentations as DICOM SEG, not NIfTI. :func:`write_dicom_seg` turns a labelmap
-on a DICOM series' grid into a SEG that references that series (one frame per slice, slice ``k``
-of the labelmap = file ``k`` of :func:`versemi.images.dicom_series_files`, the order the volume was
-read in), with one segment per label: the segment label is the human-readable name
-(:func:`versemi.labels.display_name`), the segment description the prompt name, and the codes those
-of the label table (category, type, type modifier, anatomic region: the terminology Slicer uses,
-:data:`versemi.labels.KNOWN_STRUCTURES`). A label without a code gets the generic type "Tissue".
-:func:`read_dicom_seg` reads a SEG of a series back into a labelmap on the series' grid, matching
-segments to a label table by prompt name, human-readable name or segment number.
-
-highdicom (and pydicom) are the optional extra ``versemi[dicom]``; they are imported only here.
+Hospitals exchange segmentations as DICOM SEG. :func:`write_dicom_seg` turns a labelmap on a series'
+grid into a SEG that references that series (slice ``k`` = file ``k`` of
+:func:`versemi.images.dicom_series_files`), one segment per label with its name and codes from the
+label table (the terminology Slicer uses; "Tissue" for a label without one). :func:`read_dicom_seg`
+reads a SEG back onto the series' grid, matching segments by prompt name, display name or number.
+highdicom (the ``versemi[dicom]`` extra) is imported only here.
 """
 
 from __future__ import annotations

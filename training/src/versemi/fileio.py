@@ -1,22 +1,12 @@
 """Crash-safe file writes, leftovers of killed writers, and file hashing: one place for all of them.
 
-The rules (``docs/REFUSALS.md``): every write goes to a hidden temporary file in the target's folder,
-named ``.<name>.versemi-<pid>-<host>-<random>.tmp`` (plus the target's image extension where a
-writer picks its format by it), which is filled, size-checked, ``fsync``-ed and renamed over the
-target with ``os.replace`` (atomic on POSIX and Windows); then the folder itself is ``fsync``-ed so
-the rename survives a power cut. A crash at any point leaves either the old file or the new one,
-never a truncated one; a short write (disk full, file-size limit) fails naming the target and keeps
-the old file. Temporary files are created with mode ``0o666`` less the umask, so published files
-follow the umask like any other program's.
-
-Temporary names (and folders) are registered *before* they are created, so an exception at any
-point (including ``KeyboardInterrupt``, and SIGTERM, which the command line turns into one) finds
-and removes them. A process killed with SIGKILL (or by the OOM killer) cannot clean up; its
-temporary names carry the ``versemi`` marker, its process id and a token of this machine (host,
-boot and PID namespace), so :func:`remove_stale_temp_files` - called by every command at the start of
-a run, on the folders it writes to - deletes exactly those whose process is gone (or a zombie) on
-this machine. Nothing else is ever deleted: not files whose names merely look temporary, whatever
-their age. Errors name the target, never the hidden temporary file.
+Every write goes to a hidden temporary file beside the target
+(``.<name>.versemi-<pid>-<host>-<random>.tmp``), is size-checked, ``fsync``-ed and renamed over the
+target, then the folder is ``fsync``-ed: a crash leaves the old file or the new one, never a torn one.
+Temporary names are registered before they are created, so any exception (Ctrl-C, SIGTERM included)
+removes them; those of a process killed outright are removed by :func:`remove_stale_temp_files` once
+that process is gone from this machine, and nothing else is ever deleted. Errors name the target, not
+the temporary file. The rules: docs/REFUSALS.md.
 """
 
 from __future__ import annotations

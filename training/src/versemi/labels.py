@@ -1,22 +1,16 @@
 """The label space: the target structures ("prompts") a VerSemi model can segment.
 
-A prompt is one target structure: a display name, the (dataset, label value) pairs it comes from, an
-RGB colour and a SNOMED CT code where one exists. The last prompt is always the synthetic
-"all foreground" prompt of the VerSemi method (the union of every real target).
+A prompt is a name, the (dataset, label value) pairs it comes from, an RGB colour and a SNOMED CT code
+where one exists; the last prompt is always the synthetic "all foreground" prompt. The label space
+comes from the datasets' ``dataset.json`` files plus an optional mapping file, keyed by
+``"<dataset>:<label value>"``::
 
-The label space is derived from the datasets' ``dataset.json`` files plus an optional mapping file,
-and is stored (as a plain dict, see :meth:`LabelSpace.to_dict`) inside every checkpoint.
+    {"Dataset004_SpleenCT:1": {"name": "spleen", "color": [157, 108, 162],
+                               "snomed": {"code": "78961009", "meaning": "Spleen"}},
+     "Dataset010_Other:3": {"name": "spleen"}}
 
-Mapping file (JSON or YAML), keyed by ``"<dataset>:<label value>"``::
-
-    {
-      "Dataset004_SpleenCT:1": {"name": "spleen", "color": [157, 108, 162],
-                                "snomed": {"code": "78961009", "meaning": "Spleen"}},
-      "Dataset010_Other:3":   {"name": "spleen"}
-    }
-
-Labels that end up with the same name (after mapping) become ONE prompt with several sources, so two
-datasets that both annotate the spleen train the same prompt.
+Labels with the same name (after mapping) are ONE prompt with several sources, so two datasets that
+both annotate the spleen train the same prompt. Checkpoints store it (:meth:`LabelSpace.to_dict`).
 """
 
 from __future__ import annotations

@@ -1,19 +1,13 @@
 """What every command writes: the checks each output passes before any work, and the image writer.
 
-- :func:`check_output_paths` and :func:`check_output_geometry` refuse an output before any work when
-  its format cannot hold a 3D labelmap with its geometry (PNG and other 2D formats; header + data file
-  pairs such as ``.mhd`` that cannot be replaced atomically; a sheared direction matrix, which NIfTI
-  cannot store; a NIfTI input whose sform the image library does not read), when it would overwrite
-  an input (the same path, a symbolic or a hard link, a file inside an input folder), or when two
-  outputs of one run are the same file;
-- :func:`check_overwrite`: versemi never replaces a file it did not write (no versemi sidecar or
-  colour table beside it, e.g. a BIDS JSON with the sidecar's name) unless asked (``--overwrite``);
-- :class:`AtomicOutputs` writes images (and sidecars, colour tables) under temporary names and
-  publishes them together (:class:`versemi.fileio.AtomicGroup`): ``predict``, ``pseudolabel`` and
-  the review's refined labels;
+- :func:`check_output_paths`, :func:`check_output_geometry`: refuse, before any work, an output whose
+  format cannot hold a 3D labelmap with its geometry, that would overwrite an input, or that two
+  outputs of one run share;
+- :func:`check_overwrite`: never replace a file versemi did not write, unless asked (``--overwrite``);
+- :class:`AtomicOutputs`: images, sidecars and colour tables published together;
 - :func:`sidecar_paths`: the names of a labelmap's sidecar and colour table.
 
-The file endings come from the registry in :mod:`versemi.images`.
+Each refusal and its reason: docs/REFUSALS.md.
 """
 
 from __future__ import annotations

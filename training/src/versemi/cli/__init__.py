@@ -1,17 +1,10 @@
-"""The ``versemi`` command line: one sub-command per module in this package.
+"""The ``versemi`` command line: one sub-command per module of this package.
 
-Each sub-command lives in ``versemi/cli/<name>.py`` and defines ``COMMAND`` (its name on the command
-line), ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code).
-
-Start-up stays fast (``versemi --help`` well under a second): sub-command modules import heavy packages
-(torch, MONAI, SimpleITK, ``versemi.training``, ``versemi.inference``...) inside ``run`` (or, for what a
-default needs, inside ``add_arguments``), and :func:`main` calls ``add_arguments`` only for the
-sub-command being run. ``tests/cli/test_startup.py`` checks that torch stays out.
-
-Signals: SIGTERM is handled like Ctrl-C (SIGINT): it raises :class:`Terminated`, a
-``KeyboardInterrupt``, so every cleanup path runs (temporary files and folders a command created
-are removed, atomic writes keep the old file) and the command exits with status 143 (130 for
-SIGINT). Warnings that versemi itself issues (e.g. a checkpoint without a checksum) are printed as
+Each sub-command module defines ``COMMAND``, ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Heavy packages (torch, MONAI, SimpleITK) are imported inside ``run``, and
+:func:`main` calls ``add_arguments`` only for the command being run, so ``versemi --help`` stays fast
+(``tests/cli/test_startup.py``). SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) so every
+cleanup runs as on Ctrl-C; the exit status is 143 (130 for SIGINT). versemi's own warnings print as
 one line, ``versemi <command>: warning: <message>``.
 """
 

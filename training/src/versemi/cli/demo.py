@@ -1,19 +1,11 @@
-"""``versemi demo``: the default model on the example scans bundled in the repository, then (``--train``)
-the whole training pipeline.
+"""``versemi demo``: the default model on the bundled example scans, then (``--train``) training.
 
-1. **Segment** every bundled example scan (``examples/data``: nnU-Net datasets with labels) with the
-   default model (shipped with versemi; ``--model`` for another one): per case and per prompt the
-   Dice and HD95 against the bundled label and the time taken, a labelmap + sidecar per case and an
-   overlay PNG per case (:func:`versemi.visualize.save_overlay_png`; prediction above, reference
-   below). Which cases the model never trained on comes from its catalogue entry's ``heldout`` list:
-   those are marked "held out" and summarised (mean Dice and HD95 per prompt); the others are
-   "trained on" (their Dice is printed but is no test), or "not listed" when the model's entry says
-   nothing about that dataset. ``--data ../shared/data --heldout-only`` segments only the held-out
-   cases of the full datasets: the numbers of the model card.
-2. **Train** (``--train``, or when no default model is available): check the datasets -> train a small
-   VerSemi model (stage 1 then stage 2, with unlabeled scans) -> segment a held-out case with chosen
-   prompts -> labelmap + sidecar + PNG overlay + metrics. Each step calls the same sub-command a user
-   would run, so the demo exercises the real paths.
+1. **Segment** every bundled example case (``examples/data``) with the default model (or ``--model``):
+   Dice and HD95 per case and prompt, a labelmap + sidecar and an overlay PNG per case. Cases the
+   catalogue entry lists as ``heldout`` are summarised; the others are "trained on" (no test) or
+   "not listed". ``--data ../shared/data --heldout-only`` gives the numbers of the model card.
+2. **Train** (``--train``, or without a default model): check the datasets, train a small model
+   (stage 1, then stage 2), segment a held-out case; each step runs the sub-command a user would.
 """
 
 from __future__ import annotations

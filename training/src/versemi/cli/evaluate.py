@@ -1,11 +1,9 @@
 """``versemi evaluate``: Dice, HD95 and NSD (mm) of predicted label maps against references.
 
-Writes ``metrics.csv`` (one row per case x label), ``metrics.json`` (per case + per-label summary)
-and ``summary.md`` (a table per label) into ``--output`` (default: ``<predictions>/evaluation``),
-then prints the table. Label names come from ``--dataset-json`` (default: a ``dataset.json`` in the
-labels folder or its parent, as in nnU-Net's ``labelsTr/../dataset.json``); predictions with a
-versemi sidecar are matched to reference labels by name. Every labeled case needs a prediction
-unless ``--allow-missing`` is given. See :mod:`versemi.evaluation.report` for the rules.
+Writes ``metrics.csv``, ``metrics.json`` and ``summary.md`` into ``--output`` (default
+``<predictions>/evaluation``) and prints the table. Label names come from ``--dataset-json`` (default:
+a ``dataset.json`` in the labels folder or its parent); the matching rules are
+:mod:`versemi.evaluation.report`'s (docs/PREDICT.md, "Evaluating predictions").
 """
 
 from __future__ import annotations

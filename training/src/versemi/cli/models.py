@@ -6,16 +6,10 @@
     versemi models download NAME[@VERSION] [--force] [--progress auto|tqdm|json|none]
     versemi models import FILE [--name NAME] [--version VERSION]
     versemi models verify [NAME[@VERSION]]
-    versemi models info NAME[@VERSION]
-    versemi models path NAME[@VERSION]
-    versemi models remove NAME[@VERSION]
+    versemi models info|path|remove NAME[@VERSION]
     versemi models entry FILE --name N --version V --url URL --licence L   (publishing helper)
 
-A catalogue model is installed when its file is in the model cache or ships with versemi (an
-``embedded`` entry of the packaged catalogue); both are verified the same way (size, SHA-256).
-
-Every action takes ``--catalogue FILE|URL`` (default ``$VERSEMI_CATALOGUE``, else the packaged one)
-and ``--models-dir DIR`` (default ``$VERSEMI_MODELS_DIR``, else the platform user cache).
+Every action takes ``--catalogue FILE|URL`` and ``--models-dir DIR`` (docs/MODELS.md).
 """
 
 from __future__ import annotations

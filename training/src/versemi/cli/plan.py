@@ -1,10 +1,8 @@
 """``versemi plan CONFIG``: show each dataset's plan (grid, normalisation, patch) before training.
 
-The plans come from each dataset's fingerprint (median spacing and size of its scans, the extent of
-its labeled structures, CT intensities) and the config's ``plans:`` section, exactly as ``versemi
-train`` makes them (see ``docs/TRAINING.md`` and :mod:`versemi.data.plans`). ``--json`` prints one
-object mapping each dataset name (and each unlabeled or review folder, with ``plan_of`` naming the
-dataset whose plan it uses) to its plan; spacings are in mm and sizes in voxels, both ``(x, y, z)``.
+The plans are made exactly as ``versemi train`` makes them (:mod:`versemi.data.plans`,
+docs/TRAINING.md). ``--json`` maps each dataset, and each unlabeled or review folder (``plan_of``
+names the dataset whose plan it uses), to its plan; spacings in mm, sizes in voxels, ``(x, y, z)``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """``versemi preprocess CONFIG``: fill a training config's preprocessed cache ahead of training.
 
-Preprocesses (reorient, resample to each dataset's planned spacing, normalise, crop) every case the config
-trains on - labeled cases with their labels, unlabeled scans without - into ``cache_dir`` as
-memory-mapped arrays. Entries that are already up to date are reused, so running it twice is cheap;
-``versemi train`` reuses the same cache. Prints one summary line (or a JSON object with ``--json``).
+Every case the config trains on (labeled with its label, unlabeled without) is preprocessed into
+``cache_dir``; up-to-date entries are reused, so a second run is cheap and ``versemi train`` finds the
+cache full. Prints one summary line (a JSON object with ``--json``).
 """
 
 from __future__ import annotations

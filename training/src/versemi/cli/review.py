@@ -1,19 +1,14 @@
-"""``versemi review``: inspect and script a review folder (the same calls as the Slicer review panel).
+"""``versemi review``: inspect and script a review folder (the calls the Slicer review panel makes).
 
 Examples::
 
-    versemi review list reviews/batch1            # cases, highest score first
-    versemi review list reviews/batch1 --json     # one JSON document (for scripts)
-    versemi review status reviews/batch1          # counts per status and the next case
+    versemi review list reviews/batch1 [--json]   # cases, highest score first
     versemi review next reviews/batch1            # the next case to review
     versemi review import-labels reviews/batch1 s017 s017_fixed.nrrd   # a label edited elsewhere
     versemi review reject reviews/batch1 s023 --reason "motion artefact"
-    versemi review mark reviews/batch1 s023 pending                    # reopen a case
-    versemi review undo reviews/batch1 s023                            # undo the last decision
-    versemi review revisions reviews/batch1 s017  # every refined label saved for the case
-    versemi review restore reviews/batch1 s017 2  # make revision 2 the current refined label
-    versemi review export-csv reviews/batch1 batch1.csv
-    versemi review cleanup reviews/batch1         # delete leftovers of interrupted saves
+    versemi review undo reviews/batch1 s023       # undo the last decision
+
+Every action (status, mark, revisions, restore, export-csv, cleanup): docs/REVIEW.md.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""versemi.data"""
+"""Datasets, training configs and plans, preprocessing, the preprocessed cache and patch sampling."""

@@ -1,24 +1,11 @@
-"""Training-time data augmentation: one MONAI ``Compose`` applied jointly to image and label.
+"""Training-time augmentation: one MONAI ``Compose`` applied jointly to image and (optional) label.
 
-Inputs are dicts ``{"image": (1, D, H, W) float32, "label": (1, D, H, W) integer}`` (channel-first, as
-MONAI expects); ``"label"`` may be absent (unlabeled scans). Spatial transforms move image and label
-together - the label with nearest-neighbour interpolation so values stay integer label values -
-and intensity transforms touch the image only.
-
-The transforms (each with its own probability, all configurable by :func:`make_training_augmentation`):
-
-* random flip along each of the three axes;
-* random affine: rotation up to ``rotate_deg`` degrees about every axis and isotropic-per-axis
-  scaling by ``1 +- scale`` (one resampling for both, border padding). For an ANISOTROPIC plan
-  (slices much thicker than the in-plane spacing, e.g. 10 mm cine MRI) rotation and scaling stay
-  in-plane, as nnU-Net augments such data in 2D: rotating across 10 mm slices invents anatomy;
-* random intensity scaling ``x * (1 + f)``, ``f`` in ``+-intensity_scale``;
-* random intensity shift ``x + o``, ``o`` in ``+-intensity_shift`` (images are normalised, so the
-  units are standard deviations for MR and window fractions for CT);
-* additive Gaussian noise with standard deviation up to ``noise_std``.
-
-Determinism: ``transform.set_random_state(seed=...)`` makes the sequence reproducible;
-:class:`versemi.training.data.StepStream` does this per DataLoader worker.
+Spatial transforms move image and label together (the label nearest-neighbour); intensity transforms
+touch the image only. Each transform has its own probability (:func:`make_training_augmentation`):
+flips on every axis; an affine (rotation, scaling) that stays in-plane for an anisotropic plan, as
+nnU-Net augments such data in 2D (rotating across 10 mm slices invents anatomy); intensity scale and
+shift; Gaussian noise. Inputs are channel-first dicts ``{"image", "label"}``;
+:class:`versemi.training.data.StepStream` seeds the random state per DataLoader worker.
 """
 
 from __future__ import annotations

@@ -1,25 +1,11 @@
 """A disk cache of preprocessed cases: memory-mapped ``.npy`` arrays + JSON metadata.
 
-Each case is preprocessed once (:func:`versemi.data.preprocessing.preprocess_case`) and stored in its
-own slot folder::
-
-    <cache_dir>/<case_id>-<slot hash>/
-        meta.json              record, key, shapes, foreground counts (written LAST)
-        image-<key>.npy        (D, H, W) float32
-        label-<key>.npy        (D, H, W) uint8          (labeled cases only)
-        fg-<key>.npz           per label value: sampled (z, y, x) voxel coordinates (int32, N x 3)
-
-The slot is named after the case id, the absolute image/label paths and the preprocessing spec, so
-the same case id in two datasets - or one scan used once with and once without its label, or on two
-grids by two plans - never collide (two runs with different plans can share one cache at the same
-time). The **key** is a SHA-256 of the absolute input paths, their size and ``mtime_ns``, the
-preprocessing spec and the preprocessing version: a changed input file makes that one entry stale,
-and the next :meth:`PreprocessedCache.get` rebuilds only it.
-
-Writes are atomic: every file is written under a unique temporary name and renamed into place, and
-``meta.json`` (which names the key) is renamed last, so a killed run leaves either the old entry or
-the new one, never a half one. Readers only ever open files a ``meta.json`` points to, read-only, so
-DataLoader workers (threads or processes) can read while another process rebuilds an entry.
+Each case has its own slot folder, ``<cache_dir>/<case_id>-<hash of its paths and spec>/``, holding
+``image-<key>.npy``, ``label-<key>.npy`` (labeled cases), ``fg-<key>.npz`` (sampled foreground voxels
+per label value) and ``meta.json``, written last. The **key** hashes the input files (path, size,
+``mtime_ns``), the preprocessing spec and its version, so a changed input rebuilds only its entry.
+Files are renamed into place and readers open only what a ``meta.json`` names, so a killed run leaves
+the old entry or the new one, and DataLoader workers can read while another process rebuilds.
 """
 
 from __future__ import annotations

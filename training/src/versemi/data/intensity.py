@@ -1,14 +1,10 @@
-"""Intensity profiles: what the body intensities of a dataset's scans look like, to recognise a scan
-that is far from them.
+"""Intensity profiles of a dataset's scans, to recognise a scan that is far from them.
 
-A prompt trained on T1 MRI hippocampus crops has no business on a CT, and even among MR scans a
-contrast it never saw (T2, FLAIR, LGE) gives confident nonsense. The profile of a dataset is the
-distribution over its scans of a few percentiles of each scan's body intensities (non-zero voxels;
-CT: voxels above -500 HU), taken after the per-scan z-score for MR (raw MR values have no fixed
-scale) and in Hounsfield units for CT. A scan whose percentiles lie well outside the training scans'
-range is "far" (:meth:`IntensityProfile.distance_note`). Profiles are part of the dataset fingerprint
-(:mod:`versemi.data.plans`), so they ride in every checkpoint's plans; plans written before profiles
-existed read back without one and no intensity warning is given for them.
+A prompt trained on T1 MRI gives confident nonsense on a CT or on a contrast it never saw. A dataset's
+profile is the spread over its scans of a few percentiles of each scan's body intensities (z-scored
+for MR, Hounsfield units for CT); a scan outside it is "far" (:meth:`IntensityProfile.distance_note`).
+Profiles are part of the dataset fingerprint, so every checkpoint's plans carry them; plans without
+one give no intensity warning.
 """
 
 from __future__ import annotations

@@ -1,22 +1,11 @@
-"""The one memory estimate: refuse a scan whose preprocessing (or prediction) cannot fit, before allocating.
+"""The one memory estimate: refuse a scan whose preprocessing or prediction cannot fit, before allocating.
 
-Resampling multiplies the voxel count by ``prod(spacing / target_spacing)``: a scan with 50 mm
-voxels brought to 1.5 mm grows ~37,000-fold (35 x 51 x 35 voxels -> 2.3e9), and the process would
-grow until the kernel's OOM killer ends it (and possibly other jobs). :func:`check_preprocessing_memory`
-computes the resampled grid from the header (size, spacing, direction) alone, estimates the peak
-memory and raises :class:`MemoryLimitError` with what, how much and what to do when it exceeds the
-limit, in well under a second.
-
-The limit is ``$VERSEMI_MEMORY_LIMIT`` when set (bytes, or with a unit: ``"8G"``, ``"512M"``; the
-``--memory-limit`` option of ``predict``/``pseudolabel`` sets it), else the memory available now: the
-system's available RAM, lowered by a container's cgroup limit and by ``ulimit -v``.
-
-Peak bytes, measured on this pipeline (``tests/data/test_memory.py`` checks the estimate against a
-real run): preprocessing holds the float32 cast and reoriented copies of the input (14 bytes per
-input voxel), then the resampled float32 image, its numpy copy, the body mask and the normalisation
-temporaries (:data:`PREPROCESS_BYTES_PER_VOXEL` per resampled voxel, plus 2 for a label). Prediction
-then holds the preprocessed volume and, per chosen prompt, the sliding window's probability and
-accumulation buffers at the model spacing (:func:`prediction_bytes`).
+Resampling a scan of 50 mm voxels to 1.5 mm multiplies its voxel count ~37,000-fold, and the process
+would grow until the OOM killer ends it. :func:`check_preprocessing_memory` computes the resampled grid
+from the header alone, estimates the peak bytes (:data:`PREPROCESS_BYTES_PER_VOXEL` per resampled voxel;
+prediction adds :func:`prediction_bytes`) and raises :class:`MemoryLimitError` saying what to do. The
+limit is ``$VERSEMI_MEMORY_LIMIT`` (``--memory-limit``; bytes or e.g. ``"8G"``), else the RAM available
+now, lowered by a cgroup limit and ``ulimit -v``. ``tests/data/test_memory.py`` checks the estimate.
 """
 
 from __future__ import annotations

@@ -1,39 +1,18 @@
 """Preprocessing of one scan (and its label) for training and inference, and its exact inverse.
 
-The pipeline, in order (:func:`preprocess_case`):
+:func:`preprocess_case`, in order:
 
-1. **Reorient** to ``spec.orientation`` with :func:`SimpleITK.DICOMOrient`. The letters name the
-   direction in which each array index (x, y, z) *increases*: ``"RAS"`` = x toward the patient's
-   right, y anterior, z superior (the same meaning as nibabel's "RAS+ canonical"; ``"LPS"`` is
-   SimpleITK's identity direction). This only permutes/flips axes - no interpolation - so oblique
-   scans stay oblique (their direction matrix is kept; resampling below works in physical space).
-2. **Resample** to ``spec.target_spacing`` (x, y, z mm) in physical space. The new grid keeps the
-   direction and is centred on the same physical extent as the input. Images use linear or cubic
-   B-spline interpolation; labels use nearest neighbour and are resampled onto the *image's* new
-   grid, so image and label always share one grid.
-3. **Normalise** intensities (``spec.normalization``; :mod:`versemi.data.plans` picks it per dataset):
+1. **Reorient** to ``spec.orientation`` (``DICOMOrient``: axes permuted and flipped, no interpolation;
+   the letters say where each index increases, ``"RAS"`` = x to the right, y anterior, z superior).
+2. **Resample** to ``spec.target_spacing`` in physical space: the image linear or B-spline, the label
+   nearest-neighbour onto the image's new grid, so both share one grid.
+3. **Normalise** (``spec.normalization``): ``zscore`` over the non-zero voxels (MR); ``ct_zscore``:
+   clip to the dataset's foreground percentiles and z-score with its foreground statistics (nnU-Net's
+   CT scheme); ``ct_window``: clip to ``spec.ct_window`` and scale to ``[0, 1]``.
+4. **Crop** to the body (voxels ``!= 0``; CT: ``> -500`` HU) united with the label's foreground.
 
-   * ``"zscore"`` (MR and any modality other than CT): per-image z-score, ``(x - mean) / std``, with
-     mean and std computed over the **non-zero voxels** (the body / field-of-view region of MR scans
-     whose background is exactly 0; for images without exact zeros this is the whole image) and
-     applied to every voxel.
-   * ``"ct_zscore"`` (CT with a fingerprint): clip Hounsfield units to ``spec.intensity_clip`` (the
-     0.5 / 99.5 percentiles of the dataset's labeled foreground) and z-score with the dataset's
-     foreground ``intensity_mean`` / ``intensity_std`` (nnU-Net's CT scheme): one fixed mapping for
-     every scan, so HU keep their meaning.
-   * ``"ct_window"`` (CT without statistics): clip to ``spec.ct_window`` ``(lo, hi)`` and scale
-     linearly to ``[0, 1]`` (``lo`` -> 0, ``hi`` -> 1).
-
-4. **Crop to the non-zero region** (``spec.crop_to_nonzero``): the bounding box of the body mask -
-   raw voxels ``!= 0`` (MR-like) or ``> -500 HU`` (CT: everything denser than air) - united with the
-   label foreground so no annotation is ever cropped away. The box is stored in the record.
-
-:func:`restore_to_input_grid` undoes 4 -> 2 -> 1: it pads back to the resampled grid, puts that grid's
-geometry on the array and resamples in physical space onto the ORIGINAL grid (size, spacing, origin,
-direction exactly) - nearest neighbour for labels, linear for probabilities.
-
-Arrays are in SimpleITK's array order ``(z, y, x)``; spacings, sizes and origins in the record are
-``(x, y, z)`` as SimpleITK gives them.
+:func:`restore_to_input_grid` undoes 4 -> 2 -> 1 onto EXACTLY the input grid (nearest neighbour for
+labels, linear for probabilities). Arrays are ``(z, y, x)``; record spacings and sizes ``(x, y, z)``.
 """
 
 from __future__ import annotations

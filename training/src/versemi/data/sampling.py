@@ -1,18 +1,10 @@
-"""Training patches from cached cases: per-dataset sampling with foreground oversampling.
+"""Training patches from cached cases, with foreground oversampling per dataset.
 
-* :class:`PatchSampler` draws fixed-size patches from the memory-mapped cases of ONE dataset (the
-  trainer holds one sampler per dataset and one for the unlabeled pool). With probability
-  ``foreground_oversample`` a patch is forced to contain foreground: a random label value present in
-  the case, then a random stored voxel of that value (see
-  :attr:`versemi.data.cache.CachedCase.foreground_locations`), so small structures are seen often.
-  Otherwise the patch position is uniform. Volumes smaller than the patch are padded (image with the
-  case's background value, label with 0).
-* The trainer's DataLoader stream, which draws and augments whole steps (one batch per dataset, with
-  CutMix donors and unlabeled patches), is :class:`versemi.training.data.StepStream`.
-* :func:`targets_for_prompts` turns raw label patches into one binary target per prompt.
-
-Axes: every array here is ``(z, y, x)``. Training configs give ``patch_size`` as ``(x, y, z)`` (like
-``target_spacing``, following SimpleITK); convert it once with :func:`patch_size_zyx`.
+:class:`PatchSampler` draws fixed-size patches from ONE dataset's memory-mapped cases; with probability
+``foreground_oversample`` a patch must contain a stored voxel of a random label value of the case, so
+small structures are seen often; volumes smaller than the patch are padded.
+:func:`targets_for_prompts` turns label patches into one binary target per prompt. Arrays are
+``(z, y, x)``; configs give ``patch_size`` as ``(x, y, z)``: convert once with :func:`patch_size_zyx`.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
-"""Small generated datasets in the nnU-Net v2 raw format, and mosaic canvases, for tests, demos and
-benchmarks.
+"""Small generated nnU-Net v2 raw datasets, and mosaic canvases, for tests, demos and benchmarks.
 
-Each case is a noisy volume with a few ellipsoid "organs" whose intensities differ from the
-background, so a tiny model can learn them in a few iterations. Geometry (spacing, origin,
-direction) is configurable so tests can exercise oblique, anisotropic, non-RAS grids.
-
-:func:`mosaic_canvas` builds a large scan-like volume from real crops: a background of shuffled
-blocks of crops (MRI texture, no whole structure) with labeled crops pasted at random positions; it
-trains localisers (``bench/localiser.py``) and tests coarse-to-fine prediction on large fields of view.
+Each case is a noisy volume with a few ellipsoid "organs" a tiny model learns in a few steps; the
+geometry (spacing, origin, direction) is configurable so tests can exercise oblique, anisotropic,
+non-RAS grids. :func:`mosaic_canvas` pastes labeled crops at random positions into a background of
+shuffled crop blocks, for localiser training (``bench/localiser.py``) and coarse-to-fine tests.
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """Labeled example cases and a model's prompts: find the cases, map their labels, score a prediction.
 
-``versemi demo`` segments the bundled examples (``examples/data``) with the default model and
-``bench/inference_precision.py`` compares float32 with bfloat16 on labeled cases; both need the same
-three things:
+Shared by ``versemi demo`` and ``bench/inference_precision.py``:
 
-- :func:`find_labeled_cases`: every case with a label in an nnU-Net raw dataset folder (or in each
-  ``DatasetXXX_Name`` folder of a folder of datasets);
-- :func:`prompt_values`: which of a model's prompts a dataset's label values are (by the training
-  dataset's name, as the label space records it; else by label name);
-- :func:`score_case`: Dice and HD95 (mm) of each predicted prompt against its reference value, on the
-  reference's grid (:func:`versemi.evaluation.metrics.binary_metrics`, the metric ``versemi evaluate``
-  reports).
+- :func:`find_labeled_cases`: every labeled case of an nnU-Net raw dataset (or of a folder of them);
+- :func:`prompt_values`: the label value each of a model's prompts is in a dataset (by the training
+  dataset's name, else by label name);
+- :func:`score_case`: Dice and HD95 (mm) of each predicted prompt, on the reference's grid.
 """
 
 from __future__ import annotations

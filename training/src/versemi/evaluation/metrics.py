@@ -1,35 +1,17 @@
-"""Overlap and boundary metrics of binary masks in millimetres: Dice, HD95 and NSD.
+"""Dice, HD95 and NSD of binary masks, in millimetres.
 
-The boundary distances come from MONAI (:func:`monai.metrics.utils.get_edge_surface_distance`, the
-primitive behind ``compute_hausdorff_distance`` and ``compute_surface_dice``), evaluated on the
-voxel spacing so every distance is in mm. HD95 and NSD are then derived from ONE pair of distance
-transforms, exactly as MONAI's ``compute_hausdorff_distance(percentile=95)`` and
-``compute_surface_dice(class_thresholds=[tol])`` define them (the tests check the equality):
+Boundary distances come from MONAI (``get_edge_surface_distance``) on the voxel spacing; HD95 (the
+symmetric 95th percentile) and NSD (surface Dice at a tolerance in mm) share one pair of distance
+transforms and equal MONAI's ``compute_hausdorff_distance`` and ``compute_surface_dice`` (tested).
 
-- **Dice** = 2|P ∩ R| / (|P| + |R|).
-- **HD95** = max(q95(d(∂P, ∂R)), q95(d(∂R, ∂P))): the larger of the two directed 95th percentiles
-  of the distances from each boundary voxel to the other mask's boundary (symmetric, as MONAI and
-  nnU-Net's reference implementation compute it).
-- **NSD** (normalised surface Dice at tolerance τ mm) = (#{∂P within τ of ∂R} + #{∂R within τ of ∂P})
-  / (|∂P| + |∂R|).
+Empty masks, as BraTS and the Decathlon score them (``status`` lets :func:`summarize` count them)::
 
-Boundaries are the mask voxels removed by a one-voxel erosion (6-connectivity); voxels on the array
-border count as boundary.
+    case                        Dice  NSD  HD95  status
+    both empty                  1     1    0     both_empty
+    reference empty, pred not   0     0    inf   ref_empty
+    prediction empty, ref not   0     0    inf   pred_empty
 
-Empty masks (the conventions of the BraTS / Medical Segmentation Decathlon evaluations, written out
-in ``status`` so summaries can count them, see :func:`summarize`):
-
-============================  ======  =====  ======  ============================================
-case                          Dice    NSD    HD95    status
-============================  ======  =====  ======  ============================================
-both empty                    1       1      0       ``"both_empty"``: correct "absent" answer
-reference empty, pred not     0       0      inf     ``"ref_empty"``: false positive structure
-prediction empty, ref not     0       0      inf     ``"pred_empty"``: missed structure
-both non-empty                value   value  value   ``"ok"``
-============================  ======  =====  ======  ============================================
-
-HD95 of a one-sided empty case is ``inf`` ("worst", no distance exists), NEVER 0; summaries average
-HD95 over the cases where it is finite and report how many were not (``hd95_undefined``).
+Summaries average HD95 over the cases where it is finite and count the others (``hd95_undefined``).
 """
 
 from __future__ import annotations

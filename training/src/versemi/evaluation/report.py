@@ -1,30 +1,10 @@
-"""Evaluate a folder of predicted label maps against reference labels; write CSV, JSON, Markdown.
+"""Evaluate a folder of predicted label maps against reference labels (``versemi evaluate``).
 
-Files are matched by case id, nnU-Net style: prediction ``<case><ending>`` against reference
-``<case><ending>`` (endings ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``; the two may differ). Every
-pair must share one grid (:func:`versemi.images.grid_differences`: the rule check-dataset and
-training apply), otherwise the evaluation stops with an error naming both files.
-
-Which voxels form a label:
-
-- References: the label names and values of ``dataset.json`` (``labels``, background excluded;
-  nnU-Net region labels given as a list of values are the union of those values), optionally
-  renamed with a versemi label mapping file exactly as training renames them. Without names, every
-  non-zero value found is a label named by its value.
-- Predictions: when a prediction carries a versemi sidecar (``<case>.json`` with ``{"labels":
-  [{"value", "name", ...}]}``, written by ``versemi predict``), its values are mapped to names and
-  compared with the reference label OF THE SAME NAME (names compared after
-  :func:`versemi.labels.normalize_name`). Reference labels the sidecar does not name were not
-  predicted and are listed per case in ``not_predicted`` rather than scored. Without a sidecar the
-  prediction uses the reference's values (nnU-Net convention).
-
-Missing predictions: by default every reference case needs a prediction and the evaluation stops
-naming the missing ones (the nnU-Net default); with ``allow_missing`` only cases with predictions are
-evaluated and the missing ones are listed in every output. Predictions without a reference are
-ignored and listed.
-
-Metrics and empty-mask conventions: :mod:`versemi.evaluation.metrics`; the result and its files:
-:mod:`versemi.evaluation.result`.
+Files pair by case id, every pair on one grid (:func:`versemi.images.grid_differences`). Reference
+labels come from ``dataset.json`` (optionally renamed by a label mapping file); a prediction with a
+versemi sidecar is compared label by label by name, one without by value (nnU-Net). Every reference
+case needs a prediction unless ``allow_missing``. The rules in full: docs/PREDICT.md, "Evaluating
+predictions"; metrics: :mod:`versemi.evaluation.metrics`; files: :mod:`versemi.evaluation.result`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The result of an evaluation: its rows, per-label statistics and the files it writes.
 
-:class:`EvaluationResult` (what :func:`versemi.evaluation.report.evaluate_folders` returns) holds one
-row per (case, label) and writes ``metrics.csv``, ``metrics.json`` and ``summary.md`` together
-(:class:`versemi.fileio.AtomicGroup`). Metrics and empty-mask conventions:
-:mod:`versemi.evaluation.metrics`.
+:class:`EvaluationResult` holds one row per (case, label) and writes ``metrics.csv``, ``metrics.json``
+and ``summary.md`` together (:class:`versemi.fileio.AtomicGroup`).
 """
 
 from __future__ import annotations

@@ -1,22 +1,16 @@
-"""versemi.inference: checkpoint -> preprocessing -> sliding window -> labelmap on the input grid.
+"""Inference: checkpoint -> preprocessing -> sliding window -> labelmap on the input grid.
 
-The one inference path shared by ``versemi predict``, ``versemi pseudolabel``, evaluation and the
-Slicer module::
+The one path of ``versemi predict``, ``versemi pseudolabel``, evaluation and the Slicer module::
 
     from versemi.inference import Predictor
 
     predictor = Predictor("model.pt", device="auto")
-    result = predictor.predict(image, "liver,spleen")        # PredictionResult (labelmap on image's grid)
+    result = predictor.predict(image, "liver,spleen")          # labelmap on the image's grid
     predictor.predict_file("ct.nrrd", "ct_seg.nii.gz", "all")  # + ct_seg.json + ct_seg.ctbl, atomically
 
-Modules: :mod:`~versemi.inference.predictor` (the :class:`Predictor`), the three steps it runs -
-:mod:`~versemi.inference.planning`, :mod:`~versemi.inference.sliding`,
-:mod:`~versemi.inference.export` - and :mod:`~versemi.inference.results` (what it returns),
-:mod:`~versemi.inference.io` (input checks), :mod:`~versemi.inference.progress`,
-:mod:`~versemi.inference.pseudolabel` (a folder, for review).
-
-The names below are imported on first use (PEP 562), so that a light submodule (e.g. the planning)
-can be imported without torch.
+:class:`Predictor` runs :mod:`~versemi.inference.planning`, :mod:`~versemi.inference.sliding` and
+:mod:`~versemi.inference.export`. Names are imported on first use (PEP 562), so a light submodule
+such as the planning imports without torch.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """Coarse-to-fine prediction: whole scans for prompts trained on crops.
 
-When a scan's field of view is much larger than the scans a prompt's dataset was trained on (its
-volume at least :data:`COARSE_TO_FINE_VOLUME_FACTOR` times the fingerprint's median scan: a whole
-head for 35 x 50 x 36 mm hippocampus crops) and a localiser of that dataset is available
-(:mod:`versemi.inference.localiser`), the predictor
-
-1. runs the localiser once over the whole scan at its coarse grid (3 mm),
-2. segments at the plan's grid only inside the located boxes (grown by the localiser's margin), and
-3. restores the parts onto the input grid (the same output geometry as a full sweep; zero outside
-   the boxes).
-
-Nothing located (or no localiser, or a scan close to the training scans' size) means the full
-sweep, as before. Localisers come from the model's catalogue entry (``localisers``: dataset ->
-``{"file", "sha256"}``, files beside the catalogue, verified before loading) or are given to the
-:class:`~versemi.inference.Predictor` directly.
+When a scan's volume is at least :data:`COARSE_TO_FINE_VOLUME_FACTOR` times its dataset's median
+training scan and a localiser of that dataset is available (:mod:`versemi.inference.localiser`), the
+predictor runs the localiser once over the whole scan on its coarse grid, segments at the plan's grid
+only inside the located boxes and restores the parts onto the input grid (zero outside them).
+Otherwise (nothing located, no localiser, a scan near the training size): the full sweep.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """Export of a prediction: probabilities back onto the input grid, the labelmap, and the files.
 
-The last of the three steps of :class:`~versemi.inference.Predictor` (as nnU-Net's
-``export_prediction``), after :mod:`versemi.inference.planning` and :mod:`versemi.inference.sliding`.
-:class:`LabelmapAssembler` restores each prompt's model-spacing probabilities onto the input grid
-(linear interpolation of the probability, as nnU-Net resamples probabilities rather than labels)
-and folds them into one labelmap while keeping only the labelmap (uint8) and the running maximum
-probability (uint16) at full resolution: the full-resolution probabilities of all prompts never
-exist at once, and only the box where a prompt reaches :data:`THRESHOLD` is restored
-(:func:`restore_above_threshold`). Label = 1 + index of the most probable prompt where that
-probability is >= 0.5, else 0; the labelmap gets the input's size, spacing, origin and direction
-copied verbatim. :func:`sidecar_document`, :func:`probability_image` and :func:`default_output_path`
-are the output contract of ``versemi predict`` (``docs/DEVELOPMENT.md``, "Prediction outputs").
+The last step of :class:`~versemi.inference.Predictor` (nnU-Net's ``export_prediction``).
+:class:`LabelmapAssembler` restores each prompt's probabilities onto the input grid (linear, as nnU-Net
+resamples probabilities rather than labels; only the box above :data:`THRESHOLD`) and folds them into
+one labelmap: 1 + the most probable prompt where its probability is >= 0.5, else 0. Only the labelmap
+and the running maximum are held at full resolution. :func:`sidecar_document`,
+:func:`probability_image` and :func:`default_output_path` are ``versemi predict``'s output contract
+(docs/DEVELOPMENT.md, "Prediction outputs").
 """
 
 from __future__ import annotations

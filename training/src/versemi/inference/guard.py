@@ -1,20 +1,10 @@
 """The modality and content guard: which of the chosen prompts fit the scan.
 
-A model with prompts from several modalities (MRI hippocampus, CT spleen) must not run an MRI prompt
-over a CT: it marks tissue it never saw. Like TotalSegmentator and Auto3DSeg, which only offer what
-a model was trained for on that modality, :func:`guard_prompts` decides per prompt:
-
-- **scan modality** (:func:`scan_modality`): the header's DICOM Modality (``0008|0060``) when there is
-  one; else CT when the intensities reach Hounsfield values of fat or air (0.5th percentile below
-  :data:`CT_HU_BELOW`: no MR scan, raw or z-scored, goes there), MR otherwise. A CT crop with
-  neither fat nor air reads as MR: say ``--any-modality`` or name the prompts.
-- **prompt modality**: the modality of the plan(s) of the dataset(s) the prompt was trained from
-  (any of them matching is enough); the synthetic prompt has none and always fits.
-- **default prompts** (``all``): a prompt whose modality differs is skipped, with the reason;
-  **named prompts** (``--prompts``) run anyway, with a warning; ``enabled=False``
-  (``--any-modality``) checks nothing.
-- **intensity profile**: a running prompt whose dataset's profile
-  (:class:`~versemi.data.intensity.IntensityProfile`) is far from the scan's gets a warning.
+An MRI prompt run over a CT marks tissue it never saw, so (as TotalSegmentator and Auto3DSeg offer only
+what a model was trained for on that modality) :func:`guard_prompts` compares the scan's modality
+(:func:`scan_modality`) with that of each prompt's training datasets. Default prompts (``all``) that
+differ are skipped with the reason, named prompts run with a warning, ``--any-modality`` checks
+nothing; a running prompt whose dataset's intensity profile is far from the scan's gets a warning.
 """
 
 from __future__ import annotations
@@ -61,7 +51,12 @@ def sample_values(image: sitk.Image) -> np.ndarray:
 
 
 def scan_modality(image: sitk.Image, values: np.ndarray | None = None) -> tuple[str, str]:
-    """``("CT" | "MR", reason)`` of a scan (see the module docstring)."""
+    """``("CT" | "MR", reason)`` of a scan.
+
+    The header's DICOM Modality when it has one; else CT when the 0.5th percentile of the intensities
+    is below :data:`CT_HU_BELOW` (fat or air in Hounsfield units, where no MR scan goes), else MR. A
+    CT crop with neither fat nor air reads as MR: ``--any-modality`` or named prompts get past that.
+    """
     if image.HasMetaDataKey(DICOM_MODALITY_TAG):
         header = image.GetMetaData(DICOM_MODALITY_TAG).strip().upper()
         if header:

@@ -1,23 +1,11 @@
 """Localisers: find a crop-trained structure in a whole scan, for coarse-to-fine prediction.
 
-A prompt trained on crops (35 x 50 x 36 mm hippocampus crops) sees a whole head as hundreds of
-windows full of tissue it never saw. Sweeping them all is slow and leaves false components; a coarse
-pass of the segmentation model itself does not find the structure (measured: both hippocampus
-labels land in the wrong place at twice the spacing). A **localiser** is a separate, tiny fully
-convolutional network that runs once over the whole scan on a coarse isotropic grid (3 mm: a whole
-head is about 55 x 75 x 56 voxels) and marks where the structure is; the segmentation model then
-runs at its plan's grid only inside the located boxes (:mod:`versemi.inference.coarse_to_fine`).
-
-A localiser belongs to a training dataset (it locates the union of that dataset's labels), not to
-one set of segmentation weights: it is its own small file, stored beside the model and referenced
-from its catalogue entry (``localisers``), verified like a checkpoint (its own SHA-256 trailer and
-the catalogue's digest) and read with ``torch.load(weights_only=True)``. It is trained by
-``bench/localiser.py`` on crops placed at random positions in larger canvases
-(:func:`versemi.data.synthetic.mosaic_canvas`).
-
-The input is the scan preprocessed like the dataset's plan (orientation, normalisation, crop to the
-body) but at :attr:`Localiser.spacing`; components above ``threshold`` become boxes (in the input
-scan's voxel indices) grown by ``margin_mm`` and at least ``min_box_mm``.
+Sweeping a whole head with a prompt trained on hippocampus crops is slow and leaves false components,
+and a coarse pass of the segmentation model does not find the structure. A localiser is a separate,
+tiny fully convolutional network run once over the scan on a coarse isotropic grid; components above
+``threshold`` become boxes (input voxel indices) grown by ``margin_mm`` and at least ``min_box_mm``.
+It belongs to a training dataset, is its own small file referenced from the model's catalogue entry
+and is verified like a checkpoint. ``bench/localiser.py`` trains it; docs/PREDICT.md.
 """
 
 from __future__ import annotations

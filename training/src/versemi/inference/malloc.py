@@ -1,13 +1,9 @@
-"""Keep glibc from handing large buffers back to the OS between windows.
+"""Keep glibc from handing large buffers back to the OS between sliding windows.
 
-Sliding-window inference allocates and frees the same large tensors (activations of 10-100 MB) for
-every window. glibc serves allocations above its mmap threshold (at most 32 MB) with fresh ``mmap``
-calls and returns them with ``munmap`` on free, so every window pays page faults again to zero-fill
-the same memory; in a measured CPU forward of the default model that was ~1 M minor page faults
-per 3 windows and 10-20 % of the CPU time. Serving everything from the heap and trimming it only
-above a large threshold removes nearly all of them (~30 k faults), at the cost of RSS staying near
-its peak until the process ends - fine for a prediction process, so the CLI enables it; library
-users decide for their own process.
+Every window allocates and frees the same large activation tensors; above glibc's mmap threshold each
+is a fresh ``mmap``, so every window page-faults the same memory in again. Serving them from the heap,
+trimmed only above a large threshold, avoids that at the cost of RSS staying near its peak: fine for a
+prediction process, so the CLI enables it; library users decide for their own process.
 """
 
 from __future__ import annotations

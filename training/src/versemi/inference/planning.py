@@ -1,21 +1,11 @@
 """Planning a prediction: which preprocessing each chosen prompt needs, at which quality, where.
 
-The first of the three steps of :class:`~versemi.inference.Predictor` (as nnU-Net's
-``predict_from_raw_data``): this module decides what runs; :mod:`versemi.inference.sliding` runs the
-network over the preprocessed volume; :mod:`versemi.inference.export` brings the result back onto
-the input grid and writes it. Nothing here touches the network.
-
-- **Prompts** (:meth:`Planner.resolve_prompts`): names, ids, ``all``, ``all_foreground``.
-- **Groups** (:meth:`Planner.groups`): each prompt is preprocessed like the training dataset(s) it
-  came from (their :class:`~versemi.data.plans.DatasetPlan`); prompts that share one preprocessing
-  form a :class:`PreprocessingGroup` (one preprocessing and one backbone pass per window).
-- **Quality** (:func:`effective_spec`): ``default`` = the planned spacing; ``fast`` = twice it per
-  axis (8x fewer voxels and windows).
-- **ROI** (:func:`check_roi`) and the **memory** check of every group before any allocation
-  (:func:`check_memory`).
-- **Field of view** (:func:`field_of_view_warnings`): a scan whose physical extent is far from the
-  scans a prompt's dataset was trained on (its fingerprint's median size x spacing), e.g. a whole-head
-  MRI for a prompt trained on 35 x 50 x 36 mm hippocampus crops, gets a warning (not an error).
+The first step of :class:`~versemi.inference.Predictor` (then :mod:`~versemi.inference.sliding` and
+:mod:`~versemi.inference.export`); nothing here touches the network. It resolves the prompts
+(:meth:`Planner.resolve_prompts`), groups those that share their training dataset's preprocessing
+(:meth:`Planner.groups`: one preprocessing and one backbone pass per window), applies the quality
+(:func:`effective_spec`: ``fast`` = twice the spacing), checks the ROI and the memory before any
+allocation, and warns about a field of view far from the training scans' (:func:`field_of_view_warnings`).
 """
 
 from __future__ import annotations

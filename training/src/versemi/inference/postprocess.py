@@ -1,23 +1,13 @@
-"""Post-processing of labelmaps: keep each structure's largest connected component (or, for paired
-and multi-part structures, one component per side or every large one).
+"""Post-processing of labelmaps: keep each structure's largest component, one per side, or every large one.
 
-A model trained on few labeled scans predicts the structure plus scattered false-positive blobs far
-from it (on the development split, a 10 %-label model: ACDC right ventricle 24 % -> 43 % Dice once
-they are removed). nnU-Net removes all but the largest component of a label
-when that improves its cross-validation Dice; VerSemi does the same per prompt: the trainer decides
-on its validation split (``training.postprocessing: auto``) or the config says so, the decision is
-stored in the checkpoint (``"postprocessing"``: prompt name -> ``"largest_component"``) and
-``versemi predict`` applies it to the labelmap on the input grid.
+A model trained on few labeled scans adds scattered false-positive blobs. As in nnU-Net, the trainer
+keeps a prompt's largest component where that improves its validation Dice; the rule per prompt is
+stored in the checkpoint (``"postprocessing"``) and ``versemi predict`` applies it on the input grid:
 
-A paired structure (left and right hippocampus) loses one side to ``largest_component`` on a whole
-head. Two more rules, set per prompt in the same checkpoint key (``bench/postprocessing_rules.py``
-chooses them on the development split; old checkpoints keep ``largest_component``):
-
-- ``paired``: the largest component, plus the largest other one at least :data:`PAIRED_MIN_FRACTION`
-  of its size whose centre lies at least :data:`PAIRED_MIN_SEPARATION_MM` away along the
-  patient's left-right axis (the other side);
-- ``above_fraction:F``: every component at least ``F`` (0 < F <= 1) times the largest (multi-part
-  structures).
+- ``largest_component``: the largest component;
+- ``paired``: plus the largest other one at least :data:`PAIRED_MIN_FRACTION` of its size and
+  :data:`PAIRED_MIN_SEPARATION_MM` away left-right (the other side: hippocampus, kidneys);
+- ``above_fraction:F``: every component at least ``F`` times the largest (multi-part structures).
 """
 
 from __future__ import annotations

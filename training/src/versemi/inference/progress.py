@@ -1,13 +1,8 @@
 """Progress reporting for prediction: a tqdm bar for people, JSON lines for programs.
 
-Every reporter takes ``(stage, fraction, message)`` calls, where ``stage`` is one of
-``"preprocess"``, ``"inference"``, ``"export"`` and ``fraction`` is the fraction of the WHOLE job done
-(0..1, never decreasing), so a reader needs a single progress bar. The JSON form follows the contract
-in ``docs/DEVELOPMENT.md`` (one object per line on stdout, flushed)::
-
-    {"type": "progress", "stage": "inference", "fraction": 0.42, "message": "window 12/30"}
-    {"type": "done", "output": "case.nii.gz", "sidecar": "case.json"}
-    {"type": "error", "message": "case.nii.gz: image contains NaN voxels"}
+Reporters take ``(stage, fraction, message)`` calls: ``stage`` is ``"preprocess"``, ``"inference"`` or
+``"export"``, ``fraction`` the share of the WHOLE job done (0..1, never decreasing), so a reader needs
+one bar. The JSON lines follow docs/DEVELOPMENT.md, "Progress lines".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Trained models: the catalogue, verified (SHA-256) resumable downloads, offline import, the cache.
+"""Trained model files: the catalogue, verified resumable downloads, offline import, the cache.
 
 Typical use::
 

@@ -1,45 +1,12 @@
-"""The model catalogue: which trained VerSemi models exist, where to get them and how to check them.
+"""The model catalogue: which trained models exist, where to get them and how to verify them.
 
-A catalogue is a JSON file (local path or HTTP(S) URL)::
+A catalogue is a JSON file (local path or HTTP(S) URL) of entries: name, version, url, sha256, size,
+label space, licence and, optionally, an ``embedded`` checkpoint and model ``card`` shipped beside it,
+the training datasets' ``plans`` and ``heldout`` case ids (every field: docs/MODELS.md). Relative
+URLs and files resolve against the catalogue's own location, so a folder with a catalogue and its
+models is a complete mirror; unknown keys are ignored so older releases read newer catalogues.
 
-    {
-      "format": "versemi-catalogue",
-      "format_version": 1,
-      "models": [
-        {"name": "abdomen-ct", "version": "1.0.0",
-         "url": "https://example.org/abdomen-ct-1.0.0.pt",
-         "sha256": "<64 hex digits>", "size": 123456789,
-         "label_space": ["liver", "spleen", "pancreas"],
-         "licence": "CC-BY-4.0", "description": "Abdominal organs on CT",
-         "min_versemi": "0.1.0"}
-      ]
-    }
-
-``url`` may be relative: it is then resolved against the catalogue's own location, so a folder with a
-catalogue and its model files is a complete mirror. ``label_space`` is a list of prompt names or a
-``LabelSpace.to_dict()`` dict. Unknown keys are ignored so older releases can read newer catalogues.
-
-**Embedded models.** An entry may also name a file that ships beside the catalogue (the packaged
-catalogue: inside the ``versemi`` package, ``versemi/resources/``), so a model works on the first run
-without any download::
-
-    {"name": "versemi-default", "version": "1.0.0", "default": true,
-     "embedded": "models/versemi-default-1.0.0.pt", "card": "models/versemi-default-1.0.0.md",
-     "url": "https://.../versemi-default-1.0.0.pt", "sha256": "...", "size": 123,
-     "label_space": [...], "licence": "...",
-     "plans": {"Dataset001_Hippocampus": {"modality": "MRI", "target_spacing": [1, 1, 1],
-                                          "patch_size": [40, 56, 40]}},
-     "heldout": {"Dataset001_Hippocampus": ["hippocampus_001", "hippocampus_004"]}}
-
-``embedded`` and ``card`` are relative paths resolved against the catalogue's folder (never outside
-it); a catalogue fetched over HTTP(S) has no folder, so there they are ignored and the entry is a
-plain download. An embedded file is verified exactly like a downloaded one (size and SHA-256 before
-every load, :func:`versemi.models.resolve_model`). ``plans`` summarises each training dataset's
-preprocessing (what a scan should look like for the model), ``heldout`` lists, per dataset, the case
-ids the model was never trained on (``versemi demo`` marks the others as "trained on").
-
-Which catalogue is used: ``--catalogue`` on the command line, else the ``VERSEMI_CATALOGUE`` environment
-variable, else the one shipped in the package (``versemi/resources/catalogue.json``).
+Which catalogue: ``--catalogue``, else ``$VERSEMI_CATALOGUE``, else ``versemi/resources/catalogue.json``.
 """
 
 from __future__ import annotations
@@ -358,7 +325,7 @@ def is_remote_source(source: str | None) -> bool:
 def parse_catalogue(
     document: Any, source: str = "<memory>", base_url: str = "", base_dir: Path | None = None
 ) -> Catalogue:
-    """Validate a parsed catalogue document (see the module docstring for the format).
+    """Validate a parsed catalogue document (the format: docs/MODELS.md).
 
     Args:
         document: the parsed JSON.

@@ -1,17 +1,10 @@
 """Verified, resumable model downloads.
 
-``download_model`` streams a catalogue entry's URL to ``<cache>/<name>-<version>.pt.part``, resumes an
-interrupted transfer with an HTTP ``Range`` request (and starts over when the server ignores it),
-checks the size and SHA-256, and only then renames the file into place. A file that fails the check
-is deleted: nothing unverified is ever moved into place, so nothing unverified is ever loaded.
-
-Why not ``torch.hub.download_url_to_file(hash_prefix=...)`` or ``pooch``: neither resumes. Both
-download to a temporary file from byte 0 each time, and a model of several hundred MB over a hospital
-proxy that drops connections (a frequent complaint in the issue trackers of comparable Slicer
-extensions) may then never complete; here each attempt continues from the bytes already on disk,
-hashing them once. The size cap (a server that sends more than the catalogue says is cut off) and
-the disk-space check before the transfer are the other needs they do not cover. Hashing is
-:mod:`versemi.fileio`'s.
+:func:`download_model` streams an entry's URL to ``<cache>/<name>-<version>.pt.part``, continues an
+interrupted transfer with an HTTP ``Range`` request, checks size and SHA-256 and only then renames the
+file into place; a file that fails is deleted, so nothing unverified is ever loaded. Not
+``torch.hub`` or ``pooch``: neither resumes (a large model over a proxy that drops connections may
+never arrive), caps the size at the catalogue's or checks the free disk space first.
 """
 from __future__ import annotations
 

@@ -1,18 +1,12 @@
 """Offline import, verification and lookup of installed models.
 
-- :func:`import_model` copies a checkpoint obtained elsewhere (USB stick, hospital file share) into
-  the cache, verified against its catalogue entry, or, for a checkpoint no catalogue lists, checked
-  with :meth:`versemi.checkpoint.Checkpoint.load` (as predict loads it) and recorded with its SHA-256 in
-  ``installed.json``.
-- :func:`verify_model` re-hashes an installed file against the catalogue (or the manifest).
-- :func:`resolve_model` turns what a user typed (a path, or ``NAME[@VERSION]``) into a verified path;
-  :func:`resolve_default_model` does the same for the catalogue's default model.
-
-A catalogue entry's file is "installed" when it is in the model cache, or when the entry is
-**embedded** (its file ships beside the catalogue, e.g. inside the versemi package; see
-:mod:`versemi.models.catalogue`). A copy in the cache (downloaded or imported on purpose) is used
-before the embedded one. Both are verified the same way: size and SHA-256 against the entry before
-every load.
+- :func:`import_model`: copy a checkpoint obtained elsewhere into the cache, verified against its
+  catalogue entry, or, when no catalogue lists it, loaded as predict loads it and recorded with its
+  SHA-256 in ``installed.json``;
+- :func:`verify_model`: re-hash an installed file against the catalogue (or the manifest);
+- :func:`resolve_model` / :func:`resolve_default_model`: what a user typed (a path, ``NAME[@VERSION]``)
+  or the default model -> a verified path. A cached copy is preferred to an embedded one; both are
+  checked (size, SHA-256) before every load.
 """
 
 from __future__ import annotations

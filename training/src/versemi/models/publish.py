@@ -1,11 +1,9 @@
 """Publishing a model: its catalogue entry, the compact file that ships, the packaged catalogue.
 
-- :func:`catalogue_entry` reads a checkpoint (as ``versemi predict`` loads it) and returns its
-  catalogue entry (SHA-256, size, prompts, plans summary, plus what the publisher says), validated
-  exactly as a catalogue reader will (``versemi models entry`` prints it);
-- :func:`inference_checkpoint` keeps only what prediction needs, weights in float16 (the shipped
-  default model: half the size, loaded back into a float32 network);
-- :func:`write_catalogue_entry` adds or replaces (same name and version) an entry of a catalogue file.
+- :func:`catalogue_entry`: a checkpoint's entry (SHA-256, size, prompts, plans summary, plus what the
+  publisher says), validated as a catalogue reader will (``versemi models entry`` prints it);
+- :func:`inference_checkpoint`: only what prediction needs, weights in float16 (half the size);
+- :func:`write_catalogue_entry`: add or replace (same name and version) an entry of a catalogue file.
 """
 
 from __future__ import annotations

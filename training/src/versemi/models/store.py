@@ -1,15 +1,9 @@
-"""The local model cache: where installed models live and the manifest that records them.
+"""The local model cache: the folder installed models live in and ``installed.json``, which records them.
 
-The cache is a plain folder outside any Slicer install (so models survive Slicer upgrades):
-
-- ``$VERSEMI_MODELS_DIR`` when set, else
-- ``$XDG_CACHE_HOME/versemi/models`` when ``XDG_CACHE_HOME`` is set, else the platform user cache:
-  ``~/.cache/versemi/models`` (Linux), ``~/Library/Caches/versemi/models`` (macOS),
-  ``%LOCALAPPDATA%\\versemi\\Cache\\models`` (Windows).
-
-Each model is one file ``<name>-<version>.pt``. ``installed.json`` records every installed file with
-the SHA-256 it was verified against, so models imported offline (and not in any catalogue) can be
-verified later too.
+The folder is ``$VERSEMI_MODELS_DIR``, else ``$XDG_CACHE_HOME/versemi/models``, else the platform user
+cache (e.g. ``~/.cache/versemi/models``): outside any Slicer install, so models survive upgrades. Each
+model is one file ``<name>-<version>.pt``; the manifest keeps the SHA-256 it was verified against, so
+models imported offline (in no catalogue) can be verified later too.
 """
 
 from __future__ import annotations

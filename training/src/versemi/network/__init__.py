@@ -1,11 +1,8 @@
-"""versemi.network: 3D backbones (V-Net, U-Net), the DoDNet dynamic head, ``PromptedSegmenter``, and
-the per-plan network geometry (pooling and kernels per stage).
+"""The network architecture: backbones (V-Net, U-Net), the DoDNet dynamic head, ``PromptedSegmenter``
+and the per-plan geometry (pooling and kernels per stage).
 
-The network architecture (a checkpoint's ``model_config`` builds it). "Model" elsewhere in the
-package means a trained model file: :mod:`versemi.models` (catalogue, cache, downloads), the CLI's
-``versemi models`` and the Slicer module's model list.
-
-Names are imported lazily: the plans read :mod:`versemi.network.geometry` without importing torch.
+A trained model *file* is :mod:`versemi.models`' business. Names are imported lazily so the plans can
+read :mod:`versemi.network.geometry` without importing torch.
 """
 
 from __future__ import annotations

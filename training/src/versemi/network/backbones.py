@@ -1,17 +1,11 @@
 """3D encoder-decoder backbones: the V-Net of the VerSemi reference and a plain U-Net.
 
-Both backbones return two tensors:
-
-* the full-resolution decoder features, ``(B, base_filters, D, H, W)``, which the dynamic head turns
-  into one logit map per prompt;
-* the bottleneck features, ``(B, base_filters * 2**(depth-1), ...)``, which the head pools into the
-  per-image context of the controller.
-
-Stage ``i`` (0-based) has ``base_filters * 2**i`` channels. Without a geometry every stage pools every
-axis by 2 and convolves 3x3x3 (sizes divisible by ``size_divisor = 2**(depth-1)``); a
+Both return the full-resolution decoder features ``(B, base_filters, D, H, W)``, which the dynamic head
+turns into one logit map per prompt, and the bottleneck features, which it pools into each image's
+context. Stage ``i`` has ``base_filters * 2**i`` channels. A
 :class:`~versemi.network.geometry.NetworkGeometry` pools and convolves per axis with the SAME weights
-(a 1-wide kernel is the centre of the 3-wide one, an unpooled axis sums the down-sampling kernel and
-averages the up-sampling kernel over that axis), so one set of weights serves every plan.
+(a 1-wide kernel is the centre of the 3-wide one; an unpooled axis sums the down-sampling kernel and
+averages the up-sampling kernel over it), so one set of weights serves every plan.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
 """Per-plan network geometry: which axes each stage pools and where kernels stay in-plane.
 
-One prompted network serves datasets on very different grids: 1 mm isotropic hippocampus crops and
-1.5 x 1.5 x 10 mm cine MRI. Pooling every axis at every stage turns an 8-slice ACDC patch into one
-slice at a 4-stage bottleneck, and a 3x3x3 kernel mixes slices 10 mm apart as if they were 1.5 mm
-apart. Each dataset's plan therefore carries a :class:`NetworkGeometry` (nnU-Net's rule, per plan):
-
-* an axis is pooled at a stage only while its spacing is at most twice the finest axis's spacing
-  there and it keeps at least :data:`MIN_FEATURE_SIZE` voxels after pooling;
-* a kernel is 1 (in-plane) along an axis whose spacing is more than twice the finest there.
-
-The weights are shared by every geometry (see :mod:`versemi.network.backbones`): a 1-wide kernel
-uses the centre of the 3-wide one, an unpooled axis uses the down-sampling kernel summed over that
-axis and the up-sampling kernel averaged over it. ``None`` (no geometry) is the isotropic network of
-models planned before geometries existed. Axes are ``(x, y, z)`` as in the plans.
-
-Example, ACDC (1.5 x 1.5 x 10 mm, patch 104 x 104 x 8, 4 stages)::
+One network serves 1 mm isotropic crops and 1.5 x 1.5 x 10 mm cine MRI; pooling every axis would
+shrink an 8-slice patch to one slice, and a 3x3x3 kernel would mix slices 10 mm apart. So each plan
+carries a :class:`NetworkGeometry` (nnU-Net's rule): an axis is pooled while its spacing is at most
+twice the finest and it keeps :data:`MIN_FEATURE_SIZE` voxels; a kernel is 1 along an axis more than
+twice as coarse as the finest. Weights are shared by every geometry (:mod:`versemi.network.backbones`);
+``None`` is the isotropic network. Axes are ``(x, y, z)``. Example, ACDC (patch 104 x 104 x 8)::
 
     pool   [[2, 2, 1], [2, 2, 1], [2, 2, 2]]        -> bottleneck 13 x 13 x 4
     kernel [[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3]]

@@ -1,6 +1,6 @@
 """``PromptedSegmenter``: one backbone pass per image, one foreground logit map per prompt.
 
-The architecture is described by a plain JSON-able dict (stored in checkpoints as ``model_config``)::
+The architecture is a plain JSON-able dict (stored in checkpoints as ``model_config``)::
 
     {"backbone": "vnet", "in_channels": 1, "base_filters": 16, "depth": 5, "convs_per_stage": None,
      "norm": "instance", "dropout": 0.0, "num_prompts": 5, "head_channels": 8, "head_layers": 3,

@@ -1,16 +1,11 @@
-"""versemi.review: the annotation loop on plain folders (pseudo-label -> review -> refined label -> train).
+"""The annotation loop on plain folders: pseudo-label -> review -> refined label -> training.
 
-- :mod:`versemi.review.uncertainty`: the per-case review score (real-vs-synthetic prompt disagreement
-  plus predictive entropy), computable slab by slab;
-- :mod:`versemi.review.manifest`: ``<review_dir>/manifest.json``, the folder's one manifest (what
-  ``versemi pseudolabel`` did per case, every review decision), updated atomically under a lock;
-- :mod:`versemi.review.training`: :func:`refined_cases` / :func:`unrefined_cases` for the training
-  config;
-- :mod:`versemi.review.session`: :class:`ReviewSession` (next case, save refined with compare-and-swap, reject,
-  reopen, undo, revisions, restore), the calls
-  the Slicer review panel and ``versemi review`` make.
+- :mod:`~versemi.review.uncertainty`: the per-case review score, computable slab by slab;
+- :mod:`~versemi.review.manifest`: the folder's ``manifest.json``, updated atomically under a lock;
+- :mod:`~versemi.review.session`: :class:`ReviewSession`, the calls of the Slicer panel and ``versemi review``;
+- :mod:`~versemi.review.training`: the folder as training data (:func:`refined_cases`).
 
-See ``docs/REVIEW.md``.
+See docs/REVIEW.md.
 """
 
 from versemi.review.manifest import ManifestError, ManifestRow, ReviewManifest

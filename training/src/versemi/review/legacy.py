@@ -1,9 +1,8 @@
-"""Folders from before one manifest per folder: ``versemi pseudolabel`` also kept ``manifest.jsonl``.
+"""Folders written with a separate ``manifest.jsonl`` run log, folded into the one manifest.
 
-:func:`migrate_run_log` folds that run log into the folder's manifest (:mod:`versemi.review.manifest`,
-format version 2) and removes it; ``versemi pseudolabel`` calls it on its output folder and
-:class:`~versemi.review.ReviewSession` when it opens one. Kept apart so it can be dropped once no such
-folder is left.
+:func:`migrate_run_log` moves that run log into the folder's manifest (format version 2) and removes
+it; ``versemi pseudolabel`` and :class:`~versemi.review.ReviewSession` call it on the folders they open.
+Kept apart so it can be dropped once no such folder is left.
 """
 
 from __future__ import annotations

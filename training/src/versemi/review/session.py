@@ -1,31 +1,12 @@
 """``ReviewSession``: the calls behind the Slicer review panel and ``versemi review``.
 
-The loop: :meth:`ReviewSession.next_case` gives the highest-scored pending case (its image and the
-label to edit: the pseudo-label, or the last refined label); the annotator edits it; then
-:meth:`ReviewSession.save_refined` stores the edited labelmap, or :meth:`ReviewSession.reject`
-marks the case as not worth fixing.
-
-Where refined labels go, and why it is crash-safe: a refined label is written to
-``<review_dir>/labelsTr/<case>.r<N>.nii.gz`` (``N`` = 1, 2, ... one new file per save, never an
-existing name) through a temporary file that is ``fsync``-ed and renamed (the image writer
-:class:`versemi.outputs.AtomicOutputs`); only THEN is the manifest
-updated (itself temp + ``fsync`` + rename) to point at it. The manifest rename is the single commit
-point: killed before it, the manifest still describes the old state and every file it names is
-untouched (the new label file, if it got that far, is an unreferenced orphan that
-:meth:`ReviewSession.cleanup` deletes); killed after it, the new state is complete. The image and
-the pseudo-label are never written. The whole save holds the manifest lock, so a CLI and the panel
-cannot interleave and ``cleanup`` never deletes a file another save is about to commit.
-
-Nothing an annotator did is lost: every save writes a new revision file; a case's
-:attr:`ReviewCase.revision` makes saves and decisions compare-and-swap (``expected_revision``): a
-save on a case someone changed meanwhile is still written, as a revision recorded as ``conflict``
-(not current), and :class:`ReviewConflict` says who changed what; :meth:`ReviewSession.restore`
-makes any revision current, :meth:`ReviewSession.undo` takes the last decision back (e.g. the
-rejection of a refined case: refined again, same file), :meth:`ReviewSession.revisions` lists them.
-
-The refined labels ARE the review folder's "dataset labels": training reads them through the
-manifest (:func:`versemi.review.refined_cases`), never by listing ``labelsTr``, so orphans and older
-revisions are never trained on.
+:meth:`~ReviewSession.next_case` gives the highest-scored pending case; the annotator edits its label;
+:meth:`~ReviewSession.save_refined` stores the result or :meth:`~ReviewSession.reject` sets it aside.
+A save writes a new revision file (``labelsTr/<case>.r<N>.nii.gz``) atomically, then commits by
+renaming the manifest, all under the manifest lock: a crash leaves the old state plus at most an
+orphan file (:meth:`~ReviewSession.cleanup`). ``expected_revision`` makes saves compare-and-swap;
+a conflicting save is kept as a non-current revision. Training reads refined labels through the
+manifest, never by listing ``labelsTr``. Details: docs/REVIEW.md ("Crash safety", "Revisions").
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """A review folder as training data: what the training config's ``review_dirs`` reads.
 
-Refined cases are LABELED cases (image + refined label), pending and rejected ones UNLABELED (their
-pseudo-labels are never exposed to training); cases whose pseudo-labelling failed are left out. All
-from ONE load of the folder's manifest (:mod:`versemi.review.manifest`), a snapshot.
+Refined cases are labeled cases (image + refined label); pending and rejected ones are unlabeled
+(their pseudo-labels never reach training); failed ones are left out. One manifest load, one snapshot.
 """
 
 from __future__ import annotations

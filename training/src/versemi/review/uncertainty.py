@@ -1,26 +1,15 @@
 """Per-case uncertainty of a pseudo-label: the review ranking only a VerSemi model can give.
 
-A VerSemi model has two ways to say "where is foreground": the element-wise MAXIMUM over its
-real-task prompts and its synthetic "all foreground" prompt. Training pushes them to agree on
-unlabeled scans (the consistency loss), so where they still disagree the model is unsure. The score
-combines that disagreement with the predictive entropy of both answers.
+A VerSemi model says "foreground" twice: the maximum over its real prompts (``m``) and its synthetic
+"all foreground" prompt (``s``). Training makes them agree on unlabeled scans, so where they still
+disagree the model is unsure. Over the support ``S = {v : max(m_v, s_v) > SUPPORT_THRESHOLD}``::
 
-Definitions (``m`` = max over the real prompts' foreground probabilities, ``s`` = synthetic-prompt
-probability, per voxel ``v``; ``tau`` = :data:`SUPPORT_THRESHOLD` = 0.05):
+    disagreement = 1 - soft Dice of m and s over S          (0 when S is empty)
+    entropy      = mean over S of (H(m) + H(s)) / 2         (binary entropy in bits)
+    score        = 0.5 * disagreement + 0.5 * entropy       (in [0, 1]; higher = review first)
 
-- support ``S = {v : max(m_v, s_v) > tau}``: voxels where either answer sees non-negligible
-  foreground. Restricting to ``S`` keeps the tiny background probabilities of a large volume from
-  diluting both terms (a soft Dice over millions of 0.001 voxels is meaningless) and makes the score
-  independent of the field of view.
-- ``disagreement = 1 - 2 * sum_S(m * s) / (sum_S(m) + sum_S(s))`` (soft Dice, in [0, 1]). Both answers
-  empty (``S`` empty) counts as full agreement: disagreement 0.
-- ``H(p) = -(p ln p + (1 - p) ln(1 - p)) / ln 2`` (binary entropy in bits, in [0, 1]);
-  ``entropy = mean over S of (H(m_v) + H(s_v)) / 2``; 0 when ``S`` is empty.
-- ``score = DISAGREEMENT_WEIGHT * disagreement + ENTROPY_WEIGHT * entropy`` with both weights 0.5,
-  in [0, 1]; higher = review first.
-
-Everything is a sum over voxels, so :class:`UncertaintyAccumulator` computes the exact same numbers
-slab by slab (the predictor never holds all probabilities at full resolution).
+All sums over voxels, so :class:`UncertaintyAccumulator` gets the same numbers slab by slab.
+Why the support and what the score means: docs/REVIEW.md, "The review score".
 """
 
 from __future__ import annotations
@@ -94,7 +83,7 @@ class UncertaintyAccumulator:
     result equals :func:`uncertainty_score` on the whole volume up to float rounding.
 
     Args:
-        support_threshold: ``tau`` of the support (module docstring).
+        support_threshold: the probability above which a voxel is in the support.
         disagreement_weight: weight of the disagreement in the score.
         entropy_weight: weight of the entropy in the score.
     """

@@ -1,23 +1,15 @@
 """Cross-dataset CutMix with per-voxel "where is the target known" bookkeeping.
 
-An :class:`Annotation` holds, for a batch, one target channel per prompt of the label space
-(``(B, P, D, H, W)``, the synthetic "all foreground" prompt last) and a ``weight`` saying where each
-target is known (see :mod:`versemi.training.losses`). Mixing two annotated images with a cube mask
-``c`` (1 inside the cube, taken from image A; 0 outside, from image B) gives, per prompt ``k``::
+An :class:`Annotation` holds a batch's target per prompt, ``(B, P, D, H, W)``, and a ``weight`` saying
+where each is known. A cube mask ``c`` (1: from image A, 0: from image B) mixes all three alike::
 
     image  = c * image_A + (1 - c) * image_B
     target = c * target_A[k] + (1 - c) * target_B[k]
     weight = c * weight_A[k] + (1 - c) * weight_B[k]
 
-So a real prompt of dataset A is supervised inside the cube (with A's label), and outside the cube only
-if B's dataset annotates it too (with B's label); where neither annotates it, it gets no loss. The
-synthetic prompt's target is the union of every known foreground of the image (inside the cube A's,
-outside B's): the VerSemi synthetic task. An unlabeled image has weight 0 everywhere, so pasting a
-labeled cube into it supervises exactly the cube (the stage-2 "pasted cube" loss), with one formula.
-
-Caveat of the method (kept, documented): the union inside a cube from dataset A only contains the
-structures A annotates; a structure A does not annotate but that is visible in the cube counts as
-background for the synthetic prompt there.
+So a prompt is supervised only where its source dataset annotates it, and the synthetic prompt's
+target is the union of every known foreground. A labeled cube in an unlabeled image (weight 0) is the
+stage-2 "pasted cube" loss, same formula. docs/TRAINING.md, "Methods and loss terms".
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
 """The trainer's data: preprocessed cases and one bundle of patches per step, one group per dataset.
 
-- Cases come from the config (:meth:`TrainConfig.split_validation` for labeled training/validation
-  cases, :meth:`TrainConfig.unlabeled_cases` for unlabeled scans), preprocessed once into the
-  :class:`~versemi.data.cache.PreprocessedCache` with their dataset's plan (:mod:`versemi.data.plans`).
-- Every step sees EVERY labeled dataset: a **group** per dataset with ``batch_size`` labeled patches
-  of that dataset's planned patch shape (datasets have different grids and shapes, so each group is
-  its own forward pass). When the method needs them, a group also carries
-  * ``batch_size`` **donor** patches, of the SAME shape, from the other labeled datasets (on their
-    own grids): the partners of cross-dataset CutMix (VerSemi's synthetic task and pasted cubes);
-    with a single dataset the donors come from it too;
-  * ``unlabeled_batch_size`` **unlabeled** patches from the unlabeled scans that use this dataset's
-    plan (the dataset's own unlabeled cases and the unlabeled folders mapped to it); a dataset
-    without unlabeled scans gets none.
-- :class:`StepStream` draws and augments whole steps in DataLoader workers (prefetched), seeded from
-  the run seed, the rank, the stage and the step the run (re)starts at, so ranks draw different
-  patches and a resumed run does not replay the first ones.
+Cases come from the config and are preprocessed once into the
+:class:`~versemi.data.cache.PreprocessedCache` with their dataset's plan. Every step has a **group**
+per labeled dataset (its own patch shape, so its own forward pass): ``batch_size`` labeled patches
+and, when the method needs them, as many CutMix **donor** patches of that shape from the other
+datasets and ``unlabeled_batch_size`` **unlabeled** patches planned like it. :class:`StepStream`
+draws and augments steps in DataLoader workers, seeded by (seed, rank, stage, start step), so ranks
+differ and a resumed run does not replay its first patches.
 """
 
 from __future__ import annotations

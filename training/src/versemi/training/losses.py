@@ -1,27 +1,11 @@
 """Losses for partially labeled, multi-prompt segmentation.
 
-Every loss works on foreground LOGITS ``(B, P, D, H, W)`` (one channel per prompt, see
-``PromptedSegmenter``) and takes a per-voxel ``weight`` that says where a target is known:
-
-- ``weight`` broadcasts to ``(B, P, D, H, W)``; it is ``(B, P, 1, 1, 1)`` when a whole (image, prompt)
-  pair is either supervised (1) or not (0), and full size after CutMix, where a prompt may be known
-  inside the pasted cube and unknown outside it (or vice versa). Non-binary weights (e.g. 0.5 for
-  pseudo-labels in BCP) scale a voxel's contribution.
-- an (image, prompt) pair whose weight is zero everywhere contributes NOTHING: no loss and exactly
-  zero gradient. This is how partial labels work: a dataset gives no loss for targets it does not
-  annotate.
-
-Soft Dice, per (image, prompt) pair ``(b, k)`` over its voxels ``v`` with weight ``w``::
-
-    dice(b, k) = 1 - (2 * sum_v w p t + smooth) / (sum_v w p^2 + sum_v w t^2 + smooth)   # squared
-    dice(b, k) = 1 - (2 * sum_v w p t + smooth) / (sum_v w p   + sum_v w t   + smooth)   # linear
-
-with ``p = sigmoid(logit)``. The reference implementation uses the squared denominators (V-Net,
-Milletari et al. 2016) and ``smooth = 1e-5``; our default ``smooth = 1`` keeps a useful gradient on
-pairs whose target is empty inside the patch (common with partial labels and small structures: with
-``1e-5`` such a pair sits at loss ~1 with a vanishing gradient). The Dice loss is the mean over the
-supervised pairs; the cross-entropy is the weighted mean of the per-voxel binary cross-entropy over
-all supervised voxels.
+Every loss takes foreground LOGITS ``(B, P, D, H, W)`` and a ``weight`` broadcastable to them that says
+where a target is known (0 or 1, fractional for pseudo-labels, per voxel after CutMix). An (image,
+prompt) pair with zero weight everywhere gives no loss and exactly zero gradient: that is how partial
+labels work. Soft Dice is averaged over the supervised pairs with ``smooth = 1``: the reference's
+``1e-5`` leaves pairs whose target is empty in the patch at loss ~1 with a vanishing gradient.
+Formulas: docs/TRAINING.md, "Methods and loss terms".
 """
 
 from __future__ import annotations
@@ -64,7 +48,7 @@ def soft_dice_per_pair(
     smooth: float = 1.0,
     squared: bool = True,
 ) -> torch.Tensor:
-    """Soft Dice LOSS of each (image, prompt) pair, shape ``(B, P)`` (see the module docstring)."""
+    """Soft Dice LOSS of each (image, prompt) pair, shape ``(B, P)`` (formula: docs/TRAINING.md)."""
     check_pair_shapes(probabilities, target, weight)
     dims = (2, 3, 4)
     w = weight.expand_as(probabilities)

@@ -1,21 +1,10 @@
 """Training records: JSON-lines logs, TensorBoard scalars and the progress bar (rank 0 only).
 
-Files in the run folder:
-
-- ``train_log.jsonl``: one JSON object per line. First ``{"event": "start", ...}`` with the method,
-  stage, device, and the labeled and unlabeled cases used per dataset; then ``{"event": "train",
-  "step": ..., "losses": {term: value}, "lr": ..., "data_wait_fraction": ...}`` every ``log_every``
-  steps; ``{"event": "resume", ...}``, ``{"event": "end", ...}``.
-- ``validation_log.jsonl``: ``{"step": ..., "mean_dice": ..., "metrics": {prompt: {dataset: {dice,
-  hd95, nsd}}}, "best": bool}`` per validation.
-- ``tensorboard/``: the same scalars for TensorBoard.
-
-Resume: a run resumed from a checkpoint at step ``S`` redoes the steps after ``S`` that an earlier,
-interrupted process had already logged. Told ``resume_step=S``, :class:`RunLog` rewrites both logs
-(atomically) before its first new record: records of steps after ``S``, ``end`` records and torn
-lines (a process killed mid-write) are dropped, so every step appears once and a validation step
-has at most one ``best`` record; TensorBoard purges the events after ``S``. A resumed run that
-writes nothing (a finished stage) leaves the logs untouched.
+The run folder gets ``train_log.jsonl`` (``start``, ``train`` every ``log_every`` steps, ``resume``,
+``end``), ``validation_log.jsonl`` (one record per validation) and ``tensorboard/``. A run resumed at
+step ``S`` redoes the steps after ``S``, so :class:`RunLog` first rewrites both logs (atomically)
+without records after ``S``, ``end`` records and torn lines, and TensorBoard purges those steps:
+every step appears once. docs/TRAINING.md, "Output folder".
 """
 
 from __future__ import annotations
