@@ -1,10 +1,8 @@
 """Models the panel offers: catalogue models (``versemi models list --json``) and local checkpoints.
 
-Design choice: everything that needs ``versemi`` or ``torch`` runs in a short subprocess of the
-predictor's Python, never in Slicer's own process. Slicer's GUI thus never imports torch (hundreds
-of MB, slow first import, DLL clashes on Windows), and a model's prompts are read through the
-checkpoint format's own loader (``versemi.checkpoint.Checkpoint.load``, ``weights_only=True``).
-Results are cached per file (path, size, modification time).
+Everything that needs ``versemi`` or ``torch`` runs in a short subprocess of the predictor's Python,
+so Slicer's GUI never imports torch (large, slow to import, DLL clashes on Windows). Results are
+cached per file (path, size, modification time).
 """
 
 from __future__ import annotations

@@ -1,30 +1,14 @@
 """What the predictor needs inside Slicer's Python, and installing only what is missing, safely.
 
-Rules (from users' reports about AI extensions breaking Slicer):
-
-- the supported Slicer range is checked first (:func:`platform_problem`): Slicer 5.10 or newer, whose
-  Python 3.12 current PyTorch and MONAI releases support (Slicer 5.8 ships Python 3.9: torch 2.8 and
-  MONAI 1.5 are the last releases for it, and ``versemi`` needs Python 3.10);
-- ask before installing, with the exact list of what will change; never ask (and never install) in
-  testing mode: the caller skips instead;
-- install only what is missing or too old; never install, upgrade or replace the packages Slicer
-  bundles (numpy, SimpleITK, VTK) nor the installed torch: they are pinned with a pip constraints
-  file, and a ``pip install --dry-run --report`` before the real install proves that none of them
-  would change (otherwise nothing is installed and the message says why);
-- torch comes through the PyTorch extension's installer (light-the-torch: the CUDA build matching
-  the machine's driver), with versemi's minimum torch version, before anything else; installing
-  light-the-torch itself goes through the same dry run and constraints (pip is pinned too: it must
-  never change Slicer's pip) and is listed in the question;
-- ``versemi`` itself is installed ``--no-deps`` from the source shipped inside the extension (no
-  network), after copying it to a temporary folder (the install tree may be read-only); its other
-  requirements are those of ``Resources/requirements.txt`` (kept equal to ``training/pyproject.toml``
-  by a test);
-- every command runs in a background process (:class:`InstallFlow` is polled from a GUI timer), so
-  Slicer stays responsive and shows what is being installed;
-- say when a restart is needed (a package that was already imported got replaced).
-
-The environment (questions, PyTorch extension) and the command runner are injected, so the flow is
-tested without Slicer.
+Rules, from users' reports of AI extensions breaking Slicer: check the Slicer version first
+(:func:`platform_problem`: 5.10 or newer, for Python 3.10+); ask before installing, with the exact list
+(never in testing mode); install only what is missing or too old, and never change the packages Slicer
+bundles (numpy, SimpleITK, VTK, pip) nor an installed torch: they are pinned by a constraints file,
+and a ``pip install --dry-run --report`` proves it before the real install. torch comes first, through
+the PyTorch extension (light-the-torch); ``versemi`` itself is installed ``--no-deps`` from the copy
+inside the extension. Commands run in a background process (:class:`InstallFlow`, polled from a GUI
+timer); the environment and the runner are injected so the flow is tested without Slicer.
+See docs/SLICER.md, "Install".
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Which device the predictor will use, and why (said in the panel before a run).
 
-Users often end up with a CPU-only torch build on a machine that has an NVIDIA GPU, then wonder why
-inference is slow; the panel says so explicitly. The torch facts are gathered in a subprocess
-(:func:`probe_torch`, which asks ``versemi.devices``) so that Slicer's own process does not have to
-import torch. :func:`choose_device` applies the rule of ``versemi.devices.resolve_device`` to them
-(CUDA, else MPS where it runs 3D convolutions, else CPU) only to *say* what will happen: the module
-passes the requested value (``auto`` included) to ``versemi predict``, whose resolver decides.
+Users often have a CPU-only torch on a machine with an NVIDIA GPU and wonder why inference is slow, so
+the panel says it. :func:`probe_torch` gathers the torch facts in a subprocess (Slicer's process never
+imports torch); :func:`choose_device` applies ``versemi.devices.resolve_device``'s rule to them only
+to *say* what will happen: ``versemi predict`` gets the requested value and decides itself.
 """
 
 from __future__ import annotations

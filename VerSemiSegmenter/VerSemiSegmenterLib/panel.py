@@ -1,17 +1,11 @@
 """What the module's panel does when the user acts, and after a failure, without Qt or Slicer.
 
 The widget (``VerSemiSegmenter.py``) forwards clicks to these controllers and implements their small
-view interfaces with Qt widgets; tests implement the same interfaces with plain objects. Rules:
-
-- every failure is caught here, shown once through ``view.show_error`` with what happened and what to
-  do, and the panel is left consistent (the model box always lists what was loaded plus "Browse
-  local checkpoint...", the prompt list belongs to the selected model, review buttons match the open
-  case); nothing relies on an error helper swallowing exceptions;
-- slow work (``versemi models list``, reading a checkpoint's prompts, model cards, removing a model)
-  runs in a :class:`~VerSemiSegmenterLib.process.BackgroundCall`, polled by :meth:`poll` from the
-  widget's timer; a result that arrives after the user moved on is dropped;
-- an action is resolved to *what* the user chose (a model key, "browse") when it happens, never to a
-  combo-box index that a refill could change under it.
+view interfaces with Qt widgets; tests implement them with plain objects. Every failure is caught
+here and shown once (``view.show_error``: what happened, what to do), leaving the panel consistent;
+slow work runs in a :class:`~VerSemiSegmenterLib.process.BackgroundCall` polled by :meth:`poll`, and
+a result that arrives after the user moved on is dropped. Actions are resolved to what the user
+chose (a model key), never to a combo-box index a refill could change.
 """
 
 from __future__ import annotations

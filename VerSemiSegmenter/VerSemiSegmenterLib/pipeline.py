@@ -1,13 +1,12 @@
 """One segmentation run from a Slicer volume node to segments: export, predict, import, clean up.
 
-Used by the module's Logic (GUI and scripting), by its self-test inside Slicer and by the pytest
-tests with ``slicer-core``: all three run exactly this code.
+The module's Logic, its self-test in Slicer and the pytest tests (``slicer-core``) all run this code::
 
     job = SegmentationJob(volume_node, settings_template, work_dir_parent)
     job.start()                   # writes the volume, starts `versemi predict` in the background
     while job.poll() is None:     # in Slicer: from a qt.QTimer
         ...
-    job.import_result              # ImportResult (segmentation node, segment ids, empty segments)
+    job.import_result             # ImportResult (segmentation node, segment ids, empty segments)
 
 Nothing is added to the scene unless the run succeeds; the temporary folder is always removed.
 """

@@ -1,13 +1,10 @@
 """Run ``versemi predict`` in a background process: progress events, error capture, cancel.
 
-Slicer's GUI must stay responsive while a model runs for minutes, so the predictor runs in its own
-process. Reader threads turn its stdout progress lines (``--progress json``, see
-docs/DEVELOPMENT.md) into events on a queue; the GUI thread drains the queue with :meth:`poll` from a
-``qt.QTimer`` and the events are re-emitted through plain-Python :class:`Signal` objects (custom
-``qt.Signal`` objects are unreliable in PythonQt, and these work without Qt in tests).
-
-Cancelling kills the whole process tree: the predictor may start worker processes (data loaders,
-``torch`` compile workers), and killing only the direct child would leave them running.
+The predictor runs in its own process so Slicer stays responsive. Reader threads turn its
+``--progress json`` lines into events on a queue that the GUI thread drains with :meth:`poll` from a
+``qt.QTimer``; events are re-emitted through plain-Python :class:`Signal` objects (custom
+``qt.Signal`` objects are unreliable in PythonQt, and these work without Qt in tests). Cancel kills
+the whole process tree, since the predictor may have started worker processes.
 """
 
 from __future__ import annotations

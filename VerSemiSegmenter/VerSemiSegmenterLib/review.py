@@ -1,17 +1,11 @@
 """The review panel's logic: walk a review folder case by case, edit in Slicer, save or reject.
 
-:class:`ReviewController` is what the module's *Review* section calls. It holds no Qt or Slicer
-state itself; its two dependencies are injected:
-
-- ``session``: a :class:`versemi.review.ReviewSession` (or anything with the same ``cases``,
-  ``case``, ``next_case``, ``save_refined``, ``reject``, ``counts`` and ``label_table``); it owns the
-  manifest, writes refined labels to NEW files and never touches the image or the pseudo-label;
-- ``scene``: a :class:`ReviewScene` that loads a case into the scene, exports the edited
-  segmentation and removes the case's nodes. :class:`MrmlReviewScene` is the MRML one (works in
-  Slicer and with ``slicer-core``); tests may pass a fake.
-
-``slicer``, ``vtk`` and ``versemi`` are imported inside functions only: the library stays importable
-outside Slicer and before the ``versemi`` package is installed.
+:class:`ReviewController` is what the module's *Review* section calls; it holds no Qt or Slicer state.
+Its two dependencies are injected: ``session``, a :class:`versemi.review.ReviewSession` (or anything
+with the same methods), which owns the manifest and the files; and ``scene``, a :class:`ReviewScene`
+that loads a case, exports the edited segmentation and removes the case's nodes
+(:class:`MrmlReviewScene` in Slicer and ``slicer-core``, a fake in tests). ``slicer``, ``vtk`` and
+``versemi`` are imported inside functions, so the library imports before ``versemi`` is installed.
 """
 
 from __future__ import annotations
@@ -112,7 +106,9 @@ class ReviewController:
     """Next case -> edit -> save refined / reject, for one review folder.
 
     Args:
-        session: the review session of the folder (see the module docstring).
+        session: the folder's :class:`versemi.review.ReviewSession`, or anything with its ``root``,
+            ``cases``, ``case``, ``counts``, ``next_case``, ``save_refined``, ``reject``, ``restore``,
+            ``undo``, ``reopen`` and ``label_table``.
         scene: loads, exports and removes a case's nodes.
     """
 
@@ -120,7 +116,7 @@ class ReviewController:
         self.session = session
         self.scene = scene
         self.current: LoadedCase | None = None
-        # Cases passed over with "Next case" in this session (they stay pending in the manifest).
+        # Cases passed over with "Next case" since the folder was opened (they stay pending in the manifest).
         self.skipped: list[str] = []
 
     # --- queries ---------------------------------------------------------------------------------

@@ -1,18 +1,11 @@
-"""Cropping with a markups ROI box: the voxel box ``versemi predict --roi`` takes, from an ROI node.
+"""Cropping with a markups ROI box: the voxel box of ``versemi predict --roi``, from an ROI node.
 
-Models trained on crops around a structure (the hippocampus and left-atrium datasets) see a whole
-head or chest as something they never met (``versemi predict`` warns about it). In the panel the user
-creates an ROI box around the volume (:func:`fit_roi_to_volume`, one click), drags its faces to the
-structure, and clicks Apply: :func:`voxel_box` turns the box into the input volume's voxel indices
-``x0,y0,z0,x1,y1,z1`` (start inclusive, end exclusive), the ``--roi`` of ``versemi predict``, which
-segments only inside it (the labelmap is 0 outside; segments keep the whole volume's geometry).
-
-Geometry: the ROI's eight corners (its own orientation and parent transforms included) are taken to
-world coordinates, then into the volume's local RAS (through the inverse of the volume's parent
-transform, which must be linear) and its IJK indices. The box holds the voxels whose centres lie
-within the corners' IJK bounding box (a rotated ROI gets the axis-aligned box around it), clipped
-to the volume. The exported volume file keeps the node's IJK grid (``volume_export``), so these
-indices address the same voxels in ``versemi predict``.
+Models trained on crops around a structure do badly on a whole head or chest, so the user fits an ROI
+to the volume (:func:`fit_roi_to_volume`), drags it to the structure, and :func:`voxel_box` turns it
+into the volume's voxel indices ``x0,y0,z0,x1,y1,z1`` (end exclusive). The ROI's corners go through
+world coordinates and the volume's (linear) parent transform to IJK; a rotated ROI gets the
+axis-aligned box around it, clipped to the volume. The exported file keeps the node's IJK grid
+(``volume_export``), so the indices address the same voxels in ``versemi predict``.
 """
 
 from __future__ import annotations

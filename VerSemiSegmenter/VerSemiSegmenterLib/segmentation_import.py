@@ -1,16 +1,10 @@
 """Turn ``versemi predict`` outputs into a Slicer segmentation.
 
-Two layers:
-
-- pure Python (no ``slicer`` import): read and check the label-table sidecar, colours as 0-1 floats,
-  and the Slicer terminology string of each label;
-- MRML (``slicer`` imported inside the functions; works in Slicer and with ``slicer-core``): load the
-  labelmap, import it into a new or an existing segmentation node, set names, colours and terminology,
-  copy the input volume's geometry and place the result next to the input in the subject hierarchy.
-
-Every chosen prompt gets a segment, also when the model found nothing for it: the segment list then
-always matches the request, and an empty segment tells the user "not found" instead of silently
-missing (:func:`import_prediction` returns the names of the empty ones so the module can say so).
+The pure-Python layer reads and checks the label-table sidecar (colours, terminology strings); the
+MRML layer (``slicer`` imported inside functions; Slicer or ``slicer-core``) loads the labelmap into a
+new or existing segmentation node with names, colours, terminology and the input's geometry. Every
+chosen prompt gets a segment, also an empty one, so the list matches the request and "not found" is
+visible (:func:`import_prediction` returns the empty ones' names).
 """
 
 from __future__ import annotations

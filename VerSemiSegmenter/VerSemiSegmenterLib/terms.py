@@ -1,10 +1,9 @@
 """Licence and intended use, accepted once per model before its first segmentation.
 
-The default weights are CC BY-NC-SA 4.0 and for research only (they were trained on a few public
-datasets on a CPU budget; they are not a medical device). Before the first segmentation with a model
-the panel shows :func:`terms_text` (licence, intended use, the model card) and asks the user to
-accept; the acceptance is remembered in the settings (:class:`TermsGate`, key per model and licence,
-so a new licence asks again). The widget only shows the dialog; every decision is made here.
+The default weights are CC BY-NC-SA 4.0 and for research only (not a medical device). Before the
+first segmentation with a model the panel shows :func:`terms_text` (licence, intended use, model card)
+and asks; :class:`TermsGate` remembers the acceptance per model and licence, so a new licence asks
+again. The widget only shows the dialog; every decision is made here.
 """
 
 from __future__ import annotations
