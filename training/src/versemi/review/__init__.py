@@ -4,6 +4,7 @@
   plus predictive entropy), computable slab by slab;
 - :mod:`versemi.review.manifest`: ``<review_dir>/manifest.json``, the folder's one manifest (what
   ``versemi pseudolabel`` did per case, every review decision), updated atomically under a lock;
+  its rows (one case, its history and revision) are :mod:`versemi.review.manifest_rows`;
 - :mod:`versemi.review.training`: :func:`refined_cases` / :func:`unrefined_cases` for the training
   config;
 - :mod:`versemi.review.session`: :class:`ReviewSession` (next case, save refined with compare-and-swap, reject,
@@ -13,7 +14,8 @@
 See ``docs/REVIEW.md``.
 """
 
-from versemi.review.manifest import ManifestError, ManifestRow, ReviewManifest
+from versemi.review.manifest import ReviewManifest
+from versemi.review.manifest_rows import ManifestError, ManifestRow
 from versemi.review.session import ReviewCase, ReviewConflict, ReviewError, ReviewSession, Revision, check_on_grid
 from versemi.review.training import (
     ReviewTrainingView,

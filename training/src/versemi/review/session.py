@@ -43,11 +43,11 @@ from versemi.fileio import is_temp_file_name, temp_file_target
 from versemi.images import grid_differences
 from versemi.outputs import AtomicOutputs, sidecar_paths
 from versemi.review.legacy import migrate_run_log
-from versemi.review.manifest import (
+from versemi.review.manifest import ReviewManifest
+from versemi.review.manifest_rows import (
     REVIEW_STATUSES,
     ManifestError,
     ManifestRow,
-    ReviewManifest,
     RevisionConflict,
     default_user,
     describe_event,

@@ -14,7 +14,8 @@ from typing import Any
 from versemi.data.config.readers import Context, check_keys, preview, read_mapping, read_string, resolve_path
 from versemi.data.dataset import Case, DatasetError, ImageFolder
 from versemi.labels import SYNTHETIC_PROMPT_NAME, normalize_name
-from versemi.review.manifest import MANIFEST_NAME, ManifestError
+from versemi.review.manifest import MANIFEST_NAME
+from versemi.review.manifest_rows import ManifestError
 from versemi.review.training import training_view
 
 UNLABELED_DIR_KEYS = ("path", "name", "modality", "dataset")
