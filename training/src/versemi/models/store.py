@@ -1,11 +1,7 @@
 """The local model cache: where installed models live and the manifest that records them.
 
 The cache is a plain folder outside any Slicer install (so models survive Slicer upgrades):
-
-- ``$VERSEMI_MODELS_DIR`` when set, else
-- ``$XDG_CACHE_HOME/versemi/models`` when ``XDG_CACHE_HOME`` is set, else the platform user cache:
-  ``~/.cache/versemi/models`` (Linux), ``~/Library/Caches/versemi/models`` (macOS),
-  ``%LOCALAPPDATA%\\versemi\\Cache\\models`` (Windows).
+``$VERSEMI_MODELS_DIR``, else the platform user cache (:func:`versemi.environment.default_models_dir`).
 
 Each model is one file ``<name>-<version>.pt``. ``installed.json`` records every installed file with
 the SHA-256 it was verified against, so models imported offline (and not in any catalogue) can be
@@ -16,39 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from filelock import FileLock
 
+from versemi.environment import default_models_dir
 from versemi.fileio import atomic_write_json
 from versemi.fileio import sha256_file  # noqa: F401 - re-exported: versemi.models and download import it from here
 from versemi.models.catalogue import CatalogueEntry, ModelError, validate_identifier, version_key
 from versemi.timestamps import utc_now
 
-MODELS_DIR_ENV = "VERSEMI_MODELS_DIR"
 MANIFEST_NAME = "installed.json"
 MANIFEST_FORMAT = "versemi-installed-models"
 MANIFEST_FORMAT_VERSION = 1
-
-
-def default_models_dir() -> Path:
-    """The model cache folder (not created): ``$VERSEMI_MODELS_DIR`` or the platform user cache."""
-    override = os.environ.get(MODELS_DIR_ENV, "").strip()
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    if xdg:
-        return Path(xdg).expanduser() / "versemi" / "models"
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "versemi" / "Cache" / "models"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "versemi" / "models"
-    return Path.home() / ".cache" / "versemi" / "models"
 
 
 def models_dir(cache_dir: str | Path | None = None) -> Path:
