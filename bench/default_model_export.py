@@ -177,7 +177,7 @@ def add_intensity_profiles(target: Path, data: Path, heldout: Mapping[str, list[
 
     from versemi.checkpoint import Checkpoint
     from versemi.data.intensity import IntensityProfile
-    from versemi.data.plans import PROFILE_SCANS
+    from versemi.data.fingerprint import PROFILE_SCANS
 
     checkpoint = Checkpoint.load(target)
     changed = {}

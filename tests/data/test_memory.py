@@ -14,7 +14,6 @@ import SimpleITK as sitk
 
 from versemi.data import memory
 from versemi.data.memory import (
-    MEMORY_LIMIT_ENV,
     MemoryLimitError,
     check_preprocessing_memory,
     memory_limit,
@@ -23,6 +22,7 @@ from versemi.data.memory import (
     preprocessing_bytes,
     resampled_size,
 )
+from versemi.environment import MEMORY_LIMIT_ENV
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case, resampled_grid
 
 

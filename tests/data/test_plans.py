@@ -12,15 +12,13 @@ import SimpleITK as sitk
 
 from versemi.checkpoint import load_checkpoint, save_checkpoint
 from versemi.data.config import TrainConfig
+from versemi.data.fingerprint import DatasetFingerprint, IntensityStats, fingerprint_dataset
 from versemi.data.plans import (
     DEFAULT_PATCH_VOXELS,
     _box_voxels,
-    DatasetFingerprint,
     DatasetPlan,
-    IntensityStats,
     Plans,
     PlansError,
-    fingerprint_dataset,
     plan_dataset,
     plans_for_config,
 )

@@ -14,7 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from versemi.checkpoint import save_checkpoint
-from versemi.data.plans import DatasetFingerprint, DatasetPlan, Plans
+from versemi.data.fingerprint import DatasetFingerprint
+from versemi.data.plans import DatasetPlan, Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.inference import Predictor
 from versemi.inference.planning import FIELD_OF_VIEW_FACTOR, field_of_view_warnings

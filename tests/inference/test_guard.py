@@ -15,7 +15,8 @@ import pytest
 import SimpleITK as sitk
 
 from versemi.data.intensity import IntensityProfile
-from versemi.data.plans import DatasetFingerprint, DatasetPlan, Plans
+from versemi.data.fingerprint import DatasetFingerprint
+from versemi.data.plans import DatasetPlan, Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.inference import PredictionError, Predictor
 from versemi.inference.guard import scan_modality

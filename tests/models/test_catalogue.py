@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from versemi.environment import default_models_dir
 from versemi.models import (
     CatalogueError,
     CatalogueUnavailableError,
     ModelError,
     UnknownModelError,
     catalogue_document,
-    default_models_dir,
     load_catalogue,
     parse_catalogue,
     parse_model_spec,

@@ -190,7 +190,8 @@ def test_predictor_warnings_reach_the_job(mrml_scene, tmp_path: Path) -> None:
     """A volume far larger than the model's training crops: the run succeeds and the job reports the
     predictor's field-of-view warning (the panel shows it in its status line)."""
     from versemi.checkpoint import save_checkpoint
-    from versemi.data.plans import DatasetFingerprint, DatasetPlan, Plans
+    from versemi.data.fingerprint import DatasetFingerprint
+    from versemi.data.plans import DatasetPlan, Plans
     from versemi.data.preprocessing import PreprocessingSpec
 
     helpers = _inference_helpers()

@@ -29,10 +29,11 @@ import torch
 
 from versemi import __version__
 from versemi.fileio import atomic_write, sha256_file, sha256_prefix
+from versemi.labels import LabelSpace
+from versemi.network import build_model
 
 if TYPE_CHECKING:
     from versemi.data.plans import Plans
-    from versemi.labels import LabelSpace
     from versemi.network.segmenter import PromptedSegmenter
 
 FORMAT = "versemi-checkpoint"
@@ -391,7 +392,6 @@ class Checkpoint:
         if isinstance(payload, Checkpoint):
             return payload
         from versemi.data.plans import Plans
-        from versemi.labels import LabelSpace
 
         check_payload(payload, source, for_inference=True)
         try:
@@ -442,8 +442,6 @@ class Checkpoint:
             CheckpointError: weights that do not fit the architecture, a prompt count other than the
                 label space's, or a planned window the network cannot take.
         """
-        from versemi.network import build_model
-
         try:
             model = build_model(self.model_config)
             model.load_state_dict(self.weights)

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
-import os
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ from collections.abc import Collection, Iterator, Sequence
 from types import ModuleType
 
 from versemi import __version__
+from versemi.environment import memory_limit_text
 
 # Order shown in ``versemi --help``.
 SUBCOMMAND_MODULES = [
@@ -91,7 +91,7 @@ def check_environment() -> None:
     Raises:
         CliError: the variable is set to something that is not a size.
     """
-    if os.environ.get("VERSEMI_MEMORY_LIMIT", "").strip():
+    if memory_limit_text():
         from versemi.data.memory import MemoryLimitError, env_memory_limit
 
         try:

@@ -21,7 +21,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-MEMORY_LIMIT_ENV = "VERSEMI_MEMORY_LIMIT"
+from versemi.environment import MEMORY_LIMIT_ENV, memory_limit_text
+
 # Bytes per voxel of the resampled grid at the peak of preprocess_case (measured: 21.6 MR z-score, 16.6 CT).
 PREPROCESS_BYTES_PER_VOXEL = 22.0
 # Bytes per voxel of the input grid held during preprocessing (float32 cast + reoriented copies;
@@ -192,7 +193,7 @@ def env_memory_limit() -> tuple[int, str] | None:
     Raises:
         MemoryLimitError: it is set to something that is not a size (the message names the variable).
     """
-    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    text = memory_limit_text()
     if not text:
         return None
     try:
@@ -339,7 +340,6 @@ def check_preprocessing_memory(
 
 
 __all__ = [
-    "MEMORY_LIMIT_ENV",
     "MemoryLimitError",
     "ResampledSize",
     "available_memory",

@@ -17,10 +17,8 @@ every dataset gets its own **plan**, derived from its **fingerprint** (what the 
 * **patch size**: the median scan's shape on the target grid rounded up to the network's size
   divisor, then shrunk, one divisor step at a time along the axis that is longest in mm (ties: the
   one largest compared with the median shape), until it fits ``patch_voxels`` (the memory budget of
-  one training patch). The patch tends to a cube in mm, as anatomy is roughly isotropic: nnU-Net
-  shrinks in proportion to the median shape instead, and shrinking first where the patch exceeds the
-  structures' box was also tried; both give a 32 mm-thin left-atrium patch on a CPU budget, which
-  scored 2-4 Dice points lower on the development split than a cubic one (docs/TRAINING.md).
+  one training patch), so the patch tends to a cube in mm, as anatomy is roughly isotropic
+  (docs/TRAINING.md, "Plans").
 
 Datasets therefore train with patches of different shapes. Cross-dataset CutMix needs images of one
 shape, so the trainer builds one batch per dataset per step, each with that dataset's patch shape,
@@ -34,27 +32,26 @@ was trained from, with that dataset's window size.
 top-level ``target_spacing`` / ``patch_size`` keys. Spacings and patch sizes are ``(x, y, z)``, as
 SimpleITK orders them.
 
-Why one module of about 600 lines: fingerprint -> plan -> plans is one derivation whose rules refer
-to each other's numbers, and the typed, versioned :class:`Plans` lives with it so that what is
-planned is exactly what checkpoints store.
+Fingerprints are taken by :mod:`versemi.data.fingerprint`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from versemi.data.intensity import IntensityProfile
-from versemi.data.preprocessing import (
-    NORMALIZATIONS,
-    PreprocessingSpec,
-    default_normalization,
+from versemi.data.fingerprint import DatasetFingerprint, fingerprint_config_dataset
+from versemi.data.plan_settings import (
+    DEFAULT_PATCH_VOXELS,
+    NETWORK_GEOMETRIES,
+    OVERRIDE_KEYS,
+    PlansError,
+    positive_triple,
 )
-from versemi.data.config import NETWORK_GEOMETRIES
+from versemi.data.preprocessing import NORMALIZATIONS, PreprocessingSpec, default_normalization
 from versemi.network.geometry import NetworkGeometry, plan_geometry
 
 if TYPE_CHECKING:
@@ -65,201 +62,13 @@ PLANS_VERSION = 2
 #: Plans versions this versemi reads (1: before per-plan network geometries; read as isotropic).
 READABLE_PLANS_VERSIONS = (1, 2)
 
-#: Voxels of one training patch by default: 48 x 64 x 48, what two CPU cores train in about one
-#: second per step with bf16 autocast (bench/train_speed.py). Raise it on a GPU (e.g. 128**3).
-DEFAULT_PATCH_VOXELS = 48 * 64 * 48
 #: A median scan may hold at most this many patches on its target grid; beyond, the finest axes are
 #: coarsened (nnU-Net plans a low-resolution configuration past a similar ratio).
 LOWRES_RATIO = 4.0
 #: Coarsened spacings are rounded to this step (mm), so plans read well and stay stable.
 SPACING_STEP = 0.05
-#: Foreground voxels sampled per labeled case for the CT intensity statistics.
-INTENSITY_SAMPLES_PER_CASE = 10_000
-#: Scans read (evenly chosen) for a dataset's intensity profile.
-PROFILE_SCANS = 20
 
 
-class PlansError(ValueError):
-    """Plans that cannot be made or read; the message names the dataset and the problem."""
-
-
-def _triple(values: Sequence[Any], kind: type, what: str) -> tuple[Any, Any, Any]:
-    out = tuple(kind(v) for v in values)
-    if len(out) != 3 or not all(math.isfinite(v) and v > 0 for v in out):
-        raise PlansError(f"{what} must be three positive numbers (x, y, z), got {list(values)!r}")
-    return out  # type: ignore[return-value]
-
-
-# ==================================================================================================
-# fingerprints
-# ==================================================================================================
-@dataclass(frozen=True)
-class IntensityStats:
-    """Intensity statistics of a dataset's labeled foreground voxels (used for CT)."""
-
-    mean: float
-    std: float
-    percentile_00_5: float
-    percentile_99_5: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {"mean": self.mean, "std": self.std, "percentile_00_5": self.percentile_00_5,
-                "percentile_99_5": self.percentile_99_5}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "IntensityStats":
-        return cls(float(d["mean"]), float(d["std"]), float(d["percentile_00_5"]), float(d["percentile_99_5"]))
-
-
-@dataclass(frozen=True)
-class DatasetFingerprint:
-    """What a dataset's files say about its grid, field of view and intensities.
-
-    Attributes:
-        name: Dataset (folder) name.
-        modality: ``channel_names["0"]`` or the config's override (e.g. ``"CT"``, ``"MRI"``).
-        num_cases: Scans the fingerprint was taken from (labeled and unlabeled; held-out cases never).
-        median_spacing: Median voxel spacing per axis, mm, (x, y, z).
-        median_size: Median scan size per axis, voxels, (x, y, z).
-        foreground_extent: Median extent of the labeled foreground's bounding box, mm, (x, y, z)
-            (``None`` without labeled cases).
-        intensity: Foreground intensity statistics of the labeled cases (``None`` unless CT).
-        intensity_profile: Body-intensity percentiles of the scans (:mod:`versemi.data.intensity`);
-            ``None`` in plans made before profiles existed.
-    """
-
-    name: str
-    modality: str
-    num_cases: int
-    median_spacing: tuple[float, float, float]
-    median_size: tuple[float, float, float]
-    foreground_extent: tuple[float, float, float] | None = None
-    intensity: IntensityStats | None = None
-    intensity_profile: IntensityProfile | None = None
-
-    @property
-    def is_ct(self) -> bool:
-        return self.modality.upper() == "CT"
-
-    def median_size_at(self, spacing: Sequence[float]) -> tuple[float, float, float]:
-        """The median scan's size in voxels on another grid."""
-        return tuple(n * s / t for n, s, t in zip(self.median_size, self.median_spacing, spacing))  # type: ignore[return-value]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "modality": self.modality,
-            "num_cases": self.num_cases,
-            "median_spacing": list(self.median_spacing),
-            "median_size": list(self.median_size),
-            "foreground_extent": list(self.foreground_extent) if self.foreground_extent else None,
-            "intensity": self.intensity.to_dict() if self.intensity else None,
-            **({"intensity_profile": self.intensity_profile.to_dict()} if self.intensity_profile else {}),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DatasetFingerprint":
-        return cls(
-            name=str(d["name"]),
-            modality=str(d["modality"]),
-            num_cases=int(d["num_cases"]),
-            median_spacing=_triple(d["median_spacing"], float, "median_spacing"),
-            median_size=_triple(d["median_size"], float, "median_size"),
-            foreground_extent=_triple(d["foreground_extent"], float, "foreground_extent")
-            if d.get("foreground_extent") else None,
-            intensity=IntensityStats.from_dict(d["intensity"]) if d.get("intensity") else None,
-            intensity_profile=IntensityProfile.from_dict(d["intensity_profile"]) if d.get("intensity_profile") else None,
-        )
-
-
-def _foreground_box_mm(label: np.ndarray, spacing_xyz: Sequence[float]) -> tuple[float, float, float] | None:
-    """Extent (x, y, z) in mm of the bounding box of ``label > 0`` (array in (z, y, x) order)."""
-    mask = label > 0
-    if not mask.any():
-        return None
-    extent_zyx = []
-    for axis in range(3):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        extent_zyx.append(int(hits[-1] - hits[0] + 1))
-    return tuple(float(e * s) for e, s in zip(reversed(extent_zyx), spacing_xyz))  # type: ignore[return-value]
-
-
-def fingerprint_dataset(
-    name: str,
-    modality: str,
-    image_paths: Sequence[Path],
-    labeled: Sequence[tuple[Path, Path]],
-    seed: int = 0,
-) -> DatasetFingerprint:
-    """Fingerprint a dataset from its files.
-
-    Args:
-        name: Dataset name.
-        modality: Its modality (CT gets intensity statistics).
-        image_paths: Every scan the plan may use (headers only are read).
-        labeled: ``(image, label)`` pairs of the labeled training cases: their labels give the
-            foreground extent and, for CT, the foreground intensities.
-        seed: Seed of the foreground voxel sampling (deterministic plans).
-
-    Raises:
-        PlansError: no scans, or a file that cannot be read (the message names it).
-    """
-    import SimpleITK as sitk
-
-    from versemi.data.dataset import DatasetError, read_image, read_image_header
-
-    if not image_paths:
-        raise PlansError(f"{name}: no scans to fingerprint")
-    spacings, sizes = [], []
-    try:
-        for path in image_paths:
-            header = read_image_header(path)
-            spacings.append(header.GetSpacing()[:3])
-            sizes.append(header.GetSize()[:3])
-        extents: list[tuple[float, float, float]] = []
-        samples: list[np.ndarray] = []
-        rng = np.random.default_rng(seed)
-        is_ct = modality.upper() == "CT"
-        for image_path, label_path in labeled:
-            label_img = read_image(label_path)
-            label = sitk.GetArrayViewFromImage(label_img)
-            box = _foreground_box_mm(label, label_img.GetSpacing())
-            if box is not None:
-                extents.append(box)
-            if is_ct:
-                values = sitk.GetArrayFromImage(read_image(image_path))  # a copy: the image is temporary
-                if values.shape != label.shape:
-                    raise PlansError(f"{label_path}: label size differs from its image {image_path}")
-                fg = values[label > 0]
-                if fg.size:
-                    take = min(fg.size, INTENSITY_SAMPLES_PER_CASE)
-                    samples.append(rng.choice(fg.astype(np.float64), take, replace=False))
-        picks = np.unique(np.linspace(0, len(image_paths) - 1, min(PROFILE_SCANS, len(image_paths))).astype(int))
-        profile = IntensityProfile.from_scans(
-            modality, [sitk.GetArrayFromImage(read_image(image_paths[i])) for i in picks])
-    except DatasetError as exc:
-        raise PlansError(f"{name}: {exc}") from None
-    intensity = None
-    if samples:
-        v = np.concatenate(samples)
-        intensity = IntensityStats(
-            float(v.mean()), float(v.std()), float(np.percentile(v, 0.5)), float(np.percentile(v, 99.5))
-        )
-    return DatasetFingerprint(
-        name=name,
-        modality=modality,
-        num_cases=len(image_paths),
-        median_spacing=tuple(float(x) for x in np.median(np.asarray(spacings, dtype=float), axis=0)),  # type: ignore[arg-type]
-        median_size=tuple(float(x) for x in np.median(np.asarray(sizes, dtype=float), axis=0)),  # type: ignore[arg-type]
-        foreground_extent=tuple(float(x) for x in np.median(np.asarray(extents), axis=0)) if extents else None,  # type: ignore[arg-type]
-        intensity=intensity,
-        intensity_profile=profile,
-    )
-
-
-# ==================================================================================================
-# plans
-# ==================================================================================================
 @dataclass(frozen=True)
 class DatasetPlan:
     """How one dataset's scans are preprocessed and cut into patches.
@@ -283,7 +92,7 @@ class DatasetPlan:
     network: NetworkGeometry | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "patch_size", _triple(self.patch_size, int, f"{self.dataset}: patch_size"))
+        object.__setattr__(self, "patch_size", positive_triple(self.patch_size, int, f"{self.dataset}: patch_size"))
         object.__setattr__(self, "overridden", tuple(self.overridden))
 
     @property
@@ -491,8 +300,6 @@ def plan_patch_size(
     return tuple(int(p) for p in patch)  # type: ignore[return-value]
 
 
-OVERRIDE_KEYS = ("target_spacing", "patch_size", "normalization")
-
 
 def plan_dataset(
     fingerprint: DatasetFingerprint,
@@ -521,11 +328,11 @@ def plan_dataset(
     if unknown:
         raise PlansError(f"{fingerprint.name}: unknown plan key(s) {unknown}; known: {', '.join(OVERRIDE_KEYS)}")
     if "target_spacing" in overrides:
-        spacing = _triple(overrides["target_spacing"], float, f"{fingerprint.name}: target_spacing")
+        spacing = positive_triple(overrides["target_spacing"], float, f"{fingerprint.name}: target_spacing")
     else:
         spacing = plan_target_spacing(fingerprint, patch_voxels, size_divisor)
     if "patch_size" in overrides:
-        patch = _triple(overrides["patch_size"], int, f"{fingerprint.name}: patch_size")
+        patch = positive_triple(overrides["patch_size"], int, f"{fingerprint.name}: patch_size")
     else:
         patch = plan_patch_size(fingerprint.median_size_at(spacing), spacing, patch_voxels, size_divisor)
     normalization = overrides.get("normalization") or default_normalization(
@@ -564,16 +371,6 @@ def size_divisor_of(model_config: Mapping[str, Any]) -> int:
     return 2 ** (int(resolved["depth"]) - 1)
 
 
-def fingerprint_config_dataset(config: "TrainConfig", name: str) -> DatasetFingerprint:
-    """The fingerprint of one dataset of a config: every non-excluded scan's header, the labeled
-    training cases' labels (validation cases are left out: plans must not peek at them)."""
-    d = config.dataset(name)
-    train, _ = config.split_validation()
-    labeled = [(c.image_path, c.label_path) for c in train if c.dataset == name and c.label_path is not None]
-    images = [c.image_path for c in [*d.labeled_cases(), *d.unlabeled_cases()]]
-    return fingerprint_dataset(name, d.modality, images, labeled)
-
-
 def plans_for_config(config: "TrainConfig", fingerprints: Mapping[str, DatasetFingerprint] | None = None) -> Plans:
     """The plans of a training config: one per dataset, the config's overrides applied, unlabeled and
     review folders mapped to a dataset (their ``dataset`` key, else the only dataset of their modality,
@@ -603,13 +400,10 @@ def plans_for_config(config: "TrainConfig", fingerprints: Mapping[str, DatasetFi
 
 __all__ = [
     "DEFAULT_PATCH_VOXELS",
-    "DatasetFingerprint",
     "DatasetPlan",
-    "IntensityStats",
     "LOWRES_RATIO",
     "Plans",
     "PlansError",
-    "fingerprint_dataset",
     "plan_dataset",
     "plan_patch_size",
     "plan_target_spacing",

@@ -21,6 +21,7 @@ import SimpleITK as sitk
 from versemi.evaluation.metrics import binary_metrics
 from versemi.evaluation.report import check_same_grid, find_label_files
 from versemi.evaluation.result import EvaluationError
+from versemi.inference.io import find_images
 from versemi.labels import LabelSpace, UnknownPromptError
 
 
@@ -62,8 +63,6 @@ def find_labeled_cases(folder: str | Path) -> list[LabeledCase]:
     Raises:
         EvaluationError: the folder does not exist, holds no dataset, or a ``dataset.json`` is unreadable.
     """
-    from versemi.inference.io import find_images
-
     folder = Path(folder)
     if not folder.is_dir():
         raise EvaluationError(f"{folder}: folder not found")

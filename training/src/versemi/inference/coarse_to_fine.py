@@ -17,8 +17,9 @@ from typing import Any, Mapping, Sequence
 import SimpleITK as sitk
 
 from versemi.data.plans import Plans, PlansError
-from versemi.inference.localiser import Localiser, LocaliserError
+from versemi.inference.localiser import Localiser, LocaliserError, merge_boxes
 from versemi.inference.planning import PreprocessingGroup, physical_extent_mm
+from versemi.models import lookup_catalogue
 
 #: A scan at least this many times the volume of a dataset's median training scan is located first.
 COARSE_TO_FINE_VOLUME_FACTOR = 8.0
@@ -86,7 +87,6 @@ class Localisers:
             return None, {}
         if not any(is_much_larger(image, plans, d) for d in group.datasets):
             return None, {}
-        from versemi.inference.localiser import merge_boxes
 
         found: list[tuple[int, ...]] = []
         for dataset in group.datasets:
@@ -110,8 +110,6 @@ def installed_localisers(installed: Any) -> dict[str, LocaliserRef]:
     if installed is None:
         return {}
     try:
-        from versemi.models import lookup_catalogue
-
         entry = lookup_catalogue().find(installed.name, installed.version)
     except Exception:  # noqa: BLE001 - the catalogue is optional for prediction
         return {}

@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from versemi.data.intensity import PROFILE_SAMPLES, is_ct
 from versemi.data.plans import Plans, PlansError
+from versemi.inference.results import PredictionError
 from versemi.labels import LabelSpace, normalize_name
 
 #: A scan whose 0.5th intensity percentile is below this is CT (fat about -100 HU, air -1000 HU).
@@ -158,8 +159,6 @@ def run_guard(
     Raises:
         PredictionError: none of the chosen prompts is left to run.
     """
-    from versemi.inference.results import PredictionError
-
     decision = guard_prompts(image, plans, label_space, prompt_ids, not is_default_request(prompts), name, enabled)
     notes = [skipped_message(decision, name)] if decision.skipped else []
     notes += decision.warnings

@@ -21,7 +21,9 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
+from versemi.checkpoint import CheckpointError, _save_with_checksum, verify_checkpoint_file
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case
+from versemi.fileio import atomic_write, sha256_file
 
 LOCALISER_FORMAT = "versemi-localiser"
 LOCALISER_VERSION = 1
@@ -121,9 +123,6 @@ class Localiser:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically with a SHA-256 trailer (:mod:`versemi.checkpoint`)."""
-        from versemi.checkpoint import _save_with_checksum
-        from versemi.fileio import atomic_write
-
         payload = self.to_payload()
         return atomic_write(Path(path), lambda f: _save_with_checksum(payload, f))
 
@@ -135,9 +134,6 @@ class Localiser:
         Raises:
             LocaliserError: damaged, not a localiser, or an unknown version.
         """
-        from versemi.checkpoint import CheckpointError, verify_checkpoint_file
-        from versemi.fileio import sha256_file
-
         path = Path(path)
         try:
             if expected_sha256 is not None and sha256_file(path) != expected_sha256.lower():

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
+
+from versemi.environment import malloc_tuning_disabled
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-DISABLE_ENV = "VERSEMI_NO_MALLOC_TUNING"
 _applied = False
 
 
@@ -33,7 +33,7 @@ def tune_malloc(trim_threshold_bytes: int = 512 * 2**20) -> bool:
     global _applied
     if _applied:
         return True
-    if os.environ.get(DISABLE_ENV) or not sys.platform.startswith("linux"):
+    if malloc_tuning_disabled() or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -13,7 +13,6 @@ See docs/MODELS.md for the catalogue format and the cache layout.
 """
 
 from versemi.models.catalogue import (
-    CATALOGUE_ENV,
     Catalogue,
     CatalogueEntry,
     CatalogueError,
@@ -42,10 +41,8 @@ from versemi.models.install import (
     verify_model,
 )
 from versemi.models.store import (
-    MODELS_DIR_ENV,
     ChecksumError,
     InstalledModel,
-    default_models_dir,
     find_installed,
     installed_for_path,
     models_dir,
@@ -55,8 +52,6 @@ from versemi.models.store import (
 )
 
 __all__ = [
-    "CATALOGUE_ENV",
-    "MODELS_DIR_ENV",
     "Catalogue",
     "CatalogueEntry",
     "CatalogueError",
@@ -73,7 +68,6 @@ __all__ = [
     "VerifyResult",
     "catalogue_document",
     "catalogue_or_empty",
-    "default_models_dir",
     "download_model",
     "entry_file",
     "find_installed",

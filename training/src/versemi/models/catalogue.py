@@ -12,7 +12,6 @@ Which catalogue: ``--catalogue``, else ``$VERSEMI_CATALOGUE``, else ``versemi/re
 from __future__ import annotations
 
 import json
-import os
 import re
 import urllib.error
 import urllib.parse
@@ -23,10 +22,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from versemi import __version__
+from versemi.environment import catalogue_source
 
 CATALOGUE_FORMAT = "versemi-catalogue"
 CATALOGUE_FORMAT_VERSION = 1
-CATALOGUE_ENV = "VERSEMI_CATALOGUE"
 PACKAGED_CATALOGUE = "packaged"  # how the shipped catalogue names itself in messages
 
 # Names and versions become file names in the cache: keep them to portable, unambiguous characters.
@@ -272,12 +271,6 @@ def _read_source(source: str) -> tuple[bytes, str]:
     return data, path.resolve().as_uri()
 
 
-def default_catalogue_source() -> str | None:
-    """The catalogue named by ``VERSEMI_CATALOGUE``, or None for the packaged one."""
-    value = os.environ.get(CATALOGUE_ENV, "").strip()
-    return value or None
-
-
 def load_catalogue(source: str | Path | None = None) -> Catalogue:
     """Load and validate a catalogue.
 
@@ -290,7 +283,7 @@ def load_catalogue(source: str | Path | None = None) -> Catalogue:
         CatalogueError: not JSON, or an invalid entry (the message names the catalogue and entry).
     """
     if source is None:
-        source = default_catalogue_source()
+        source = catalogue_source()
     if source is None:
         folder = resources.files("versemi").joinpath("resources")
         data, base, label = folder.joinpath("catalogue.json").read_bytes(), "", PACKAGED_CATALOGUE

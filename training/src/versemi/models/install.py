@@ -16,12 +16,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from versemi.environment import catalogue_source
 from versemi.models.catalogue import (
     Catalogue,
     CatalogueEntry,
+    CatalogueError,
     CatalogueUnavailableError,
     ModelError,
     load_catalogue,
+    is_remote_source,
     parse_model_spec,
     validate_identifier,
     version_key,
@@ -33,6 +36,7 @@ from versemi.models.store import (
     InstalledModel,
     file_lock,
     find_installed,
+    installed_for_path,
     model_file_name,
     models_dir,
     read_manifest,
@@ -428,9 +432,7 @@ def lookup_catalogue() -> Catalogue:
     """The default catalogue when reading it needs no network (packaged, or a local file), else an
     empty one; an invalid catalogue also gives an empty one (never an error): for identifying a
     model file, not for choosing one."""
-    from versemi.models.catalogue import CatalogueError, default_catalogue_source, is_remote_source
-
-    source = default_catalogue_source()
+    source = catalogue_source()
     if is_remote_source(source):
         return Catalogue([], source=str(source))
     try:
@@ -450,8 +452,6 @@ def model_record_for_path(
         catalogue: where to look for embedded entries; None = :func:`lookup_catalogue` (no network).
         cache_dir: the model cache; None = the default.
     """
-    from versemi.models.store import installed_for_path
-
     record = installed_for_path(path, cache_dir)
     if record is not None:
         return record

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from versemi.fileio import atomic_write_json, sha256_file
 from versemi.models.catalogue import ModelError, catalogue_document, parse_catalogue, version_key
 
 
@@ -64,7 +65,6 @@ def catalogue_entry(
         CatalogueError: an invalid entry (name, version, URL...).
     """
     from versemi.checkpoint import Checkpoint
-    from versemi.fileio import sha256_file
 
     path = Path(path)
     checkpoint = Checkpoint.load(path)  # publish only what predict can load
@@ -142,8 +142,6 @@ def write_catalogue_entry(catalogue_file: str | Path, entry: Mapping[str, Any]) 
     Raises:
         CatalogueError: the resulting catalogue is invalid.
     """
-    from versemi.fileio import atomic_write_json
-
     path = Path(catalogue_file)
     document = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else catalogue_document([])
     models = [m for m in document.get("models", []) if (m.get("name"), m.get("version")) != (entry["name"], entry["version"])]

@@ -1,48 +1,30 @@
 """The local model cache: the folder installed models live in and ``installed.json``, which records them.
 
-The folder is ``$VERSEMI_MODELS_DIR``, else ``$XDG_CACHE_HOME/versemi/models``, else the platform user
-cache (e.g. ``~/.cache/versemi/models``): outside any Slicer install, so models survive upgrades. Each
-model is one file ``<name>-<version>.pt``; the manifest keeps the SHA-256 it was verified against, so
-models imported offline (in no catalogue) can be verified later too.
+The folder is ``$VERSEMI_MODELS_DIR``, else the platform user cache (e.g. ``~/.cache/versemi/models``;
+:func:`versemi.environment.default_models_dir`): outside any Slicer install, so models survive upgrades.
+Each model is one file ``<name>-<version>.pt``; the manifest keeps the SHA-256 it was verified against,
+so models imported offline (in no catalogue) can be verified later too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from filelock import FileLock
 
+from versemi.environment import default_models_dir
 from versemi.fileio import atomic_write_json
 from versemi.fileio import sha256_file  # noqa: F401 - re-exported: versemi.models and download import it from here
 from versemi.models.catalogue import CatalogueEntry, ModelError, validate_identifier, version_key
 from versemi.timestamps import utc_now
 
-MODELS_DIR_ENV = "VERSEMI_MODELS_DIR"
 MANIFEST_NAME = "installed.json"
 MANIFEST_FORMAT = "versemi-installed-models"
 MANIFEST_FORMAT_VERSION = 1
-
-
-def default_models_dir() -> Path:
-    """The model cache folder (not created): ``$VERSEMI_MODELS_DIR`` or the platform user cache."""
-    override = os.environ.get(MODELS_DIR_ENV, "").strip()
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    if xdg:
-        return Path(xdg).expanduser() / "versemi" / "models"
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "versemi" / "Cache" / "models"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "versemi" / "models"
-    return Path.home() / ".cache" / "versemi" / "models"
 
 
 def models_dir(cache_dir: str | Path | None = None) -> Path:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from versemi.review.manifest import ManifestRow, ReviewManifest
+from versemi.review.manifest import ReviewManifest
+from versemi.review.manifest_rows import ManifestRow
 
 LEGACY_RUN_LOG = "manifest.jsonl"  # pseudolabel's own run log before format version 2
 # Keys of a legacy run-log line that the row already holds (the others go into the row's extra).

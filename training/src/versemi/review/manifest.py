@@ -43,8 +43,8 @@ never interleave), a fresh read, the change, then the new content written to a t
 ``fsync``-ed. The rename is the commit point: a crash before it leaves the old manifest, after it the
 new one; readers never need the lock.
 
-Close to 600 lines in one module on purpose: the format, the rows and every change to them (with the lock
-and the single commit point) are one contract, read and written nowhere else.
+The rows themselves (:class:`~versemi.review.manifest_rows.ManifestRow`, its history and revision)
+are defined in :mod:`versemi.review.manifest_rows`.
 """
 from __future__ import annotations
 
@@ -59,175 +59,28 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from filelock import FileLock, Timeout
 
 from versemi.fileio import atomic_write_bytes
+from versemi.review.manifest_rows import (
+    REVIEW_STATUSES,
+    STATUSES,
+    ManifestError,
+    ManifestRow,
+    RevisionConflict,
+    default_user,
+    sort_key,
+    store_path,
+    stored_path,
+)
 from versemi.timestamps import utc_now
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".manifest.lock"
 FORMAT = "versemi-review-manifest"
 FORMAT_VERSION = 2  # 2: status "failed" and "error" (pseudolabel's run log folded in)
-REVIEW_STATUSES = ("pending", "refined", "rejected")  # what a review decision sets
-STATUSES = (*REVIEW_STATUSES, "failed")
-# History actions that record a file without changing the case (a save that lost a compare-and-swap).
-NON_STATE_ACTIONS = ("conflict",)
 CSV_COLUMNS = (
     "case", "image", "pseudo_label", "refined_label", "model_name", "model_version", "model_sha256",
     "score", "disagreement", "entropy", "status", "updated_by", "updated_at", "error",
 )
 DEFAULT_LOCK_TIMEOUT_S = 60.0
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be read or a change that cannot be made; the message names the file."""
-
-
-class RevisionConflict(ManifestError):
-    """A change made on a revision of a case that is no longer its current one (compare-and-swap).
-
-    Attributes:
-        case: the case id.
-        expected: the revision the change was based on.
-        row: the case as it is now.
-        newer: the history events after ``expected`` (who changed what, when).
-    """
-
-    def __init__(self, path: Path, row: "ManifestRow", expected: int) -> None:
-        self.case = row.case
-        self.expected = expected
-        self.row = row
-        self.newer = row.events_since(expected)
-        super().__init__(
-            f"{path}: case {row.case!r} changed since revision {expected} was opened (now revision {row.revision}): "
-            + "; ".join(describe_event(e) for e in self.newer)
-        )
-
-
-def describe_event(event: Mapping[str, Any]) -> str:
-    """One history event in words: ``"refined by alice at 2026-...: labelsTr/s01.r2.nii.gz"``."""
-    text = f"{event.get('action')} by {event.get('by') or 'unknown'} at {event.get('at') or '?'}"
-    if event.get("refined_label"):
-        text += f": {event['refined_label']}"
-    return text
-
-
-def default_user() -> str:
-    """The name recorded in ``updated_by`` when none is given (the login name)."""
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name (some containers): still record something
-        return "unknown"
-
-
-# --- rows ------------------------------------------------------------------------------------------
-@dataclass
-class ManifestRow:
-    """One case of the review folder (see the module docstring for the JSON form).
-
-    Paths are absolute here; they are stored relative to the review folder when inside it.
-    """
-
-    case: str
-    image: Path
-    pseudo_label: Path | None
-    model: dict[str, Any] = field(default_factory=dict)
-    score: float | None = None
-    uncertainty: dict[str, Any] = field(default_factory=dict)
-    status: str = "pending"
-    refined_label: Path | None = None
-    error: str | None = None
-    updated_by: str | None = None
-    updated_at: str | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def revision(self) -> int:
-        """The case's state counter: the number of history events that changed it.
-
-        A save or decision based on revision ``n`` is refused (:class:`RevisionConflict`) once it
-        is no longer ``n``; files kept after such a conflict do not count.
-        """
-        return sum(1 for e in self.history if e.get("action") not in NON_STATE_ACTIONS)
-
-    def events_since(self, revision: int) -> list[dict[str, Any]]:
-        """The state-changing history events after ``revision``."""
-        changes = [e for e in self.history if e.get("action") not in NON_STATE_ACTIONS]
-        return changes[revision:]
-
-    def to_json(self, root: Path) -> dict[str, Any]:
-        return {
-            "case": self.case,
-            "image": _store_path(self.image, root),
-            "pseudo_label": _store_path(self.pseudo_label, root),
-            "model": dict(self.model),
-            "score": self.score,
-            "uncertainty": dict(self.uncertainty),
-            "status": self.status,
-            "refined_label": _store_path(self.refined_label, root),
-            "error": self.error,
-            "updated_by": self.updated_by,
-            "updated_at": self.updated_at,
-            "history": list(self.history),
-            "extra": dict(self.extra),
-        }
-
-    @classmethod
-    def from_json(cls, d: Any, root: Path, where: str) -> "ManifestRow":
-        if not isinstance(d, Mapping):
-            raise ManifestError(f"{where}: a case row must be an object")
-        try:
-            case = str(d["case"])
-            image = d["image"]
-        except KeyError as exc:
-            raise ManifestError(f"{where}: missing key {exc}") from None
-        status = d.get("status", "pending")
-        if status not in STATUSES:
-            raise ManifestError(f"{where} ({case}): status {status!r} is not one of {', '.join(STATUSES)}")
-        score = d.get("score")
-        if score is not None and not isinstance(score, (int, float)):
-            raise ManifestError(f"{where} ({case}): score must be a number or null, got {score!r}")
-        return cls(
-            case=case,
-            image=_load_path(image, root),  # type: ignore[arg-type]
-            pseudo_label=_load_path(d.get("pseudo_label"), root),
-            model=dict(d.get("model") or {}),
-            score=float(score) if score is not None else None,
-            uncertainty=dict(d.get("uncertainty") or {}),
-            status=status,
-            refined_label=_load_path(d.get("refined_label"), root),
-            error=d.get("error"),
-            updated_by=d.get("updated_by"),
-            updated_at=d.get("updated_at"),
-            history=list(d.get("history") or []),
-            extra=dict(d.get("extra") or {}),
-        )
-
-
-def _store_path(path: Path | None, root: Path) -> str | None:
-    if path is None:
-        return None
-    path = Path(path)
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _load_path(value: Any, root: Path) -> Path | None:
-    """A path as stored in the manifest, made absolute (relative paths are inside ``root``)."""
-    if value is None:
-        return None
-    path = Path(str(value))
-    return path if path.is_absolute() else root / path
-
-
-stored_path = _load_path  # public name: history events hold paths in the stored form
-
-
-def _sort_key(row: ManifestRow) -> tuple[float, str]:
-    # Highest score first; unscored cases last; ties by case id (stable, reproducible order).
-    return (-(row.score if row.score is not None else float("-inf")), row.case)
 
 
 @dataclass
@@ -239,7 +92,7 @@ class ManifestState:
     rows: dict[str, ManifestRow] = field(default_factory=dict)
 
     def sorted_rows(self) -> list[ManifestRow]:
-        return sorted(self.rows.values(), key=_sort_key)
+        return sorted(self.rows.values(), key=sort_key)
 
 
 # --- the manifest ----------------------------------------------------------------------------------
@@ -442,7 +295,7 @@ class ReviewManifest:
                 self._apply_label_table(state, table)
             row = state.rows.get(case)
             event = {"action": "pseudolabel", "by": user, "at": stamp, "score": score,
-                     "pseudo_label": _store_path(Path(pseudo_label), self.root) if pseudo_label else None,
+                     "pseudo_label": store_path(Path(pseudo_label), self.root) if pseudo_label else None,
                      "model": dict(model or {})}
             if row is None:
                 row = ManifestRow(case=case, image=Path(image), pseudo_label=None)
@@ -551,7 +404,7 @@ class ReviewManifest:
             if status == "refined" and refined_label is None and row.refined_label is None:
                 raise ManifestError(f"{case}: status 'refined' needs the refined label file")
             event: dict[str, Any] = {"action": status, "by": user, "at": stamp, "from": row.status,
-                                     "previous_refined_label": _store_path(row.refined_label, self.root)}
+                                     "previous_refined_label": store_path(row.refined_label, self.root)}
             if reason:
                 event["reason"] = reason
             event.update(dict(extra_event or {}))
@@ -560,7 +413,7 @@ class ReviewManifest:
             if refined_label is not None:
                 row.refined_label = Path(refined_label).expanduser().resolve()
             if status == "refined":
-                event["refined_label"] = _store_path(row.refined_label, self.root)
+                event["refined_label"] = store_path(row.refined_label, self.root)
             row.status = status
             row.updated_by, row.updated_at = user, stamp
             row.history.append(event)
@@ -577,7 +430,7 @@ class ReviewManifest:
         with self.transaction() as state:
             row = self._case_row(state, case)
             row.history.append({"action": "conflict", "by": user, "at": stamp, "based_on": based_on,
-                                "refined_label": _store_path(Path(refined_label).expanduser().resolve(), self.root)})
+                                "refined_label": store_path(Path(refined_label).expanduser().resolve(), self.root)})
         return row
 
     def set_label_table(self, labels: Sequence[Mapping[str, Any]]) -> None:
@@ -631,7 +484,7 @@ class ReviewManifest:
                     out.add(p)
             for event in r.history:
                 for key in ("refined_label", "pseudo_label"):
-                    p = _load_path(event.get(key), self.root)
+                    p = stored_path(event.get(key), self.root)
                     if p is not None:
                         out.add(p)
         return out
@@ -660,14 +513,6 @@ __all__ = [
     "CSV_COLUMNS",
     "LOCK_NAME",
     "MANIFEST_NAME",
-    "ManifestError",
-    "ManifestRow",
     "ManifestState",
-    "NON_STATE_ACTIONS",
     "ReviewManifest",
-    "REVIEW_STATUSES",
-    "RevisionConflict",
-    "describe_event",
-    "stored_path",
-    "STATUSES",
 ]

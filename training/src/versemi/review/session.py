@@ -20,15 +20,16 @@ import numpy as np
 import SimpleITK as sitk
 
 from versemi.data.dataset import DatasetError, read_image, read_image_header
+from versemi.dicomseg import DicomSegError, is_dicom_seg_path, read_dicom_seg, segments_to_label_values
 from versemi.fileio import is_temp_file_name, temp_file_target
-from versemi.images import grid_differences
+from versemi.images import ImageFileError, grid_differences, read_dicom_series
 from versemi.outputs import AtomicOutputs, sidecar_paths
 from versemi.review.legacy import migrate_run_log
-from versemi.review.manifest import (
+from versemi.review.manifest import ReviewManifest
+from versemi.review.manifest_rows import (
     REVIEW_STATUSES,
     ManifestError,
     ManifestRow,
-    ReviewManifest,
     RevisionConflict,
     default_user,
     describe_event,
@@ -194,8 +195,6 @@ def image_grid(image_path: Path) -> Any:
     Raises:
         ReviewError: the image cannot be read.
     """
-    from versemi.images import ImageFileError, read_dicom_series
-
     try:
         if Path(image_path).is_dir():
             return read_dicom_series(image_path, allow_gaps=True)
@@ -495,14 +494,9 @@ class ReviewSession:
     def _read_label_file(self, path: Path, row: ManifestRow) -> sitk.Image:
         """A label file as a SimpleITK image; a DICOM SEG (``.dcm``) of the case's DICOM series gives
         the label table's values on the series' grid (segments matched by name)."""
-        from versemi.dicomseg import is_dicom_seg_path
-
         if is_dicom_seg_path(path):
             if not row.image.is_dir():
                 raise ReviewError(f"{path}: a DICOM SEG needs the case image to be a DICOM series; {row.image} is not")
-            from versemi.dicomseg import DicomSegError, read_dicom_seg, segments_to_label_values
-            from versemi.images import ImageFileError
-
             try:
                 numbers, segments = read_dicom_seg(path, row.image)
                 return segments_to_label_values(numbers, segments, self._load().labels, str(path))

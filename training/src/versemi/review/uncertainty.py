@@ -20,6 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from versemi.labels import SYNTHETIC_PROMPT_NAME
+
 SUPPORT_THRESHOLD = 0.05
 DISAGREEMENT_WEIGHT = 0.5
 ENTROPY_WEIGHT = 0.5
@@ -225,8 +227,6 @@ def model_space_uncertainty(probabilities: Any, labels: Sequence[Any], record: A
     Raises:
         ValueError: the synthetic prompt, or every real prompt, is missing from the chosen prompts.
     """
-    from versemi.labels import SYNTHETIC_PROMPT_NAME
-
     names = [str(getattr(e, "name", e.get("name") if isinstance(e, dict) else e)) for e in labels]
     if SYNTHETIC_PROMPT_NAME not in names:
         raise ValueError(
