@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from versemi.inference.postprocess import largest_component
+from versemi.evaluation.metrics import binary_metrics
+from versemi.inference.postprocess import LARGEST_COMPONENT, largest_component
+from versemi.inference.sliding import SlidingWindowSettings, sliding_window_probabilities
 from versemi.labels import LabelSpace
 from versemi.network.geometry import NetworkGeometry
 
@@ -63,8 +65,6 @@ def predict_volume(
 ) -> torch.Tensor:
     """Foreground probabilities ``(P, D, H, W)`` (CPU float32) of one validation volume, exactly as
     ``versemi predict`` computes them on the preprocessed grid."""
-    from versemi.inference.sliding import SlidingWindowSettings, sliding_window_probabilities
-
     settings = SlidingWindowSettings(tuple(case.window_zyx), overlap=overlap, batch_size=sw_batch_size,
                                      geometry=case.geometry)
     return sliding_window_probabilities(
@@ -89,8 +89,6 @@ def validate(
         ``{"mean_dice": float, "metrics": {prompt: {"dice", "hd95", "nsd", "cases"}}, "cases": [{"case",
         "dataset", "prompt", "dice", "hd95", "nsd", "status"}]}``; HD95 means skip undefined (inf) values.
     """
-    from versemi.evaluation.metrics import binary_metrics
-
     was_training = model.training
     model.eval()
     rows: list[dict[str, Any]] = []
@@ -148,7 +146,5 @@ def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
 def postprocessing_from_validation(metrics: dict[str, dict[str, Any]]) -> dict[str, str]:
     """``{prompt: "largest_component"}`` for every prompt whose mean validation Dice improves when only
     its largest connected component is kept (nnU-Net's rule, per prompt)."""
-    from versemi.inference.postprocess import LARGEST_COMPONENT
-
     return {name: LARGEST_COMPONENT for name, m in metrics.items()
             if m.get("dice_largest_component", -1.0) > m["dice"]}
