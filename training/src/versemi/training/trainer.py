@@ -274,6 +274,7 @@ class Trainer:
 
     # --- data ---------------------------------------------------------------------------------------
     def _batches(self) -> Callable[[], list[TrainingBatch]]:
+        """This rank's step stream: a callable returning the next step's batches (one per dataset), on the device."""
         transforms = {
             source: make_training_augmentation(
                 self.options.augmentation, slice_axis(self.plans.plan_for(source).target_spacing)
@@ -306,7 +307,7 @@ class Trainer:
 
         return lambda: [to_batch(g) for g in next(steps)]
 
-    # --- loop ---------------------------------------------------------------------------------------
+    # --- one step ---------------------------------------------------------------------------------------
     def _forward(self, images: torch.Tensor, geometry: NetworkGeometry | None = None) -> torch.Tensor:
         ids = torch.arange(len(self.label_space), device=self.device)
         return self.ddp_model(images, ids, geometry)
