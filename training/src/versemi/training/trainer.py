@@ -246,8 +246,8 @@ class Trainer:
         # Rank 0 preprocesses into the shared cache first; the other ranks then read it.
         if self.dist.enabled and not self.dist.is_main:
             dist_utils.barrier(self.dist)
-        cases = load_cases(self.config, self.plans, self.method.uses_unlabeled, self.progress,
-                           workers=self.options.num_workers)
+        cases = load_cases(self.config, self.plans, with_unlabeled=self.method.uses_unlabeled,
+                           progress=self.progress, workers=self.options.num_workers)
         if self.dist.enabled and self.dist.is_main:
             dist_utils.barrier(self.dist)
         return cases
@@ -286,7 +286,7 @@ class Trainer:
             start_step=self.step, with_unlabeled=self.method.uses_unlabeled, with_donors=self.method.uses_donors,
             transforms=transforms,
         )
-        steps = make_step_loader(stream, self.options.num_workers, self.device.type == "cuda")
+        steps = make_step_loader(stream, self.options.num_workers, pin_memory=self.device.type == "cuda")
 
         def to_batch(group: dict[str, Any]) -> TrainingBatch:
             def on_device(key: str) -> Any:
