@@ -3,8 +3,8 @@
 ``versemi predict --precision bf16`` runs the network under bfloat16 autocast where the CPU computes
 bf16 natively (AVX512-BF16 or AMX); the CPU default stays float32 until this benchmark shows, on the
 default model's held-out cases, that bf16 keeps Dice within 0.5 points of float32 (issue: "speed of
-what users run"). Then ``versemi.inference.sliding.CPU_BF16_BY_DEFAULT = True`` makes bf16 the CPU
-default of ``predict`` AND of training validation (one rule: ``inference_autocast_dtype``).
+what users run"). Then bf16 may be the CPU
+default of ``predict`` AND of training (one rule: ``versemi.devices.autocast_dtype``).
 
 For every labeled case (``--data``: an nnU-Net dataset folder or a folder of them, e.g.
 ``../shared/data``), the scan is segmented twice with the same model and settings, float32 then
@@ -180,7 +180,7 @@ def print_summary(summary: dict[str, dict[str, Any]], bf16_precision: str) -> No
     if bf16_precision != "bfloat16":
         print("(this CPU has no native bf16: the 'bf16' runs were float32, nothing was compared)")
     elif within and total32 > total16:
-        print("=> bf16 may become the CPU default: versemi.inference.sliding.CPU_BF16_BY_DEFAULT = True")
+        print("=> bf16 may be the CPU default (auto in versemi.devices.autocast_dtype)")
 
 
 def main(argv: list[str] | None = None) -> int:

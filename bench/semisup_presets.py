@@ -216,7 +216,7 @@ _CPU_TRAINING = {
     "stage1_fraction": 0.5,
     "optimizer": "adamw",
     "lr": 1e-3,
-    "amp": "none",  # bf16 autocast: only ~1.1x the it/s on this CPU (bench/train_speed.py); fp32 is safer
+    "precision": "fp32",  # bf16 autocast: only ~1.1x the it/s on this CPU (bench/train_speed.py); fp32 is safer
     "num_workers": 1,
     "foreground_oversample": 0.5,
     "log_every": 10,
@@ -237,7 +237,7 @@ _RECIPE_TRAINING = {
     "lr": 1e-3,
     "weight_decay": 1e-4,
     "lr_schedule": "poly",
-    "amp": "bf16",
+    "precision": "bf16",
     "num_workers": 1,
     "foreground_oversample": 0.5,
     "augmentation": {"flip_prob": 0.0, "affine_prob": 0.0, "noise_prob": 0.0,
@@ -281,7 +281,7 @@ _COMPARISON_VARIANTS = (
                         "(the unlabeled cube and consistency kept)"),
     Variant("supervised_all_labels", "supervised", steps="equal_compute", all_labels=True,
             description="upper bound: every training case labeled, supervised, VerSemi's image budget"),
-    Variant("supervised_fp32", "supervised", training={"amp": "none"}, settings=("labeled_10pct",),
+    Variant("supervised_fp32", "supervised", training={"precision": "fp32"}, settings=("labeled_10pct",),
             description="supervised-only in float32 (the bf16 check)"),
 )
 
@@ -386,7 +386,7 @@ PRESETS: dict[str, Preset] = {
             "lr": 1e-3,
             "betas": [0.5, 0.999],
             "weight_decay": 0.0,
-            "amp": "auto",  # fp16 + GradScaler on CUDA (nnU-Net practice); bf16 is unverified here
+            "precision": "auto",  # fp16 + GradScaler on CUDA (nnU-Net practice); bf16 is unverified here
             "num_workers": 8,
             "foreground_oversample": 0.5,
             "log_every": 50,

@@ -47,7 +47,7 @@ def measure(
 
     from versemi.data.config import TrainConfig
     from versemi.devices import resolve_device
-    from versemi.training.options import training_options
+    from versemi.training.options import AMP_ALIASES, training_options
     from versemi.training.run_log import read_jsonl
     from versemi.training.trainer import Trainer
 
@@ -66,7 +66,7 @@ def measure(
             f1 = float(raw["training"].get("stage1_fraction", 0.5))
             total = math.ceil(total / (f1 if stage == 1 else 1.0 - f1)) + 1
         overrides = {"max_steps": total, "log_every": 1, "checkpoint_every": 10 * total,
-                     "tensorboard": False, "amp": amp}
+                     "tensorboard": False, "precision": str(AMP_ALIASES[amp])}
         if num_workers is not None:
             overrides["num_workers"] = num_workers
         raw["training"].update(overrides)
@@ -80,8 +80,8 @@ def measure(
     timed = [r for r in records if int(r["step"]) > warmup]
     step_s = np.array([float(r["seconds_per_step"]) for r in timed])
     wait_s = np.array([float(r["data_wait_fraction"]) for r in timed]) * step_s
-    per_dataset = images_per_step(method, options) if method != "versemi" else (
-        2 * options["batch_size"] + (options["unlabeled_batch_size"] if stage == 2 else 0)
+    per_dataset = images_per_step(method, options.to_dict()) if method != "versemi" else (
+        2 * options.batch_size + (options.unlabeled_batch_size if stage == 2 else 0)
     )
     ipp = per_dataset * len(preset.datasets)  # one batch per dataset per step
     return {

@@ -1,12 +1,15 @@
-"""versemi.devices: the one device resolver (predict, train, benchmarks; the Slicer module's probe)."""
+"""versemi.devices: the one device resolver (predict, train, benchmarks; the Slicer module's probe) and
+the one precision rule."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 
 import versemi.devices as devices
-from versemi.devices import DeviceError, resolve_device
+from versemi.devices import DeviceError, Precision, PrecisionWarning, autocast_dtype, resolve_device
 
 
 def fake_accelerators(monkeypatch: pytest.MonkeyPatch, *, mps: bool, conv3d: bool) -> None:
@@ -61,3 +64,39 @@ def test_predictor_uses_the_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Predictor(tiny_payload(), device="auto").device.type == "cpu"
     with pytest.raises(PredictionError, match="cannot run 3D convolutions"):
         Predictor(tiny_payload(), device="mps")
+
+
+# --- precision: the one vocabulary and rule of training and prediction ------------------------------
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_rule_on_the_cpu(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert autocast_dtype(Precision.AUTO, cpu) == (torch.bfloat16 if native else None)
+    assert autocast_dtype("fp32", cpu) is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert autocast_dtype("bf16", cpu, "training") == (torch.bfloat16 if native else None)
+    assert [str(w.message) for w in caught] == ([] if native else [
+        "bf16 was asked for but cpu has no native bf16 arithmetic (CPU: AVX512-BF16 or AMX); training in float32"])
+    with pytest.warns(PrecisionWarning, match="fp16 was asked for but cpu has no CUDA; predicting in float32"):
+        assert autocast_dtype("fp16", cpu, "predicting") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert autocast_dtype("fp16", cpu, warn=False) is None
+    with pytest.raises(ValueError, match="unknown precision 'half'; expected one of auto, fp32, bf16, fp16"):
+        autocast_dtype("half", cpu)
+
+
+def test_precision_rule_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert autocast_dtype("auto", torch.device("mps")) is None
+    with pytest.warns(PrecisionWarning):
+        assert autocast_dtype("bf16", torch.device("mps")) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    cuda = torch.device("cuda")
+    assert autocast_dtype("auto", cuda) == autocast_dtype("fp16", cuda) == torch.float16
+    with pytest.warns(PrecisionWarning, match="no native bf16"):
+        assert autocast_dtype("bf16", cuda) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert autocast_dtype("bf16", cuda) == torch.bfloat16

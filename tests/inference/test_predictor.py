@@ -251,14 +251,13 @@ def test_bf16_precision_option(trained_payload: dict, monkeypatch: pytest.Monkey
     import warnings
 
     import versemi.devices
-    from versemi.inference import sliding
-    from versemi.inference.predictor import PrecisionWarning
+    from versemi.devices import PrecisionWarning
 
     monkeypatch.setattr(versemi.devices, "cpu_has_native_bf16", lambda: native)
     image, _ = oblique_case()
     fp32 = Predictor(trained_payload, device="cpu").predict(image, "spleen,liver")
-    # `auto`: bf16 on a CPU with native bf16 (CPU_BF16_BY_DEFAULT), float32 elsewhere
-    assert fp32.info["precision"] == ("bfloat16" if native and sliding.CPU_BF16_BY_DEFAULT else "float32")
+    # `auto`: bf16 on a CPU with native bf16, float32 elsewhere
+    assert fp32.info["precision"] == ("bfloat16" if native else "float32")
     assert Predictor(trained_payload, device="cpu", precision="fp32").predict(image, "spleen,liver").info[
         "precision"] == "float32"
     with warnings.catch_warnings(record=True) as caught:

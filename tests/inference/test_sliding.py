@@ -58,28 +58,6 @@ def test_tune_malloc_is_idempotent() -> None:
     assert tune_malloc() == first
 
 
-# --- precision: the one rule of predict and training validation ------------------------------------
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_precision_rule_on_the_cpu(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
-    import versemi.devices
-    from versemi.inference import sliding
-
-    monkeypatch.setattr(versemi.devices, "cpu_has_native_bf16", lambda: native)
-    cpu = torch.device("cpu")
-    # `auto` on the CPU: bf16 where it is native (the shipped default, CPU_BF16_BY_DEFAULT), else float32
-    assert sliding.inference_autocast_dtype(cpu) == (torch.bfloat16 if native else None)
-    assert sliding.inference_autocast_dtype(cpu, precision="fp32") is None
-    assert sliding.inference_autocast_dtype(cpu, precision="bf16") == (torch.bfloat16 if native else None)
-    assert sliding.inference_autocast_dtype(cpu, amp=False, precision="bf16") is None
-    monkeypatch.setattr(sliding, "CPU_BF16_BY_DEFAULT", False)  # what switching the default off does
-    assert sliding.inference_autocast_dtype(cpu) is None
-    assert sliding.inference_autocast_dtype(torch.device("mps"), precision="bf16") is None
-    with pytest.raises(ValueError, match="unknown precision 'half'"):
-        sliding.inference_autocast_dtype(cpu, precision="half")
-
-
 def test_bf16_windows_stay_close_to_fp32() -> None:
     from versemi.network import build_model
     from versemi.inference.sliding import autocast_context

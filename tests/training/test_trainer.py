@@ -140,14 +140,25 @@ def test_early_stopping_after_patience(write_train_config, tmp_path: Path, monke
     assert load_checkpoint(folder / "last.pt")["step"] == 3
 
 
-def test_cpu_bf16_autocast_and_fp16_refusal(write_train_config, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    cfg = write_train_config({"max_steps": 2, "validate_every": 2})
-    assert main(["train", str(cfg), "--device", "cpu", "--stage", "1", "--amp", "bf16", "--no-progress"]) == 0
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_precision_follows_the_one_rule(write_train_config, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    """bf16 where the CPU computes it natively, else float32 with a warning (as predict); fp16: float32."""
+    import versemi.devices
+
+    monkeypatch.setattr(versemi.devices, "cpu_has_native_bf16", lambda: native)
+    cfg = write_train_config({"max_steps": 2, "validate_every": 2, "precision": "bf16"})
+    assert main(["train", str(cfg), "--device", "cpu", "--stage", "1", "--no-progress"]) == 0
     start = train_events(tmp_path / "runs" / "stage1", "start")[0]
-    assert start["amp"] == "torch.bfloat16"
+    assert start["amp"] == ("torch.bfloat16" if native else "none")
+    assert ("bf16 was asked for but cpu has no native bf16" in capsys.readouterr().err) is not native
     assert all(math.isfinite(v) for r in train_events(tmp_path / "runs" / "stage1", "train") for v in r["losses"].values())
-    assert main(["train", str(cfg), "--device", "cpu", "--amp", "fp16", "--output-dir", str(tmp_path / "x")]) == 2
-    assert "fp16 needs CUDA" in capsys.readouterr().err
+    out = tmp_path / "x"
+    assert main(["train", str(cfg), "--device", "cpu", "--stage", "1", "--amp", "fp16", "--output-dir", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --amp is deprecated: use --precision fp16" in err
+    assert "warning: fp16 was asked for but cpu has no CUDA; training in float32" in err
+    assert train_events(out / "stage1", "start")[0]["amp"] == "none"
 
 
 def test_resume_from_starts_from_a_checkpoints_weights(write_train_config, tmp_path: Path,

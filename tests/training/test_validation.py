@@ -11,8 +11,8 @@ import torch
 from versemi.data.cache import PreprocessedCache
 from versemi.data.plans import Plans
 from versemi.data.synthetic import SyntheticStructure, make_volume
+from versemi.devices import autocast_dtype
 from versemi.inference import Predictor
-from versemi.inference.sliding import inference_autocast_dtype
 from versemi.labels import LabelSpace
 from versemi.network import build_model
 from versemi.training.data import validation_cases
@@ -54,7 +54,7 @@ def test_validation_and_predict_give_identical_probabilities(tmp_path: Path) -> 
     assert case.window_zyx == (8, 8, 16)
     prompt = space.prompt_id("organ_a")
     # The autocast the trainer passes (the one rule of predict and validation, whatever the CPU default).
-    autocast = inference_autocast_dtype(torch.device("cpu"))
+    autocast = autocast_dtype("auto", torch.device("cpu"))
     from_validation = predict_volume(model, case, [prompt], torch.device("cpu"), overlap=0.5, sw_batch_size=2,
                                      autocast_dtype=autocast)
 

@@ -12,9 +12,13 @@ predict``, so its "will use" line and the run agree. The rule:
   used (never a silent CPU run that takes far longer than the user expects);
 - ``cpu``: the CPU.
 
-bf16 autocast on a CPU is only worth it where the CPU has native bf16 arithmetic (AVX-512-BF16 or
-AMX on x86): there it ran the training step of the CPU recipe ~2x faster than float32
-(``bench/train_speed.py``); without it bf16 is emulated and slower (:func:`cpu_has_native_bf16`).
+:class:`Precision` is the ONE precision vocabulary of training (``training.precision``, ``versemi
+train --precision``) and prediction (``--precision``), and :func:`autocast_dtype` the ONE rule that
+turns it into an autocast dtype on a device: ``auto`` is float16 on CUDA, bfloat16 on a CPU with
+native bf16 arithmetic (AVX-512-BF16 or AMX on x86, :func:`cpu_has_native_bf16`), float32 elsewhere;
+an explicit ``bf16`` or ``fp16`` the device does not compute natively falls back to float32 with a
+:class:`PrecisionWarning` (emulated bf16 is slower than float32). Measurements: docs/TRAINING.md and
+docs/PREDICT.md.
 
 torch is imported inside the functions: ``versemi --help`` and the CLI's argument parsers import
 this module for :data:`DEVICES` without paying for torch.
@@ -24,8 +28,11 @@ from __future__ import annotations
 
 import functools
 import platform
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from versemi.enums import StrEnum
 
 if TYPE_CHECKING:
     import torch
@@ -142,11 +149,79 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
+class Precision(StrEnum):
+    """The arithmetic of the network: ``auto`` (what the device runs well), or one of three dtypes."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+class PrecisionWarning(UserWarning):
+    """An explicit precision the device cannot compute natively: float32 is used instead."""
+
+
+def parse_precision(value: str, what: str = "precision") -> Precision:
+    """``value`` as a :class:`Precision`.
+
+    Raises:
+        ValueError: an unknown value (the message starts with ``what``).
+    """
+    try:
+        return Precision(value)
+    except ValueError:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(Precision)}") from None
+
+
+def autocast_dtype(
+    precision: Precision | str, device: torch.device, doing: str = "running", warn: bool = True
+) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device``: the one rule of training and prediction.
+
+    Args:
+        precision: ``auto``: float16 on CUDA, bfloat16 on a CPU with native bf16
+            (:func:`cpu_has_native_bf16`), float32 elsewhere. ``fp32``: float32. ``bf16``: bfloat16
+            where the hardware computes it natively (such a CPU, a CUDA GPU that supports it), else
+            float32 with a :class:`PrecisionWarning`. ``fp16``: float16 on CUDA, else float32 with a
+            :class:`PrecisionWarning`.
+        device: where the model runs.
+        doing: the verb of the warning ("predicting", "training").
+        warn: warn about a fallback to float32 (False: the caller warned once already).
+
+    Returns:
+        The dtype, or None for float32 (no autocast).
+
+    Raises:
+        ValueError: an unknown ``precision``.
+    """
+    import torch
+
+    precision = parse_precision(precision)
+    cuda = device.type == "cuda"
+    native_bf16 = torch.cuda.is_bf16_supported() if cuda else device.type == "cpu" and cpu_has_native_bf16()
+    if precision is Precision.AUTO:
+        return torch.float16 if cuda else torch.bfloat16 if native_bf16 else None
+    if precision is Precision.BF16 and native_bf16:
+        return torch.bfloat16
+    if precision is Precision.FP16 and cuda:
+        return torch.float16
+    if warn and precision is not Precision.FP32:
+        needs = "no native bf16 arithmetic (CPU: AVX512-BF16 or AMX)" if precision is Precision.BF16 else "no CUDA"
+        warnings.warn(f"{precision} was asked for but {device} has {needs}; {doing} in float32",
+                      PrecisionWarning, stacklevel=3)
+    return None
+
+
 __all__ = [
     "DEVICES",
     "DeviceError",
+    "Precision",
+    "PrecisionWarning",
     "accelerator_facts",
+    "autocast_dtype",
     "cpu_has_native_bf16",
     "mps_usable",
+    "parse_precision",
     "resolve_device",
 ]

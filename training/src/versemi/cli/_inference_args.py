@@ -35,17 +35,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", "-p", default="all",
                         help="comma-separated target names, 'all' (every real target) or "
                              "'all_foreground' (the synthetic union prompt); default: all")
-    from versemi.devices import DEVICES
+    from versemi.devices import DEVICES, Precision
 
     parser.add_argument("--device", default="auto", choices=DEVICES,
                         help="auto = CUDA if available, else Apple MPS where it runs 3D convolutions, else CPU")
     parser.add_argument("--quality", default="default", choices=["default", "fast"],
                         help="fast = twice the model's voxel spacing (about 8x faster, coarser borders)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x slower)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                        help="arithmetic of the network: auto = float16 on CUDA, float32 on the CPU; bf16 = "
-                             "bfloat16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX), "
-                             "else float32 (see docs/PREDICT.md)")
+    parser.add_argument("--precision", default="auto", choices=[str(p) for p in Precision],
+                        help="arithmetic of the network: auto = float16 on CUDA, bfloat16 on a CPU with native "
+                             "bf16 (AVX512-BF16 or AMX), else float32; bf16 / fp16 where the hardware computes "
+                             "it natively, else float32 (see docs/PREDICT.md)")
     parser.add_argument("--overlap", type=float, default=None,
                         help="sliding-window overlap fraction (default 0.5; 0.25 with --quality fast)")
     parser.add_argument("--batch-size", type=int, default=None,

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start from this checkpoint's weights (retrain / fine-tune, e.g. after reviewing pseudo-labels); "
         "optimizer and step counter start fresh; overrides training.init_checkpoint",
     )
-    from versemi.devices import DEVICES
+    from versemi.devices import DEVICES, Precision
 
     parser.add_argument(
         "--device", choices=DEVICES, default="auto",
@@ -44,8 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, help="total step budget (overrides training.max_steps)")
     parser.add_argument("--num-workers", type=int, help="DataLoader workers (overrides training.num_workers)")
     parser.add_argument(
-        "--amp", choices=("auto", "fp16", "bf16", "none"), help="mixed precision (overrides training.amp)"
+        "--precision", choices=[str(p) for p in Precision],
+        help="arithmetic of the network (overrides training.precision): auto = float16 on CUDA, bfloat16 on a "
+        "CPU with native bf16, else float32; bf16 / fp16 fall back to float32 where not native",
     )
+    parser.add_argument("--amp", choices=("auto", "fp16", "bf16", "none"), help=argparse.SUPPRESS)  # deprecated
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from versemi.checkpoint import CheckpointError
     from versemi.data.config import ConfigError, load_config
     from versemi.training import distributed as dist_utils
-    from versemi.training.options import TrainingOptionsError, training_options
+    from versemi.training.options import TrainingOptionsError, precision_from_amp, training_options
     from versemi.devices import resolve_device
     from versemi.training.trainer import TrainingError, run_training, stage_folder
 
@@ -67,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
         if args.num_workers is not None:
             section["num_workers"] = args.num_workers
         if args.amp is not None:
-            section["amp"] = args.amp
+            args.precision = args.precision or precision_from_amp(args.amp, "--amp", "--precision")
+        if args.precision is not None:
+            section.pop("amp", None)
+            section["precision"] = args.precision
         if args.resume_from is not None:
             if not args.resume_from.is_file():
                 raise CliError(f"--resume-from: {args.resume_from}: checkpoint file not found")
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     _check_model_section(config.model, config.source or args.config)
 
-    method = options["method"]
+    method = options.method
     if method == "versemi":
         stages = [1, 2] if args.stage == "all" else [int(args.stage)]
     else:

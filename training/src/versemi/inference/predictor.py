@@ -45,7 +45,7 @@ import torch
 
 from versemi.checkpoint import Checkpoint, CheckpointError  # noqa: F401 - CheckpointError: see Raises
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case
-from versemi.devices import DeviceError, resolve_device
+from versemi.devices import DeviceError, Precision, PrecisionWarning, autocast_dtype, resolve_device
 from versemi.fileio import remove_stale_temp_files, sha256_file
 from versemi.outputs import AtomicOutputs, check_output_geometry, check_output_paths, check_overwrite, sidecar_paths
 from versemi.inference.export import (
@@ -81,16 +81,7 @@ from versemi.inference.results import (
     ProbabilitySink,
 )
 from versemi.inference.postprocess import check_postprocessing
-from versemi.inference.sliding import (
-    PRECISIONS,
-    SlidingWindowSettings,
-    inference_autocast_dtype,
-    sliding_window_probabilities,
-)
-
-
-class PrecisionWarning(UserWarning):
-    """bf16 was asked for on hardware without native bf16: the prediction runs in float32."""
+from versemi.inference.sliding import SlidingWindowSettings, sliding_window_probabilities
 
 
 class ModalityWarning(UserWarning):
@@ -126,10 +117,9 @@ class Predictor:
         batch_size: Windows per forward pass; default 4 on CUDA, 1 elsewhere.
         tta: Mirroring test-time augmentation (8x slower).
         threads: CPU threads for torch and SimpleITK (None = library defaults).
-        precision: ``"auto"`` (float16 autocast on CUDA, float32 on the CPU), ``"fp32"`` or ``"bf16"``
-            (bfloat16 autocast where the hardware has native bf16, else float32 with a
-            :class:`PrecisionWarning`); the one rule is
-            :func:`versemi.inference.sliding.inference_autocast_dtype`.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``; the one rule of training and
+            prediction is :func:`versemi.devices.autocast_dtype` (a fallback to float32 warns with a
+            :class:`~versemi.devices.PrecisionWarning`).
         model_name: Name for the sidecar; default: the installed model's name, else the file stem.
         dataset: Preprocess every input like this training dataset (its name as stored in the
             checkpoint, e.g. ``"Dataset004_SpleenCT"``) whatever the prompts; default (None): each
@@ -171,8 +161,8 @@ class Predictor:
             raise PredictionError(f"batch size must be a whole number >= 1 (windows per forward pass), got {batch_size!r}")
         if overlap is not None and not 0.0 <= float(overlap) < 1.0:
             raise PredictionError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
-        if precision not in PRECISIONS:
-            raise PredictionError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if precision not in tuple(Precision):
+            raise PredictionError(f"unknown precision {precision!r}; expected one of {', '.join(Precision)}")
         set_threads(threads)
         self.checkpoint_path: Path | None = None
         installed = None
@@ -200,11 +190,7 @@ class Predictor:
         self.batch_size = batch_size or (4 if self.device.type == "cuda" else 1)
         self.tta = tta
         self.precision = precision
-        if precision == "bf16" and self.autocast_dtype != torch.bfloat16:
-            warnings.warn(
-                f"bf16 was asked for but {self.device} has no native bf16 arithmetic (CPU: AVX512-BF16 or AMX); "
-                "predicting in float32", PrecisionWarning, stacklevel=2,
-            )
+        autocast_dtype(precision, self.device, "predicting")  # warns once if it falls back to float32
         self.fell_back_to_cpu = False
         self._payload_meta = {"versemi_version": ckpt.versemi_version, "model_version": ckpt.model_version,
                               "model_name": ckpt.model_name}
@@ -471,8 +457,8 @@ class Predictor:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        """See :func:`versemi.inference.sliding.inference_autocast_dtype` (training validation uses it too)."""
-        return inference_autocast_dtype(self.device, precision=self.precision)
+        """:func:`versemi.devices.autocast_dtype` on the current device (training validation uses it too)."""
+        return autocast_dtype(self.precision, self.device, warn=False)
 
     @property
     def precision_name(self) -> str:

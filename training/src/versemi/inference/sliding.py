@@ -80,47 +80,6 @@ def _mirror_sets(tta: bool) -> list[tuple[int, ...]]:
     return [combo for r in range(4) for combo in itertools.combinations(dims, r)]
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-#: Whether ``auto`` predicts in bfloat16 on a CPU with native bf16 arithmetic. True since
-#: ``bench/inference_precision.py`` showed bf16 within 0.2 Dice points of float32 on every held-out case
-#: of the default model (mean differences <= 0.03 points) at 3.8-6.1x the speed (docs/PREDICT.md);
-#: training validation follows it (same rule).
-CPU_BF16_BY_DEFAULT = True
-
-
-def inference_autocast_dtype(device: torch.device, amp: bool = True, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype of every prediction (``predict`` and training validation alike).
-
-    Args:
-        device: where the model runs.
-        amp: False = float32 whatever ``precision`` says.
-        precision: ``"auto"``: float16 on CUDA; bfloat16 on a CPU with native bf16
-            (:func:`versemi.devices.cpu_has_native_bf16`) when :data:`CPU_BF16_BY_DEFAULT`; float32
-            elsewhere. ``"fp32"``: float32. ``"bf16"``: bfloat16 where the hardware computes it natively
-            (a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it), float32 elsewhere (emulated
-            bf16 is slower than float32).
-
-    Returns:
-        The dtype, or None for float32 (no autocast).
-
-    Raises:
-        ValueError: an unknown ``precision``.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if not amp or precision == "fp32":
-        return None
-    if device.type == "cuda":
-        if precision == "bf16":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        return torch.float16
-    if device.type == "cpu" and (precision == "bf16" or CPU_BF16_BY_DEFAULT):
-        from versemi.devices import cpu_has_native_bf16
-
-        return torch.bfloat16 if cpu_has_native_bf16() else None
-    return None
-
-
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Autocast to ``dtype`` on ``device``, or nothing (full float32) when ``dtype`` is None."""
     if dtype is None:

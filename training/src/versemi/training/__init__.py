@@ -12,13 +12,12 @@ from versemi.training.cutmix import Annotation, mix_annotations, paste, prompt_t
 from versemi.training.ema import ModelEMA
 from versemi.training.losses import SegmentationLossConfig, dice_agreement_loss, segmentation_loss
 from versemi.training.methods import METHODS, TrainingBatch, build_method
-from versemi.training.options import DEFAULT_TRAINING, training_options
+from versemi.training.options import TrainingOptions, training_options
 from versemi.training.schedules import build_lr_scheduler, sigmoid_rampup
 from versemi.training.trainer import StageResult, Trainer, TrainingError, run_training
 
 __all__ = [
     "Annotation",
-    "DEFAULT_TRAINING",
     "METHODS",
     "ModelEMA",
     "SegmentationLossConfig",
@@ -26,6 +25,7 @@ __all__ = [
     "Trainer",
     "TrainingBatch",
     "TrainingError",
+    "TrainingOptions",
     "build_lr_scheduler",
     "build_method",
     "dice_agreement_loss",

@@ -23,6 +23,7 @@ from versemi.data.cache import CacheJob, CachedCase, PreprocessedCache, fill_cac
 from versemi.data.config import TrainConfig
 from versemi.data.plans import Plans
 from versemi.data.sampling import Patch, PatchSampler, seed_worker
+from versemi.training.options import TrainingOptions
 from versemi.training.validation import ValidationCase
 
 
@@ -287,7 +288,7 @@ def build_step_stream(
     cases: TrainingCases,
     config: TrainConfig,
     plans: Plans,
-    options: Mapping[str, Any],
+    options: TrainingOptions,
     rank: int,
     stage: int,
     start_step: int,
@@ -304,9 +305,9 @@ def build_step_stream(
         cases.labeled,
         cases.unlabeled if with_unlabeled else [],
         plans,
-        int(options["batch_size"]),
-        int(options["unlabeled_batch_size"]) if with_unlabeled else 0,
-        float(options["foreground_oversample"]),
+        options.batch_size,
+        options.unlabeled_batch_size if with_unlabeled else 0,
+        options.foreground_oversample,
         with_donors,
     )
     if with_unlabeled and not sampler.has_unlabeled:

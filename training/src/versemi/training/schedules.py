@@ -6,7 +6,18 @@ import math
 
 import torch
 
-LR_SCHEDULES = ("poly", "cosine", "constant")
+from versemi.enums import StrEnum
+
+
+class LRSchedule(StrEnum):
+    """``training.lr_schedule``: nnU-Net's polynomial decay, cosine, or constant (all after any warm-up)."""
+
+    POLY = "poly"
+    COSINE = "cosine"
+    CONSTANT = "constant"
+
+
+LR_SCHEDULES = tuple(str(s) for s in LRSchedule)
 
 
 def sigmoid_rampup(step: int, length: int) -> float:
@@ -23,7 +34,7 @@ class _LrFactor:
     def __init__(
         self, schedule: str, max_steps: int, warmup_steps: int, poly_exponent: float, start_step: int = 0
     ) -> None:
-        self.schedule = schedule
+        self.schedule = LRSchedule(schedule).value  # a plain str: the state dict stays weights-only safe
         self.max_steps = max(1, int(max_steps))
         self.warmup_steps = max(0, int(warmup_steps))
         self.poly_exponent = float(poly_exponent)
