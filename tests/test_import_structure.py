@@ -28,7 +28,6 @@ ALLOWLIST: dict[tuple[str, str], str] = {
     "hoist it there",
     ("versemi.inference.pseudolabel", "versemi.dicomseg"): "TEMPORARY: pseudolabel.py is reworked on branch "
     "h3-readers; hoist it there",
-    ("versemi.inference.sliding", "versemi.devices"): "TEMPORARY: the function holding it is removed on branch h1-trainer",
 }
 
 
