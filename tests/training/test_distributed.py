@@ -9,7 +9,7 @@ from pathlib import Path
 
 from versemi.checkpoint import load_checkpoint
 from versemi.training.run_log import read_jsonl
-from versemi.training.trainer import weights_digest
+from versemi.training.checkpointing import weights_digest
 
 
 def test_torchrun_two_processes_keep_weights_in_sync(write_train_config, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import torch
 from versemi.checkpoint import CheckpointError, load_checkpoint
 from versemi.cli import main
 from versemi.training.run_log import read_jsonl
-from versemi.training.trainer import weights_digest
+from versemi.training.checkpointing import weights_digest
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "VERSEMI_TEST_THREADS": "1"}
 

@@ -12,7 +12,7 @@ import torch
 from versemi.checkpoint import load_checkpoint
 from versemi.cli import main
 from versemi.training.run_log import read_jsonl
-from versemi.training.trainer import weights_digest
+from versemi.training.checkpointing import weights_digest
 
 
 def train_events(folder: Path, event: str) -> list[dict]:

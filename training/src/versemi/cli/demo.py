@@ -114,7 +114,7 @@ def training_demo(args: argparse.Namespace, out: Path) -> int:
     config_path = out / "config.yaml"
     config_path.write_text(yaml.safe_dump(demo_config(data, out, steps), sort_keys=False))
     _run(["train", str(config_path), "--stage", "all", "--device", args.device])
-    from versemi.training.trainer import final_checkpoint
+    from versemi.training.checkpointing import final_checkpoint
 
     checkpoint = final_checkpoint(out / "train" / "stage2")
     if checkpoint is None:

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from versemi.training import distributed as dist_utils
     from versemi.training.options import TrainingOptionsError, precision_from_amp, training_options
     from versemi.devices import resolve_device
-    from versemi.training.trainer import TrainingError, run_training, stage_folder
+    from versemi.training.checkpointing import stage_folder
+    from versemi.training.trainer import TrainingError, run_training
 
     try:
         config = load_config(args.config)

@@ -70,17 +70,7 @@ from versemi.training.run_log import RunLog
 from versemi.training.schedules import build_lr_scheduler
 from versemi.training.validation import postprocessing_from_validation, validate
 
-__all__ = [
-    "StageResult",
-    "Trainer",
-    "TrainingError",
-    "final_checkpoint",
-    "run_plans",
-    "run_training",
-    "stage_folder",
-    "weights_digest",
-    "write_plans",
-]
+__all__ = ["StageResult", "Trainer", "TrainingError", "run_training"]
 
 
 class TrainingError(RuntimeError):
