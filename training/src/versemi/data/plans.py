@@ -206,7 +206,7 @@ def fingerprint_dataset(
     """
     import SimpleITK as sitk
 
-    from versemi.data.dataset import DatasetError, read_image, read_image_header
+    from versemi.images import ImageFileError, read_image, read_image_header
 
     if not image_paths:
         raise PlansError(f"{name}: no scans to fingerprint")
@@ -237,7 +237,7 @@ def fingerprint_dataset(
         picks = np.unique(np.linspace(0, len(image_paths) - 1, min(PROFILE_SCANS, len(image_paths))).astype(int))
         profile = IntensityProfile.from_scans(
             modality, [sitk.GetArrayFromImage(read_image(image_paths[i])) for i in picks])
-    except DatasetError as exc:
+    except ImageFileError as exc:
         raise PlansError(f"{name}: {exc}") from None
     intensity = None
     if samples:

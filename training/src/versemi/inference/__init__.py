@@ -13,7 +13,8 @@ Modules: :mod:`~versemi.inference.predictor` (the :class:`Predictor`), the three
 :mod:`~versemi.inference.planning`, :mod:`~versemi.inference.sliding`,
 :mod:`~versemi.inference.export` - and :mod:`~versemi.inference.results` (what it returns),
 :mod:`~versemi.inference.io` (input checks), :mod:`~versemi.inference.progress`,
-:mod:`~versemi.inference.pseudolabel` (a folder, for review).
+:mod:`~versemi.inference.folder` (the loop over a folder of scans) and its two users,
+:mod:`~versemi.inference.batch` (predictions) and :mod:`~versemi.inference.pseudolabel` (for review).
 
 The names below are imported on first use (PEP 562), so that a light submodule (e.g. the planning)
 can be imported without torch.
@@ -25,8 +26,6 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "InputImageError": "versemi.inference.io",
-    "read_input_image": "versemi.inference.io",
     "validate_input_image": "versemi.inference.io",
     "LabelEntry": "versemi.inference.results",
     "PredictFileResult": "versemi.inference.results",
