@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import SimpleITK as sitk
 
+from versemi.labels import display_name
+
 if TYPE_CHECKING:
     import torch
 
@@ -43,8 +45,6 @@ class LabelEntry:
     @property
     def title(self) -> str:
         """The human-readable name Slicer shows (``"Hippocampus, anterior"``)."""
-        from versemi.labels import display_name
-
         return display_name(self.name)
 
     def to_dict(self) -> dict[str, Any]:
