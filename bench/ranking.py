@@ -76,7 +76,8 @@ def rank(model: Path, dataset_dir: Path, cases: list[str] | None, max_cases: int
     from scipy.stats import spearmanr
 
     from versemi.checkpoint import Checkpoint
-    from versemi.data.dataset import NnUNetDataset, read_image
+    from versemi.data.dataset import NnUNetDataset
+    from versemi.images import read_image
     from versemi.inference import Predictor
     from versemi.review.uncertainty import uncertainty_score
 

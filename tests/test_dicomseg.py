@@ -12,7 +12,7 @@ pytest.importorskip("highdicom")
 import pydicom  # noqa: E402
 
 from versemi.dicomseg import DicomSegError, read_dicom_seg, segments_to_label_values, write_dicom_seg  # noqa: E402
-from versemi.images import read_dicom_series  # noqa: E402
+from versemi.images import read_image  # noqa: E402
 from versemi.labels import KNOWN_STRUCTURES  # noqa: E402
 
 from inference.helpers import make_image, write_dicom_series  # noqa: E402
@@ -30,7 +30,7 @@ def dicom_series(folder: Path, shape_zyx=(5, 12, 10)) -> sitk.Image:
     array = np.random.default_rng(0).integers(0, 100, shape_zyx).astype(np.int16)
     image = sitk.Cast(make_image(array, spacing=(0.8, 0.9, 2.5), origin=(-5.0, 3.0, 11.0)), sitk.sitkInt16)
     write_dicom_series(folder, image)
-    return read_dicom_series(folder)
+    return read_image(folder)
 
 
 def labelmap_on(image: sitk.Image) -> sitk.Image:

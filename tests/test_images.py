@@ -1,4 +1,5 @@
-"""versemi.images (the one checking reader, the grid rule) and versemi.outputs (the output checks), file by file."""
+"""versemi.images (the one checking reader), versemi.image_headers (the grid rule) and versemi.outputs (the output
+checks), file by file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import SimpleITK as sitk
 
 from inference.helpers import make_image, write_dicom_series
-from versemi.images import ImageFileError, itk_reason, read_image, read_image_counting, read_image_file, scan_nifti
+from versemi.data.dataset import SUPPORTED_ENDINGS
+from versemi.images import ImageFileError, itk_reason, read_image, read_image_header, scan_nifti
 from versemi.outputs import OutputPathError, check_output_geometry, check_output_paths, is_orthonormal
 
 
@@ -30,19 +32,19 @@ def test_scan_nifti_counts_nonfinite_and_finds_truncation(tmp_path: Path, name: 
     array = _volume(dtype)
     path = _write(tmp_path / name, array)
     assert scan_nifti(path) == 0
-    assert np.array_equal(sitk.GetArrayFromImage(read_image_file(path)), array)
+    assert np.array_equal(sitk.GetArrayFromImage(read_image(path)), array)
     if np.issubdtype(dtype, np.floating):
         array[0, 0, 0], array[5, 6, 7], array[2, 3, 4] = np.nan, np.inf, -np.inf
         _write(path, array)
         assert scan_nifti(path) == 3
-        image, bad = read_image_counting(path)
+        image, bad = read_image(path, count_nonfinite=True)
         assert bad == 3 and np.isfinite(sitk.GetArrayViewFromImage(image)).all()  # ITK made them 0
         with pytest.raises(ImageFileError, match=r"NaN or infinite voxel values \(3 voxel\(s\)\)"):
-            read_image_file(path)
+            read_image(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 40])  # the last voxels (and the gzip trailer) are missing
     with pytest.raises(ImageFileError, match=f"{path}: cannot read image: .*truncated"):
-        read_image_file(path)
+        read_image(path)
     with pytest.raises(ImageFileError, match="truncated"):
         read_image(path)
 
@@ -52,7 +54,7 @@ def test_a_flipped_byte_in_a_nii_gz_fails_its_crc(tmp_path: Path) -> None:
     raw = gzip.decompress(path.read_bytes())
     path.write_bytes(gzip.compress(raw)[:-8] + b"\x00" * 8)  # zeroed CRC-32 and length
     with pytest.raises(ImageFileError, match="truncated or corrupt"):
-        read_image_file(path)
+        read_image(path)
 
 
 def test_nrrd_and_mha_errors_are_one_line(tmp_path: Path) -> None:
@@ -61,12 +63,12 @@ def test_nrrd_and_mha_errors_are_one_line(tmp_path: Path) -> None:
     for name in ("a.nrrd", "a.mha"):
         path = _write(tmp_path / name, array, compress=True)
         with pytest.raises(ImageFileError, match=r"NaN or infinite voxel values \(1 voxel"):
-            read_image_file(path)
-        assert read_image_counting(path)[1] == 1
+            read_image(path)
+        assert read_image(path, count_nonfinite=True)[1] == 1
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
         with pytest.raises(ImageFileError) as info:
-            read_image_file(path)
+            read_image(path)
         message = str(info.value)
         assert message.startswith(f"{path}: cannot read image (truncated, corrupt or unsupported file): ")
         assert "\n" not in message and "0x" not in message and "No such file" not in message
@@ -83,6 +85,38 @@ def test_missing_empty_and_garbage_files(tmp_path: Path) -> None:
     garbage.write_bytes(os.urandom(2000))
     with pytest.raises(ImageFileError, match="cannot read image"):
         read_image(garbage)
+
+
+def test_read_image_errors_name_the_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"\x00garbage" * 50)
+    with pytest.raises(ImageFileError, match=r"empty\.nii\.gz: image file is empty"):
+        read_image(empty)
+    with pytest.raises(ImageFileError, match=r"corrupt\.nii\.gz: cannot read image"):
+        read_image(corrupt)
+    with pytest.raises(ImageFileError, match=r"corrupt\.nii\.gz: cannot read image header"):
+        read_image_header(corrupt)
+    with pytest.raises(ImageFileError, match="not a file"):
+        read_image_header(tmp_path)
+    with pytest.raises(ImageFileError, match=r"missing\.nii\.gz: image file not found"):
+        read_image(tmp_path / "missing.nii.gz")
+    with pytest.raises(ImageFileError, match="unsupported file type"):
+        bad = tmp_path / "x.png"
+        bad.write_bytes(b"123")
+        read_image(bad, endings=SUPPORTED_ENDINGS)
+
+
+def test_read_image_header_reads_geometry(tmp_path: Path) -> None:
+    img = sitk.GetImageFromArray(np.zeros((6, 8, 8), np.int16))
+    img.SetSpacing((0.5, 0.7, 2.0))
+    img.SetOrigin((1.0, -2.0, 3.0))
+    sitk.WriteImage(img, str(tmp_path / "g.nrrd"))
+    reader = read_image_header(tmp_path / "g.nrrd")
+    assert reader.GetSize() == (8, 8, 6)
+    assert reader.GetSpacing() == pytest.approx((0.5, 0.7, 2.0))
+    assert reader.GetOrigin() == pytest.approx((1.0, -2.0, 3.0))
 
 
 def test_dicom_series_checks(tmp_path: Path) -> None:
@@ -160,7 +194,7 @@ def test_one_grid_rule_for_check_dataset_training_evaluate_and_review(
     from versemi.data.preprocessing import PreprocessingSpec
     from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
     from versemi.evaluation.report import EvaluationError, evaluate_case
-    from versemi.images import grid_differences
+    from versemi.image_headers import grid_differences
     from versemi.review import ReviewError, check_on_grid
 
     # An oblique grid: the rule is a physical distance, whatever the axes.

@@ -156,7 +156,7 @@ def test_empty_file(random_checkpoint: Path, tmp_path: Path) -> None:
     path = tmp_path / "in" / "empty.nii.gz"
     path.parent.mkdir()
     path.touch()
-    _run_bad(random_checkpoint, path, tmp_path, f"{path}: input image file is empty")
+    _run_bad(random_checkpoint, path, tmp_path, f"{path}: image file is empty")
 
 
 def test_corrupt_file(random_checkpoint: Path, scan: Path, tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ def test_corrupt_file(random_checkpoint: Path, scan: Path, tmp_path: Path) -> No
 
 
 def test_missing_file(random_checkpoint: Path, tmp_path: Path) -> None:
-    _run_bad(random_checkpoint, tmp_path / "nope.nii.gz", tmp_path, "input image not found")
+    _run_bad(random_checkpoint, tmp_path / "nope.nii.gz", tmp_path, "image file not found")
 
 
 def test_nan_voxels(random_checkpoint: Path, tmp_path: Path) -> None:

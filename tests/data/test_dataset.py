@@ -15,11 +15,10 @@ from versemi.data.dataset import (
     ImageFolder,
     NnUNetDataset,
     load_dataset_json,
-    read_image,
-    read_image_header,
     split_ending,
 )
 from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
+from versemi.images import read_image
 
 TINY = (6, 8, 8)
 
@@ -97,36 +96,6 @@ def test_split_ending() -> None:
     assert split_ending("d.mha") == ("d", ".mha")
     assert split_ending("e.png") is None
     assert split_ending(".nii.gz") is None
-
-
-def test_read_image_errors_name_the_file(tmp_path: Path) -> None:
-    empty = tmp_path / "empty.nii.gz"
-    empty.write_bytes(b"")
-    corrupt = tmp_path / "corrupt.nii.gz"
-    corrupt.write_bytes(b"\x00garbage" * 50)
-    with pytest.raises(DatasetError, match=r"empty\.nii\.gz: image file is empty"):
-        read_image(empty)
-    with pytest.raises(DatasetError, match=r"corrupt\.nii\.gz: cannot read image"):
-        read_image(corrupt)
-    with pytest.raises(DatasetError, match=r"corrupt\.nii\.gz: cannot read image header"):
-        read_image_header(corrupt)
-    with pytest.raises(DatasetError, match=r"missing\.nii\.gz: image file not found"):
-        read_image(tmp_path / "missing.nii.gz")
-    with pytest.raises(DatasetError, match="unsupported file type"):
-        bad = tmp_path / "x.png"
-        bad.write_bytes(b"123")
-        read_image(bad)
-
-
-def test_read_image_header_reads_geometry(tmp_path: Path) -> None:
-    img = sitk.GetImageFromArray(np.zeros(TINY, np.int16))
-    img.SetSpacing((0.5, 0.7, 2.0))
-    img.SetOrigin((1.0, -2.0, 3.0))
-    sitk.WriteImage(img, str(tmp_path / "g.nrrd"))
-    reader = read_image_header(tmp_path / "g.nrrd")
-    assert reader.GetSize() == (8, 8, 6)
-    assert reader.GetSpacing() == pytest.approx((0.5, 0.7, 2.0))
-    assert reader.GetOrigin() == pytest.approx((1.0, -2.0, 3.0))
 
 
 def test_dataset_json_errors(tmp_path: Path) -> None:

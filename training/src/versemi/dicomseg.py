@@ -20,7 +20,7 @@ import SimpleITK as sitk
 
 from versemi import __version__
 from versemi.fileio import atomic_write_bytes
-from versemi.images import dicom_series_files, read_dicom_series
+from versemi.images import dicom_series_files, read_image
 from versemi.labels import ANATOMICAL_STRUCTURE, display_name
 
 DICOM_SEG_EXTENSION = ".dcm"
@@ -176,7 +176,7 @@ def read_dicom_seg(
     """Read a DICOM SEG of a DICOM series as segment numbers on the series' grid.
 
     Returns:
-        The segment-number labelmap (geometry of the series as :func:`read_dicom_series` reads it;
+        The segment-number labelmap (geometry of the series as :func:`~versemi.images.read_image` reads it;
         where segments overlap the higher number wins) and the segments.
 
     Raises:
@@ -197,7 +197,7 @@ def read_dicom_seg(
     numbers = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=sop_uids, combine_segments=True, skip_overlap_checks=True,
     )
-    reference = read_dicom_series(series_folder, uid, allow_gaps=True)
+    reference = read_image(series_folder, uid, allow_gaps=True)
     image = sitk.GetImageFromArray(np.asarray(numbers).astype(np.uint16 if numbers.max(initial=0) > 255 else np.uint8))
     image.CopyInformation(reference)
     segments = []

@@ -75,6 +75,13 @@ def retarget_error(exc: OSError, target: str | Path) -> OSError:
     return OSError(f"{target}: {exc}")
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for an error: ``<file>: <reason>`` for an ``OSError`` that names its file."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
 def temp_path_for(target: str | Path, suffix: str = "") -> Path:
     """A new temporary name beside ``target`` that names this process (the file is not created).
 
@@ -485,6 +492,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "create_temp_file",
+    "describe_error",
     "fsync_directory",
     "is_stale_temp_file",
     "is_temp_file_name",

@@ -1,25 +1,13 @@
-"""The one image reader that refuses damaged files, the registry of image file endings, the grid rule.
+"""The one image reader (:func:`read_image`, :func:`read_image_header`), its one exception
+(:class:`ImageFileError`) and the registry of image file endings.
 
-Every command reads scans and labels through :func:`read_image` (``predict``, ``pseudolabel``,
-``check-dataset``, ``evaluate``, ``train``'s preprocessing, ``review``), so a bad file is refused the
-same way everywhere, with one line that names the file and the problem:
-
-- **Truncated or corrupt files.** ITK's NIfTI reader fills a truncated voxel block with zeros and
-  says nothing, so NIfTI files (``.nii``, ``.nii.gz``) are checked here first: the whole voxel stream
-  is read (a ``.nii.gz`` is decompressed to its end, which also checks the gzip CRC) and the number of
-  bytes is compared with what the header's dimensions and data type need. NRRD and MetaImage
-  readers detect truncation themselves; their errors are shortened to one line.
-- **NaN or infinite voxels**, in every format: ITK's NIfTI reader turns them into 0, so for NIfTI
-  they are counted in the same raw pass; other formats keep them and the voxels are checked after
-  reading.
-- **DICOM series** with a missing, duplicate or unreadable slice, or uneven slice spacing: ITK drops
-  unreadable slices and averages the spacing (a wrong grid). The slice positions along the slice
-  normal must be evenly spaced; otherwise the series is refused with the positions of the gap,
-  unless the caller passes ``allow_gaps=True`` (``--allow-gaps``).
-
-Here too: the one registry of image file endings and the one grid rule (:func:`grid_differences`:
-when two images share a voxel grid). Writing images, and the checks every output passes before any
-work, are in :mod:`versemi.outputs`.
+Every command reads scans and labels here, so a damaged file is refused the same way everywhere, in
+one line naming the file and the problem: truncated or corrupt files (ITK fills a truncated NIfTI
+voxel block with zeros and says nothing, so NIfTI voxel streams are read to their end first),
+NaN/infinite voxels (ITK's NIfTI reader turns them into 0, so they are counted in that raw pass),
+and DICOM series whose slices are not evenly spaced (ITK drops unreadable slices and averages the
+spacing) unless ``allow_gaps``. Header facts and the grid rule are in :mod:`versemi.image_headers`;
+writing images, and the checks of outputs, in :mod:`versemi.outputs`.
 """
 
 from __future__ import annotations
@@ -29,16 +17,17 @@ import errno
 import gzip
 import os
 import re
-import struct
 import threading
 import warnings
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Literal, Sequence, overload
 
 import numpy as np
 import SimpleITK as sitk
+
+from versemi.data.memory import check_memory
+from versemi.image_headers import ImageHeaderWarning, fmt_values, header_warnings, parse_nifti_header
 
 
 # --- the one registry of image file endings (every module and the CLI take them from here) ------
@@ -62,7 +51,7 @@ _FLOAT_PIXEL_IDS = (sitk.sitkFloat32, sitk.sitkFloat64)
 
 
 class ImageFileError(ValueError):
-    """An image file (or DICOM folder) that cannot be used; the message names it and the problem."""
+    """An image file, DICOM folder or scan that cannot be used; the message names it and the problem."""
 
 
 def split_image_extension(path: str | Path) -> tuple[str, str]:
@@ -150,92 +139,6 @@ def quiet_itk() -> Iterator[None]:
 
 
 # --- NIfTI: the whole voxel stream ---------------------------------------------------------------
-@dataclass(frozen=True)
-class _NiftiHeader:
-    order: str  # "<" or ">"
-    dims: tuple[int, ...]
-    datatype: int
-    bitpix: int
-    offset: int
-    pixdim: tuple[float, ...] | None = None  # voxel sizes of axes 1..7 (pixdim[1:])
-    sform_code: int = 0
-    srow: tuple[tuple[float, ...], ...] | None = None  # the sform's three rows (RAS, mm)
-
-    @property
-    def data_bytes(self) -> int:
-        return int(np.prod(self.dims, dtype=np.int64)) * self.bitpix // 8
-
-
-def _parse_nifti_header(head: bytes) -> _NiftiHeader | None:
-    """The fields of a single-file NIfTI-1/2 header needed to size its voxel block (None: not one)."""
-    if len(head) < 348:
-        return None
-    for order in ("<", ">"):
-        size = struct.unpack(order + "i", head[:4])[0]
-        if size == 348 and head[344:347] == b"n+1":
-            ndim = struct.unpack(order + "h", head[40:42])[0]
-            if not 1 <= ndim <= 7:
-                return None
-            dims = struct.unpack(order + "7h", head[42:56])[:ndim]
-            datatype, bitpix = struct.unpack(order + "hh", head[70:74])
-            offset = int(struct.unpack(order + "f", head[108:112])[0])
-            pixdim = struct.unpack(order + "8f", head[76:108])[1:]
-            sform_code = struct.unpack(order + "h", head[254:256])[0]
-            srow = tuple(struct.unpack(order + "4f", head[280 + 16 * i : 296 + 16 * i]) for i in range(3))
-            return _NiftiHeader(order, tuple(int(d) for d in dims), datatype, bitpix, max(offset, 352),
-                                tuple(float(v) for v in pixdim), int(sform_code), srow)
-        if size == 540 and len(head) >= 540 and head[4:7] == b"n+2":
-            datatype, bitpix = struct.unpack(order + "hh", head[12:16])
-            ndim = struct.unpack(order + "q", head[16:24])[0]
-            if not 1 <= ndim <= 7:
-                return None
-            dims = struct.unpack(order + "7q", head[24:80])[:ndim]
-            offset = struct.unpack(order + "q", head[168:176])[0]
-            pixdim = struct.unpack(order + "8d", head[104:168])[1:]
-            sform_code = struct.unpack(order + "i", head[348:352])[0]
-            srow = tuple(struct.unpack(order + "4d", head[400 + 32 * i : 432 + 32 * i]) for i in range(3))
-            return _NiftiHeader(order, tuple(int(d) for d in dims), datatype, bitpix, max(int(offset), 544),
-                                tuple(float(v) for v in pixdim), int(sform_code), srow)
-    return None
-
-
-def read_nifti_header(path: str | Path) -> _NiftiHeader | None:
-    """The header of a single-file NIfTI image (None: unreadable or not NIfTI-1/2); reads 544 bytes."""
-    path = Path(path)
-    try:
-        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
-            return _parse_nifti_header(f.read(544))
-    except (OSError, EOFError, zlib.error):
-        return None
-
-
-def nifti_sform_problem(path: str | Path, image: sitk.Image) -> str | None:
-    """Why a NIfTI file's sform would not survive being written back from ``image`` (None: it would).
-
-    ITK ignores an sform it cannot express as rotation x voxel size (a sheared or non-orthogonal
-    one, or one with other scales than ``pixdim``) and reads the qform; a labelmap written on that
-    grid gets a different sform, so it no longer overlays the scan in sform-based viewers.
-    """
-    header = read_nifti_header(path)
-    if header is None or header.sform_code <= 0 or header.srow is None or image.GetDimension() != 3:
-        return None
-    sform = np.asarray(header.srow, dtype=float)
-    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    spacing = np.asarray(image.GetSpacing(), dtype=float)
-    itk = np.hstack([lps_to_ras @ direction @ np.diag(spacing), (lps_to_ras @ np.asarray(image.GetOrigin()))[:, None]])
-    tolerance = 1e-4 * max(float(spacing.max()), 1.0) + 1e-5 * float(np.abs(itk[:, 3]).max())
-    if np.allclose(sform, itk, rtol=0.0, atol=tolerance):
-        return None
-    columns = sform[:, :3]
-    norms = np.linalg.norm(columns, axis=0)
-    unit = columns / np.where(norms > 0, norms, 1.0)
-    why = ("sheared (its axes are not perpendicular)" if np.all(norms > 0) and not np.allclose(unit.T @ unit, np.eye(3), atol=1e-4)
-           else "not the qform's rotation and voxel sizes")
-    return (f"its NIfTI sform {_fmt(sform.ravel())} is {why}, which the image library does not read (it uses the "
-            "qform): an output would get a different sform and not overlay the scan in sform-based viewers")
-
-
 def scan_nifti(path: str | Path) -> int | None:
     """Read every voxel byte of a single-file NIfTI image and count its NaN/infinite voxels.
 
@@ -257,7 +160,7 @@ def scan_nifti(path: str | Path) -> int | None:
     try:
         with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
             try:
-                header = _parse_nifti_header(f.read(544))
+                header = parse_nifti_header(f.read(544))
             except (EOFError, zlib.error, gzip.BadGzipFile):
                 header = None  # not even a header: ITK says what the file is not
             if header is None:
@@ -307,13 +210,9 @@ def _truncated(path: Path, need: int, got: int) -> ImageFileError:
 
 
 # --- reading --------------------------------------------------------------------------------------
-def check_image_file(path: Path) -> None:
-    """Refuse a missing path, a folder, an empty file, a symbolic-link loop or a name ITK cannot open
-    before a reader opens it (one line naming it).
-
-    Raises:
-        ImageFileError: not found, not a file, empty, unreachable, or a name that is not UTF-8.
-    """
+def _check_file(path: Path, endings: Sequence[str] | None) -> None:
+    """Refuse a missing path, a folder, an empty file, a symbolic-link loop, a name ITK cannot open
+    or (``endings`` given) another file type, before a reader opens it."""
     problem = path_problem(path)
     if problem is not None:
         what = "image file not found" if problem.startswith("not found") else f"cannot open: {problem}"
@@ -323,6 +222,8 @@ def check_image_file(path: Path) -> None:
     itk_path(path)
     if path.stat().st_size == 0:
         raise ImageFileError(f"{path}: image file is empty (0 bytes)")
+    if endings is not None and split_image_extension(path.name)[1].lower() not in endings:
+        raise ImageFileError(f"{path}: unsupported file type; use one of {', '.join(endings)}")
 
 
 def nonfinite_count(image: sitk.Image) -> int:
@@ -338,25 +239,24 @@ def nonfinite_count(image: sitk.Image) -> int:
     return bad
 
 
-class ImageHeaderWarning(UserWarning):
-    """A header oddity the reader handles in a way the user should know about (named with the file)."""
+def _header_reader(path: Path) -> sitk.ImageFileReader:
+    """An ITK reader after ``ReadImageInformation()`` (raises ITK's ``RuntimeError``)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(itk_path(path))
+    with quiet_itk():
+        reader.ReadImageInformation()
+    return reader
 
 
-def check_read_memory(path: Path) -> None:
-    """Read only the header of ``path`` and refuse it, before any voxel is read, when its voxels do
-    not fit in the memory limit (:func:`versemi.data.memory.check_memory`). A header ITK cannot
-    read is left to the reader, which says what is wrong with the file.
+def _check_read_memory(path: Path) -> None:
+    """Refuse ``path`` from its header, before any voxel is read, when its voxels do not fit in the
+    memory limit (a header ITK cannot read is left to the reader, which says what is wrong).
 
     Raises:
         versemi.data.memory.MemoryLimitError: the voxels need more than the limit allows.
     """
-    from versemi.data.memory import check_memory
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(itk_path(path))
     try:
-        with quiet_itk():
-            reader.ReadImageInformation()
+        reader = _header_reader(path)
     except RuntimeError:
         return
     size = [int(n) for n in reader.GetSize()]
@@ -365,68 +265,12 @@ def check_read_memory(path: Path) -> None:
     check_memory(need, f"{path}: reading its {' x '.join(map(str, size))} voxels "
                        f"({sitk.GetPixelIDValueAsString(reader.GetPixelID())}) into memory",
                  "crop or downsample the scan, or run on a machine with more memory")
-    return reader
 
 
-# float32 holds every integer exactly up to this magnitude; preprocessing computes in float32.
-FLOAT32_EXACT_INTEGER = 2**24
-_WIDE_INTEGER_IDS = (sitk.sitkUInt32, sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64)
-
-
-def zero_spacing_axes(path: Path) -> list[str]:
-    """The axes (``"x"``, ``"y"``, ``"z"``) whose NIfTI header spacing is 0 (ITK reads them as 1 mm)."""
-    header = read_nifti_header(path) if path.name.lower().endswith(NIFTI_EXTENSIONS) else None
-    if header is None or header.pixdim is None:
-        return []
-    return [axis for axis, s in zip("xyz", header.pixdim[: min(len(header.dims), 3)]) if s == 0.0]
-
-
-def header_warnings(path: Path, image: sitk.Image) -> list[str]:
-    """The header oddities of a file the reader accepted, one phrase each (empty: none).
-
-    - a NIfTI spacing (``pixdim``) of 0 on an axis, which ITK reads as 1 mm;
-    - integer intensities beyond float32's exact range (:data:`FLOAT32_EXACT_INTEGER`): preprocessing
-      works in float32, where neighbouring values merge (uint32 values near 4e9 step by 256).
-    """
-    notes = []
-    zero = zero_spacing_axes(path)
-    if zero:
-        read_as = ", ".join(f"{image.GetSpacing()['xyz'.index(a)]:g}" for a in zero)
-        notes.append(f"header spacing of axis {', '.join(zero)} is 0, read as {read_as} mm (the image library's "
-                     "default): distances, volumes and resampling assume that; fix the header")
-    if image.GetPixelID() in _WIDE_INTEGER_IDS:
-        stats = sitk.MinimumMaximumImageFilter()
-        stats.Execute(image)
-        low, high = stats.GetMinimum(), stats.GetMaximum()
-        largest = max(abs(low), abs(high))
-        if largest > FLOAT32_EXACT_INTEGER:
-            step = float(np.spacing(np.float32(largest)))
-            notes.append(f"integer intensities up to {largest:.4g} ({image.GetPixelIDTypeAsString()}) exceed float32's "
-                         f"exact range (2^24): preprocessing computes in float32, where values {step:g} apart merge, "
-                         f"so the range {low:.10g}..{high:.10g} keeps about {max(int((high - low) / step), 0) + 1} distinct "
-                         "levels and contrast may be lost; shift or rescale the intensities (e.g. subtract the minimum)")
-    return notes
-
-
-def read_image_counting(path: str | Path) -> tuple[sitk.Image, int]:
-    """Read one image file, refusing truncated and corrupt files, and count its NaN/infinite voxels.
-
-    The header is read first and the file refused, before any voxel is read, when its voxels do not
-    fit in memory. Header oddities (:func:`header_warnings`) are issued as :class:`ImageHeaderWarning`.
-
-    Args:
-        path: the file (any format SimpleITK reads).
-
-    Returns:
-        The image (ITK reads NaN/Inf from NIfTI as 0) and the number of non-finite voxels in the file.
-
-    Raises:
-        ImageFileError: missing, empty, truncated, corrupt or unreadable file.
-        versemi.data.memory.MemoryLimitError: its voxels need more memory than the limit allows.
-    """
-    path = Path(path)
-    check_image_file(path)
-    check_read_memory(path)
+def _read_file(path: Path, endings: Sequence[str] | None) -> tuple[sitk.Image, int]:
+    """One image file and its number of NaN/infinite voxels (see :func:`read_image`)."""
+    _check_file(path, endings)
+    _check_read_memory(path)
     nifti_bad = scan_nifti(path) if path.name.lower().endswith(NIFTI_EXTENSIONS) else None
     try:
         with quiet_itk():
@@ -439,31 +283,85 @@ def read_image_counting(path: str | Path) -> tuple[sitk.Image, int]:
             f"{path}: cannot read image (truncated, corrupt or unsupported file): {reason}"
         ) from None
     for note in header_warnings(path, image):
-        warnings.warn(f"{path}: {note}", ImageHeaderWarning, stacklevel=2)
+        warnings.warn(f"{path}: {note}", ImageHeaderWarning, stacklevel=3)
     return image, nifti_bad if nifti_bad is not None else nonfinite_count(image)
 
 
-def read_image_file(path: str | Path, *, allow_nonfinite: bool = False) -> sitk.Image:
-    """Read one image file, refusing truncated, corrupt and (unless allowed) NaN/Inf files.
+@overload
+def read_image(path: str | Path, series_uid: str | None = None, *, allow_gaps: bool = False,
+               allow_nonfinite: bool = False, count_nonfinite: Literal[False] = False,
+               endings: Sequence[str] | None = None) -> sitk.Image: ...
+@overload
+def read_image(path: str | Path, series_uid: str | None = None, *, allow_gaps: bool = False,
+               allow_nonfinite: bool = False, count_nonfinite: Literal[True],
+               endings: Sequence[str] | None = None) -> tuple[sitk.Image, int]: ...
+def read_image(
+    path: str | Path,
+    series_uid: str | None = None,
+    *,
+    allow_gaps: bool = False,
+    allow_nonfinite: bool = False,
+    count_nonfinite: bool = False,
+    endings: Sequence[str] | None = None,
+) -> sitk.Image | tuple[sitk.Image, int]:
+    """Read an image file or a DICOM series folder, refusing damaged input (see the module docstring).
+
+    The header is read first and the file refused, before any voxel is read, when its voxels do not
+    fit in memory. Header oddities (:func:`versemi.image_headers.header_warnings`) are issued as
+    :class:`~versemi.image_headers.ImageHeaderWarning`.
 
     Args:
-        path: the file (any format SimpleITK reads).
+        path: an image file (any format SimpleITK reads), or a folder with a DICOM series.
+        series_uid: which DICOM series to read when the folder holds several.
+        allow_gaps: read DICOM series with missing or unevenly spaced slices anyway.
         allow_nonfinite: return images with NaN/infinite voxels (ITK reads them from NIfTI as 0).
+        count_nonfinite: allow them and return ``(image, number of NaN/infinite voxels in the file)``.
+        endings: accept only files with one of these endings (a folder is then "not a file").
+
+    Returns:
+        The image, or ``(image, count)`` with ``count_nonfinite``.
 
     Raises:
-        ImageFileError: missing, empty, truncated, corrupt or unreadable file; non-finite voxels.
+        ImageFileError: the first problem found, in one line naming the file.
+        versemi.data.memory.MemoryLimitError: its voxels need more memory than the limit allows.
     """
     path = Path(path)
-    image, bad = read_image_counting(path)
+    if endings is None and path.is_dir():
+        image = _read_dicom_series(path, series_uid, allow_gaps)
+        bad = nonfinite_count(image)
+    else:
+        image, bad = _read_file(path, endings)
+    if count_nonfinite:
+        return image, bad
     if bad and not allow_nonfinite:
-        raise _nonfinite_error(path, bad)
+        raise ImageFileError(f"{path}: image contains NaN or infinite voxel values ({bad} voxel(s))")
     return image
 
 
-def _nonfinite_error(path: Path | str, count: int) -> ImageFileError:
-    return ImageFileError(f"{path}: image contains NaN or infinite voxel values ({count} voxel(s))")
+def read_image_header(path: str | Path, *, endings: Sequence[str] | None = None) -> sitk.ImageFileReader:
+    """Read only an image file's header (size, spacing, origin, direction, pixel type), not its voxels.
+
+    Args:
+        path: the image file.
+        endings: accept only files with one of these endings.
+
+    Returns:
+        The reader after ``ReadImageInformation()``: use ``GetSize()``, ``GetSpacing()``,
+        ``GetOrigin()``, ``GetDirection()``, ``GetDimension()``, ``GetNumberOfComponents()``,
+        ``GetPixelID()``.
+
+    Raises:
+        ImageFileError: missing, empty or unreadable file, or another ending than ``endings``.
+    """
+    path = Path(path)
+    _check_file(path, endings)
+    try:
+        return _header_reader(path)
+    except RuntimeError as exc:
+        raise ImageFileError(f"{path}: cannot read image header: {itk_reason(exc)}") from None
 
 
+# --- DICOM series ---------------------------------------------------------------------------------
 def list_dicom_series(folder: str | Path) -> list[str]:
     """Series instance UIDs of the DICOM series directly in ``folder``."""
     with quiet_itk():
@@ -486,7 +384,7 @@ def _slice_geometry(path: str) -> tuple[np.ndarray, np.ndarray] | None:
     return position, orientation
 
 
-def check_dicom_slices(folder: Path, files: Sequence[str], series_uid: str) -> None:
+def _check_dicom_slices(folder: Path, files: Sequence[str], series_uid: str) -> None:
     """Refuse a series whose slices are not evenly spaced along their normal (see the module docstring).
 
     Raises:
@@ -509,7 +407,7 @@ def check_dicom_slices(folder: Path, files: Sequence[str], series_uid: str) -> N
         if not np.allclose(o, orientation, atol=1e-3):
             raise ImageFileError(
                 f"{folder}: DICOM series {series_uid} mixes slice orientations ({Path(files[0]).name}: "
-                f"{_fmt(orientation)}, {Path(name).name}: {_fmt(o)}); it is not one volume"
+                f"{fmt_values(orientation)}, {Path(name).name}: {fmt_values(o)}); it is not one volume"
             )
     normal = np.cross(orientation[:3], orientation[3:])
     positions = np.array([float(np.dot(p, normal)) for p, _ in geometry])
@@ -556,12 +454,8 @@ def _unlisted_files_note(folder: Path, files: Sequence[str]) -> str:
     return f"; unreadable file(s) in the folder: {shown}"
 
 
-def _fmt(values: Iterable[float]) -> str:
-    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
-
-
 def dicom_series_files(folder: str | Path, series_uid: str | None = None) -> tuple[str, list[str]]:
-    """The series UID and its files in slice order (the order :func:`read_dicom_series` stacks them).
+    """The series UID and its files in slice order (the order :func:`read_image` stacks them).
 
     Raises:
         ImageFileError: no series, several series and no ``series_uid``, or an unknown UID.
@@ -583,148 +477,38 @@ def dicom_series_files(folder: str | Path, series_uid: str | None = None) -> tup
         return series_uid, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
 
 
-def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, allow_gaps: bool = False) -> sitk.Image:
-    """Read one DICOM series of a folder after checking its slices (see :func:`check_dicom_slices`).
-
-    Args:
-        folder: the folder holding the series files.
-        series_uid: the series to read when the folder holds several.
-        allow_gaps: read a series with missing/duplicate slices or uneven spacing anyway (ITK then
-            averages the spacing).
-
-    Raises:
-        ImageFileError: no series, several series and no ``series_uid``, an unknown UID, a series
-            whose slices are not evenly spaced, unreadable files, or NaN voxels.
-    """
-    folder = Path(folder)
+def _read_dicom_series(folder: Path, series_uid: str | None, allow_gaps: bool) -> sitk.Image:
+    """One DICOM series of a folder, its slices checked first unless ``allow_gaps`` (ITK then averages
+    the spacing); see :func:`read_image`."""
     series_uid, files = dicom_series_files(folder, series_uid)
     with quiet_itk():
         if not allow_gaps:
-            check_dicom_slices(folder, files, series_uid)
+            _check_dicom_slices(folder, files, series_uid)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         try:
-            image = reader.Execute()
+            return reader.Execute()
         except RuntimeError as exc:
             raise ImageFileError(f"{folder}: cannot read DICOM series {series_uid}: {itk_reason(exc)}") from None
-    bad = nonfinite_count(image)
-    if bad:
-        raise _nonfinite_error(folder, bad)
-    return image
-
-
-def read_image(
-    path: str | Path,
-    series_uid: str | None = None,
-    *,
-    allow_gaps: bool = False,
-    allow_nonfinite: bool = False,
-) -> sitk.Image:
-    """Read an image file or a DICOM series folder, refusing damaged input (see the module docstring).
-
-    Args:
-        path: an image file, or a folder with a DICOM series.
-        series_uid: which DICOM series to read when the folder holds several.
-        allow_gaps: read DICOM series with missing or unevenly spaced slices anyway.
-        allow_nonfinite: return files with NaN/infinite voxels (callers that count them).
-
-    Raises:
-        ImageFileError: the first problem found, in one line naming the file.
-    """
-    path = Path(path)
-    if path.is_dir():
-        return read_dicom_series(path, series_uid, allow_gaps=allow_gaps)
-    return read_image_file(path, allow_nonfinite=allow_nonfinite)
-
-
-# --- grids ----------------------------------------------------------------------------------------
-# THE grid-equality rule of versemi (check-dataset, training's preprocessing, evaluate, review): two
-# images share one voxel grid when they have the same size and, within header float noise (NIfTI
-# stores geometry as float32; Slicer converts RAS <-> LPS), the same spacing, origin and direction.
-# Anything larger is a different grid, refused with the differences named: a label even 0.05 voxel
-# off is a mismatched file, not rounding.
-GRID_SPACING_RTOL = 1e-4  # relative difference of each voxel side
-GRID_ORIGIN_VOXELS = 1e-3  # distance between the origins, as a fraction of the smallest voxel side
-GRID_DIRECTION_ATOL = 1e-4  # absolute difference of each direction cosine
-
-
-def _grid(image: object) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]:
-    """Size, spacing, origin and direction of a ``sitk.Image`` or a header-read ``sitk.ImageFileReader``."""
-    return (
-        tuple(int(n) for n in image.GetSize()),  # type: ignore[attr-defined]
-        np.asarray(image.GetSpacing(), dtype=float),  # type: ignore[attr-defined]
-        np.asarray(image.GetOrigin(), dtype=float),  # type: ignore[attr-defined]
-        np.asarray(image.GetDirection(), dtype=float),  # type: ignore[attr-defined]
-    )
-
-
-def _fmt_grid(values: Iterable[float]) -> str:
-    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
-
-
-def grid_differences(a: sitk.Image | sitk.ImageFileReader, b: sitk.Image | sitk.ImageFileReader) -> list[str]:
-    """How the voxel grids of ``a`` and ``b`` differ: empty when they are the same grid.
-
-    The one rule (module constants): same size (and dimension); each spacing within
-    :data:`GRID_SPACING_RTOL` relative; the origins within :data:`GRID_ORIGIN_VOXELS` of the smallest
-    voxel side of either image (a physical distance, so oblique grids are judged alike); each
-    direction cosine within :data:`GRID_DIRECTION_ATOL`.
-
-    Args:
-        a, b: images, or readers after ``ReadImageInformation()`` (only the headers are needed).
-
-    Returns:
-        One phrase per difference, e.g. ``"origin (0, 0, 0) vs (0.05, 0, 0)"`` (values of ``a`` first).
-    """
-    size_a, spacing_a, origin_a, direction_a = _grid(a)
-    size_b, spacing_b, origin_b, direction_b = _grid(b)
-    if len(size_a) != len(size_b):
-        return [f"dimension {len(size_a)} vs {len(size_b)}"]
-    out = []
-    if size_a != size_b:
-        out.append(f"size {_fmt_grid(size_a)} vs {_fmt_grid(size_b)}")
-    if np.any(np.abs(spacing_a - spacing_b) > GRID_SPACING_RTOL * np.maximum(np.abs(spacing_a), np.abs(spacing_b))):
-        out.append(f"spacing {_fmt_grid(spacing_a)} vs {_fmt_grid(spacing_b)}")
-    voxel = float(min(spacing_a.min(), spacing_b.min()))
-    if float(np.linalg.norm(origin_a - origin_b)) > GRID_ORIGIN_VOXELS * voxel:
-        out.append(f"origin {_fmt_grid(origin_a)} vs {_fmt_grid(origin_b)}")
-    if np.any(np.abs(direction_a - direction_b) > GRID_DIRECTION_ATOL):
-        out.append(f"direction {_fmt_grid(direction_a)} vs {_fmt_grid(direction_b)}")
-    return out
 
 
 __all__ = [
-    "GRID_DIRECTION_ATOL",
-    "GRID_ORIGIN_VOXELS",
-    "GRID_SPACING_RTOL",
     "IMAGE_EXTENSIONS",
-    "dicom_series_files",
     "LABELMAP_EXTENSIONS",
     "NIFTI_EXTENSIONS",
     "PAIRED_EXTENSIONS",
     "TWO_D_EXTENSIONS",
-    "FLOAT32_EXACT_INTEGER",
     "ImageFileError",
-    "ImageHeaderWarning",
-    "check_dicom_slices",
-    "check_image_file",
-    "check_read_memory",
-    "header_warnings",
+    "dicom_series_files",
     "itk_path",
-    "nifti_sform_problem",
-    "path_problem",
-    "printable_path",
-    "read_nifti_header",
-    "zero_spacing_axes",
-    "grid_differences",
     "itk_reason",
     "list_dicom_series",
     "nonfinite_count",
+    "path_problem",
+    "printable_path",
     "quiet_itk",
-    "read_dicom_series",
     "read_image",
-    "read_image_counting",
-    "read_image_file",
+    "read_image_header",
     "scan_nifti",
     "split_image_extension",
 ]

@@ -26,6 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from versemi.fileio import AtomicGroup, retarget_error
+from versemi.image_headers import nifti_sform_problem, read_nifti_header
 from versemi.images import (
     LABELMAP_EXTENSIONS,
     NIFTI_EXTENSIONS,
@@ -34,10 +35,8 @@ from versemi.images import (
     ImageFileError,
     itk_path,
     itk_reason,
-    nifti_sform_problem,
     printable_path,
     quiet_itk,
-    read_nifti_header,
     scan_nifti,
     split_image_extension,
 )
@@ -316,7 +315,7 @@ def check_output_geometry(
 ) -> None:
     """Refuse outputs that cannot carry the input's geometry exactly: NIfTI for an image whose
     direction matrix NIfTI cannot store (sheared), and any output for a NIfTI input whose sform the
-    image library does not read (:func:`versemi.images.nifti_sform_problem`).
+    image library does not read (:func:`versemi.image_headers.nifti_sform_problem`).
 
     Args:
         image_targets: image files to be written on ``reference``'s grid.

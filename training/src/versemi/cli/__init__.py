@@ -100,13 +100,6 @@ def check_environment() -> None:
             raise CliError(str(exc)) from None
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for an error: ``<file>: <reason>`` for an ``OSError`` that names its file."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}"
-    return str(exc)
-
-
 def build_parser(
     with_options: Collection[str] | None = None,
 ) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from versemi.cli import CliError
+from versemi.fileio import describe_error
 
 if TYPE_CHECKING:
     from versemi.inference.predictor import Predictor
@@ -170,7 +171,6 @@ def reporting_errors(progress: ProgressReporter) -> Iterator[None]:
     Raises:
         CliError: the block raised ``ValueError``, ``OSError`` or ``CliError``.
     """
-    from versemi.cli import describe_error
     from versemi.inference.progress import JsonLinesProgress
 
     try:

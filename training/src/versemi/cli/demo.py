@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from versemi.cli import CliError
+from versemi.fileio import describe_error
 
 COMMAND = "demo"
 HELP = ("segment the bundled example scans with the default model (Dice, time, overlays); "
@@ -308,8 +309,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         segment_examples(args, checkpoint, entry, out)
     except (ValueError, OSError) as exc:
-        from versemi.cli import describe_error
-
         raise CliError(describe_error(exc)) from None
     print(f"\nSegmented in {time.perf_counter() - started:.0f} s.")
     if args.train:

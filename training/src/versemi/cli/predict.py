@@ -70,7 +70,7 @@ def is_scan_folder(path: Path) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from versemi.data.memory import memory_limit_set
-    from versemi.inference.predictor import default_output_path
+    from versemi.inference.export import default_output_path
     from versemi.inference.progress import JsonLinesProgress, report_info
 
     progress = start_inference(args)
@@ -149,9 +149,8 @@ def _predict_folder(args: argparse.Namespace, predictor, progress) -> int:
     """``-i FOLDER -o FOLDER``: every scan, one line per case; 1 when any case failed."""
     from versemi.images import IMAGE_EXTENSIONS, split_image_extension
     from versemi.inference.batch import predict_folder
-    from versemi.inference.progress import JsonLinesProgress, report_info
-
     from versemi.inference.io import find_images
+    from versemi.inference.progress import JsonLinesProgress, report_info
 
     if split_image_extension(Path(args.input).name)[1].lower() in IMAGE_EXTENSIONS and not find_images(args.input):
         raise CliError(f"{args.input}: is a folder, not an image file (and it holds no scans and no DICOM series)")

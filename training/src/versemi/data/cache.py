@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from versemi.data.dataset import read_image
+from versemi.images import read_image
 from versemi.data.preprocessing import PREPROCESSING_VERSION, PreprocessingSpec, preprocess_case
 from versemi.fileio import atomic_write, atomic_write_bytes, is_temp_file_name, remove_stale_temp_files
 from versemi.timestamps import utc_now

@@ -21,20 +21,10 @@ import SimpleITK as sitk
 from versemi.data.dataset import (
     REQUIRED_DATASET_JSON_KEYS,
     SUPPORTED_ENDINGS,
-    DatasetError,
-    read_image_header,
     split_ending,
 )
-from versemi.images import (
-    NIFTI_EXTENSIONS,
-    ImageFileError,
-    grid_differences,
-    nonfinite_count,
-    read_image_counting,
-    read_image_file,
-    scan_nifti,
-    zero_spacing_axes,
-)
+from versemi.image_headers import grid_differences, zero_spacing_axes
+from versemi.images import NIFTI_EXTENSIONS, ImageFileError, read_image, read_image_header, scan_nifti
 
 Severity = Literal["error", "warning"]
 ERROR: Severity = "error"
@@ -195,17 +185,13 @@ def _nonfinite_count(path: Path) -> int:
     read with the one checking reader.
 
     Raises:
-        DatasetError: the voxels cannot be read (truncated, corrupt or unreadable file).
+        ImageFileError: the voxels cannot be read (truncated, corrupt or unreadable file).
     """
-    try:
-        if path.name.lower().endswith(NIFTI_EXTENSIONS):
-            raw = scan_nifti(path)
-            if raw is not None:
-                return raw
-        image = read_image_file(path, allow_nonfinite=True)
-    except ImageFileError as exc:
-        raise DatasetError(str(exc)) from None
-    return nonfinite_count(image)
+    if path.name.lower().endswith(NIFTI_EXTENSIONS):
+        raw = scan_nifti(path)
+        if raw is not None:
+            return raw
+    return read_image(path, count_nonfinite=True)[1]
 
 
 def _label_values(arr: np.ndarray) -> np.ndarray:
@@ -240,7 +226,7 @@ def _check_case(
     for channel, path in enumerate(image_paths):
         try:
             header = _Geometry.of_header(read_image_header(path))
-        except DatasetError as exc:
+        except ImageFileError as exc:
             problems.append(Problem(ERROR, path, str(exc).removeprefix(f"{path}: ")))
             continue
         header_problems = _check_image_header(path, header, "image")
@@ -253,7 +239,7 @@ def _check_case(
         if header.components == 1:
             try:
                 bad = _nonfinite_count(path)
-            except DatasetError as exc:
+            except ImageFileError as exc:
                 problems.append(Problem(ERROR, path, str(exc).removeprefix(f"{path}: ")))
                 continue
             if bad:
@@ -271,8 +257,8 @@ def _check_case(
     if label_path is None:
         return problems
     try:
-        label, bad_label_voxels = read_image_counting(label_path)
-    except (DatasetError, ImageFileError) as exc:
+        label, bad_label_voxels = read_image(label_path, count_nonfinite=True)
+    except ImageFileError as exc:
         return problems + [Problem(ERROR, label_path, str(exc).removeprefix(f"{label_path}: "))]
     geom = _Geometry.of_image(label)
     header_problems = _check_image_header(label_path, geom, "label")

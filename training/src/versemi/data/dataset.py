@@ -8,8 +8,8 @@ An nnU-Net v2 raw dataset folder looks like::
       imagesTr/spleen_002_0000.nii.gz     <case>_<channel as 4 digits><file_ending>
       labelsTr/spleen_002.nii.gz          <case><file_ending>
 
-This module only lists files and reads ``dataset.json``; it never opens an image unless asked
-(:func:`read_image`). Validation of the whole folder lives in :mod:`versemi.data.check`.
+This module only lists files and reads ``dataset.json``; images are read with
+:func:`versemi.images.read_image`. Validation of the whole folder lives in :mod:`versemi.data.check`.
 """
 
 from __future__ import annotations
@@ -21,17 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import SimpleITK as sitk
-
-from versemi.images import (
-    LABELMAP_EXTENSIONS,
-    ImageFileError,
-    check_image_file,
-    itk_reason,
-    quiet_itk,
-    read_image_file,
-    split_image_extension,
-)
+from versemi.images import LABELMAP_EXTENSIONS, split_image_extension
 
 # A dataset's images and labels: single-file formats (the registry is versemi.images').
 SUPPORTED_ENDINGS: tuple[str, ...] = LABELMAP_EXTENSIONS
@@ -41,7 +31,8 @@ _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 class DatasetError(ValueError):
-    """A dataset folder or image file that cannot be used; the message names the file."""
+    """A dataset folder or ``dataset.json`` that cannot be used; the message names it (an image file
+    that cannot be read is a :class:`versemi.images.ImageFileError`)."""
 
 
 def split_ending(path: str | Path) -> tuple[str, str] | None:
@@ -92,56 +83,6 @@ class Case:
     def without_label(self) -> "Case":
         """The same scan as an unlabeled case (its label file is forgotten, never read)."""
         return Case(self.case_id, self.image_paths, None, self.dataset)
-
-
-def read_image(path: str | Path) -> sitk.Image:
-    """Read an image file with :func:`versemi.images.read_image_file` (the one checking reader).
-
-    Raises:
-        DatasetError: the file is missing, empty, truncated, corrupt, in an unreadable format, or has
-            NaN/infinite voxels; the message names the file.
-    """
-    path = Path(path)
-    _check_file(path)
-    try:
-        return read_image_file(path)
-    except ImageFileError as exc:
-        raise DatasetError(str(exc)) from None
-
-
-def read_image_header(path: str | Path) -> sitk.ImageFileReader:
-    """Read only an image's header (size, spacing, origin, direction, pixel type), not its voxels.
-
-    Returns:
-        The reader after ``ReadImageInformation()``: use ``GetSize()``, ``GetSpacing()``,
-        ``GetOrigin()``, ``GetDirection()``, ``GetDimension()``, ``GetNumberOfComponents()``,
-        ``GetPixelID()``.
-
-    Raises:
-        DatasetError: as for :func:`read_image`.
-    """
-    path = Path(path)
-    _check_file(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        with quiet_itk():
-            reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise DatasetError(f"{path}: cannot read image header: {itk_reason(exc)}") from None
-    return reader
-
-
-def _check_file(path: Path) -> None:
-    """The reader's file checks (:func:`versemi.images.check_image_file`), then a supported ending."""
-    try:
-        check_image_file(path)
-    except ImageFileError as exc:
-        raise DatasetError(str(exc)) from None
-    if split_ending(path) is None:
-        raise DatasetError(
-            f"{path}: unsupported file type; use one of {', '.join(SUPPORTED_ENDINGS)}"
-        )
 
 
 def load_dataset_json(path: str | Path) -> dict[str, Any]:

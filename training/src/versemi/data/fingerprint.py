@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from versemi.data.dataset import DatasetError, read_image, read_image_header
 from versemi.data.intensity import IntensityProfile
 from versemi.data.plan_settings import PlansError, positive_triple
+from versemi.images import ImageFileError, read_image, read_image_header
 
 if TYPE_CHECKING:
     from versemi.data.config import TrainConfig
@@ -167,7 +167,7 @@ def fingerprint_dataset(
         picks = np.unique(np.linspace(0, len(image_paths) - 1, min(PROFILE_SCANS, len(image_paths))).astype(int))
         profile = IntensityProfile.from_scans(
             modality, [sitk.GetArrayFromImage(read_image(image_paths[i])) for i in picks])
-    except DatasetError as exc:
+    except ImageFileError as exc:
         raise PlansError(f"{name}: {exc}") from None
     intensity = None
     if samples:

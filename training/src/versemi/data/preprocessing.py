@@ -25,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from versemi.data.memory import check_preprocessing_memory
-from versemi.images import grid_differences
+from versemi.image_headers import grid_differences
 
 # Bump whenever the algorithm's output changes: cache entries made by another version are rebuilt.
 PREPROCESSING_VERSION = 2

@@ -18,10 +18,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from versemi.data.dataset import DatasetError, SUPPORTED_ENDINGS, read_image, split_ending
+from versemi.data.dataset import SUPPORTED_ENDINGS, split_ending
 from versemi.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM, STATUS_BOTH_EMPTY, binary_metrics, summarize
 from versemi.evaluation.result import EvaluationError, EvaluationResult
-from versemi.images import grid_differences
+from versemi.image_headers import grid_differences
+from versemi.images import ImageFileError, read_image
 from versemi.labels import normalize_name
 from versemi.outputs import sidecar_paths
 
@@ -142,8 +143,8 @@ def check_same_grid(pred: sitk.Image, ref: sitk.Image, pred_path: Path, ref_path
 
 def _read_label_map(path: Path) -> tuple[sitk.Image, np.ndarray]:
     try:
-        image = read_image(path)
-    except DatasetError as exc:
+        image = read_image(path, endings=SUPPORTED_ENDINGS)
+    except ImageFileError as exc:
         raise EvaluationError(str(exc)) from exc
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise EvaluationError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components; expected a label map")

@@ -8,9 +8,15 @@ The one path of ``versemi predict``, ``versemi pseudolabel``, evaluation and the
     result = predictor.predict(image, "liver,spleen")          # labelmap on the image's grid
     predictor.predict_file("ct.nrrd", "ct_seg.nii.gz", "all")  # + ct_seg.json + ct_seg.ctbl, atomically
 
-:class:`Predictor` runs :mod:`~versemi.inference.planning`, :mod:`~versemi.inference.sliding` and
-:mod:`~versemi.inference.export`. Names are imported on first use (PEP 562), so a light submodule
-such as the planning imports without torch.
+Modules: :mod:`~versemi.inference.predictor` (the :class:`Predictor`), the three steps it runs -
+:mod:`~versemi.inference.planning`, :mod:`~versemi.inference.sliding`,
+:mod:`~versemi.inference.export` - and :mod:`~versemi.inference.results` (what it returns),
+:mod:`~versemi.inference.io` (input checks), :mod:`~versemi.inference.progress`,
+:mod:`~versemi.inference.folder` (the loop over a folder of scans) and its two users,
+:mod:`~versemi.inference.batch` (predictions) and :mod:`~versemi.inference.pseudolabel` (for review).
+
+The names below are imported on first use (PEP 562), so that a light submodule (e.g. the planning)
+can be imported without torch.
 """
 
 from __future__ import annotations
@@ -19,8 +25,6 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "InputImageError": "versemi.inference.io",
-    "read_input_image": "versemi.inference.io",
     "validate_input_image": "versemi.inference.io",
     "LabelEntry": "versemi.inference.results",
     "PredictFileResult": "versemi.inference.results",

@@ -1,15 +1,8 @@
-"""Reading scans for prediction, and the small helpers of its outputs.
+"""Checks of a scan before prediction, the scans of a folder, and small helpers of the outputs.
 
-Input: one file SimpleITK reads (NIfTI ``.nii``/``.nii.gz``, NRRD ``.nrrd``/``.nhdr``, MetaImage
-``.mha``/``.mhd``, ...) or a folder holding a DICOM series, read by :func:`versemi.images.read_image`
-(the one reader that refuses truncated and corrupt files, NaN/Inf voxels and DICOM series with
-missing slices). Each input is then checked: it must be a scalar 3D image with more than one voxel
-along every axis.
-
-Outputs (see "Prediction outputs" in ``docs/DEVELOPMENT.md``): the labelmap, a JSON sidecar, a Slicer
-colour table (:func:`colour_table_text`) and optional probability maps, written together by
-:class:`versemi.outputs.AtomicOutputs` (re-exported here) after the checks of
-:func:`versemi.outputs.check_output_paths` (format, geometry, not an input, writable).
+A scan is read with :func:`versemi.images.read_image` and must then be a scalar 3D image with more
+than one voxel along every axis (:func:`validate_input_image`). The outputs are written together by
+:class:`versemi.outputs.AtomicOutputs` (re-exported here).
 """
 
 from __future__ import annotations
@@ -20,49 +13,9 @@ from typing import Any, Iterable, Sequence
 
 import SimpleITK as sitk
 
-from versemi.images import (
-    IMAGE_EXTENSIONS,
-    ImageFileError,
-    list_dicom_series,
-    nonfinite_count,
-    path_problem,
-    printable_path,
-    read_image,
-    split_image_extension,
-)
+from versemi.images import IMAGE_EXTENSIONS, ImageFileError, list_dicom_series, nonfinite_count, split_image_extension
 from versemi.outputs import COLOUR_TABLE_HEADER
 from versemi.outputs import AtomicOutputs, sidecar_paths  # noqa: F401 - re-exported (io.AtomicOutputs, io.sidecar_paths)
-
-
-class InputImageError(ImageFileError):
-    """A scan that cannot be used for prediction; the message names the file and the problem."""
-
-
-def read_input_image(path: str | Path, series_uid: str | None = None, allow_gaps: bool = False) -> sitk.Image:
-    """Read a scan for prediction and check it (see :func:`validate_input_image`).
-
-    Args:
-        path: An image file, or a folder with a DICOM series.
-        series_uid: Which DICOM series to read when the folder holds several.
-        allow_gaps: Read a DICOM series with missing or unevenly spaced slices anyway.
-
-    Raises:
-        InputImageError: missing, empty, truncated, corrupt or unsuitable input; NaN/Inf voxels; a
-            DICOM series with gaps; several DICOM series and no ``series_uid``.
-    """
-    path = Path(path)
-    problem = path_problem(path)
-    if problem is not None:
-        raise InputImageError(f"{printable_path(path)}: " + ("input image not found" if problem.startswith("not found")
-                                                             else f"cannot open the input: {problem}"))
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputImageError(f"{path}: input image file is empty")
-    try:
-        image = read_image(path, series_uid, allow_gaps=allow_gaps)
-    except ImageFileError as exc:
-        raise InputImageError(str(exc)) from None
-    validate_input_image(image, str(path), check_values=False)  # read_image checked the values
-    return image
 
 
 def validate_input_image(image: sitk.Image, name: str = "input image", check_values: bool = True) -> None:
@@ -74,26 +27,26 @@ def validate_input_image(image: sitk.Image, name: str = "input image", check_val
         check_values: Also check that every voxel is finite.
 
     Raises:
-        InputImageError: the first problem found.
+        ImageFileError: the first problem found.
     """
     dim = image.GetDimension()
     if dim != 3:
-        raise InputImageError(f"{name}: a {dim}D image (size {list(image.GetSize())}); a 3D volume is needed")
+        raise ImageFileError(f"{name}: a {dim}D image (size {list(image.GetSize())}); a 3D volume is needed")
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputImageError(
+        raise ImageFileError(
             f"{name}: image has {image.GetNumberOfComponentsPerPixel()} components per voxel "
             "(colour or vector image); a scalar 3D volume is needed"
         )
     size = image.GetSize()
     if min(size) < 2:
-        raise InputImageError(f"{name}: image of size {list(size)} is a single slice; a 3D volume is needed")
+        raise ImageFileError(f"{name}: image of size {list(size)} is a single slice; a 3D volume is needed")
     spacing = image.GetSpacing()
     if not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise InputImageError(f"{name}: invalid voxel spacing {list(spacing)}")
+        raise ImageFileError(f"{name}: invalid voxel spacing {list(spacing)}")
     if check_values:
         bad = nonfinite_count(image)  # slab by slab: no full-size boolean temporary
         if bad:
-            raise InputImageError(f"{name}: image contains NaN or infinite voxel values ({bad} voxel(s))")
+            raise ImageFileError(f"{name}: image contains NaN or infinite voxel values ({bad} voxel(s))")
 
 
 def copy_geometry(target: sitk.Image, reference: sitk.Image) -> sitk.Image:

@@ -1,34 +1,11 @@
-"""``Predictor``: the one inference path used by ``versemi predict``, evaluation and the Slicer module.
+"""``Predictor``: the one inference path of ``versemi predict``, ``pseudolabel``, evaluation and Slicer.
 
-A loaded model (:class:`~versemi.checkpoint.Checkpoint`) on its device (:mod:`versemi.devices`)
-that runs the three steps of a prediction, each in its own module (as nnU-Net splits
-``predict_from_raw_data`` / ``sliding_window_prediction`` / ``export_prediction``):
-
-1. **planning** (:mod:`versemi.inference.planning`): check the scan (3D, scalar, finite) and the
-   ROI; group the chosen prompts by the preprocessing of the dataset(s) each was trained from (the
-   plans, checkpoint key ``plans``); refuse a scan that cannot fit in memory before any allocation;
-2. per group: **preprocess** exactly as in training (reorient, resample to the dataset's spacing,
-   normalise as planned, crop to the body), then the **sliding window**
-   (:mod:`versemi.inference.sliding`: the dataset's window, Gaussian blending, batched windows, ONE
-   backbone pass per window for all the group's prompts, optional mirroring TTA) -> ``(P, d, h, w)``
-   probabilities at the plan's spacing;
-3. **export** (:mod:`versemi.inference.export`): restore prompt by prompt onto the input grid and
-   fold into one labelmap (label = most probable prompt where >= 0.5), then, for files, write the
-   labelmap, sidecar, colour table and probability maps together (:class:`versemi.outputs.AtomicOutputs`).
-
-Hidden prompts (``predict(..., hidden_prompts=...)``) are computed in the same backbone pass as the
-first group's prompts and shown to the ``model_space_hook`` only (e.g. the synthetic
-"all_foreground" prompt for a review score); they are never restored, labelled or written.
-
-Memory on a large scan (512 x 512 x 600 CT): the input, its float32 copy made by preprocessing, the
-model-spacing probabilities of the chosen prompts, and 3 bytes per input voxel for the running maximum
-(uint16) and the labelmap (uint8); one prompt is restored at a time, in slabs of 64 slices (a whole
-float32 map only when the caller asks for probability maps). With several preprocessing groups only
-one group's preprocessed volume and probabilities exist at a time.
-
-A CUDA out-of-memory error during the sliding window moves the predictor to the CPU for good (the
-next scans of a folder would run out of memory again): the case finishes there, slower, and
-``info["fell_back_to_cpu"]`` says so.
+A loaded model (:class:`~versemi.checkpoint.Checkpoint`) on its device that runs the three steps of a
+prediction, each in its own module (as nnU-Net splits them): **planning**
+(:mod:`versemi.inference.planning`: checks, prompts grouped by their dataset's preprocessing, memory),
+per group **preprocessing** and the **sliding window** (:mod:`versemi.inference.sliding`), and
+**export** (:mod:`versemi.inference.export`: back onto the input grid, one labelmap, the files written
+together). Memory and the CUDA-to-CPU fallback: ``docs/PREDICT.md``.
 """
 
 from __future__ import annotations
@@ -47,40 +24,20 @@ from versemi.checkpoint import Checkpoint, CheckpointError  # noqa: F401 - Check
 from versemi.data.preprocessing import PreprocessingSpec, preprocess_case
 from versemi.devices import DeviceError, Precision, PrecisionWarning, autocast_dtype, resolve_device
 from versemi.fileio import remove_stale_temp_files, sha256_file
-from versemi.outputs import AtomicOutputs, check_output_geometry, check_output_paths, check_overwrite, sidecar_paths
-from versemi.inference.export import (
-    THRESHOLD,
-    LabelmapAssembler,
-    check_probability_dtype,
-    default_output_path,
-    probability_image,
-    sidecar_document,
-)
+from versemi.images import read_image
 from versemi.inference.coarse_to_fine import Localisers, box_slices, installed_localisers
+from versemi.inference.export import (THRESHOLD, LabelmapAssembler, check_probability_dtype, probability_image,
+                                      sidecar_document)
 from versemi.inference.guard import run_guard
-from versemi.inference.io import colour_table_text, read_input_image, validate_input_image
-from versemi.inference.planning import (
-    QUALITIES,
-    Planner,
-    PreprocessingGroup,
-    check_memory,
-    check_roi,
-    effective_spec,
-    field_of_view_warnings,
-    parse_roi,
-    sub_stage,
-)
-from versemi.inference.progress import ProgressReporter, StageProgress, report_info
-from versemi.network.geometry import NetworkGeometry
-from versemi.inference.results import (
-    LabelEntry,
-    ModelSpaceHook,
-    PredictFileResult,
-    PredictionError,
-    PredictionResult,
-    ProbabilitySink,
-)
+from versemi.inference.io import colour_table_text, validate_input_image
+from versemi.inference.planning import (QUALITIES, Planner, PreprocessingGroup, check_memory, check_roi, effective_spec,
+                                        field_of_view_warnings, sub_stage)
 from versemi.inference.postprocess import check_postprocessing
+from versemi.inference.progress import ProgressReporter, StageProgress, report_info
+from versemi.inference.results import (LabelEntry, ModelSpaceHook, PredictFileResult, PredictionError,
+                                       PredictionResult, ProbabilitySink)
+from versemi.network.geometry import NetworkGeometry
+from versemi.outputs import AtomicOutputs, check_output_geometry, check_output_paths, check_overwrite, sidecar_paths
 from versemi.inference.sliding import SlidingWindowSettings, sliding_window_probabilities
 
 
@@ -335,7 +292,7 @@ class Predictor:
             The labelmap on exactly the input grid, the label table, and optional probabilities.
 
         Raises:
-            InputImageError: not a scalar 3D image, or non-finite voxels.
+            ImageFileError: not a scalar 3D image, or non-finite voxels.
             UnknownPromptError: a prompt the model does not know.
             PredictionError: a bad ROI.
         """
@@ -556,7 +513,8 @@ class Predictor:
             versemi.outputs.OutputPathError: an output that cannot hold the labelmap, is an input, or
                 would replace a file versemi did not write.
             OSError: an output that cannot be written (naming it); found before the inference.
-            InputImageError, PredictionError, CheckpointError, MemoryLimitError: see :meth:`predict`.
+            ImageFileError: an input that cannot be read (:func:`versemi.images.read_image`) or used.
+            PredictionError, CheckpointError, MemoryLimitError: see :meth:`predict`.
         """
         check_probability_dtype(probabilities_dtype)
         output_path = Path(output_path)
@@ -569,7 +527,8 @@ class Predictor:
         check_output_paths(image_targets, [ctbl_path, sidecar_path], inputs=[Path(input_path), self.checkpoint_path])
         check_overwrite([*image_targets, ctbl_path, sidecar_path], sidecar_path, ctbl_path, overwrite)
         StageProgress(progress, "preprocess")(0.0, f"reading {input_path}")
-        image = read_input_image(input_path, series_uid, allow_gaps=allow_gaps)
+        image = read_image(input_path, series_uid, allow_gaps=allow_gaps)
+        validate_input_image(image, str(input_path), check_values=False)  # read_image checked the values
         check_output_geometry(image_targets, image, source=input_path)
         for folder in dict.fromkeys(t.parent for t in image_targets):
             remove_stale_temp_files(folder)

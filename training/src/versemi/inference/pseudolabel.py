@@ -1,51 +1,28 @@
-"""Pseudo-labels for a folder of scans, resumable, recorded in the folder's one manifest.
+"""``versemi pseudolabel``: pseudo-labels for a folder of scans, resumable, recorded in the folder's manifest.
 
-``pseudolabel_folder`` runs the :class:`~versemi.inference.Predictor` over every scan of a folder (a
-flat folder of images, DICOM series in sub-folders, or an nnU-Net raw dataset whose ``imagesTr`` is
-used) and writes, per case, ``<output>/<case>.nii.gz`` + ``<case>.json`` (sidecar) + ``<case>.ctbl``
-exactly as ``versemi predict`` does. The output folder is a review folder of the annotation loop
-(:mod:`versemi.review`, ``docs/REVIEW.md``) and its ONE manifest, ``<output>/manifest.json``
-(:class:`~versemi.review.ReviewManifest`), records every case: a finished one with its image,
-pseudo-label, model, review score and, in ``extra``, its sidecar, prompts, seconds and any
-per-case fields; a case whose scan could not be read or predicted as ``failed`` with its ``error``
-(the run goes on with the next case and exits non-zero) - never a partial output. The manifest is
-updated after each case's files (one atomic write), so an interrupted run leaves a consistent folder
-and is resumed by running the same command again: a case whose labelmap and sidecar exist and whose
-sidecar names the same model SHA-256 and prompts is skipped (re-registered from its sidecar if the
-manifest missed it). A case already reviewed keeps its status and refined label. A folder made by a
-versemi that also kept ``manifest.jsonl`` is migrated first (:func:`versemi.review.legacy.migrate_run_log`).
-
-Review score: each prediction also computes the synthetic "all foreground" prompt, in the same
-backbone pass, as a hidden prompt of the predictor (``Predictor.predict_file(..., hidden_prompts=...)``);
-it is never written as a label (the labelmap, sidecar and colour table hold only the chosen real
-prompts). From the model-spacing probabilities the review score
-:class:`~versemi.review.UncertaintyScore` is computed (1 - soft Dice between the max over the chosen
-real prompts and the synthetic prompt, combined with the mean predictive entropy;
-:mod:`versemi.review.uncertainty`). It is stored as ``uncertainty`` in the sidecar's ``prediction``
-section and as the row's score.
-
-Extra per-case fields ride along in :attr:`PseudoLabelRecord.extra` and the row's ``extra``; a
-``model_space_hook`` passed to :func:`pseudolabel_folder` can compute them from the model-spacing
-probabilities of the chosen prompts (the synthetic prompt is not passed to it unless chosen).
+Runs the :class:`~versemi.inference.Predictor` over a folder through the loop ``versemi predict`` uses
+(:mod:`versemi.inference.folder`) and writes the same files per case. The output folder is a review
+folder of the annotation loop (:mod:`versemi.review`, ``docs/REVIEW.md``): its one manifest records
+every case, done (with its review score) or failed, after each case, so an interrupted run is resumed
+by running the same command again. The review score (:class:`~versemi.review.UncertaintyScore`)
+compares the chosen prompts with the synthetic "all foreground" prompt, computed in the same backbone
+pass as a hidden prompt and never written as a label.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from versemi.fileio import make_folder, remove_stale_temp_files
-from versemi.images import IMAGE_EXTENSIONS, printable_path
-from versemi.inference.batch import check_folders, finished_by_same_model
-from versemi.inference.io import find_images
+from versemi.dicomseg import write_dicom_seg
+from versemi.images import printable_path
+from versemi.inference.folder import ScanCase, ScanFolder, finished_by_same_model
 from versemi.inference.predictor import Predictor
-from versemi.inference.progress import ProgressReporter, SubtaskProgress, report_info
+from versemi.inference.progress import ProgressReporter
 from versemi.inference.results import LabelEntry, ModelSpaceHook, PredictFileResult
-from versemi.outputs import sidecar_paths
 from versemi.review.legacy import migrate_run_log
 from versemi.review.manifest import ReviewManifest
 from versemi.review.uncertainty import UncertaintyScore, uncertainty_from_prompt_probabilities
@@ -103,7 +80,7 @@ def _finished_by_same_model(
     output: Path, sidecar: Path, sha256: str | None, prompts: list[str], needs_score: bool
 ) -> dict[str, Any] | None:
     """The sidecar when an earlier run wrote this case with the same model file and the same prompts
-    (:func:`versemi.inference.batch.finished_by_same_model`) and, when a review score is expected,
+    (:func:`versemi.inference.folder.finished_by_same_model`) and, when a review score is expected,
     with the score; else None (the case is redone)."""
     meta = finished_by_same_model(output, sidecar, sha256, prompts)
     if meta is None:
@@ -154,23 +131,33 @@ class _ReviewScoreHook:
 
 def _predict_case(
     predictor: Predictor,
-    image_path: Path,
-    output: Path,
+    case: ScanCase,
     prompts: str | list[str] | list[int],
     prompt_ids: list[int],
-    progress: ProgressReporter | None,
     model_space_hook: ModelSpaceHook | None,
-    allow_gaps: bool = False,
-    overwrite: bool = False,
-) -> tuple[PredictFileResult, UncertaintyScore | None]:
+    allow_gaps: bool,
+    overwrite: bool,
+    dicom_seg: bool,
+) -> tuple[PredictFileResult, UncertaintyScore | None, Path | None]:
     """:meth:`Predictor.predict_file` with the synthetic prompt as a hidden prompt for the score
-    (computed in the same backbone pass, never written) unless it is chosen."""
+    (computed in the same backbone pass, never written) unless it is chosen; then the DICOM SEG.
+
+    Returns:
+        What was written, the review score, and the DICOM SEG (None: not asked for, or not a series).
+    """
     synthetic_id = predictor.label_space.synthetic_id
     hidden = [synthetic_id] if synthetic_id is not None and synthetic_id not in prompt_ids else []
     hook = _ReviewScoreHook(synthetic_id, model_space_hook)
-    written = predictor.predict_file(image_path, output, prompts, progress=progress, model_space_hook=hook,
+    written = predictor.predict_file(case.image, case.output, prompts, progress=case.progress, model_space_hook=hook,
                                      hidden_prompts=hidden, allow_gaps=allow_gaps, overwrite=overwrite)
-    return written, hook.score
+    seg_path = None
+    if dicom_seg and case.image.is_dir():
+        seg_path = write_dicom_seg(written.result.labelmap, written.result.labels, case.image,
+                                   case.output.parent / f"{case.name}.dcm",
+                                   model_name=str(predictor.model_info.get("name") or "VerSemi"))
+    elif dicom_seg:
+        case.progress.info("not a DICOM series, so no DICOM SEG (the labelmap is written)")
+    return written, hook.score, seg_path
 
 
 def _register(
@@ -203,14 +190,14 @@ def pseudolabel_folder(
     output_dir: str | Path,
     prompts: str | Iterable[str] = "all",
     *,
+    model_space_hook: ModelSpaceHook | None = None,
+    dicom_seg: bool = False,
+    on_case: Callable[[PseudoLabelRecord], None] | None = None,
     output_extension: str = ".nii.gz",
     resume: bool = True,
     progress: ProgressReporter | None = None,
-    model_space_hook: ModelSpaceHook | None = None,
-    on_case: Callable[[PseudoLabelRecord], None] | None = None,
     allow_gaps: bool = False,
     overwrite: bool = False,
-    dicom_seg: bool = False,
 ) -> list[PseudoLabelRecord]:
     """Pseudo-label every scan of a folder and record it in the folder's manifest (see the module docstring).
 
@@ -219,17 +206,17 @@ def pseudolabel_folder(
         input_dir: Folder of scans, or an nnU-Net raw dataset folder (its ``imagesTr`` is used).
         output_dir: Where labelmaps, sidecars and the folder's ``manifest.json`` go (created if needed).
         prompts: Prompt names or ``"all"``.
-        output_extension: Image format of the labelmaps.
-        resume: Skip cases already done by the same model with the same prompts.
-        progress: Reporter; the overall fraction covers the whole folder.
         model_space_hook: Per-case hook on the model-spacing probabilities of the chosen prompts;
             what it returns is stored in the record's ``extra``, the row's ``extra`` and the sidecar,
             except an ``uncertainty`` field, which is the review score's.
-        on_case: Called with each case's record as soon as the manifest has it.
-        allow_gaps: Read DICOM series with missing or unevenly spaced slices anyway.
-        overwrite: Replace existing outputs versemi did not write (else that case fails, naming them).
         dicom_seg: Also write ``<case>.dcm``, a DICOM SEG referencing the case's series, for every
             case that is a DICOM series (its path goes into the row's ``extra["dicom_seg"]``).
+        on_case: Called with each case's record as soon as the manifest has it.
+        output_extension: Image format of the labelmaps.
+        resume: Skip cases already done by the same model with the same prompts.
+        progress: Reporter; the overall fraction covers the whole folder.
+        allow_gaps: Read DICOM series with missing or unevenly spaced slices anyway.
+        overwrite: Replace existing outputs versemi did not write (else that case fails, naming them).
 
     Returns:
         One record per case, in case order.
@@ -239,69 +226,47 @@ def pseudolabel_folder(
             folder or inside it; a prompt the model lacks; the manifest is unreadable or its label
             table differs while cases are refined.
     """
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if not input_dir.is_dir():
-        raise ValueError(f"{input_dir}: input folder not found")
-    check_folders(input_dir, output_dir)  # before anything is created in it
-    cases = find_images(input_dir)
-    if not cases:
-        raise ValueError(f"{input_dir}: no scans found ({', '.join(IMAGE_EXTENSIONS)} or DICOM sub-folders)")
+    folder = ScanFolder(input_dir, output_dir, output_extension)  # checked before anything is created
     prompts = prompts if isinstance(prompts, str) else list(prompts)
     prompt_ids = predictor.resolve_prompts(prompts)  # a bad prompt fails before any work
     prompt_names = [predictor.label_space.prompts[i].name for i in prompt_ids]
     synthetic_id = predictor.label_space.synthetic_id
     # A score needs the synthetic prompt and at least one real prompt.
     needs_score = synthetic_id is not None and any(i != synthetic_id for i in prompt_ids)
-    make_folder(output_dir)
-    remove_stale_temp_files(output_dir)  # left by a run that was killed (SIGKILL, out of memory)
-    review = ReviewManifest(output_dir)
+    folder.prepare_output()
+    review = ReviewManifest(folder.output_dir)
     migrate_run_log(review)  # a folder made when pseudolabel kept its own manifest.jsonl
     # Before any work: a model with other labels cannot reuse a folder whose cases are refined.
     review.set_label_table([e.to_dict() for e in predictor.label_table(prompt_ids)])
     model = predictor.model_info
     finished: list[PseudoLabelRecord] = []
-    for index, (case, image_path) in enumerate(cases):
-        sub = SubtaskProgress(progress, index / len(cases), (index + 1) / len(cases), prefix=f"{case}: ")
-        output = output_dir / f"{case}{output_extension}"
-        sidecar, _ = sidecar_paths(output)
-        meta = _finished_by_same_model(output, sidecar, model["sha256"], prompt_names, needs_score) if resume else None
+    for case in folder.cases(progress):
+        meta = _finished_by_same_model(case.output, case.sidecar, model["sha256"], prompt_names, needs_score) if resume else None
         if meta is not None:
             score = _sidecar_score(meta)
             extra: dict[str, Any] = {"resumed": True}
             if score is not None:
                 extra[UNCERTAINTY_KEY] = score.to_dict()
-            record = PseudoLabelRecord(case, str(image_path), str(output), str(sidecar), model, prompt_names,
-                                       "done", 0.0, utc_now(), extra=extra)
+            record = PseudoLabelRecord(case.name, str(case.image), str(case.output), str(case.sidecar), model,
+                                       prompt_names, "done", 0.0, utc_now(), extra=extra)
             # An earlier run may have stopped after the files and before the manifest.
             _register(review, record, score, only_if_stale=True)
-            sub.update("export", 1.0, "already done by this model, skipped")
+            case.skip()
         else:
-            start = time.perf_counter()
-            score = None
-            try:
-                written, score = _predict_case(predictor, image_path, output, prompts, prompt_ids, sub, model_space_hook,
-                                               allow_gaps, overwrite)
-                seg_path = None
-                if dicom_seg and Path(image_path).is_dir():
-                    from versemi.dicomseg import write_dicom_seg
-
-                    seg_path = write_dicom_seg(written.result.labelmap, written.result.labels, image_path,
-                                               output_dir / f"{case}.dcm", model_name=str(model.get("name") or "VerSemi"))
-                elif dicom_seg:
-                    report_info(progress, f"{case}: not a DICOM series, so no DICOM SEG (the labelmap is written)")
-            except (ValueError, OSError, RuntimeError) as exc:
-                # One bad scan must not stop a folder of hundreds: record it and go on.
+            done = case.attempt(lambda: _predict_case(predictor, case, prompts, prompt_ids, model_space_hook,
+                                                      allow_gaps, overwrite, dicom_seg))
+            if done is None:
                 # printable_path: a name that is not UTF-8 cannot be stored in the UTF-8 manifest as is.
-                record = PseudoLabelRecord(case, printable_path(image_path), None, None, model, prompt_names, "failed",
-                                           round(time.perf_counter() - start, 3), utc_now(), error=str(exc))
-                report_info(progress, f"{case}: failed: {exc}")
+                score = None
+                record = PseudoLabelRecord(case.name, printable_path(case.image), None, None, model, prompt_names,
+                                           "failed", case.seconds(), utc_now(), error=case.error)
             else:
+                written, score, seg_path = done
                 results = {k: v for k, v in written.result.info.items() if k not in _SETTINGS_INFO}
                 if seg_path is not None:
                     results["dicom_seg"] = str(seg_path)
-                record = PseudoLabelRecord(case, str(image_path), str(written.output), str(written.sidecar), model,
-                                           prompt_names, "done", round(time.perf_counter() - start, 3), utc_now(),
-                                           extra=results)
+                record = PseudoLabelRecord(case.name, str(case.image), str(written.output), str(written.sidecar), model,
+                                           prompt_names, "done", case.seconds(), utc_now(), extra=results)
             _register(review, record, score, only_if_stale=False)
         finished.append(record)
         if on_case:

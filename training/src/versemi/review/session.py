@@ -19,10 +19,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import SimpleITK as sitk
 
-from versemi.data.dataset import DatasetError, read_image, read_image_header
+from versemi.data.dataset import SUPPORTED_ENDINGS
 from versemi.dicomseg import DicomSegError, is_dicom_seg_path, read_dicom_seg, segments_to_label_values
 from versemi.fileio import is_temp_file_name, temp_file_target
-from versemi.images import ImageFileError, grid_differences, read_dicom_series
+from versemi.image_headers import grid_differences
+from versemi.images import ImageFileError, read_image, read_image_header
 from versemi.outputs import AtomicOutputs, sidecar_paths
 from versemi.review.legacy import migrate_run_log
 from versemi.review.manifest import ReviewManifest
@@ -197,9 +198,9 @@ def image_grid(image_path: Path) -> Any:
     """
     try:
         if Path(image_path).is_dir():
-            return read_dicom_series(image_path, allow_gaps=True)
-        return read_image_header(image_path)
-    except (DatasetError, ImageFileError) as exc:
+            return read_image(image_path, allow_gaps=True)
+        return read_image_header(image_path, endings=SUPPORTED_ENDINGS)
+    except ImageFileError as exc:
         raise ReviewError(str(exc)) from exc
 
 
@@ -503,8 +504,8 @@ class ReviewSession:
             except (DicomSegError, ImageFileError) as exc:
                 raise ReviewError(str(exc)) from exc
         try:
-            return read_image(path)
-        except DatasetError as exc:
+            return read_image(path, endings=SUPPORTED_ENDINGS)
+        except ImageFileError as exc:
             raise ReviewError(str(exc)) from exc
 
     def cleanup(self, dry_run: bool = False) -> list[Path]:
