@@ -21,14 +21,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "training" / "src" / "verse
 HEAVY = frozenset({"torch", "SimpleITK", "monai", "scipy", "yaml", "pydicom", "highdicom", "matplotlib"})
 
 #: (importing module, imported module) -> why the import stays inside a function. Keep it short.
-ALLOWLIST: dict[tuple[str, str], str] = {
-    ("versemi.inference.batch", "versemi.cli"): "TEMPORARY: fixed on branch h3-readers",
-    ("versemi.images", "versemi.data.memory"): "TEMPORARY: images.py is reworked on branch h3-readers; hoist it there",
-    ("versemi.inference.predictor", "versemi.models"): "TEMPORARY: predictor.py is reworked on branch h3-readers; "
-    "hoist it there",
-    ("versemi.inference.pseudolabel", "versemi.dicomseg"): "TEMPORARY: pseudolabel.py is reworked on branch "
-    "h3-readers; hoist it there",
-}
+ALLOWLIST: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

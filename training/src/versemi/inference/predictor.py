@@ -36,6 +36,7 @@ from versemi.inference.postprocess import check_postprocessing
 from versemi.inference.progress import ProgressReporter, StageProgress, report_info
 from versemi.inference.results import (LabelEntry, ModelSpaceHook, PredictFileResult, PredictionError,
                                        PredictionResult, ProbabilitySink)
+from versemi.models import model_record_for_path
 from versemi.network.geometry import NetworkGeometry
 from versemi.outputs import AtomicOutputs, check_output_geometry, check_output_paths, check_overwrite, sidecar_paths
 from versemi.inference.sliding import SlidingWindowSettings, sliding_window_probabilities
@@ -210,8 +211,6 @@ class Predictor:
         if self.checkpoint_path is None:
             return None
         try:
-            from versemi.models import model_record_for_path
-
             return model_record_for_path(self.checkpoint_path)
         except Exception:  # noqa: BLE001 - the model cache is optional for prediction
             return None
