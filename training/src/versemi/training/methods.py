@@ -25,10 +25,7 @@ gets a gradient from it. ``w(t) = consistency_weight * sigmoid_rampup(t, rampup_
 ``consistency_target`` says which side is the (detached) target and ``ema_teacher`` whether the target
 comes from the EMA model. Stage 1 (labeled only: supervised, synthetic, auxiliary) runs the first
 ``training.stage1_fraction`` of the steps; ``stage1_fraction: 0`` runs every term from step 0 in a
-single stage.
-
-Why one module of about 530 lines: the methods share the batch, step-context and loss types and are
-meant to be read side by side (a baseline differs from VerSemi only in its losses).
+single stage. The methods live side by side: a baseline differs from VerSemi only in its losses.
 """
 
 from __future__ import annotations
