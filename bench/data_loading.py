@@ -5,7 +5,7 @@ Measures, in one run:
 1. preprocessing (cache miss) vs reading an entry back (cache hit) per case;
 2. patches/s from :class:`PatchSampler` alone (memory-mapped slicing + padding);
 3. patches/s with the default MONAI augmentation (:func:`make_training_augmentation`);
-4. patches/s through the trainer's DataLoader over :class:`~versemi.training.data.StepStream` (one
+4. patches/s through the trainer's DataLoader over :class:`~versemi.training.batches.StepStream` (one
    batch of 2 patches per step) with ``--workers`` processes.
 
 Data: ``--data DIR`` (an nnU-Net v2 raw dataset, e.g. ``../shared/data/Dataset002_LeftAtrium``)
@@ -32,7 +32,7 @@ from versemi.data.dataset import NnUNetDataset
 from versemi.data.plans import DatasetPlan, Plans
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.data.sampling import PatchSampler, patch_size_zyx
-from versemi.training.data import StepSampler, StepStream, augment_patch, make_step_loader
+from versemi.training.batches import StepSampler, StepStream, augment_patch, make_step_loader
 from versemi.data.synthetic import SyntheticStructure, make_nnunet_dataset
 
 

@@ -13,7 +13,7 @@ from versemi.data.augmentation import make_training_augmentation
 from versemi.data.cache import CachedCase
 from versemi.data.plans import DatasetPlan, Plans
 from versemi.data.preprocessing import PreprocessingSpec
-from versemi.training.data import StepSampler, StepStream, make_step_loader
+from versemi.training.batches import StepSampler, StepStream, make_step_loader
 
 A, B = "Dataset901_Alpha", "Dataset902_Beta"
 

@@ -15,7 +15,7 @@ from versemi.devices import autocast_dtype
 from versemi.inference import Predictor
 from versemi.labels import LabelSpace
 from versemi.network import build_model
-from versemi.training.data import validation_cases
+from versemi.training.batches import validation_cases
 from versemi.training.validation import predict_volume, validate
 
 from versemi.data.plans import DatasetPlan

@@ -5,7 +5,7 @@ touch the image only. Each transform has its own probability (:func:`make_traini
 flips on every axis; an affine (rotation, scaling) that stays in-plane for an anisotropic plan, as
 nnU-Net augments such data in 2D (rotating across 10 mm slices invents anatomy); intensity scale and
 shift; Gaussian noise. Inputs are channel-first dicts ``{"image", "label"}``;
-:class:`versemi.training.data.StepStream` seeds the random state per DataLoader worker.
+:class:`versemi.training.batches.StepStream` seeds the random state per DataLoader worker.
 """
 
 from __future__ import annotations

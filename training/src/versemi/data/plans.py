@@ -23,7 +23,7 @@ every dataset gets its own **plan**, derived from its **fingerprint** (what the 
 Datasets therefore train with patches of different shapes. Cross-dataset CutMix needs images of one
 shape, so the trainer builds one batch per dataset per step, each with that dataset's patch shape,
 and draws the CutMix partner patches from the other datasets AT THE HOST'S SHAPE (on their own
-grids): see :mod:`versemi.training.data`. Prediction preprocesses each prompt like the dataset(s) it
+grids): see :mod:`versemi.training.batches`. Prediction preprocesses each prompt like the dataset(s) it
 was trained from, with that dataset's window size.
 
 :class:`Plans` is a typed, versioned object: written into every checkpoint (``"plans"``), read back by

@@ -4,7 +4,7 @@
 - :mod:`~versemi.review.manifest`: the folder's ``manifest.json``, updated atomically under a lock
   (its rows: :mod:`~versemi.review.manifest_rows`);
 - :mod:`~versemi.review.session`: :class:`ReviewSession`, the calls of the Slicer panel and ``versemi review``;
-- :mod:`~versemi.review.training`: the folder as training data (:func:`refined_cases`).
+- :mod:`~versemi.review.refined`: the folder as training data (:func:`refined_cases`).
 
 See docs/REVIEW.md.
 """
@@ -12,7 +12,7 @@ See docs/REVIEW.md.
 from versemi.review.manifest import ReviewManifest
 from versemi.review.manifest_rows import ManifestError, ManifestRow
 from versemi.review.session import ReviewCase, ReviewConflict, ReviewError, ReviewSession, Revision, check_on_grid
-from versemi.review.training import (
+from versemi.review.refined import (
     ReviewTrainingView,
     refined_cases,
     review_dataset_name,

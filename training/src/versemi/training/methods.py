@@ -1,7 +1,7 @@
 """The training methods: VerSemi and the baselines, as loss functions of one step.
 
 All methods share the backbone, the data and the step budget; they differ only in the losses below.
-A step holds one batch per labeled dataset (:mod:`versemi.training.data`; datasets have their own
+A step holds one batch per labeled dataset (:mod:`versemi.training.batches`; datasets have their own
 patch shapes); :meth:`TrainingMethod.losses` scores one such batch and the trainer averages over them.
 Every forward pass asks the model for ALL prompts of the label space at once (one backbone pass per
 image) and the losses pick channels through :class:`~versemi.training.cutmix.Annotation` weights, so

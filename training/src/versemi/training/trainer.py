@@ -6,7 +6,7 @@ the end), ``best.pt`` (best validation mean Dice), ``train_log.jsonl``, ``valida
 ``tensorboard/``; ``<output_dir>/plans.json`` holds the run's plans (:mod:`versemi.data.plans`, also
 in every checkpoint). ``resume=True`` continues from ``last.pt`` exactly where it stopped (what is
 saved and restored: :mod:`versemi.training.checkpointing`; patch streams are re-seeded from the
-step, see :mod:`versemi.training.data`).
+step, see :mod:`versemi.training.batches`).
 
 :meth:`Trainer.fit` is a short skeleton of named hooks (nnU-Net's ``run_training`` shape):
 ``on_train_start``, then per step ``train_step`` and ``on_step_end`` (logging, ``run_validation``,
@@ -55,7 +55,7 @@ from versemi.training.checkpointing import (
     write_plans,
 )
 from versemi.training.cutmix import prompt_targets
-from versemi.training.data import (
+from versemi.training.batches import (
     TrainingCases,
     build_step_stream,
     load_cases,

@@ -16,7 +16,7 @@ from versemi.data.dataset import Case, DatasetError, ImageFolder
 from versemi.labels import SYNTHETIC_PROMPT_NAME, normalize_name
 from versemi.review.manifest import MANIFEST_NAME
 from versemi.review.manifest_rows import ManifestError
-from versemi.review.training import training_view
+from versemi.review.refined import training_view
 
 UNLABELED_DIR_KEYS = ("path", "name", "modality", "dataset")
 REVIEW_DIR_KEYS = ("path", "modality", "dataset")
