@@ -81,11 +81,11 @@ from versemi.inference.results import (
     ProbabilitySink,
 )
 from versemi.inference.postprocess import check_postprocessing
+from versemi.inference import sliding  # called as sliding.sliding_window_probabilities: the one seam tests replace
 from versemi.inference.sliding import (
     PRECISIONS,
     SlidingWindowSettings,
     inference_autocast_dtype,
-    sliding_window_probabilities,
 )
 
 
@@ -494,7 +494,7 @@ class Predictor:
 
         stage(0.0, self.device_reason)
         try:
-            return sliding_window_probabilities(
+            return sliding.sliding_window_probabilities(
                 self.model, volume, prompt_ids, settings, self.device, self.autocast_dtype, pad_value, on_windows
             )
         except torch.cuda.OutOfMemoryError:
@@ -504,7 +504,7 @@ class Predictor:
             report_info(stage.reporter, "CUDA out of memory: falling back to the CPU (slower)")
             self._fall_back_to_cpu()
             settings = dataclasses.replace(settings, batch_size=1)
-            return sliding_window_probabilities(
+            return sliding.sliding_window_probabilities(
                 self.model, volume, prompt_ids, settings, self.device, self.autocast_dtype, pad_value, on_windows
             )
 
