@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 # a multi-GB CUDA build; the package itself accepts a range of torch versions.
 PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-slow test-all venv clean
 
 $(VENV)/.installed: training/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,17 @@ DEMO_ARGS ?=
 demo: $(VENV)/.installed
 	$(VENV)/bin/versemi demo --data examples/data --output demo_output $(DEMO_ARGS)
 
+# `make test` leaves out the tests marked slow (end-to-end runs of more than ~20 s each); CI runs both sets.
+PYTEST := PYTHONUTF8=1 OMP_NUM_THREADS=2 $(VENV)/bin/python -m pytest -q
+
 test: $(VENV)/.installed
-	PYTHONUTF8=1 OMP_NUM_THREADS=2 $(VENV)/bin/python -m pytest -q
+	$(PYTEST) -m "not slow"
+
+test-slow: $(VENV)/.installed
+	$(PYTEST) -m slow
+
+test-all: $(VENV)/.installed
+	$(PYTEST)
 
 clean:
 	rm -rf demo_output .pytest_cache

@@ -256,6 +256,7 @@ def test_overrides_change_only_the_named_training_keys_and_steps() -> None:
         semisup.apply_overrides(preset, 0, [])
 
 
+@pytest.mark.slow
 def test_gpu_la_preset_runs_end_to_end_on_cpu(fake_data, tmp_path):
     """Smoke check: the published left-atrium preset (0.625 mm, 96^3 V-Net, two-stage VerSemi) trains
     for 2 steps on the CPU, predicts its held-out cases and writes the report. Batch sizes and workers

@@ -142,9 +142,9 @@ def test_01_scan_of_50_mm_voxels_is_refused_in_seconds_with_little_memory(model:
     peak_gib = rusage.ru_maxrss * 1024 / 1024**3  # ru_maxrss is in KiB on Linux
     print(f"refused in {seconds:.2f} s, peak RSS {peak_gib:.2f} GiB")
     assert peak_gib < 1.0
-    # A bound against hanging, not a speed target: bench/refusals.py measures the time (< 5 s on a
-    # quiet machine); on the shared 2-core machine under training load this took 21 s.
-    assert seconds < 120
+    # A bound against hanging, not a speed target (bench/refusals.py measures the time): 2.6 s here under
+    # a load of 6 on 2 cores, once 91 s under heavier load; "nothing allocated" is the peak RSS check above.
+    assert seconds < 300
     assert snapshot(tmp_path) == before
 
 

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-import versemi.inference.predictor as predictor_module
+import versemi.inference.sliding as sliding
 from versemi.inference import Predictor
 from versemi.inference.io import sidecar_paths
 from versemi.inference.predictor import LabelEntry
@@ -123,7 +123,7 @@ def test_hidden_prompts_join_the_first_visible_prompts_group(monkeypatch: pytest
         calls.append(list(prompt_ids))
         return intensity_as_probability(model, volume, prompt_ids)
 
-    monkeypatch.setattr(predictor_module, "sliding_window_probabilities", fake)
+    monkeypatch.setattr(sliding, "sliding_window_probabilities", fake)
     hook = RecordingHook()
     result = predictor.predict(halves_image(), "spleen,organ_a", hidden_prompts="all_foreground",
                                model_space_hook=hook)

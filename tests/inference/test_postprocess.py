@@ -62,7 +62,7 @@ def test_validation_decides_per_prompt() -> None:
 def test_predictor_applies_the_checkpoint_postprocessing(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import versemi.inference.predictor as predictor_module
+    import versemi.inference.sliding as sliding
 
     def two_blobs(model, volume, prompt_ids, *args, **kwargs):
         probs = torch.zeros((len(prompt_ids), *volume.shape))
@@ -70,7 +70,7 @@ def test_predictor_applies_the_checkpoint_postprocessing(monkeypatch: pytest.Mon
         probs[:, 12:14, 12:14, 12:14] = 0.8
         return probs
 
-    monkeypatch.setattr(predictor_module, "sliding_window_probabilities", two_blobs)
+    monkeypatch.setattr(sliding, "sliding_window_probabilities", two_blobs)
     image = make_image(np.full((16, 16, 16), 5.0, dtype=np.float32), spacing=(1.5, 1.5, 1.5))
     payload = {**tiny_payload(), "postprocessing": {"organ_a": "largest_component"}}
     result = Predictor(payload, device="cpu").predict(image, "organ_a")

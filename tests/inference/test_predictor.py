@@ -169,16 +169,16 @@ def test_tta_fast_mode_and_batching(trained_payload: dict) -> None:
 
 
 def test_cuda_out_of_memory_falls_back_to_cpu(trained_payload: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import versemi.inference.predictor as predictor_module
+    import versemi.inference.sliding as sliding
 
-    real = predictor_module.sliding_window_probabilities
+    real = sliding.sliding_window_probabilities
 
     def fake(model, volume, ids, settings, device, *args, **kwargs):
         if device.type == "cuda":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(model, volume, ids, settings, device, *args, **kwargs)
 
-    monkeypatch.setattr(predictor_module, "sliding_window_probabilities", fake)
+    monkeypatch.setattr(sliding, "sliding_window_probabilities", fake)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     predictor = Predictor(trained_payload, device="cpu")
     predictor.device = torch.device("cuda")  # pretend we run on a GPU that is full

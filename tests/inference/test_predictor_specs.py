@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-import versemi.inference.predictor as predictor_module
+import versemi.inference.sliding as sliding
 from versemi.data.preprocessing import PreprocessingSpec
 from versemi.inference import Predictor
 from versemi.inference.predictor import PredictionError
@@ -113,7 +113,7 @@ def test_normalisation_follows_the_prompt(predictor: Predictor, monkeypatch: pyt
         calls.append(list(prompt_ids))
         return intensity_as_probability(model, volume, prompt_ids)
 
-    monkeypatch.setattr(predictor_module, "sliding_window_probabilities", fake)
+    monkeypatch.setattr(sliding, "sliding_window_probabilities", fake)
     image = halves_image()
     # Away from the boundary between the halves (interpolation blurs it differently per spacing).
     left, right = (slice(None), slice(None), slice(0, 8)), (slice(None), slice(None), slice(16, 24))

@@ -229,7 +229,7 @@ def test_lock_blocks_a_second_process(tmp_path: Path) -> None:
         t0 = time.monotonic()
         with pytest.raises(ManifestError, match="locked by another process"):
             impatient.set_status("a", "rejected")
-        assert time.monotonic() - t0 >= 0.25
+        assert time.monotonic() - t0 >= 0.15  # it waited (for its 0.3 s) instead of failing at once
         assert impatient.row("a").status == "pending"  # reads need no lock
     finally:
         holder.kill()

@@ -349,6 +349,7 @@ def _dry_run(exe: Path, requirements: list, tmp_path: Path, constraints: list[st
                                              lambda n: versions.get(n.lower()))
 
 
+@pytest.mark.slow
 def test_real_pip_dry_run_against_a_slicer_like_python_changes_none_of_its_packages(tmp_path: Path) -> None:
     """The module's requirements, resolved by pip with its constraints: numpy/SimpleITK/torch stay.
 

@@ -45,7 +45,10 @@ def test_the_method_list_is_what_unittest_finds(slicer_module) -> None:
             "test_ReviewRoundTrip"} <= set(_self_test_methods())
 
 
-@pytest.mark.parametrize("name", _self_test_methods())
+# test_segment_with_tiny_model is slow (a checkpoint and a predictor subprocess); the default run segments through
+# the module in test_slicer_module_widget.test_widget_lists_models_browses_a_checkpoint_and_segments.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "test_segment_with_tiny_model" else n
+                                  for n in _self_test_methods()])
 def test_each_self_test_method_passes_or_skips_with_a_reason_alone(slicer_module, name: str, tmp_path: Path) -> None:
     import slicer
 
@@ -86,6 +89,7 @@ def test_unsupported_slicer_skips_with_the_platform_message(monkeypatch, tmp_pat
     assert "needs 3D Slicer 5.10 or newer" in reason
 
 
+@pytest.mark.slow
 def test_default_model_self_test_segments_the_sample_data_when_a_default_is_installed(
     slicer_module, monkeypatch, tmp_path: Path
 ) -> None:

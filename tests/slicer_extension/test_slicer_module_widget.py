@@ -163,6 +163,7 @@ def test_unsupported_slicer_shows_only_what_to_do(monkeypatch, tmp_path: Path) -
     widget.cleanup()
 
 
+@pytest.mark.slow
 def test_widget_downloads_a_catalogue_model_then_lists_and_removes_it_in_the_cache(
     app, tmp_path: Path, monkeypatch
 ) -> None:
@@ -273,6 +274,7 @@ def test_widget_install_button_runs_the_install_flow_in_the_background_then_list
     assert widget.models.loaded  # the models were listed once the install was done
 
 
+@pytest.mark.slow
 def test_widget_preselects_the_embedded_default_model_and_segments_without_a_download(
     app, tmp_path: Path, monkeypatch
 ) -> None:

@@ -101,7 +101,7 @@ def test_cancel_kills_the_whole_process_tree_within_two_seconds() -> None:
     runner.cancel()
     elapsed = time.monotonic() - t0
     result = runner.poll()
-    assert elapsed < 2.0
+    assert elapsed < 2.0, f"cancel took {elapsed:.2f} s"  # docs/SLICER.md promises ~2 s; a SIGKILL takes ~0.1 s
     assert result is not None and result.cancelled and not result.succeeded
     assert result.error_message() == "cancelled"
     for pid in (parent_pid, child_pid):

@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from versemi.checkpoint import load_checkpoint
 from versemi.training.run_log import read_jsonl
 from versemi.training.checkpointing import weights_digest
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_keep_weights_in_sync(write_train_config, tmp_path: Path) -> None:
     # Both VerSemi stages, 2 steps each; stage 2 with the EMA teacher, so its copies must agree too.
     cfg = write_train_config({"max_steps": 4, "validate_every": 2, "checkpoint_every": 2,

@@ -24,6 +24,7 @@ def versemi(*args: str) -> list[str]:
     return [sys.executable, "-m", "versemi.cli", "train", *args, "--device", "cpu", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_continues_exactly(write_train_config, tmp_path: Path) -> None:
     cfg = write_train_config({"max_steps": 1000, "checkpoint_every": 2, "validate_every": 1000})
     folder = tmp_path / "runs" / "mean_teacher"

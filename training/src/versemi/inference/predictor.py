@@ -39,7 +39,8 @@ from versemi.inference.results import (LabelEntry, ModelSpaceHook, PredictFileRe
 from versemi.models import model_record_for_path
 from versemi.network.geometry import NetworkGeometry
 from versemi.outputs import AtomicOutputs, check_output_geometry, check_output_paths, check_overwrite, sidecar_paths
-from versemi.inference.sliding import SlidingWindowSettings, sliding_window_probabilities
+from versemi.inference import sliding  # called as sliding.sliding_window_probabilities: the one seam tests replace
+from versemi.inference.sliding import SlidingWindowSettings
 
 
 class ModalityWarning(UserWarning):
@@ -436,7 +437,7 @@ class Predictor:
 
         stage(0.0, self.device_reason)
         try:
-            return sliding_window_probabilities(
+            return sliding.sliding_window_probabilities(
                 self.model, volume, prompt_ids, settings, self.device, self.autocast_dtype, pad_value, on_windows
             )
         except torch.cuda.OutOfMemoryError:
@@ -446,7 +447,7 @@ class Predictor:
             report_info(stage.reporter, "CUDA out of memory: falling back to the CPU (slower)")
             self._fall_back_to_cpu()
             settings = dataclasses.replace(settings, batch_size=1)
-            return sliding_window_probabilities(
+            return sliding.sliding_window_probabilities(
                 self.model, volume, prompt_ids, settings, self.device, self.autocast_dtype, pad_value, on_windows
             )
 
