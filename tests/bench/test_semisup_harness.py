@@ -271,3 +271,25 @@ def test_gpu_la_preset_runs_end_to_end_on_cpu(fake_data, tmp_path):
     metrics = json.loads((results / "runs" / "labeled_10pct__versemi__seed0" / "metrics.json").read_text())
     assert metrics["rows"] and all(0.0 <= r["dice"] <= 1.0 for r in metrics["rows"] if r["dice"] is not None)
     assert "gpu-la" in (results / "results.md").read_text()
+
+
+def test_compare_runs_pairs_cases_across_result_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    compare_runs = _load("compare_runs")
+
+    def run(name: str, dice: dict[str, float]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"dataset": "D", "case": case, "label": label, "dice": value, "hd95": None}
+                for case, value in dice.items() for label in ("a", "b")]
+        (folder / "metrics.json").write_text(json.dumps({"rows": rows}))
+        return folder
+
+    a = run("a", {"c1": 0.80, "c2": 0.70, "c3": 0.90})
+    b = run("b", {"c1": 0.70, "c2": 0.70, "c3": 0.70, "c4": 0.10})  # c4: not in A, not paired
+    assert compare_runs.main([str(a), str(b)]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if "(mean)" in x][0]
+    diffs = [10.0, 0.0, 20.0]
+    se = float(np.std(diffs, ddof=1) / math.sqrt(3))
+    assert f"{np.mean(diffs):+6.1f} ± {se:4.1f}  (n=3)" in line
+    with pytest.raises(SystemExit, match="no metrics.json"):
+        compare_runs.main([str(a), str(tmp_path)])
