@@ -1,38 +1,13 @@
 """Plans: how each dataset's scans must look for the network (nnU-Net's fingerprint -> plans, per dataset).
 
-One prompted model learns from several datasets that differ in modality, grid and field of view (1 mm
-hippocampus crops, 0.625 mm left-atrium crops, 1.5 x 1.5 x 10 mm cine MRI, 0.8 x 0.8 x 5 mm CT...).
-Resampling them all onto one grid either wastes the budget on fine grids or destroys thin slices, so
-every dataset gets its own **plan**, derived from its **fingerprint** (what the files say):
+Datasets differ in grid and field of view (1 mm hippocampus crops, 1.5 x 1.5 x 10 mm cine MRI, ...);
+one shared grid would waste the budget on fine grids or destroy thin slices, so every dataset gets its
+own plan from its fingerprint (:mod:`versemi.data.fingerprint`): target spacing (the median, kept
+anisotropic), intensity normalisation by modality, patch size within ``patch_voxels``, and the
+network geometry (which axes pool where). The rules are in docs/TRAINING.md ("Plans").
 
-* **target spacing**: the median voxel spacing of the dataset, axis by axis, so an anisotropic dataset
-  stays anisotropic (a 10 mm slice axis is never resampled to 1 mm). Its finest axes are coarsened
-  (never beyond the coarsest axis unless all must be) just enough that (a) a patch within the budget
-  (``patch_voxels``) could span the median bounding box of the labeled structures, and (b) a median
-  scan holds at most :data:`LOWRES_RATIO` patches (nnU-Net's "low resolution" rule): on a small
-  budget a patch must see most of a structure, or the network learns it piecemeal.
-* **intensity normalisation** by modality: CT is clipped to the 0.5 / 99.5 percentiles of the labeled
-  foreground voxels of the dataset and z-scored with their mean and standard deviation (nnU-Net's CT
-  scheme); any other modality gets a per-image z-score (see :mod:`versemi.data.preprocessing`).
-* **patch size**: the median scan's shape on the target grid rounded up to the network's size
-  divisor, then shrunk, one divisor step at a time along the axis that is longest in mm (ties: the
-  one largest compared with the median shape), until it fits ``patch_voxels`` (the memory budget of
-  one training patch), so the patch tends to a cube in mm, as anatomy is roughly isotropic
-  (docs/TRAINING.md, "Plans").
-
-Datasets therefore train with patches of different shapes. Cross-dataset CutMix needs images of one
-shape, so the trainer builds one batch per dataset per step, each with that dataset's patch shape,
-and draws the CutMix partner patches from the other datasets AT THE HOST'S SHAPE (on their own
-grids): see :mod:`versemi.training.batches`. Prediction preprocesses each prompt like the dataset(s) it
-was trained from, with that dataset's window size.
-
-:class:`Plans` is a typed, versioned object: written into every checkpoint (``"plans"``), read back by
-``versemi predict``, printed by ``versemi plan CONFIG``. A training config may override any plan
-(``plans: {overrides: {<dataset>: {target_spacing, patch_size}}}``) or every dataset at once with the
-top-level ``target_spacing`` / ``patch_size`` keys. Spacings and patch sizes are ``(x, y, z)``, as
-SimpleITK orders them.
-
-Fingerprints are taken by :mod:`versemi.data.fingerprint`.
+:class:`Plans` is typed and versioned: written into every checkpoint, read by ``versemi predict``,
+printed by ``versemi plan CONFIG``. Spacings and patch sizes are ``(x, y, z)``, as SimpleITK orders them.
 """
 
 from __future__ import annotations

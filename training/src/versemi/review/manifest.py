@@ -1,50 +1,12 @@
 """The folder manifest: ONE JSON file per pseudo-label / review folder, the single source of its state.
 
-``versemi pseudolabel`` records every case it handles here (a pseudo-label with its review score,
-or the error of a case that failed), the review (Slicer panel, ``versemi review``) records every
-decision, and training reads the refined cases from it. ``<review_dir>/manifest.json``::
-
-    {
-      "format": "versemi-review-manifest", "format_version": 2,
-      "name": "<name the cases carry as dataset>",
-      "labels": [{"value": 1, "name": "spleen", "prompt_id": 0, ...}] | null,
-      "cases": [
-        {"case": "s01", "image": "/data/scans/s01.nii.gz", "pseudo_label": "s01.nii.gz" | null,
-         "model": {"name": ..., "version": ..., "sha256": ...},
-         "score": 0.42, "uncertainty": {"disagreement": ..., "entropy": ..., ...},
-         "status": "pending" | "refined" | "rejected" | "failed",
-         "refined_label": "labelsTr/s01.r1.nii.gz" | null, "error": null | "<why pseudo-labelling failed>",
-         "updated_by": "alice", "updated_at": "2026-11-25T22:00:00+00:00",
-         "history": [{"action": "pseudolabel" | "failed" | "refined" | "rejected" | "pending" | "conflict",
-                      "by", "at", "from", "previous_refined_label", ...}],
-         "extra": {"sidecar": "/out/s01.json", "prompts": [...], "seconds": 12.3, ...}}
-      ]
-    }
-
-``failed``: pseudo-labelling failed for a case that has no pseudo-label yet (the scan is neither
-reviewed nor trained on); a failure of a case that already has one is recorded in its ``error`` and
-history and changes nothing else. Version 1 (no ``failed``, no ``error``) is read as is. A folder
-from before version 2 also held ``manifest.jsonl`` (pseudolabel's own run log):
-:func:`versemi.review.legacy.migrate_run_log` folds it in (failed cases, per-case fields) and removes it.
-
-Every review decision records the status and refined label it replaced (``from``,
-``previous_refined_label``: what an undo puts back). A case's *revision* is the number of history
-events that changed it; decisions and saves can be made conditional on it (compare-and-swap,
-:class:`RevisionConflict`). A ``conflict`` event names a refined label saved on an outdated revision:
-kept on disk, not current, restorable.
-
-Paths inside the review folder are stored relative to it (the folder can be moved); others absolute.
-Rows are kept sorted by score (highest first), then case id.
-
-Every change goes through :meth:`ReviewManifest.transaction`: an inter-process lock on
-``<review_dir>/.manifest.lock`` (so the Slicer panel, ``versemi review`` and ``versemi pseudolabel``
-never interleave), a fresh read, the change, then the new content written to a temporary file,
-``fsync``-ed and renamed over ``manifest.json`` (``os.replace`` is atomic), then the folder is
-``fsync``-ed. The rename is the commit point: a crash before it leaves the old manifest, after it the
-new one; readers never need the lock.
-
-The rows themselves (:class:`~versemi.review.manifest_rows.ManifestRow`, its history and revision)
-are defined in :mod:`versemi.review.manifest_rows`.
+``versemi pseudolabel`` records every case it handles, the review (Slicer panel, ``versemi review``)
+every decision, and training reads the refined cases from it; the format is in docs/REVIEW.md
+("manifest.json"). Every change goes through :meth:`ReviewManifest.transaction`: an inter-process lock,
+a fresh read, the change, then an atomic rename over ``manifest.json`` (the one commit point, so a
+crash leaves the old or the new manifest and readers need no lock). Decisions can be conditional on a
+case's revision (compare-and-swap, :class:`RevisionConflict`); the rows are
+:mod:`versemi.review.manifest_rows`.
 """
 from __future__ import annotations
 
