@@ -20,4 +20,18 @@ else:  # Python 3.10
             return str(self.value)
 
 
-__all__ = ["StrEnum"]
+
+
+class Method(StrEnum):
+    """``training.method`` / ``versemi train --method``: VerSemi or a baseline (:mod:`versemi.training.methods`).
+
+    Here rather than beside the methods so that the command line lists them without importing torch.
+    """
+
+    VERSEMI = "versemi"
+    SUPERVISED = "supervised"
+    MEAN_TEACHER = "mean_teacher"
+    BCP = "bcp"
+
+
+__all__ = ["Method", "StrEnum"]

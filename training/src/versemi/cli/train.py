@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from versemi.cli import CliError
+from versemi.enums import Method
 
 COMMAND = "train"
 HELP = "train a model (VerSemi stage 1/2 or a baseline) from a training config"
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="training config (YAML or JSON)")
     parser.add_argument(
         "--method",
-        choices=("versemi", "supervised", "mean_teacher", "bcp"),
+        choices=[str(m) for m in Method],
         help="training method (default: the config's training.method, else versemi)",
     )
     parser.add_argument(

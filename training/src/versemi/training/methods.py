@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from versemi.enums import Method
 from versemi.labels import LabelSpace
 from versemi.training.cutmix import (
     Annotation,
@@ -53,7 +54,7 @@ from versemi.training.losses import (
 )
 from versemi.training.schedules import sigmoid_rampup
 
-METHODS = ("versemi", "supervised", "mean_teacher", "bcp")
+METHODS = tuple(str(m) for m in Method)
 CONSISTENCY_TARGETS = ("synthetic", "aggregate", "none")
 CUBE_LOSSES = ("dice_ce", "dice")
 
