@@ -286,10 +286,17 @@ def test_compare_runs_pairs_cases_across_result_folders(tmp_path: Path, capsys: 
 
     a = run("a", {"c1": 0.80, "c2": 0.70, "c3": 0.90})
     b = run("b", {"c1": 0.70, "c2": 0.70, "c3": 0.70, "c4": 0.10})  # c4: not in A, not paired
-    assert compare_runs.main([str(a), str(b)]) == 0
+    a2 = run("a2", {"c1": 0.60, "c2": 0.70, "c3": 0.70})  # a second seed: c1 -10, c2 0, c3 0
+    assert compare_runs.main(["--pair", str(a), str(b)]) == 0
     line = [x for x in capsys.readouterr().out.splitlines() if "(mean)" in x][0]
     diffs = [10.0, 0.0, 20.0]
     se = float(np.std(diffs, ddof=1) / math.sqrt(3))
     assert f"{np.mean(diffs):+6.1f} ± {se:4.1f}  (n=3)" in line
+    assert compare_runs.main(["--pair", str(a), str(b), "--pair", str(a2), str(b)]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if "(mean)" in x][0]
+    diffs = [0.0, 0.0, 10.0]  # per case, the mean over the two seeds
+    assert f"{np.mean(diffs):+6.1f} ± {float(np.std(diffs, ddof=1) / math.sqrt(3)):4.1f}  (n=3)" in line
+    per_seed = [10.0, -10.0 / 3]  # each seed's mean over the cases
+    assert f"over seeds {np.mean(per_seed):+6.1f} ± {np.std(per_seed, ddof=1) / math.sqrt(2):4.1f}" in line
     with pytest.raises(SystemExit, match="no metrics.json"):
-        compare_runs.main([str(a), str(tmp_path)])
+        compare_runs.main(["--pair", str(a), str(tmp_path)])
