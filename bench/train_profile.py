@@ -5,11 +5,11 @@ One "step" is what the trainer does per step of the cpu3 preset: one forward + b
 per dataset (hippocampus 40x56x40, left atrium 56x48x48, ACDC 104x104x8 with its plan's geometry),
 batch 1, every prompt of the label space. Variants are timed in alternation over ``--repeats`` rounds
 (a load change hits every variant alike); the median per variant is reported with its ratio to the
-baseline. Run it on a CPU with native bf16 (``--amp bf16``) and, for a CPU with only AVX2, emulate one
-with ``ONEDNN_MAX_CPU_ISA=AVX2`` and ``--amp none`` (oneDNN then uses the AVX2 kernels only)::
+baseline. Run it on a CPU with native bf16 (``--precision bf16``) and, for a CPU with only AVX2, emulate one
+with ``ONEDNN_MAX_CPU_ISA=AVX2`` and ``--precision fp32`` (oneDNN then uses the AVX2 kernels only)::
 
-    .venv/bin/python bench/train_profile.py --amp bf16
-    ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python bench/train_profile.py --amp none
+    .venv/bin/python bench/train_profile.py --precision bf16
+    ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python bench/train_profile.py --precision fp32
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _kind(name: str) -> str:
 class Step:
     """One trainer-like step over the three plans for a network variant."""
 
-    def __init__(self, amp: str, channels_last: bool, compiled: bool) -> None:
+    def __init__(self, precision: str, channels_last: bool, compiled: bool) -> None:
         torch.manual_seed(0)
         self.model = build_model(RECIPE_MODEL)
         self.channels_last = channels_last
@@ -65,7 +65,7 @@ class Step:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), 1e-3, weight_decay=1e-4)
         self.forward = torch.compile(self.model) if compiled else self.model
-        self.dtype = torch.bfloat16 if amp == "bf16" else None
+        self.dtype = torch.bfloat16 if precision == "bf16" else None
         self.inputs = []
         for patch, spacing in PLANS.values():
             x = torch.randn(1, 1, patch[2], patch[1], patch[0])
@@ -101,7 +101,7 @@ def profile_step(step: Step) -> tuple[dict[str, float], list[tuple[str, float]]]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--amp", choices=("bf16", "none"), default="bf16")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--variants", nargs="+", default=["baseline", "channels_last"],
@@ -110,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "default")
-    print(f"torch {torch.__version__}, {args.threads} thread(s), amp {args.amp}, oneDNN ISA limit {isa}, "
+    print(f"torch {torch.__version__}, {args.threads} thread(s), precision {args.precision}, oneDNN ISA limit {isa}, "
           f"native bf16: {cpu_has_native_bf16()}")
-    steps = {name: Step(args.amp, name == "channels_last", name == "compile") for name in args.variants}
+    steps = {name: Step(args.precision, name == "channels_last", name == "compile") for name in args.variants}
     for name, step in steps.items():  # warm-up (compilation, first allocations)
         t0 = time.perf_counter()
         step()
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             step()
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times[args.variants[0]])
-    result: dict[str, object] = {"amp": args.amp, "isa": isa, "threads": args.threads, "variants": {}}
+    result: dict[str, object] = {"precision": args.precision, "isa": isa, "threads": args.threads, "variants": {}}
     print(f"\nseconds per step (3 datasets), median of {args.repeats}:")
     for name in args.variants:
         med = statistics.median(times[name])

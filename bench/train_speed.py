@@ -9,7 +9,7 @@ Usage::
 
     .venv/bin/python bench/train_speed.py --preset cpu3 --method supervised  # the recipe: fp32 vs bf16
     .venv/bin/python bench/train_speed.py --preset cpu-2ds                   # VerSemi (single stage)
-    .venv/bin/python bench/train_speed.py --preset gpu-la --device cuda --amp bf16 fp16 none
+    .venv/bin/python bench/train_speed.py --preset gpu-la --device cuda --precision bf16 fp16 fp32
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def measure(
     stage: int,
     steps: int,
     warmup: int,
-    amp: str,
+    precision: str,
     device_name: str,
     threads: int,
     data_dir: Path,
@@ -47,7 +47,7 @@ def measure(
 
     from versemi.data.config import TrainConfig
     from versemi.devices import resolve_device
-    from versemi.training.options import AMP_ALIASES, training_options
+    from versemi.training.options import training_options
     from versemi.training.run_log import read_jsonl
     from versemi.training.trainer import Trainer
 
@@ -66,7 +66,7 @@ def measure(
             f1 = float(raw["training"].get("stage1_fraction", 0.5))
             total = math.ceil(total / (f1 if stage == 1 else 1.0 - f1)) + 1
         overrides = {"max_steps": total, "log_every": 1, "checkpoint_every": 10 * total,
-                     "tensorboard": False, "precision": str(AMP_ALIASES[amp])}
+                     "tensorboard": False, "precision": precision}
         if num_workers is not None:
             overrides["num_workers"] = num_workers
         raw["training"].update(overrides)
@@ -86,7 +86,7 @@ def measure(
     ipp = per_dataset * len(preset.datasets)  # one batch per dataset per step
     return {
         "method": method if method != "versemi" else f"versemi stage {stage}",
-        "amp": amp,
+        "precision": precision,
         "steps": len(timed),
         "it_per_s": float(len(step_s) / step_s.sum()),
         "seconds_per_step": float(step_s.mean()),
@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", type=int, default=2, choices=(1, 2), help="VerSemi stage to time (default 2)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (after the warm-up)")
     p.add_argument("--warmup", type=int, default=3, help="untimed first steps")
-    p.add_argument("--amp", nargs="+", default=["none", "bf16"], help="autocast modes to compare")
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16", "fp16", "auto"),
+                   help="training precisions to compare (resolved by the one rule: bf16 without native bf16 runs fp32)")
     p.add_argument("--repeats", type=int, default=2,
-                   help="measure the modes this many times, alternating (none, bf16, none, bf16, ...), so a "
+                   help="measure the modes this many times, alternating (fp32, bf16, fp32, bf16, ...), so a "
                         "change of machine load affects every mode alike; the table pools the repeats")
     p.add_argument("--device", default=None, help="default: the preset's")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the preset's)")
@@ -122,30 +123,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preset {preset.name}: {grid} over {len(preset.datasets)} datasets, model "
           f"{json.dumps(preset.model)}, batch {preset.training.get('batch_size')} labeled + "
           f"{preset.training.get('unlabeled_batch_size')} unlabeled, device {device}, {threads} threads", flush=True)
-    measured: dict[str, list[dict]] = {amp: [] for amp in args.amp}
+    measured: dict[str, list[dict]] = {precision: [] for precision in args.precision}
     for _ in range(max(1, args.repeats)):
-        for amp in args.amp:
-            row = measure(preset.name, args.method, stage, args.steps, args.warmup, amp, device, threads,
+        for precision in args.precision:
+            row = measure(preset.name, args.method, stage, args.steps, args.warmup, precision, device, threads,
                           args.data.resolve(), args.cache_dir.resolve(), args.num_workers)
-            measured[amp].append(row)
+            measured[precision].append(row)
             print(json.dumps(row), flush=True)
     rows = []
-    for amp, runs in measured.items():  # pooled: total steps over total seconds
+    for precision, runs in measured.items():  # pooled: total steps over total seconds
         seconds = sum(r["steps"] * r["seconds_per_step"] for r in runs)
         steps = sum(r["steps"] for r in runs)
         rows.append({**runs[0], "steps": steps, "it_per_s": steps / seconds, "seconds_per_step": seconds / steps,
                      "images_per_s": sum(r["images_per_s"] * r["steps"] for r in runs) / steps,
                      "data_wait_share": sum(r["data_wait_share"] * r["steps"] for r in runs) / steps})
     print()
-    print("| method | amp | it/s | s/step | images/s | data wait |")
+    print("| method | precision | it/s | s/step | images/s | data wait |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['amp']} | {r['it_per_s']:.2f} | {r['seconds_per_step']:.3f} | "
+        print(f"| {r['method']} | {r['precision']} | {r['it_per_s']:.2f} | {r['seconds_per_step']:.3f} | "
               f"{r['images_per_s']:.1f} | {100 * r['data_wait_share']:.1f} % |")
     if len(rows) > 1:
         base = rows[0]
         for r in rows[1:]:
-            print(f"{r['amp']} vs {base['amp']}: {r['it_per_s'] / base['it_per_s']:.2f}x the iterations/s")
+            print(f"{r['precision']} vs {base['precision']}: {r['it_per_s'] / base['it_per_s']:.2f}x the iterations/s")
     return 0
 
 
