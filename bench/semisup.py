@@ -1030,7 +1030,8 @@ def apply_overrides(
     preset: Preset, steps: int | None, overrides: Sequence[str], config_overrides: Sequence[str] = ()
 ) -> Preset:
     """The preset with ``--steps``, ``--set KEY=VALUE`` (its training section) and ``--set-config
-    KEY=VALUE`` (``model``, ``plans``) applied (diagnostic runs of one preset).
+    KEY=VALUE`` (``model``, ``plans``) applied (diagnostic runs of one preset). A ``--set`` key wins
+    over a variant's own value for it (so the cpu3 VerSemi weights can be set back).
 
     Raises:
         ValueError: a malformed override or a non-positive step budget.
@@ -1045,8 +1046,13 @@ def apply_overrides(
         raise ValueError(f"--set-config: only model.* and plans.* keys can be set, not {unknown[0]}")
     if steps is not None and steps < 1:
         raise ValueError(f"--steps must be positive, got {steps}")
+    variants = tuple(
+        dataclasses.replace(v, training=_set_keys(json.loads(json.dumps(v.training)), overrides, "--set"))
+        if v.training else v
+        for v in preset.variants
+    )
     return dataclasses.replace(preset, training=training, steps=steps or preset.steps, model=top["model"],
-                               plans=top["plans"] or None)
+                               plans=top["plans"] or None, variants=variants)
 
 
 def _set_keys(root: dict[str, Any], overrides: Sequence[str], option: str) -> dict[str, Any]:

@@ -250,6 +250,11 @@ def test_overrides_change_only_the_named_training_keys_and_steps() -> None:
         k: v for k, v in preset.training.items() if k != "lr"
     }
     assert "versemi" not in preset.training  # the preset itself is untouched
+    cpu3 = presets.get_preset("cpu3")
+    back = semisup.apply_overrides(cpu3, None, ["versemi.synthetic_weight=1"])  # wins over the variant's 0.25
+    assert {v.name: v.training["versemi"]["synthetic_weight"] for v in back.variants if v.method == "versemi"} == {
+        "versemi": 1, "versemi_no_consistency": 1, "versemi_no_synthetic": 1}
+    assert next(v for v in cpu3.variants if v.name == "versemi").training["versemi"]["synthetic_weight"] == 0.25
     with pytest.raises(ValueError, match="KEY=VALUE"):
         semisup.apply_overrides(preset, None, ["no_equals_sign"])
     with pytest.raises(ValueError, match="positive"):
