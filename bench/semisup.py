@@ -141,11 +141,29 @@ def make_split(
         if name not in protocol:
             raise ValueError(f"protocol file has no entry for {name}; it has {', '.join(sorted(protocol))}")
         ids = dataset_case_ids(data_dir / name)
-        if which == "dev":
-            split[name] = heldout_cases(name, ids, protocol[name], DEV_FRACTION, skip_fraction=fraction)
-        else:
+        if which == "heldout":
             split[name] = heldout_cases(name, ids, protocol[name], fraction)
+            continue
+        dev = heldout_cases(name, ids, protocol[name], DEV_FRACTION, skip_fraction=fraction)
+        if which == "dev-wide":
+            # Every case no protocol setting labels, except the held-out ones: supervised-only runs never
+            # read them, so they widen the development split for recipe choices on small datasets.
+            labeled = {c for cases in protocol[name].values() for c in cases}
+            heldout = set(heldout_cases(name, ids, protocol[name], fraction))
+            dev = sorted(c for c in ids if c not in labeled and c not in heldout)
+        split[name] = dev
     return split
+
+
+def check_dev_wide_runs(runs: Sequence[RunSpec]) -> None:
+    """``--split dev-wide`` evaluates on the unlabeled pool: only for runs that never read it."""
+    bad = [r.run_id for r in runs if r.method != "supervised" or r.setting == ALL_LABELS]
+    if bad:
+        raise ValueError(
+            "--split dev-wide evaluates on the cases the semi-supervised methods train on (unlabeled) and "
+            f"the all-labels runs train on (labeled): only supervised-only runs at a protocol setting may use "
+            f"it; refused: {', '.join(bad)} (use --only to select runs)"
+        )
 
 
 # ==================================================================================================
@@ -942,13 +960,16 @@ def report_header(preset: Preset, args: argparse.Namespace, split: Mapping[str, 
         "model": json.dumps(preset.model),
         "training (shared)": json.dumps(preset.training),
         "steps": "; ".join(f"{v}: {s} steps x {ipp:g} images/step" for v, s, ipp in steps),
-        ("development split (training side)" if args.split == "dev" else "held-out evaluation split"): ", ".join(
+        ("development split (training side)" if args.split != "heldout" else "held-out evaluation split"): ", ".join(
             f"{_short(d)} {len(c)} cases" + (f" (first {preset.max_eval_cases} evaluated)" if preset.max_eval_cases else "")
             for d, c in split.items()
         )
         + (f"; {int(round(100 * DEV_FRACTION))} % of each dataset's cases (ACDC: patients) following the "
            f"held-out {int(round(100 * preset.heldout_fraction))} % in SHA-256 order; both excluded from training"
            if args.split == "dev" else
+           "; every case no protocol setting labels except the held-out ones (the development split and the "
+           "unlabeled pool, which supervised-only runs never read); excluded from training"
+           if args.split == "dev-wide" else
            f"; {int(round(100 * preset.heldout_fraction))} % of each dataset's cases (ACDC: patients), SHA-256 "
            "order among cases no protocol setting labels; excluded from training via `exclude` (see split.json)"),
         "model selection": "none: fixed step budget, the last checkpoint is evaluated; the held-out cases are "
@@ -1014,10 +1035,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
                    help="train and evaluate on these datasets of --data instead of the preset's (e.g. recipe "
                         "development on one dataset; use a separate --results folder)")
-    p.add_argument("--split", choices=("heldout", "dev"), default="heldout",
+    p.add_argument("--split", choices=("heldout", "dev", "dev-wide"), default="heldout",
                    help="evaluate on the held-out split (reports) or on the development split (recipe "
                         "choices: training-side cases after the held-out ones, both excluded from training); "
-                        "default results folder bench/results/<preset>-dev for dev")
+                        "dev-wide: the development split plus every unlabeled training-side case, for "
+                        "supervised-only runs at a protocol setting only (they never read those cases); "
+                        "default results folder bench/results/<preset>-dev for dev and dev-wide")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained and evaluated at once (each uses the preset's threads + DataLoader "
                         "workers; default 1)")
@@ -1156,7 +1179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.data = args.data.expanduser().resolve()
     args.protocol = (args.protocol or args.data / "protocol.json").expanduser().resolve()
-    default_results = DEFAULT_RESULTS / (preset.name + ("-dev" if args.split == "dev" else ""))
+    default_results = DEFAULT_RESULTS / (preset.name + ("-dev" if args.split != "heldout" else ""))
     results_dir = (args.results or default_results).expanduser().resolve()
     cache_dir = (args.cache_dir or DEFAULT_RESULTS / "cache").expanduser().resolve()
     device = args.device or preset.device
@@ -1177,6 +1200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = plan_runs(preset, args.seeds)
     if args.only:
         runs = [r for r in runs if fnmatch.fnmatch(r.run_id, args.only)]
+    if args.split == "dev-wide":
+        try:
+            check_dev_wide_runs(runs)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     header = report_header(preset, args, split, runs)
 
     runs_dir = results_dir / "runs"

@@ -131,6 +131,28 @@ def test_configs_validate_and_hold_out_the_split(fake_data, tmp_path):
         assert len(d.labeled_ids) == 8 and not set(d.labeled_ids) & set(split[d.name])
 
 
+def test_dev_wide_split_is_the_unlabeled_pool_for_supervised_runs_only(fake_data, tmp_path, capsys):
+    data, protocol_path = fake_data
+    preset = presets.get_preset("cpu3")
+    protocol = json.loads(protocol_path.read_text())
+    heldout = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction)
+    dev = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, "dev")
+    wide = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, "dev-wide")
+    for name in preset.datasets:
+        labeled = set(protocol[name]["labeled_10pct"])
+        assert set(dev[name]) < set(wide[name])
+        assert not set(wide[name]) & (labeled | set(heldout[name]))
+        assert len(wide[name]) == 10 - len(labeled) - len(heldout[name])
+    runs = semisup.plan_runs(preset)
+    semisup.check_dev_wide_runs([r for r in runs if r.run_id == "labeled_10pct__supervised__seed0"])
+    for run_id in ("labeled_10pct__versemi__seed0", "all_labels__supervised_all_labels__seed0"):
+        with pytest.raises(ValueError, match="refused: " + run_id):
+            semisup.check_dev_wide_runs([r for r in runs if r.run_id == run_id])
+    argv = ["--preset", "cpu3", "--data", str(data), "--results", str(tmp_path / "r"), "--split", "dev-wide",
+            "--only", "labeled_10pct__versemi__seed0", "--dry-run"]
+    assert semisup.main(argv) == 2 and "dev-wide" in capsys.readouterr().err
+
+
 def test_dry_run_prints_every_run(fake_data, capsys, tmp_path):
     data, _ = fake_data
     assert semisup.main(["--preset", "cpu-2ds", "--data", str(data), "--results", str(tmp_path / "r"), "--dry-run"]) == 0
