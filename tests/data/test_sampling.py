@@ -111,6 +111,25 @@ def test_augmentation_is_joint_nearest_and_deterministic():
         make_training_augmentation({"flip_prob": 1.5})
 
 
+def test_gamma_augmentation_changes_contrast_keeps_stats_and_label():
+    rng = np.random.default_rng(1)
+    label = torch.zeros((1, 8, 8, 8))
+    label[0, 2:6, 2:6, 2:6] = 1
+    image = torch.from_numpy(rng.normal(size=(1, 8, 8, 8)).astype(np.float32))
+    off = {"flip_prob": 0.0, "affine_prob": 0.0, "noise_prob": 0.0, "intensity_scale_prob": 0.0,
+           "intensity_shift_prob": 0.0}
+    unchanged = make_training_augmentation(off)({"image": image.clone(), "label": label})
+    torch.testing.assert_close(torch.as_tensor(unchanged["image"]), image)  # off by default
+    out = make_training_augmentation({**off, "gamma_prob": 1.0, "gamma_low": 2.0, "gamma_high": 2.0})(
+        {"image": image.clone(), "label": label})
+    new = torch.as_tensor(out["image"])
+    assert not torch.allclose(new, image)
+    assert abs(float(new.mean() - image.mean())) < 1e-4 and abs(float(new.std() - image.std())) < 1e-3
+    torch.testing.assert_close(torch.as_tensor(out["label"]), label)
+    with pytest.raises(ValueError, match="gamma_low <= gamma_high"):
+        make_training_augmentation({"gamma_low": 1.5, "gamma_high": 0.7})
+
+
 def test_targets_for_prompts():
     label = torch.tensor([[[[0, 1, 2, 3]]]], dtype=torch.uint8)  # (B=1, D=1, H=1, W=4)
     t = targets_for_prompts(label, [2, 3])

@@ -4,7 +4,7 @@ Spatial transforms move image and label together (the label nearest-neighbour); 
 touch the image only. Each transform has its own probability (:func:`make_training_augmentation`):
 flips on every axis; an affine (rotation, scaling) that stays in-plane for an anisotropic plan, as
 nnU-Net augments such data in 2D (rotating across 10 mm slices invents anatomy); intensity scale and
-shift; Gaussian noise. Inputs are channel-first dicts ``{"image", "label"}``;
+shift; Gaussian noise; gamma (off by default). Inputs are channel-first dicts ``{"image", "label"}``;
 :class:`versemi.training.batches.StepStream` seeds the random state per DataLoader worker.
 """
 
@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from monai.transforms import (
     Compose,
+    RandAdjustContrastd,
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
@@ -36,6 +37,10 @@ DEFAULT_AUGMENTATION: dict[str, Any] = {
     "intensity_shift": 0.1,
     "noise_prob": 0.15,
     "noise_std": 0.1,
+    # Gamma (contrast) as nnU-Net draws it, mean and std kept; off unless asked for.
+    "gamma_prob": 0.0,
+    "gamma_low": 0.7,
+    "gamma_high": 1.5,
 }
 
 
@@ -56,6 +61,9 @@ def augmentation_settings(cfg: Mapping[str, Any] | None = None) -> dict[str, Any
             allowed = "in [0, 1]" if name.endswith("_prob") else ">= 0"
             raise ValueError(f"augmentation setting {name!r} must be {allowed}, got {value!r}")
         settings[name] = value
+    if not 0 < settings["gamma_low"] <= settings["gamma_high"]:
+        raise ValueError(f"augmentation gamma range must satisfy 0 < gamma_low <= gamma_high, got "
+                         f"{settings['gamma_low']} and {settings['gamma_high']}")
     return settings
 
 
@@ -114,4 +122,7 @@ def make_training_augmentation(cfg: Mapping[str, Any] | None = None, thick_axis:
         RandShiftIntensityd(keys="image", offsets=s["intensity_shift"], prob=s["intensity_shift_prob"]),
         RandGaussianNoised(keys="image", prob=s["noise_prob"], mean=0.0, std=s["noise_std"]),
     ]
+    if s["gamma_prob"] > 0:
+        transforms.append(RandAdjustContrastd(keys="image", prob=s["gamma_prob"],
+                                              gamma=(s["gamma_low"], s["gamma_high"]), retain_stats=True))
     return Compose(transforms)
