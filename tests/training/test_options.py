@@ -62,6 +62,8 @@ def test_amp_is_a_deprecated_alias(amp: str, precision: str) -> None:
     ({"max_steps": 0}, "c.yaml: training.max_steps: must be a positive integer, got 0"),
     ({"num_workers": True}, "c.yaml: training.num_workers: must be a non-negative integer, got True"),
     ({"loss": {"dice": 1}}, "c.yaml: training.loss: "),
+    ({"dataset_augmentation": {"Dataset003_ACDC": 0.5}}, "c.yaml: training.dataset_augmentation.Dataset003_ACDC: must"),
+    ({"dataset_augmentation": []}, "c.yaml: training.dataset_augmentation: must be a mapping"),
     ({"nonsense": 1}, "c.yaml: training.nonsense: unknown key; known keys: augmentation, "),
 ])
 def test_errors_name_the_key(section: dict, message: str) -> None:

@@ -87,3 +87,27 @@ def test_workers_draw_different_steps_and_a_seed_reproduces_them(plans, cases) -
     assert all(torch.equal(x, y) for x, y in zip(first, again))
     assert not torch.equal(first[0], first[1])  # worker 0's step vs worker 1's
     assert not all(torch.equal(x, y) for x, y in zip(first, steps(4, 2)))
+
+
+def test_dataset_augmentation_overrides_only_its_dataset() -> None:
+    from types import SimpleNamespace
+
+    from monai.transforms import RandAffined
+
+    from versemi.training.options import training_options
+    from versemi.training.trainer import dataset_augmentations
+
+    plans = SimpleNamespace(
+        sources=("Thin", "Thick"),
+        plan_for=lambda name: SimpleNamespace(target_spacing=(1.0, 1.0, 1.0) if name == "Thin" else (1.5, 1.5, 10.0)),
+    )
+    options = training_options({"augmentation": {"affine_prob": 0.0},
+                                "dataset_augmentation": {"Thick": {"affine_prob": 0.5, "rotate_deg": 30.0}}})
+    transforms = dataset_augmentations(options, plans)
+    affines = {name: [t for t in transforms[name].transforms if isinstance(t, RandAffined)] for name in plans.sources}
+    assert not affines["Thin"] and len(affines["Thick"]) == 1 and affines["Thick"][0].prob == 0.5
+    # In-plane for the thick-slice plan: rotation about the slice axis (array axis 0) only.
+    grid = affines["Thick"][0].rand_affine.rand_affine_grid
+    assert grid.rotate_range[0] != 0.0 and list(grid.rotate_range[1:]) == [0.0, 0.0]
+    with pytest.raises(ValueError, match="names Other, not a dataset of this run"):
+        dataset_augmentations(training_options({"dataset_augmentation": {"Other": {}}}), plans)

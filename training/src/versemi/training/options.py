@@ -64,6 +64,8 @@ class TrainingOptions:
     num_workers: int = 2
     foreground_oversample: float = 0.33
     augmentation: Mapping[str, Any] = field(default_factory=dict)
+    # Dataset name -> augmentation overrides for that dataset's patches (over ``augmentation``).
+    dataset_augmentation: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     validate_every: int = 500
     validation_overlap: float = 0.5
     validation_sw_batch_size: int = 2
@@ -189,9 +191,13 @@ def training_options(section: Mapping[str, Any] | None, source: str = "config") 
         raise bad("foreground_oversample", "must be in [0, 1]")
     if not isinstance(opts["betas"], (list, tuple)) or len(opts["betas"]) != 2:
         raise bad("betas", "must be two numbers")
-    for key in _SECTIONS:
+    for key in _SECTIONS + ("dataset_augmentation",):
         if not isinstance(opts[key], Mapping):
             raise bad(key, "must be a mapping")
+    for name, overrides in opts["dataset_augmentation"].items():
+        if not isinstance(overrides, Mapping):
+            raise TrainingOptionsError(f"{source}: training.dataset_augmentation.{name}: must be a mapping of "
+                                       f"augmentation overrides, got {overrides!r}")
     post = opts["postprocessing"]
     if not (post in ("auto", "none", "largest_component") or isinstance(post, Mapping)):
         raise bad("postprocessing", "must be auto, none, largest_component or a mapping prompt -> largest_component")

@@ -106,6 +106,26 @@ def build_optimizer(model: nn.Module, options: TrainingOptions) -> torch.optim.O
     return cls(params, lr=lr, betas=options.betas, weight_decay=wd)
 
 
+
+def dataset_augmentations(options: TrainingOptions, plans: Plans) -> dict[str, Any]:
+    """Each dataset's training augmentation: ``augmentation`` with the dataset's ``dataset_augmentation``
+    overrides, spatial transforms in-plane where its plan is anisotropic.
+
+    Raises:
+        ValueError: ``dataset_augmentation`` names a dataset that is not in ``plans``.
+    """
+    per_dataset = options.dataset_augmentation
+    unknown = sorted(set(per_dataset) - set(plans.sources))
+    if unknown:
+        raise ValueError(f"training.dataset_augmentation names {', '.join(unknown)}, not a dataset of this run "
+                         f"({', '.join(plans.sources)})")
+    return {
+        source: make_training_augmentation({**options.augmentation, **per_dataset.get(source, {})},
+                                           slice_axis(plans.plan_for(source).target_spacing))
+        for source in plans.sources
+    }
+
+
 class Trainer:
     """Runs one stage of one method.
 
@@ -265,12 +285,7 @@ class Trainer:
     # --- data ---------------------------------------------------------------------------------------
     def _batches(self) -> Callable[[], list[TrainingBatch]]:
         """This rank's step stream: a callable returning the next step's batches (one per dataset), on the device."""
-        transforms = {
-            source: make_training_augmentation(
-                self.options.augmentation, slice_axis(self.plans.plan_for(source).target_spacing)
-            )
-            for source in self.plans.sources
-        }
+        transforms = dataset_augmentations(self.options, self.plans)
         stream = build_step_stream(
             self.cases, self.config, self.plans, self.options, rank=self.dist.rank, stage=self.stage,
             start_step=self.step, with_unlabeled=self.method.uses_unlabeled, with_donors=self.method.uses_donors,
