@@ -1100,6 +1100,15 @@ def _set_keys(root: dict[str, Any], overrides: Sequence[str], option: str) -> di
     return training
 
 
+def only_datasets(training: Mapping[str, Any], datasets: Sequence[str]) -> dict[str, Any]:
+    """A training section for a subset of the preset's datasets: per-dataset augmentation of the others dropped
+    (the trainer refuses names that are not in the run)."""
+    training = dict(training)
+    if "dataset_augmentation" in training:
+        training["dataset_augmentation"] = {k: v for k, v in training["dataset_augmentation"].items() if k in datasets}
+    return training
+
+
 def log(msg: str) -> None:
     print(f"[{_dt.datetime.now(_dt.timezone.utc).strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -1173,7 +1182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.datasets:
             import dataclasses
 
-            preset = dataclasses.replace(preset, datasets=tuple(args.datasets))
+            preset = dataclasses.replace(preset, datasets=tuple(args.datasets),
+                                         training=only_datasets(preset.training, args.datasets))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

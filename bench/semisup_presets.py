@@ -264,6 +264,11 @@ _PROTOTYPE_VERSEMI = {
 # weight 1 the synthetic and cube terms cost the hippocampus ~3 points and ACDC ~11 against
 # supervised-only; at 0.25 VerSemi is level or ahead (3 seeds).
 CPU3_CUTMIX_WEIGHTS = {"synthetic_weight": 0.25, "cube_weight": 0.25}
+# ACDC's augmentation in cpu3 (README, "ACDC at 10 %: augmentation"): in-plane rotation +-30 degrees and
+# scaling +-30 % (p 0.5), gamma 0.7-1.5 (p 0.3), on top of the recipe's intensity scale/shift. Chosen on
+# the wide development split (supervised-only, ACDC alone, 2 labeled patients, 28 volumes of 14 other
+# patients): +14.4 +- 1.8 Dice points over the recipe's intensity-only augmentation (2 seeds).
+CPU3_ACDC_AUGMENTATION = {"affine_prob": 0.5, "rotate_deg": 30.0, "scale": 0.3, "gamma_prob": 0.3}
 
 
 def _cpu3_variant(v: Variant) -> Variant:
@@ -312,7 +317,8 @@ PRESETS: dict[str, Preset] = {
             "atrium + ACDC, per-dataset plans with their network geometry (ACDC pools in-plane first and "
             "keeps 4 slices at the bottleneck), 48x64x48-voxel patch budget, U-Net 16 filters 4 levels, one "
             "labeled (+ one unlabeled) patch per dataset per step, AdamW wd 1e-4 poly, bf16, each dataset's "
-            "largest component kept; 800 steps. VerSemi against supervised-only (same steps and equal "
+            "largest component kept; ACDC alone augmented in-plane (rotation, scaling, gamma); 1600 steps. "
+            "VerSemi against supervised-only (same steps and equal "
             "compute), mean teacher, two ablations (10 % only) and the all-labels upper bound, at 10 % and "
             "5 % labels."
         ),
@@ -322,14 +328,15 @@ PRESETS: dict[str, Preset] = {
         target_spacing=None,
         patch_size=None,
         model=_RECIPE_MODEL,
-        training=_RECIPE_TRAINING,
-        steps=800,
+        training={**_RECIPE_TRAINING, "dataset_augmentation": {"Dataset003_ACDC": CPU3_ACDC_AUGMENTATION}},
+        # With ACDC's augmentation, 1600 steps gained ~8 points on ACDC over 800 (wide development split).
+        steps=1600,
         variants=tuple(
             _cpu3_variant(v) for v in _COMPARISON_VARIANTS if v.name not in ("bcp", "supervised_fp32")
         ),
         eval_overlap=0.5,
         threads=1,
-        expected_minutes=60 * 30,
+        expected_minutes=60 * 60,
     ),
     "cpu-2ds": Preset(
         name="cpu-2ds",

@@ -153,6 +153,22 @@ def test_dev_wide_split_is_the_unlabeled_pool_for_supervised_runs_only(fake_data
     assert semisup.main(argv) == 2 and "dev-wide" in capsys.readouterr().err
 
 
+def test_cpu3_augments_acdc_in_plane_only_and_datasets_subset_drops_it(fake_data, tmp_path):
+    from versemi.data.config import TrainConfig
+
+    preset = presets.get_preset("cpu3")
+    assert set(preset.training["dataset_augmentation"]) == {"Dataset003_ACDC"}
+    assert preset.training["augmentation"]["affine_prob"] == 0.0  # hippocampus and left atrium unchanged
+    training = semisup.only_datasets(preset.training, ["Dataset001_Hippocampus"])
+    assert training["dataset_augmentation"] == {} and "Dataset003_ACDC" in preset.training["dataset_augmentation"]
+    data, protocol_path = fake_data
+    run = next(r for r in semisup.plan_runs(preset) if r.run_id == "labeled_10pct__versemi__seed0")
+    raw = semisup.make_config(preset, run, data, protocol_path, {}, tmp_path / "cache", tmp_path / "out")
+    cfg = TrainConfig.from_dict(raw, base_dir=tmp_path)
+    assert cfg.training["dataset_augmentation"] == preset.training["dataset_augmentation"]
+    assert cfg.training["versemi"]["synthetic_weight"] == 0.25  # the variant's own section merged, not replaced
+
+
 def test_dry_run_prints_every_run(fake_data, capsys, tmp_path):
     data, _ = fake_data
     assert semisup.main(["--preset", "cpu-2ds", "--data", str(data), "--results", str(tmp_path / "r"), "--dry-run"]) == 0
