@@ -155,6 +155,20 @@ def make_split(
     return split
 
 
+def training_exclusions(
+    data_dir: Path, preset: Preset, protocol: Mapping[str, Any], which: str = "heldout"
+) -> dict[str, list[str]]:
+    """The cases kept out of training: the held-out split, and the development split when a development
+    split is evaluated. ``dev-wide`` excludes what ``dev`` does: its extra cases (the unlabeled pool)
+    stay in the datasets, unread by supervised-only training, so that each dataset's plan (fingerprint,
+    patch size) is the one a ``dev`` run and the real runs compute."""
+    heldout = make_split(data_dir, preset.datasets, protocol, preset.heldout_fraction)
+    if which == "heldout":
+        return heldout
+    dev = make_split(data_dir, preset.datasets, protocol, preset.heldout_fraction, "dev")
+    return {name: sorted(set(heldout[name]) | set(dev[name])) for name in preset.datasets}
+
+
 def check_dev_wide_runs(runs: Sequence[RunSpec]) -> None:
     """``--split dev-wide`` evaluates on the unlabeled pool: only for runs that never read it."""
     bad = [r.run_id for r in runs if r.method != "supervised" or r.setting == ALL_LABELS]
@@ -968,7 +982,8 @@ def report_header(preset: Preset, args: argparse.Namespace, split: Mapping[str, 
            f"held-out {int(round(100 * preset.heldout_fraction))} % in SHA-256 order; both excluded from training"
            if args.split == "dev" else
            "; every case no protocol setting labels except the held-out ones (the development split and the "
-           "unlabeled pool, which supervised-only runs never read); excluded from training"
+           "unlabeled pool, which supervised-only runs never read); the held-out and development splits are "
+           "excluded from training, the unlabeled pool stays in the datasets (the plans are a dev run's)"
            if args.split == "dev-wide" else
            f"; {int(round(100 * preset.heldout_fraction))} % of each dataset's cases (ACDC: patients), SHA-256 "
            "order among cases no protocol setting labels; excluded from training via `exclude` (see split.json)"),
@@ -1201,9 +1216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     protocol = json.loads(args.protocol.read_text(encoding="utf-8"))
     try:
         split = make_split(args.data, preset.datasets, protocol, preset.heldout_fraction, args.split)
-        # Kept out of training: the evaluated split, and the held-out split whatever is evaluated.
-        excluded = {name: sorted(set(cases) | set(heldout.get(name, []))) for name, cases in split.items()
-                    for heldout in [make_split(args.data, preset.datasets, protocol, preset.heldout_fraction)]}
+        excluded = training_exclusions(args.data, preset, protocol, args.split)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -143,6 +143,11 @@ def test_dev_wide_split_is_the_unlabeled_pool_for_supervised_runs_only(fake_data
         assert set(dev[name]) < set(wide[name])
         assert not set(wide[name]) & (labeled | set(heldout[name]))
         assert len(wide[name]) == 10 - len(labeled) - len(heldout[name])
+    # The unlabeled pool stays in training's datasets (unread by supervised-only), so the plans are a dev run's.
+    excluded = semisup.training_exclusions(data, preset, protocol, "dev-wide")
+    assert excluded == semisup.training_exclusions(data, preset, protocol, "dev")
+    assert all(set(excluded[n]) == set(heldout[n]) | set(dev[n]) for n in preset.datasets)
+    assert semisup.training_exclusions(data, preset, protocol) == heldout
     runs = semisup.plan_runs(preset)
     semisup.check_dev_wide_runs([r for r in runs if r.run_id == "labeled_10pct__supervised__seed0"])
     for run_id in ("labeled_10pct__versemi__seed0", "all_labels__supervised_all_labels__seed0"):
