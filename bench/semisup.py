@@ -1197,7 +1197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.datasets:
             import dataclasses
 
-            preset = dataclasses.replace(preset, datasets=tuple(args.datasets),
+            plans = json.loads(json.dumps(preset.plans or {}))
+            if "overrides" in plans:
+                plans["overrides"] = {k: v for k, v in plans["overrides"].items() if k in args.datasets}
+            preset = dataclasses.replace(preset, datasets=tuple(args.datasets), plans=plans or None,
                                          training=only_datasets(preset.training, args.datasets))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
