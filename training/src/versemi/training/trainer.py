@@ -106,7 +106,6 @@ def build_optimizer(model: nn.Module, options: TrainingOptions) -> torch.optim.O
     return cls(params, lr=lr, betas=options.betas, weight_decay=wd)
 
 
-
 def dataset_augmentations(options: TrainingOptions, plans: Plans) -> dict[str, Any]:
     """Each dataset's training augmentation: ``augmentation`` with the dataset's ``dataset_augmentation``
     overrides, spatial transforms in-plane where its plan is anisotropic.
