@@ -135,6 +135,32 @@ def test_consistency_stop_gradient_side(label_space: LabelSpace, model: torch.nn
     assert (rec.logits.grad[:2] == 0).all()
 
 
+@pytest.mark.parametrize("prompts, other_dataset_grad", [("all", True), ("dataset", False)])
+def test_consistency_max_over_all_prompts_or_the_batch_dataset_s(label_space: LabelSpace, model: torch.nn.Module,
+                                                                  prompts: str, other_dataset_grad: bool) -> None:
+    """``consistency_prompts: dataset`` leaves the other datasets' prompts out of the max: with the real
+    side trained (target ``synthetic``), a batch of dataset B's scans sends no gradient to A's prompt."""
+    options = {"versemi": {"supervised_weight": 0, "synthetic_weight": 0, "auxiliary_weight": 0, "cube_weight": 0,
+                           "consistency_rampup": 0, "consistency_target": "synthetic",
+                           "consistency_prompts": prompts}}
+    method = build_method("versemi", 2, label_space, SegmentationLossConfig(), options)
+    organ_a = label_space.prompt_id("organ_a")
+    b_ids = [i for i, _ in label_space.prompts_for_dataset("B")]
+    assert method.consistency_prompt_ids(["B", "B"]) == (b_ids if prompts == "dataset" else method.real_ids)
+    def organ_a_loudest(images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        # A's prompt firing on B's scans (as the left-atrium prompt does on cine MRI): the max of "all".
+        logits = model(images, ids)
+        return logits + 5.0 * (torch.arange(logits.shape[1]) == organ_a).view(1, -1, 1, 1, 1)
+
+    losses, rec = run(method, make_batch(label_space, ["B", "B"]), organ_a_loudest, len(label_space))
+    losses.total.backward()
+    grad = rec.logits.grad[2:].abs().flatten(2).sum(2)
+    assert bool((grad[:, organ_a] > 0).any()) is other_dataset_grad
+    assert bool((grad[:, b_ids] > 0).any()) is not other_dataset_grad  # A's prompt is the max everywhere
+    with pytest.raises(ValueError, match="consistency_prompts must be one of"):
+        build_method("versemi", 2, label_space, SegmentationLossConfig(), {"versemi": {"consistency_prompts": "x"}})
+
+
 def test_cube_loss_trains_only_the_synthetic_prompt_inside_the_cube(
     label_space: LabelSpace, model: torch.nn.Module
 ) -> None:

@@ -31,7 +31,7 @@ single stage. The methods live side by side: a baseline differs from VerSemi onl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -56,6 +56,7 @@ from versemi.training.schedules import sigmoid_rampup
 
 METHODS = tuple(str(m) for m in Method)
 CONSISTENCY_TARGETS = ("synthetic", "aggregate", "none")
+CONSISTENCY_PROMPTS = ("all", "dataset")
 CUBE_LOSSES = ("dice_ce", "dice")
 
 
@@ -118,6 +119,10 @@ class VerSemiOptions:
             synthetic prompt teaches the aggregate of the real prompts, which are what users predict
             with), ``"aggregate"`` (the max over real prompts teaches the synthetic prompt) or
             ``"none"`` (gradients through both, as the reference implementation).
+        consistency_prompts: Which real prompts the consistency's max runs over: ``"all"`` (default,
+            the reference: every real prompt of the label space) or ``"dataset"`` (only the prompts of
+            the batch's own dataset, whose structures its unlabeled scans can hold: other datasets'
+            prompts are never trained to stay silent on foreign anatomy).
         ema_teacher: Stage 2: take the target side from the EMA teacher's prediction.
         ema_decay: Decay of the EMA teacher.
         stage1_cutmix_ratio: Cube side ratio in stage 1 (2/3).
@@ -135,6 +140,7 @@ class VerSemiOptions:
     consistency_weight: float = 1.0
     consistency_rampup: float = 0.4
     consistency_target: str = "synthetic"
+    consistency_prompts: str = "all"
     ema_teacher: bool = False
     ema_decay: float = 0.99
     stage1_cutmix_ratio: float = 2.0 / 3.0
@@ -151,6 +157,11 @@ class VerSemiOptions:
             raise ValueError(
                 f"training.versemi.consistency_target must be one of {', '.join(CONSISTENCY_TARGETS)}, "
                 f"got {self.consistency_target!r}"
+            )
+        if self.consistency_prompts not in CONSISTENCY_PROMPTS:
+            raise ValueError(
+                f"training.versemi.consistency_prompts must be one of {', '.join(CONSISTENCY_PROMPTS)}, "
+                f"got {self.consistency_prompts!r}"
             )
         if self.ema_teacher and self.consistency_target == "none":
             raise ValueError(
@@ -347,7 +358,7 @@ class VerSemiMethod(TrainingMethod):
             assert unlabeled_mix is not None and u_ann is not None
             logits_u = logits[offset:]
             cube_loss = self.cube_loss(logits_u, u_ann)
-            consistency = self._consistency(logits_u, unlabeled_mix, ctx)
+            consistency = self._consistency(logits_u, unlabeled_mix, ctx, batch.datasets)
             ramp = sigmoid_rampup(ctx.step, int(round(opt.consistency_rampup * ctx.max_steps)))
             weight = opt.consistency_weight * ramp
             total = total + opt.cube_weight * cube_loss + weight * consistency
@@ -370,10 +381,22 @@ class VerSemiMethod(TrainingMethod):
             )
         return self.seg(logits, synthetic_ann)
 
-    def _consistency(self, logits_u: torch.Tensor, images_u: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    def consistency_prompt_ids(self, datasets: Sequence[str]) -> list[int]:
+        """The real prompts the consistency's max runs over (``VerSemiOptions.consistency_prompts``)."""
+        if self.options.consistency_prompts == "all":
+            return list(self.real_ids)
+        ids = sorted({i for d in set(datasets) for i, _ in self.label_space.prompts_for_dataset(d)})
+        if not ids:
+            raise ValueError(f"consistency_prompts 'dataset': no prompt annotated by {sorted(set(datasets))}")
+        return ids
+
+    def _consistency(
+        self, logits_u: torch.Tensor, images_u: torch.Tensor, ctx: StepContext, datasets: Sequence[str]
+    ) -> torch.Tensor:
         """Dice between max over real prompts and the synthetic prompt, both ``(Bu, D, H, W)``."""
+        real_ids = self.consistency_prompt_ids(datasets)
         probs = torch.sigmoid(logits_u)
-        aggregate = probs[:, self.real_ids].amax(dim=1)
+        aggregate = probs[:, real_ids].amax(dim=1)
         synthetic = probs[:, self.synthetic_id]
         assert aggregate.shape == synthetic.shape == (logits_u.shape[0], *logits_u.shape[2:])
         target_side = self.options.consistency_target
@@ -384,7 +407,7 @@ class VerSemiMethod(TrainingMethod):
                 raise RuntimeError("ema_teacher is set but no teacher was given")
             with torch.no_grad():
                 t_probs = torch.sigmoid(ctx.teacher(images_u))
-            t_aggregate = t_probs[:, self.real_ids].amax(dim=1)
+            t_aggregate = t_probs[:, real_ids].amax(dim=1)
             t_synthetic = t_probs[:, self.synthetic_id]
         else:
             t_aggregate, t_synthetic = aggregate, synthetic
