@@ -135,7 +135,8 @@ def make_split(
     data_dir: Path, datasets: Sequence[str], protocol: Mapping[str, Any], fraction: float, which: str = "heldout"
 ) -> dict[str, list[str]]:
     """Evaluation cases per dataset: the held-out split, or the development split (``which="dev"``,
-    :data:`DEV_FRACTION` of the groups after the held-out ones; see :func:`heldout_cases`)."""
+    :data:`DEV_FRACTION` of the groups after the held-out ones; see :func:`heldout_cases`), widened by
+    the unlabeled pool (``"dev-wide"``) or half of it (``"dev-semi"``)."""
     split = {}
     for name in datasets:
         if name not in protocol:
@@ -145,14 +146,29 @@ def make_split(
             split[name] = heldout_cases(name, ids, protocol[name], fraction)
             continue
         dev = heldout_cases(name, ids, protocol[name], DEV_FRACTION, skip_fraction=fraction)
-        if which == "dev-wide":
-            # Every case no protocol setting labels, except the held-out ones: supervised-only runs never
-            # read them, so they widen the development split for recipe choices on small datasets.
+        if which in ("dev-wide", "dev-semi"):
             labeled = {c for cases in protocol[name].values() for c in cases}
             heldout = set(heldout_cases(name, ids, protocol[name], fraction))
-            dev = sorted(c for c in ids if c not in labeled and c not in heldout)
+            pool = [c for c in ids if c not in labeled and c not in heldout and c not in set(dev)]
+            if which == "dev-wide":
+                # Every case no protocol setting labels, except the held-out ones: supervised-only runs
+                # never read them, so they widen the development split for recipe choices.
+                dev = sorted(set(dev) | set(pool))
+            else:
+                # Half of the unlabeled pool's groups (every other one in SHA-256 order) joins the
+                # development split and leaves training; the other half stays unlabeled training data.
+                dev = sorted(set(dev) | set(pool_half(name, pool)))
         split[name] = dev
     return split
+
+
+def pool_half(dataset: str, pool: Sequence[str]) -> list[str]:
+    """Every other group (ACDC: patient) of ``pool`` in SHA-256 order, starting with the first."""
+    groups: dict[str, list[str]] = {}
+    for c in pool:
+        groups.setdefault(case_group(c), []).append(c)
+    order = sorted(groups, key=lambda g: hashlib.sha256(f"{dataset}/pool/{g}".encode()).hexdigest())
+    return sorted(c for g in order[::2] for c in groups[g])
 
 
 def training_exclusions(
@@ -161,11 +177,13 @@ def training_exclusions(
     """The cases kept out of training: the held-out split, and the development split when a development
     split is evaluated. ``dev-wide`` excludes what ``dev`` does: its extra cases (the unlabeled pool)
     stay in the datasets, unread by supervised-only training, so that each dataset's plan (fingerprint,
-    patch size) is the one a ``dev`` run and the real runs compute."""
+    patch size) is the one a ``dev`` run and the real runs compute. ``dev-semi`` excludes its whole
+    evaluation split (half of the pool with it), so every method may run on it."""
     heldout = make_split(data_dir, preset.datasets, protocol, preset.heldout_fraction)
     if which == "heldout":
         return heldout
-    dev = make_split(data_dir, preset.datasets, protocol, preset.heldout_fraction, "dev")
+    dev = make_split(data_dir, preset.datasets, protocol, preset.heldout_fraction,
+                     "dev-semi" if which == "dev-semi" else "dev")
     return {name: sorted(set(heldout[name]) | set(dev[name])) for name in preset.datasets}
 
 
@@ -985,6 +1003,10 @@ def report_header(preset: Preset, args: argparse.Namespace, split: Mapping[str, 
            "unlabeled pool, which supervised-only runs never read); the held-out and development splits are "
            "excluded from training, the unlabeled pool stays in the datasets (the plans are a dev run's)"
            if args.split == "dev-wide" else
+           "; the development split plus every other group of the unlabeled pool (SHA-256 order), all "
+           "excluded from training with the held-out split; the rest of the pool stays unlabeled training "
+           "data, so semi-supervised runs train on half the unlabeled scans of the real runs"
+           if args.split == "dev-semi" else
            f"; {int(round(100 * preset.heldout_fraction))} % of each dataset's cases (ACDC: patients), SHA-256 "
            "order among cases no protocol setting labels; excluded from training via `exclude` (see split.json)"),
         "model selection": "none: fixed step budget, the last checkpoint is evaluated; the held-out cases are "
@@ -1050,12 +1072,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
                    help="train and evaluate on these datasets of --data instead of the preset's (e.g. recipe "
                         "development on one dataset; use a separate --results folder)")
-    p.add_argument("--split", choices=("heldout", "dev", "dev-wide"), default="heldout",
+    p.add_argument("--split", choices=("heldout", "dev", "dev-wide", "dev-semi"), default="heldout",
                    help="evaluate on the held-out split (reports) or on the development split (recipe "
                         "choices: training-side cases after the held-out ones, both excluded from training); "
                         "dev-wide: the development split plus every unlabeled training-side case, for "
                         "supervised-only runs at a protocol setting only (they never read those cases); "
-                        "default results folder bench/results/<preset>-dev for dev and dev-wide")
+                        "dev-semi: the development split plus half of the unlabeled pool, excluded from "
+                        "training, for every method (semi-supervised ones keep the other half unlabeled); "
+                        "default results folder bench/results/<preset>-dev for all three")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained and evaluated at once (each uses the preset's threads + DataLoader "
                         "workers; default 1)")

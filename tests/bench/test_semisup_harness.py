@@ -158,6 +158,30 @@ def test_dev_wide_split_is_the_unlabeled_pool_for_supervised_runs_only(fake_data
     assert semisup.main(argv) == 2 and "dev-wide" in capsys.readouterr().err
 
 
+def test_dev_semi_split_holds_out_half_the_pool_for_every_method(fake_data, tmp_path):
+    data, protocol_path = fake_data
+    preset = presets.get_preset("cpu3")
+    protocol = json.loads(protocol_path.read_text())
+    heldout = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction)
+    dev = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, "dev")
+    wide = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, "dev-wide")
+    semi = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, "dev-semi")
+    excluded = semisup.training_exclusions(data, preset, protocol, "dev-semi")
+    for name in preset.datasets:
+        pool = set(wide[name]) - set(dev[name])
+        evaluated_pool = set(semi[name]) - set(dev[name])
+        assert set(dev[name]) <= set(semi[name]) <= set(wide[name])
+        # Half of the pool's groups (every other one), the rest left to train on unlabeled.
+        assert len(evaluated_pool) == (len(pool) + 1) // 2 and pool - evaluated_pool
+        # Everything evaluated is out of training, with the held-out split; nothing labeled is evaluated.
+        assert set(excluded[name]) == set(heldout[name]) | set(semi[name])
+        assert not set(semi[name]) & set(protocol[name]["labeled_10pct"])
+    assert semi == semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, "dev-semi")
+    argv = ["--preset", "cpu3", "--data", str(data), "--results", str(tmp_path / "r"), "--split", "dev-semi",
+            "--only", "labeled_10pct__versemi__seed0", "--dry-run"]
+    assert semisup.main(argv) == 0  # semi-supervised runs are allowed here
+
+
 def test_cpu3_augments_acdc_in_plane_only_and_datasets_subset_drops_it(fake_data, tmp_path):
     from versemi.data.config import TrainConfig
 
