@@ -5,7 +5,6 @@ and predicts."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -13,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench_scripts import load_bench_script
 from versemi.checkpoint import load_checkpoint
 from versemi.inference import Predictor
 from versemi.models import load_catalogue, resolve_default_model
 
 REPO = Path(__file__).resolve().parents[2]
-BENCH = REPO / "bench"
 
 DATA_README = """# data
 
@@ -34,16 +33,9 @@ Storage: ...
 """
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("default_model_export", BENCH / "default_model_export.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_export_packages_a_verified_default_model(trained_checkpoint: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    export = _load()
+    export = load_bench_script("default_model_export")
     data = tmp_path / "data"
     for dataset, cases in (("Dataset901_Alpha", 3), ("Dataset902_Beta", 2)):
         (data / dataset / "labelsTr").mkdir(parents=True)
@@ -104,7 +96,7 @@ def test_export_packages_a_verified_default_model(trained_checkpoint: Path, tmp_
 
 
 def test_export_refuses_without_evaluation(tmp_path: Path) -> None:
-    export = _load()
+    export = load_bench_script("default_model_export")
     args = argparse.Namespace(work=tmp_path, data=tmp_path, checkpoint=None, name="x", version="1")
     with pytest.raises(SystemExit, match="run `bench/default_model.py evaluate` first"):
         export.export(args)

@@ -3,22 +3,13 @@ precisions run, are scored per dataset, and the verdict is printed."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from bench_scripts import load_bench_script
 from inference.helpers import write_tiny_model_datasets
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("inference_precision", BENCH / "inference_precision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.filterwarnings("ignore:bf16 was asked for")  # native=False: the predictor's warning, expected
@@ -28,7 +19,7 @@ def test_fp32_and_bf16_are_compared_per_dataset(trained_checkpoint: Path, tmp_pa
                                                native: bool) -> None:
     import versemi.devices
 
-    bench = _load()
+    bench = load_bench_script("inference_precision")
     monkeypatch.setattr(versemi.devices, "cpu_has_native_bf16", lambda: native)
     monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: native)
     monkeypatch.setenv("VERSEMI_CATALOGUE", str(tmp_path / "none.json"))

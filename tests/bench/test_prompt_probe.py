@@ -3,22 +3,13 @@ share outside the anatomy, and a foreign prompt probed on the same scan."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from bench_scripts import load_bench_script
 from inference.helpers import write_tiny_model_datasets
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("prompt_probe", BENCH / "prompt_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_prompts_are_scored_on_their_own_and_foreign_ones_only_counted(
@@ -28,7 +19,7 @@ def test_prompts_are_scored_on_their_own_and_foreign_ones_only_counted(
     data = write_tiny_model_datasets(tmp_path / "data")
     beta = data / "Dataset902_Beta"
     case = sorted(p.name for p in (beta / "labelsTr").glob("*.nii.gz"))[0].removesuffix(".nii.gz")
-    assert _load().main([str(trained_checkpoint), str(beta), case, "--also", "organ_a", "--json"]) == 0
+    assert load_bench_script("prompt_probe").main([str(trained_checkpoint), str(beta), case, "--also", "organ_a", "--json"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["case"] == case and set(row["prompts"]) == {"spleen", "liver", "organ_a"}
     for name in ("spleen", "liver"):
@@ -41,4 +32,4 @@ def test_prompts_are_scored_on_their_own_and_foreign_ones_only_counted(
 def test_a_missing_case_names_the_file(trained_checkpoint: Path, tmp_path: Path) -> None:
     beta = write_tiny_model_datasets(tmp_path / "data") / "Dataset902_Beta"
     with pytest.raises(SystemExit, match=r"imagesTr/nope_0000\.nii\.gz: no such file"):
-        _load().main([str(trained_checkpoint), str(beta), "nope"])
+        load_bench_script("prompt_probe").main([str(trained_checkpoint), str(beta), "nope"])

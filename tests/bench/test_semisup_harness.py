@@ -3,31 +3,17 @@ log parsing, aggregation statistics and the report. No training runs here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from bench_scripts import load_bench_script
 
 
-semisup = _load("semisup")
-presets = _load("semisup_presets")
+semisup = load_bench_script("semisup")
+presets = load_bench_script("semisup_presets")
 
 
 # --- held-out split -------------------------------------------------------------------------------
@@ -346,7 +332,7 @@ def test_gpu_la_preset_runs_end_to_end_on_cpu(fake_data, tmp_path):
 
 
 def test_compare_runs_pairs_cases_across_result_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    compare_runs = _load("compare_runs")
+    compare_runs = load_bench_script("compare_runs")
 
     def run(name: str, dice: dict[str, float]) -> Path:
         folder = tmp_path / name
