@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -117,13 +118,19 @@ def test_configs_validate_and_hold_out_the_split(fake_data, tmp_path):
         assert len(d.labeled_ids) == 8 and not set(d.labeled_ids) & set(split[d.name])
 
 
-def test_dev_wide_split_is_the_unlabeled_pool_for_supervised_runs_only(fake_data, tmp_path, capsys):
+def cpu3_splits(fake_data) -> tuple[Path, Any, dict, dict[str, dict[str, list[str]]]]:
+    """The data folder, the cpu3 preset, the protocol and every split of the fake data."""
     data, protocol_path = fake_data
     preset = presets.get_preset("cpu3")
     protocol = json.loads(protocol_path.read_text())
-    heldout = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction)
-    dev = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, "dev")
-    wide = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, "dev-wide")
+    splits = {which: semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, which)
+              for which in ("heldout", "dev", "dev-wide", "dev-semi")}
+    return data, preset, protocol, splits
+
+
+def test_dev_wide_split_is_the_unlabeled_pool_for_supervised_runs_only(fake_data, tmp_path, capsys):
+    data, preset, protocol, splits = cpu3_splits(fake_data)
+    heldout, dev, wide = splits["heldout"], splits["dev"], splits["dev-wide"]
     for name in preset.datasets:
         labeled = set(protocol[name]["labeled_10pct"])
         assert set(dev[name]) < set(wide[name])
@@ -145,13 +152,8 @@ def test_dev_wide_split_is_the_unlabeled_pool_for_supervised_runs_only(fake_data
 
 
 def test_dev_semi_split_holds_out_half_the_pool_for_every_method(fake_data, tmp_path):
-    data, protocol_path = fake_data
-    preset = presets.get_preset("cpu3")
-    protocol = json.loads(protocol_path.read_text())
-    heldout = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction)
-    dev = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, "dev")
-    wide = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, "dev-wide")
-    semi = semisup.make_split(data, preset.datasets, protocol, preset.heldout_fraction, "dev-semi")
+    data, preset, protocol, splits = cpu3_splits(fake_data)
+    heldout, dev, wide, semi = splits["heldout"], splits["dev"], splits["dev-wide"], splits["dev-semi"]
     excluded = semisup.training_exclusions(data, preset, protocol, "dev-semi")
     for name in preset.datasets:
         pool = set(wide[name]) - set(dev[name])
