@@ -149,7 +149,8 @@ def make_split(
         if which in ("dev-wide", "dev-semi"):
             labeled = {c for cases in protocol[name].values() for c in cases}
             heldout = set(heldout_cases(name, ids, protocol[name], fraction))
-            pool = [c for c in ids if c not in labeled and c not in heldout and c not in set(dev)]
+            excluded = labeled | heldout | set(dev)
+            pool = [c for c in ids if c not in excluded]
             if which == "dev-wide":
                 # Every case no protocol setting labels, except the held-out ones: supervised-only runs
                 # never read them, so they widen the development split for recipe choices.
