@@ -25,11 +25,12 @@ def dice(prediction: np.ndarray, reference: np.ndarray) -> float | None:
     return 2.0 * int((prediction & reference).sum()) / total if total else None
 
 
-def probe_case(predictor, dataset_dir: Path, case: str, labels: dict[str, int], extra: list[str]) -> dict:
+def probe_case(predictor, dataset, case: str, extra: list[str]) -> dict:
     import SimpleITK as sitk
 
-    image_path = dataset_dir / "imagesTr" / f"{case}_0000.nii.gz"
-    label_path = dataset_dir / "labelsTr" / f"{case}.nii.gz"
+    labels = {n: v for n, v in dataset.labels.items() if v > 0}
+    image_path = dataset.images_dir / f"{case}_0000{dataset.file_ending}"
+    label_path = dataset.labels_dir / f"{case}{dataset.file_ending}"
     for path in (image_path, label_path):
         if not path.is_file():
             raise SystemExit(f"prompt_probe: {path}: no such file")
@@ -65,16 +66,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from versemi.data.dataset import load_dataset_json
+    from versemi.data.dataset import DatasetError, NnUNetDataset
     from versemi.inference.predictor import Predictor
 
     torch.set_num_threads(1)
-    labels = {n: int(v) for n, v in load_dataset_json(args.dataset / "dataset.json")["labels"].items() if int(v) > 0}
+    try:
+        dataset = NnUNetDataset(args.dataset)
+        dataset.labels
+    except DatasetError as exc:
+        raise SystemExit(f"prompt_probe: {exc}") from None
     predictor = Predictor(args.checkpoint, device="cpu", postprocess=False, coarse_to_fine=False,
-                          modality_guard=False, dataset=args.dataset.resolve().name)
+                          modality_guard=False, dataset=dataset.name)
     for case in args.cases:
         extra = (["all_foreground"] if args.synthetic else []) + list(args.also)
-        row = probe_case(predictor, args.dataset, case, labels, extra)
+        row = probe_case(predictor, dataset, case, extra)
         if args.json:
             print(json.dumps(row))
             continue
