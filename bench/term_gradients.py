@@ -6,7 +6,7 @@ weights away from what the labeled images ask for.
 A diagnostic for a VerSemi run that loses to supervised-only (``bench/semisup.py`` run folders hold a
 ``config.json``; checkpoints are ``train/stage2/last.pt``):
 
-    PYTHONPATH=training/src .venv/bin/python bench/term_gradients.py RUN/config.json \\
+    .venv/bin/python bench/term_gradients.py RUN/config.json \\
         --checkpoint OTHER_RUN/train/stage2/last.pt --steps 8 --json
 
 The weights come from ``--checkpoint`` (random initial weights without it), the terms and their weights
