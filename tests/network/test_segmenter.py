@@ -110,6 +110,27 @@ def test_build_model_round_trip_through_json() -> None:
     assert rebuilt.size_divisor == 4 and rebuilt.num_prompts == 5
 
 
+def test_own_synthetic_head_keeps_its_losses_out_of_the_shared_head() -> None:
+    own = tiny_model("unet", synthetic_head="own", synthetic_prompt=4).train()
+    shared = tiny_model("unet").train()
+    x = images()
+    with torch.no_grad():  # same seed: the shared parts start equal; only prompt 4 is served apart
+        torch.testing.assert_close(own(x, [0, 1, 2, 3]), shared(x, [0, 1, 2, 3]))
+        both = own(x, torch.tensor([[4, 0], [1, 4]]))
+        torch.testing.assert_close(both[0, 0], own(x[:1], [4])[0, 0])
+        torch.testing.assert_close(both[1, 0], shared(x[1:], [1])[0, 0])
+    own(x, [0, 4])[:, 1].sigmoid().mean().backward()  # a loss on the synthetic prompt only
+    grads = {n: p.grad for n, p in own.named_parameters()}
+    assert all(g is None or g.abs().sum() == 0 for n, g in grads.items() if n.startswith("head."))
+    assert grads["synthetic_head.controller.weight"].abs().sum() > 0
+    assert grads["backbone.encoder.0.convs.0.weight"].abs().sum() > 0
+    own.zero_grad(set_to_none=True)
+    own(x, [0, 4])[:, 0].sigmoid().mean().backward()  # and on a real prompt only
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in own.synthetic_head.parameters())
+    rebuilt = build_model(json.loads(json.dumps(own.config)))
+    rebuilt.load_state_dict(own.state_dict())  # strict: the own head is part of the checkpoint
+
+
 def test_default_model_is_the_reference_vnet() -> None:
     model = build_model({"num_prompts": 5})
     assert model.config["backbone"] == "vnet" and model.size_divisor == 16
@@ -144,6 +165,9 @@ def test_bad_prompt_ids_are_clear_errors(prompts: object, message: str) -> None:
         ({**TINY, "backbone": "resnet"}, "unknown backbone"),
         ({**TINY, "norm": "layer"}, "unknown norm"),
         ({**TINY, "convs_per_stage": [1, 2]}, "convs_per_stage"),
+        ({**TINY, "synthetic_head": "separate"}, "unknown synthetic_head"),
+        ({**TINY, "synthetic_head": "own"}, "needs synthetic_prompt"),
+        ({**TINY, "synthetic_head": "own", "synthetic_prompt": 5}, "not a prompt id"),
     ],
 )
 def test_bad_configs_are_clear_errors(config: dict, message: str) -> None:

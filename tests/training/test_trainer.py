@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from versemi.checkpoint import load_checkpoint
+from versemi.checkpoint import Checkpoint, load_checkpoint
 from versemi.cli import main
 from versemi.training.run_log import read_jsonl
 from versemi.training.checkpointing import weights_digest
@@ -107,6 +107,19 @@ def test_baselines_train_in_the_same_trainer(write_train_config, tmp_path: Path,
     ckpt = load_checkpoint(folder / "last.pt")
     assert ckpt["method"] == method and ckpt["step"] == 3
     assert bool(ckpt["ema"]) is (method != "supervised")
+
+
+def test_synthetic_prompt_on_a_head_of_its_own(write_train_config, tmp_path: Path) -> None:
+    cfg = write_train_config({"max_steps": 4}, model={"backbone": "vnet", "base_filters": 4, "depth": 3,
+                                                      "synthetic_head": "own"})
+    assert main(["train", str(cfg), "--device", "cpu", "--no-progress"]) == 0
+    ckpt = Checkpoint.load(tmp_path / "runs" / "stage2" / "last.pt")
+    synthetic = ckpt.label_space.synthetic_id
+    assert ckpt.model_config["synthetic_head"] == "own" and ckpt.model_config["synthetic_prompt"] == synthetic
+    model = ckpt.build_model()  # strict load: the synthetic head's weights are in the checkpoint
+    assert model.synthetic_head is not None
+    initial = Checkpoint.load(tmp_path / "runs" / "stage1" / "last.pt").build_model()
+    assert weights_digest(model.synthetic_head.state_dict()) != weights_digest(initial.synthetic_head.state_dict())
 
 
 def test_user_errors_are_one_line(write_train_config, capsys: pytest.CaptureFixture) -> None:

@@ -4,9 +4,13 @@ The architecture is a plain JSON-able dict (stored in checkpoints as ``model_con
 
     {"backbone": "vnet", "in_channels": 1, "base_filters": 16, "depth": 5, "convs_per_stage": None,
      "norm": "instance", "dropout": 0.0, "num_prompts": 5, "head_channels": 8, "head_layers": 3,
-     "prompt_encoding": "onehot", "prompt_embedding_dim": 16}
+     "prompt_encoding": "onehot", "prompt_embedding_dim": 16, "synthetic_head": "shared",
+     "synthetic_prompt": None}
 
 Only ``num_prompts`` is required; :func:`build_model` fills in the rest (the reference V-Net).
+``synthetic_head: "own"`` gives the prompt ``synthetic_prompt`` (VerSemi's synthetic prompt) a dynamic
+head of its own: its losses then reach the other prompts only through the backbone, not through the
+head's shared input projection and controller (``"shared"``: one head for every prompt, the reference).
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "head_layers": 3,
     "prompt_encoding": "onehot",
     "prompt_embedding_dim": 16,
+    "synthetic_head": "shared",
+    "synthetic_prompt": None,
 }
+SYNTHETIC_HEADS = ("shared", "own")
 
 
 class PromptedSegmenter(nn.Module):
@@ -50,12 +57,16 @@ class PromptedSegmenter(nn.Module):
         backbone: The encoder-decoder.
         head: The dynamic head.
         config: The full config dict this model was built from.
+        synthetic_head: A head of its own for prompt ``config["synthetic_prompt"]`` (``None``: ``head``
+            serves every prompt).
     """
 
-    def __init__(self, backbone: EncoderDecoder3d, head: DynamicHead, config: Mapping[str, Any]):
+    def __init__(self, backbone: EncoderDecoder3d, head: DynamicHead, config: Mapping[str, Any],
+                 synthetic_head: DynamicHead | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.synthetic_head = synthetic_head
         self._config = copy.deepcopy(dict(config))
 
     @property
@@ -150,7 +161,17 @@ class PromptedSegmenter(nn.Module):
         """
         ids = self.normalize_prompt_ids(prompt_ids, decoder_features.shape[0]).to(pooled.device)
         # float32 out, also under autocast: losses and probability maps downstream expect it.
-        return self.head(decoder_features, pooled, ids).float()
+        if self.synthetic_head is None:
+            return self.head(decoder_features, pooled, ids).float()
+        own = ids == int(self._config["synthetic_prompt"])
+        if not bool(own.any()):
+            return self.head(decoder_features, pooled, ids).float()
+        # The shared head computes a stand-in (prompt 0) where the synthetic prompt is asked for and
+        # ``where`` drops it: the synthetic prompt's losses give the shared head no gradient.
+        shared = self.head(decoder_features, pooled, ids.masked_fill(own, 0)).float()
+        single = torch.zeros_like(ids[:, :1])
+        synthetic = self.synthetic_head(decoder_features, pooled, single).float()
+        return torch.where(own[:, :, None, None, None], synthetic, shared)
 
     def forward(
         self,
@@ -201,6 +222,15 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
                 "head_layers", "prompt_embedding_dim"):
         resolved[key] = int(resolved[key])
     resolved["dropout"] = float(resolved["dropout"])
+    if resolved["synthetic_head"] not in SYNTHETIC_HEADS:
+        raise ValueError(
+            f"unknown synthetic_head {resolved['synthetic_head']!r}; expected one of {', '.join(SYNTHETIC_HEADS)}"
+        )
+    if resolved["synthetic_prompt"] is not None:
+        resolved["synthetic_prompt"] = int(resolved["synthetic_prompt"])
+        if not 0 <= resolved["synthetic_prompt"] < resolved["num_prompts"]:
+            raise ValueError(f"synthetic_prompt {resolved['synthetic_prompt']} is not a prompt id "
+                             f"(0 to {resolved['num_prompts'] - 1})")
     return resolved
 
 
@@ -214,6 +244,9 @@ def build_model(config: Mapping[str, Any]) -> PromptedSegmenter:
         The model (freshly initialised).
     """
     cfg = resolve_config(config)
+    if cfg["synthetic_head"] == "own" and cfg["synthetic_prompt"] is None:
+        raise ValueError("synthetic_head 'own' needs synthetic_prompt (the synthetic prompt's id; the trainer "
+                         "fills it in from the label space)")
     backbone_cls = BACKBONES[cfg["backbone"]]
     convs = cfg["convs_per_stage"]
     if convs is None and backbone_cls is UNet3d:
@@ -226,14 +259,19 @@ def build_model(config: Mapping[str, Any]) -> PromptedSegmenter:
         norm=cfg["norm"],
         dropout=cfg["dropout"],
     )
-    head = DynamicHead(
-        feature_channels=backbone.out_channels,
-        context_channels=backbone.bottleneck_channels,
-        num_prompts=cfg["num_prompts"],
-        head_channels=cfg["head_channels"],
-        num_layers=cfg["head_layers"],
-        norm=cfg["norm"],
-        prompt_encoding=cfg["prompt_encoding"],
-        embedding_dim=cfg["prompt_embedding_dim"],
-    )
-    return PromptedSegmenter(backbone, head, cfg)
+
+    def make_head(num_prompts: int) -> DynamicHead:
+        return DynamicHead(
+            feature_channels=backbone.out_channels,
+            context_channels=backbone.bottleneck_channels,
+            num_prompts=num_prompts,
+            head_channels=cfg["head_channels"],
+            num_layers=cfg["head_layers"],
+            norm=cfg["norm"],
+            prompt_encoding=cfg["prompt_encoding"],
+            embedding_dim=cfg["prompt_embedding_dim"],
+        )
+
+    head = make_head(cfg["num_prompts"])
+    synthetic_head = make_head(1) if cfg["synthetic_head"] == "own" else None
+    return PromptedSegmenter(backbone, head, cfg, synthetic_head)

@@ -191,6 +191,11 @@ class Trainer:
                 f"{len(self.label_space)} prompts ({', '.join(self.label_space.names)}); remove the key"
             )
         model_cfg["num_prompts"] = len(self.label_space)
+        if model_cfg.get("synthetic_head") == "own":
+            if self.label_space.synthetic_id is None:
+                raise ValueError("model.synthetic_head is 'own' but the label space has no synthetic prompt "
+                                 "(VerSemi adds one); remove the key")
+            model_cfg["synthetic_prompt"] = self.label_space.synthetic_id
         # Same seed on every rank: identical initial weights (and EMA teacher copies) everywhere.
         torch.manual_seed(self.config.seed)
         model = build_model(model_cfg).to(self.device)
