@@ -1,7 +1,10 @@
-"""How each VerSemi loss term pulls on the shared backbone, per dataset: the gradient of every term on
-its own (same patches, same CutMix cubes), its norm against the supervised term's, and the cosine
-between them. A term whose gradient is large or points against the supervised one trains the shared
-weights away from what the labeled images ask for.
+"""How each VerSemi loss term pulls on the weights every prompt shares, per dataset: the gradient of every
+term on its own (same patches, same CutMix cubes), its norm against the supervised term's, and the
+cosine between them. A term whose gradient is large or points against the supervised one trains the
+shared weights away from what the labeled images ask for. ``--part backbone`` (default) measures the
+encoder-decoder; ``--part head`` the dynamic head's shared weights (its input norm and projection, and
+the controller's bias and the columns that read the pooled image context; not the per-prompt code
+columns).
 
 A diagnostic for a VerSemi run that loses to supervised-only (``bench/semisup.py`` run folders hold a
 ``config.json``; checkpoints are ``train/stage2/last.pt``):
@@ -24,6 +27,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 
 TERMS = ("supervised", "synthetic", "cube", "consistency")
 
@@ -39,9 +43,34 @@ def _flat_grad(parameters: list) -> "torch.Tensor":
                       for p in parameters])
 
 
-def term_gradients(trainer, steps: int) -> dict:
+PARTS = ("backbone", "head")
+
+
+def shared_gradient(model, part: str) -> Callable[[], "torch.Tensor"]:
+    """A function returning the current gradient of ``part``'s prompt-shared weights, flattened."""
+    import torch
+
+    if part == "backbone":
+        parameters = [p for p in model.backbone.parameters() if p.requires_grad]
+        return lambda: _flat_grad(parameters)
+    if part != "head":
+        raise ValueError(f"unknown part {part!r}; expected one of {', '.join(PARTS)}")
+    head = model.head
+    whole = [*head.input_norm.parameters(), *head.input_projection.parameters(), head.controller.bias]
+    context = head.controller.in_features - (head.num_prompts if head.prompt_embedding is None
+                                             else head.prompt_embedding.embedding_dim)
+
+    def flat() -> torch.Tensor:
+        weight = head.controller.weight
+        columns = (weight.grad if weight.grad is not None else torch.zeros_like(weight))[:, :context]
+        return torch.cat([_flat_grad(whole), columns.detach().float().flatten()])
+
+    return flat
+
+
+def term_gradients(trainer, steps: int, part: str = "backbone") -> dict:
     """Per dataset and term: mean over ``steps`` steps of ``|w g_term| / |g_supervised|`` and of
-    ``cos(g_term, g_supervised)`` on the backbone's parameters, and the worst ``sum_check``."""
+    ``cos(g_term, g_supervised)`` on ``part``'s prompt-shared weights, and the worst ``sum_check``."""
     import torch
 
     method = trainer.method
@@ -56,7 +85,7 @@ def term_gradients(trainer, steps: int) -> dict:
         options = dataclasses.replace(method.options, **{_weight_field(t): (1.0 if t == term else 1e-30) for t in TERMS})
         isolated[term] = copy.copy(method)
         isolated[term].options = options
-    parameters = [p for p in trainer.model.backbone.parameters() if p.requires_grad]
+    gradient = shared_gradient(trainer.model, part)
     next_batches = trainer._batches()
     sums: dict[str, dict[str, list[float]]] = {}
     worst_sum_check = 0.0
@@ -76,7 +105,7 @@ def term_gradients(trainer, steps: int) -> dict:
                                     enabled=trainer.amp_dtype is not None):
                     loss = terms_method.losses(batch, ctx).total
                 loss.backward()
-                grads[name] = _flat_grad(parameters)
+                grads[name] = gradient()
             weighted = {t: weights[t] * grads[t] for t in TERMS}
             reference = weighted["supervised"].norm()
             rows = sums.setdefault(dataset, {})
@@ -92,6 +121,7 @@ def term_gradients(trainer, steps: int) -> dict:
     trainer.model.zero_grad(set_to_none=True)
     return {
         "weights": weights,
+        "part": part,
         "steps": steps,
         "datasets": {d: {k: sum(v) / len(v) for k, v in rows.items()} for d, rows in sums.items()},
         "sum_check": worst_sum_check,
@@ -103,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", type=Path, help="training config of the run (a bench run folder's config.json)")
     p.add_argument("--checkpoint", type=Path, help="weights to measure at (default: the initial weights)")
     p.add_argument("--steps", type=int, default=8, help="steps of patches to average over (default 8)")
+    p.add_argument("--part", choices=PARTS, default="backbone",
+                   help="which prompt-shared weights to measure on (default backbone)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = p.parse_args(argv)
 
@@ -125,12 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as out:  # the trainer's logs; nothing of the run is touched
         trainer = Trainer(config, options, 2, Path(out), torch.device("cpu"), init_checkpoint=args.checkpoint,
                           progress=False)
-        result = term_gradients(trainer, args.steps)
+        result = term_gradients(trainer, args.steps, args.part)
         trainer.log.close()
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"weights {result['weights']}; {args.steps} steps; sum check {result['sum_check']:.2e}")
+    print(f"{args.part}; weights {result['weights']}; {args.steps} steps; sum check {result['sum_check']:.2e}")
     for dataset, row in result["datasets"].items():
         cells = "  ".join(f"{t} {row[f'{t}_norm_ratio']:.2f}x cos {row[f'{t}_cosine']:+.2f}" for t in TERMS[1:])
         print(f"{dataset:24s} {cells}  unlabeled terms cos {row['unlabeled_terms_cosine']:+.2f}")
