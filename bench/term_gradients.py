@@ -26,8 +26,8 @@ import dataclasses
 import json
 import sys
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 TERMS = ("supervised", "synthetic", "cube", "consistency")
 
