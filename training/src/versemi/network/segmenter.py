@@ -228,9 +228,6 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
         )
     if resolved["synthetic_prompt"] is not None:
         resolved["synthetic_prompt"] = int(resolved["synthetic_prompt"])
-        if not 0 <= resolved["synthetic_prompt"] < resolved["num_prompts"]:
-            raise ValueError(f"synthetic_prompt {resolved['synthetic_prompt']} is not a prompt id "
-                             f"(0 to {resolved['num_prompts'] - 1})")
     return resolved
 
 
@@ -244,9 +241,12 @@ def build_model(config: Mapping[str, Any]) -> PromptedSegmenter:
         The model (freshly initialised).
     """
     cfg = resolve_config(config)
+    # Checked here, not in resolve_config: config checks resolve with a stand-in prompt count.
     if cfg["synthetic_head"] == "own" and cfg["synthetic_prompt"] is None:
         raise ValueError("synthetic_head 'own' needs synthetic_prompt (the synthetic prompt's id; the trainer "
                          "fills it in from the label space)")
+    if cfg["synthetic_prompt"] is not None and not 0 <= cfg["synthetic_prompt"] < cfg["num_prompts"]:
+        raise ValueError(f"synthetic_prompt {cfg['synthetic_prompt']} is not a prompt id (0 to {cfg['num_prompts'] - 1})")
     backbone_cls = BACKBONES[cfg["backbone"]]
     convs = cfg["convs_per_stage"]
     if convs is None and backbone_cls is UNet3d:
