@@ -247,6 +247,27 @@ def test_baselines_use_the_teacher_and_unlabeled_images(label_space: LabelSpace,
     assert rec.logits.grad[:, -1].abs().sum() == 0  # baselines never train the synthetic prompt
 
 
+@pytest.mark.parametrize("prompts, other_dataset_grad", [("all", True), ("dataset", False)])
+def test_mean_teacher_consistency_over_all_prompts_or_the_batch_dataset_s(
+    label_space: LabelSpace, model: torch.nn.Module, prompts: str, other_dataset_grad: bool
+) -> None:
+    """``mean_teacher.consistency_prompts: dataset``: dataset B's unlabeled scans train only B's prompts."""
+    options = {"mean_teacher": {"consistency_rampup": 0, "consistency_prompts": prompts}}
+    method = build_method("mean_teacher", 1, label_space, SegmentationLossConfig(), options)
+    teacher = Recorder(model, len(label_space))
+    losses, rec = run(method, make_batch(label_space, ["B", "B"]), model, len(label_space), teacher=teacher)
+    assert losses.terms["consistency_weight"] == pytest.approx(0.1)
+    losses.total.backward()
+    grad = rec.logits.grad[2:].abs().flatten(2).sum(2)  # the unlabeled images
+    organ_a = label_space.prompt_id("organ_a")
+    b_ids = [i for i, _ in label_space.prompts_for_dataset("B")]
+    assert bool((grad[:, organ_a] > 0).any()) is other_dataset_grad
+    assert (grad[:, b_ids] > 0).all()
+    with pytest.raises(ValueError, match="mean_teacher.consistency_prompts must be one of"):
+        build_method("mean_teacher", 1, label_space, SegmentationLossConfig(),
+                     {"mean_teacher": {"consistency_prompts": "x"}})
+
+
 def test_cube_loss_dice_only_drops_the_cross_entropy_of_the_cube(label_space: LabelSpace, model: torch.nn.Module) -> None:
     batch = make_batch(label_space, ["A", "B", "B"])
     cfg = SegmentationLossConfig()

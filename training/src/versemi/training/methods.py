@@ -178,6 +178,8 @@ class MeanTeacherOptions:
     Attributes:
         consistency_weight: Final weight of the probability MSE (UA-MT uses 0.1).
         consistency_rampup: Sigmoid ramp-up length as a fraction of the run's steps.
+        consistency_prompts: Which prompts the consistency covers on a dataset's unlabeled scans:
+            ``"all"`` (default: every real prompt) or ``"dataset"`` (only that dataset's own prompts).
         ema_decay: Teacher EMA decay.
         noise_std: Std of the Gaussian input noise, clipped to ``+-noise_clip`` (UA-MT: 0.1, 0.2),
             drawn independently for student and teacher.
@@ -186,9 +188,17 @@ class MeanTeacherOptions:
 
     consistency_weight: float = 0.1
     consistency_rampup: float = 0.4
+    consistency_prompts: str = "all"
     ema_decay: float = 0.99
     noise_std: float = 0.1
     noise_clip: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.consistency_prompts not in CONSISTENCY_PROMPTS:
+            raise ValueError(
+                f"training.mean_teacher.consistency_prompts must be one of {', '.join(CONSISTENCY_PROMPTS)}, "
+                f"got {self.consistency_prompts!r}"
+            )
 
 
 @dataclass
@@ -383,12 +393,7 @@ class VerSemiMethod(TrainingMethod):
 
     def consistency_prompt_ids(self, datasets: Sequence[str]) -> list[int]:
         """The real prompts the consistency's max runs over (``VerSemiOptions.consistency_prompts``)."""
-        if self.options.consistency_prompts == "all":
-            return list(self.real_ids)
-        ids = sorted({i for d in set(datasets) for i, _ in self.label_space.prompts_for_dataset(d)})
-        if not ids:
-            raise ValueError(f"consistency_prompts 'dataset': no prompt annotated by {sorted(set(datasets))}")
-        return ids
+        return consistency_prompt_ids(self, self.options.consistency_prompts, datasets)
 
     def _consistency(
         self, logits_u: torch.Tensor, images_u: torch.Tensor, ctx: StepContext, datasets: Sequence[str]
@@ -426,6 +431,21 @@ def _noise(images: torch.Tensor, std: float, clip: float, generator: torch.Gener
     return images + noise.to(images.device, images.dtype)
 
 
+def consistency_prompt_ids(method: TrainingMethod, which: str, datasets: Sequence[str]) -> list[int]:
+    """The real prompts a consistency term covers: every one (``which="all"``) or those the batch's
+    datasets annotate (``"dataset"``).
+
+    Raises:
+        ValueError: ``"dataset"`` and none of ``datasets`` annotates a prompt of the label space.
+    """
+    if which == "all":
+        return list(method.real_ids)
+    ids = sorted({i for d in set(datasets) for i, _ in method.label_space.prompts_for_dataset(d)})
+    if not ids:
+        raise ValueError(f"consistency_prompts 'dataset': no prompt annotated by {sorted(set(datasets))}")
+    return ids
+
+
 class TeacherMethod(TrainingMethod):
     """Base of the baselines that train the student on unlabeled images against an EMA teacher.
 
@@ -455,7 +475,8 @@ class MeanTeacherMethod(TeacherMethod):
 
     Student and EMA teacher see the unlabeled patch under independent clipped Gaussian noise (on top of
     the sampler's augmentation); the consistency is the MSE between their sigmoid probabilities of
-    every real prompt, weighted by ``consistency_weight * sigmoid_rampup``.
+    every real prompt (or the batch's dataset's own, ``consistency_prompts``), weighted by
+    ``consistency_weight * sigmoid_rampup``.
     """
 
     name = "mean_teacher"
@@ -469,9 +490,10 @@ class MeanTeacherMethod(TeacherMethod):
         noisy_teacher = _noise(unlabeled, opt.noise_std, opt.noise_clip, ctx.generator)
         logits = ctx.forward(torch.cat([batch.images, noisy_student]))
         sup = self.supervised(logits[:n], batch.annotation)
+        ids = consistency_prompt_ids(self, opt.consistency_prompts, batch.datasets)
         with torch.no_grad():
-            teacher_probs = torch.sigmoid(teacher(noisy_teacher)[:, self.real_ids])
-        consistency = probability_mse_loss(logits[n:, self.real_ids], teacher_probs)
+            teacher_probs = torch.sigmoid(teacher(noisy_teacher)[:, ids])
+        consistency = probability_mse_loss(logits[n:, ids], teacher_probs)
         weight = opt.consistency_weight * sigmoid_rampup(ctx.step, int(round(opt.consistency_rampup * ctx.max_steps)))
         total = sup + weight * consistency
         return StepLosses(
